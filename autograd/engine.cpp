@@ -1,0 +1,169 @@
+// The backward engine. Shared work lives here so no rule repeats it: topological
+// order, += accumulation (within a pass and across backward() calls), summing a
+// gradient back to its input's shape after broadcasting, and recording off.
+#include "autograd/engine.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "core/error.h"
+#include "core/kernels.h"
+#include "core/ops.h"
+
+namespace vgrad::autograd {
+namespace {
+
+// Reverse postorder of the nodes reachable from `roots`: every node comes after
+// all nodes that consume its output.
+std::vector<Node*> topological_order(const std::vector<Node*>& roots) {
+  std::vector<Node*> postorder;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack;
+  for (Node* root : roots) {
+    if (!visited.insert(root).second) continue;
+    stack.push_back({root, 0});
+    while (!stack.empty()) {
+      auto& [node, next] = stack.back();
+      if (next < node->edges().size()) {
+        Node* child = node->edges()[next++].node.get();
+        if (child && visited.insert(child).second) stack.push_back({child, 0});
+      } else {
+        postorder.push_back(node);
+        stack.pop_back();
+      }
+    }
+  }
+  return {postorder.rbegin(), postorder.rend()};
+}
+
+Tensor check_gradient(const Tensor& root, const Tensor& gradient) {
+  if (!root.requires_grad())
+    fail("backward: tensor {} does not require grad and has no grad_fn (did you forget requires_grad_(), "
+         "or run under NoGradGuard?)", shape_str(root.shape()));
+  if (!gradient.defined()) {
+    if (root.numel() != 1)
+      fail("backward: gradient can be implicit only for one-element outputs; this output has shape {} "
+           "(pass backward(gradient))", shape_str(root.shape()));
+    return ones(root.shape(), {.dtype = root.dtype(), .device = root.device()});
+  }
+  if (gradient.shape() != root.shape())
+    fail("backward: gradient shape {} does not match output shape {}", shape_str(gradient.shape()),
+         shape_str(root.shape()));
+  if (gradient.dtype() != root.dtype())
+    fail("backward: gradient dtype {} does not match output dtype {}", dtype_name(gradient.dtype()),
+         dtype_name(root.dtype()));
+  if (gradient.device() != root.device())
+    fail("backward: gradient on {} but output on {}", gradient.device().str(), root.device().str());
+  return gradient;
+}
+
+// The gradient a rule returned, summed back to the input's shape and dtype.
+Tensor fit_to_input(const Tensor& grad, const Edge& edge, const Node& node, size_t input) {
+  Tensor g = grad;
+  if (g.shape() != edge.shape) {
+    // Unbroadcast: the input was broadcast to the output's shape in forward.
+    if (broadcast_shapes(edge.shape, g.shape(), node.name().c_str()) != g.shape())
+      fail("{}: backward returned a gradient of shape {} for input {} of shape {}", node.name(),
+           shape_str(g.shape()), input, shape_str(edge.shape));
+    g = sum_to(g, edge.shape);
+  }
+  return kernels::cast(g, edge.dtype);
+}
+
+// Adds g into a leaf's .grad, reusing the buffer kept across zero_grad().
+void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
+  if (!leaf.grad) {
+    // A fresh gradient nobody else holds is adopted; otherwise copied, so that
+    // a later += never writes into a tensor the user or another node owns.
+    const bool exclusive = g.impl_shared().use_count() <= 2 && g.storage().use_count() == 1 && g.is_contiguous() &&
+                           g.offset() == 0;
+    leaf.grad = exclusive ? g.impl_shared() : kernels::contiguous(g.clone()).impl_shared();
+    if (exclusive) {
+      leaf.grad->grad_fn = nullptr;
+      leaf.grad->requires_grad = false;
+    }
+    return;
+  }
+  Tensor existing(leaf.grad);
+  kernels::binary_into(BinaryOp::Add, existing, g, existing, "backward (accumulate grad)");
+  existing.storage()->bump_version();
+}
+
+void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients, bool retain_graph,
+         std::unordered_map<TensorImpl*, Tensor>* capture) {
+  if (!gradients.empty() && gradients.size() != roots.size())
+    fail("backward: {} gradients given for {} outputs", gradients.size(), roots.size());
+  NoGradGuard no_grad;  // rules compose ops; none of that is recorded
+
+  std::unordered_map<Node*, Tensor> pending;
+  std::vector<Node*> root_nodes;
+  auto deliver_to_leaf = [&](TensorImpl& leaf, const Tensor& g) {
+    if (capture) {
+      auto it = capture->find(&leaf);
+      if (it == capture->end()) return;
+      it->second = it->second.defined() ? add(it->second, g) : g;
+    } else {
+      accumulate_into_leaf(leaf, g);
+    }
+  };
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Tensor g = check_gradient(roots[i], gradients.empty() ? Tensor() : gradients[i]);
+    if (Node* node = roots[i].grad_fn().get()) {
+      auto [it, inserted] = pending.try_emplace(node, g);
+      if (!inserted) it->second = add(it->second, g);
+      root_nodes.push_back(node);
+    } else {
+      deliver_to_leaf(*roots[i].impl_ptr(), g);
+    }
+  }
+
+  for (Node* node : topological_order(root_nodes)) {
+    auto it = pending.find(node);
+    if (it == pending.end()) continue;  // no gradient reached it
+    const Tensor grad_output = std::move(it->second);
+    pending.erase(it);
+    std::vector<Tensor> input_grads = node->apply(grad_output);
+    const auto& edges = node->edges();
+    if (input_grads.size() != edges.size())
+      fail("{}: backward returned {} gradients for {} inputs", node->name(), input_grads.size(), edges.size());
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const Edge& edge = edges[i];
+      if (!edge.active() || !input_grads[i].defined()) continue;
+      const Tensor g = fit_to_input(input_grads[i], edge, *node, i);
+      if (edge.node) {
+        auto [slot, inserted] = pending.try_emplace(edge.node.get(), g);
+        if (!inserted) slot->second = add(slot->second, g);
+      } else {
+        deliver_to_leaf(*edge.leaf, g);
+      }
+    }
+    if (!retain_graph) node->release();
+  }
+}
+
+}  // namespace
+
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients, bool retain_graph) {
+  run(roots, gradients, retain_graph, nullptr);
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& gradients, bool retain_graph) {
+  std::unordered_map<TensorImpl*, Tensor> capture;
+  for (const Tensor& input : inputs) {
+    if (!input.requires_grad() || !input.is_leaf())
+      fail("grad: every input must be a leaf tensor that requires grad");
+    capture[input.impl_ptr()] = Tensor();
+  }
+  run(outputs, gradients, retain_graph, &capture);
+  std::vector<Tensor> result;
+  for (const Tensor& input : inputs) {
+    Tensor g = capture[input.impl_ptr()];
+    result.push_back(g.defined() ? g : zeros(input.shape(), {.dtype = input.dtype(), .device = input.device()}));
+  }
+  return result;
+}
+
+}  // namespace vgrad::autograd

@@ -1,0 +1,283 @@
+// matmul (2-D, batched, broadcast batch dims), linear and einsum, with backward
+// rules as GEMMs: da = g·bᵀ, db = aᵀ·g. Transposed operands reach BLAS as flags.
+#include <algorithm>
+#include <map>
+
+#include "autograd/function.h"
+#include "core/error.h"
+#include "core/kernels.h"
+#include "core/ops.h"
+
+namespace vgrad {
+
+using autograd::Context;
+using autograd::needs_grad;
+using autograd::record;
+
+namespace {
+
+// How one operand's matrices are laid out for GEMM: row-major with leading
+// dimension ld, or transposed (column-major) — both without a copy.
+struct MatrixLayout {
+  Tensor tensor;  // possibly a contiguous copy when the strides fit neither layout
+  bool transposed = false;
+  int64_t ld = 0;
+  int64_t batch_stride = 0;
+};
+
+// Can the batch dims [0, nb) be walked with one stride? (contiguous over batch, or all 0)
+bool single_batch_stride(const Tensor& t, int64_t nb, int64_t* stride) {
+  std::vector<int64_t> dims;  // batch dims of size > 1
+  for (int64_t d = 0; d < nb; ++d)
+    if (t.shape()[d] != 1) dims.push_back(d);
+  *stride = 0;
+  if (std::all_of(dims.begin(), dims.end(), [&](int64_t d) { return t.strides()[d] == 0; })) return true;
+  for (size_t i = 0; i + 1 < dims.size(); ++i)
+    if (t.strides()[dims[i]] != t.strides()[dims[i + 1]] * t.shape()[dims[i + 1]]) return false;
+  *stride = t.strides()[dims.back()];
+  return true;
+}
+
+MatrixLayout layout_of(const Tensor& t) {
+  const int64_t nd = t.dim(), rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
+  const int64_t rs = t.strides()[nd - 2], cs = t.strides()[nd - 1];
+  MatrixLayout layout;
+  int64_t batch_stride = 0;
+  const bool batch_ok = single_batch_stride(t, nd - 2, &batch_stride);
+  if (batch_ok && (cs == 1 || cols == 1) && rs >= std::max<int64_t>(cols, 1)) {
+    layout = {t, false, rs, batch_stride};
+  } else if (batch_ok && (rs == 1 || rows == 1) && cs >= std::max<int64_t>(rows, 1)) {
+    layout = {t, true, cs, batch_stride};
+  } else {
+    const Tensor copy = kernels::contiguous(t.is_contiguous() ? t : clone(t.detach()));
+    return layout_of(copy);
+  }
+  if (rows == 1 && cols == 1) layout.ld = 1;
+  return layout;
+}
+
+void check_matmul(const Tensor& a, const Tensor& b) {
+  kernels::check_same_device(a, b, "matmul");
+  if (!is_floating(a.dtype()) || !is_floating(b.dtype()))
+    fail("matmul: {} @ {}: needs float32 or float64 tensors, got {} and {}", shape_str(a.shape()),
+         shape_str(b.shape()), dtype_name(a.dtype()), dtype_name(b.dtype()));
+  if (a.dtype() != b.dtype())
+    fail("matmul: {} @ {}: dtypes differ ({} vs {}); convert one with .to()", shape_str(a.shape()),
+         shape_str(b.shape()), dtype_name(a.dtype()), dtype_name(b.dtype()));
+  if (a.shape()[a.dim() - 1] != b.shape()[b.dim() - 2])
+    fail("matmul: {} @ {}: inner dimensions differ ({} vs {})", shape_str(a.shape()), shape_str(b.shape()),
+         a.shape()[a.dim() - 1], b.shape()[b.dim() - 2]);
+}
+
+// C = A·B for operands of >= 2 dims with broadcast batch dims; no graph.
+Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
+  check_matmul(a_in, b_in);
+  const int64_t m = a_in.shape()[a_in.dim() - 2], k = a_in.shape()[a_in.dim() - 1], n = b_in.shape()[b_in.dim() - 1];
+  const Shape a_batch(a_in.shape().begin(), a_in.shape().end() - 2), b_batch(b_in.shape().begin(), b_in.shape().end() - 2);
+  Shape batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor a = a_in, b = b_in;
+  int64_t rows = m;
+  // (…, M, K) @ (K, N): fold the batch into M when A's rows are evenly spaced — one GEMM.
+  if (b_in.dim() == 2 && a_in.dim() > 2 && a_in.is_contiguous()) {
+    a = make_view(a_in, {numel(batch) * m, k}, {k, 1}, a_in.offset());
+    rows = numel(batch) * m;
+    batch = {};
+  }
+  Shape a_full = batch, b_full = batch;
+  a_full.insert(a_full.end(), {rows, k});
+  b_full.insert(b_full.end(), {k, n});
+  a = expand(a.detach(), a_full);
+  b = expand(b.detach(), b_full);
+  const MatrixLayout la = layout_of(a), lb = layout_of(b);
+  Tensor out = Tensor::empty(out_shape, a_in.dtype(), a_in.device());
+  if (out.numel() == 0) return out;
+  if (k == 0) return out.fill_(0.0);
+  GemmArgs g;
+  g.trans_a = la.transposed;
+  g.trans_b = lb.transposed;
+  g.m = rows;
+  g.n = n;
+  g.k = k;
+  g.batch = numel(batch);
+  g.a = la.tensor.data_ptr();
+  g.lda = la.ld;
+  g.stride_a = la.batch_stride;
+  g.b = lb.tensor.data_ptr();
+  g.ldb = lb.ld;
+  g.stride_b = lb.batch_stride;
+  g.c = out.data_ptr();
+  g.ldc = n;
+  g.stride_c = rows * n;
+  g.dtype = out.dtype();
+  backend_for(out.device()).gemm(g);
+  return out;
+}
+
+}  // namespace
+
+// a (…, N, K) @ b (…, K, M) -> (…, N, M);   da = g·bᵀ,   db = aᵀ·g   (batch dims broadcast;
+// the engine sums gradients over broadcast batch dims)
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (a.dim() == 0 || b.dim() == 0)
+    fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));
+  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
+  if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
+  Tensor out = matmul_forward(a, b);
+  if (!needs_grad({a, b})) return out;
+  Context ctx("matmul");
+  ctx.save_for_backward({a, b});
+  return record(out, {a, b}, std::move(ctx), [](Context& c, const Tensor& g) {
+    const Tensor x = c.saved(0), w = c.saved(1);
+    Tensor ga, gb;
+    if (c.needs_input_grad(0)) ga = matmul_forward(g, transpose(w, -1, -2));
+    if (c.needs_input_grad(1)) {
+      if (w.dim() == 2 && x.dim() > 2) {  // fold the batch: one (K, rows)·(rows, M) GEMM
+        const int64_t k = x.shape()[x.dim() - 1], n = g.shape()[g.dim() - 1];
+        gb = matmul_forward(transpose(reshape(x, {-1, k}), 0, 1), reshape(g, {-1, n}));
+      } else {
+        gb = matmul_forward(transpose(x, -1, -2), g);
+      }
+    }
+    return std::vector<Tensor>{ga, gb};
+  });
+}
+
+// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM with the bias
+// broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
+  if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
+    fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),
+         x.dim() ? x.shape()[x.dim() - 1] : 0, weight.shape()[1], shape_str(weight.shape()));
+  if (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != weight.shape()[0]))
+    fail("linear: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
+         shape_str(weight.shape()), weight.shape()[0]);
+  const int64_t in_features = weight.shape()[1], out_features = weight.shape()[0];
+  if (x.dim() != 2) {  // (…, D_in): fold leading dims into the batch
+    Shape out_shape = x.shape();
+    out_shape.back() = out_features;
+    return reshape(linear(reshape(x, {-1, in_features}), weight, bias), out_shape);
+  }
+  check_matmul(x, transpose(weight, 0, 1));
+  if (bias.defined()) kernels::check_same_device(x, bias, "linear");
+  const int64_t rows = x.shape()[0];
+  Tensor out = Tensor::empty({rows, out_features}, x.dtype(), x.device());
+  Backend& backend = backend_for(x.device());
+  if (bias.defined()) backend.copy(kernels::broadcast_view(kernels::cast(bias, x.dtype()), out.shape()), out.view());
+  if (rows > 0) {
+    const MatrixLayout lx = layout_of(x), lw = layout_of(weight);
+    GemmArgs g;
+    g.trans_a = lx.transposed;
+    g.trans_b = !lw.transposed;  // Wᵀ
+    g.m = rows;
+    g.n = out_features;
+    g.k = in_features;
+    g.a = lx.tensor.data_ptr();
+    g.lda = lx.ld;
+    g.b = lw.tensor.data_ptr();
+    g.ldb = lw.ld;
+    g.c = out.data_ptr();
+    g.ldc = out_features;
+    g.beta = bias.defined() ? 1.0 : 0.0;
+    g.dtype = x.dtype();
+    if (in_features > 0) backend.gemm(g);
+    else if (!bias.defined()) out.fill_(0.0);
+  }
+  if (!needs_grad({x, weight, bias})) return out;
+  Context ctx("linear");
+  ctx.save_for_backward({x, weight});
+  return record(out, {x, weight, bias}, std::move(ctx), [](Context& c, const Tensor& g) {
+    const Tensor input = c.saved(0), w = c.saved(1);
+    return std::vector<Tensor>{
+        c.needs_input_grad(0) ? matmul_forward(g, w) : Tensor(),                        // dX = Δ·W
+        c.needs_input_grad(1) ? matmul_forward(transpose(g, 0, 1), input) : Tensor(),  // dW = Δᵀ·X
+        c.needs_input_grad(2) ? kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward")
+                              : Tensor()};  // db = Σ_rows Δ
+  });
+}
+
+// Two-operand einsum, lowered to permute/reshape/batched matmul (all differentiable).
+Tensor einsum(const std::string& equation_in, const Tensor& a, const Tensor& b) {
+  std::string equation;
+  for (char ch : equation_in)
+    if (ch != ' ') equation += ch;
+  const auto comma = equation.find(','), arrow = equation.find("->");
+  if (comma == std::string::npos) fail("einsum: '{}' needs two operands separated by ','", equation_in);
+  const std::string sa = equation.substr(0, comma);
+  const std::string sb = equation.substr(comma + 1, arrow == std::string::npos ? std::string::npos : arrow - comma - 1);
+  std::string so;
+  std::map<char, int> count;
+  for (char ch : sa + sb) {
+    if (!std::isalpha(static_cast<unsigned char>(ch))) fail("einsum: '{}': bad character '{}'", equation_in, ch);
+    count[ch]++;
+  }
+  if (arrow != std::string::npos) {
+    so = equation.substr(arrow + 2);
+  } else {  // implicit output: letters that appear once, in alphabetical order
+    for (auto [ch, n] : count)
+      if (n == 1) so += ch;
+  }
+  auto check_operand = [&](const std::string& s, const Tensor& t, const char* which) {
+    if (static_cast<int64_t>(s.size()) != t.dim())
+      fail("einsum: '{}': operand {} has {} dims but '{}' names {}", equation_in, which, t.dim(), s, s.size());
+    for (size_t i = 0; i < s.size(); ++i)
+      if (s.find(s[i]) != i) fail("einsum: '{}': repeated index '{}' within one operand is not supported", equation_in, s[i]);
+  };
+  check_operand(sa, a, "a");
+  check_operand(sb, b, "b");
+  std::map<char, int64_t> size;
+  for (size_t i = 0; i < sa.size(); ++i) size[sa[i]] = a.shape()[i];
+  for (size_t i = 0; i < sb.size(); ++i) {
+    if (size.count(sb[i]) && size[sb[i]] != b.shape()[i])
+      fail("einsum: '{}': index '{}' has size {} in a but {} in b", equation_in, sb[i], size[sb[i]], b.shape()[i]);
+    size[sb[i]] = b.shape()[i];
+  }
+  for (char ch : so)
+    if (!size.count(ch)) fail("einsum: '{}': output index '{}' is in no operand", equation_in, ch);
+  auto in = [](const std::string& s, char ch) { return s.find(ch) != std::string::npos; };
+  // Letters in one operand only and not in the output are summed out first.
+  Tensor x = a, y = b;
+  std::string xa = sa, yb = sb;
+  auto sum_out = [&](Tensor& t, std::string& s, const std::string& other) {
+    std::vector<int64_t> axes;
+    std::string kept;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (!in(other, s[i]) && !in(so, s[i])) axes.push_back(static_cast<int64_t>(i));
+      else kept += s[i];
+    }
+    if (!axes.empty()) t = sum(t, axes);
+    s = kept;
+  };
+  sum_out(x, xa, yb);
+  sum_out(y, yb, xa);
+  std::string batch, left, right, contracted;
+  for (char ch : xa) {
+    if (in(yb, ch) && in(so, ch)) batch += ch;
+    else if (in(yb, ch)) contracted += ch;
+    else left += ch;
+  }
+  for (char ch : yb)
+    if (!in(xa, ch)) right += ch;
+  auto order = [](const std::string& s, const std::string& target) {
+    std::vector<int64_t> perm;
+    for (char ch : target) perm.push_back(static_cast<int64_t>(s.find(ch)));
+    return perm;
+  };
+  auto product = [&](const std::string& s) {
+    int64_t p = 1;
+    for (char ch : s) p *= size[ch];
+    return p;
+  };
+  const int64_t nb = product(batch), m = product(left), k = product(contracted), n = product(right);
+  const Tensor x3 = reshape(permute(x, order(xa, batch + left + contracted)), {nb, m, k});
+  const Tensor y3 = reshape(permute(y, order(yb, batch + contracted + right)), {nb, k, n});
+  Shape result_shape;
+  for (char ch : batch + left + right) result_shape.push_back(size[ch]);
+  const Tensor result = reshape(matmul(x3, y3), result_shape);
+  return permute(result, order(batch + left + right, so));
+}
+
+}  // namespace vgrad

@@ -1,0 +1,79 @@
+// Caching allocator implementation, and the CPU's instance (64-byte aligned blocks).
+#include "core/allocator.h"
+
+#include <cstdlib>
+#include <new>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+namespace vgrad {
+
+CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index)
+    : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index) {}
+
+CachingAllocator::~CachingAllocator() { release_cached(); }
+
+// Small blocks round to 512 bytes; larger ones to 1/8 of their power of two, so
+// the waste stays under 12.5% while batch-shaped buffers share buckets.
+size_t CachingAllocator::round_size(size_t bytes) {
+  if (bytes <= 512) return 512;
+  size_t power = 1;
+  while (power < bytes) power <<= 1;
+  const size_t step = power >= 4096 ? power / 8 : 512;
+  return (bytes + step - 1) / step * step;
+}
+
+void* CachingAllocator::allocate(size_t bytes) {
+  const size_t size = round_size(bytes);
+  std::lock_guard lock(mutex_);
+  void* ptr = nullptr;
+  auto it = free_blocks_.find(size);
+  if (it != free_blocks_.end() && !it->second.empty()) {
+    ptr = it->second.back();
+    it->second.pop_back();
+    stats_.cache_hits++;
+    stats_.bytes_cached -= size;
+  } else {
+    ptr = raw_alloc_(size, device_index_);
+    if (ptr == nullptr && stats_.bytes_cached > 0) {  // out of memory: give the cache back and retry
+      for (auto& [block_size, blocks] : free_blocks_)
+        for (void* block : blocks) raw_free_(block, device_index_);
+      free_blocks_.clear();
+      stats_.bytes_cached = 0;
+      ptr = raw_alloc_(size, device_index_);
+    }
+    if (ptr == nullptr) fail("allocator: out of memory allocating {} bytes ({} bytes in use)", size, stats_.bytes_in_use);
+    stats_.system_allocations++;
+  }
+  stats_.bytes_in_use += size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return ptr;
+}
+
+void CachingAllocator::deallocate(void* ptr, size_t bytes) {
+  if (ptr == nullptr) return;
+  const size_t size = round_size(bytes);
+  std::lock_guard lock(mutex_);
+  free_blocks_[size].push_back(ptr);
+  stats_.bytes_in_use -= size;
+  stats_.bytes_cached += size;
+}
+
+void CachingAllocator::release_cached() {
+  std::lock_guard lock(mutex_);
+  for (auto& [size, blocks] : free_blocks_)
+    for (void* block : blocks) raw_free_(block, device_index_);
+  free_blocks_.clear();
+  stats_.bytes_cached = 0;
+}
+
+MemoryStats CachingAllocator::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+MemoryStats memory_stats(Device device) { return backend_for(device).allocator().stats(); }
+void empty_cache(Device device) { backend_for(device).allocator().release_cached(); }
+
+}  // namespace vgrad

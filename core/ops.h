@@ -1,0 +1,146 @@
+// The public tensor operations. Creation ops live in core/creation.cpp; every
+// differentiable op is defined beside its backward rule in autograd/ops/*.cpp.
+// Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace vgrad {
+
+// ---------------- creation (core/creation.cpp) ----------------
+struct TensorOptions {
+  DType dtype = DType::Float32;
+  Device device = kCPU;
+  bool requires_grad = false;
+};
+Tensor zeros(const Shape& shape, TensorOptions options = {});
+Tensor ones(const Shape& shape, TensorOptions options = {});
+Tensor full(const Shape& shape, double value, TensorOptions options = {});
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor arange(double start, double end, double step = 1.0, TensorOptions options = {});
+Tensor arange(int64_t end, TensorOptions options = {.dtype = DType::Int64});
+Tensor eye(int64_t n, TensorOptions options = {});
+Tensor scalar_tensor(double value, TensorOptions options = {});
+// From host values; shape defaults to 1-D. Element count must match the shape.
+Tensor tensor(const std::vector<float>& values, const Shape& shape = {}, TensorOptions options = {});
+Tensor tensor(const std::vector<double>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Float64});
+Tensor tensor(const std::vector<int64_t>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Int64});
+Tensor tensor(std::initializer_list<float> values, const Shape& shape = {}, TensorOptions options = {});
+
+// Seedable random numbers: a Generator is a counter-based stream (same seed, same numbers).
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0x5eed) : state_{seed, 0} {}
+  void manual_seed(uint64_t seed) { state_ = {seed, 0}; }
+  RandomState& state() { return state_; }
+
+ private:
+  RandomState state_;
+};
+Generator& default_generator();
+void manual_seed(uint64_t seed);  // seeds the default generator
+Tensor rand(const Shape& shape, TensorOptions options = {}, Generator* gen = nullptr);   // U[0, 1)
+Tensor randn(const Shape& shape, TensorOptions options = {}, Generator* gen = nullptr);  // N(0, 1)
+Tensor uniform(const Shape& shape, double low, double high, TensorOptions options = {}, Generator* gen = nullptr);
+Tensor normal(const Shape& shape, double mean, double stddev, TensorOptions options = {}, Generator* gen = nullptr);
+Tensor randperm(int64_t n, Generator* gen = nullptr);  // int64, on the CPU
+Tensor& uniform_(Tensor& t, double low, double high, Generator* gen = nullptr);
+Tensor& normal_(Tensor& t, double mean, double stddev, Generator* gen = nullptr);
+
+// ---------------- elementwise (autograd/ops/elementwise.cpp) ----------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, double exponent);
+Tensor pow(double base, const Tensor& exponent);
+Tensor maximum(const Tensor& a, const Tensor& b);  // ties: the gradient goes half to each
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);  // subgradient 0 at 0
+Tensor relu(const Tensor& x);  // subgradient 0 at 0 (as PyTorch)
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor gelu(const Tensor& x);  // exact (erf) form, as PyTorch's default
+Tensor clamp(const Tensor& x, double min, double max);  // gradient 1 inside [min, max], 0 outside
+Tensor square(const Tensor& x);
+Tensor affine(const Tensor& x, double scale, double shift);  // scale*x + shift, one pass
+// Comparisons give masks of 1/0 in the promoted dtype (not differentiable).
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+// cond (any dtype, nonzero = true) ? a : b, broadcasting all three.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& a, double b);
+Tensor operator-(const Tensor& a, double b);
+Tensor operator*(const Tensor& a, double b);
+Tensor operator/(const Tensor& a, double b);
+Tensor operator+(double a, const Tensor& b);
+Tensor operator-(double a, const Tensor& b);
+Tensor operator*(double a, const Tensor& b);
+Tensor operator/(double a, const Tensor& b);
+
+// ---------------- reductions (autograd/ops/reduce.cpp) ----------------
+// axes may be negative; an empty list reduces over everything.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor amax(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);  // ties share the gradient equally
+Tensor amin(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t axis, bool keepdim = false);  // first maximum; int64
+Tensor argmin(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor var(const Tensor& x, const std::vector<int64_t>& axes = {}, int64_t correction = 1, bool keepdim = false);
+// Sums `grad` over broadcast dims down to `shape` (the engine's unbroadcast).
+Tensor sum_to(const Tensor& grad, const Shape& shape);
+
+// ---------------- matmul (autograd/ops/matmul.cpp) ----------------
+// Like torch.matmul: 1-D/2-D/batched with broadcast batch dims. Transposed operands
+// go to BLAS as flags, never copied.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// Two-operand einsum ("bqd,bkd->bqk", "ij,jk->ik", "ij->ji", ...), on permute/reshape/matmul.
+Tensor einsum(const std::string& equation, const Tensor& a, const Tensor& b);
+// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out), one GEMM with the bias as its C.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---------------- shape (autograd/ops/shape.cpp) ----------------
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor squeeze(const Tensor& x, int64_t axis);
+Tensor unsqueeze(const Tensor& x, int64_t axis);
+Tensor narrow(const Tensor& x, int64_t axis, int64_t start, int64_t length);
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step = 1);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);
+Tensor contiguous(const Tensor& x);
+Tensor clone(const Tensor& x);
+Tensor cat(const std::vector<Tensor>& tensors, int64_t axis);
+Tensor to_device(const Tensor& x, Device device);
+Tensor to_dtype(const Tensor& x, DType dtype);
+
+// ---------------- softmax (autograd/ops/softmax.cpp) ----------------
+Tensor softmax(const Tensor& x, int64_t axis);
+Tensor log_softmax(const Tensor& x, int64_t axis);
+
+// ---------------- comparing ----------------
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
+
+}  // namespace vgrad

@@ -1,0 +1,46 @@
+// Shape helpers and NumPy broadcasting.
+#include "core/shape.h"
+
+#include "core/error.h"
+
+namespace vgrad {
+
+int64_t numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Strides contiguous_strides(const Shape& shape) {
+  Strides strides(shape.size());
+  int64_t stride = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  const size_t ndim = std::max(a.size(), b.size());
+  Shape out(ndim);
+  for (size_t i = 0; i < ndim; ++i) {
+    // Align trailing dims: position i counts from the left of the longer shape.
+    const int64_t da = i + a.size() >= ndim ? a[i + a.size() - ndim] : 1;
+    const int64_t db = i + b.size() >= ndim ? b[i + b.size() - ndim] : 1;
+    if (da != db && da != 1 && db != 1)
+      fail("{}: cannot broadcast {} with {} (dim {}: {} vs {})", op, shape_str(a), shape_str(b), i, da, db);
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+int64_t wrap_axis(int64_t axis, int64_t ndim, const char* op) {
+  const int64_t lo = ndim == 0 ? -1 : -ndim, hi = ndim == 0 ? 0 : ndim - 1;
+  if (axis < lo || axis > hi) fail("{}: axis {} out of range for a tensor of {} dims", op, axis, ndim);
+  return axis < 0 ? axis + std::max<int64_t>(ndim, 1) : axis;
+}
+
+}  // namespace vgrad

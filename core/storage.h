@@ -1,0 +1,35 @@
+// A reference-counted block of device memory shared by a tensor and its views,
+// with the version counter that autograd uses to detect in-place changes.
+// Memory comes from the device's caching allocator (see allocator.h), never malloc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/device.h"
+
+namespace vgrad {
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);  // allocates from the device's caching allocator
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+  // Bumped by every in-place write; autograd compares it with the value saved.
+  uint64_t version() const { return version_; }
+  void bump_version() { ++version_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  uint64_t version_ = 0;
+};
+
+}  // namespace vgrad

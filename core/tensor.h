@@ -1,0 +1,149 @@
+// Tensor: a shared handle to a strided view of a Storage, with its autograd state.
+// Copying a Tensor copies the handle (like torch::Tensor); clone() copies the data.
+// The differentiable ops are declared in core/ops.h and defined with their
+// backward rules in autograd/ops/.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "core/storage.h"
+
+namespace vgrad {
+
+namespace autograd {
+class Node;
+}
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  Strides strides;
+  int64_t offset = 0;  // in elements
+  DType dtype = DType::Float32;
+
+  // Autograd state. grad_fn is set on tensors an op produced while recording.
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;
+  std::shared_ptr<autograd::Node> grad_fn;
+  uint32_t output_index = 0;  // which output of grad_fn this is
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // Uninitialised storage of the given shape (contents unspecified).
+  static Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = kCPU);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl().shape; }
+  const Strides& strides() const { return impl().strides; }
+  int64_t offset() const { return impl().offset; }
+  int64_t dim() const { return static_cast<int64_t>(impl().shape.size()); }
+  int64_t size(int64_t axis) const;
+  int64_t numel() const { return vgrad::numel(impl().shape); }
+  DType dtype() const { return impl().dtype; }
+  Device device() const { return impl().storage->device(); }
+  bool is_contiguous() const;
+  bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
+  const std::shared_ptr<Storage>& storage() const { return impl().storage; }
+  TensorImpl* impl_ptr() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_shared() const { return impl_; }
+
+  // Raw access to the first element; checks the dtype (and, for data(), the device).
+  void* data_ptr() const;
+  template <class T> T* data() const;
+  View view() const;  // the kernel-level description of this tensor
+
+  // Host values. item() needs exactly one element.
+  double item() const;
+  template <class T> T item() const { return static_cast<T>(item()); }
+  template <class T> std::vector<T> to_vector() const;
+  std::string str() const;  // shape, dtype, device and values (abbreviated when large)
+
+  // ---- autograd ----
+  bool requires_grad() const { return impl().requires_grad; }
+  Tensor& requires_grad_(bool enabled = true);
+  Tensor grad() const;  // undefined until a backward() reached this tensor
+  void set_grad(const Tensor& grad);
+  void zero_grad();  // zeros .grad in place (keeps its buffer: no allocation next step)
+  std::shared_ptr<autograd::Node> grad_fn() const { return impl().grad_fn; }
+  bool is_leaf() const { return impl().grad_fn == nullptr; }
+  // Reverse-mode from this tensor. gradient may be omitted only for one-element tensors.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+  Tensor detach() const;  // shares storage, cut from the graph
+  uint64_t version() const { return impl().storage->version(); }
+
+  // ---- shape and views (differentiable; views share storage) ----
+  Tensor reshape(const Shape& shape) const;
+  Tensor view(const Shape& shape) const;  // like reshape, but never copies (error if it would)
+  Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
+  Tensor transpose(int64_t dim0, int64_t dim1) const;
+  Tensor t() const;  // transpose of a 2-D tensor
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  Tensor squeeze(int64_t axis) const;
+  Tensor squeeze() const;
+  Tensor unsqueeze(int64_t axis) const;
+  Tensor narrow(int64_t axis, int64_t start, int64_t length) const;
+  Tensor slice(int64_t axis, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor select(int64_t axis, int64_t index) const;
+  Tensor operator[](int64_t index) const { return select(0, index); }
+  Tensor expand(const Shape& shape) const;
+  Tensor index_select(int64_t axis, const Tensor& index) const;
+  Tensor contiguous() const;
+  Tensor clone() const;
+  Tensor to(Device device) const;
+  Tensor to(DType dtype) const;
+
+  // ---- math (differentiable) ----
+  Tensor sum() const;
+  Tensor sum(const std::vector<int64_t>& axes, bool keepdim = false) const;
+  Tensor mean() const;
+  Tensor mean(const std::vector<int64_t>& axes, bool keepdim = false) const;
+  Tensor max() const;
+  Tensor max(int64_t axis, bool keepdim = false) const;
+  Tensor min() const;
+  Tensor min(int64_t axis, bool keepdim = false) const;
+  Tensor argmax(int64_t axis, bool keepdim = false) const;  // not differentiable
+  Tensor argmin(int64_t axis, bool keepdim = false) const;
+  Tensor var(const std::vector<int64_t>& axes, int64_t correction = 1, bool keepdim = false) const;
+  Tensor var() const;
+  Tensor matmul(const Tensor& other) const;
+  Tensor exp() const;
+  Tensor log() const;
+  Tensor sqrt() const;
+  Tensor abs() const;
+  Tensor relu() const;
+  Tensor sigmoid() const;
+  Tensor tanh() const;
+  Tensor pow(double exponent) const;
+  Tensor clamp(double min, double max) const;
+  Tensor softmax(int64_t axis) const;
+  Tensor log_softmax(int64_t axis) const;
+
+  // ---- in place (not differentiable on tensors that require grad; bump the version) ----
+  Tensor& fill_(double value);
+  Tensor& zero_() { return fill_(0.0); }
+  Tensor& copy_(const Tensor& src);  // broadcasts src to this shape; converts dtype/device
+  Tensor& add_(const Tensor& other, double alpha = 1.0);
+  Tensor& mul_(double value);
+
+ private:
+  TensorImpl& impl() const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& tensor);
+
+// Makes a tensor sharing `base`'s storage with a new shape/strides/offset (no autograd).
+Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offset);
+
+}  // namespace vgrad

@@ -1,0 +1,19 @@
+// The CUDA entry points of a build without CUDA: queries answer "none", and asking
+// for a CUDA backend says how to get one.
+#include <cstdlib>
+
+#include "core/error.h"
+#include "cuda/cuda.h"
+
+namespace vgrad::cuda {
+
+bool is_available() { return false; }
+int device_count() { return 0; }
+bool built_with_cuda() { return false; }
+Backend& backend(int index) {
+  fail("cuda:{}: this build has no CUDA support (reconfigure with -DVGRAD_CUDA=ON)", index);
+}
+void* pinned_alloc(size_t bytes) { return std::malloc(bytes); }
+void pinned_free(void* ptr) { std::free(ptr); }
+
+}  // namespace vgrad::cuda
