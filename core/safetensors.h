@@ -36,7 +36,8 @@ int64_t dtype_size(std::string_view dtype);
 // first (a bad entry throws before any file is touched), then written to
 // "<path>.tmp.<pid>", flushed and fsync'ed, and renamed over `path`. On any
 // failure (a vgrad::Error) the temp file is removed and the previous `path` is
-// left intact.
+// left intact. The temp name is per process: two threads must not save the
+// same path at once.
 // Data is laid out by descending dtype size, then name, so every tensor is
 // aligned to its element size (the header is padded with spaces to 8 bytes).
 void save(const std::string& path, const std::map<std::string, Entry>& tensors,

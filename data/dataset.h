@@ -1,0 +1,65 @@
+// Datasets: anything with a size and a way to fetch a batch of examples by index,
+// the in-memory TensorDataset, MNIST-format data, and the two standard transforms.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/ops.h"
+
+namespace vgrad::data {
+
+struct Batch {
+  Tensor input;   // (N, ...) float
+  Tensor target;  // (N) int64 labels, or (N, ...) regression targets
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual Batch get(int64_t index) const;  // one example: a batch of one, squeezed
+  // The examples at `indices` (1-D int64, on the CPU) stacked into one batch.
+  virtual Batch get_batch(const Tensor& indices) const = 0;
+};
+
+// Examples are rows of two tensors with the same first dim.
+class TensorDataset : public Dataset {
+ public:
+  TensorDataset(Tensor inputs, Tensor targets);
+  int64_t size() const override { return inputs_.shape()[0]; }
+  Batch get_batch(const Tensor& indices) const override;
+  const Tensor& inputs() const { return inputs_; }
+  const Tensor& targets() const { return targets_; }
+
+ private:
+  Tensor inputs_, targets_;
+};
+
+// MNIST-format data (MNIST, Fashion-MNIST, KMNIST...) from an IDX directory:
+// images (N, rows*cols) float32 scaled to [0, 1], labels (N) int64.
+// split is "train" or "test"; files may be .gz or plain.
+class Mnist : public TensorDataset {
+ public:
+  Mnist(const std::string& directory, const std::string& split);
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  static std::string default_directory();  // Debian's dataset-fashion-mnist location
+
+ private:
+  struct Loaded;
+  static Loaded load(const std::string& directory, const std::string& split);
+  explicit Mnist(Loaded loaded);
+  int64_t rows_, cols_;
+};
+
+// Per-feature statistics fitted on the training set; apply to train and test alike.
+struct Normalizer {
+  double mean = 0.0, stddev = 1.0;
+  static Normalizer fit(const Tensor& x);  // over all elements
+  Tensor operator()(const Tensor& x) const;  // (x − mean) / stddev
+};
+
+// uint8-range values to [0, 1].
+Tensor scale_to_unit(const Tensor& x);
+
+}  // namespace vgrad::data

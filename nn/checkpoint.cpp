@@ -1,0 +1,85 @@
+// Conversion between Tensors and safetensors entries, and the save/load pairs.
+#include "nn/checkpoint.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+
+namespace vgrad::nn {
+namespace {
+
+const char* safetensors_dtype(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return "F32";
+    case DType::Float64: return "F64";
+    case DType::Int64: return "I64";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                  const std::map<std::string, std::string>& metadata) {
+  std::map<std::string, safetensors::Entry> entries;
+  for (const auto& [name, t] : tensors) {
+    const Tensor host = t.detach().to(kCPU).contiguous();
+    safetensors::Entry entry{safetensors_dtype(t.dtype()), t.shape(), {}};
+    entry.bytes.resize(static_cast<size_t>(host.numel()) * dtype_size(t.dtype()));
+    if (!entry.bytes.empty()) std::memcpy(entry.bytes.data(), host.data_ptr(), entry.bytes.size());
+    entries.emplace(name, std::move(entry));
+  }
+  safetensors::save(path, entries, metadata);
+}
+
+std::map<std::string, Tensor> load_tensors(const std::string& path) {
+  const safetensors::File file = safetensors::load(path);
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, entry] : file.tensors) {
+    DType dtype;
+    if (entry.dtype == "F32") dtype = DType::Float32;
+    else if (entry.dtype == "F64") dtype = DType::Float64;
+    else if (entry.dtype == "I64") dtype = DType::Int64;
+    else fail("checkpoint: {}: tensor '{}' has dtype {}, which vgrad does not load (F32, F64, I64)", path, name, entry.dtype);
+    Tensor t = Tensor::empty(entry.shape, dtype);
+    if (!entry.bytes.empty()) std::memcpy(t.data_ptr(), entry.bytes.data(), entry.bytes.size());
+    out.emplace(name, t);
+  }
+  return out;
+}
+
+void save(const Module& module, const std::string& path) {
+  save_tensors(path, module.state_dict(), {{"format", "pt"}, {"producer", "vgrad"}});
+}
+
+void load(Module& module, const std::string& path) {
+  const auto tensors = load_tensors(path);
+  try {
+    module.load_state_dict(tensors, true);
+  } catch (const Error& e) {
+    fail("checkpoint: {}: {}", path, e.what());
+  }
+}
+
+void save(const optim::Optimizer& optimizer, const std::string& path) {
+  save_tensors(path, optimizer.state_dict(),
+               {{"optimizer", optimizer.name()}, {"lr", fmt::format("{}", optimizer.lr())}, {"producer", "vgrad"}});
+}
+
+void load(optim::Optimizer& optimizer, const std::string& path) {
+  const safetensors::File file = safetensors::load(path);
+  auto it = file.metadata.find("optimizer");
+  if (it == file.metadata.end() || it->second != optimizer.name())
+    fail("checkpoint: {}: holds state of optimizer '{}', not {}", path,
+         it == file.metadata.end() ? "(none)" : it->second, optimizer.name());
+  auto lr = file.metadata.find("lr");
+  if (lr != file.metadata.end()) optimizer.set_lr(std::stod(lr->second));
+  try {
+    optimizer.load_state_dict(load_tensors(path));
+  } catch (const Error& e) {
+    fail("checkpoint: {}: {}", path, e.what());
+  }
+}
+
+}  // namespace vgrad::nn

@@ -1,0 +1,27 @@
+// Checkpoints as safetensors files with PyTorch-style names ("fc1.weight"), so a
+// model trained in vgrad loads in PyTorch (safetensors.torch.load_file) and back.
+// Writes are atomic: a crash mid-save never destroys the previous checkpoint.
+#pragma once
+#include <map>
+#include <string>
+
+#include "nn/module.h"
+#include "optim/optimizer.h"
+
+namespace vgrad::nn {
+
+// Tensors to and from a safetensors file (float32 "F32", float64 "F64", int64 "I64").
+void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                  const std::map<std::string, std::string>& metadata = {});
+std::map<std::string, Tensor> load_tensors(const std::string& path);
+
+// The model's parameters (its state_dict).
+void save(const Module& module, const std::string& path);
+// Errors name the key: missing, unexpected, or of the wrong shape (and the file).
+void load(Module& module, const std::string& path);
+
+// Optimizer state (momentum buffers, Adam moments, step) in its own file.
+void save(const optim::Optimizer& optimizer, const std::string& path);
+void load(optim::Optimizer& optimizer, const std::string& path);
+
+}  // namespace vgrad::nn

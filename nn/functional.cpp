@@ -1,0 +1,152 @@
+// Losses, dropout and attention, each with its backward beside its forward.
+#include "nn/functional.h"
+
+#include <cmath>
+#include <limits>
+
+#include "autograd/function.h"
+#include "core/error.h"
+#include "core/kernels.h"
+
+namespace vgrad::nn::functional {
+
+using autograd::Context;
+using autograd::needs_grad;
+using autograd::record;
+
+namespace {
+
+Tensor reduce_rows(const Tensor& rows, Reduction reduction) {
+  if (reduction == Reduction::None) return rows;
+  if (reduction == Reduction::Sum) return sum(rows);
+  return mean(rows);
+}
+
+void check_targets(const Tensor& input, const Tensor& target, const char* op) {
+  if (input.dim() != 2) fail("{}: expects input (N, C), got {}", op, shape_str(input.shape()));
+  if (target.dtype() != DType::Int64) fail("{}: targets must be int64 class indices, got {}", op, dtype_name(target.dtype()));
+  if (target.dim() != 1 || target.shape()[0] != input.shape()[0])
+    fail("{}: targets {} do not match input {} (expected [{}])", op, shape_str(target.shape()),
+         shape_str(input.shape()), input.shape()[0]);
+  kernels::check_same_device(input, target, op);
+}
+
+}  // namespace
+
+Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) { return x.flatten(start_dim, end_dim); }
+
+// x * mask, mask = keep/(1-p);  dx = g * mask (through mul)
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  if (p < 0 || p > 1) fail("dropout: probability {} outside [0, 1]", p);
+  if (!training || p == 0) return x;
+  Tensor mask = kernels::empty_like(x);
+  backend_for(x.device()).dropout_mask(mask.view(), p, (gen ? *gen : default_generator()).state());
+  return mul(x, mask);
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
+  if (q.dim() < 2 || k.dim() < 2 || v.dim() < 2)
+    fail("scaled_dot_product_attention: q {}, k {}, v {} need at least 2 dims", shape_str(q.shape()),
+         shape_str(k.shape()), shape_str(v.shape()));
+  const int64_t d = q.shape()[q.dim() - 1];
+  Tensor scores = affine(matmul(q, transpose(k, -2, -1)), 1.0 / std::sqrt(double(d)), 0.0);
+  if (mask.defined()) {
+    const Tensor blocked = full({}, -std::numeric_limits<double>::infinity(), {.dtype = scores.dtype(), .device = scores.device()});
+    scores = where(mask, scores, blocked);
+  }
+  return matmul(softmax(scores, -1), v);
+}
+
+// loss_i = −Σ_c q_ic log softmax(x_i)_c, q = (1−s)·onehot + s/C;   dlogits = (softmax − q)·dL/dloss_i
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
+  check_targets(logits, target, "cross_entropy");
+  if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
+  if (label_smoothing < 0 || label_smoothing > 1) fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
+  const Tensor x = kernels::contiguous(logits);
+  const int64_t rows = x.shape()[0];
+  Tensor probs = kernels::empty_like(x);
+  Tensor loss_rows = Tensor::empty({rows}, x.dtype(), x.device());
+  backend_for(x.device()).cross_entropy(x.view(), target.view(), label_smoothing, probs.view(), loss_rows.view());
+  Tensor out = loss_rows;
+  if (reduction != Reduction::None) {
+    const double scale = reduction == Reduction::Mean ? 1.0 / double(std::max<int64_t>(rows, 1)) : 1.0;
+    out = kernels::reduce(ReduceOp::Sum, loss_rows, {0}, false, scale, "cross_entropy");
+  }
+  if (!needs_grad({logits})) return out;
+  Context ctx("cross_entropy");
+  ctx.save_for_backward({probs, target});
+  ctx.values["smoothing"] = label_smoothing;
+  ctx.values["scale"] = reduction == Reduction::Mean ? 1.0 / double(std::max<int64_t>(rows, 1)) : 1.0;
+  ctx.values["per_row"] = reduction == Reduction::None;
+  return record(out, {logits}, std::move(ctx), [](Context& c, const Tensor& g) {
+    const Tensor p = c.saved(0), t = c.saved(1);
+    Tensor dx = kernels::empty_like(p);
+    Backend& backend = backend_for(p.device());
+    const bool per_row = c.values["per_row"] != 0;
+    // On the CPU the upstream scalar is read directly (one pass); on a GPU it stays
+    // on the device and multiplies in, so backward never waits for the host.
+    if (!per_row && g.device().is_cpu()) {
+      backend.cross_entropy_backward(p.view(), t.view(), c.values["smoothing"], c.values["scale"] * g.item(), dx.view());
+      return std::vector<Tensor>{dx};
+    }
+    backend.cross_entropy_backward(p.view(), t.view(), c.values["smoothing"], c.values["scale"], dx.view());
+    return std::vector<Tensor>{mul(dx, per_row ? unsqueeze(g, 1) : g)};
+  });
+}
+
+Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
+  if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
+  const Tensor range = arange(0.0, double(classes), 1.0, {.dtype = DType::Int64, .device = target.device()});
+  return kernels::cast(eq(unsqueeze(target, -1), range), dtype);
+}
+
+// −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction) {
+  check_targets(log_probs, target, "nll_loss");
+  const int64_t classes = log_probs.shape()[1];
+  if (target.numel() > 0) {
+    const int64_t lo = amin(target).item<int64_t>(), hi = amax(target).item<int64_t>();
+    if (lo < 0 || hi >= classes) {
+      const auto values = target.to_vector<int64_t>();
+      for (size_t i = 0; i < values.size(); ++i)
+        if (values[i] < 0 || values[i] >= classes)
+          fail("nll_loss: target {} out of range for {} classes (row {})", values[i], classes, i);
+    }
+  }
+  const Tensor picked = sum(mul(log_probs, one_hot(target, classes, log_probs.dtype())), {1});
+  return reduce_rows(neg(picked), reduction);
+}
+
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  if (input.shape() != target.shape())
+    fail("mse_loss: input {} and target {} differ in shape", shape_str(input.shape()), shape_str(target.shape()));
+  const Tensor squared = square(sub(input, target));
+  if (reduction == Reduction::None) return squared;
+  return reduction == Reduction::Sum ? sum(squared) : mean(squared);
+}
+
+// max(x,0) − x·y + log(1 + e^−|x|);   dx = (sigmoid(x) − y)·g,   dy = −x·g
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
+  if (logits.shape() != target.shape())
+    fail("binary_cross_entropy_with_logits: logits {} and target {} differ in shape", shape_str(logits.shape()),
+         shape_str(target.shape()));
+  Tensor elementwise;
+  {
+    NoGradGuard no_grad;
+    const Tensor softplus = log(affine(exp(neg(abs(logits))), 1.0, 1.0));
+    elementwise = add(sub(relu(logits), mul(logits, target)), softplus);
+  }
+  if (needs_grad({logits, target})) {
+    Context ctx("binary_cross_entropy_with_logits");
+    ctx.save_for_backward({logits, target});
+    elementwise = record(elementwise, {logits, target}, std::move(ctx), [](Context& c, const Tensor& g) {
+      const Tensor x = c.saved(0), y = c.saved(1);
+      return std::vector<Tensor>{c.needs_input_grad(0) ? mul(g, sub(sigmoid(x), y)) : Tensor(),
+                                 c.needs_input_grad(1) ? mul(g, neg(x)) : Tensor()};
+    });
+  }
+  if (reduction == Reduction::None) return elementwise;
+  return reduction == Reduction::Sum ? sum(elementwise) : mean(elementwise);
+}
+
+}  // namespace vgrad::nn::functional

@@ -1,0 +1,106 @@
+// Module bookkeeping: registration, traversal, modes, device moves, state dicts.
+#include "nn/module.h"
+
+#include "autograd/grad_mode.h"
+#include "core/error.h"
+
+namespace vgrad::nn {
+
+Tensor Module::forward(const Tensor&) { fail("{}: forward() is not implemented", where()); }
+
+std::string Module::where() const { return path_.empty() ? describe() : fmt::format("{} ({})", path_, describe()); }
+
+Tensor Module::register_parameter(const std::string& name, Tensor tensor, bool requires_grad) {
+  if (name.empty() || name.find('.') != std::string::npos) fail("register_parameter: bad name '{}'", name);
+  for (const auto& [existing, t] : parameters_)
+    if (existing == name) fail("register_parameter: '{}' registered twice in {}", name, where());
+  if (requires_grad && !tensor.requires_grad()) tensor.requires_grad_(true);
+  parameters_.emplace_back(name, tensor);
+  return tensor;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
+  if (!module) fail("register_module: '{}' is null", name);
+  if (name.empty() || name.find('.') != std::string::npos) fail("register_module: bad name '{}'", name);
+  for (const auto& [existing, m] : children_)
+    if (existing == name) fail("register_module: '{}' registered twice in {}", name, where());
+  children_.emplace_back(name, module);
+  module->set_path(path_.empty() ? name : path_ + "." + name);
+}
+
+void Module::set_path(const std::string& path) {
+  path_ = path;
+  for (auto& [name, child] : children_) child->set_path(path + "." + name);
+}
+
+void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [name, t] : parameters_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+void Module::zero_grad() {
+  for (Tensor& t : parameters()) t.zero_grad();
+}
+
+Module& Module::to(Device device) {
+  NoGradGuard no_grad;
+  for (Tensor& t : parameters()) {
+    if (t.device() == device) continue;
+    // Swap the storage under the shared impl, so every handle follows.
+    TensorImpl& impl = *t.impl_ptr();
+    const Tensor moved = t.detach().to(device);
+    impl.storage = moved.storage();
+    impl.strides = moved.strides();
+    impl.offset = moved.offset();
+    if (impl.grad) impl.grad = Tensor(impl.grad).to(device).impl_shared();
+  }
+  return *this;
+}
+
+std::map<std::string, Tensor> Module::state_dict() const {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.emplace(name, t.detach());
+  return out;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+  NoGradGuard no_grad;
+  const auto params = named_parameters();
+  for (const auto& [name, t] : params) {
+    auto it = state.find(name);
+    if (it == state.end()) {
+      if (strict) fail("load_state_dict: missing key '{}' (expected shape {})", name, shape_str(t.shape()));
+      continue;
+    }
+    if (it->second.shape() != t.shape())
+      fail("load_state_dict: key '{}' has shape {}, the model expects {}", name, shape_str(it->second.shape()),
+           shape_str(t.shape()));
+    Tensor target = t.detach();
+    target.copy_(it->second.to(t.dtype()));
+  }
+  if (strict)
+    for (const auto& [name, value] : state) {
+      bool known = false;
+      for (const auto& [param, t] : params) known = known || param == name;
+      if (!known) fail("load_state_dict: unexpected key '{}' (shape {}) not in the model", name, shape_str(value.shape()));
+    }
+}
+
+}  // namespace vgrad::nn

@@ -1,0 +1,107 @@
+// Optimizers over a list of parameters: SGD (momentum, dampening, Nesterov,
+// weight decay), Adam and AdamW, with PyTorch's exact update rules. Each step is
+// one fused kernel per parameter, on the parameter's device, with no host trips.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+
+namespace vgrad::optim {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params, double lr);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  // Zeros every gradient in place (the buffers stay: no allocation next step).
+  void zero_grad();
+  double lr() const { return lr_; }
+  void set_lr(double lr) { lr_ = lr; }
+  const std::vector<Tensor>& params() const { return params_; }
+  // State for checkpoints: "state.<i>.<buffer>" tensors and "step".
+  virtual std::map<std::string, Tensor> state_dict() const = 0;
+  virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;
+  virtual std::string name() const = 0;
+
+ protected:
+  std::vector<Tensor> params_;
+  double lr_;
+};
+
+struct SGDOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+// g ← g + wd·p;  b ← g (first step) or μ·b + (1−τ)·g;  g ← g + μ·b (Nesterov) or b;  p ← p − lr·g
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, SGDOptions options);
+  void step() override;
+  std::map<std::string, Tensor> state_dict() const override;
+  void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  std::string name() const override { return "SGD"; }
+  const SGDOptions& options() const { return options_; }
+
+ private:
+  SGDOptions options_;
+  std::vector<Tensor> momentum_buffers_;  // undefined until a parameter's first step
+};
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+// m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  p ← p − lr·m̂/(√v̂ + ε). Adam adds wd·p to g;
+// AdamW (decoupled=true) multiplies p by 1 − lr·wd first.
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled = false);
+  void step() override;
+  std::map<std::string, Tensor> state_dict() const override;
+  void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  std::string name() const override { return decoupled_ ? "AdamW" : "Adam"; }
+
+ private:
+  AdamOptions options_;
+  bool decoupled_;
+  int64_t step_ = 0;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+};
+
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Tensor> params, AdamOptions options) : Adam(std::move(params), options, true) {}
+};
+
+// Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// Gradient accumulation: k micro-batches of size B/k, then one step, equal one batch of
+// size B. backward() scales each micro-batch loss by 1/k and steps (then zeros) every k-th call.
+//
+//   optim::GradientAccumulation accumulate(sgd, 4);
+//   for (auto& [x, y] : loader) accumulate.backward(nn::cross_entropy(model(x), y));
+class GradientAccumulation {
+ public:
+  GradientAccumulation(Optimizer& optimizer, int64_t steps);
+  bool backward(const Tensor& loss);  // true when this call stepped the optimizer
+  void flush();                       // steps on a partial group (end of epoch)
+  int64_t pending() const { return pending_; }
+
+ private:
+  Optimizer& optimizer_;
+  int64_t steps_;
+  int64_t pending_ = 0;
+};
+
+}  // namespace vgrad::optim
