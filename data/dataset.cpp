@@ -1,6 +1,7 @@
 // TensorDataset, Mnist and transforms.
 #include "data/dataset.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/grad_mode.h"
@@ -35,10 +36,12 @@ struct Mnist::Loaded {
 
 Mnist::Loaded Mnist::load(const std::string& directory, const std::string& split) {
   const RawImageSet raw = read_mnist_split(directory, split);
-  std::vector<float> pixels(raw.pixels.size());
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = float(raw.pixels[i]) / 255.0f;
-  std::vector<int64_t> labels(raw.labels.begin(), raw.labels.end());
-  return {tensor(pixels, {raw.count, raw.rows * raw.cols}), tensor(labels, {raw.count}), raw.rows, raw.cols};
+  Tensor images = Tensor::empty({raw.count, raw.rows * raw.cols});
+  Tensor labels = Tensor::empty({raw.count}, DType::Int64);
+  float* pixels = images.data<float>();
+  for (size_t i = 0; i < raw.pixels.size(); ++i) pixels[i] = float(raw.pixels[i]) / 255.0f;
+  std::copy(raw.labels.begin(), raw.labels.end(), labels.data<int64_t>());
+  return {images, labels, raw.rows, raw.cols};
 }
 
 Mnist::Mnist(const std::string& directory, const std::string& split) : Mnist(load(directory, split)) {}
@@ -49,16 +52,29 @@ Mnist::Mnist(Loaded loaded)
 std::string Mnist::default_directory() { return "/usr/share/datasets/fashion-mnist"; }
 
 Normalizer Normalizer::fit(const Tensor& x) {
-  NoGradGuard no_grad;
-  const Tensor x64 = x.to(DType::Float64);
+  // One streaming pass in double: no float64 copy of the whole data set.
+  const Tensor host = x.detach().to(kCPU).contiguous().to(DType::Float32);
+  const float* values = host.data<float>();
+  double total = 0, total_squares = 0;
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    total += values[i];
+    total_squares += double(values[i]) * values[i];
+  }
   Normalizer n;
-  n.mean = vgrad::mean(x64).item();
-  n.stddev = std::sqrt(vgrad::var(x64, {}, 0).item());
+  n.mean = total / double(std::max<int64_t>(host.numel(), 1));
+  n.stddev = std::sqrt(std::max(0.0, total_squares / double(std::max<int64_t>(host.numel(), 1)) - n.mean * n.mean));
   if (!(n.stddev > 0)) fail("Normalizer: data has zero variance; cannot normalise");
   return n;
 }
 
 Tensor Normalizer::operator()(const Tensor& x) const { return affine(x, 1.0 / stddev, -mean / stddev); }
+
+Tensor& Normalizer::apply_(Tensor& x) const {
+  if (!is_floating(x.dtype())) fail("Normalizer: needs a floating-point tensor, got {}", dtype_name(x.dtype()));
+  backend_for(x.device()).unary(UnaryOp::Affine, x.view(), x.view(), 1.0 / stddev, -mean / stddev);
+  x.storage()->bump_version();
+  return x;
+}
 
 Tensor scale_to_unit(const Tensor& x) { return affine(x.to(DType::Float32), 1.0 / 255.0, 0.0); }
 

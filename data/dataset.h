@@ -55,8 +55,9 @@ class Mnist : public TensorDataset {
 // Per-feature statistics fitted on the training set; apply to train and test alike.
 struct Normalizer {
   double mean = 0.0, stddev = 1.0;
-  static Normalizer fit(const Tensor& x);  // over all elements
+  static Normalizer fit(const Tensor& x);  // over all elements, accumulated in double
   Tensor operator()(const Tensor& x) const;  // (x − mean) / stddev
+  Tensor& apply_(Tensor& x) const;           // the same, in place (no second copy of a data set)
 };
 
 // uint8-range values to [0, 1].

@@ -2,6 +2,8 @@
 // transcendental functions on contiguous data, OpenBLAS for GEMM.
 // Internal to core; users reach it through backend_for(kCPU).
 #pragma once
+#include <string>
+
 #include "core/backend.h"
 
 namespace vgrad::cpu {
@@ -46,5 +48,6 @@ class CpuBackend final : public Backend {
 bool vector_unary(UnaryOp op, const View& x, const View& out, double a, double b);
 // OpenBLAS (cpu_gemm.cpp, its own translation unit: cblas.h clashes with xtensor-blas).
 void blas_gemm(const GemmArgs& args);
+std::string blas_info();  // "OpenBLAS core SkylakeX, 2 threads" 
 
 }  // namespace vgrad::cpu

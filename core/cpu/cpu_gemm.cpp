@@ -1,6 +1,13 @@
 // GEMM through OpenBLAS's cblas, with transposes as flags (never copies).
-// Its own translation unit: <cblas.h> and xtensor-blas cannot share one.
+// OpenBLAS is loaded with dlopen on first use rather than linked: its DYNAMIC_ARCH
+// kernel choice happens when the library initialises, and on CPUs it does not
+// recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
+// "Prescott" kernel, 3-4x slower. Loading it ourselves lets us pick the kernel
+// family from the CPU's features first (unless OPENBLAS_CORETYPE is already set).
 #include <cblas.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -8,38 +15,81 @@
 namespace vgrad::cpu {
 namespace {
 
+struct OpenBlas {
+  decltype(&cblas_sgemm) sgemm = nullptr;
+  decltype(&cblas_dgemm) dgemm = nullptr;
+  decltype(&openblas_set_num_threads) set_num_threads = nullptr;
+  decltype(&openblas_get_num_threads) get_num_threads = nullptr;
+  decltype(&openblas_get_corename) get_corename = nullptr;
+};
+
+template <class Fn> void bind(void* handle, const char* name, Fn& fn) {
+  fn = reinterpret_cast<Fn>(dlsym(handle, name));
+  if (!fn) fail("blas: libopenblas.so.0 has no symbol {}", name);
+}
+
+OpenBlas load_openblas() {
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+      setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      setenv("OPENBLAS_CORETYPE", "Haswell", 0);
+  }
+  void* handle = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+  if (!handle) fail("blas: cannot load OpenBLAS (libopenblas.so.0): {}; install libopenblas0", dlerror());
+  OpenBlas lib;
+  bind(handle, "cblas_sgemm", lib.sgemm);
+  bind(handle, "cblas_dgemm", lib.dgemm);
+  bind(handle, "openblas_set_num_threads", lib.set_num_threads);
+  bind(handle, "openblas_get_num_threads", lib.get_num_threads);
+  bind(handle, "openblas_get_corename", lib.get_corename);
+  return lib;
+}
+
+const OpenBlas& openblas() {
+  static const OpenBlas lib = load_openblas();
+  return lib;
+}
+
 // OpenBLAS's threads cost more than they give on small products (measured on
 // 2 cores: a 64x784x256 GEMM is faster on one thread). Below this many
 // multiply-adds a GEMM runs single-threaded.
 constexpr double kThreadedGemmMinFlops = 4.0e6;
 
 void set_threads_for(double multiply_adds) {
-  static const int max_threads = openblas_get_num_threads();
+  static const int max_threads = openblas().get_num_threads();
   static int current = max_threads;
   const int wanted = multiply_adds < kThreadedGemmMinFlops ? 1 : max_threads;
   if (wanted != current) {
-    openblas_set_num_threads(wanted);
+    openblas().set_num_threads(wanted);
     current = wanted;
   }
 }
 
 }  // namespace
 
+std::string blas_info() {
+  const OpenBlas& lib = openblas();
+  return fmt::format("OpenBLAS core {}, {} threads", lib.get_corename(), lib.get_num_threads());
+}
+
 void blas_gemm(const GemmArgs& g) {
   if (g.m == 0 || g.n == 0) return;
+  const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
   for (int64_t i = 0; i < g.batch; ++i) {
     if (g.dtype == DType::Float32) {
-      cblas_sgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), float(g.alpha),
-                  static_cast<const float*>(g.a) + i * g.stride_a, int(g.lda),
-                  static_cast<const float*>(g.b) + i * g.stride_b, int(g.ldb), float(g.beta),
-                  static_cast<float*>(g.c) + i * g.stride_c, int(g.ldc));
+      lib.sgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), float(g.alpha),
+                static_cast<const float*>(g.a) + i * g.stride_a, int(g.lda),
+                static_cast<const float*>(g.b) + i * g.stride_b, int(g.ldb), float(g.beta),
+                static_cast<float*>(g.c) + i * g.stride_c, int(g.ldc));
     } else if (g.dtype == DType::Float64) {
-      cblas_dgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha,
-                  static_cast<const double*>(g.a) + i * g.stride_a, int(g.lda),
-                  static_cast<const double*>(g.b) + i * g.stride_b, int(g.ldb), g.beta,
-                  static_cast<double*>(g.c) + i * g.stride_c, int(g.ldc));
+      lib.dgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha,
+                static_cast<const double*>(g.a) + i * g.stride_a, int(g.lda),
+                static_cast<const double*>(g.b) + i * g.stride_b, int(g.ldb), g.beta,
+                static_cast<double*>(g.c) + i * g.stride_c, int(g.ldc));
     } else {
       fail("matmul: {} tensors are not supported (use float32 or float64)", dtype_name(g.dtype));
     }

@@ -1,0 +1,177 @@
+// gemm_floor: times OpenBLAS sgemm alone on the GEMM shapes of one training step
+// of the MLP 784-256-128-10 (forward, weight grads, input grads of layers 2-3),
+// scaled to one Fashion-MNIST epoch (60,000 samples, last partial batch kept).
+// This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
+// Build: g++ -O2 -std=c++20 -Wall -Wextra bench/gemm_floor.cpp -lopenblas -o build/gemm_floor
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+constexpr int kSamples = 60000, kEpochs = 7;
+constexpr int kDims[4] = {784, 256, 128, 10};
+
+// One GEMM of the step, row-major: C(m,n) = op(A) * op(B), k the inner size.
+struct Gemm {
+  CBLAS_TRANSPOSE ta, tb;
+  int m, n, k;
+  const float* a;
+  int lda;
+  const float* b;
+  int ldb;
+  float* c;
+  int ldc;
+  int threads = 1;
+  void run() const {
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  }
+};
+
+struct Buffers {
+  std::vector<float> act[4], w[3], dw[3], delta[3], dact[3];
+};
+
+// Weights W[l] are (out,in) like nn.Linear. act[0]=X, act[l+1]=layer l output;
+// delta[l] = dL/d(pre-activation of layer l), dact[l] = dL/d act[l].
+std::vector<Gemm> step_gemms(Buffers& b, int batch) {
+  std::vector<Gemm> g;
+  for (int l = 0; l < 3; ++l)  // forward: act[l+1](B,out) = act[l](B,in) * W^T
+    g.push_back({CblasNoTrans, CblasTrans, batch, kDims[l + 1], kDims[l], b.act[l].data(),
+                 kDims[l], b.w[l].data(), kDims[l], b.act[l + 1].data(), kDims[l + 1]});
+  for (int l = 2; l >= 0; --l) {  // dW(out,in) = delta^T(out,B) * act[l](B,in)
+    g.push_back({CblasTrans, CblasNoTrans, kDims[l + 1], kDims[l], batch, b.delta[l].data(),
+                 kDims[l + 1], b.act[l].data(), kDims[l], b.dw[l].data(), kDims[l]});
+    if (l > 0)  // dX(B,in) = delta(B,out) * W(out,in); not needed for layer 1
+      g.push_back({CblasNoTrans, CblasNoTrans, batch, kDims[l], kDims[l + 1], b.delta[l].data(),
+                   kDims[l + 1], b.w[l].data(), kDims[l], b.dact[l].data(), kDims[l]});
+  }
+  return g;
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void run_step(const std::vector<Gemm>& gemms, int& cur_threads) {
+  for (const Gemm& g : gemms) {
+    if (g.threads != cur_threads) openblas_set_num_threads(cur_threads = g.threads);
+    g.run();
+  }
+}
+
+// Default thread policy (no --threads): OpenBLAS's own choice is not always the
+// fastest on 2 cores (small GEMMs lose to thread hand-off), so for each GEMM
+// shape we time 1 and 2 threads once at startup and keep the faster. The floor
+// is thus the best plain sgemm can do per shape; vgrad may choose likewise.
+int pick_threads(Gemm g) {
+  double best = 1e30;
+  int best_t = 1;
+  for (int t : {1, 2}) {
+    openblas_set_num_threads(t);
+    for (int i = 0; i < 20; ++i) g.run();
+    double tmin = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      double t0 = now();
+      for (int i = 0; i < 50; ++i) g.run();
+      tmin = std::min(tmin, now() - t0);
+    }
+    if (tmin < best) best = tmin, best_t = t;
+  }
+  return best_t;
+}
+
+void bench(int batch, int fixed_threads) {
+  Buffers b;
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v, size_t n) {
+    v.resize(n);
+    for (float& x : v) x = u(rng);
+  };
+  for (int l = 0; l < 4; ++l) fill(b.act[l], size_t(batch) * kDims[l]);
+  for (int l = 0; l < 3; ++l) {
+    fill(b.w[l], size_t(kDims[l + 1]) * kDims[l]);
+    fill(b.dw[l], size_t(kDims[l + 1]) * kDims[l]);
+    fill(b.delta[l], size_t(batch) * kDims[l + 1]);
+    fill(b.dact[l], size_t(batch) * kDims[l]);
+  }
+  std::vector<Gemm> full = step_gemms(b, batch);
+  std::vector<int> threads;
+  for (Gemm& g : full) threads.push_back(g.threads = fixed_threads > 0 ? fixed_threads : pick_threads(g));
+  const int steps = (kSamples + batch - 1) / batch, last = kSamples - (steps - 1) * batch;
+  std::vector<Gemm> tail = step_gemms(b, last);  // last partial batch, same threads
+  for (size_t i = 0; i < tail.size(); ++i) tail[i].threads = threads[i];
+
+  double flops = 0;  // per epoch
+  for (const Gemm& g : full) flops += 2.0 * g.m * g.n * g.k * (steps - 1);
+  for (const Gemm& g : tail) flops += 2.0 * g.m * g.n * g.k;
+
+  int cur = -1;
+  std::vector<double> epochs;
+  for (int e = 0; e <= kEpochs; ++e) {  // epoch 0 is the warm-up
+    double t0 = now();
+    for (int s = 0; s < steps - 1; ++s) run_step(full, cur);
+    run_step(tail, cur);
+    if (e > 0) epochs.push_back(now() - t0);
+  }
+  std::vector<double> sorted = epochs;
+  std::sort(sorted.begin(), sorted.end());
+  double median = sorted[sorted.size() / 2];
+  std::printf("{\"impl\":\"gemm_floor\",\"batch\":%d,\"epoch_s_median\":%.4f,\"epoch_s\":[", batch, median);
+  for (size_t i = 0; i < epochs.size(); ++i) std::printf("%s%.4f", i ? "," : "", epochs[i]);
+  std::printf("],\"gflops\":%.1f,\"threads\":[", flops / median * 1e-9);
+  for (size_t i = 0; i < threads.size(); ++i) std::printf("%s%d", i ? "," : "", threads[i]);
+  std::printf("],\"openblas_core\":\"%s\"}\n", openblas_get_corename());
+  std::fflush(stdout);
+}
+
+[[noreturn]] void usage() {
+  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T]\n");
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // OpenBLAS 0.3.21 does not know newer CPUs (e.g. Xeon model 207) and falls back to
+  // its SSE3 "Prescott" kernels, 2-4x slower. The core is chosen when the library
+  // loads, so re-run this program with OPENBLAS_CORETYPE set to what the CPU supports.
+  if (std::string_view(openblas_get_corename()) == "Prescott" && !std::getenv("OPENBLAS_CORETYPE")) {
+    const char* core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                       : __builtin_cpu_supports("avx2") ? "Haswell" : nullptr;
+    if (core) {
+      std::fprintf(stderr, "gemm_floor: OpenBLAS chose Prescott; re-running with OPENBLAS_CORETYPE=%s\n", core);
+      setenv("OPENBLAS_CORETYPE", core, 1);
+      execv("/proc/self/exe", argv);
+    }
+  }
+  std::vector<int> batches;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i + 1 >= argc) usage();
+    if (arg == "--batch") {
+      std::stringstream ss(argv[++i]);
+      for (std::string item; std::getline(ss, item, ',');) batches.push_back(std::atoi(item.c_str()));
+    } else if (arg == "--threads") {
+      threads = std::atoi(argv[++i]);
+    } else {
+      usage();
+    }
+  }
+  if (batches.empty()) batches = {32, 64, 128, 256};
+  for (int bsz : batches) {
+    if (bsz <= 0) usage();
+    bench(bsz, threads);
+  }
+}

@@ -1,0 +1,89 @@
+"""torch_mlp.py: the PyTorch peer of vgrad's training benchmark (issue 6).
+Fashion-MNIST in memory (float32, normalized), MLP 784-256-128-10, ReLU, cross-entropy,
+SGD lr 0.1, shuffled each epoch, last partial batch kept. Prints one JSON line.
+Run with the interpreter printed by scripts/bench-venv.sh."""
+import argparse, gzip, json, os, resource, statistics, time
+
+p = argparse.ArgumentParser()
+p.add_argument("--batch", type=int, default=64)
+p.add_argument("--epochs", type=int, default=5, help="timed epochs, after 1 warm-up epoch")
+p.add_argument("--momentum", type=float, default=0.0)
+p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
+p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+args = p.parse_args()
+# Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
+# pool set_num_threads does not size); inter-op pool at 1 to avoid oversubscription.
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = str(args.threads)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.set_num_threads(args.threads)
+torch.set_num_interop_threads(1)
+torch.manual_seed(0)
+
+
+def load(split):
+    with gzip.open(f"{args.data}/{split}-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(f"{args.data}/{split}-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    x = x.astype(np.float32)
+    x /= 255.0  # in place: no extra copies inflate the peak memory
+    return x, y.astype(np.int64)
+
+
+xtr, ytr = load("train")
+mean = float(xtr.mean(dtype=np.float64))  # std row by row: no full-size temporary
+std = (sum(float(np.dot(r, r)) for r in xtr) / xtr.size - mean * mean) ** 0.5
+xtr -= mean
+xtr /= std
+x, y = torch.from_numpy(xtr), torch.from_numpy(ytr)
+n = x.shape[0]
+
+model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+gen = torch.Generator().manual_seed(0)
+
+
+def train_epoch(opt, batch):
+    """One shuffled epoch; returns (seconds, mean training loss)."""
+    t0, total = time.perf_counter(), 0.0
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch):
+        idx = perm[i:i + batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * idx.numel()
+    return time.perf_counter() - t0, total / n
+
+
+out = {"impl": "pytorch", "version": torch.__version__, "threads": args.threads}
+if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
+    xte, yte = load("t10k")
+    xte, yte = torch.from_numpy((xte - mean) / std), torch.from_numpy(yte)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seconds, acc = 0.0, []
+    for _ in range(10):
+        seconds += train_epoch(opt, 64)[0]
+        with torch.no_grad():
+            acc.append(round((model(xte).argmax(1) == yte).float().mean().item(), 4))
+        if acc[-1] >= args.to_accuracy:
+            break
+    out.update(mode="to_accuracy", target=args.to_accuracy, reached=acc[-1] >= args.to_accuracy,
+               seconds=round(seconds, 4), epochs=len(acc), accuracy=acc)
+else:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)
+    train_epoch(opt, args.batch)  # warm-up
+    runs = [train_epoch(opt, args.batch) for _ in range(args.epochs)]
+    times = [round(t, 4) for t, _ in runs]
+    med = statistics.median(times)
+    out.update(batch=args.batch, momentum=args.momentum, epoch_s=times, epoch_s_median=round(med, 4),
+               samples_per_s=round(n / med, 1), final_loss=round(runs[-1][1], 5))
+out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps(out))

@@ -1,0 +1,111 @@
+// The training benchmark of issue 6, vgrad's side: Fashion-MNIST in memory (float32,
+// normalised), MLP 784-256-128-10, ReLU, cross-entropy, SGD lr 0.1, reshuffled each
+// epoch, last partial batch kept. Prints one JSON line, like bench/torch_mlp.py.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vgrad/vgrad.h>
+
+using namespace vgrad;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+std::shared_ptr<nn::Sequential> make_model() {
+  return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+      std::make_shared<nn::Linear>(784, 256), std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(256, 128),
+      std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(128, 10)});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vgrad training benchmark (JSON output)"};
+  int64_t batch = 64;
+  int epochs = 5;
+  double momentum = 0.0, target = 0.0;
+  std::string data_dir = data::Mnist::default_directory(), device_name = "cpu";
+  app.add_option("--batch", batch)->check(CLI::PositiveNumber);
+  app.add_option("--epochs", epochs, "timed epochs after one warm-up epoch")->check(CLI::PositiveNumber);
+  app.add_option("--momentum", momentum);
+  app.add_option("--to-accuracy", target, "train batch 64, lr 0.1 until this test accuracy (max 10 epochs)");
+  app.add_option("--data", data_dir);
+  app.add_option("--device", device_name);
+  CLI11_PARSE(app, argc, argv);
+
+  const Device device(device_name);
+  manual_seed(0);
+  data::Mnist train(data_dir, "train");
+  const auto normalizer = data::Normalizer::fit(train.inputs());
+  Tensor x = train.inputs(), y = train.targets();
+  normalizer.apply_(x);
+  x = x.to(device);
+  y = y.to(device);
+  const int64_t n = x.shape()[0];
+  auto model = make_model();
+  model->to(device);
+  Generator shuffle(0);
+
+  auto train_epoch = [&](optim::Optimizer& opt, int64_t b) {
+    const auto start = std::chrono::steady_clock::now();
+    const Tensor perm = randperm(n, &shuffle).to(device);
+    Tensor total = zeros({}, {.device = device});
+    for (int64_t i = 0; i < n; i += b) {
+      const Tensor idx = perm.narrow(0, i, std::min(b, n - i));
+      Tensor loss = nn::cross_entropy((*model)(x.index_select(0, idx)), y.index_select(0, idx));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      NoGradGuard no_grad;
+      total.add_(loss.detach(), double(idx.numel()));
+    }
+    const double loss = total.item() / double(n);  // one host read per epoch
+    return std::pair{std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), loss};
+  };
+
+  std::string json;
+  if (target > 0) {
+    data::Mnist test(data_dir, "test");
+    Tensor xt = test.inputs();
+    normalizer.apply_(xt);
+    xt = xt.to(device);
+    const Tensor yt = test.targets().to(device);
+    optim::SGD opt(model->parameters(), {.lr = 0.1});
+    double seconds = 0;
+    std::vector<double> accuracy;
+    for (int epoch = 0; epoch < 10; ++epoch) {
+      seconds += train_epoch(opt, 64).first;
+      NoGradGuard no_grad;
+      accuracy.push_back(double(sum(eq(argmax((*model)(xt), 1), yt)).item<int64_t>()) / double(yt.numel()));
+      if (accuracy.back() >= target) break;
+    }
+    json = fmt::format(R"({{"impl":"vgrad","mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
+                       target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(), fmt::join(accuracy, ","));
+  } else {
+    optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = momentum});
+    train_epoch(opt, batch);  // warm-up
+    std::vector<double> times;
+    double final_loss = 0;
+    for (int e = 0; e < epochs; ++e) {
+      auto [seconds, loss] = train_epoch(opt, batch);
+      times.push_back(seconds);
+      final_loss = loss;
+    }
+    const double med = median(times);
+    json = fmt::format(R"({{"impl":"vgrad","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       batch, momentum, fmt::join(times, ","), med, double(n) / med, final_loss);
+    json += fmt::format(R"(,"system_allocations_per_epoch":{}}})", memory_stats(device).system_allocations);
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  json.insert(json.size() - 1, fmt::format(R"(,"peak_rss_mb":{:.1f})", double(usage.ru_maxrss) / 1024.0));
+  std::printf("%s\n", json.c_str());
+  return 0;
+}
