@@ -5,6 +5,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "core/tensor.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -16,4 +17,3 @@
 #include "nn/module.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
-#include "autograd/gradcheck.h"

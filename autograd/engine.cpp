@@ -10,6 +10,7 @@
 #include "autograd/node.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad::autograd {
@@ -72,7 +73,7 @@ Tensor fit_to_input(const Tensor& grad, const Edge& edge, const Node& node, size
   return kernels::cast(g, edge.dtype);
 }
 
-// Adds g into a leaf's .grad, reusing the buffer kept across zero_grad().
+// Adds g into a leaf's .grad; a fresh gradient (after zero_grad) is adopted without a copy.
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
   if (!leaf.grad) {
     // A fresh gradient nobody else holds is adopted; otherwise copied, so that
@@ -124,7 +125,11 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
     if (it == pending.end()) continue;  // no gradient reached it
     const Tensor grad_output = std::move(it->second);
     pending.erase(it);
-    std::vector<Tensor> input_grads = node->apply(grad_output);
+    std::vector<Tensor> input_grads;
+    {
+      profiler::Scope scope(node->name().c_str(), "backward");
+      input_grads = node->apply(grad_output);
+    }
     const auto& edges = node->edges();
     if (input_grads.size() != edges.size())
       fail("{}: backward returned {} gradients for {} inputs", node->name(), input_grads.size(), edges.size());

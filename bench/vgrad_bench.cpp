@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   app.add_option("--to-accuracy", target, "train batch 64, lr 0.1 until this test accuracy (max 10 epochs)");
   app.add_option("--data", data_dir);
   app.add_option("--device", device_name);
+  bool profile = false;
+  app.add_flag("--profile", profile, "print vgrad::profiler's table for one epoch (to stderr)");
   CLI11_PARSE(app, argc, argv);
 
   const Device device(device_name);
@@ -91,6 +93,12 @@ int main(int argc, char** argv) {
   } else {
     optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = momentum});
     train_epoch(opt, batch);  // warm-up
+    if (profile) {
+      profiler::Profile recording;
+      const double seconds = train_epoch(opt, batch).first;
+      std::fprintf(stderr, "one epoch, batch %lld: %.3f s\n%s", static_cast<long long>(batch), seconds,
+                   recording.table().c_str());
+    }
     std::vector<double> times;
     double final_loss = 0;
     for (int e = 0; e < epochs; ++e) {

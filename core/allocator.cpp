@@ -6,6 +6,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace vgrad {
 
@@ -26,6 +27,7 @@ size_t CachingAllocator::round_size(size_t bytes) {
 
 void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
+  profiler::note_allocation(static_cast<int64_t>(bytes));
   std::lock_guard lock(mutex_);
   void* ptr = nullptr;
   auto it = free_blocks_.find(size);

@@ -32,6 +32,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offset) {
+  // Kernels see a View with kMaxDims slots: a deeper view (reshape, unsqueeze) is refused here.
+  if (shape.size() > static_cast<size_t>(kMaxDims))
+    fail("tensor: {} dims exceed the maximum of {} (shape {})", shape.size(), kMaxDims, shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = base.storage();
   impl->shape = std::move(shape);
@@ -156,8 +159,10 @@ void Tensor::set_grad(const Tensor& grad) {
   impl().grad = grad.impl_shared();
 }
 
-void Tensor::zero_grad() {
-  if (impl().grad) Tensor(impl().grad).fill_(0.0);
+void Tensor::zero_grad(bool set_to_none) {
+  if (!impl().grad) return;
+  if (set_to_none) impl().grad.reset();
+  else Tensor(impl().grad).fill_(0.0);
 }
 
 void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
@@ -169,10 +174,14 @@ Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offs
 // ---- in place ----
 
 namespace {
+// In-place ops are not recorded, so while recording they are refused on any tensor that
+// requires grad: on a leaf, and on an op's output too, where the gradient would silently
+// ignore the change (y = x + 1; y.mul_(2) would give dL/dx = 1) unless a rule saved y.
 void check_in_place(const Tensor& t, const char* op) {
-  if (t.requires_grad() && t.is_leaf() && autograd::GradMode::is_enabled())
-    fail("{}: a leaf tensor that requires grad cannot be changed in place while recording "
-         "(wrap the update in vgrad::NoGradGuard)", op);
+  if (t.requires_grad() && autograd::GradMode::is_enabled())
+    fail("{}: a {} that requires grad cannot be changed in place while recording (in-place ops are not "
+         "differentiable; use the out-of-place op, or wrap the update in vgrad::NoGradGuard)",
+         op, t.is_leaf() ? "leaf tensor" : "tensor computed by an op");
 }
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/backend.h"
@@ -65,7 +66,14 @@ class Tensor {
 
   // Host values. item() needs exactly one element.
   double item() const;
-  template <class T> T item() const { return static_cast<T>(item()); }
+  template <class T> T item() const {
+    if constexpr (std::is_integral_v<T>) {
+      (void)item();  // checks the element count
+      return static_cast<T>(to_vector<int64_t>()[0]);  // exact beyond 2^53, unlike a double
+    } else {
+      return static_cast<T>(item());
+    }
+  }
   template <class T> std::vector<T> to_vector() const;
   std::string str() const;  // shape, dtype, device and values (abbreviated when large)
 
@@ -74,7 +82,10 @@ class Tensor {
   Tensor& requires_grad_(bool enabled = true);
   Tensor grad() const;  // undefined until a backward() reached this tensor
   void set_grad(const Tensor& grad);
-  void zero_grad();  // zeros .grad in place (keeps its buffer: no allocation next step)
+  // Drops .grad (the default, as PyTorch's set_to_none): the next backward writes a
+  // fresh gradient from the allocator cache instead of zero-filling and adding.
+  // set_to_none=false zeros the buffer in place instead.
+  void zero_grad(bool set_to_none = true);
   std::shared_ptr<autograd::Node> grad_fn() const { return impl().grad_fn; }
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   // Reverse-mode from this tensor. gradient may be omitted only for one-element tensors.

@@ -56,7 +56,8 @@ Normalizer Normalizer::fit(const Tensor& x) {
   const Tensor host = x.detach().to(kCPU).contiguous().to(DType::Float32);
   const float* values = host.data<float>();
   double total = 0, total_squares = 0;
-  for (int64_t i = 0; i < host.numel(); ++i) {
+  const int64_t count = host.numel();
+  for (int64_t i = 0; i < count; ++i) {
     total += values[i];
     total_squares += double(values[i]) * values[i];
   }

@@ -7,6 +7,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 
 namespace vgrad::nn::functional {
 
@@ -37,6 +38,7 @@ Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) { return x.f
 
 // x * mask, mask = keep/(1-p);  dx = g * mask (through mul)
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  VGRAD_PROFILE_OP("dropout");
   if (p < 0 || p > 1) fail("dropout: probability {} outside [0, 1]", p);
   if (!training || p == 0) return x;
   Tensor mask = kernels::empty_like(x);
@@ -45,6 +47,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
 }
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
+  VGRAD_PROFILE_OP("scaled_dot_product_attention");
   if (q.dim() < 2 || k.dim() < 2 || v.dim() < 2)
     fail("scaled_dot_product_attention: q {}, k {}, v {} need at least 2 dims", shape_str(q.shape()),
          shape_str(k.shape()), shape_str(v.shape()));
@@ -59,6 +62,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
 // loss_i = −Σ_c q_ic log softmax(x_i)_c, q = (1−s)·onehot + s/C;   dlogits = (softmax − q)·dL/dloss_i
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
+  VGRAD_PROFILE_OP("cross_entropy");
   check_targets(logits, target, "cross_entropy");
   if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
   if (label_smoothing < 0 || label_smoothing > 1) fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
@@ -102,6 +106,7 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
 
 // −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction) {
+  VGRAD_PROFILE_OP("nll_loss");
   check_targets(log_probs, target, "nll_loss");
   const int64_t classes = log_probs.shape()[1];
   if (target.numel() > 0) {
@@ -118,6 +123,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  VGRAD_PROFILE_OP("mse_loss");
   if (input.shape() != target.shape())
     fail("mse_loss: input {} and target {} differ in shape", shape_str(input.shape()), shape_str(target.shape()));
   const Tensor squared = square(sub(input, target));
@@ -127,6 +133,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
 
 // max(x,0) − x·y + log(1 + e^−|x|);   dx = (sigmoid(x) − y)·g,   dy = −x·g
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
+  VGRAD_PROFILE_OP("binary_cross_entropy_with_logits");
   if (logits.shape() != target.shape())
     fail("binary_cross_entropy_with_logits: logits {} and target {} differ in shape", shape_str(logits.shape()),
          shape_str(target.shape()));

@@ -39,7 +39,7 @@ class Module {
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
-  void zero_grad();
+  void zero_grad(bool set_to_none = true);  // see Tensor::zero_grad
   // Moves every parameter (and its gradient) in place: handles held elsewhere,
   // by an optimizer or a member, see the moved tensor.
   Module& to(Device device);

@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace vgrad::optim {
 namespace {
@@ -42,8 +43,8 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(
   if (lr < 0) fail("optimizer: learning rate {} is negative", lr);
 }
 
-void Optimizer::zero_grad() {
-  for (Tensor& p : params_) p.zero_grad();
+void Optimizer::zero_grad(bool set_to_none) {
+  for (Tensor& p : params_) p.zero_grad(set_to_none);
 }
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
@@ -55,6 +56,7 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions options)
 }
 
 void SGD::step() {
+  VGRAD_PROFILE_OP("SGD.step");
   NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
@@ -93,6 +95,7 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
 }
 
 void Adam::step() {
+  VGRAD_PROFILE_OP("Adam.step");
   NoGradGuard no_grad;
   ++step_;
   for (size_t i = 0; i < params_.size(); ++i) {

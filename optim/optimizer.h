@@ -16,8 +16,8 @@ class Optimizer {
   explicit Optimizer(std::vector<Tensor> params, double lr);
   virtual ~Optimizer() = default;
   virtual void step() = 0;
-  // Zeros every gradient in place (the buffers stay: no allocation next step).
-  void zero_grad();
+  // Drops every gradient (set_to_none, the default) or zeros it in place; see Tensor::zero_grad.
+  void zero_grad(bool set_to_none = true);
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
   const std::vector<Tensor>& params() const { return params_; }

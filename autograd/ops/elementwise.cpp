@@ -6,6 +6,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad {
@@ -28,6 +29,7 @@ void check_floating(const Tensor& x, const char* op) {
 
 // a + b;  da = g,  db = g
 Tensor add(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("add");
   Tensor out = binary_op(BinaryOp::Add, a, b, "add");
   if (!needs_grad({a, b})) return out;
   return record(out, {a, b}, Context("add"), [](Context&, const Tensor& g) { return std::vector<Tensor>{g, g}; });
@@ -35,6 +37,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 // a - b;  da = g,  db = -g
 Tensor sub(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("sub");
   Tensor out = binary_op(BinaryOp::Sub, a, b, "sub");
   if (!needs_grad({a, b})) return out;
   return record(out, {a, b}, Context("sub"), [](Context&, const Tensor& g) { return std::vector<Tensor>{g, neg(g)}; });
@@ -42,6 +45,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 // a * b;  da = g*b,  db = g*a
 Tensor mul(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("mul");
   Tensor out = binary_op(BinaryOp::Mul, a, b, "mul");
   if (!needs_grad({a, b})) return out;
   Context ctx("mul");
@@ -54,6 +58,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 // a / b;  da = g/b,  db = -g*a/b²
 Tensor div(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("div");
   Tensor out = binary_op(BinaryOp::Div, a, b, "div");
   if (!needs_grad({a, b})) return out;
   Context ctx("div");
@@ -67,6 +72,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // a^b;  da = g*b*a^(b-1),  db = g*a^b*log(a)  (db taken as 0 where a <= 0)
 Tensor pow(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("pow");
   Tensor out = binary_op(BinaryOp::Pow, a, b, "pow");
   if (!needs_grad({a, b})) return out;
   Context ctx("pow");
@@ -81,6 +87,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 
 // x^p;  dx = g*p*x^(p-1)
 Tensor pow(const Tensor& x, double exponent) {
+  VGRAD_PROFILE_OP("pow");
   check_floating(x, "pow");
   Tensor out = kernels::unary(UnaryOp::PowScalar, x, exponent);
   if (!needs_grad({x})) return out;
@@ -95,6 +102,7 @@ Tensor pow(const Tensor& x, double exponent) {
 
 // base^x;  dx = g*base^x*log(base)
 Tensor pow(double base, const Tensor& x) {
+  VGRAD_PROFILE_OP("pow");
   check_floating(x, "pow");
   Tensor out = kernels::unary(UnaryOp::RPowScalar, x, base);
   if (!needs_grad({x})) return out;
@@ -110,6 +118,7 @@ Tensor pow(double base, const Tensor& x) {
 // (PyTorch's choice), so the rule stays symmetric.
 static Tensor extremum(const Tensor& a, const Tensor& b, bool is_max) {
   const char* name = is_max ? "maximum" : "minimum";
+  VGRAD_PROFILE_OP(name);
   Tensor out = binary_op(is_max ? BinaryOp::Maximum : BinaryOp::Minimum, a, b, name);
   if (!needs_grad({a, b})) return out;
   Context ctx(name);
@@ -128,6 +137,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) { return extremum(a, b, false);
 
 // scale*x + shift;  dx = scale*g
 Tensor affine(const Tensor& x, double scale, double shift) {
+  VGRAD_PROFILE_OP("affine");
   if (!is_floating(x.dtype()) && (scale != std::floor(scale) || shift != std::floor(shift)))
     return affine(x.to(DType::Float32), scale, shift);  // int64 * 0.5 becomes float32, never truncates
   Tensor out = kernels::unary(UnaryOp::Affine, x, scale, shift);
@@ -146,6 +156,7 @@ Tensor neg(const Tensor& x) { return affine(x, -1, 0); }
 template <class Derivative>
 static Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, bool save_output, Derivative derivative,
                        double a = 0, double b = 0) {
+  VGRAD_PROFILE_OP(name);
   check_floating(x, name);
   Tensor out = kernels::unary(op, x, a, b);
   if (!needs_grad({x})) return out;
@@ -160,31 +171,37 @@ static Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, bool save_
 
 // exp(x);  dx = g*y
 Tensor exp(const Tensor& x) {
+  VGRAD_PROFILE_OP("exp");
   return unary_op(UnaryOp::Exp, x, "exp", true, [](Context&, const Tensor& g, const Tensor& y) { return mul(g, y); });
 }
 // log(x);  dx = g/x
 Tensor log(const Tensor& x) {
+  VGRAD_PROFILE_OP("log");
   return unary_op(UnaryOp::Log, x, "log", false, [](Context&, const Tensor& g, const Tensor& v) { return div(g, v); });
 }
 // sqrt(x);  dx = g/(2y)
 Tensor sqrt(const Tensor& x) {
+  VGRAD_PROFILE_OP("sqrt");
   return unary_op(UnaryOp::Sqrt, x, "sqrt", true,
                   [](Context&, const Tensor& g, const Tensor& y) { return div(g, affine(y, 2, 0)); });
 }
 // |x|;  dx = g*sign(x)  (0 at 0)
 Tensor abs(const Tensor& x) {
+  VGRAD_PROFILE_OP("abs");
   if (!is_floating(x.dtype())) return kernels::unary(UnaryOp::Abs, x);
   return unary_op(UnaryOp::Abs, x, "abs", false,
                   [](Context&, const Tensor& g, const Tensor& v) { return mul(g, kernels::unary(UnaryOp::Sign, v)); });
 }
 // relu(x);  dx = g where x > 0, else 0 (subgradient 0 at the kink, as PyTorch)
 Tensor relu(const Tensor& x) {
+  VGRAD_PROFILE_OP("relu");
   return unary_op(UnaryOp::Relu, x, "relu", false, [](Context&, const Tensor& g, const Tensor& v) {
     return kernels::binary(BinaryOp::ReluBackward, g, v, "relu backward");
   });
 }
 // leaky_relu(x);  dx = g where x > 0, else slope*g
 Tensor leaky_relu(const Tensor& x, double negative_slope) {
+  VGRAD_PROFILE_OP("leaky_relu");
   return unary_op(
       UnaryOp::LeakyRelu, x, "leaky_relu", false,
       [](Context& c, const Tensor& g, const Tensor& v) {
@@ -195,24 +212,28 @@ Tensor leaky_relu(const Tensor& x, double negative_slope) {
 }
 // sigmoid(x);  dx = g*y*(1-y)
 Tensor sigmoid(const Tensor& x) {
+  VGRAD_PROFILE_OP("sigmoid");
   return unary_op(UnaryOp::Sigmoid, x, "sigmoid", true, [](Context&, const Tensor& g, const Tensor& y) {
     return kernels::binary(BinaryOp::SigmoidBackward, g, y, "sigmoid backward");
   });
 }
 // tanh(x);  dx = g*(1-y²)
 Tensor tanh(const Tensor& x) {
+  VGRAD_PROFILE_OP("tanh");
   return unary_op(UnaryOp::Tanh, x, "tanh", true, [](Context&, const Tensor& g, const Tensor& y) {
     return kernels::binary(BinaryOp::TanhBackward, g, y, "tanh backward");
   });
 }
 // gelu(x) = x*Φ(x);  dx = g*(Φ(x) + x*φ(x))
 Tensor gelu(const Tensor& x) {
+  VGRAD_PROFILE_OP("gelu");
   return unary_op(UnaryOp::Gelu, x, "gelu", false, [](Context&, const Tensor& g, const Tensor& v) {
     return kernels::binary(BinaryOp::GeluBackward, g, v, "gelu backward");
   });
 }
 // clamp(x, lo, hi);  dx = g inside [lo, hi], 0 outside
 Tensor clamp(const Tensor& x, double min, double max) {
+  VGRAD_PROFILE_OP("clamp");
   if (min > max) fail("clamp: min {} is greater than max {}", min, max);
   return unary_op(
       UnaryOp::Clamp, x, "clamp", false,
@@ -225,6 +246,7 @@ Tensor clamp(const Tensor& x, double min, double max) {
 }
 // x²;  dx = 2*g*x
 Tensor square(const Tensor& x) {
+  VGRAD_PROFILE_OP("square");
   return unary_op(UnaryOp::Square, x, "square", false,
                   [](Context&, const Tensor& g, const Tensor& v) { return mul(g, affine(v, 2, 0)); });
 }
@@ -239,6 +261,7 @@ Tensor ge(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::G
 
 // cond ? a : b;  da = g where cond, db = g elsewhere
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("where");
   Tensor out = kernels::where(cond, a, b);
   if (!needs_grad({a, b})) return out;
   Context ctx("where");

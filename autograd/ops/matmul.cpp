@@ -6,6 +6,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad {
@@ -41,6 +42,9 @@ bool single_batch_stride(const Tensor& t, int64_t nb, int64_t* stride) {
 MatrixLayout layout_of(const Tensor& t) {
   const int64_t nd = t.dim(), rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
   const int64_t rs = t.strides()[nd - 2], cs = t.strides()[nd - 1];
+  // NOTE: an empty matrix (its strides may be 0) fits neither test below, and copying it
+  // would not help: recursing forever. BLAS never reads it, so any valid ld will do.
+  if (rows == 0 || cols == 0) return {t, false, std::max<int64_t>(cols, 1), 0};
   MatrixLayout layout;
   int64_t batch_stride = 0;
   const bool batch_ok = single_batch_stride(t, nd - 2, &batch_stride);
@@ -121,9 +125,11 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 // a (…, N, K) @ b (…, K, M) -> (…, N, M);   da = g·bᵀ,   db = aᵀ·g   (batch dims broadcast;
 // the engine sums gradients over broadcast batch dims)
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("matmul");
   if (a.dim() == 0 || b.dim() == 0)
     fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));
-  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
+  // 1-D a is a row (1, K); the inner call already dropped b's column when b is 1-D too.
+  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
   Tensor out = matmul_forward(a, b);
   if (!needs_grad({a, b})) return out;
@@ -148,6 +154,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 // x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM with the bias
 // broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VGRAD_PROFILE_OP("linear");
   if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
   if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
     fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),
@@ -201,6 +208,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 // Two-operand einsum, lowered to permute/reshape/batched matmul (all differentiable).
 Tensor einsum(const std::string& equation_in, const Tensor& a, const Tensor& b) {
+  VGRAD_PROFILE_OP("einsum");
   std::string equation;
   for (char ch : equation_in)
     if (ch != ' ') equation += ch;

@@ -3,6 +3,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad {
@@ -30,6 +31,7 @@ int64_t count_over(const Shape& shape, const std::vector<int64_t>& axes) {
 
 // sum over axes;  dx = g expanded back over the summed axes
 Tensor sum(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
+  VGRAD_PROFILE_OP("sum");
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "sum");
   Tensor out = kernels::reduce(ReduceOp::Sum, x, axes, keepdim, 1.0, "sum");
   if (!needs_grad({x})) return out;
@@ -43,6 +45,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
 
 // mean over axes;  dx = g/n expanded back
 Tensor mean(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
+  VGRAD_PROFILE_OP("mean");
   if (!is_floating(x.dtype())) fail("mean: not defined for int64 tensors (convert with .to(DType::Float32))");
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "mean");
   const int64_t n = count_over(x.shape(), axes);
@@ -61,6 +64,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) 
 // max/min over axes;  dx = g at the extreme elements, shared equally among ties
 static Tensor extreme(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim, bool is_max) {
   const char* name = is_max ? "max" : "min";
+  VGRAD_PROFILE_OP(name);
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), name);
   Tensor out = kernels::reduce(is_max ? ReduceOp::Max : ReduceOp::Min, x, axes, keepdim, 1.0, name);
   if (!needs_grad({x})) return out;
@@ -78,16 +82,22 @@ static Tensor extreme(const Tensor& x, const std::vector<int64_t>& axes_in, bool
 Tensor amax(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, true); }
 Tensor amin(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, false); }
 
-// Indices of the first extreme along one axis (int64; no gradient).
+// Indices of the first extreme along one axis (int64; no gradient). normalize_axes
+// also maps the axis of a 0-d tensor to none (its index is 0).
 Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {
-  return kernels::reduce(ReduceOp::ArgMax, x, {wrap_axis(axis, x.dim(), "argmax")}, keepdim, 1.0, "argmax");
+  VGRAD_PROFILE_OP("argmax");
+  return kernels::reduce(ReduceOp::ArgMax, x, kernels::normalize_axes({axis}, x.dim(), "argmax"), keepdim, 1.0,
+                         "argmax");
 }
 Tensor argmin(const Tensor& x, int64_t axis, bool keepdim) {
-  return kernels::reduce(ReduceOp::ArgMin, x, {wrap_axis(axis, x.dim(), "argmin")}, keepdim, 1.0, "argmin");
+  VGRAD_PROFILE_OP("argmin");
+  return kernels::reduce(ReduceOp::ArgMin, x, kernels::normalize_axes({axis}, x.dim(), "argmin"), keepdim, 1.0,
+                         "argmin");
 }
 
 // var = sum((x - mean)²) / (n - correction), composed of differentiable ops.
 Tensor var(const Tensor& x, const std::vector<int64_t>& axes_in, int64_t correction, bool keepdim) {
+  VGRAD_PROFILE_OP("var");
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "var");
   const int64_t n = count_over(x.shape(), axes);
   if (n - correction <= 0)
@@ -99,6 +109,7 @@ Tensor var(const Tensor& x, const std::vector<int64_t>& axes_in, int64_t correct
 
 // Sums `grad` down to `shape` (leading dims and dims of size 1);  dx = g expanded back.
 Tensor sum_to(const Tensor& grad, const Shape& shape) {
+  VGRAD_PROFILE_OP("sum_to");
   if (grad.shape() == shape) return grad;
   const int64_t lead = grad.dim() - static_cast<int64_t>(shape.size());
   if (lead < 0) fail("sum_to: cannot sum {} to the larger shape {}", shape_str(grad.shape()), shape_str(shape));

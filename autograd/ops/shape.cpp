@@ -6,6 +6,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad {
@@ -53,6 +54,7 @@ Tensor record_reshape_back(Tensor out, const Tensor& x, const char* name) {
 
 // reshape;  dx = reshape(g, x.shape). A view when x is contiguous, else a copy.
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
+  VGRAD_PROFILE_OP("reshape");
   const Shape shape = infer_shape(shape_in, x.numel(), x.shape(), "reshape");
   if (shape == x.shape() && !needs_grad({x})) return x;
   const Tensor source = kernels::contiguous(x);
@@ -69,6 +71,7 @@ Tensor Tensor::view(const Shape& shape) const {
 
 // permute;  dx = permute(g, inverse)
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  VGRAD_PROFILE_OP("permute");
   if (static_cast<int64_t>(dims.size()) != x.dim())
     fail("permute: {} dims given for a tensor of shape {}", dims.size(), shape_str(x.shape()));
   std::vector<int64_t> order(dims.size()), inverse(dims.size(), -1);
@@ -98,6 +101,7 @@ Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
 
 // squeeze(axis): drops a size-1 dim (a no-op view if it is not 1, as PyTorch)
 Tensor squeeze(const Tensor& x, int64_t axis) {
+  VGRAD_PROFILE_OP("squeeze");
   const int64_t a = wrap_axis(axis, x.dim(), "squeeze");
   Shape shape = x.shape();
   Strides strides = x.strides();
@@ -109,6 +113,7 @@ Tensor squeeze(const Tensor& x, int64_t axis) {
 
 // unsqueeze(axis): inserts a size-1 dim
 Tensor unsqueeze(const Tensor& x, int64_t axis) {
+  VGRAD_PROFILE_OP("unsqueeze");
   const int64_t a = wrap_axis(axis, x.dim() + 1, "unsqueeze");
   Shape shape = x.shape();
   Strides strides = x.strides();
@@ -120,6 +125,7 @@ Tensor unsqueeze(const Tensor& x, int64_t axis) {
 
 // slice(axis, start, end, step);  dx = zeros with g written into the slice
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step) {
+  VGRAD_PROFILE_OP("slice");
   const int64_t a = wrap_axis(axis, x.dim(), "slice");
   const int64_t size = x.shape()[a];
   if (step <= 0) fail("slice: step must be positive, got {}", step);
@@ -151,14 +157,16 @@ Tensor narrow(const Tensor& x, int64_t axis, int64_t start, int64_t length) {
 
 // expand: size-1 dims repeat with stride 0;  dx = sum_to(g, x.shape)
 Tensor expand(const Tensor& x, const Shape& shape_in) {
+  VGRAD_PROFILE_OP("expand");
   Shape shape = shape_in;
   const int64_t lead = static_cast<int64_t>(shape.size()) - x.dim();
   if (lead < 0) fail("expand: cannot expand {} to fewer dims {}", shape_str(x.shape()), shape_str(shape_in));
   Strides strides(shape.size(), 0);
   for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    if (d >= lead && shape[d] == -1) shape[d] = x.shape()[d - lead];  // -1 keeps an existing dim
+    if (shape[d] < 0) fail("expand: invalid size {} in {} (dim {})", shape[d], shape_str(shape_in), d);
     if (d < lead) continue;
     const int64_t size = x.shape()[d - lead];
-    if (shape[d] == -1) shape[d] = size;
     if (size == shape[d]) strides[d] = x.strides()[d - lead];
     else if (size != 1)
       fail("expand: cannot expand {} to {} (dim {}: {} vs {})", shape_str(x.shape()), shape_str(shape_in), d, size,
@@ -174,6 +182,7 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
 
 // index_select(axis, index): gathers slices;  dx = zeros with g added back at index (index_add)
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index) {
+  VGRAD_PROFILE_OP("index_select");
   const int64_t a = wrap_axis(axis, x.dim(), "index_select");
   if (index.dtype() != DType::Int64 || index.dim() != 1)
     fail("index_select: index must be a 1-D int64 tensor, got {} {}", shape_str(index.shape()), dtype_name(index.dtype()));
@@ -202,6 +211,7 @@ Tensor contiguous(const Tensor& x) {
 
 // clone: a contiguous copy;  dx = g
 Tensor clone(const Tensor& x) {
+  VGRAD_PROFILE_OP("clone");
   Tensor out = kernels::empty_like(x);
   backend_for(x.device()).copy(x.view(), out.view());
   if (!needs_grad({x})) return out;
@@ -210,8 +220,10 @@ Tensor clone(const Tensor& x) {
 
 // cat along axis;  each input's gradient is its narrow of g
 Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
+  VGRAD_PROFILE_OP("cat");
   if (tensors.empty()) fail("cat: no tensors given");
   const Tensor& first = tensors[0];
+  if (first.dim() == 0) fail("cat: 0-d tensors cannot be concatenated (unsqueeze them first)");
   const int64_t a = wrap_axis(axis, first.dim(), "cat");
   Shape shape = first.shape();
   shape[a] = 0;
@@ -252,6 +264,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
 
 // to(device): a copy on the other device;  dx = g moved back
 Tensor to_device(const Tensor& x, Device device) {
+  VGRAD_PROFILE_OP("to_device");
   if (x.device() == device) return x;
   const Tensor source = kernels::contiguous(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
@@ -276,6 +289,7 @@ Tensor to_device(const Tensor& x, Device device) {
 
 // to(dtype);  dx = g converted back
 Tensor to_dtype(const Tensor& x, DType dtype) {
+  VGRAD_PROFILE_OP("to_dtype");
   if (x.dtype() == dtype) return x;
   if (x.requires_grad() && !is_floating(dtype) && autograd::GradMode::is_enabled())
     fail("to: converting a tensor that requires grad to {} would cut the gradient; detach() it first",

@@ -3,6 +3,7 @@
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/profiler.h"
 #include "core/ops.h"
 
 namespace vgrad {
@@ -26,6 +27,7 @@ Tensor along_last(const Tensor& x, int64_t axis, Kernel kernel) {
 // y = softmax(x) or log_softmax(x);  dx = y·(g − Σ g·y)  or  g − softmax·Σ g
 Tensor softmax_op(const Tensor& x, int64_t axis_in, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
+  VGRAD_PROFILE_OP(name);
   if (!is_floating(x.dtype())) fail("{}: not defined for {} tensors", name, dtype_name(x.dtype()));
   const int64_t axis = wrap_axis(axis_in, x.dim(), name);
   Tensor out = along_last(x, axis, [&](const Tensor& in, const Tensor& y) {

@@ -271,7 +271,12 @@ void CpuBackend::reduce(ReduceOp op, const View& in, const View& out, double sca
     const T init = op == ReduceOp::Sum ? T(0)
                    : op == ReduceOp::Max ? std::numeric_limits<T>::lowest()
                                          : std::numeric_limits<T>::max();
-    fill(out, static_cast<double>(init));
+    // NOTE: not fill(out, double(init)): int64's max is not a double, and converting
+    // the rounded 2^63 back to int64 overflows.
+    for_each_row<1>({out}, [&](auto p, int64_t n, auto s) {
+      T* o = reinterpret_cast<T*>(p[0]);
+      for (int64_t i = 0; i < n; ++i) o[i * s[0] / int64_t(sizeof(T))] = init;
+    });
     if (in.numel() == 0) return;
     auto combine = [op](T o, T v) {
       if (op == ReduceOp::Sum) return T(o + v);
@@ -329,8 +334,10 @@ void CpuBackend::softmax(const View& x, const View& out, bool log) {
           total += yr[c];
         }
         if (log) {
-          const T log_total = std::log(total) + max_value;
-          for (int64_t c = 0; c < cols; ++c) yr[c] = xr[c] - log_total;
+          // (x - max) - log(total), not x - (max + log(total)): with logits near 1000 the
+          // sum max + log(total) would round away float32's last digits of log(total).
+          const T log_total = std::log(total);
+          for (int64_t c = 0; c < cols; ++c) yr[c] = (xr[c] - max_value) - log_total;
         } else {
           const T inv = T(1) / total;
           for (int64_t c = 0; c < cols; ++c) yr[c] *= inv;
@@ -414,6 +421,13 @@ void CpuBackend::cross_entropy_backward(const View& probs, const View& target, d
 void CpuBackend::index_select(const View& x, int dim, const View& index, const View& out) {
   check_index(index, x.shape[dim], "index_select");
   const int64_t* idx = index.ptr<int64_t>();
+  if (dim == 0 && x.is_contiguous() && out.is_contiguous()) {  // gathering rows: one memcpy each
+    const size_t row_bytes = size_t(x.shape[0] ? x.numel() / x.shape[0] : 0) * dtype_size(x.dtype);
+    for (int64_t i = 0; i < index.shape[0]; ++i)
+      std::memcpy(static_cast<char*>(out.data) + size_t(i) * row_bytes,
+                  static_cast<const char*>(x.data) + size_t(idx[i * index.strides[0]]) * row_bytes, row_bytes);
+    return;
+  }
   View src = x, dst = out;
   src.shape[dim] = 1;
   dst.shape[dim] = 1;
@@ -468,9 +482,9 @@ void CpuBackend::sgd_update(const View& param, const View& grad, const View& mom
   visit_dtype(param.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
-      T* w = param.ptr<T>();
-      const T* g = grad.ptr<T>();
-      T* buf = momentum_buffer.ptr<T>();
+      T* __restrict w = param.ptr<T>();
+      const T* __restrict g = grad.ptr<T>();
+      T* __restrict buf = momentum_buffer.ptr<T>();
       const T lr = T(p.lr), wd = T(p.weight_decay), mom = T(p.momentum), damp = T(1 - p.dampening);
       const int64_t n = param.numel();
       if (p.momentum == 0) {
@@ -517,7 +531,8 @@ double CpuBackend::sum_of_squares(const View& x) {
   visit_dtype(x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* v = x.ptr<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) total += double(v[i]) * double(v[i]);
+    const int64_t count = x.numel();
+    for (int64_t i = 0; i < count; ++i) total += double(v[i]) * double(v[i]);
   });
   return total;
 }

@@ -1,0 +1,70 @@
+// The profiler's thread-local recording and its table.
+#include "core/profiler.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "core/error.h"
+
+namespace vgrad::profiler {
+namespace detail {
+thread_local bool active = false;
+thread_local int depth = 0;
+thread_local int64_t bytes_allocated = 0;
+thread_local std::map<std::string, OpStats>* table = nullptr;
+
+void add(const char* name, const char* suffix, double seconds, int64_t bytes) {
+  if (!table) return;
+  std::string key = suffix[0] ? std::string(name) + " " + suffix : std::string(name);
+  OpStats& s = (*table)[key];
+  s.name = std::move(key);
+  s.calls++;
+  s.seconds += seconds;
+  s.bytes_allocated += bytes;
+}
+}  // namespace detail
+
+Profile::Profile() {
+  if (detail::active) fail("profiler: a Profile is already recording on this thread");
+  detail::table = new std::map<std::string, OpStats>();
+  detail::active = true;
+  detail::depth = 0;
+}
+
+Profile::~Profile() {
+  stop();
+  delete detail::table;
+  detail::table = nullptr;
+}
+
+void Profile::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  detail::active = false;
+}
+
+std::vector<OpStats> Profile::stats() const {
+  std::vector<OpStats> out;
+  if (detail::table)
+    for (const auto& [name, s] : *detail::table) out.push_back(s);
+  std::sort(out.begin(), out.end(), [](const OpStats& a, const OpStats& b) { return a.seconds > b.seconds; });
+  return out;
+}
+
+std::string Profile::table(size_t max_rows) const {
+  const auto all = stats();
+  double total = 0;
+  for (const auto& s : all) total += s.seconds;
+  std::string out = fmt::format("{:<28} {:>8} {:>11} {:>7} {:>11} {:>12}\n", "op", "calls", "total ms", "%",
+                                "us/call", "MB alloc");
+  for (size_t i = 0; i < all.size() && i < max_rows; ++i) {
+    const auto& s = all[i];
+    out += fmt::format("{:<28} {:>8} {:>11.2f} {:>6.1f}% {:>11.2f} {:>12.2f}\n", s.name, s.calls, 1e3 * s.seconds,
+                       total > 0 ? 100 * s.seconds / total : 0.0, 1e6 * s.seconds / double(s.calls),
+                       double(s.bytes_allocated) / 1e6);
+  }
+  out += fmt::format("{:<28} {:>8} {:>11.2f}\n", "total (outermost ops)", "", 1e3 * total);
+  return out;
+}
+
+}  // namespace vgrad::profiler

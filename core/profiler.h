@@ -1,0 +1,86 @@
+// vgrad::profiler: per-op call counts, time and bytes allocated, forward and
+// backward separately, printed as a table sorted by time (like torch.profiler's
+// key averages). Off by default; an inactive check costs one thread-local load.
+//
+//   vgrad::profiler::Profile profile;            // records until destroyed or stop()
+//   train_step();
+//   std::cout << profile.table();                // or profile.stats()
+//
+// Only the outermost op is recorded (var calls mean calls sum: the time goes to var),
+// and "<op> backward" is the op's rule as the engine ran it. Single-threaded view:
+// ops run on other threads (the data loader's) are not recorded.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace vgrad::profiler {
+
+struct OpStats {
+  std::string name;
+  int64_t calls = 0;
+  double seconds = 0;
+  int64_t bytes_allocated = 0;
+};
+
+class Profile {
+ public:
+  Profile();
+  ~Profile();
+  Profile(const Profile&) = delete;
+  Profile& operator=(const Profile&) = delete;
+  void stop();
+  std::vector<OpStats> stats() const;  // sorted by time, largest first
+  std::string table(size_t max_rows = 30) const;
+
+ private:
+  bool stopped_ = false;
+};
+
+namespace detail {
+extern thread_local bool active;
+extern thread_local int depth;
+extern thread_local int64_t bytes_allocated;
+void add(const char* name, const char* suffix, double seconds, int64_t bytes);
+}  // namespace detail
+
+// Records the enclosing op when a Profile is active (see VGRAD_PROFILE_OP).
+class Scope {
+ public:
+  explicit Scope(const char* name, const char* suffix = "") {
+    if (!detail::active || detail::depth++ > 0) return;
+    name_ = name;
+    suffix_ = suffix;
+    bytes_ = detail::bytes_allocated;
+    start_ = std::chrono::steady_clock::now();
+  }
+  ~Scope() {
+    if (!detail::active) return;
+    --detail::depth;
+    if (name_ == nullptr) return;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    detail::add(name_, suffix_, seconds, detail::bytes_allocated - bytes_);
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  const char* name_ = nullptr;
+  const char* suffix_ = "";
+  int64_t bytes_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Called by the allocator for every allocation on this thread.
+inline void note_allocation(int64_t bytes) {
+  if (detail::active) detail::bytes_allocated += bytes;
+}
+
+}  // namespace vgrad::profiler
+
+#define VGRAD_PROFILE_CONCAT_(a, b) a##b
+#define VGRAD_PROFILE_CONCAT(a, b) VGRAD_PROFILE_CONCAT_(a, b)
+// First line of a public op: times it (and what it calls) when profiling.
+#define VGRAD_PROFILE_OP(name) ::vgrad::profiler::Scope VGRAD_PROFILE_CONCAT(vgrad_profile_scope_, __LINE__)(name)
