@@ -18,10 +18,17 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-std::shared_ptr<nn::Sequential> make_model() {
-  return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
-      std::make_shared<nn::Linear>(784, 256), std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(256, 128),
-      std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(128, 10)});
+// 784 -> hidden... -> 10 with ReLU between, as nn.Sequential in the PyTorch peer.
+std::shared_ptr<nn::Sequential> make_model(const std::vector<int64_t>& hidden) {
+  auto model = std::make_shared<nn::Sequential>();
+  int64_t width = 784;
+  for (int64_t h : hidden) {
+    model->push_back(std::make_shared<nn::Linear>(width, h));
+    model->push_back(std::make_shared<nn::ReLU>());
+    width = h;
+  }
+  model->push_back(std::make_shared<nn::Linear>(width, 10));
+  return model;
 }
 
 }  // namespace
@@ -38,6 +45,8 @@ int main(int argc, char** argv) {
   app.add_option("--to-accuracy", target, "train batch 64, lr 0.1 until this test accuracy (max 10 epochs)");
   app.add_option("--data", data_dir);
   app.add_option("--device", device_name);
+  std::vector<int64_t> hidden{256, 128};
+  app.add_option("--hidden", hidden, "hidden layer widths")->delimiter(',');
   bool profile = false;
   app.add_flag("--profile", profile, "print vgrad::profiler's table for one epoch (to stderr)");
   CLI11_PARSE(app, argc, argv);
@@ -51,7 +60,7 @@ int main(int argc, char** argv) {
   x = x.to(device);
   y = y.to(device);
   const int64_t n = x.shape()[0];
-  auto model = make_model();
+  auto model = make_model(hidden);
   model->to(device);
   Generator shuffle(0);
 
@@ -107,8 +116,9 @@ int main(int argc, char** argv) {
       final_loss = loss;
     }
     const double med = median(times);
-    json = fmt::format(R"({{"impl":"vgrad","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       batch, momentum, fmt::join(times, ","), med, double(n) / med, final_loss);
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","hidden":"{}","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), fmt::join(hidden, ","), batch, momentum, fmt::join(times, ","), med, double(n) / med,
+                       final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{}}})", memory_stats(device).system_allocations);
   }
   rusage usage{};
