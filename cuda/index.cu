@@ -1,0 +1,131 @@
+// Gather and scatter-add along one dim: index_select (batching, embedding lookups) and
+// index_add, its gradient, with atomics because an index may repeat. Each index is
+// checked; a bad one is skipped on the device and reported to the host by position.
+#include "cuda/kernel_utils.cuh"
+
+namespace vgrad::cuda::kernels {
+namespace {
+
+// Iteration over `iter` (out for select, src for add); `other` is the tensor indexed
+// through `index` along `dim`.
+struct IndexGeometry {
+  int ndim;
+  int dim;
+  int64_t shape[kMaxDims];          // the iterated tensor's shape
+  int64_t iter_strides[kMaxDims];   // its strides
+  int64_t other_strides[kMaxDims];  // the indexed tensor's strides
+  int64_t other_dim_size;           // valid indices are [0, other_dim_size)
+  int64_t index_stride;
+};
+
+IndexGeometry make_index_geometry(const Array& iter, const Array& other, int dim, const Array& index) {
+  IndexGeometry g{};
+  g.ndim = iter.ndim;
+  g.dim = dim;
+  for (int d = 0; d < iter.ndim; ++d) {
+    g.shape[d] = iter.shape[d];
+    g.iter_strides[d] = iter.strides[d];
+    g.other_strides[d] = other.strides[d];
+  }
+  g.other_dim_size = other.shape[dim];
+  g.index_stride = index.ndim == 0 ? 0 : index.strides[0];
+  return g;
+}
+
+// Offsets of linear element i: in the iterated tensor, and in the indexed one (or -1
+// when the index is out of range; *position is the index position either way).
+__device__ __forceinline__ void index_offsets(const IndexGeometry& g, const int64_t* index, int64_t i,
+                                              int64_t& iter_off, int64_t& other_off, int64_t& position) {
+  iter_off = 0;
+  other_off = 0;
+  position = 0;
+  int64_t rest = i;
+  for (int d = g.ndim - 1; d >= 0; --d) {
+    const int64_t c = rest % g.shape[d];
+    rest /= g.shape[d];
+    iter_off += c * g.iter_strides[d];
+    if (d == g.dim) {
+      position = c;
+    } else {
+      other_off += c * g.other_strides[d];
+    }
+  }
+  const int64_t target = index[position * g.index_stride];
+  if (target < 0 || target >= g.other_dim_size) {
+    other_off = -1;
+  } else {
+    other_off += target * g.other_strides[g.dim];
+  }
+}
+
+// Elements move as raw 4- or 8-byte words: the dtype does not matter to a gather.
+template <class Word>
+__global__ void __launch_bounds__(kBlock) index_select_kernel(const Word* x, const int64_t* index, Word* out,
+                                                              IndexGeometry g, int64_t n, unsigned long long* bad) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t out_off, x_off, position;
+    index_offsets(g, index, i, out_off, x_off, position);
+    if (x_off < 0) {
+      atomicMin(bad, static_cast<unsigned long long>(position));
+      continue;
+    }
+    out[out_off] = x[x_off];
+  }
+}
+
+__device__ __forceinline__ void atomic_add(float* address, float value) { atomicAdd(address, value); }
+__device__ __forceinline__ void atomic_add(double* address, double value) { atomicAdd(address, value); }
+__device__ __forceinline__ void atomic_add(int64_t* address, int64_t value) {  // two's complement wraps alike
+  atomicAdd(reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(value));
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) index_add_kernel(T* out, const int64_t* index, const T* src, IndexGeometry g,
+                                                           int64_t n, unsigned long long* bad) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t src_off, out_off, position;
+    index_offsets(g, index, i, src_off, out_off, position);
+    if (out_off < 0) {
+      atomicMin(bad, static_cast<unsigned long long>(position));
+      continue;
+    }
+    atomic_add(out + out_off, src[src_off]);
+  }
+}
+
+}  // namespace
+
+int64_t index_select(const Context& ctx, const Array& x, int dim, const Array& index, const Array& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return -1;
+  const IndexGeometry g = make_index_geometry(out, x, dim, index);
+  unsigned long long* bad = reset_flag(ctx);
+  const auto* index_ptr = static_cast<const int64_t*>(index.data);
+  if (dtype_size(x.dtype) == 4) {
+    index_select_kernel<uint32_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        static_cast<const uint32_t*>(x.data), index_ptr, static_cast<uint32_t*>(out.data), g, n, bad);
+  } else {
+    index_select_kernel<uint64_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        static_cast<const uint64_t*>(x.data), index_ptr, static_cast<uint64_t*>(out.data), g, n, bad);
+  }
+  VGRAD_CUDA_CHECK_LAUNCH();
+  return read_flag(ctx);
+}
+
+int64_t index_add(const Context& ctx, const Array& out, int dim, const Array& index, const Array& src) {
+  const int64_t n = src.numel();
+  if (n == 0) return -1;
+  const IndexGeometry g = make_index_geometry(src, out, dim, index);
+  unsigned long long* bad = reset_flag(ctx);
+  dispatch_all(out.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    index_add_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        static_cast<T*>(out.data), static_cast<const int64_t*>(index.data), static_cast<const T*>(src.data), g, n, bad);
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+  return read_flag(ctx);
+}
+
+}  // namespace vgrad::cuda::kernels

@@ -1,0 +1,188 @@
+// Device-side helpers shared by the cuda/*.cu files: launch sizing, scratch buffers,
+// dtype dispatch, math overloads per type, warp shuffles of any small struct, and a
+// reduction over a group of threads (one warp, or a whole block). Not a public header.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "cuda/check.h"
+#include "cuda/geometry.h"
+#include "cuda/kernels.h"
+
+namespace vgrad::cuda::kernels {
+
+constexpr int kBlock = 256;  // threads per block of the elementwise kernels
+
+// Blocks for a grid-stride loop over n items: enough to fill every SM (2048 resident
+// threads each), never more than the work needs, never zero.
+inline unsigned grid_for(const Context& ctx, int64_t n, int block = kBlock) {
+  const int64_t wanted = (n + block - 1) / block;
+  const int64_t cap = int64_t{ctx.sm_count} * (2048 / block);
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(wanted, cap)));
+}
+
+// Temporary device memory for the duration of one launcher call (stream-ordered reuse).
+// Zero bytes allocate nothing (a null pointer).
+class ScratchBuffer {
+ public:
+  ScratchBuffer(const Context& ctx, size_t bytes) : scratch_(ctx.scratch), bytes_(bytes) {
+    if (bytes_ == 0) return;
+    if (scratch_ == nullptr) detail::throw_error("cuda: internal error: no scratch allocator in the kernel context");
+    ptr_ = scratch_->allocate(bytes_);
+  }
+  ~ScratchBuffer() {
+    if (ptr_ != nullptr) scratch_->deallocate(ptr_, bytes_);
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  Scratch* scratch_;
+  size_t bytes_;
+  void* ptr_ = nullptr;
+};
+
+inline const char* dtype_str(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return "float32";
+    case DType::Float64: return "float64";
+    case DType::Int64: return "int64";
+  }
+  return "?";
+}
+
+// Calls fn(T{}) for float/double; int64 is an error naming `op`.
+template <class Fn> void dispatch_floating(DType dtype, const char* op, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32: fn(float{}); return;
+    case DType::Float64: fn(double{}); return;
+    case DType::Int64: break;
+  }
+  detail::throw_error(std::string(op) + ": not defined for " + dtype_str(dtype) + " on cuda");
+}
+
+// Calls fn(T{}) for every dtype.
+template <class Fn> void dispatch_all(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32: fn(float{}); return;
+    case DType::Float64: fn(double{}); return;
+    case DType::Int64: fn(int64_t{}); return;
+  }
+  detail::throw_error("cuda: unknown dtype");
+}
+
+// ---- math per type: the float overloads call the single-precision functions ----
+__device__ __forceinline__ float d_exp(float x) { return expf(x); }
+__device__ __forceinline__ double d_exp(double x) { return exp(x); }
+__device__ __forceinline__ float d_log(float x) { return logf(x); }
+__device__ __forceinline__ double d_log(double x) { return log(x); }
+__device__ __forceinline__ float d_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double d_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float d_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double d_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float d_erf(float x) { return erff(x); }
+__device__ __forceinline__ double d_erf(double x) { return erf(x); }
+__device__ __forceinline__ float d_pow(float x, float y) { return powf(x, y); }
+__device__ __forceinline__ double d_pow(double x, double y) { return pow(x, y); }
+__device__ __forceinline__ float d_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double d_abs(double x) { return fabs(x); }
+__device__ __forceinline__ int64_t d_abs(int64_t x) { return x < 0 ? -x : x; }
+
+template <class T> __device__ __forceinline__ bool is_nan(T x) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return x != x;
+  } else {
+    return false;
+  }
+}
+
+template <class T> __device__ __forceinline__ T lowest_value() {
+  if constexpr (std::is_floating_point_v<T>) {
+    return -INFINITY;
+  } else {
+    return INT64_MIN;
+  }
+}
+
+// ---- warp shuffles of any trivially copyable value (moved as 32-bit words) ----
+template <class V> __device__ __forceinline__ V shfl_down(const V& value, int delta) {
+  static_assert(sizeof(V) % sizeof(int) == 0, "shuffled values must be a whole number of 32-bit words");
+  constexpr int kWords = sizeof(V) / sizeof(int);
+  int words[kWords];
+  memcpy(words, &value, sizeof(V));
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) words[i] = __shfl_down_sync(0xffffffffu, words[i], delta);
+  V result;
+  memcpy(&result, words, sizeof(V));
+  return result;
+}
+
+template <class V> __device__ __forceinline__ V shfl_from(const V& value, int lane) {
+  static_assert(sizeof(V) % sizeof(int) == 0, "shuffled values must be a whole number of 32-bit words");
+  constexpr int kWords = sizeof(V) / sizeof(int);
+  int words[kWords];
+  memcpy(words, &value, sizeof(V));
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) words[i] = __shfl_sync(0xffffffffu, words[i], lane);
+  V result;
+  memcpy(&result, words, sizeof(V));
+  return result;
+}
+
+// Combines `value` over a group of kGroup consecutive threads (threadIdx.x / kGroup is
+// the group) and returns the result to every thread of the group. kGroup == 32: one
+// warp, no barrier. kGroup > 32: the whole block (blockDim.x == kGroup), with
+// __syncthreads, so every thread of the block must call it. The combination order is
+// fixed, so results are deterministic.
+template <int kGroup, class V, class Combine> __device__ __forceinline__ V group_reduce(V value, Combine combine) {
+  static_assert(kGroup % 32 == 0 && kGroup <= 1024, "groups are whole warps");
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, shfl_down(value, offset));
+  if constexpr (kGroup == 32) {
+    return shfl_from(value, 0);
+  } else {
+    constexpr int kWarps = kGroup / 32;
+    __shared__ V partial[kWarps];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    __syncthreads();  // readers of a previous call are done with `partial`
+    if (lane == 0) partial[warp] = value;
+    __syncthreads();
+    V result = partial[0];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) result = combine(result, partial[w]);
+    return result;
+  }
+}
+
+// Error flags: an int64 in ctx.device_result that kernels lower with atomicMin (as
+// unsigned, so "none" is -1 == UINT64_MAX). read_flag synchronizes the stream.
+inline unsigned long long* reset_flag(const Context& ctx) {
+  auto* flag = static_cast<unsigned long long*>(ctx.device_result);
+  VGRAD_CUDA_CHECK(cudaMemsetAsync(flag, 0xFF, sizeof(unsigned long long), ctx.stream));
+  return flag;
+}
+
+inline int64_t read_flag(const Context& ctx) {
+  VGRAD_CUDA_CHECK(
+      cudaMemcpyAsync(ctx.host_result, ctx.device_result, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx.stream));
+  VGRAD_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  int64_t value;
+  std::memcpy(&value, ctx.host_result, sizeof(int64_t));
+  return value;
+}
+
+struct SumCombine {
+  template <class T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxCombine {  // NaN-propagating
+  template <class T> __device__ __forceinline__ T operator()(T a, T b) const { return (is_nan(a) || a > b) ? a : b; }
+};
+
+}  // namespace vgrad::cuda::kernels

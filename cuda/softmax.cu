@@ -1,0 +1,225 @@
+// Row-wise softmax / log_softmax with their backward, and the fused softmax-cross-entropy
+// forward (probs + per-row loss, label smoothing) and backward, over rows of C
+// contiguous elements. A warp per row up to C = 1024, a 512-thread block per row above.
+// Numerically stable: every exp is of x - max(row).
+#include <cmath>
+
+#include "cuda/kernel_utils.cuh"
+
+namespace vgrad::cuda::kernels {
+namespace {
+
+constexpr int kWarpRowsBlock = 256;  // warp mode: 8 rows per block
+constexpr int kWideBlock = 512;      // block mode: one row per block
+constexpr int64_t kWarpModeMaxC = 1024;
+
+template <class T> struct SumPair {
+  T first, second;
+};
+struct SumPairCombine {
+  template <class T> __device__ SumPair<T> operator()(SumPair<T> a, SumPair<T> b) const {
+    return SumPair<T>{a.first + b.first, a.second + b.second};
+  }
+};
+
+// softmax: y = exp(x - m) / sum exp(x - m);  log_softmax: y = (x - m) - log(sum exp(x - m)).
+template <class T, int kGroup, int kThreads>
+__global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int64_t rows, int64_t C, bool log) {
+  constexpr int kRowsPerBlock = kThreads / kGroup;
+  const int lane = threadIdx.x % kGroup;
+  for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
+    const int64_t row = first + threadIdx.x / kGroup;
+    if (row >= rows) continue;  // uniform over the group (and over the block in block mode)
+    const T* xr = x + row * C;
+    T* yr = y + row * C;
+    T m = lowest_value<T>();
+    for (int64_t c = lane; c < C; c += kGroup) m = MaxCombine{}(m, xr[c]);
+    m = group_reduce<kGroup>(m, MaxCombine{});
+    T s = 0;
+    for (int64_t c = lane; c < C; c += kGroup) s += d_exp(xr[c] - m);
+    s = group_reduce<kGroup>(s, SumCombine{});
+    if (log) {
+      const T log_s = d_log(s);
+      for (int64_t c = lane; c < C; c += kGroup) yr[c] = (xr[c] - m) - log_s;
+    } else {
+      for (int64_t c = lane; c < C; c += kGroup) yr[c] = d_exp(xr[c] - m) / s;
+    }
+  }
+}
+
+// softmax:     dx = y * (dy - sum(dy * y))
+// log_softmax: dx = dy - exp(y) * sum(dy)
+template <class T, int kGroup, int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    softmax_backward_kernel(const T* y, const T* dy, T* dx, int64_t rows, int64_t C, bool log) {
+  constexpr int kRowsPerBlock = kThreads / kGroup;
+  const int lane = threadIdx.x % kGroup;
+  for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
+    const int64_t row = first + threadIdx.x / kGroup;
+    if (row >= rows) continue;
+    const T* yr = y + row * C;
+    const T* dyr = dy + row * C;
+    T* dxr = dx + row * C;
+    T s = 0;
+    if (log) {
+      for (int64_t c = lane; c < C; c += kGroup) s += dyr[c];
+    } else {
+      for (int64_t c = lane; c < C; c += kGroup) s += dyr[c] * yr[c];
+    }
+    s = group_reduce<kGroup>(s, SumCombine{});
+    if (log) {
+      for (int64_t c = lane; c < C; c += kGroup) dxr[c] = dyr[c] - d_exp(yr[c]) * s;
+    } else {
+      for (int64_t c = lane; c < C; c += kGroup) dxr[c] = yr[c] * (dyr[c] - s);
+    }
+  }
+}
+
+// loss_i = -sum_c q_ic log p_ic with q = (1 - s) onehot(t_i) + s / C
+//        = lse_i - (1 - s) x_{i,t_i} - s * mean_c(x_ic),   lse = m + log sum exp(x - m).
+// A target outside [0, C) records the smallest such row in *bad_row and never indexes.
+template <class T, int kGroup, int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_kernel(const T* x, const int64_t* target, int64_t target_stride, T* probs, T* loss,
+                         int64_t loss_stride, int64_t rows, int64_t C, T smoothing, unsigned long long* bad_row) {
+  constexpr int kRowsPerBlock = kThreads / kGroup;
+  const int lane = threadIdx.x % kGroup;
+  for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
+    const int64_t row = first + threadIdx.x / kGroup;
+    if (row >= rows) continue;
+    const T* xr = x + row * C;
+    T* pr = probs + row * C;
+    const int64_t t = target[row * target_stride];
+    const bool valid = t >= 0 && t < C;
+    if (!valid && lane == 0) atomicMin(bad_row, static_cast<unsigned long long>(row));
+    T m = lowest_value<T>();
+    for (int64_t c = lane; c < C; c += kGroup) m = MaxCombine{}(m, xr[c]);
+    m = group_reduce<kGroup>(m, MaxCombine{});
+    SumPair<T> sums{T(0), T(0)};  // sum exp(x - m), sum x
+    for (int64_t c = lane; c < C; c += kGroup) {
+      const T v = xr[c];
+      sums.first += d_exp(v - m);
+      sums.second += v;
+    }
+    sums = group_reduce<kGroup>(sums, SumPairCombine{});
+    const T s = sums.first;
+    for (int64_t c = lane; c < C; c += kGroup) pr[c] = d_exp(xr[c] - m) / s;
+    if (lane == 0) {
+      T value = T(NAN);
+      if (valid) {
+        const T lse = m + d_log(s);
+        value = lse - (T(1) - smoothing) * xr[t];
+        if (smoothing != T(0)) value -= smoothing * (sums.second / static_cast<T>(C));
+      }
+      loss[row * loss_stride] = value;
+    }
+  }
+}
+
+// grad = scale * (p - q), q = (1 - s) onehot(t) + s / C. Bad targets only lose the onehot.
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    cross_entropy_backward_kernel(const T* probs, const int64_t* target, int64_t target_stride, T* grad, int64_t n,
+                                  int64_t C, T on_target, T off_target, T scale) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
+    const int64_t row = i / C;
+    const int64_t c = i - row * C;
+    const T q = c == target[row * target_stride] ? on_target : off_target;
+    grad[i] = scale * (probs[i] - q);
+  }
+}
+
+unsigned warp_mode_grid(const Context& ctx, int64_t rows) {
+  const int64_t blocks = (rows + kWarpRowsBlock / 32 - 1) / (kWarpRowsBlock / 32);
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t{ctx.sm_count} * 8)));
+}
+unsigned block_mode_grid(const Context& ctx, int64_t rows) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t{ctx.sm_count} * 4)));
+}
+
+}  // namespace
+
+void softmax(const Context& ctx, const Array& x, const Array& out, bool log) {
+  const int64_t C = x.ndim == 0 ? 1 : x.shape[x.ndim - 1];
+  const int64_t n = x.numel();
+  if (n == 0 || C == 0) return;
+  const int64_t rows = n / C;
+  dispatch_floating(x.dtype, log ? "log_softmax" : "softmax", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = static_cast<const T*>(x.data);
+    T* yp = static_cast<T*>(out.data);
+    if (C <= kWarpModeMaxC) {
+      softmax_kernel<T, 32, kWarpRowsBlock><<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(xp, yp, rows, C, log);
+    } else {
+      softmax_kernel<T, kWideBlock, kWideBlock><<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(xp, yp, rows, C, log);
+    }
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void softmax_backward(const Context& ctx, const Array& y, const Array& grad_y, const Array& grad_x, bool log) {
+  const int64_t C = y.ndim == 0 ? 1 : y.shape[y.ndim - 1];
+  const int64_t n = y.numel();
+  if (n == 0 || C == 0) return;
+  const int64_t rows = n / C;
+  dispatch_floating(y.dtype, log ? "log_softmax backward" : "softmax backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* yp = static_cast<const T*>(y.data);
+    const T* dyp = static_cast<const T*>(grad_y.data);
+    T* dxp = static_cast<T*>(grad_x.data);
+    if (C <= kWarpModeMaxC) {
+      softmax_backward_kernel<T, 32, kWarpRowsBlock>
+          <<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(yp, dyp, dxp, rows, C, log);
+    } else {
+      softmax_backward_kernel<T, kWideBlock, kWideBlock>
+          <<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(yp, dyp, dxp, rows, C, log);
+    }
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+int64_t cross_entropy(const Context& ctx, const Array& logits, const Array& target, double smoothing,
+                      const Array& probs, const Array& loss_rows) {
+  const int64_t rows = logits.shape[0];
+  const int64_t C = logits.shape[1];
+  if (rows == 0) return -1;
+  const int64_t target_stride = target.strides[0];
+  const int64_t loss_stride = loss_rows.is_contiguous() ? 1 : loss_rows.strides[0];
+  unsigned long long* flag = reset_flag(ctx);
+  dispatch_floating(logits.dtype, "cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = static_cast<const T*>(logits.data);
+    const int64_t* tp = static_cast<const int64_t*>(target.data);
+    T* pp = static_cast<T*>(probs.data);
+    T* lp = static_cast<T*>(loss_rows.data);
+    const T s = static_cast<T>(smoothing);
+    if (C <= kWarpModeMaxC) {
+      cross_entropy_kernel<T, 32, kWarpRowsBlock><<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(
+          xp, tp, target_stride, pp, lp, loss_stride, rows, C, s, flag);
+    } else {
+      cross_entropy_kernel<T, kWideBlock, kWideBlock><<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(
+          xp, tp, target_stride, pp, lp, loss_stride, rows, C, s, flag);
+    }
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+  return read_flag(ctx);
+}
+
+void cross_entropy_backward(const Context& ctx, const Array& probs, const Array& target, double smoothing,
+                            double scale, const Array& grad_logits) {
+  const int64_t C = probs.shape[1];
+  const int64_t n = probs.numel();
+  if (n == 0) return;
+  dispatch_floating(probs.dtype, "cross_entropy backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T off_target = static_cast<T>(smoothing / static_cast<double>(C));
+    const T on_target = static_cast<T>(1.0 - smoothing) + off_target;
+    cross_entropy_backward_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        static_cast<const T*>(probs.data), static_cast<const int64_t*>(target.data), target.strides[0],
+        static_cast<T*>(grad_logits.data), n, C, on_target, off_target, static_cast<T>(scale));
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vgrad::cuda::kernels

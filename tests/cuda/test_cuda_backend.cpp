@@ -1,0 +1,1082 @@
+// Tests of the CUDA backend at the Backend level. Everywhere: the device queries answer
+// without throwing, asking for a missing GPU says why, pinned memory falls back, and the
+// kernels' index arithmetic (cuda/geometry.h) is checked on the host. With a GPU: every
+// primitive of cuda::backend(0) against cpu_backend() on raw Views (broadcast and strided
+// cases included), error messages, random streams, and allocator reuse. Without a GPU
+// those report SKIPPED.
+// Tolerances: float32 elementwise 1e-5 relative (+1e-6 absolute); GEMM, reductions,
+// softmax and cross-entropy 1e-4 relative; float64 1e-10; integers exact.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <initializer_list>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/error.h"
+#include "cuda/cuda.h"
+#include "cuda/geometry.h"
+
+namespace {
+
+using namespace vgrad;
+
+#define REQUIRE_GPU()                                                                           \
+  do {                                                                                          \
+    if (!vgrad::cuda::is_available()) GTEST_SKIP() << "no CUDA device: GPU parity tests skipped"; \
+  } while (0)
+
+// Runs `statement`, expects a vgrad::Error whose message contains `text`.
+#define EXPECT_ERROR_WITH(statement, text)                                                   \
+  do {                                                                                       \
+    try {                                                                                    \
+      statement;                                                                             \
+      ADD_FAILURE() << "expected an error containing \"" << (text) << "\"";                  \
+    } catch (const vgrad::Error& error) {                                                    \
+      EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();    \
+    }                                                                                        \
+  } while (0)
+
+// ---------------- host-side helpers ----------------
+
+void store(DType dtype, void* base, int64_t i, double v) {
+  switch (dtype) {
+    case DType::Float32: static_cast<float*>(base)[i] = static_cast<float>(v); return;
+    case DType::Float64: static_cast<double*>(base)[i] = v; return;
+    case DType::Int64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); return;
+  }
+}
+
+double load(DType dtype, const void* base, int64_t i) {
+  switch (dtype) {
+    case DType::Float32: return static_cast<const float*>(base)[i];
+    case DType::Float64: return static_cast<const double*>(base)[i];
+    case DType::Int64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+  }
+  return 0;
+}
+
+std::vector<double> random_values(int64_t n, double low, double high, uint64_t seed, bool integers = false) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(low, high);
+  std::vector<double> values(static_cast<size_t>(n));
+  for (auto& v : values) v = integers ? std::floor(dist(rng)) : dist(rng);
+  return values;
+}
+
+// Values away from zero, either sign: for divisors.
+std::vector<double> away_from_zero(int64_t n, uint64_t seed) {
+  auto values = random_values(n, 0.5, 2.0, seed);
+  std::mt19937_64 rng(seed + 1);
+  for (auto& v : values)
+    if (rng() % 2) v = -v;
+  return values;
+}
+
+std::vector<int64_t> contiguous_strides_of(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t s = 1;
+  for (size_t d = shape.size(); d-- > 0;) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+View make_view(void* base, DType dtype, const std::vector<int64_t>& shape, std::vector<int64_t> strides = {},
+               int64_t offset = 0) {
+  if (strides.empty()) strides = contiguous_strides_of(shape);
+  View v;
+  v.data = static_cast<char*>(base) + offset * static_cast<int64_t>(dtype_size(dtype));
+  v.dtype = dtype;
+  v.ndim = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    v.shape[d] = shape[d];
+    v.strides[d] = strides[d];
+  }
+  return v;
+}
+
+// Compares element by element: |expected - actual| <= atol + rtol * |expected|; NaNs match NaNs.
+void expect_close(const std::vector<double>& expected, const std::vector<double>& actual, double rtol, double atol,
+                  const std::string& what) {
+  ASSERT_EQ(expected.size(), actual.size()) << what;
+  int reported = 0;
+  int64_t bad = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double e = expected[i], a = actual[i];
+    const bool ok = (std::isnan(e) && std::isnan(a)) || std::fabs(e - a) <= atol + rtol * std::fabs(e);
+    if (!ok) {
+      ++bad;
+      if (reported++ < 5) ADD_FAILURE() << what << ": element " << i << ": cpu " << e << " vs cuda " << a;
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << expected.size() << " elements differ";
+}
+
+struct Tolerance {
+  double rtol, atol;
+};
+Tolerance elementwise_tolerance(DType dtype) {
+  if (dtype == DType::Float32) return {1e-5, 1e-6};
+  if (dtype == DType::Float64) return {1e-10, 1e-12};
+  return {0, 0};
+}
+Tolerance reduction_tolerance(DType dtype) {
+  if (dtype == DType::Float32) return {1e-4, 1e-5};
+  if (dtype == DType::Float64) return {1e-10, 1e-12};
+  return {0, 0};
+}
+
+Backend& gpu() { return cuda::backend(0); }
+Backend& cpu() { return cpu_backend(); }
+
+// The same values twice: in host memory for the CPU backend and in device memory (from
+// the CUDA backend's allocator) for the GPU. Views over either use the same shape/strides.
+class Twin {
+ public:
+  Twin(DType dtype, const std::vector<double>& values)
+      : dtype_(dtype), count_(static_cast<int64_t>(values.size())), host_(storage_words()) {
+    for (int64_t i = 0; i < count_; ++i) store(dtype_, host_.data(), i, values[static_cast<size_t>(i)]);
+    device_ = gpu().allocator().allocate(bytes());
+    gpu().copy_from_host(device_, host_.data(), bytes());
+  }
+  ~Twin() { gpu().allocator().deallocate(device_, bytes()); }
+  Twin(const Twin&) = delete;
+  Twin& operator=(const Twin&) = delete;
+
+  View cpu_view(const std::vector<int64_t>& shape, std::vector<int64_t> strides = {}, int64_t offset = 0) {
+    return make_view(host_.data(), dtype_, shape, std::move(strides), offset);
+  }
+  View gpu_view(const std::vector<int64_t>& shape, std::vector<int64_t> strides = {}, int64_t offset = 0) {
+    return make_view(device_, dtype_, shape, std::move(strides), offset);
+  }
+  std::vector<double> cpu_values() const {
+    std::vector<double> v(static_cast<size_t>(count_));
+    for (int64_t i = 0; i < count_; ++i) v[static_cast<size_t>(i)] = load(dtype_, host_.data(), i);
+    return v;
+  }
+  std::vector<double> gpu_values() const {
+    std::vector<double> words(storage_words());
+    gpu().copy_to_host(words.data(), device_, bytes());
+    std::vector<double> v(static_cast<size_t>(count_));
+    for (int64_t i = 0; i < count_; ++i) v[static_cast<size_t>(i)] = load(dtype_, words.data(), i);
+    return v;
+  }
+  // Both copies agree within `tol`.
+  void expect_match(Tolerance tol, const std::string& what) const {
+    expect_close(cpu_values(), gpu_values(), tol.rtol, tol.atol, what);
+  }
+  DType dtype() const { return dtype_; }
+
+ private:
+  size_t bytes() const { return static_cast<size_t>(std::max<int64_t>(count_, 1)) * dtype_size(dtype_); }
+  size_t storage_words() const { return (bytes() + 7) / 8; }
+
+  DType dtype_;
+  int64_t count_;
+  std::vector<double> host_;  // 8-byte aligned storage for any dtype
+  void* device_ = nullptr;
+};
+
+std::string dtype_label(DType dtype) {
+  return dtype == DType::Float32 ? "float32" : dtype == DType::Float64 ? "float64" : "int64";
+}
+
+// Joins label pieces (g++ 12 gives a false -Wrestrict on `"literal" + std::string`).
+std::string join(std::initializer_list<std::string> parts) {
+  std::string s;
+  for (const auto& p : parts) s += p;
+  return s;
+}
+
+// ================= without a GPU (and in builds without CUDA) =================
+
+TEST(CudaDevice, QueriesNeverThrowAndAgree) {
+  bool available = true;
+  int count = -1;
+  EXPECT_NO_THROW(available = cuda::is_available());
+  EXPECT_NO_THROW(count = cuda::device_count());
+  EXPECT_EQ(available, count > 0);
+  EXPECT_EQ(cuda_is_available(), available);
+  EXPECT_EQ(cuda_device_count(), count);
+#ifdef VGRAD_WITH_CUDA
+  EXPECT_TRUE(cuda::built_with_cuda());
+#else
+  EXPECT_FALSE(cuda::built_with_cuda());
+#endif
+  if (available) GTEST_SKIP() << "a GPU is present: the no-GPU answers cannot be checked here";
+  EXPECT_FALSE(available);
+  EXPECT_EQ(count, 0);
+}
+
+TEST(CudaDevice, MissingGpuSaysWhy) {
+  if (cuda::is_available()) GTEST_SKIP() << "a GPU is present";
+  const std::string expected = cuda::built_with_cuda() ? "no GPU found" : "no CUDA support";
+  EXPECT_ERROR_WITH(cuda::backend(0), expected);
+  EXPECT_ERROR_WITH(backend_for(cuda_device(0)), expected);
+  EXPECT_ERROR_WITH(cuda::backend(3), expected);
+}
+
+TEST(CudaDevice, NoSuchGpuNamesTheIndex) {
+  REQUIRE_GPU();
+  const int count = cuda::device_count();
+  EXPECT_ERROR_WITH(cuda::backend(count),
+                    join({"cuda:", std::to_string(count), ": no such GPU (", std::to_string(count), " available)"}));
+  EXPECT_ERROR_WITH(cuda::backend(-1), "cuda:-1: no such GPU");
+  EXPECT_EQ(&cuda::backend(0), &cuda::backend(0));
+  EXPECT_EQ(&backend_for(cuda_device(0)), &cuda::backend(0));
+  EXPECT_TRUE(cuda::backend(0).device() == cuda_device(0));
+}
+
+TEST(CudaPinned, AllocatesUsableMemoryWithOrWithoutGpu) {
+  void* p = cuda::pinned_alloc(4096);
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 0x5a, 4096);
+  EXPECT_EQ(static_cast<unsigned char*>(p)[4095], 0x5a);
+  cuda::pinned_free(p);
+  cuda::pinned_free(nullptr);  // a no-op
+  // Many at once, freed out of order.
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(cuda::pinned_alloc(1000 + static_cast<size_t>(i)));
+  for (size_t i = blocks.size(); i-- > 0;) cuda::pinned_free(blocks[i]);
+}
+
+// ================= index arithmetic of the kernels (host, runs everywhere) =================
+
+using cuda::Geometry;
+
+TEST(CudaGeometry, MergesContiguousDimsAndDropsOnes) {
+  const int64_t shape[4] = {2, 1, 3, 4};
+  const int64_t out_strides[4] = {12, 12, 4, 1};
+  const int64_t* strides[1] = {out_strides};
+  const Geometry<1> g = cuda::make_geometry<1>(4, shape, strides);
+  EXPECT_EQ(g.ndim, 1);
+  EXPECT_EQ(g.shape[0], 24);
+  EXPECT_EQ(g.strides[0][0], 1);
+  EXPECT_TRUE(g.all_contiguous());
+}
+
+TEST(CudaGeometry, KeepsDimsABroadcastOperandSplits) {
+  const int64_t shape[3] = {4, 5, 6};
+  const int64_t out_strides[3] = {30, 6, 1};
+  const int64_t b_strides[3] = {0, 1, 0};  // a (5,) column broadcast over dims 0 and 2
+  const int64_t* strides[2] = {out_strides, b_strides};
+  const Geometry<2> g = cuda::make_geometry<2>(3, shape, strides);
+  EXPECT_EQ(g.ndim, 3);
+  EXPECT_FALSE(g.all_contiguous());
+  int64_t off[2];
+  g.offsets(int64_t{37}, off);  // (1, 1, 1)
+  EXPECT_EQ(off[0], 37);
+  EXPECT_EQ(off[1], 1);
+}
+
+TEST(CudaGeometry, ScalarBecomesOneElement) {
+  const int64_t* strides[1] = {nullptr};
+  const Geometry<1> g = cuda::make_geometry<1>(0, nullptr, strides);
+  EXPECT_EQ(g.ndim, 1);
+  EXPECT_EQ(g.numel(), 1);
+  int64_t off[1];
+  g.offsets(int64_t{0}, off);
+  EXPECT_EQ(off[0], 0);
+}
+
+// Random shapes, strides (0 for broadcast, permuted, padded): the collapsed geometry's
+// offsets equal the naive ones for every element, with 64- and 32-bit index types.
+TEST(CudaGeometry, OffsetsMatchNaiveOnRandomLayouts) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int ndim = static_cast<int>(rng() % 6);
+    int64_t shape[8], s0[8], s1[8], s2[8];
+    for (int d = 0; d < ndim; ++d) shape[d] = 1 + static_cast<int64_t>(rng() % 4);
+    // operand 0 contiguous, 1 broadcast in random dims, 2 a random permutation with padding
+    int64_t running = 1;
+    for (int d = ndim - 1; d >= 0; --d) {
+      s0[d] = running;
+      running *= shape[d];
+    }
+    for (int d = 0; d < ndim; ++d) s1[d] = (rng() % 3 == 0) ? 0 : s0[d];
+    std::vector<int> order(static_cast<size_t>(ndim));
+    for (int d = 0; d < ndim; ++d) order[static_cast<size_t>(d)] = d;
+    std::shuffle(order.begin(), order.end(), rng);
+    running = 1;
+    for (int d : order) {
+      s2[d] = running;
+      running *= shape[d] + static_cast<int64_t>(rng() % 2);  // sometimes padded
+    }
+    const int64_t* strides[3] = {s0, s1, s2};
+    const Geometry<3> g = cuda::make_geometry<3>(ndim, shape, strides);
+    int64_t n = 1;
+    for (int d = 0; d < ndim; ++d) n *= shape[d];
+    ASSERT_EQ(g.numel(), n);
+    ASSERT_TRUE(g.fits_32bit());
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t naive[3] = {0, 0, 0};
+      int64_t rest = i;
+      for (int d = ndim - 1; d >= 0; --d) {
+        const int64_t c = rest % shape[d];
+        rest /= shape[d];
+        naive[0] += c * s0[d];
+        naive[1] += c * s1[d];
+        naive[2] += c * s2[d];
+      }
+      int64_t off[3];
+      g.offsets(i, off);
+      uint32_t off32[3];
+      g.offsets(static_cast<uint32_t>(i), off32);
+      for (int k = 0; k < 3; ++k) {
+        ASSERT_EQ(off[k], naive[k]) << "trial " << trial << " element " << i << " operand " << k;
+        ASSERT_EQ(static_cast<int64_t>(off32[k]), naive[k]) << "trial " << trial << " (32-bit)";
+      }
+    }
+  }
+}
+
+TEST(CudaGeometry, LargeOffsetsNeed64Bits) {
+  const int64_t shape[2] = {70000, 40000};
+  const int64_t out_strides[2] = {40000, 1};
+  const int64_t* strides[1] = {out_strides};
+  EXPECT_FALSE(cuda::make_geometry<1>(2, shape, strides).fits_32bit());
+}
+
+TEST(CudaGeometry, BroadcastStrides) {
+  const int64_t out_shape[3] = {4, 5, 6};
+  const int64_t in_shape[2] = {5, 1};
+  const int64_t in_strides[2] = {1, 1};
+  int64_t result[3];
+  ASSERT_TRUE(cuda::broadcast_strides(2, in_shape, in_strides, 3, out_shape, result));
+  EXPECT_EQ(result[0], 0);
+  EXPECT_EQ(result[1], 1);
+  EXPECT_EQ(result[2], 0);
+  const int64_t bad_shape[1] = {3};
+  const int64_t bad_strides[1] = {1};
+  EXPECT_FALSE(cuda::broadcast_strides(1, bad_shape, bad_strides, 3, out_shape, result));
+}
+
+// The reduce plan enumerates, for every output, exactly the input elements that fold into it.
+TEST(CudaGeometry, ReducePlanCoversEachOutputsInputs) {
+  const int64_t in_shape[3] = {6, 7, 9};
+  const int64_t in_strides[3] = {63, 9, 1};
+  const std::vector<std::vector<int64_t>> outs = {{1, 7, 9}, {6, 7, 1}, {6, 1, 9}, {1, 7, 1}, {1, 1, 1}, {6, 7, 9}};
+  for (const auto& out_shape : outs) {
+    const auto out_strides = contiguous_strides_of(out_shape);
+    cuda::ReducePlan plan;
+    ASSERT_TRUE(cuda::make_reduce_plan(3, in_shape, in_strides, out_shape.data(), out_strides.data(), plan));
+    std::vector<std::multiset<int64_t>> got(static_cast<size_t>(6 * 7 * 9)), want(got.size());
+    for (int64_t k = 0; k < plan.kept_count; ++k) {
+      int64_t ko[2];
+      plan.kept.offsets(k, ko);
+      for (int64_t r = 0; r < plan.reduced_count; ++r) {
+        int64_t ro[1];
+        plan.reduced.offsets(r, ro);
+        got[static_cast<size_t>(ko[1])].insert(ko[0] + ro[0]);
+      }
+    }
+    for (int64_t i = 0; i < 6; ++i)
+      for (int64_t j = 0; j < 7; ++j)
+        for (int64_t l = 0; l < 9; ++l) {
+          const int64_t o = (out_shape[0] == 1 ? 0 : i) * out_strides[0] + (out_shape[1] == 1 ? 0 : j) * out_strides[1] +
+                            (out_shape[2] == 1 ? 0 : l) * out_strides[2];
+          want[static_cast<size_t>(o)].insert(i * 63 + j * 9 + l);
+        }
+    EXPECT_EQ(got, want) << "output shape " << out_shape[0] << "x" << out_shape[1] << "x" << out_shape[2];
+  }
+  // dim 0 reduced, last dim kept: the column layout; last dim reduced: the row layout.
+  cuda::ReducePlan plan;
+  const int64_t cols[3] = {1, 7, 9}, cols_strides[3] = {63, 9, 1};
+  ASSERT_TRUE(cuda::make_reduce_plan(3, in_shape, in_strides, cols, cols_strides, plan));
+  EXPECT_FALSE(plan.inner);
+  const int64_t rows[3] = {6, 7, 1}, rows_strides[3] = {7, 1, 1};
+  ASSERT_TRUE(cuda::make_reduce_plan(3, in_shape, in_strides, rows, rows_strides, plan));
+  EXPECT_TRUE(plan.inner);
+  const int64_t bad[3] = {6, 2, 1};
+  EXPECT_FALSE(cuda::make_reduce_plan(3, in_shape, in_strides, bad, rows_strides, plan));
+}
+
+// ================= GPU vs CPU parity (skipped without a GPU) =================
+
+TEST(CudaBackend, HostRoundTripAndSynchronize) {
+  REQUIRE_GPU();
+  const auto values = random_values(1001, -5, 5, 1);
+  Twin t(DType::Float64, values);
+  expect_close(values, t.gpu_values(), 0, 0, "round trip");
+  EXPECT_NO_THROW(gpu().synchronize());
+}
+
+TEST(CudaBackend, FillContiguousAndStrided) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64, DType::Int64}) {
+    Twin t(dtype, random_values(4 * 6, -3, 3, 2, true));
+    // Every other column of a (4, 6) buffer, then a zero fill of the first row.
+    const std::vector<int64_t> shape = {4, 3}, strides = {6, 2};
+    cpu().fill(t.cpu_view(shape, strides, 1), 2.5);
+    gpu().fill(t.gpu_view(shape, strides, 1), 2.5);
+    cpu().fill(t.cpu_view({6}), 0.0);
+    gpu().fill(t.gpu_view({6}), 0.0);
+    t.expect_match({0, 0}, join({"fill ", dtype_label(dtype)}));
+  }
+}
+
+TEST(CudaBackend, CopyConvertsBroadcastsAndReadsStrided) {
+  REQUIRE_GPU();
+  const DType dtypes[3] = {DType::Float32, DType::Float64, DType::Int64};
+  for (DType from : dtypes)
+    for (DType to : dtypes) {
+      Twin src(from, random_values(4 * 5, -4, 4, 3));
+      Twin out(to, std::vector<double>(4 * 5, 0.0));
+      // transposed read: src storage (5, 4) read as (4, 5)
+      cpu().copy(src.cpu_view({4, 5}, {1, 4}), out.cpu_view({4, 5}));
+      gpu().copy(src.gpu_view({4, 5}, {1, 4}), out.gpu_view({4, 5}));
+      out.expect_match({0, 0}, join({"copy ", dtype_label(from), " -> ", dtype_label(to)}));
+      // broadcast a row (first 5 values) over 4 rows
+      cpu().copy(src.cpu_view({4, 5}, {0, 1}), out.cpu_view({4, 5}));
+      gpu().copy(src.gpu_view({4, 5}, {0, 1}), out.gpu_view({4, 5}));
+      out.expect_match({0, 0}, join({"broadcast copy ", dtype_label(from), " -> ", dtype_label(to)}));
+    }
+}
+
+struct UnaryCase {
+  UnaryOp op;
+  const char* name;
+  double low, high;  // input domain
+  double a, b;
+};
+
+const std::vector<UnaryCase>& unary_cases() {
+  static const std::vector<UnaryCase> cases = {
+      {UnaryOp::Neg, "neg", -3, 3, 0, 0},
+      {UnaryOp::Exp, "exp", -3, 3, 0, 0},
+      {UnaryOp::Log, "log", 0.1, 4, 0, 0},
+      {UnaryOp::Sqrt, "sqrt", 0.1, 4, 0, 0},
+      {UnaryOp::Abs, "abs", -3, 3, 0, 0},
+      {UnaryOp::Sign, "sign", -3, 3, 0, 0},
+      {UnaryOp::Relu, "relu", -3, 3, 0, 0},
+      {UnaryOp::Sigmoid, "sigmoid", -6, 6, 0, 0},
+      {UnaryOp::Tanh, "tanh", -3, 3, 0, 0},
+      {UnaryOp::Gelu, "gelu", -4, 4, 0, 0},
+      {UnaryOp::Affine, "affine", -3, 3, 1.5, -0.25},
+      {UnaryOp::PowScalar, "pow 2.5", 0.1, 3, 2.5, 0},
+      {UnaryOp::PowScalar, "pow 2", -3, 3, 2, 0},
+      {UnaryOp::RPowScalar, "rpow", -3, 3, 1.7, 0},
+      {UnaryOp::Clamp, "clamp", -3, 3, -0.5, 0.8},
+      {UnaryOp::LeakyRelu, "leaky_relu", -3, 3, 0.1, 0},
+      {UnaryOp::Square, "square", -3, 3, 0, 0},
+      {UnaryOp::Reciprocal, "reciprocal", 0.2, 3, 0, 0},
+      {UnaryOp::Cast, "cast", -3, 3, 0, 0},
+  };
+  return cases;
+}
+
+TEST(CudaBackend, EveryUnaryOpContiguousAndStrided) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    for (const auto& c : unary_cases()) {
+      const std::string label = join({c.name, " ", dtype_label(dtype)});
+      Twin x(dtype, random_values(3 * 7 * 11, c.low, c.high, 11));
+      Twin out(dtype, std::vector<double>(3 * 7 * 11, 0.0));
+      cpu().unary(c.op, x.cpu_view({3, 7, 11}), out.cpu_view({3, 7, 11}), c.a, c.b);
+      gpu().unary(c.op, x.gpu_view({3, 7, 11}), out.gpu_view({3, 7, 11}), c.a, c.b);
+      out.expect_match(elementwise_tolerance(dtype), label);
+      // x stored (11, 7, 3), read transposed as (3, 7, 11)
+      cpu().unary(c.op, x.cpu_view({3, 7, 11}, {1, 3, 21}), out.cpu_view({3, 7, 11}), c.a, c.b);
+      gpu().unary(c.op, x.gpu_view({3, 7, 11}, {1, 3, 21}), out.gpu_view({3, 7, 11}), c.a, c.b);
+      out.expect_match(elementwise_tolerance(dtype), join({label, " (strided input)"}));
+      // in place
+      cpu().unary(c.op, out.cpu_view({3, 7, 11}), out.cpu_view({3, 7, 11}), c.a, c.b);
+      gpu().unary(c.op, out.gpu_view({3, 7, 11}), out.gpu_view({3, 7, 11}), c.a, c.b);
+      out.expect_match(elementwise_tolerance(dtype), join({label, " (in place)"}));
+    }
+  }
+}
+
+TEST(CudaBackend, UnaryOnInt64) {
+  REQUIRE_GPU();
+  const std::vector<UnaryCase> cases = {
+      {UnaryOp::Neg, "neg", -5, 6, 0, 0},        {UnaryOp::Abs, "abs", -5, 6, 0, 0},
+      {UnaryOp::Sign, "sign", -5, 6, 0, 0},      {UnaryOp::Relu, "relu", -5, 6, 0, 0},
+      {UnaryOp::Affine, "affine", -5, 6, 2, -3}, {UnaryOp::Clamp, "clamp", -5, 6, -2, 3},
+      {UnaryOp::Square, "square", -5, 6, 0, 0},
+  };
+  for (const auto& c : cases) {
+    Twin x(DType::Int64, random_values(50, c.low, c.high, 5, true));
+    Twin out(DType::Int64, std::vector<double>(50, 0.0));
+    cpu().unary(c.op, x.cpu_view({5, 10}), out.cpu_view({5, 10}), c.a, c.b);
+    gpu().unary(c.op, x.gpu_view({5, 10}), out.gpu_view({5, 10}), c.a, c.b);
+    out.expect_match({0, 0}, join({c.name, " int64"}));
+  }
+  Twin x(DType::Int64, std::vector<double>(4, 1.0));
+  EXPECT_ERROR_WITH(gpu().unary(UnaryOp::Exp, x.gpu_view({4}), x.gpu_view({4}), 0, 0), "exp: not defined for int64");
+}
+
+struct BinaryCase {
+  BinaryOp op;
+  const char* name;
+  std::function<std::vector<double>(int64_t, uint64_t)> a_values, b_values;
+};
+
+std::vector<BinaryCase> binary_cases() {
+  auto any = [](int64_t n, uint64_t seed) { return random_values(n, -3, 3, seed); };
+  auto positive = [](int64_t n, uint64_t seed) { return random_values(n, 0.1, 2, seed); };
+  auto small_ints = [](int64_t n, uint64_t seed) { return random_values(n, -2, 3, seed, true); };
+  auto unit = [](int64_t n, uint64_t seed) { return random_values(n, 0.01, 0.99, seed); };
+  auto symmetric_unit = [](int64_t n, uint64_t seed) { return random_values(n, -0.99, 0.99, seed); };
+  return {
+      {BinaryOp::Add, "add", any, any},
+      {BinaryOp::Sub, "sub", any, any},
+      {BinaryOp::Mul, "mul", any, any},
+      {BinaryOp::Div, "div", any, away_from_zero},
+      {BinaryOp::Pow, "pow", positive, any},
+      {BinaryOp::Maximum, "maximum", small_ints, any},
+      {BinaryOp::Minimum, "minimum", small_ints, any},
+      {BinaryOp::Eq, "eq", small_ints, small_ints},
+      {BinaryOp::Ne, "ne", small_ints, small_ints},
+      {BinaryOp::Lt, "lt", small_ints, small_ints},
+      {BinaryOp::Le, "le", small_ints, small_ints},
+      {BinaryOp::Gt, "gt", small_ints, small_ints},
+      {BinaryOp::Ge, "ge", small_ints, small_ints},
+      {BinaryOp::ReluBackward, "relu_backward", any, any},
+      {BinaryOp::SigmoidBackward, "sigmoid_backward", any, unit},
+      {BinaryOp::TanhBackward, "tanh_backward", any, symmetric_unit},
+      {BinaryOp::GeluBackward, "gelu_backward", any, any},
+  };
+}
+
+TEST(CudaBackend, EveryBinaryOpWithBroadcastAndStrides) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    for (const auto& c : binary_cases()) {
+      const std::string label = join({c.name, " ", dtype_label(dtype)});
+      const Tolerance tol = elementwise_tolerance(dtype);
+      Twin a(dtype, c.a_values(4 * 5 * 6, 21));
+      Twin b(dtype, c.b_values(4 * 5 * 6, 22));
+      Twin out(dtype, std::vector<double>(4 * 5 * 6, 0.0));
+      const std::vector<int64_t> shape = {4, 5, 6};
+      cpu().binary(c.op, a.cpu_view(shape), b.cpu_view(shape), out.cpu_view(shape));
+      gpu().binary(c.op, a.gpu_view(shape), b.gpu_view(shape), out.gpu_view(shape));
+      out.expect_match(tol, join({label, " (same shape)"}));
+      // b: a (5,) column broadcast over dims 0 and 2 (0 strides)
+      cpu().binary(c.op, a.cpu_view(shape), b.cpu_view(shape, {0, 1, 0}), out.cpu_view(shape));
+      gpu().binary(c.op, a.gpu_view(shape), b.gpu_view(shape, {0, 1, 0}), out.gpu_view(shape));
+      out.expect_match(tol, join({label, " (broadcast b)"}));
+      // a: a scalar broadcast everywhere; b: read transposed (storage (6, 5, 4))
+      cpu().binary(c.op, a.cpu_view(shape, {0, 0, 0}), b.cpu_view(shape, {1, 4, 20}), out.cpu_view(shape));
+      gpu().binary(c.op, a.gpu_view(shape, {0, 0, 0}), b.gpu_view(shape, {1, 4, 20}), out.gpu_view(shape));
+      out.expect_match(tol, join({label, " (scalar a, strided b)"}));
+    }
+  }
+}
+
+TEST(CudaBackend, BinaryOnInt64) {
+  REQUIRE_GPU();
+  const BinaryOp ops[] = {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul,  BinaryOp::Div,
+                          BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Eq, BinaryOp::Ne,
+                          BinaryOp::Lt, BinaryOp::Le, BinaryOp::Gt, BinaryOp::Ge, BinaryOp::ReluBackward};
+  auto divisors = random_values(8, 1, 4, 32, true);
+  for (size_t i = 0; i < divisors.size(); ++i)
+    if (i % 2) divisors[i] = -divisors[i];
+  for (BinaryOp op : ops) {
+    Twin a(DType::Int64, random_values(6 * 8, -9, 10, 31, true));
+    Twin b(DType::Int64, divisors);
+    Twin out(DType::Int64, std::vector<double>(6 * 8, 0.0));
+    cpu().binary(op, a.cpu_view({6, 8}), b.cpu_view({6, 8}, {0, 1}), out.cpu_view({6, 8}));
+    gpu().binary(op, a.gpu_view({6, 8}), b.gpu_view({6, 8}, {0, 1}), out.gpu_view({6, 8}));
+    out.expect_match({0, 0}, join({"int64 binary op ", std::to_string(static_cast<int>(op))}));
+  }
+}
+
+TEST(CudaBackend, WhereWithBroadcastCondition) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Int64}) {
+    Twin cond(dtype, random_values(6, 0, 2, 41, true));  // 0 or 1
+    Twin a(dtype, random_values(4 * 6, -5, 5, 42, true));
+    Twin b(dtype, {7.0});
+    Twin out(dtype, std::vector<double>(4 * 6, 0.0));
+    cpu().where(cond.cpu_view({4, 6}, {0, 1}), a.cpu_view({4, 6}), b.cpu_view({4, 6}, {0, 0}), out.cpu_view({4, 6}));
+    gpu().where(cond.gpu_view({4, 6}, {0, 1}), a.gpu_view({4, 6}), b.gpu_view({4, 6}, {0, 0}), out.gpu_view({4, 6}));
+    out.expect_match({0, 0}, join({"where ", dtype_label(dtype)}));
+  }
+}
+
+void reduce_both(ReduceOp op, Twin& in, const std::vector<int64_t>& in_shape, const std::vector<int64_t>& in_strides,
+                 const std::vector<int64_t>& out_shape, double scale, const std::string& label) {
+  int64_t out_count = 1;
+  for (int64_t s : out_shape) out_count *= s;
+  const bool arg = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+  Twin out(arg ? DType::Int64 : in.dtype(), std::vector<double>(static_cast<size_t>(out_count), -99.0));
+  cpu().reduce(op, in.cpu_view(in_shape, in_strides), out.cpu_view(out_shape), scale);
+  gpu().reduce(op, in.gpu_view(in_shape, in_strides), out.gpu_view(out_shape), scale);
+  const Tolerance tol = arg ? Tolerance{0, 0} : reduction_tolerance(in.dtype());
+  out.expect_match(tol, label);
+}
+
+TEST(CudaBackend, ReduceOverFirstLastMiddleAndAllDims) {
+  REQUIRE_GPU();
+  const std::vector<int64_t> shape = {6, 7, 9};
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    Twin in(dtype, random_values(6 * 7 * 9, -2, 2, 51));
+    const std::vector<std::vector<int64_t>> outs = {{1, 7, 9}, {6, 7, 1}, {6, 1, 9}, {1, 1, 1}, {1, 7, 1}};
+    for (const auto& out_shape : outs) {
+      const std::string where_ = join({" ", dtype_label(dtype), " -> [", std::to_string(out_shape[0]), ",",
+                                       std::to_string(out_shape[1]), ",", std::to_string(out_shape[2]), "]"});
+      reduce_both(ReduceOp::Sum, in, shape, {}, out_shape, 0.5, join({"sum", where_}));
+      reduce_both(ReduceOp::Max, in, shape, {}, out_shape, 1.0, join({"max", where_}));
+      reduce_both(ReduceOp::Min, in, shape, {}, out_shape, 1.0, join({"min", where_}));
+    }
+    // Arg* over one dim (the CPU backend's contract): first, middle, last
+    for (const auto& out_shape : std::vector<std::vector<int64_t>>{{1, 7, 9}, {6, 1, 9}, {6, 7, 1}}) {
+      reduce_both(ReduceOp::ArgMax, in, shape, {}, out_shape, 1.0, join({"argmax ", dtype_label(dtype)}));
+      reduce_both(ReduceOp::ArgMin, in, shape, {}, out_shape, 1.0, join({"argmin ", dtype_label(dtype)}));
+    }
+    // strided input: storage (9, 7) read transposed as (7, 9)
+    reduce_both(ReduceOp::Sum, in, {7, 9}, {1, 7}, {1, 9}, 1.0, "sum of a transposed view, dim 0");
+    reduce_both(ReduceOp::Sum, in, {7, 9}, {1, 7}, {7, 1}, 1.0, "sum of a transposed view, dim 1");
+    reduce_both(ReduceOp::ArgMax, in, {7, 9}, {1, 7}, {7, 1}, 1.0, "argmax of a transposed view");
+  }
+}
+
+TEST(CudaBackend, ReduceTiesTakeTheFirstIndexInt64) {
+  REQUIRE_GPU();
+  Twin in(DType::Int64, random_values(40 * 30, 0, 3, 61, true));  // many ties
+  for (const auto& out_shape : std::vector<std::vector<int64_t>>{{1, 30}, {40, 1}}) {
+    reduce_both(ReduceOp::ArgMax, in, {40, 30}, {}, out_shape, 1.0, "argmax int64 ties");
+    reduce_both(ReduceOp::ArgMin, in, {40, 30}, {}, out_shape, 1.0, "argmin int64 ties");
+    reduce_both(ReduceOp::Max, in, {40, 30}, {}, out_shape, 1.0, "max int64");
+    reduce_both(ReduceOp::Min, in, {40, 30}, {}, out_shape, 1.0, "min int64");
+    reduce_both(ReduceOp::Sum, in, {40, 30}, {}, out_shape, 1.0, "sum int64");
+  }
+}
+
+// Shapes that take the block-per-row path, the column path with split rows, and the
+// two-pass split of a full reduction.
+TEST(CudaBackend, ReduceLargeShapes) {
+  REQUIRE_GPU();
+  Twin rows(DType::Float32, random_values(3 * 10000, 0, 1, 71));
+  reduce_both(ReduceOp::Sum, rows, {3, 10000}, {}, {3, 1}, 1.0, "long rows sum");
+  reduce_both(ReduceOp::Max, rows, {3, 10000}, {}, {3, 1}, 1.0, "long rows max");
+  reduce_both(ReduceOp::ArgMax, rows, {3, 10000}, {}, {3, 1}, 1.0, "long rows argmax");
+  Twin cols(DType::Float32, random_values(20000 * 3, 0, 1, 72));
+  reduce_both(ReduceOp::Sum, cols, {20000, 3}, {}, {1, 3}, 1.0 / 20000, "tall columns mean");
+  reduce_both(ReduceOp::ArgMin, cols, {20000, 3}, {}, {1, 3}, 1.0, "tall columns argmin");
+  Twin all(DType::Float32, random_values(300000, 0, 1, 73));
+  reduce_both(ReduceOp::Sum, all, {300000}, {}, {1}, 1.0, "full sum");
+  reduce_both(ReduceOp::Min, all, {300000}, {}, {1}, 1.0, "full min");
+  reduce_both(ReduceOp::ArgMax, all, {300000}, {}, {1}, 1.0, "full argmax");
+}
+
+TEST(CudaBackend, SumOfSquares) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    Twin x(dtype, random_values(100003, -2, 2, 81));
+    const double c = cpu().sum_of_squares(x.cpu_view({100003}));
+    const double g = gpu().sum_of_squares(x.gpu_view({100003}));
+    EXPECT_NEAR(g, c, 1e-10 * c) << dtype_label(dtype);
+    // a strided view (every third element), against a host sum
+    const double gs = gpu().sum_of_squares(x.gpu_view({33334}, {3}));
+    double expected = 0;
+    const auto values = x.cpu_values();
+    for (int64_t i = 0; i < 33334; ++i) expected += values[static_cast<size_t>(3 * i)] * values[static_cast<size_t>(3 * i)];
+    EXPECT_NEAR(gs, expected, 1e-10 * expected) << "strided " << dtype_label(dtype);
+  }
+}
+
+void gemm_both(bool trans_a, bool trans_b, int64_t batch, DType dtype, uint64_t seed) {
+  const int64_t m = 17, n = 23, k = 31, pad = 3;
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+  const int64_t stride_a = a_rows * lda, stride_b = b_rows * ldb, stride_c = m * ldc;
+  Twin a(dtype, random_values(batch * stride_a, -1, 1, seed));
+  Twin b(dtype, random_values(batch * stride_b, -1, 1, seed + 1));
+  Twin c(dtype, random_values(batch * stride_c, -1, 1, seed + 2));
+  auto args_for = [&](Twin& ta, Twin& tb, Twin& tc, bool on_gpu) {
+    GemmArgs g;
+    g.trans_a = trans_a;
+    g.trans_b = trans_b;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.batch = batch;
+    g.a = on_gpu ? ta.gpu_view({1}).data : ta.cpu_view({1}).data;
+    g.b = on_gpu ? tb.gpu_view({1}).data : tb.cpu_view({1}).data;
+    g.c = on_gpu ? tc.gpu_view({1}).data : tc.cpu_view({1}).data;
+    g.lda = lda;
+    g.ldb = ldb;
+    g.ldc = ldc;
+    g.stride_a = stride_a;
+    g.stride_b = stride_b;
+    g.stride_c = stride_c;
+    g.alpha = 1.5;
+    g.beta = 0.5;
+    g.dtype = dtype;
+    return g;
+  };
+  cpu().gemm(args_for(a, b, c, false));
+  gpu().gemm(args_for(a, b, c, true));
+  const Tolerance tol = dtype == DType::Float32 ? Tolerance{1e-4, 1e-4} : Tolerance{1e-10, 1e-12};
+  c.expect_match(tol, join({"gemm", trans_a ? " Aᵀ" : " A", trans_b ? " Bᵀ" : " B", " batch ", std::to_string(batch),
+                            " ", dtype_label(dtype)}));
+}
+
+TEST(CudaBackend, GemmAllTransposesAndBatched) {
+  REQUIRE_GPU();
+  uint64_t seed = 91;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      gemm_both(ta, tb, 1, DType::Float32, seed += 3);
+      gemm_both(ta, tb, 3, DType::Float32, seed += 3);
+    }
+  gemm_both(false, true, 1, DType::Float64, seed += 3);
+  gemm_both(true, false, 2, DType::Float64, seed += 3);
+}
+
+TEST(CudaBackend, GemmWithEmptyInnerDimensionScalesC) {
+  REQUIRE_GPU();
+  Twin c(DType::Float32, random_values(6, -1, 1, 99));
+  const auto before = c.gpu_values();
+  GemmArgs g;
+  g.m = 2;
+  g.n = 3;
+  g.k = 0;
+  g.c = c.gpu_view({6}).data;
+  g.ldc = 3;
+  g.lda = g.ldb = 1;
+  g.beta = 0.5;
+  gpu().gemm(g);
+  const auto after = c.gpu_values();
+  for (size_t i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(after[i], 0.5 * before[i]);
+  g.dtype = DType::Int64;
+  EXPECT_ERROR_WITH(gpu().gemm(g), "gemm: int64 is not supported");
+}
+
+void softmax_both(int64_t rows, int64_t cols, bool log, DType dtype) {
+  const std::string label = join({log ? "log_softmax " : "softmax ", std::to_string(rows), "x", std::to_string(cols), " ",
+                                  dtype_label(dtype)});
+  const int64_t n = rows * cols;
+  Twin x(dtype, random_values(n, -6, 6, 101));
+  Twin y(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
+  cpu().softmax(x.cpu_view({rows, cols}), y.cpu_view({rows, cols}), log);
+  gpu().softmax(x.gpu_view({rows, cols}), y.gpu_view({rows, cols}), log);
+  y.expect_match(reduction_tolerance(dtype), label);
+  Twin grad_y(dtype, random_values(n, -1, 1, 102));
+  Twin grad_x(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
+  cpu().softmax_backward(y.cpu_view({rows, cols}), grad_y.cpu_view({rows, cols}), grad_x.cpu_view({rows, cols}), log);
+  gpu().softmax_backward(y.gpu_view({rows, cols}), grad_y.gpu_view({rows, cols}), grad_x.gpu_view({rows, cols}), log);
+  grad_x.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
+}
+
+TEST(CudaBackend, SoftmaxAndLogSoftmaxWithBackward) {
+  REQUIRE_GPU();
+  for (bool log : {false, true}) {
+    softmax_both(5, 37, log, DType::Float32);    // a warp per row
+    softmax_both(3, 2000, log, DType::Float32);  // a block per row
+    softmax_both(70, 10, log, DType::Float64);
+  }
+}
+
+void cross_entropy_both(int64_t rows, int64_t classes, double smoothing, DType dtype) {
+  const std::string label = join({"cross_entropy ", std::to_string(rows), "x", std::to_string(classes), " smoothing ",
+                                  std::to_string(smoothing), " ", dtype_label(dtype)});
+  Twin logits(dtype, random_values(rows * classes, -4, 4, 111));
+  Twin target(DType::Int64, random_values(rows, 0, static_cast<double>(classes), 112, true));
+  Twin probs(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
+  Twin loss(dtype, std::vector<double>(static_cast<size_t>(rows), 0.0));
+  cpu().cross_entropy(logits.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing,
+                      probs.cpu_view({rows, classes}), loss.cpu_view({rows}));
+  gpu().cross_entropy(logits.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing,
+                      probs.gpu_view({rows, classes}), loss.gpu_view({rows}));
+  probs.expect_match(reduction_tolerance(dtype), join({label, " probs"}));
+  loss.expect_match(reduction_tolerance(dtype), join({label, " loss"}));
+  Twin grad(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
+  const double scale = 1.0 / static_cast<double>(rows);
+  cpu().cross_entropy_backward(probs.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing, scale,
+                               grad.cpu_view({rows, classes}));
+  gpu().cross_entropy_backward(probs.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing, scale,
+                               grad.gpu_view({rows, classes}));
+  grad.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
+}
+
+TEST(CudaBackend, CrossEntropyForwardBackward) {
+  REQUIRE_GPU();
+  for (double smoothing : {0.0, 0.1}) {
+    cross_entropy_both(6, 10, smoothing, DType::Float32);
+    cross_entropy_both(64, 10, smoothing, DType::Float64);
+    cross_entropy_both(4, 1500, smoothing, DType::Float32);  // a block per row
+  }
+}
+
+TEST(CudaBackend, CrossEntropyNamesTheBadRow) {
+  REQUIRE_GPU();
+  Twin logits(DType::Float32, random_values(6 * 10, -1, 1, 121));
+  Twin target(DType::Int64, {1, 2, 3, 12, 4, 15});
+  Twin probs(DType::Float32, std::vector<double>(60, 0.0));
+  Twin loss(DType::Float32, std::vector<double>(6, 0.0));
+  const std::string message = "cross_entropy: target 12 out of range for 10 classes (row 3)";
+  EXPECT_ERROR_WITH(cpu().cross_entropy(logits.cpu_view({6, 10}), target.cpu_view({6}), 0.0, probs.cpu_view({6, 10}),
+                                        loss.cpu_view({6})),
+                    message);
+  EXPECT_ERROR_WITH(gpu().cross_entropy(logits.gpu_view({6, 10}), target.gpu_view({6}), 0.0, probs.gpu_view({6, 10}),
+                                        loss.gpu_view({6})),
+                    message);
+  Twin negative(DType::Int64, {-1, 2, 3, 4, 5, 6});
+  EXPECT_ERROR_WITH(gpu().cross_entropy(logits.gpu_view({6, 10}), negative.gpu_view({6}), 0.0,
+                                        probs.gpu_view({6, 10}), loss.gpu_view({6})),
+                    "target -1 out of range for 10 classes (row 0)");
+  // The device is still usable afterwards.
+  Twin good(DType::Int64, {1, 2, 3, 4, 5, 6});
+  EXPECT_NO_THROW(gpu().cross_entropy(logits.gpu_view({6, 10}), good.gpu_view({6}), 0.0, probs.gpu_view({6, 10}),
+                                      loss.gpu_view({6})));
+}
+
+TEST(CudaBackend, IndexSelectAlongEachDim) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64, DType::Int64}) {
+    Twin x(dtype, random_values(5 * 4 * 3, -9, 9, 131, true));
+    Twin index(DType::Int64, {3, 0, 0, 2, 1, 4});
+    {
+      Twin out(dtype, std::vector<double>(5 * 4 * 3, 0.0));
+      cpu().index_select(x.cpu_view({5, 4, 3}), 1, index.cpu_view({4}), out.cpu_view({5, 4, 3}));
+      gpu().index_select(x.gpu_view({5, 4, 3}), 1, index.gpu_view({4}), out.gpu_view({5, 4, 3}));
+      out.expect_match({0, 0}, join({"index_select dim 1 ", dtype_label(dtype)}));
+    }
+    {
+      Twin out(dtype, std::vector<double>(3 * 4 * 3, 0.0));
+      // index read with stride 2: positions 0, 2, 4 -> 3, 0, 1
+      cpu().index_select(x.cpu_view({5, 4, 3}), 0, index.cpu_view({3}, {2}), out.cpu_view({3, 4, 3}));
+      gpu().index_select(x.gpu_view({5, 4, 3}), 0, index.gpu_view({3}, {2}), out.gpu_view({3, 4, 3}));
+      out.expect_match({0, 0}, join({"index_select dim 0, strided index ", dtype_label(dtype)}));
+    }
+  }
+  Twin x(DType::Float32, random_values(5 * 4, -1, 1, 132));
+  Twin bad(DType::Int64, {0, 7, 1});
+  Twin out(DType::Float32, std::vector<double>(5 * 3, 0.0));
+  EXPECT_ERROR_WITH(gpu().index_select(x.gpu_view({5, 4}), 1, bad.gpu_view({3}), out.gpu_view({5, 3})),
+                    "index 7 out of range");
+  EXPECT_ERROR_WITH(gpu().index_select(x.gpu_view({5, 4}), 1, bad.gpu_view({3}), out.gpu_view({5, 3})),
+                    "(position 1)");
+}
+
+TEST(CudaBackend, IndexAddAccumulatesRepeatedIndices) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64, DType::Int64}) {
+    const bool ints = dtype == DType::Int64;
+    {
+      Twin out(dtype, random_values(5 * 6, -3, 3, 141, ints));
+      Twin index(DType::Int64, {1, 4, 1});
+      Twin src(dtype, random_values(3 * 6, -3, 3, 142, ints));
+      cpu().index_add(out.cpu_view({5, 6}), 0, index.cpu_view({3}), src.cpu_view({3, 6}));
+      gpu().index_add(out.gpu_view({5, 6}), 0, index.gpu_view({3}), src.gpu_view({3, 6}));
+      out.expect_match(elementwise_tolerance(dtype), join({"index_add dim 0 ", dtype_label(dtype)}));
+    }
+    {
+      Twin out(dtype, random_values(4 * 5, -3, 3, 143, ints));
+      Twin index(DType::Int64, {0, 2, 2, 4, 0, 1});
+      Twin src(dtype, random_values(4 * 6, -3, 3, 144, ints));
+      cpu().index_add(out.cpu_view({4, 5}), 1, index.cpu_view({6}), src.cpu_view({4, 6}));
+      gpu().index_add(out.gpu_view({4, 5}), 1, index.gpu_view({6}), src.gpu_view({4, 6}));
+      out.expect_match(elementwise_tolerance(dtype), join({"index_add dim 1 ", dtype_label(dtype)}));
+    }
+  }
+  Twin out(DType::Float32, std::vector<double>(5 * 6, 0.0));
+  Twin bad(DType::Int64, {1, -2});
+  Twin src(DType::Float32, random_values(2 * 6, -1, 1, 145));
+  EXPECT_ERROR_WITH(gpu().index_add(out.gpu_view({5, 6}), 0, bad.gpu_view({2}), src.gpu_view({2, 6})),
+                    "index -2 out of range");
+}
+
+TEST(CudaBackend, SgdUpdateMatchesCpu) {
+  REQUIRE_GPU();
+  struct Config {
+    const char* name;
+    SgdParams params;
+  };
+  std::vector<Config> configs(5);
+  configs[0] = {"plain", {}};
+  configs[0].params.lr = 0.1;
+  configs[1] = {"weight decay", {}};
+  configs[1].params.lr = 0.1;
+  configs[1].params.weight_decay = 0.01;
+  configs[2] = {"momentum", {}};
+  configs[2].params.momentum = 0.9;
+  configs[3] = {"momentum + dampening + weight decay", {}};
+  configs[3].params.momentum = 0.9;
+  configs[3].params.dampening = 0.1;
+  configs[3].params.weight_decay = 0.001;
+  configs[4] = {"nesterov", {}};
+  configs[4].params.momentum = 0.9;
+  configs[4].params.nesterov = true;
+  for (const auto& config : configs) {
+    const int64_t n = 1000;
+    Twin param(DType::Float32, random_values(n, -1, 1, 151));
+    Twin buffer(DType::Float32, std::vector<double>(n, 0.0));
+    SgdParams p = config.params;
+    for (int step = 0; step < 3; ++step) {
+      Twin grad(DType::Float32, random_values(n, -1, 1, 152 + static_cast<uint64_t>(step)));
+      p.first_step = step == 0;
+      cpu().sgd_update(param.cpu_view({n}), grad.cpu_view({n}), buffer.cpu_view({n}), p);
+      gpu().sgd_update(param.gpu_view({n}), grad.gpu_view({n}), buffer.gpu_view({n}), p);
+    }
+    param.expect_match(elementwise_tolerance(DType::Float32), join({"sgd ", config.name, " param"}));
+    buffer.expect_match(elementwise_tolerance(DType::Float32), join({"sgd ", config.name, " buffer"}));
+  }
+}
+
+TEST(CudaBackend, AdamAndAdamWUpdatesMatchCpu) {
+  REQUIRE_GPU();
+  for (int variant = 0; variant < 3; ++variant) {
+    AdamParams p;
+    p.lr = 0.01;
+    p.weight_decay = variant == 0 ? 0.0 : 0.01;
+    p.decoupled = variant == 2;
+    const int64_t n = 1000;
+    Twin param(DType::Float32, random_values(n, -1, 1, 161));
+    Twin m(DType::Float32, std::vector<double>(n, 0.0));
+    Twin v(DType::Float32, std::vector<double>(n, 0.0));
+    for (int step = 1; step <= 3; ++step) {
+      Twin grad(DType::Float32, random_values(n, -1, 1, 162 + static_cast<uint64_t>(step)));
+      p.step = step;
+      cpu().adam_update(param.cpu_view({n}), grad.cpu_view({n}), m.cpu_view({n}), v.cpu_view({n}), p);
+      gpu().adam_update(param.gpu_view({n}), grad.gpu_view({n}), m.gpu_view({n}), v.gpu_view({n}), p);
+    }
+    const std::string label = variant == 0 ? "adam" : variant == 1 ? "adam + weight decay" : "adamw";
+    param.expect_match(elementwise_tolerance(DType::Float32), join({label, " param"}));
+    m.expect_match(elementwise_tolerance(DType::Float32), join({label, " exp_avg"}));
+    v.expect_match({1e-5, 1e-9}, join({label, " exp_avg_sq"}));
+  }
+}
+
+// cuRAND streams cannot equal the CPU's: check ranges, moments, reproducibility and offsets.
+TEST(CudaBackend, UniformIsSeededAndInRange) {
+  REQUIRE_GPU();
+  const int64_t n = 100001;  // odd
+  Twin out(DType::Float32, std::vector<double>(n, 0.0));
+  RandomState state{42, 0};
+  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, state);
+  EXPECT_GE(state.offset, static_cast<uint64_t>(n));
+  const auto first = out.gpu_values();
+  double mean = 0;
+  for (double v : first) {
+    ASSERT_GE(v, -2.0);
+    ASSERT_LT(v, 3.0);
+    mean += v / static_cast<double>(n);
+  }
+  EXPECT_NEAR(mean, 0.5, 0.03);
+  RandomState again{42, 0};
+  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, again);
+  EXPECT_EQ(out.gpu_values(), first);
+  EXPECT_EQ(again.offset, state.offset);
+  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, state);  // the next draw differs
+  EXPECT_NE(out.gpu_values(), first);
+  // float64 into a strided view (every other element)
+  Twin strided(DType::Float64, std::vector<double>(2 * 1000, -7.0));
+  RandomState s64{7, 0};
+  gpu().uniform(strided.gpu_view({1000}, {2}), 0.0, 1.0, s64);
+  const auto values = strided.gpu_values();
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i % 2) {
+      EXPECT_EQ(values[i], -7.0);
+    } else {
+      EXPECT_GE(values[i], 0.0);
+      EXPECT_LT(values[i], 1.0);
+    }
+  }
+}
+
+TEST(CudaBackend, NormalHasTheRightMomentsForOddSizes) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const int64_t n = 200001;
+    Twin out(dtype, std::vector<double>(n, 0.0));
+    RandomState state{3, 5};
+    gpu().normal(out.gpu_view({n}), 1.0, 2.0, state);
+    EXPECT_GE(state.offset, 5u + static_cast<uint64_t>(n));
+    const auto values = out.gpu_values();
+    double mean = 0, sq = 0;
+    for (double v : values) mean += v / static_cast<double>(n);
+    for (double v : values) sq += (v - mean) * (v - mean) / static_cast<double>(n);
+    EXPECT_NEAR(mean, 1.0, 0.03) << dtype_label(dtype);
+    EXPECT_NEAR(std::sqrt(sq), 2.0, 0.03) << dtype_label(dtype);
+    RandomState again{3, 5};
+    Twin repeat(dtype, std::vector<double>(n, 0.0));
+    gpu().normal(repeat.gpu_view({n}), 1.0, 2.0, again);
+    EXPECT_EQ(repeat.gpu_values(), values);
+  }
+}
+
+TEST(CudaBackend, DropoutMaskIsScaledAndKeepsOneMinusP) {
+  REQUIRE_GPU();
+  const int64_t n = 100000;
+  Twin mask(DType::Float32, std::vector<double>(n, 0.0));
+  RandomState state{11, 0};
+  gpu().dropout_mask(mask.gpu_view({n}), 0.3, state);
+  const float keep = static_cast<float>(1.0 / 0.7);
+  int64_t kept = 0;
+  for (double v : mask.gpu_values()) {
+    ASSERT_TRUE(v == 0.0 || v == static_cast<double>(keep)) << v;
+    kept += v != 0.0;
+  }
+  EXPECT_NEAR(static_cast<double>(kept) / static_cast<double>(n), 0.7, 0.01);
+  gpu().dropout_mask(mask.gpu_view({n}), 0.0, state);
+  for (double v : mask.gpu_values()) ASSERT_EQ(v, 1.0);
+  gpu().dropout_mask(mask.gpu_view({n}), 1.0, state);
+  for (double v : mask.gpu_values()) ASSERT_EQ(v, 0.0);
+}
+
+TEST(CudaAllocator, FreedBlocksAreReused) {
+  REQUIRE_GPU();
+  CachingAllocator& allocator = gpu().allocator();
+  const std::vector<size_t> sizes = {1000, 4096, size_t{1} << 20, size_t{3} << 20};
+  std::vector<void*> blocks;
+  for (size_t s : sizes) blocks.push_back(allocator.allocate(s));
+  for (size_t i = 0; i < sizes.size(); ++i) allocator.deallocate(blocks[i], sizes[i]);
+  const MemoryStats before = allocator.stats();
+  blocks.clear();
+  for (size_t s : sizes) blocks.push_back(allocator.allocate(s));
+  const MemoryStats after = allocator.stats();
+  EXPECT_EQ(after.system_allocations, before.system_allocations);
+  EXPECT_EQ(after.cache_hits, before.cache_hits + sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) allocator.deallocate(blocks[i], sizes[i]);
+}
+
+// A repeated sequence of ops that use temporaries (split reductions, dtype conversion,
+// strided random draws) makes no new cudaMalloc the second time.
+TEST(CudaAllocator, SteadyStateOpsMakeNoSystemAllocations) {
+  REQUIRE_GPU();
+  Twin x(DType::Float32, random_values(300000, 0, 1, 171));
+  Twin total(DType::Float32, {0.0});
+  Twin ints(DType::Int64, std::vector<double>(300000, 1.0));
+  Twin out(DType::Float32, std::vector<double>(300000, 0.0));
+  RandomState state{1, 0};
+  auto step = [&] {
+    gpu().reduce(ReduceOp::Sum, x.gpu_view({300000}), total.gpu_view({1}), 1.0);
+    gpu().binary(BinaryOp::Add, x.gpu_view({300000}), ints.gpu_view({300000}), out.gpu_view({300000}));
+    gpu().uniform(out.gpu_view({150000}, {2}), 0, 1, state);
+    (void)gpu().sum_of_squares(x.gpu_view({100000}, {3}));
+  };
+  step();
+  gpu().synchronize();
+  const uint64_t before = gpu().allocator().stats().system_allocations;
+  step();
+  step();
+  gpu().synchronize();
+  EXPECT_EQ(gpu().allocator().stats().system_allocations, before);
+}
+
+TEST(CudaAllocator, OutOfMemoryIsAnErrorNamingTheSize) {
+  REQUIRE_GPU();
+  const size_t huge = size_t{1} << 50;  // 1 PiB
+  EXPECT_ERROR_WITH(gpu().allocator().allocate(huge), "out of memory");
+  EXPECT_ERROR_WITH(gpu().allocator().allocate(huge), std::to_string(huge));
+  // Still usable.
+  void* p = gpu().allocator().allocate(1024);
+  EXPECT_NE(p, nullptr);
+  gpu().allocator().deallocate(p, 1024);
+}
+
+}  // namespace
