@@ -2,13 +2,13 @@
 """compare.py: runs vgrad's training benchmark, the PyTorch peer (bench/torch_mlp.py,
 threads 1 and 2, best kept) and the OpenBLAS GEMM floor side by side, each measurement
 in its own process, and prints a Markdown table (issue 6). Stdlib only.
-Example: bench/compare.py --vgrad build/bench/vgrad_bench --floor build/gemm_floor --out docs/bench.md"""
+Example: bench/compare.py --out docs/benchmarks.md (binaries default to build/bench/)"""
 import argparse, ctypes, datetime, json, os, platform, shlex, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--vgrad", default=os.path.join(ROOT, "build/bench/vgrad_bench"), help="vgrad benchmark binary")
-p.add_argument("--floor", default=os.path.join(ROOT, "build/gemm_floor"), help="gemm_floor binary")
+p.add_argument("--floor", help="gemm_floor binary (default: build/bench/gemm_floor or build/gemm_floor)")
 p.add_argument("--python", help="interpreter with torch (default: from scripts/bench-venv.sh)")
 p.add_argument("--epochs", type=int, default=5)
 p.add_argument("--batches", default="32,64,128,256")
@@ -18,6 +18,10 @@ p.add_argument("--target", type=float, default=0.88, help="time-to-accuracy targ
 p.add_argument("--quick", action="store_true", help="smoke run: epochs 2, batch 64 only")
 p.add_argument("--out", help="also write the tables as Markdown to this file")
 args = p.parse_args()
+if not args.floor:
+    args.floor = next((f for f in ("build/bench/gemm_floor", "build/gemm_floor")
+                       if os.access(os.path.join(ROOT, f), os.X_OK)), "build/bench/gemm_floor")
+    args.floor = os.path.join(ROOT, args.floor)
 if args.quick:
     args.epochs, args.batches = 2, "64"
 batches = [int(b) for b in args.batches.split(",")]

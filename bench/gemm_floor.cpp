@@ -41,7 +41,7 @@ struct Buffers {
   std::vector<float> act[4], w[3], dw[3], delta[3], dact[3];
 };
 
-// Weights W[l] are (out,in) like nn.Linear. act[0]=X, act[l+1]=layer l output;
+// Order: fwd1 fwd2 fwd3 dW3 dX3 dW2 dX2 dW1. Weights W[l] are (out,in) like nn.Linear. act[0]=X, act[l+1]=layer l output;
 // delta[l] = dL/d(pre-activation of layer l), dact[l] = dL/d act[l].
 std::vector<Gemm> step_gemms(Buffers& b, int batch) {
   std::vector<Gemm> g;
