@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"  // vgrad::Error, thrown with raise = true
 #include "core/tensor.h"
 
 namespace vgrad::autograd {

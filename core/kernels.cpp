@@ -70,7 +70,15 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   const DType dtype = promote(a.dtype(), b.dtype());
   Tensor out = Tensor::empty(shape, dtype, a.device());
-  const Tensor cc = cast(cond, dtype), ac = cast(a, dtype), bc = cast(b, dtype);
+  // NOTE: casting cond itself could turn a nonzero into 0 (0.5 to int64, 1e-300 to
+  // float32), so a cond of another dtype becomes a 0/1 mask (cond != 0) first.
+  Tensor cc = cond;
+  if (cond.dtype() != dtype) {
+    const Tensor zero = Tensor::empty({}, cond.dtype(), cond.device());
+    backend_for(cond.device()).fill(zero.view(), 0.0);
+    cc = cast(binary(BinaryOp::Ne, cond, zero, "where"), dtype);
+  }
+  const Tensor ac = cast(a, dtype), bc = cast(b, dtype);
   backend_for(out.device()).where(broadcast_view(cc, shape), broadcast_view(ac, shape), broadcast_view(bc, shape),
                                   out.view());
   return out;
@@ -102,9 +110,10 @@ Shape reduced_shape(const Shape& shape, const std::vector<int64_t>& axes, bool k
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim, double scale,
               const char* name) {
   const bool arg = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
-  if ((op != ReduceOp::Sum) && x.numel() == 0) fail("{}: cannot reduce an empty tensor {}", name, shape_str(x.shape()));
+  // Only an empty reduced axis has no extreme: max of (3, 0) over axis 0 is an empty (0,), as in NumPy.
   for (int64_t axis : axes)
-    if (x.shape()[axis] == 0 && op != ReduceOp::Sum) fail("{}: cannot reduce over an empty axis {}", name, axis);
+    if (x.shape()[axis] == 0 && op != ReduceOp::Sum)
+      fail("{}: cannot reduce over an empty axis {} (shape {})", name, axis, shape_str(x.shape()));
   const Shape kept = reduced_shape(x.shape(), axes, true);
   Tensor out = Tensor::empty(kept, arg ? DType::Int64 : x.dtype(), x.device());
   backend_for(x.device()).reduce(op, x.view(), out.view(), scale);

@@ -43,4 +43,9 @@ int64_t wrap_axis(int64_t axis, int64_t ndim, const char* op) {
   return axis < 0 ? axis + std::max<int64_t>(ndim, 1) : axis;
 }
 
+int64_t wrap_existing_axis(int64_t axis, int64_t ndim, const char* op) {
+  if (ndim == 0) fail("{}: axis {} out of range for a tensor of 0 dims", op, axis);
+  return wrap_axis(axis, ndim, op);
+}
+
 }  // namespace vgrad

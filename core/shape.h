@@ -19,6 +19,9 @@ std::string shape_str(const Shape& shape);  // "[64, 10]"
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 // Wraps a possibly negative axis into [0, ndim); throws naming the op on error.
+// A 0-d tensor accepts 0 and -1 (reductions and softmax over "its" axis).
 int64_t wrap_axis(int64_t axis, int64_t ndim, const char* op);
+// The same for ops that index the axis (narrow, select, ...): a 0-d tensor has none.
+int64_t wrap_existing_axis(int64_t axis, int64_t ndim, const char* op);
 
 }  // namespace vgrad

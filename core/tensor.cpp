@@ -44,7 +44,7 @@ Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offse
   return Tensor(std::move(impl));
 }
 
-int64_t Tensor::size(int64_t axis) const { return shape()[wrap_axis(axis, dim(), "size")]; }
+int64_t Tensor::size(int64_t axis) const { return shape()[wrap_existing_axis(axis, dim(), "size")]; }
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -98,11 +98,16 @@ template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 
 namespace {
 
+// int64 is printed from int64 values: exact beyond 2^53 (and no double -> int64 overflow).
+std::string format_value(int64_t v) { return fmt::format("{}", v); }
+std::string format_value(double v) { return fmt::format("{:.4g}", v); }
+
 // Nested brackets like NumPy; past 1000 elements each dim shows its 3 first and last.
-void print_values(std::string& out, const std::vector<double>& values, const Shape& shape, size_t dim, int64_t base,
-                  bool is_int, bool abbreviate) {
+template <class T>
+void print_values(std::string& out, const std::vector<T>& values, const Shape& shape, size_t dim, int64_t base,
+                  bool abbreviate) {
   if (shape.empty()) {
-    out += is_int ? fmt::format("{}", int64_t(values[0])) : fmt::format("{:.4g}", values[0]);
+    out += format_value(values[0]);
     return;
   }
   const int64_t n = shape[dim];
@@ -116,10 +121,9 @@ void print_values(std::string& out, const std::vector<double>& values, const Sha
       continue;
     }
     if (dim + 1 == shape.size()) {
-      const double v = values[base + i];
-      out += is_int ? fmt::format("{}", int64_t(v)) : fmt::format("{:.4g}", v);
+      out += format_value(values[base + i]);
     } else {
-      print_values(out, values, shape, dim + 1, base + i * inner, is_int, abbreviate);
+      print_values(out, values, shape, dim + 1, base + i * inner, abbreviate);
     }
     if (i + 1 < n) out += dim + 1 == shape.size() ? ", " : ",\n ";
   }
@@ -131,7 +135,8 @@ void print_values(std::string& out, const std::vector<double>& values, const Sha
 std::string Tensor::str() const {
   if (!defined()) return "Tensor(undefined)";
   std::string out = "tensor(";
-  print_values(out, to_vector<double>(), shape(), 0, 0, dtype() == DType::Int64, numel() > 1000);
+  if (dtype() == DType::Int64) print_values(out, to_vector<int64_t>(), shape(), 0, 0, numel() > 1000);
+  else print_values(out, to_vector<double>(), shape(), 0, 0, numel() > 1000);
   out += fmt::format(", shape={}, dtype={}", shape_str(shape()), dtype_name(dtype()));
   if (!device().is_cpu()) out += ", device=" + device().str();
   if (requires_grad()) out += ", requires_grad";
@@ -240,11 +245,11 @@ Tensor Tensor::t() const {
 }
 Tensor Tensor::permute(const std::vector<int64_t>& dims) const { return vgrad::permute(*this, dims); }
 Tensor Tensor::squeeze(int64_t axis) const { return vgrad::squeeze(*this, axis); }
-Tensor Tensor::squeeze() const {
-  Shape s;
-  for (int64_t d : shape())
-    if (d != 1) s.push_back(d);
-  return reshape(s);
+Tensor Tensor::squeeze() const {  // a view, one size-1 dim at a time (reshape would copy a strided tensor)
+  Tensor out = *this;
+  for (int64_t d = dim() - 1; d >= 0; --d)
+    if (shape()[d] == 1) out = out.squeeze(d);
+  return out;
 }
 Tensor Tensor::unsqueeze(int64_t axis) const { return vgrad::unsqueeze(*this, axis); }
 Tensor Tensor::narrow(int64_t axis, int64_t start, int64_t length) const {
@@ -254,7 +259,7 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
   return vgrad::slice(*this, axis, start, end, step);
 }
 Tensor Tensor::select(int64_t axis, int64_t index) const {
-  const int64_t a = wrap_axis(axis, dim(), "select");
+  const int64_t a = wrap_existing_axis(axis, dim(), "select");
   const int64_t i = index < 0 ? index + shape()[a] : index;
   if (i < 0 || i >= shape()[a])
     fail("select: index {} out of range for axis {} of size {} (shape {})", index, a, shape()[a], shape_str(shape()));

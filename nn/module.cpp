@@ -38,9 +38,16 @@ void Module::collect(const std::string& prefix, std::vector<std::pair<std::strin
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
 }
 
+// A tensor registered under several names (weight tying) is listed once, under its
+// first name, as in PyTorch: an optimizer must not step it twice. state_dict keeps all names.
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  collect("", out);
+  std::vector<std::pair<std::string, Tensor>> all, out;
+  collect("", all);
+  for (auto& entry : all) {
+    bool seen = false;
+    for (const auto& kept : out) seen = seen || kept.second.is_same(entry.second);
+    if (!seen) out.push_back(std::move(entry));
+  }
   return out;
 }
 
@@ -75,14 +82,17 @@ Module& Module::to(Device device) {
 }
 
 std::map<std::string, Tensor> Module::state_dict() const {
+  std::vector<std::pair<std::string, Tensor>> params;
+  collect("", params);
   std::map<std::string, Tensor> out;
-  for (auto& [name, t] : named_parameters()) out.emplace(name, t.detach());
+  for (auto& [name, t] : params) out.emplace(name, t.detach());
   return out;
 }
 
 void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
   NoGradGuard no_grad;
-  const auto params = named_parameters();
+  std::vector<std::pair<std::string, Tensor>> params;
+  collect("", params);
   for (const auto& [name, t] : params) {
     auto it = state.find(name);
     if (it == state.end()) {

@@ -87,7 +87,7 @@ void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
     : Optimizer(std::move(params), options.lr), options_(options), decoupled_(decoupled),
-      exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
+      steps_(params_.size(), 0), exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
   if (options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1)
     fail("{}: betas ({}, {}) must be in [0, 1)", name(), options.beta1, options.beta2);
   if (options.eps < 0) fail("{}: eps {} is negative", name(), options.eps);
@@ -97,7 +97,6 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
   NoGradGuard no_grad;
-  ++step_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     const Tensor g = grad_for_update(p, i, "Adam");
@@ -106,7 +105,7 @@ void Adam::step() {
       exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
       exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
     }
-    const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, step_};
+    const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, ++steps_[i]};
     backend_for(p.device()).adam_update(p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args);
     p.storage()->bump_version();
   }
@@ -114,9 +113,9 @@ void Adam::step() {
 
 std::map<std::string, Tensor> Adam::state_dict() const {
   std::map<std::string, Tensor> state;
-  state["step"] = scalar_tensor(double(step_), {.dtype = DType::Int64});
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!exp_avg_[i].defined()) continue;
+    state["state." + std::to_string(i) + ".step"] = scalar_tensor(double(steps_[i]), {.dtype = DType::Int64});
     state["state." + std::to_string(i) + ".exp_avg"] = exp_avg_[i];
     state["state." + std::to_string(i) + ".exp_avg_sq"] = exp_avg_sq_[i];
   }
@@ -124,9 +123,12 @@ std::map<std::string, Tensor> Adam::state_dict() const {
 }
 
 void Adam::load_state_dict(const std::map<std::string, Tensor>& state) {
-  auto it = state.find("step");
-  step_ = it == state.end() ? 0 : it->second.item<int64_t>();
+  // Older checkpoints hold one global "step" for all parameters.
+  auto global = state.find("step");
   for (size_t i = 0; i < params_.size(); ++i) {
+    auto it = state.find("state." + std::to_string(i) + ".step");
+    if (it == state.end()) it = global;
+    steps_[i] = it == state.end() ? 0 : it->second.item<int64_t>();
     exp_avg_[i] = state_tensor(state, "state." + std::to_string(i) + ".exp_avg", params_[i], name().c_str());
     exp_avg_sq_[i] = state_tensor(state, "state." + std::to_string(i) + ".exp_avg_sq", params_[i], name().c_str());
   }

@@ -21,7 +21,7 @@ class Optimizer {
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
   const std::vector<Tensor>& params() const { return params_; }
-  // State for checkpoints: "state.<i>.<buffer>" tensors and "step".
+  // State for checkpoints: "state.<i>.<buffer>" tensors (Adam: also "state.<i>.step").
   virtual std::map<std::string, Tensor> state_dict() const = 0;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;
   virtual std::string name() const = 0;
@@ -74,7 +74,9 @@ class Adam : public Optimizer {
  private:
   AdamOptions options_;
   bool decoupled_;
-  int64_t step_ = 0;
+  // Per parameter, as in PyTorch: a count advances only on steps where that parameter
+  // has a gradient, so one that joins late gets step-1 bias correction.
+  std::vector<int64_t> steps_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
 };
 

@@ -95,7 +95,8 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
   std::vector<int64_t> order(static_cast<size_t>(x.dim()));
   std::iota(order.begin(), order.end(), int64_t{0});
-  std::swap(order[wrap_axis(dim0, x.dim(), "transpose")], order[wrap_axis(dim1, x.dim(), "transpose")]);
+  const int64_t a0 = wrap_axis(dim0, x.dim(), "transpose"), a1 = wrap_axis(dim1, x.dim(), "transpose");
+  if (a0 != a1) std::swap(order[a0], order[a1]);  // (a 0-d tensor has no order to swap)
   return permute(x, order);
 }
 
@@ -103,6 +104,7 @@ Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
 Tensor squeeze(const Tensor& x, int64_t axis) {
   VGRAD_PROFILE_OP("squeeze");
   const int64_t a = wrap_axis(axis, x.dim(), "squeeze");
+  if (x.dim() == 0) return x;  // as PyTorch
   Shape shape = x.shape();
   Strides strides = x.strides();
   if (shape[a] != 1) return x;
@@ -126,7 +128,7 @@ Tensor unsqueeze(const Tensor& x, int64_t axis) {
 // slice(axis, start, end, step);  dx = zeros with g written into the slice
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step) {
   VGRAD_PROFILE_OP("slice");
-  const int64_t a = wrap_axis(axis, x.dim(), "slice");
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "slice");
   const int64_t size = x.shape()[a];
   if (step <= 0) fail("slice: step must be positive, got {}", step);
   auto clip = [size](int64_t i) { return std::clamp(i < 0 ? i + size : i, int64_t{0}, size); };
@@ -147,7 +149,7 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t 
 
 // narrow(axis, start, length): a contiguous slice, with its range checked
 Tensor narrow(const Tensor& x, int64_t axis, int64_t start, int64_t length) {
-  const int64_t a = wrap_axis(axis, x.dim(), "narrow");
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "narrow");
   const int64_t s = start < 0 ? start + x.shape()[a] : start;
   if (s < 0 || length < 0 || s + length > x.shape()[a])
     fail("narrow: range [{}, {}) out of bounds for axis {} of size {} (shape {})", start, start + length, a,
@@ -183,7 +185,7 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
 // index_select(axis, index): gathers slices;  dx = zeros with g added back at index (index_add)
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index) {
   VGRAD_PROFILE_OP("index_select");
-  const int64_t a = wrap_axis(axis, x.dim(), "index_select");
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "index_select");
   if (index.dtype() != DType::Int64 || index.dim() != 1)
     fail("index_select: index must be a 1-D int64 tensor, got {} {}", shape_str(index.shape()), dtype_name(index.dtype()));
   kernels::check_same_device(x, index, "index_select");

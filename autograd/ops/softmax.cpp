@@ -30,6 +30,8 @@ Tensor softmax_op(const Tensor& x, int64_t axis_in, bool log) {
   VGRAD_PROFILE_OP(name);
   if (!is_floating(x.dtype())) fail("{}: not defined for {} tensors", name, dtype_name(x.dtype()));
   const int64_t axis = wrap_axis(axis_in, x.dim(), name);
+  // A 0-d tensor is one class; the kernel needs a last dim to work along.
+  if (x.dim() == 0) return reshape(softmax_op(reshape(x, {1}), 0, log), {});
   Tensor out = along_last(x, axis, [&](const Tensor& in, const Tensor& y) {
     backend_for(in.device()).softmax(in.view(), y.view(), log);
   });

@@ -268,14 +268,20 @@ void CpuBackend::reduce(ReduceOp op, const View& in, const View& out, double sca
   }
   visit_dtype(in.dtype, [&](auto zero) {
     using T = decltype(zero);
+    // Floats start from -inf/+inf, not lowest()/max(): the max of an all -inf row is -inf.
+    using Lim = std::numeric_limits<T>;
     const T init = op == ReduceOp::Sum ? T(0)
-                   : op == ReduceOp::Max ? std::numeric_limits<T>::lowest()
-                                         : std::numeric_limits<T>::max();
+                   : op == ReduceOp::Max ? (Lim::has_infinity ? -Lim::infinity() : Lim::lowest())
+                                         : (Lim::has_infinity ? Lim::infinity() : Lim::max());
     // NOTE: not fill(out, double(init)): int64's max is not a double, and converting
     // the rounded 2^63 back to int64 overflows.
     for_each_row<1>({out}, [&](auto p, int64_t n, auto s) {
       T* o = reinterpret_cast<T*>(p[0]);
-      for (int64_t i = 0; i < n; ++i) o[i * s[0] / int64_t(sizeof(T))] = init;
+      // Contiguous case spelled out: with the stride division inside the index, g++
+      // vectorised this into AVX-512 scatters, ~10% of a (64,256) column sum.
+      const int64_t so = s[0] / int64_t(sizeof(T));
+      if (so == 1) std::fill(o, o + n, init);
+      else for (int64_t i = 0; i < n; ++i) o[i * so] = init;
     });
     if (in.numel() == 0) return;
     auto combine = [op](T o, T v) {
@@ -297,6 +303,40 @@ void CpuBackend::reduce(ReduceOp op, const View& in, const View& out, double sca
         for (int l = 0; l < 8; ++l) total += lanes[l];
         for (; i < n; ++i) total += x[i];
         *o += total;
+      } else if (so == 0 && sx == 1) {
+        // Row max/min: 8 lanes, with the NaN test off the dependency chain (one scalar
+        // chain with a NaN branch per element ran ~20% behind a plain std::max loop).
+        // Without NaNs the lanes give the same extreme; with any, the scalar loop below
+        // redoes the row so that the NaN propagates exactly as before.
+        const bool is_max = op == ReduceOp::Max;
+        T lanes[8];
+        bool nan_lanes[8];
+        for (int l = 0; l < 8; ++l) {
+          lanes[l] = *o;
+          nan_lanes[l] = is_nan(*o);
+        }
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+          for (int l = 0; l < 8; ++l) {
+            const T v = x[i + l];
+            nan_lanes[l] |= is_nan(v);
+            lanes[l] = is_max ? (v > lanes[l] ? v : lanes[l]) : (v < lanes[l] ? v : lanes[l]);
+          }
+        bool any_nan = false;
+        T value = lanes[0];
+        for (int l = 0; l < 8; ++l) {
+          any_nan |= nan_lanes[l];
+          value = is_max ? (lanes[l] > value ? lanes[l] : value) : (lanes[l] < value ? lanes[l] : value);
+        }
+        for (; i < n; ++i) {
+          any_nan |= is_nan(x[i]);
+          value = is_max ? (x[i] > value ? x[i] : value) : (x[i] < value ? x[i] : value);
+        }
+        if (any_nan) {
+          value = *o;
+          for (int64_t j = 0; j < n; ++j) value = combine(value, x[j]);
+        }
+        *o = value;
       } else if (so == 0) {
         T value = *o;
         for (int64_t i = 0; i < n; ++i) value = combine(value, x[i * sx]);

@@ -1,0 +1,444 @@
+// Tests for the elementwise ops of core/ops.h against naive std loops: every
+// binary and unary op, NumPy broadcasting (the issue's table and more), strided
+// (transposed, stepped, expanded) inputs, int64 behaviour, comparison masks,
+// where, scalar operands, and the error messages of bad broadcasts.
+#include <functional>
+
+#include "test_util.h"
+
+namespace {
+
+using namespace vgrad;
+using vt::broadcast_ref;
+using vt::expect_all_near;
+using vt::expect_tensor_near;
+using vt::rand_tensor;
+using vt::vals;
+
+struct BinaryCase {
+  const char* name;
+  std::function<Tensor(const Tensor&, const Tensor&)> op;
+  std::function<double(double, double)> ref;
+  bool positive_base = false;  // pow: keep the base > 0
+};
+
+std::vector<BinaryCase> binary_cases() {
+  return {
+      {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }, [](double x, double y) { return x + y; }},
+      {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }, [](double x, double y) { return x - y; }},
+      {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }, [](double x, double y) { return x * y; }},
+      {"div", [](const Tensor& a, const Tensor& b) { return div(a, b); }, [](double x, double y) { return x / y; }},
+      {"pow", [](const Tensor& a, const Tensor& b) { return pow(a, b); },
+       [](double x, double y) { return std::pow(x, y); }, true},
+      {"maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); },
+       [](double x, double y) { return std::max(x, y); }},
+      {"minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); },
+       [](double x, double y) { return std::min(x, y); }},
+      {"+", [](const Tensor& a, const Tensor& b) { return a + b; }, [](double x, double y) { return x + y; }},
+      {"-", [](const Tensor& a, const Tensor& b) { return a - b; }, [](double x, double y) { return x - y; }},
+      {"*", [](const Tensor& a, const Tensor& b) { return a * b; }, [](double x, double y) { return x * y; }},
+      {"/", [](const Tensor& a, const Tensor& b) { return a / b; }, [](double x, double y) { return x / y; }},
+      {"eq", [](const Tensor& a, const Tensor& b) { return eq(a, b); }, [](double x, double y) { return double(x == y); }},
+      {"ne", [](const Tensor& a, const Tensor& b) { return ne(a, b); }, [](double x, double y) { return double(x != y); }},
+      {"lt", [](const Tensor& a, const Tensor& b) { return lt(a, b); }, [](double x, double y) { return double(x < y); }},
+      {"le", [](const Tensor& a, const Tensor& b) { return le(a, b); }, [](double x, double y) { return double(x <= y); }},
+      {"gt", [](const Tensor& a, const Tensor& b) { return gt(a, b); }, [](double x, double y) { return double(x > y); }},
+      {"ge", [](const Tensor& a, const Tensor& b) { return ge(a, b); }, [](double x, double y) { return double(x >= y); }},
+  };
+}
+
+// Inputs on a grid of quarters so that comparisons see ties; never 0 (div) and,
+// for pow, positive bases.
+Tensor grid_input(const Shape& shape, uint64_t seed, DType dtype, bool positive) {
+  vgrad::Generator gen(seed);
+  const Tensor u = uniform(shape, positive ? 1 : -8, 9, {.dtype = DType::Float64}, &gen);
+  std::vector<double> v = vals(u);
+  for (double& x : v) {
+    x = std::floor(x) / 4.0;
+    if (x == 0) x = 0.5;
+  }
+  return tensor(v, shape, {.dtype = dtype});
+}
+
+double tolerance(DType dtype) { return dtype == DType::Float32 ? 2e-6 : 1e-13; }
+
+TEST(Binary, EveryOpSameShape) {
+  for (DType dtype : {DType::Float32, DType::Float64})
+    for (const BinaryCase& c : binary_cases()) {
+      const Shape shape{7, 13};
+      const Tensor a = grid_input(shape, 1, dtype, c.positive_base), b = grid_input(shape, 2, dtype, false);
+      const Tensor out = c.op(a, b);
+      EXPECT_EQ(out.dtype(), dtype) << c.name;
+      expect_tensor_near(out, shape, broadcast_ref(vals(a), shape, vals(b), shape, shape, c.ref), tolerance(dtype),
+                         std::string(c.name) + " " + dtype_name(dtype));
+    }
+}
+
+TEST(Binary, ComparisonsSeeTiesAndGiveMasks) {
+  const Tensor a = tensor({1, 2, 3, 4}), b = tensor({1, 3, 2, 4});
+  EXPECT_EQ(vals(eq(a, b)), (std::vector<double>{1, 0, 0, 1}));
+  EXPECT_EQ(vals(ne(a, b)), (std::vector<double>{0, 1, 1, 0}));
+  EXPECT_EQ(vals(lt(a, b)), (std::vector<double>{0, 1, 0, 0}));
+  EXPECT_EQ(vals(le(a, b)), (std::vector<double>{1, 1, 0, 1}));
+  EXPECT_EQ(vals(gt(a, b)), (std::vector<double>{0, 0, 1, 0}));
+  EXPECT_EQ(vals(ge(a, b)), (std::vector<double>{1, 0, 1, 1}));
+  EXPECT_EQ(eq(a, b).dtype(), DType::Float32);
+  // A mask is usable as a multiplier (masking) and under where.
+  EXPECT_EQ(vals(a * gt(a, full({}, 2.5))), (std::vector<double>{0, 0, 3, 4}));
+  // NaN compares unequal to everything, itself included.
+  const Tensor n = tensor({NAN, 1});
+  EXPECT_EQ(vals(eq(n, n)), (std::vector<double>{0, 1}));
+  EXPECT_EQ(vals(ne(n, n)), (std::vector<double>{1, 0}));
+  EXPECT_EQ(vals(lt(n, tensor({5, 5}))), (std::vector<double>{0, 1}));
+}
+
+// ---------------- broadcasting ----------------
+
+TEST(Broadcasting, TableFromTheIssue) {
+  struct Row {
+    Shape a, b, out;
+  };
+  for (const Row& row : std::vector<Row>{{{100, 1}, {4}, {100, 4}}, {{100, 4}, {1, 4}, {100, 4}}, {{4, 1}, {1, 5}, {4, 5}}}) {
+    const Tensor a = rand_tensor(row.a, 3), b = rand_tensor(row.b, 4);
+    for (const BinaryCase& c : binary_cases()) {
+      if (c.positive_base) continue;
+      expect_tensor_near(c.op(a, b), row.out, broadcast_ref(vals(a), row.a, vals(b), row.b, row.out, c.ref),
+                         tolerance(DType::Float32), std::string(c.name) + " " + shape_str(row.a) + shape_str(row.b));
+      // And with the operands swapped.
+      expect_tensor_near(c.op(b, a), row.out, broadcast_ref(vals(b), row.b, vals(a), row.a, row.out, c.ref),
+                         tolerance(DType::Float32), std::string(c.name) + " swapped");
+    }
+  }
+}
+
+TEST(Broadcasting, HandComputed) {
+  // (3,1) + (4,): outer sum.
+  const Tensor col = tensor({0, 10, 20}, {3, 1}), row = tensor({1, 2, 3, 4});
+  expect_tensor_near(col + row, {3, 4}, {1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24}, 0);
+  // (2,3) * (3,): scale each column.
+  expect_tensor_near(tensor({1, 2, 3, 4, 5, 6}, {2, 3}) * tensor({1, 10, 100}), {2, 3},
+                     {1, 20, 300, 4, 50, 600}, 0);
+  // 0-d with n-d.
+  expect_tensor_near(scalar_tensor(2) * tensor({1, 2, 3}), {3}, {2, 4, 6}, 0);
+  expect_tensor_near(scalar_tensor(2) - scalar_tensor(5), {}, {-3}, 0);
+  // Empty dims broadcast too.
+  EXPECT_EQ((zeros({0, 3}) + ones({3})).shape(), (Shape{0, 3}));
+  EXPECT_EQ((zeros({0, 3}) + ones({1, 1})).shape(), (Shape{0, 3}));
+}
+
+TEST(Broadcasting, HigherRankTables) {
+  struct Row {
+    Shape a, b, out;
+  };
+  const std::vector<Row> rows{
+      {{2, 1, 3, 1, 5}, {3, 4, 5}, {2, 1, 3, 4, 5}},
+      {{1}, {2, 3, 4}, {2, 3, 4}},
+      {{5, 1, 1}, {1, 6, 1}, {5, 6, 1}},
+      {{3, 1, 2}, {3, 4, 1}, {3, 4, 2}},
+      {{}, {3, 2}, {3, 2}},
+      {{8, 1, 6, 1}, {7, 1, 5}, {8, 7, 6, 5}},  // NumPy's documentation example
+  };
+  for (const Row& r : rows) {
+    const Tensor a = rand_tensor(r.a, 5, DType::Float64), b = rand_tensor(r.b, 6, DType::Float64);
+    expect_tensor_near(a * b - a, r.out,
+                       broadcast_ref(vals(a), r.a, vals(b), r.b, r.out, [](double x, double y) { return x * y - x; }),
+                       1e-13, shape_str(r.a) + " with " + shape_str(r.b));
+  }
+}
+
+TEST(Broadcasting, IncompatibleShapesNameOpShapesAndDim) {
+  const Tensor a = zeros({100, 4}), b = zeros({100});
+  EXPECT_ERROR((add(a, b)), "add: cannot broadcast [100, 4] with [100] (dim 1: 4 vs 100)");
+  EXPECT_ERROR(a + b, "add", "[100, 4]", "[100]", "dim 1");
+  EXPECT_ERROR((sub(a, b)), "sub: cannot broadcast");
+  EXPECT_ERROR((mul(b, a)), "mul: cannot broadcast [100] with [100, 4] (dim 1: 100 vs 4)");
+  EXPECT_ERROR((div(a, b)), "div:");
+  EXPECT_ERROR((pow(a, b)), "pow:");
+  EXPECT_ERROR((maximum(a, b)), "maximum:");
+  EXPECT_ERROR((minimum(a, b)), "minimum:");
+  EXPECT_ERROR((eq(a, b)), "eq:");
+  EXPECT_ERROR((lt(a, b)), "lt:");
+  EXPECT_ERROR((where(a, a, b)), "where:");
+  EXPECT_ERROR((add(zeros({64, 10}), zeros({32, 10}))), "add: cannot broadcast [64, 10] with [32, 10] (dim 0: 64 vs 32)");
+  EXPECT_ERROR((add(zeros({2, 3, 4}), zeros({3, 3, 1}))), "dim 0: 2 vs 3");
+}
+
+// ---------------- strided inputs ----------------
+
+TEST(Strided, TransposedSteppedExpandedInputs) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const Tensor base = rand_tensor({6, 8}, 7, dtype);   // B[r][c] = vb[r*8 + c]
+    const Tensor tall = rand_tensor({16, 6}, 8, dtype);  // T[r][c] = vt_[r*6 + c]
+    const Tensor row = rand_tensor({6}, 9, dtype);
+    const auto vb = vals(base), vt_ = vals(tall), vr = vals(row);
+    const Tensor transposed = base.t();             // (8, 6): [i][j] = B[j][i]
+    const Tensor stepped = tall.slice(0, 1, 16, 2);  // (8, 6): [i][j] = T[1 + 2i][j]
+    const Tensor expanded = row.expand({8, 6});      // (8, 6): [i][j] = R[j]
+    const Tensor reversed_cols = tall.slice(0, -8, 16, 1).slice(1, 0, 6, 1);  // (8, 6): [i][j] = T[8 + i][j]
+    ASSERT_FALSE(transposed.is_contiguous());
+    ASSERT_FALSE(stepped.is_contiguous());
+    ASSERT_FALSE(expanded.is_contiguous());
+    auto at_t = [&](int i, int j) { return vb[j * 8 + i]; };
+    auto at_s = [&](int i, int j) { return vt_[(1 + 2 * i) * 6 + j]; };
+    auto at_e = [&](int, int j) { return vr[j]; };
+    auto at_r = [&](int i, int j) { return vt_[(8 + i) * 6 + j]; };
+    std::vector<double> expected_ts, expected_se, expected_te, expected_rt;
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < 6; ++j) {
+        expected_ts.push_back(at_t(i, j) + at_s(i, j));
+        expected_se.push_back(at_s(i, j) * at_e(i, j));
+        expected_te.push_back(std::max(at_t(i, j), at_e(i, j)));
+        expected_rt.push_back(at_r(i, j) - at_t(i, j));
+      }
+    const double tol = tolerance(dtype);
+    expect_tensor_near(transposed + stepped, {8, 6}, expected_ts, tol, "transposed + stepped");
+    expect_tensor_near(stepped * expanded, {8, 6}, expected_se, tol, "stepped * expanded");
+    expect_tensor_near(maximum(transposed, expanded), {8, 6}, expected_te, tol, "max(transposed, expanded)");
+    expect_tensor_near(reversed_cols - transposed, {8, 6}, expected_rt, tol, "narrowed - transposed");
+    // A broadcast operand that is itself strided: a column of the transposed base, (8, 1).
+    const Tensor column = transposed.narrow(1, 2, 1);
+    std::vector<double> expected_col;
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < 6; ++j) expected_col.push_back(at_s(i, j) / at_t(i, 2));
+    expect_tensor_near(stepped / column, {8, 6}, expected_col, tol, "stepped / column");
+  }
+}
+
+TEST(Strided, ThreeDimPermutedInputs) {
+  const Tensor x = rand_tensor({3, 4, 5}, 10, DType::Float64);
+  const Tensor y = rand_tensor({5, 3, 4}, 11, DType::Float64);
+  const auto vx = vals(x), vy = vals(y);
+  const Tensor xp = x.permute({2, 0, 1});  // (5, 3, 4): [k][i][j] = X[i][j][k]
+  std::vector<double> expected;
+  for (int k = 0; k < 5; ++k)
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 4; ++j) expected.push_back(vx[i * 20 + j * 5 + k] * vy[k * 12 + i * 4 + j]);
+  expect_tensor_near(xp * y, {5, 3, 4}, expected, 1e-14);
+  expect_tensor_near(y * xp, {5, 3, 4}, expected, 1e-14);
+}
+
+// ---------------- unary ----------------
+
+struct UnaryCase {
+  const char* name;
+  std::function<Tensor(const Tensor&)> op;
+  std::function<double(double)> ref;
+  double low = -4, high = 4;
+};
+
+double gelu_ref(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
+
+std::vector<UnaryCase> unary_cases() {
+  return {
+      {"neg", [](const Tensor& x) { return neg(x); }, [](double v) { return -v; }},
+      {"operator-", [](const Tensor& x) { return -x; }, [](double v) { return -v; }},
+      {"exp", [](const Tensor& x) { return exp(x); }, [](double v) { return std::exp(v); }, -10, 10},
+      {"log", [](const Tensor& x) { return log(x); }, [](double v) { return std::log(v); }, 0.01, 100},
+      {"sqrt", [](const Tensor& x) { return sqrt(x); }, [](double v) { return std::sqrt(v); }, 0, 100},
+      {"abs", [](const Tensor& x) { return abs(x); }, [](double v) { return std::abs(v); }},
+      {"relu", [](const Tensor& x) { return relu(x); }, [](double v) { return v > 0 ? v : 0; }},
+      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1); }, [](double v) { return v > 0 ? v : 0.1 * v; }},
+      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }, [](double v) { return 1 / (1 + std::exp(-v)); }, -20, 20},
+      {"tanh", [](const Tensor& x) { return tanh(x); }, [](double v) { return std::tanh(v); }, -10, 10},
+      {"gelu", [](const Tensor& x) { return gelu(x); }, gelu_ref},
+      {"clamp", [](const Tensor& x) { return clamp(x, -1, 0.5); }, [](double v) { return std::min(std::max(v, -1.0), 0.5); }},
+      {"square", [](const Tensor& x) { return square(x); }, [](double v) { return v * v; }},
+      {"affine", [](const Tensor& x) { return affine(x, 3, -0.5); }, [](double v) { return 3 * v - 0.5; }},
+      {"pow 3", [](const Tensor& x) { return pow(x, 3.0); }, [](double v) { return v * v * v; }},
+      {"pow 0.5", [](const Tensor& x) { return pow(x, 0.5); }, [](double v) { return std::sqrt(v); }, 0, 10},
+      {"pow -1", [](const Tensor& x) { return pow(x, -1.0); }, [](double v) { return 1 / v; }, 0.1, 10},
+      {"rpow 2", [](const Tensor& x) { return pow(2.0, x); }, [](double v) { return std::exp2(v); }},
+      {"method exp", [](const Tensor& x) { return x.exp(); }, [](double v) { return std::exp(v); }},
+      {"method clamp", [](const Tensor& x) { return x.clamp(0, 1); }, [](double v) { return std::clamp(v, 0.0, 1.0); }},
+      {"method sigmoid", [](const Tensor& x) { return x.sigmoid(); }, [](double v) { return 1 / (1 + std::exp(-v)); }},
+  };
+}
+
+TEST(Unary, EveryOpContiguousAndStrided) {
+  for (DType dtype : {DType::Float32, DType::Float64})
+    for (const UnaryCase& c : unary_cases()) {
+      const std::string what = std::string(c.name) + " " + dtype_name(dtype);
+      // 1031 elements: long enough for the vectorised path and its scalar tail.
+      const Tensor x = rand_tensor({1031}, 12, dtype, c.low, c.high);
+      std::vector<double> expected;
+      for (double v : vals(x)) expected.push_back(c.ref(v));
+      const double tol = dtype == DType::Float32 ? 5e-6 : 1e-12;
+      const Tensor y = c.op(x);
+      EXPECT_EQ(y.dtype(), dtype) << what;
+      expect_tensor_near(y, {1031}, expected, tol, what + " contiguous");
+      // Strided: every other column of a (20, 40) block, and a transpose.
+      const Tensor block = rand_tensor({20, 40}, 13, dtype, c.low, c.high);
+      const Tensor stepped = block.slice(1, 0, 40, 2);
+      const auto vb = vals(block);
+      std::vector<double> expected_stepped, expected_t;
+      for (int r = 0; r < 20; ++r)
+        for (int col = 0; col < 40; col += 2) expected_stepped.push_back(c.ref(vb[r * 40 + col]));
+      for (int col = 0; col < 40; ++col)
+        for (int r = 0; r < 20; ++r) expected_t.push_back(c.ref(vb[r * 40 + col]));
+      expect_tensor_near(c.op(stepped), {20, 20}, expected_stepped, tol, what + " stepped");
+      expect_tensor_near(c.op(block.t()), {40, 20}, expected_t, tol, what + " transposed");
+      // Expanded (stride 0) input.
+      const Tensor one = rand_tensor({1}, 14, dtype, c.low, c.high);
+      expect_tensor_near(c.op(one.expand({3, 5})), {3, 5}, std::vector<double>(15, c.ref(vals(one)[0])), tol,
+                         what + " expanded");
+    }
+}
+
+TEST(Unary, HandValuesAndEdges) {
+  expect_tensor_near(relu(tensor({-1, 0, 2})), {3}, {0, 0, 2}, 0);
+  expect_tensor_near(abs(tensor({-1.5f, 0, 2})), {3}, {1.5, 0, 2}, 0);
+  expect_tensor_near(clamp(tensor({-5, 0.25f, 5}), -1, 1), {3}, {-1, 0.25, 1}, 0);
+  expect_tensor_near(sqrt(tensor({4, 9, 0})), {3}, {2, 3, 0}, 0);
+  expect_tensor_near(leaky_relu(tensor({-2, 3})), {2}, {-0.02, 3}, 1e-7);
+  // Saturating inputs stay finite and exact at the ends.
+  const auto s = vals(sigmoid(tensor({-100, 0, 100})));
+  EXPECT_NEAR(s[0], 0, 1e-30);
+  EXPECT_EQ(s[1], 0.5);
+  EXPECT_EQ(s[2], 1.0);
+  const auto t = vals(tanh(tensor({-50, 0, 50})));
+  EXPECT_EQ(t[0], -1.0);
+  EXPECT_EQ(t[1], 0.0);
+  EXPECT_EQ(t[2], 1.0);
+  // IEEE edge values.
+  const auto l = vals(log(tensor({0, -1})));
+  EXPECT_TRUE(std::isinf(l[0]) && l[0] < 0);
+  EXPECT_TRUE(std::isnan(l[1]));
+  EXPECT_TRUE(std::isnan(vals(sqrt(tensor({-1.f}, {1})))[0]));
+  EXPECT_EQ(vals(exp(tensor({-1000.f}, {1})))[0], 0.0);
+  EXPECT_TRUE(std::isinf(vals(exp(tensor({1000.f}, {1})))[0]));
+  // 0-d in, 0-d out.
+  const Tensor e = exp(scalar_tensor(1, {.dtype = DType::Float64}));
+  EXPECT_EQ(e.dim(), 0);
+  EXPECT_DOUBLE_EQ(e.item(), std::exp(1.0));
+  // Empty in, empty out.
+  EXPECT_EQ(exp(zeros({0, 4})).shape(), (Shape{0, 4}));
+  EXPECT_ERROR((clamp(tensor({1}), 2, 1)), "clamp: min 2 is greater than max 1");
+}
+
+// ---------------- scalar operands ----------------
+
+TEST(Scalars, EveryOperatorForm) {
+  const Tensor x = tensor({1, 2, 4, -8});
+  expect_tensor_near(x + 2, {4}, {3, 4, 6, -6}, 0);
+  expect_tensor_near(2 + x, {4}, {3, 4, 6, -6}, 0);
+  expect_tensor_near(x - 2, {4}, {-1, 0, 2, -10}, 0);
+  expect_tensor_near(2 - x, {4}, {1, 0, -2, 10}, 0);
+  expect_tensor_near(x * 3, {4}, {3, 6, 12, -24}, 0);
+  expect_tensor_near(3 * x, {4}, {3, 6, 12, -24}, 0);
+  expect_tensor_near(x / 4, {4}, {0.25, 0.5, 1, -2}, 0);
+  expect_tensor_near(x / 3, {4}, {1 / 3.0, 2 / 3.0, 4 / 3.0, -8 / 3.0}, 1e-6);
+  expect_tensor_near(4 / x, {4}, {4, 2, 1, -0.5}, 0);
+  expect_tensor_near(x.pow(2), {4}, {1, 4, 16, 64}, 0);
+  for (const Tensor& r : {x + 2, 2 - x, x * 3, x / 4, 4 / x}) EXPECT_EQ(r.dtype(), DType::Float32);
+  // float64 keeps its precision through a scalar op.
+  const Tensor d = tensor(std::vector<double>{0.1, 0.2});
+  const Tensor scaled = d * 0.1 + 1e-10;
+  EXPECT_EQ(scaled.dtype(), DType::Float64);
+  expect_all_near(vals(scaled), {0.1 * 0.1 + 1e-10, 0.2 * 0.1 + 1e-10}, 1e-15);
+  EXPECT_EQ((1.0 / d).dtype(), DType::Float64);
+  EXPECT_EQ(vals(1.0 / d)[0], 1.0 / 0.1);
+  // Division by zero in floating point gives IEEE infinities.
+  const auto inf = vals(tensor({1, -1}) / 0.0);
+  EXPECT_TRUE(std::isinf(inf[0]) && inf[0] > 0);
+  EXPECT_TRUE(std::isinf(inf[1]) && inf[1] < 0);
+}
+
+TEST(Scalars, ZeroDimTensorOperands) {
+  const Tensor x = tensor({1, 2, 3}, {3, 1});
+  const Tensor s = scalar_tensor(10);
+  expect_tensor_near(x * s, {3, 1}, {10, 20, 30}, 0);
+  expect_tensor_near(s - x, {3, 1}, {9, 8, 7}, 0);
+  expect_tensor_near(pow(s, x), {3, 1}, {10, 100, 1000}, 1e-6);
+}
+
+// ---------------- int64 ----------------
+
+TEST(Int64, Arithmetic) {
+  const Tensor a = tensor(std::vector<int64_t>{7, -7, 9, 0}), b = tensor(std::vector<int64_t>{2, 2, -4, 5});
+  const Tensor sum = a + b, prod = a * b, quot = a / b;
+  for (const Tensor& t : {sum, a - b, prod, quot, maximum(a, b), minimum(a, b), eq(a, b), -a, abs(a)})
+    EXPECT_EQ(t.dtype(), DType::Int64);
+  EXPECT_EQ(sum.to_vector<int64_t>(), (std::vector<int64_t>{9, -5, 5, 5}));
+  EXPECT_EQ((a - b).to_vector<int64_t>(), (std::vector<int64_t>{5, -9, 13, -5}));
+  EXPECT_EQ(prod.to_vector<int64_t>(), (std::vector<int64_t>{14, -14, -36, 0}));
+  // Integer division truncates toward zero (C++ semantics).
+  EXPECT_EQ(quot.to_vector<int64_t>(), (std::vector<int64_t>{3, -3, -2, 0}));
+  EXPECT_EQ(maximum(a, b).to_vector<int64_t>(), (std::vector<int64_t>{7, 2, 9, 5}));
+  EXPECT_EQ(minimum(a, b).to_vector<int64_t>(), (std::vector<int64_t>{2, -7, -4, 0}));
+  EXPECT_EQ(pow(tensor(std::vector<int64_t>{2, 3}), tensor(std::vector<int64_t>{10, 3})).to_vector<int64_t>(),
+            (std::vector<int64_t>{1024, 27}));
+  EXPECT_EQ((-a).to_vector<int64_t>(), (std::vector<int64_t>{-7, 7, -9, 0}));
+  EXPECT_EQ(abs(a).to_vector<int64_t>(), (std::vector<int64_t>{7, 7, 9, 0}));
+  EXPECT_EQ(gt(a, b).to_vector<int64_t>(), (std::vector<int64_t>{1, 0, 1, 0}));
+  // Values beyond float precision stay exact.
+  const int64_t big = (int64_t{1} << 53) + 1;
+  EXPECT_EQ((tensor(std::vector<int64_t>{big}, {1}) + tensor(std::vector<int64_t>{1}, {1})).to_vector<int64_t>()[0],
+            big + 1);
+}
+
+TEST(Int64, DivisionByZeroIsAnError) {
+  EXPECT_ERROR((tensor(std::vector<int64_t>{1, 2}) / tensor(std::vector<int64_t>{1, 0})), "div: integer division by zero");
+}
+
+TEST(Int64, ScalarsAndPromotion) {
+  const Tensor a = tensor(std::vector<int64_t>{3, 4});
+  EXPECT_EQ((a * 2).dtype(), DType::Int64);
+  EXPECT_EQ((a * 2).to_vector<int64_t>(), (std::vector<int64_t>{6, 8}));
+  EXPECT_EQ((a + 1).to_vector<int64_t>(), (std::vector<int64_t>{4, 5}));
+  // A fractional scalar promotes to float32 instead of truncating.
+  EXPECT_EQ((a * 0.5).dtype(), DType::Float32);
+  EXPECT_EQ(vals(a * 0.5), (std::vector<double>{1.5, 2}));
+  EXPECT_EQ(vals(a + 0.25), (std::vector<double>{3.25, 4.25}));
+  EXPECT_EQ(vals(a / 2.0), (std::vector<double>{1.5, 2}));
+  EXPECT_EQ((1.0 / a).dtype(), DType::Float32);
+  EXPECT_NEAR(vals(1.0 / a)[0], 1 / 3.0, 1e-7);
+  // With a float tensor: promoted.
+  EXPECT_EQ(vals(a * tensor({0.5f, 0.25f})), (std::vector<double>{1.5, 1}));
+}
+
+TEST(Int64, FloatOnlyOpsRefuse) {
+  const Tensor a = tensor(std::vector<int64_t>{1, 2});
+  EXPECT_ERROR(exp(a), "exp: not defined for int64 tensors");
+  EXPECT_ERROR(log(a), "log:", "int64");
+  EXPECT_ERROR(sqrt(a), "sqrt:", "int64");
+  EXPECT_ERROR(relu(a), "relu:", "int64");
+  EXPECT_ERROR(sigmoid(a), "sigmoid:", "int64");
+  EXPECT_ERROR(tanh(a), "tanh:", "int64");
+  EXPECT_ERROR((clamp(a, 0, 1)), "clamp:", "int64");
+  EXPECT_ERROR((pow(a, 2.0)), "pow:", "int64");
+  EXPECT_ERROR((pow(2.0, a)), "pow:", "int64");
+}
+
+// ---------------- where ----------------
+
+TEST(Where, SelectsAndBroadcasts) {
+  const Tensor cond = tensor({1, 0, 1, 0}, {2, 2});
+  const Tensor a = tensor({1, 2, 3, 4}, {2, 2}), b = tensor({-1, -2, -3, -4}, {2, 2});
+  expect_tensor_near(where(cond, a, b), {2, 2}, {1, -2, 3, -4}, 0);
+  // cond (2,1), a (2,2), b 0-d.
+  expect_tensor_near(where(tensor({0, 1}, {2, 1}), a, scalar_tensor(9)), {2, 2}, {9, 9, 3, 4}, 0);
+  // cond (3,) broadcast over rows, a (2,1), b (1,3).
+  expect_tensor_near(where(tensor({1, 0, 1}), tensor({5, 6}, {2, 1}), tensor({7, 8, 9}, {1, 3})), {2, 3},
+                     {5, 8, 5, 6, 8, 6}, 0);
+  // A mask from a comparison; strided operands.
+  const Tensor x = tensor({-3, 1, -2, 4, 5, -6}, {2, 3});
+  expect_tensor_near(where(gt(x, zeros({})), x, zeros({})), {2, 3}, {0, 1, 0, 4, 5, 0}, 0);
+  expect_tensor_near(where(lt(x.t(), zeros({})), x.t(), -x.t()), {3, 2}, {-3, -4, -1, -5, -2, -6}, 0);
+  EXPECT_ERROR((where(zeros({3}), zeros({4}), zeros({4}))), "where: cannot broadcast [3] with [4]");
+}
+
+TEST(Where, AnyNonzeroConditionIsTrue) {
+  // Conditions of every dtype; nonzero (also fractional or negative) means true.
+  const Tensor ia = tensor(std::vector<int64_t>{1, 2, 3}), ib = tensor(std::vector<int64_t>{-1, -2, -3});
+  const Tensor fa = tensor({1, 2, 3}), fb = tensor({-1, -2, -3});
+  const Tensor fcond = tensor({0.5f, 0, -0.25f});
+  const Tensor icond = tensor(std::vector<int64_t>{-7, 0, 1});
+  EXPECT_EQ(where(fcond, ia, ib).to_vector<int64_t>(), (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(where(fcond, fa, fb).to_vector<int64_t>(), (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(where(icond, fa, fb).to_vector<int64_t>(), (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(where(tensor(std::vector<double>{1e-300, 0, 2}), fa, fb).to_vector<int64_t>(),
+            (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(where(fcond, ia, ib).dtype(), DType::Int64);
+}
+
+}  // namespace

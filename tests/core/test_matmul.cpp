@@ -1,0 +1,250 @@
+// Tests for matmul, linear and einsum against a naive triple loop: 2-D,
+// transposed and sliced operands (views), batched and broadcast batch dims,
+// 1-D operands, float64, einsum equations, and the error messages.
+#include <array>
+
+#include "test_util.h"
+
+namespace {
+
+using namespace vgrad;
+using vt::expect_tensor_near;
+using vt::rand_tensor;
+using vt::vals;
+
+// Naive batched matmul with NumPy batch broadcasting: a (..., M, K) @ b (..., K, N).
+vt::Shape naive_matmul_shape(const Shape& sa, const Shape& sb) {
+  const Shape ba(sa.begin(), sa.end() - 2), bb(sb.begin(), sb.end() - 2);
+  Shape out = broadcast_shapes(ba, bb, "naive");
+  out.push_back(sa[sa.size() - 2]);
+  out.push_back(sb.back());
+  return out;
+}
+
+std::vector<double> naive_matmul(const std::vector<double>& a, const Shape& sa, const std::vector<double>& b,
+                                 const Shape& sb) {
+  const int64_t m = sa[sa.size() - 2], k = sa.back(), n = sb.back();
+  const Shape out_shape = naive_matmul_shape(sa, sb);
+  const Shape batch(out_shape.begin(), out_shape.end() - 2);
+  const Shape ba(sa.begin(), sa.end() - 2), bb(sb.begin(), sb.end() - 2);
+  std::vector<double> out;
+  for (int64_t bi = 0; bi < numel(batch); ++bi) {
+    const auto index = vt::unravel(bi, batch);
+    const int64_t a0 = vt::broadcast_source(index, ba) * m * k, b0 = vt::broadcast_source(index, bb) * k * n;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t p = 0; p < k; ++p) s += a[a0 + i * k + p] * b[b0 + p * n + j];
+        out.push_back(s);
+      }
+  }
+  return out;
+}
+
+double tol(DType dtype) { return dtype == DType::Float32 ? 1e-4 : 1e-12; }
+
+// Checks matmul(a, b) where a and b may be views; the reference uses their values.
+void check_matmul(const Tensor& a, const Tensor& b, const std::string& what) {
+  const Shape out_shape = naive_matmul_shape(a.shape(), b.shape());
+  expect_tensor_near(matmul(a, b), out_shape, naive_matmul(vals(a), a.shape(), vals(b), b.shape()),
+                     tol(a.dtype()), what);
+}
+
+TEST(Matmul, TwoDimVsNaive) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const std::string d = dtype_name(dtype);
+    for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{3, 4, 5}, {1, 7, 1}, {6, 1, 4}, {17, 33, 9}, {64, 784, 10}})
+      check_matmul(rand_tensor({m, k}, 1, dtype), rand_tensor({k, n}, 2, dtype),
+                   d + " " + std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n));
+  }
+  // Hand-computed.
+  const Tensor a = tensor({1, 2, 3, 4, 5, 6}, {2, 3}), b = tensor({7, 8, 9, 10, 11, 12}, {3, 2});
+  expect_tensor_near(matmul(a, b), {2, 2}, {58, 64, 139, 154}, 0);
+  expect_tensor_near(a.matmul(b), {2, 2}, {58, 64, 139, 154}, 0);
+  expect_tensor_near(matmul(a, eye(3)), {2, 3}, {1, 2, 3, 4, 5, 6}, 0);
+}
+
+TEST(Matmul, Float64KeepsPrecision) {
+  // 1 + 1e-12 is lost in float32 but kept in float64.
+  const Tensor a = tensor(std::vector<double>{1, 1e-12}, {1, 2}), b = tensor(std::vector<double>{1, 1}, {2, 1});
+  const Tensor c = matmul(a, b);
+  EXPECT_EQ(c.dtype(), DType::Float64);
+  EXPECT_EQ(c.item(), 1 + 1e-12);
+}
+
+TEST(Matmul, TransposedAndSlicedOperands) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const Tensor at = rand_tensor({7, 5}, 3, dtype);  // a = at.t(): (5, 7)
+    const Tensor bt = rand_tensor({9, 7}, 4, dtype);  // b = bt.t(): (7, 9)
+    const Tensor a = rand_tensor({5, 7}, 5, dtype), b = rand_tensor({7, 9}, 6, dtype);
+    ASSERT_FALSE(at.t().is_contiguous());
+    check_matmul(at.t(), b, "aT @ b");
+    check_matmul(a, bt.t(), "a @ bT");
+    check_matmul(at.t(), bt.t(), "aT @ bT");
+    check_matmul(b.t(), a.t(), "bT @ aT");
+    // Row ranges and column steps (a leading dimension larger than the width, and a copy).
+    const Tensor wide = rand_tensor({12, 20}, 7, dtype);
+    check_matmul(wide.narrow(0, 2, 5).narrow(1, 3, 7), b, "narrowed a");
+    check_matmul(a, wide.narrow(0, 1, 7).narrow(1, 4, 9), "narrowed b");
+    check_matmul(wide.slice(1, 0, 14, 2).narrow(0, 0, 5), b, "column-stepped a");
+    check_matmul(a, rand_tensor({14, 18}, 8, dtype).slice(0, 0, 14, 2).slice(1, 1, 18, 2), "row- and column-stepped b");
+  }
+}
+
+TEST(Matmul, ExpandedOperands) {
+  // Stride-0 rows and columns cannot go to BLAS as they are; the values must still be right.
+  const Tensor row = rand_tensor({1, 6}, 8, DType::Float64).expand({4, 6});
+  const Tensor col = rand_tensor({6, 1}, 9, DType::Float64).expand({6, 3});
+  check_matmul(row, col, "expanded both");
+  check_matmul(rand_tensor({4, 6}, 10, DType::Float64), col, "expanded b");
+}
+
+TEST(Matmul, BatchedAndBroadcastBatchDims) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    check_matmul(rand_tensor({4, 3, 5}, 11, dtype), rand_tensor({4, 5, 2}, 12, dtype), "(4,3,5)@(4,5,2)");
+    check_matmul(rand_tensor({2, 1, 3, 4}, 13, dtype), rand_tensor({5, 4, 2}, 14, dtype), "(2,1,3,4)@(5,4,2)");
+    EXPECT_EQ(matmul(zeros({2, 1, 3, 4}, {.dtype = dtype}), zeros({5, 4, 2}, {.dtype = dtype})).shape(),
+              (Shape{2, 5, 3, 2}));
+    check_matmul(rand_tensor({2, 3, 4, 5}, 15, dtype), rand_tensor({5, 6}, 16, dtype), "(2,3,4,5)@(5,6) folded");
+    check_matmul(rand_tensor({3, 5}, 17, dtype), rand_tensor({4, 5, 6}, 18, dtype), "(3,5)@(4,5,6)");
+    check_matmul(rand_tensor({1, 3, 5}, 19, dtype), rand_tensor({4, 5, 6}, 20, dtype), "(1,3,5)@(4,5,6)");
+    check_matmul(rand_tensor({3, 1, 2, 5}, 21, dtype), rand_tensor({1, 4, 5, 3}, 22, dtype), "(3,1,2,5)@(1,4,5,3)");
+  }
+  // Batched views: transposed inner dims, permuted batch, non-contiguous (…, M, K) with a 2-D b.
+  const Tensor x = rand_tensor({4, 5, 3}, 23, DType::Float64);
+  const Tensor y = rand_tensor({4, 5, 6}, 24, DType::Float64);
+  check_matmul(x.transpose(1, 2), y, "batched aT @ b");
+  check_matmul(y.transpose(1, 2), x, "batched bT @ a");
+  const Tensor z = rand_tensor({3, 4, 5}, 25, DType::Float64).permute({1, 0, 2});  // (4, 3, 5) with a permuted batch
+  check_matmul(z, y, "permuted batch");
+  check_matmul(z, rand_tensor({5, 2}, 26, DType::Float64), "permuted (…,M,K) @ (K,N)");
+  check_matmul(x.transpose(1, 2), rand_tensor({5, 2}, 27, DType::Float64), "transposed (…,M,K) @ (K,N)");
+  check_matmul(rand_tensor({2, 5}, 28, DType::Float64).expand({4, 2, 5}), x, "expanded batch a");
+  check_matmul(x.transpose(1, 2).slice(0, 0, 4, 2), y.slice(0, 1, 4, 2), "stepped batches");
+}
+
+TEST(Matmul, OneDimOperands) {
+  const Tensor v = tensor({1, 2, 3}), w = tensor({4, 5, 6});
+  const Tensor dot = matmul(v, w);
+  EXPECT_EQ(dot.dim(), 0);
+  EXPECT_EQ(dot.item(), 32);
+  const Tensor m = tensor({1, 2, 3, 4, 5, 6}, {3, 2});
+  expect_tensor_near(matmul(v, m), {2}, {22, 28}, 0);                          // (K) @ (K, N) -> (N)
+  expect_tensor_near(matmul(m.t(), v), {2}, {22, 28}, 0);                      // (M, K) @ (K) -> (M)
+  const Tensor batch = rand_tensor({4, 3, 2}, 29, DType::Float64);
+  const Tensor vd = v.to(DType::Float64);
+  const Tensor left = matmul(vd, batch);                                        // (K) @ (B, K, N) -> (B, N)
+  EXPECT_EQ(left.shape(), (Shape{4, 2}));
+  expect_tensor_near(left, {4, 2}, naive_matmul(vals(vd), {1, 3}, vals(batch), {4, 3, 2}), 1e-12);
+  const Tensor right = matmul(batch.transpose(1, 2), vd);                       // (B, M, K) @ (K) -> (B, M)
+  expect_tensor_near(right, {4, 2}, naive_matmul(vals(batch.transpose(1, 2)), {4, 2, 3}, vals(vd), {3, 1}), 1e-12);
+  EXPECT_ERROR((matmul(v, tensor({1, 2}))), "matmul", "inner dimensions differ (3 vs 2)");
+}
+
+TEST(Matmul, EmptyDims) {
+  // K = 0: a sum of nothing, zeros. M = 0 or N = 0: empty results.
+  expect_tensor_near(matmul(zeros({2, 0}), zeros({0, 3})), {2, 3}, std::vector<double>(6, 0.0), 0);
+  EXPECT_EQ(matmul(zeros({0, 4}), zeros({4, 3})).shape(), (Shape{0, 3}));
+  EXPECT_EQ(matmul(zeros({2, 4}), zeros({4, 0})).shape(), (Shape{2, 0}));
+  EXPECT_EQ(matmul(zeros({0, 2, 4}), zeros({4, 3})).shape(), (Shape{0, 2, 3}));
+}
+
+TEST(Matmul, Errors) {
+  EXPECT_ERROR((matmul(zeros({64, 784}), zeros({256, 10}))), "matmul: [64, 784] @ [256, 10]: inner dimensions differ (784 vs 256)");
+  EXPECT_ERROR((matmul(zeros({2, 3, 4}), zeros({2, 5, 6}))), "matmul", "[2, 3, 4] @ [2, 5, 6]", "(4 vs 5)");
+  EXPECT_ERROR((matmul(zeros({2, 3, 4}), zeros({3, 4, 6}))), "matmul: cannot broadcast [2] with [3]");
+  EXPECT_ERROR((matmul(arange(6).reshape({2, 3}), arange(6).reshape({3, 2}))), "matmul", "needs float32 or float64",
+               "int64");
+  EXPECT_ERROR((matmul(zeros({2, 3}), arange(6).reshape({3, 2}))), "matmul", "int64");
+  EXPECT_ERROR((matmul(zeros({2, 3}), zeros({3, 2}, {.dtype = DType::Float64}))), "matmul: [2, 3] @ [3, 2]",
+               "dtypes differ (float32 vs float64)");
+  EXPECT_ERROR((matmul(scalar_tensor(1), zeros({3}))), "matmul", "at least 1 dim");
+  EXPECT_ERROR((matmul(zeros({3}), scalar_tensor(1))), "matmul", "at least 1 dim");
+}
+
+// ---------------- linear ----------------
+
+TEST(Linear, MatchesXWtPlusB) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const Tensor x = rand_tensor({8, 5}, 30, dtype), w = rand_tensor({3, 5}, 31, dtype), b = rand_tensor({3}, 32, dtype);
+    const auto ref = naive_matmul(vals(x), {8, 5}, vals(w.t()), {5, 3});
+    std::vector<double> with_bias = ref;
+    const auto vb = vals(b);
+    for (size_t i = 0; i < with_bias.size(); ++i) with_bias[i] += vb[i % 3];
+    expect_tensor_near(linear(x, w, b), {8, 3}, with_bias, tol(dtype), "linear with bias");
+    expect_tensor_near(linear(x, w), {8, 3}, ref, tol(dtype), "linear without bias");
+    // Transposed x and w views.
+    const Tensor xt = rand_tensor({5, 8}, 33, dtype), wt = rand_tensor({5, 3}, 34, dtype);
+    std::vector<double> ref_t = naive_matmul(vals(xt.t()), {8, 5}, vals(wt), {5, 3});
+    for (size_t i = 0; i < ref_t.size(); ++i) ref_t[i] += vb[i % 3];
+    expect_tensor_near(linear(xt.t(), wt.t(), b), {8, 3}, ref_t, tol(dtype), "linear of views");
+    // (…, D_in) input.
+    const Tensor x3 = rand_tensor({2, 4, 5}, 35, dtype);
+    std::vector<double> ref3 = naive_matmul(vals(x3), {8, 5}, vals(w.t()), {5, 3});
+    for (size_t i = 0; i < ref3.size(); ++i) ref3[i] += vb[i % 3];
+    expect_tensor_near(linear(x3, w, b), {2, 4, 3}, ref3, tol(dtype), "linear 3-D");
+  }
+}
+
+TEST(Linear, EmptyDims) {
+  // No input features: the output is the bias (or zeros); no rows: an empty output.
+  expect_tensor_near(linear(zeros({2, 0}), zeros({3, 0}), tensor({1, 2, 3})), {2, 3}, {1, 2, 3, 1, 2, 3}, 0);
+  expect_tensor_near(linear(zeros({2, 0}), zeros({3, 0})), {2, 3}, std::vector<double>(6, 0.0), 0);
+  EXPECT_EQ(linear(zeros({0, 4}), zeros({3, 4}), zeros({3})).shape(), (Shape{0, 3}));
+  EXPECT_EQ(linear(zeros({2, 4}), zeros({0, 4})).shape(), (Shape{2, 0}));
+}
+
+TEST(Linear, Errors) {
+  EXPECT_ERROR((linear(zeros({4, 5}), zeros({3, 6}))), "linear: input [4, 5] has 5 features, expected 6");
+  EXPECT_ERROR((linear(zeros({4, 5}), zeros({5}))), "linear: weight must be 2-D");
+  EXPECT_ERROR((linear(zeros({4, 5}), zeros({3, 5}), zeros({4}))), "linear: bias [4] does not match weight [3, 5]");
+}
+
+// ---------------- einsum ----------------
+
+TEST(Einsum, CommonContractions) {
+  const Tensor q = rand_tensor({2, 3, 4}, 40, DType::Float64), k = rand_tensor({2, 5, 4}, 41, DType::Float64);
+  // bqd,bkd->bqk: attention scores, q @ kᵀ per batch.
+  expect_tensor_near(einsum("bqd,bkd->bqk", q, k), {2, 3, 5},
+                     naive_matmul(vals(q), {2, 3, 4}, vals(k.transpose(1, 2)), {2, 4, 5}), 1e-12, "bqd,bkd->bqk");
+  const Tensor a = rand_tensor({3, 4}, 42, DType::Float64), b = rand_tensor({4, 5}, 43, DType::Float64);
+  const auto ab = naive_matmul(vals(a), {3, 4}, vals(b), {4, 5});
+  expect_tensor_near(einsum("ij,jk->ik", a, b), {3, 5}, ab, 1e-12, "ij,jk->ik");
+  expect_tensor_near(einsum("ij,jk", a, b), {3, 5}, ab, 1e-12, "implicit output");
+  expect_tensor_near(einsum(" ij , jk -> ik ", a, b), {3, 5}, ab, 1e-12, "spaces");
+  expect_tensor_near(einsum("ij,jk->ki", a, b), {5, 3}, vals(tensor(ab, {3, 5}).t()), 1e-12, "transposed output");
+  // ij,ij->i: row-wise dot products.
+  const Tensor c = rand_tensor({3, 4}, 44, DType::Float64);
+  std::vector<double> rowdot(3, 0.0);
+  const auto va = vals(a), vc = vals(c);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) rowdot[i] += va[i * 4 + j] * vc[i * 4 + j];
+  expect_tensor_near(einsum("ij,ij->i", a, c), {3}, rowdot, 1e-12, "ij,ij->i");
+  double total = 0;
+  for (double r : rowdot) total += r;
+  expect_tensor_near(einsum("ij,ij->", a, c), {}, {total}, 1e-12, "ij,ij->");
+  // bij,bjk->bik: batched matmul.
+  const Tensor x = rand_tensor({3, 2, 4}, 45, DType::Float64), y = rand_tensor({3, 4, 5}, 46, DType::Float64);
+  expect_tensor_near(einsum("bij,bjk->bik", x, y), {3, 2, 5}, naive_matmul(vals(x), {3, 2, 4}, vals(y), {3, 4, 5}),
+                     1e-12, "bij,bjk->bik");
+  // Outer product, matrix-vector, and an index summed out of one operand only.
+  const Tensor u = tensor({1, 2}), v = tensor({3, 4, 5});
+  expect_tensor_near(einsum("i,j->ij", u, v), {2, 3}, {3, 4, 5, 6, 8, 10}, 0, "outer");
+  expect_tensor_near(einsum("ij,j->i", tensor({1, 2, 3, 4, 5, 6}, {2, 3}), v), {2}, {26, 62}, 0, "matvec");
+  expect_tensor_near(einsum("ij,k->i", tensor({1, 2, 3, 4, 5, 6}, {2, 3}), v), {2}, {72, 180}, 0, "sum out");
+  // Strided operands.
+  expect_tensor_near(einsum("ji,jk->ik", a.t().contiguous(), b), {3, 5}, ab, 1e-12, "ji,jk");
+  expect_tensor_near(einsum("ij,jk->ik", a.t().contiguous().t(), b), {3, 5}, ab, 1e-12, "view operand");
+}
+
+TEST(Einsum, Errors) {
+  const Tensor a = zeros({3, 4}), b = zeros({4, 5});
+  EXPECT_ERROR((einsum("ij->ji", a, b)), "einsum", "two operands");
+  EXPECT_ERROR((einsum("ijk,jk->ik", a, b)), "einsum", "operand a has 2 dims but 'ijk' names 3");
+  EXPECT_ERROR((einsum("ij,ik->jk", a, b)), "einsum", "index 'i' has size 3 in a but 4 in b");
+  EXPECT_ERROR((einsum("ij,jk->iz", a, b)), "einsum", "output index 'z' is in no operand");
+  EXPECT_ERROR((einsum("i1,jk->ik", a, b)), "einsum", "bad character '1'");
+  EXPECT_ERROR((einsum("ii,jk->ik", zeros({3, 3}), b)), "einsum", "repeated index 'i'");
+}
+
+}  // namespace

@@ -1,0 +1,405 @@
+// Tests for the shape ops: reshape/view, transpose/t/permute, squeeze/unsqueeze,
+// narrow/slice/select, expand, index_select, contiguous, clone and cat. Views must
+// share storage (writes show through); contiguous() and clone() copy as documented.
+#include "test_util.h"
+
+namespace {
+
+using namespace vgrad;
+using vt::expect_tensor_near;
+using vt::vals;
+
+// 0..n-1 as float32 with the given shape.
+Tensor iota(const Shape& shape) { return arange(0, double(numel(shape)), 1).reshape(shape); }
+
+bool shares_storage(const Tensor& a, const Tensor& b) { return a.storage() == b.storage(); }
+
+// ---------------- reshape / view ----------------
+
+TEST(Reshape, ValuesAndInference) {
+  const Tensor x = iota({2, 3, 4});
+  const Tensor r = x.reshape({4, 6});
+  EXPECT_EQ(r.shape(), (Shape{4, 6}));
+  EXPECT_EQ(vals(r), vals(x));
+  EXPECT_EQ(x.reshape({-1}).shape(), (Shape{24}));
+  EXPECT_EQ(x.reshape({3, -1}).shape(), (Shape{3, 8}));
+  EXPECT_EQ(x.reshape({-1, 2, 2}).shape(), (Shape{6, 2, 2}));
+  EXPECT_EQ(x.reshape({2, 3, 4}).is_same(x), true);  // same shape: the tensor itself
+  EXPECT_EQ(tensor({7.f}, {1, 1}).reshape({}).dim(), 0);
+  EXPECT_EQ(scalar_tensor(7).reshape({1, 1, 1}).shape(), (Shape{1, 1, 1}));
+  EXPECT_EQ(zeros({0, 3}).reshape({3, 0}).shape(), (Shape{3, 0}));
+  EXPECT_EQ(zeros({0, 3}).reshape({-1}).shape(), (Shape{0}));
+  EXPECT_EQ(reshape(x, {24}).shape(), (Shape{24}));
+}
+
+TEST(Reshape, ContiguousIsAViewStridedIsACopy) {
+  Tensor x = iota({2, 6});
+  Tensor r = x.reshape({3, 4});
+  EXPECT_TRUE(shares_storage(r, x));
+  EXPECT_EQ(r.data_ptr(), x.data_ptr());
+  r.fill_(1);
+  EXPECT_EQ(vals(x), std::vector<double>(12, 1.0));
+  // A row range of a contiguous tensor is still contiguous: reshaped in place.
+  const Tensor rows = iota({4, 3}).narrow(0, 1, 2);
+  const Tensor rows_flat = rows.reshape({6});
+  EXPECT_EQ(rows_flat.data_ptr(), rows.data_ptr());
+  EXPECT_EQ(vals(rows_flat), (std::vector<double>{3, 4, 5, 6, 7, 8}));
+  // A transpose must be copied to be reshaped, in logical (row-major) order.
+  const Tensor t = iota({2, 3}).t();
+  const Tensor flat = t.reshape({6});
+  EXPECT_FALSE(shares_storage(flat, t));
+  EXPECT_EQ(vals(flat), (std::vector<double>{0, 3, 1, 4, 2, 5}));
+}
+
+TEST(Reshape, Errors) {
+  const Tensor x = zeros({2, 3});
+  EXPECT_ERROR((x.reshape({4})), "reshape: cannot reshape [2, 3] (6 elements) to [4] (4 elements)");
+  EXPECT_ERROR((x.reshape({4, -1})), "reshape: cannot reshape [2, 3] (6 elements) to [4, -1]");
+  EXPECT_ERROR((x.reshape({-1, -1})), "reshape: only one dimension can be -1 in [-1, -1]");
+  EXPECT_ERROR((x.reshape({-2, -3})), "reshape: negative size in [-2, -3]");
+  EXPECT_ERROR((zeros({0, 3}).reshape({0, -1})), "reshape", "[0, 3]");
+  EXPECT_ERROR((x.reshape({1, 1, 1, 1, 1, 1, 2, 3, 1})), "9 dims exceed the maximum of 8");
+}
+
+TEST(View, SharesStorageAndRefusesStrided) {
+  Tensor x = iota({4, 3});
+  Tensor v = x.view({2, 6});
+  EXPECT_TRUE(shares_storage(v, x));
+  EXPECT_EQ(v.data_ptr(), x.data_ptr());
+  EXPECT_EQ(vals(v), vals(x));
+  EXPECT_EQ(x.view({-1}).shape(), (Shape{12}));
+  EXPECT_ERROR((x.t().view({12})), "view: tensor of shape [3, 4] is not contiguous", "reshape()");
+  EXPECT_ERROR((x.slice(1, 0, 3, 2).view({8})), "view", "not contiguous");
+  EXPECT_ERROR((x.view({5})), "cannot reshape [4, 3] (12 elements) to [5]");
+}
+
+// ---------------- transpose / permute ----------------
+
+TEST(Transpose, ValuesStridesAndSharing) {
+  const Tensor x = iota({2, 3});
+  const Tensor t = x.t();
+  EXPECT_EQ(t.shape(), (Shape{3, 2}));
+  EXPECT_EQ(t.strides(), (Strides{1, 3}));
+  EXPECT_TRUE(shares_storage(t, x));
+  EXPECT_EQ(t.data_ptr(), x.data_ptr());
+  EXPECT_FALSE(t.is_contiguous());
+  EXPECT_EQ(vals(t), (std::vector<double>{0, 3, 1, 4, 2, 5}));
+  EXPECT_EQ(vals(t.t()), vals(x));
+  EXPECT_TRUE(t.t().is_contiguous());
+  const Tensor y = iota({2, 3, 4});
+  const Tensor yt = y.transpose(0, 2);  // (4, 3, 2): [k][j][i] = y[i][j][k]
+  EXPECT_EQ(yt.shape(), (Shape{4, 3, 2}));
+  const auto vy = vals(y), vyt = vals(yt);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(vyt[k * 6 + j * 2 + i], vy[i * 12 + j * 4 + k]);
+  EXPECT_EQ(vals(y.transpose(-1, 0)), vyt);
+  EXPECT_EQ(vals(transpose(y, 1, 1)), vy);
+  // t() of 0-d and 1-d tensors is the tensor itself.
+  const Tensor v = iota({5});
+  EXPECT_TRUE(v.t().is_same(v));
+  EXPECT_ERROR(y.t(), "t: expects a tensor of at most 2 dims, got [2, 3, 4]");
+  EXPECT_ERROR((y.transpose(0, 3)), "transpose: axis 3 out of range for a tensor of 3 dims");
+}
+
+TEST(Permute, ValuesAndErrors) {
+  const Tensor y = iota({2, 3, 4});
+  const Tensor p = y.permute({1, 2, 0});  // (3, 4, 2): [j][k][i] = y[i][j][k]
+  EXPECT_EQ(p.shape(), (Shape{3, 4, 2}));
+  EXPECT_EQ(p.strides(), (Strides{4, 1, 12}));
+  EXPECT_TRUE(shares_storage(p, y));
+  const auto vy = vals(y), vp = vals(p);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(vp[j * 8 + k * 2 + i], vy[i * 12 + j * 4 + k]);
+  EXPECT_EQ(vals(y.permute({-2, -1, -3})), vp);
+  EXPECT_EQ(vals(p.permute({2, 0, 1})), vy);  // the inverse permutation
+  EXPECT_ERROR((y.permute({0, 1})), "permute: 2 dims given for a tensor of shape [2, 3, 4]");
+  EXPECT_ERROR((y.permute({0, 1, 1})), "permute: dim 1 repeated");
+  EXPECT_ERROR((y.permute({0, 1, 3})), "permute: axis 3 out of range");
+}
+
+// ---------------- squeeze / unsqueeze ----------------
+
+TEST(Squeeze, DropsOnlySizeOneDims) {
+  const Tensor x = iota({1, 3, 1, 2});
+  EXPECT_EQ(x.squeeze(0).shape(), (Shape{3, 1, 2}));
+  EXPECT_EQ(x.squeeze(2).shape(), (Shape{1, 3, 2}));
+  EXPECT_EQ(x.squeeze(-2).shape(), (Shape{1, 3, 2}));
+  EXPECT_EQ(x.squeeze(1).shape(), (Shape{1, 3, 1, 2}));  // not size 1: unchanged (as PyTorch)
+  EXPECT_EQ(x.squeeze().shape(), (Shape{3, 2}));
+  EXPECT_TRUE(shares_storage(x.squeeze(0), x));
+  EXPECT_EQ(vals(x.squeeze(2)), vals(x));
+  EXPECT_EQ(tensor({4.f}, {1, 1}).squeeze().dim(), 0);
+  // Squeezing a view keeps the view's strides.
+  const Tensor col = iota({3, 4}).narrow(1, 2, 1);  // (3, 1), stride 4
+  EXPECT_EQ(col.squeeze(1).strides(), (Strides{4}));
+  EXPECT_EQ(vals(col.squeeze(1)), (std::vector<double>{2, 6, 10}));
+  EXPECT_ERROR(x.squeeze(4), "squeeze: axis 4 out of range for a tensor of 4 dims");
+}
+
+TEST(Unsqueeze, InsertsSizeOneDims) {
+  const Tensor x = iota({2, 3});
+  EXPECT_EQ(x.unsqueeze(0).shape(), (Shape{1, 2, 3}));
+  EXPECT_EQ(x.unsqueeze(1).shape(), (Shape{2, 1, 3}));
+  EXPECT_EQ(x.unsqueeze(2).shape(), (Shape{2, 3, 1}));
+  EXPECT_EQ(x.unsqueeze(-1).shape(), (Shape{2, 3, 1}));
+  EXPECT_EQ(x.unsqueeze(-3).shape(), (Shape{1, 2, 3}));
+  EXPECT_EQ(scalar_tensor(1).unsqueeze(0).shape(), (Shape{1}));
+  EXPECT_TRUE(shares_storage(x.unsqueeze(1), x));
+  EXPECT_TRUE(x.unsqueeze(1).is_contiguous());
+  EXPECT_EQ(vals(x.t().unsqueeze(1)), vals(x.t()));
+  EXPECT_EQ(x.unsqueeze(0).squeeze(0).shape(), x.shape());
+  EXPECT_ERROR(x.unsqueeze(3), "unsqueeze: axis 3 out of range for a tensor of 3 dims");
+  EXPECT_ERROR(x.unsqueeze(-4), "unsqueeze: axis -4");
+}
+
+TEST(Unsqueeze, TooManyDimsIsAnErrorNotACrash) {
+  const Tensor x = zeros({1, 1, 1, 1, 1, 1, 1, 2});  // 8 dims: the maximum
+  EXPECT_ERROR(x.unsqueeze(0), "9 dims exceed the maximum of 8");
+  EXPECT_ERROR((x.expand({2, 1, 1, 1, 1, 1, 1, 1, 2})), "9 dims exceed the maximum of 8");
+}
+
+// ---------------- narrow / slice / select ----------------
+
+TEST(Narrow, ValuesSharingAndErrors) {
+  const Tensor x = iota({4, 5});
+  const Tensor n = x.narrow(1, 1, 3);
+  EXPECT_EQ(n.shape(), (Shape{4, 3}));
+  EXPECT_TRUE(shares_storage(n, x));
+  EXPECT_EQ(n.data<float>(), x.data<float>() + 1);
+  EXPECT_EQ(vals(n), (std::vector<double>{1, 2, 3, 6, 7, 8, 11, 12, 13, 16, 17, 18}));
+  EXPECT_EQ(vals(x.narrow(0, -2, 2)), (std::vector<double>{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}));
+  EXPECT_EQ(x.narrow(0, 4, 0).shape(), (Shape{0, 5}));
+  EXPECT_EQ(vals(narrow(x, -1, 4, 1)), (std::vector<double>{4, 9, 14, 19}));
+  EXPECT_ERROR((x.narrow(1, 3, 3)), "narrow: range [3, 6) out of bounds for axis 1 of size 5 (shape [4, 5])");
+  EXPECT_ERROR((x.narrow(0, -5, 1)), "narrow", "out of bounds");
+  EXPECT_ERROR((x.narrow(0, 0, -1)), "narrow", "out of bounds");
+  EXPECT_ERROR((x.narrow(2, 0, 1)), "narrow: axis 2 out of range");
+}
+
+TEST(Slice, StepsNegativeIndicesAndClipping) {
+  const Tensor x = iota({10});
+  EXPECT_EQ(vals(x.slice(0, 1, 8, 3)), (std::vector<double>{1, 4, 7}));
+  EXPECT_EQ(x.slice(0, 1, 8, 3).strides(), (Strides{3}));
+  EXPECT_EQ(vals(x.slice(0, 0, 10, 4)), (std::vector<double>{0, 4, 8}));
+  EXPECT_EQ(vals(x.slice(0, -3, 10)), (std::vector<double>{7, 8, 9}));
+  EXPECT_EQ(vals(x.slice(0, -4, -1)), (std::vector<double>{6, 7, 8}));
+  EXPECT_EQ(vals(x.slice(0, -100, 2)), (std::vector<double>{0, 1}));  // clipped like Python
+  EXPECT_EQ(vals(x.slice(0, 8, 100)), (std::vector<double>{8, 9}));
+  EXPECT_EQ(x.slice(0, 5, 3).numel(), 0);
+  EXPECT_EQ(x.slice(0, 20, 30).numel(), 0);
+  EXPECT_TRUE(shares_storage(x.slice(0, 1, 8, 3), x));
+  const Tensor m = iota({4, 6});
+  const Tensor s = m.slice(1, 1, 6, 2).slice(0, 0, 4, 3);  // rows 0, 3; cols 1, 3, 5
+  EXPECT_EQ(s.shape(), (Shape{2, 3}));
+  EXPECT_EQ(vals(s), (std::vector<double>{1, 3, 5, 19, 21, 23}));
+  EXPECT_EQ(vals(slice(m, -1, -2, 6)), (std::vector<double>{4, 5, 10, 11, 16, 17, 22, 23}));
+  EXPECT_ERROR((x.slice(0, 0, 5, 0)), "slice: step must be positive, got 0");
+  EXPECT_ERROR((x.slice(0, 0, 5, -1)), "slice: step must be positive, got -1");
+  EXPECT_ERROR((x.slice(1, 0, 5)), "slice: axis 1 out of range");
+}
+
+TEST(Select, ValuesAndErrors) {
+  const Tensor x = iota({3, 4});
+  EXPECT_EQ(x.select(0, 1).shape(), (Shape{4}));
+  EXPECT_EQ(vals(x.select(0, 1)), (std::vector<double>{4, 5, 6, 7}));
+  EXPECT_EQ(vals(x.select(1, 2)), (std::vector<double>{2, 6, 10}));
+  EXPECT_EQ(vals(x.select(1, -1)), (std::vector<double>{3, 7, 11}));
+  EXPECT_EQ(vals(x[2]), (std::vector<double>{8, 9, 10, 11}));
+  EXPECT_EQ(x[2][3].item(), 11);
+  EXPECT_EQ(x[2][3].dim(), 0);
+  EXPECT_TRUE(shares_storage(x[1], x));
+  EXPECT_ERROR((x.select(0, 3)), "select: index 3 out of range for axis 0 of size 3 (shape [3, 4])");
+  EXPECT_ERROR((x.select(1, -5)), "select: index -5 out of range for axis 1 of size 4");
+  EXPECT_ERROR(x[7], "select", "index 7");
+  EXPECT_ERROR((x.select(2, 0)), "select: axis 2 out of range");
+}
+
+// ---------------- expand ----------------
+
+TEST(Expand, RepeatsWithStrideZero) {
+  const Tensor row = tensor({1, 2, 3});
+  const Tensor e = row.expand({2, 3});
+  EXPECT_EQ(e.shape(), (Shape{2, 3}));
+  EXPECT_EQ(e.strides(), (Strides{0, 1}));
+  EXPECT_TRUE(shares_storage(e, row));
+  EXPECT_EQ(vals(e), (std::vector<double>{1, 2, 3, 1, 2, 3}));
+  const Tensor col = tensor({1, 2}, {2, 1});
+  EXPECT_EQ(vals(col.expand({2, 3})), (std::vector<double>{1, 1, 1, 2, 2, 2}));
+  EXPECT_EQ(vals(col.expand({-1, 2})), (std::vector<double>{1, 1, 2, 2}));
+  EXPECT_EQ(col.expand({3, 2, 4}).shape(), (Shape{3, 2, 4}));
+  EXPECT_EQ(scalar_tensor(5).expand({2, 2}).strides(), (Strides{0, 0}));
+  EXPECT_EQ(vals(scalar_tensor(5).expand({2, 2})), std::vector<double>(4, 5.0));
+  EXPECT_EQ(row.expand({0, 3}).numel(), 0);
+  // A transposed column expanded: strides follow the view.
+  const Tensor tcol = iota({1, 3}).t();  // (3, 1)
+  EXPECT_EQ(vals(tcol.expand({3, 2})), (std::vector<double>{0, 0, 1, 1, 2, 2}));
+}
+
+TEST(Expand, Errors) {
+  const Tensor row = tensor({1, 2, 3});
+  EXPECT_ERROR((row.expand({4})), "expand: cannot expand [3] to [4] (dim 0: 3 vs 4)");
+  EXPECT_ERROR((row.expand({2, 4})), "expand: cannot expand [3] to [2, 4] (dim 1: 3 vs 4)");
+  EXPECT_ERROR((zeros({2, 3}).expand({3})), "expand: cannot expand [2, 3] to fewer dims [3]");
+  EXPECT_ERROR((tensor({1.f}, {1}).expand({-2})), "expand: invalid size -2 in [-2] (dim 0)");
+  EXPECT_ERROR((row.expand({-1, 3})), "expand", "[-1, 3]");
+}
+
+// ---------------- index_select ----------------
+
+TEST(IndexSelect, GathersRowsAndColumns) {
+  const Tensor x = iota({4, 3});
+  const Tensor rows = x.index_select(0, tensor(std::vector<int64_t>{3, 0, 3}));
+  EXPECT_EQ(rows.shape(), (Shape{3, 3}));
+  EXPECT_EQ(vals(rows), (std::vector<double>{9, 10, 11, 0, 1, 2, 9, 10, 11}));
+  EXPECT_FALSE(shares_storage(rows, x));
+  const Tensor cols = index_select(x, -1, tensor(std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(vals(cols), (std::vector<double>{2, 1, 5, 4, 8, 7, 11, 10}));
+  // Strided source and strided index.
+  EXPECT_EQ(vals(x.t().index_select(0, tensor(std::vector<int64_t>{1}, {1}))), (std::vector<double>{1, 4, 7, 10}));
+  const Tensor stepped_index = tensor(std::vector<int64_t>{0, 9, 2, 9, 1}).slice(0, 0, 5, 2);  // {0, 2, 1}
+  EXPECT_EQ(vals(x.index_select(0, stepped_index)), (std::vector<double>{0, 1, 2, 6, 7, 8, 3, 4, 5}));
+  EXPECT_EQ(x.index_select(0, zeros({0}, {.dtype = DType::Int64})).shape(), (Shape{0, 3}));
+  // int64 and float64 data, 3-D.
+  const Tensor labels = tensor(std::vector<int64_t>{10, 11, 12, 13});
+  EXPECT_EQ(labels.index_select(0, tensor(std::vector<int64_t>{3, 1})).to_vector<int64_t>(),
+            (std::vector<int64_t>{13, 11}));
+  const Tensor cube = iota({2, 3, 2}).to(DType::Float64);
+  EXPECT_EQ(vals(cube.index_select(1, tensor(std::vector<int64_t>{2}, {1}))), (std::vector<double>{4, 5, 10, 11}));
+}
+
+TEST(IndexSelect, Errors) {
+  const Tensor x = iota({3, 2});
+  EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 5}))),
+               "index_select: index 5 out of range for dimension of size 3 (position 1)");
+  EXPECT_ERROR((x.index_select(1, tensor(std::vector<int64_t>{-1}, {1}))), "index_select: index -1 out of range");
+  EXPECT_ERROR((x.index_select(0, tensor({0, 1}))), "index_select: index must be a 1-D int64 tensor", "float32");
+  EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 1}, {2, 1}))), "index_select", "1-D", "[2, 1]");
+  EXPECT_ERROR((x.index_select(2, tensor(std::vector<int64_t>{0}, {1}))), "index_select: axis 2 out of range");
+}
+
+// ---------------- contiguous / clone ----------------
+
+TEST(Contiguous, CopiesOnlyWhenNeeded) {
+  const Tensor x = iota({3, 4});
+  const Tensor same = x.contiguous();
+  EXPECT_EQ(same.data_ptr(), x.data_ptr());
+  EXPECT_TRUE(shares_storage(same, x));
+  EXPECT_EQ(contiguous(x).data_ptr(), x.data_ptr());
+  // Views that are still contiguous: a row range, a select of a row, an unsqueeze.
+  const Tensor rows = x.narrow(0, 1, 2);
+  EXPECT_TRUE(rows.is_contiguous());
+  EXPECT_EQ(rows.contiguous().data_ptr(), rows.data_ptr());
+  EXPECT_EQ(x[2].contiguous().data_ptr(), x[2].data_ptr());
+  EXPECT_EQ(x.unsqueeze(0).contiguous().data_ptr(), x.data_ptr());
+  // Strided views are copied into row-major order.
+  for (const Tensor& view : {x.t(), x.slice(1, 0, 4, 2), x.narrow(1, 1, 2), tensor({1, 2}).expand({3, 2})}) {
+    ASSERT_FALSE(view.is_contiguous());
+    const Tensor c = view.contiguous();
+    EXPECT_TRUE(c.is_contiguous());
+    EXPECT_NE(c.data_ptr(), view.data_ptr());
+    EXPECT_FALSE(shares_storage(c, view));
+    EXPECT_EQ(c.shape(), view.shape());
+    EXPECT_EQ(c.strides(), contiguous_strides(view.shape()));
+    EXPECT_EQ(vals(c), vals(view));
+  }
+  EXPECT_EQ(vals(x.t().contiguous()), (std::vector<double>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11}));
+}
+
+TEST(Clone, IsIndependent) {
+  Tensor x = iota({2, 3});
+  Tensor c = x.clone();
+  EXPECT_FALSE(shares_storage(c, x));
+  EXPECT_EQ(vals(c), vals(x));
+  c.fill_(-1);
+  EXPECT_EQ(vals(x), (std::vector<double>{0, 1, 2, 3, 4, 5}));
+  x.fill_(9);
+  EXPECT_EQ(vals(c), std::vector<double>(6, -1.0));
+  // Clone of a view: contiguous, with the view's values.
+  const Tensor ct = iota({2, 3}).t().clone();
+  EXPECT_TRUE(ct.is_contiguous());
+  EXPECT_EQ(vals(ct), (std::vector<double>{0, 3, 1, 4, 2, 5}));
+  const Tensor ci = arange(3).clone();
+  EXPECT_EQ(ci.dtype(), DType::Int64);
+  EXPECT_EQ(ci.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2}));
+}
+
+// ---------------- views share storage ----------------
+
+TEST(Views, WritesShowThrough) {
+  Tensor base = zeros({3, 4});
+  base.select(0, 1).fill_(1);                         // row 1
+  base.t().select(0, 3).fill_(2);                     // column 3
+  base.slice(1, 0, 4, 2).narrow(0, 2, 1).fill_(3);    // row 2, cols 0 and 2
+  base.reshape({12}).narrow(0, 0, 1).fill_(4);        // element 0
+  base.unsqueeze(0).squeeze(0).select(1, 1).narrow(0, 0, 1).copy_(full({1}, 5));  // element (0, 1)
+  EXPECT_EQ(vals(base), (std::vector<double>{4, 5, 0, 2, 1, 1, 1, 2, 3, 0, 3, 2}));
+  // And the other way: a view sees writes to its base.
+  const Tensor view = base.t().slice(0, 1, 3);
+  base.fill_(7);
+  EXPECT_EQ(vals(view), std::vector<double>(6, 7.0));
+  // add_ through a strided view.
+  Tensor y = zeros({2, 2});
+  y.t().select(0, 0).add_(tensor({1, 2}));
+  EXPECT_EQ(vals(y), (std::vector<double>{1, 0, 2, 0}));
+}
+
+// ---------------- cat ----------------
+
+TEST(Cat, ValuesAlongEveryAxis) {
+  const Tensor a = iota({2, 3}), b = iota({2, 3}) + 10, c = iota({1, 3}) + 20;
+  const Tensor rows = cat({a, c, b}, 0);
+  EXPECT_EQ(rows.shape(), (Shape{5, 3}));
+  EXPECT_EQ(vals(rows), (std::vector<double>{0, 1, 2, 3, 4, 5, 20, 21, 22, 10, 11, 12, 13, 14, 15}));
+  const Tensor cols = cat({a, b.narrow(1, 0, 1)}, -1);
+  EXPECT_EQ(cols.shape(), (Shape{2, 4}));
+  EXPECT_EQ(vals(cols), (std::vector<double>{0, 1, 2, 10, 3, 4, 5, 13}));
+  // Strided inputs, a single input, an empty input.
+  EXPECT_EQ(vals(cat({a.t(), b.t()}, 1)), (std::vector<double>{0, 3, 10, 13, 1, 4, 11, 14, 2, 5, 12, 15}));
+  EXPECT_EQ(vals(cat({a}, 0)), vals(a));
+  EXPECT_EQ(vals(cat({a, zeros({0, 3})}, 0)), vals(a));
+  // 3-D along the middle axis.
+  const Tensor x = iota({2, 1, 2}), y = iota({2, 2, 2}) + 100;
+  EXPECT_EQ(vals(cat({x, y}, 1)), (std::vector<double>{0, 1, 100, 101, 102, 103, 2, 3, 104, 105, 106, 107}));
+}
+
+TEST(Cat, Errors) {
+  EXPECT_ERROR((cat({}, 0)), "cat: no tensors given");
+  EXPECT_ERROR((cat({zeros({2, 3}), zeros({2, 4})}, 0)), "cat: tensor 1 has shape [2, 4], incompatible with [2, 3] (dim 1)");
+  EXPECT_ERROR((cat({zeros({2, 3}), zeros({3})}, 0)), "cat: tensor 1 has shape [3], expected 2 dims");
+  EXPECT_ERROR((cat({zeros({2, 3}), zeros({2, 3})}, 2)), "cat: axis 2 out of range");
+  EXPECT_ERROR((cat({scalar_tensor(1), scalar_tensor(2)}, 0)), "cat", "0-d");
+}
+
+// ---------------- 0-d tensors ----------------
+
+TEST(ZeroDim, AxisOpsOnAScalar) {
+  const Tensor s = scalar_tensor(3);
+  // Ops that keep a 0-d tensor as it is (as PyTorch).
+  EXPECT_TRUE(s.squeeze(0).is_same(s));
+  EXPECT_EQ(s.squeeze().dim(), 0);
+  EXPECT_EQ(s.transpose(0, -1).dim(), 0);
+  EXPECT_EQ(s.transpose(0, -1).item(), 3);
+  EXPECT_EQ(s.t().item(), 3);
+  EXPECT_EQ(s.permute({}).item(), 3);
+  EXPECT_EQ(s.unsqueeze(-1).shape(), (Shape{1}));
+  // Ops that need an existing dim: errors, not out-of-bounds reads.
+  EXPECT_ERROR(s.size(0), "size: axis 0 out of range for a tensor of 0 dims");
+  EXPECT_ERROR(s.narrow(0, 0, 1), "narrow: axis 0 out of range for a tensor of 0 dims");
+  EXPECT_ERROR(s.slice(0, 0, 1), "slice: axis 0 out of range for a tensor of 0 dims");
+  EXPECT_ERROR(s.select(0, 0), "select: axis 0 out of range for a tensor of 0 dims");
+  EXPECT_ERROR(s[0], "select: axis 0 out of range");
+  EXPECT_ERROR((s.index_select(0, tensor(std::vector<int64_t>{0}, {1}))), "index_select: axis 0 out of range for a tensor of 0 dims");
+}
+
+TEST(Squeeze, AllDimsOfAViewIsAView) {
+  Tensor base = zeros({3, 1, 4});
+  Tensor v = base.transpose(0, 2).squeeze();  // (4, 3), strided
+  EXPECT_EQ(v.shape(), (Shape{4, 3}));
+  EXPECT_EQ(v.storage(), base.storage());
+  v.select(0, 1).fill_(2);  // base[:, 0, 1] = 2
+  EXPECT_EQ(vt::vals(base), (std::vector<double>{0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0}));
+}
+
+}  // namespace

@@ -1,0 +1,272 @@
+// Tests for nn checkpoints: model and optimizer round trips through safetensors
+// files, the file layout against the format's spec, key/shape errors, atomic saves.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "nn/checkpoint.h"
+#include "nn/helpers.h"
+#include "nn/layers.h"
+
+namespace {
+
+using namespace vgrad;
+namespace fs = std::filesystem;
+using nn_test::uniform_tensor;
+using nn_test::vals;
+
+struct Mlp : nn::Module {
+  Mlp(int64_t in, int64_t hidden, int64_t out) {
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(in, hidden));
+    fc2 = register_module("fc2", std::make_shared<nn::Linear>(hidden, out));
+  }
+  Tensor forward(const Tensor& x) override { return (*fc2)(relu((*fc1)(x))); }
+  std::shared_ptr<nn::Linear> fc1, fc2;
+};
+
+class Checkpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("vgrad_ckpt_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::permissions(dir_, fs::perms::owner_all, ec);
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(Checkpoint, ModelRoundTrip) {
+  manual_seed(1);
+  Mlp a(6, 5, 3);
+  manual_seed(2);
+  Mlp b(6, 5, 3);
+  ASSERT_NE(vals(a.fc1->weight), vals(b.fc1->weight));
+  nn::save(a, path("model.safetensors"));
+  nn::load(b, path("model.safetensors"));
+  for (const auto& [name, p] : a.named_parameters()) {
+    const Tensor other = b.state_dict().at(name);
+    EXPECT_EQ(vals(p), vals(other)) << name;  // bit-exact
+  }
+  const Tensor x = uniform_tensor({4, 6}, 3);
+  EXPECT_EQ(vals(a(x)), vals(b(x)));
+  // load_tensors gives the same names, shapes and dtypes.
+  const auto tensors = nn::load_tensors(path("model.safetensors"));
+  ASSERT_EQ(tensors.size(), 4u);
+  EXPECT_EQ(tensors.at("fc2.bias").shape(), (Shape{3}));
+  EXPECT_EQ(tensors.at("fc1.weight").dtype(), DType::Float32);
+}
+
+TEST_F(Checkpoint, TensorsOfEveryDtypeRoundTrip) {
+  const std::map<std::string, Tensor> tensors = {
+      {"f32", uniform_tensor({2, 3}, 4)},
+      {"f64", uniform_tensor({5}, 5, -1, 1, DType::Float64)},
+      {"i64", tensor(std::vector<int64_t>{-3, 0, 1LL << 40}, {3})},
+      {"scalar", scalar_tensor(2.5)},
+      {"strided", uniform_tensor({3, 4}, 6).t()},  // non-contiguous: saved in logical order
+  };
+  nn::save_tensors(path("t.safetensors"), tensors, {{"note", "hello"}});
+  const auto back = nn::load_tensors(path("t.safetensors"));
+  ASSERT_EQ(back.size(), tensors.size());
+  for (const auto& [name, t] : tensors) {
+    EXPECT_EQ(back.at(name).shape(), t.shape()) << name;
+    EXPECT_EQ(back.at(name).dtype(), t.dtype()) << name;
+    EXPECT_EQ(vals(back.at(name)), vals(t)) << name;
+  }
+}
+
+TEST_F(Checkpoint, FileFollowsTheSafetensorsSpec) {
+  manual_seed(3);
+  Mlp model(4, 3, 2);
+  nn::save(model, path("m.safetensors"));
+  const auto bytes = read_bytes(path("m.safetensors"));
+  ASSERT_GE(bytes.size(), 8u);
+  // 8-byte little-endian header length.
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
+  ASSERT_LE(8 + header_len, bytes.size());
+  const std::string header(bytes.begin() + 8, bytes.begin() + 8 + long(header_len));
+  EXPECT_EQ(header.front(), '{');
+  const auto json = nlohmann::json::parse(header);
+  const size_t data_start = 8 + header_len;
+  const size_t data_len = bytes.size() - data_start;
+
+  ASSERT_TRUE(json.contains("__metadata__"));
+  EXPECT_EQ(json["__metadata__"]["format"], "pt");
+
+  size_t covered = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    ASSERT_TRUE(json.contains(name)) << name;
+    const auto& entry = json[name];
+    EXPECT_EQ(entry["dtype"], "F32") << name;
+    EXPECT_EQ(entry["shape"].get<std::vector<int64_t>>(), p.shape()) << name;
+    const auto offsets = entry["data_offsets"].get<std::vector<size_t>>();
+    ASSERT_EQ(offsets.size(), 2u);
+    ASSERT_EQ(offsets[1] - offsets[0], size_t(p.numel()) * 4) << name;
+    ASSERT_LE(offsets[1], data_len) << name;
+    covered += offsets[1] - offsets[0];
+    // Raw little-endian float32, row-major.
+    std::vector<float> raw(size_t(p.numel()));
+    std::memcpy(raw.data(), bytes.data() + data_start + offsets[0], offsets[1] - offsets[0]);
+    const auto expect = vals(p);
+    for (size_t i = 0; i < raw.size(); ++i) EXPECT_EQ(double(raw[i]), expect[i]) << name << "[" << i << "]";
+  }
+  EXPECT_EQ(covered, data_len);  // no gaps, nothing else in the buffer
+  EXPECT_EQ(json["fc1.weight"]["shape"], nlohmann::json::array({3, 4}));
+  EXPECT_EQ(json.size(), 5u);  // four tensors and __metadata__
+}
+
+TEST_F(Checkpoint, LoadErrorsNameTheKey) {
+  Mlp model(4, 3, 2);
+  // Missing key: a checkpoint without fc2.bias.
+  auto state = model.state_dict();
+  state.erase("fc2.bias");
+  nn::save_tensors(path("missing.safetensors"), state);
+  EXPECT_THROW_MSG(nn::load(model, path("missing.safetensors")), "missing key 'fc2.bias'");
+  EXPECT_THROW_MSG(nn::load(model, path("missing.safetensors")), "missing.safetensors");
+  // Wrong shape: a model with a different hidden size.
+  Mlp wider(4, 8, 2);
+  nn::save(wider, path("wider.safetensors"));
+  EXPECT_THROW_MSG(nn::load(model, path("wider.safetensors")), "'fc1.weight' has shape [8, 4], the model expects [3, 4]");
+  // Unexpected key.
+  state = model.state_dict();
+  state["fc3.weight"] = zeros({2, 2});
+  nn::save_tensors(path("extra.safetensors"), state);
+  EXPECT_THROW_MSG(nn::load(model, path("extra.safetensors")), "unexpected key 'fc3.weight'");
+  // A missing file names the file.
+  EXPECT_THROW_MSG(nn::load(model, path("nope.safetensors")), "nope.safetensors");
+}
+
+TEST_F(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
+  manual_seed(4);
+  Mlp first(4, 3, 2);
+  manual_seed(5);
+  Mlp second(4, 3, 2);
+  const std::string target = path("model.safetensors");
+  nn::save(first, target);
+  const auto before = read_bytes(target);
+  ASSERT_FALSE(before.empty());
+
+  // Make the write fail: the temp file's path is taken by a directory (this works as root too).
+  const std::string temp = target + ".tmp." + std::to_string(::getpid());
+  fs::create_directories(fs::path(temp) / "blocker");
+  EXPECT_THROW(nn::save(second, target), Error);
+  EXPECT_EQ(read_bytes(target), before);
+  fs::remove_all(temp);
+
+  // And, where permissions are enforced (not root), an unwritable directory.
+  if (::geteuid() != 0) {
+    fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
+    EXPECT_THROW(nn::save(second, target), Error);
+    fs::permissions(dir_, fs::perms::owner_all);
+    EXPECT_EQ(read_bytes(target), before);
+  }
+
+  // The previous checkpoint still loads with the first model's values; no temp files are left.
+  Mlp loaded(4, 3, 2);
+  nn::load(loaded, target);
+  EXPECT_EQ(vals(loaded.fc1->weight), vals(first.fc1->weight));
+  for (const auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().filename(), "model.safetensors") << "left behind: " << entry.path();
+
+  // A successful save replaces it.
+  nn::save(second, target);
+  nn::load(loaded, target);
+  EXPECT_EQ(vals(loaded.fc1->weight), vals(second.fc1->weight));
+}
+
+// Trains `steps` steps of model with optimizer on fixed data.
+void train(Mlp& model, optim::Optimizer& opt, int steps, uint64_t seed) {
+  for (int s = 0; s < steps; ++s) {
+    const Tensor x = uniform_tensor({8, 4}, seed + s);
+    const Tensor y = tensor(std::vector<int64_t>{0, 1, 1, 0, 1, 0, 0, 1}, {8});
+    opt.zero_grad();
+    nn::cross_entropy(model(x), y).backward();
+    opt.step();
+  }
+}
+
+template <class Opt, class Options>
+void optimizer_round_trip(const std::string& model_path, const std::string& opt_path, Options options) {
+  manual_seed(7);
+  Mlp a(4, 6, 2);
+  Opt opt_a(a.parameters(), options);
+  train(a, opt_a, 3, 100);
+  nn::save(a, model_path);
+  nn::save(opt_a, opt_path);
+
+  manual_seed(8);
+  Mlp b(4, 6, 2);
+  Opt opt_b(b.parameters(), options);
+  nn::load(b, model_path);
+  nn::load(opt_b, opt_path);
+  EXPECT_EQ(opt_b.lr(), opt_a.lr());
+
+  // Both take the same next steps: identical parameters after each.
+  train(a, opt_a, 2, 200);
+  train(b, opt_b, 2, 200);
+  for (const auto& [name, p] : a.named_parameters()) EXPECT_EQ(vals(p), vals(b.state_dict().at(name))) << name;
+
+  // Without the optimizer state the next steps differ (the state matters).
+  manual_seed(9);
+  Mlp c(4, 6, 2);
+  Opt opt_c(c.parameters(), options);
+  nn::load(c, model_path);
+  train(c, opt_c, 2, 200);
+  EXPECT_NE(vals(a.fc1->weight), vals(c.fc1->weight));
+}
+
+TEST_F(Checkpoint, SgdMomentumStateRoundTrip) {
+  optimizer_round_trip<optim::SGD>(path("m.safetensors"), path("o.safetensors"),
+                                   optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3});
+  const auto state = nn::load_tensors(path("o.safetensors"));
+  EXPECT_EQ(state.count("state.0.momentum_buffer"), 1u);
+  EXPECT_EQ(state.at("state.0.momentum_buffer").shape(), (Shape{6, 4}));
+  EXPECT_EQ(state.size(), 4u);
+}
+
+TEST_F(Checkpoint, AdamStateRoundTrip) {
+  optimizer_round_trip<optim::Adam>(path("m.safetensors"), path("o.safetensors"),
+                                    optim::AdamOptions{.lr = 0.01, .weight_decay = 0.01});
+  const auto state = nn::load_tensors(path("o.safetensors"));
+  EXPECT_EQ(state.at("state.0.step").item<int64_t>(), 3);  // per parameter, as PyTorch
+  EXPECT_EQ(state.at("state.3.step").item<int64_t>(), 3);
+  EXPECT_EQ(state.at("state.3.exp_avg_sq").shape(), (Shape{2}));
+}
+
+TEST_F(Checkpoint, AdamWStateRoundTrip) {
+  optimizer_round_trip<optim::AdamW>(path("m.safetensors"), path("o.safetensors"),
+                                     optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1});
+}
+
+TEST_F(Checkpoint, OptimizerKindAndShapeMismatch) {
+  Mlp model(4, 6, 2);
+  optim::SGD sgd(model.parameters(), {.lr = 0.1, .momentum = 0.9});
+  train(model, sgd, 1, 1);
+  nn::save(sgd, path("sgd.safetensors"));
+  optim::Adam adam(model.parameters(), {});
+  EXPECT_THROW_MSG(nn::load(adam, path("sgd.safetensors")), "holds state of optimizer 'SGD', not Adam");
+  Mlp other(4, 5, 2);
+  optim::SGD sgd_other(other.parameters(), {.lr = 0.1, .momentum = 0.9});
+  EXPECT_THROW_MSG(nn::load(sgd_other, path("sgd.safetensors")), "'state.0.momentum_buffer' has shape [6, 4]");
+}
+
+}  // namespace

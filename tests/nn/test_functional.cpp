@@ -1,0 +1,486 @@
+// Tests for nn::functional (losses, attention) against naive loops, their gradients
+// (closed forms and gradcheck), their input checks, and the nn::init initialisers.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "nn/functional.h"
+#include "nn/helpers.h"
+#include "nn/init.h"
+
+namespace {
+
+using namespace vgrad;
+using nn::F::Reduction;
+using nn_test::expect_near_all;
+using nn_test::uniform_tensor;
+using nn_test::vals;
+
+// Naive per-row log-softmax of a row-major (N, C) buffer, in double.
+std::vector<double> log_softmax_ref(const std::vector<double>& x, int64_t rows, int64_t classes) {
+  std::vector<double> out(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t c = 0; c < classes; ++c) m = std::max(m, x[r * classes + c]);
+    double total = 0;
+    for (int64_t c = 0; c < classes; ++c) total += std::exp(x[r * classes + c] - m);
+    for (int64_t c = 0; c < classes; ++c) out[r * classes + c] = x[r * classes + c] - m - std::log(total);
+  }
+  return out;
+}
+
+// loss_i = −Σ_c q_ic log p_ic with q = (1−s)·onehot + s/C.
+std::vector<double> cross_entropy_rows_ref(const std::vector<double>& x, const std::vector<int64_t>& t,
+                                           int64_t classes, double smoothing = 0) {
+  const int64_t rows = int64_t(t.size());
+  const auto lp = log_softmax_ref(x, rows, classes);
+  std::vector<double> out(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double uniform = 0;
+    for (int64_t c = 0; c < classes; ++c) uniform -= lp[r * classes + c] / double(classes);
+    out[r] = (1 - smoothing) * -lp[r * classes + t[r]] + smoothing * uniform;
+  }
+  return out;
+}
+
+double total(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+
+Tensor labels(const std::vector<int64_t>& v) { return tensor(v, {int64_t(v.size())}); }
+
+autograd::GradcheckReport check(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                                const std::vector<Tensor>& inputs) {
+  return autograd::gradcheck(fn, inputs);
+}
+
+// ---------------- cross_entropy ----------------
+
+TEST(CrossEntropy, MatchesNaiveLogSoftmaxPlusNll) {
+  const int64_t rows = 6, classes = 5;
+  const Tensor x = uniform_tensor({rows, classes}, 1, -3, 3);
+  const std::vector<int64_t> t = {0, 4, 2, 2, 1, 3};
+  const auto ref = cross_entropy_rows_ref(vals(x), t, classes);
+  EXPECT_NEAR(nn::cross_entropy(x, labels(t)).item(), total(ref) / rows, 1e-5);
+  EXPECT_NEAR(nn::cross_entropy(x, labels(t), Reduction::Sum).item(), total(ref), 1e-5);
+  const Tensor none = nn::cross_entropy(x, labels(t), Reduction::None);
+  EXPECT_EQ(none.shape(), (Shape{rows}));
+  expect_near_all(vals(none), ref, 1e-5);
+  // float64 logits compute in float64.
+  const Tensor x64 = x.to(DType::Float64);
+  const Tensor l64 = nn::cross_entropy(x64, labels(t));
+  EXPECT_EQ(l64.dtype(), DType::Float64);
+  EXPECT_NEAR(l64.item(), total(ref) / rows, 1e-12);
+}
+
+TEST(CrossEntropy, LabelSmoothingMatchesTheFormula) {
+  const int64_t rows = 4, classes = 7;
+  const Tensor x = uniform_tensor({rows, classes}, 2, -3, 3, DType::Float64);
+  const std::vector<int64_t> t = {6, 0, 3, 3};
+  for (double s : {0.0, 0.1, 0.25, 1.0}) {
+    const auto ref = cross_entropy_rows_ref(vals(x), t, classes, s);
+    EXPECT_NEAR(nn::cross_entropy(x, labels(t), Reduction::Mean, s).item(), total(ref) / rows, 1e-12) << s;
+    expect_near_all(vals(nn::cross_entropy(x, labels(t), Reduction::None, s)), ref, 1e-12);
+  }
+  // s = 0.1 by the PyTorch formula: (1−s)·nll + (s/C)·Σ_c −log p_c, row by row.
+  const auto lp = log_softmax_ref(vals(x), rows, classes);
+  double expect = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum_neg_log = 0;
+    for (int64_t c = 0; c < classes; ++c) sum_neg_log -= lp[r * classes + c];
+    expect += 0.9 * -lp[r * classes + t[r]] + 0.1 / classes * sum_neg_log;
+  }
+  EXPECT_NEAR(nn::cross_entropy(x, labels(t), Reduction::Sum, 0.1).item(), expect, 1e-12);
+  EXPECT_THROW_MSG(nn::cross_entropy(x, labels(t), Reduction::Mean, 1.5), "label_smoothing 1.5 outside [0, 1]");
+}
+
+TEST(CrossEntropy, GradientIsSoftmaxMinusOneHotOverN) {
+  const int64_t rows = 8, classes = 10;
+  Tensor x = uniform_tensor({rows, classes}, 3, -4, 4).requires_grad_();
+  const std::vector<int64_t> t = {0, 9, 3, 3, 5, 1, 8, 2};
+  nn::cross_entropy(x, labels(t)).backward();
+  const auto lp = log_softmax_ref(vals(x), rows, classes);
+  std::vector<double> expect(rows * classes);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < classes; ++c)
+      expect[r * classes + c] = (std::exp(lp[r * classes + c]) - (c == t[r] ? 1.0 : 0.0)) / double(rows);
+  expect_near_all(vals(x.grad()), expect, 1e-6);
+
+  // Sum: no 1/N; an upstream factor multiplies in.
+  x.zero_grad();
+  (nn::cross_entropy(x, labels(t), Reduction::Sum) * 3.0).backward();
+  for (auto& e : expect) e *= 3.0 * rows;
+  expect_near_all(vals(x.grad()), expect, 1e-6);
+
+  // None with per-row upstream weights.
+  x.zero_grad();
+  const Tensor w = uniform_tensor({rows}, 4, 0.5, 2);
+  nn::cross_entropy(x, labels(t), Reduction::None).backward(w);
+  const auto wv = vals(w);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < classes; ++c)
+      ASSERT_NEAR(vals(x.grad())[r * classes + c],
+                  wv[r] * (std::exp(lp[r * classes + c]) - (c == t[r] ? 1.0 : 0.0)), 1e-6);
+}
+
+TEST(CrossEntropy, NonContiguousLogitsAndTargets) {
+  // logits as the transpose of a (C, N) tensor, targets as a strided slice.
+  const Tensor base = uniform_tensor({4, 6}, 40, -3, 3);
+  Tensor x = base.t().requires_grad_(false);
+  ASSERT_FALSE(x.is_contiguous());
+  const Tensor all_targets = labels({3, 9, 0, 9, 2, 9, 1, 9, 3, 9, 0, 9});
+  const Tensor t = all_targets.slice(0, 0, 12, 2);  // {3, 0, 2, 1, 3, 0}
+  ASSERT_EQ(t.to_vector<int64_t>(), (std::vector<int64_t>{3, 0, 2, 1, 3, 0}));
+  const auto ref = cross_entropy_rows_ref(vals(x), t.to_vector<int64_t>(), 4);
+  expect_near_all(vals(nn::cross_entropy(x, t, Reduction::None)), ref, 1e-5);
+  const Tensor leaf = base.detach().requires_grad_();
+  nn::cross_entropy(leaf.t(), t).backward();
+  const auto lp = log_softmax_ref(vals(x), 6, 4);
+  const auto tv = t.to_vector<int64_t>();
+  const auto g = vals(leaf.grad());  // (4, 6): g[c, n]
+  for (int64_t n = 0; n < 6; ++n)
+    for (int64_t c = 0; c < 4; ++c)
+      EXPECT_NEAR(g[c * 6 + n], (std::exp(lp[n * 4 + c]) - (c == tv[n] ? 1.0 : 0.0)) / 6.0, 1e-6);
+}
+
+TEST(CrossEntropy, StableForHugeLogits) {
+  const Tensor x = tensor({1000.0f, 0.0f, -1000.0f, 1000.0f, 1000.0f, 0.0f}, {2, 3}).requires_grad_();
+  const Tensor loss = nn::cross_entropy(x, labels({0, 2}), Reduction::None);
+  const auto l = vals(loss);
+  ASSERT_TRUE(std::isfinite(l[0]) && std::isfinite(l[1]));
+  EXPECT_NEAR(l[0], 0.0, 1e-6);                 // the right class by a margin of 1000
+  EXPECT_NEAR(l[1], 1000.0 + std::log(2.0), 1e-3);  // log(2·e^1000) − 0
+  sum(loss).backward();
+  const auto g = vals(x.grad());
+  for (double v : g) ASSERT_TRUE(std::isfinite(v));
+  expect_near_all(g, {0, 0, 0, 0.5, 0.5, -1}, 1e-6);
+  // Label smoothing with a −1000 logit stays finite too.
+  EXPECT_TRUE(std::isfinite(nn::cross_entropy(x, labels({0, 2}), Reduction::Mean, 0.1).item()));
+}
+
+TEST(CrossEntropy, RejectsOutOfRangeTargetsNamingTheRow) {
+  const Tensor x = zeros({5, 10});
+  EXPECT_THROW_MSG(nn::cross_entropy(x, labels({1, 2, 3, 12, 4})),
+                   "cross_entropy: target 12 out of range for 10 classes (row 3)");
+  EXPECT_THROW_MSG(nn::cross_entropy(x, labels({0, -1, 3, 5, 4})), "target -1 out of range for 10 classes (row 1)");
+  EXPECT_THROW_MSG(nn::cross_entropy(x, labels({0, 1, 2, 3, 10})), "target 10 out of range for 10 classes (row 4)");
+  EXPECT_NO_THROW(nn::cross_entropy(x, labels({0, 1, 2, 3, 9})));
+}
+
+TEST(CrossEntropy, RejectsBadTargetsAndShapes) {
+  const Tensor x = zeros({3, 4});
+  EXPECT_THROW_MSG(nn::cross_entropy(x, tensor({0.0f, 1.0f, 2.0f})), "targets must be int64");
+  EXPECT_THROW_MSG(nn::cross_entropy(x, labels({0, 1})), "do not match input [3, 4]");
+  EXPECT_THROW_MSG(nn::cross_entropy(zeros({3}), labels({0, 1, 2})), "expects input (N, C)");
+  EXPECT_THROW_MSG(nn::cross_entropy(zeros({2, 3}, {.dtype = DType::Int64}), labels({0, 1})), "floating point");
+}
+
+TEST(CrossEntropy, Gradcheck) {
+  const Tensor x = uniform_tensor({5, 4}, 5, -2, 2, DType::Float64);
+  const Tensor t = labels({3, 0, 1, 1, 2});
+  for (Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None})
+    for (double s : {0.0, 0.2}) {
+      const auto report = check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s); },
+                                {x, t});
+      EXPECT_TRUE(report.ok) << report.message << " (reduction " << int(r) << ", smoothing " << s << ")";
+    }
+}
+
+// ---------------- nll_loss, mse_loss, bce ----------------
+
+TEST(NllLoss, MatchesNaiveAndEqualsCrossEntropyOfLogSoftmax) {
+  const Tensor x = uniform_tensor({4, 3}, 6, -2, 2);
+  const std::vector<int64_t> t = {2, 0, 1, 2};
+  const Tensor lp = log_softmax(x, 1);
+  const auto lpv = vals(lp);
+  double sum_ref = 0;
+  std::vector<double> rows(4);
+  for (int r = 0; r < 4; ++r) sum_ref += rows[r] = -lpv[r * 3 + t[r]];
+  EXPECT_NEAR(nn::F::nll_loss(lp, labels(t)).item(), sum_ref / 4, 1e-6);
+  EXPECT_NEAR(nn::F::nll_loss(lp, labels(t), Reduction::Sum).item(), sum_ref, 1e-6);
+  expect_near_all(vals(nn::F::nll_loss(lp, labels(t), Reduction::None)), rows, 1e-6);
+  EXPECT_NEAR(nn::F::nll_loss(lp, labels(t)).item(), nn::cross_entropy(x, labels(t)).item(), 1e-6);
+  EXPECT_THROW_MSG(nn::F::nll_loss(lp, labels({0, 1, 3, 0})), "nll_loss: target 3 out of range for 3 classes (row 2)");
+  EXPECT_THROW_MSG(nn::F::nll_loss(lp, tensor({0.0f, 1.0f, 1.0f, 0.0f})), "int64");
+  // Its gradient: −onehot/N on the log-probabilities.
+  const Tensor leaf = lp.detach().requires_grad_();
+  nn::F::nll_loss(leaf, labels(t)).backward();
+  std::vector<double> expect(12, 0.0);
+  for (int r = 0; r < 4; ++r) expect[r * 3 + t[r]] = -0.25;
+  expect_near_all(vals(leaf.grad()), expect, 1e-7);
+  const auto report = check([](const std::vector<Tensor>& in) { return nn::F::nll_loss(log_softmax(in[0], 1), in[1]); },
+                            {x.to(DType::Float64), labels(t)});
+  EXPECT_TRUE(report.ok) << report.message;
+}
+
+TEST(MseLoss, MatchesNaiveAndGradchecks) {
+  const Tensor a = uniform_tensor({3, 5}, 7), b = uniform_tensor({3, 5}, 8);
+  const auto av = vals(a), bv = vals(b);
+  std::vector<double> sq(av.size());
+  for (size_t i = 0; i < av.size(); ++i) sq[i] = (av[i] - bv[i]) * (av[i] - bv[i]);
+  EXPECT_NEAR(nn::F::mse_loss(a, b).item(), total(sq) / 15, 1e-5);
+  EXPECT_NEAR(nn::F::mse_loss(a, b, Reduction::Sum).item(), total(sq), 1e-4);
+  expect_near_all(vals(nn::F::mse_loss(a, b, Reduction::None)), sq, 1e-5);
+  const Tensor leaf = a.detach().requires_grad_();
+  nn::F::mse_loss(leaf, b).backward();
+  for (size_t i = 0; i < av.size(); ++i) EXPECT_NEAR(vals(leaf.grad())[i], 2 * (av[i] - bv[i]) / 15, 1e-6);
+  EXPECT_THROW_MSG(nn::F::mse_loss(a, zeros({5, 3})), "differ in shape");
+  const auto report = check([](const std::vector<Tensor>& in) { return nn::F::mse_loss(in[0], in[1]); },
+                            {a.to(DType::Float64), b.to(DType::Float64)});
+  EXPECT_TRUE(report.ok) << report.message;
+}
+
+TEST(BceWithLogits, ValueAndGradientMatchNaive) {
+  const Tensor x = uniform_tensor({4, 6}, 9, -6, 6);
+  const Tensor y = uniform_tensor({4, 6}, 10, 0, 1);
+  const auto xv = vals(x), yv = vals(y);
+  std::vector<double> ref(xv.size()), grad(xv.size());
+  for (size_t i = 0; i < xv.size(); ++i) {
+    const double s = 1 / (1 + std::exp(-xv[i]));
+    ref[i] = -(yv[i] * std::log(s) + (1 - yv[i]) * std::log(1 - s));
+    grad[i] = (s - yv[i]) / double(xv.size());
+  }
+  expect_near_all(vals(nn::F::binary_cross_entropy_with_logits(x, y, Reduction::None)), ref, 1e-5);
+  EXPECT_NEAR(nn::F::binary_cross_entropy_with_logits(x, y).item(), total(ref) / 24, 1e-5);
+  EXPECT_NEAR(nn::F::binary_cross_entropy_with_logits(x, y, Reduction::Sum).item(), total(ref), 1e-4);
+  const Tensor xl = x.detach().requires_grad_(), yl = y.detach().requires_grad_();
+  nn::F::binary_cross_entropy_with_logits(xl, yl).backward();
+  expect_near_all(vals(xl.grad()), grad, 1e-5);
+  for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(vals(yl.grad())[i], -xv[i] / 24, 1e-6);
+  // Stable far out: e^1000 would overflow a naive formula.
+  const Tensor big = tensor({1000.0f, -1000.0f}), target = tensor({0.0f, 0.0f});
+  expect_near_all(vals(nn::F::binary_cross_entropy_with_logits(big, target, Reduction::None)), {1000.0, 0.0}, 1e-6);
+  EXPECT_THROW_MSG(nn::F::binary_cross_entropy_with_logits(x, zeros({6, 4})), "differ in shape");
+}
+
+TEST(BceWithLogits, Gradcheck) {
+  const Tensor x = uniform_tensor({3, 4}, 11, -3, 3, DType::Float64);
+  const Tensor y = uniform_tensor({3, 4}, 12, 0, 1, DType::Float64);
+  for (Reduction r : {Reduction::Mean, Reduction::None}) {
+    const auto report = check(
+        [r](const std::vector<Tensor>& in) { return nn::F::binary_cross_entropy_with_logits(in[0], in[1], r); }, {x, y});
+    EXPECT_TRUE(report.ok) << report.message;
+  }
+}
+
+TEST(OneHot, Values) {
+  const Tensor h = nn::F::one_hot(labels({2, 0, 1}), 4);
+  EXPECT_EQ(h.shape(), (Shape{3, 4}));
+  EXPECT_EQ(h.dtype(), DType::Float32);
+  EXPECT_EQ(vals(h), (std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0}));
+}
+
+// ---------------- attention ----------------
+
+// Naive softmax(q·kᵀ/√d + mask)·v for q (B, L, d), k (B, S, d), v (B, S, dv), mask (L, S) or empty.
+std::vector<double> attention_ref(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<double>& mask) {
+  const int64_t B = q.shape()[0], L = q.shape()[1], d = q.shape()[2], S = k.shape()[1], dv = v.shape()[2];
+  const auto qv = vals(q), kv = vals(k), vv = vals(v);
+  std::vector<double> out(B * L * dv, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l = 0; l < L; ++l) {
+      std::vector<double> score(S);
+      double m = -std::numeric_limits<double>::infinity();
+      for (int64_t s = 0; s < S; ++s) {
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += qv[(b * L + l) * d + i] * kv[(b * S + s) * d + i];
+        score[s] = mask.empty() || mask[l * S + s] != 0 ? dot / std::sqrt(double(d))
+                                                        : -std::numeric_limits<double>::infinity();
+        m = std::max(m, score[s]);
+      }
+      double z = 0;
+      for (int64_t s = 0; s < S; ++s) z += score[s] = std::exp(score[s] - m);
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t j = 0; j < dv; ++j) out[(b * L + l) * dv + j] += score[s] / z * vv[(b * S + s) * dv + j];
+    }
+  return out;
+}
+
+TEST(Attention, MatchesNaiveLoop) {
+  const Tensor q = uniform_tensor({2, 3, 4}, 20), k = uniform_tensor({2, 5, 4}, 21), v = uniform_tensor({2, 5, 6}, 22);
+  const Tensor out = nn::F::scaled_dot_product_attention(q, k, v);
+  EXPECT_EQ(out.shape(), (Shape{2, 3, 6}));
+  expect_near_all(vals(out), attention_ref(q, k, v, {}), 1e-5);
+}
+
+TEST(Attention, FourDimensionalHeadsMatchTheLoop) {
+  // (B, H, L, d) with a (L, S) mask broadcast over batch and heads.
+  const Tensor q = uniform_tensor({2, 3, 4, 5}, 30), k = uniform_tensor({2, 3, 6, 5}, 31),
+               v = uniform_tensor({2, 3, 6, 2}, 32);
+  std::vector<double> m(24);
+  for (int l = 0; l < 4; ++l)
+    for (int s = 0; s < 6; ++s) m[l * 6 + s] = (l + s) % 4 != 1;
+  const Tensor out = nn::F::scaled_dot_product_attention(q, k, v, tensor(m, {4, 6}));
+  EXPECT_EQ(out.shape(), (Shape{2, 3, 4, 2}));
+  const auto ref = attention_ref(q.reshape({6, 4, 5}), k.reshape({6, 6, 5}), v.reshape({6, 6, 2}), m);
+  expect_near_all(vals(out), ref, 1e-5);
+}
+
+TEST(Attention, MaskRemovesPositions) {
+  const Tensor q = uniform_tensor({2, 4, 3}, 23), k = uniform_tensor({2, 4, 3}, 24), v = uniform_tensor({2, 4, 2}, 25);
+  // Causal mask (L, S), broadcast over the batch.
+  std::vector<double> causal(16);
+  for (int l = 0; l < 4; ++l)
+    for (int s = 0; s < 4; ++s) causal[l * 4 + s] = s <= l ? 1 : 0;
+  const Tensor mask = tensor(causal, {4, 4});
+  const Tensor out = nn::F::scaled_dot_product_attention(q, k, v, mask);
+  const auto ref = attention_ref(q, k, v, causal);
+  expect_near_all(vals(out), ref, 1e-5);
+  // Row 0 attends only to position 0: its output is v[:, 0].
+  const auto vv = vals(v), ov = vals(out);
+  for (int b = 0; b < 2; ++b)
+    for (int j = 0; j < 2; ++j) EXPECT_NEAR(ov[(b * 4 + 0) * 2 + j], vv[(b * 4 + 0) * 2 + j], 1e-6);
+  // A mask changes the answer (so the comparison above is not vacuous).
+  EXPECT_GT(std::abs(vals(nn::F::scaled_dot_product_attention(q, k, v))[0] - ov[0]), 1e-4);
+  // An int64 (boolean-like) mask works the same.
+  const Tensor int_mask = mask.to(DType::Int64);
+  expect_near_all(vals(nn::F::scaled_dot_product_attention(q, k, v, int_mask)), ref, 1e-5);
+}
+
+TEST(Attention, Gradcheck) {
+  const Tensor q = uniform_tensor({2, 3, 4}, 26, -1, 1, DType::Float64);
+  const Tensor k = uniform_tensor({2, 5, 4}, 27, -1, 1, DType::Float64);
+  const Tensor v = uniform_tensor({2, 5, 3}, 28, -1, 1, DType::Float64);
+  auto report = check(
+      [](const std::vector<Tensor>& in) { return nn::F::scaled_dot_product_attention(in[0], in[1], in[2]); },
+      {q, k, v});
+  EXPECT_TRUE(report.ok) << report.message;
+  // With a mask (int64, so gradcheck passes it through) that leaves every row something.
+  std::vector<int64_t> m(15);
+  for (int l = 0; l < 3; ++l)
+    for (int s = 0; s < 5; ++s) m[l * 5 + s] = (s + l) % 3 != 0 || s == l;
+  const Tensor mask = tensor(m, {3, 5});
+  report = check(
+      [](const std::vector<Tensor>& in) {
+        return nn::F::scaled_dot_product_attention(in[0], in[1], in[2], in[3]);
+      },
+      {q, k, v, mask});
+  EXPECT_TRUE(report.ok) << report.message;
+  // The masked positions get no gradient in k and v.
+  const Tensor kl = k.detach().requires_grad_(), vl = v.detach().requires_grad_();
+  const Tensor single_mask = tensor(std::vector<int64_t>{1, 1, 0, 1, 0}, {1, 5});
+  sum(nn::F::scaled_dot_product_attention(q, kl, vl, single_mask)).backward();
+  const auto gk = vals(kl.grad()), gv = vals(vl.grad());
+  for (int b = 0; b < 2; ++b)
+    for (int s : {2, 4}) {
+      for (int i = 0; i < 4; ++i) EXPECT_EQ(gk[(b * 5 + s) * 4 + i], 0.0);
+      for (int j = 0; j < 3; ++j) EXPECT_EQ(gv[(b * 5 + s) * 3 + j], 0.0);
+    }
+  EXPECT_NE(gv[0], 0.0);
+}
+
+TEST(Attention, RejectsTooFewDims) {
+  EXPECT_THROW_MSG(nn::F::scaled_dot_product_attention(zeros({3}), zeros({3, 3}), zeros({3, 3})), "at least 2 dims");
+}
+
+// ---------------- init ----------------
+
+struct Moments {
+  double mean = 0, var = 0, min = 0, max = 0;
+};
+Moments moments(const Tensor& t) {
+  const auto v = vals(t);
+  Moments m{0, 0, v[0], v[0]};
+  for (double x : v) {
+    m.mean += x;
+    m.min = std::min(m.min, x);
+    m.max = std::max(m.max, x);
+  }
+  m.mean /= double(v.size());
+  for (double x : v) m.var += (x - m.mean) * (x - m.mean);
+  m.var /= double(v.size());
+  return m;
+}
+
+void expect_uniform(const Tensor& t, double bound, const char* what) {
+  const Moments m = moments(t);
+  EXPECT_GE(m.min, -bound) << what;
+  EXPECT_LE(m.max, bound) << what;
+  EXPECT_LT(m.min, -0.98 * bound) << what;
+  EXPECT_GT(m.max, 0.98 * bound) << what;
+  EXPECT_NEAR(m.mean, 0.0, 0.02 * bound) << what;
+  EXPECT_NEAR(m.var, bound * bound / 3, 0.03 * bound * bound / 3) << what;
+}
+
+void expect_normal(const Tensor& t, double stddev, const char* what) {
+  const Moments m = moments(t);
+  EXPECT_NEAR(m.mean, 0.0, 0.02 * stddev) << what;
+  EXPECT_NEAR(std::sqrt(m.var), stddev, 0.02 * stddev) << what;
+  EXPECT_GT(m.max, 3 * stddev) << what;  // a normal's tail, not a uniform's cut-off
+}
+
+TEST(Init, FansAndGains) {
+  EXPECT_EQ(nn::init::fans(Tensor::empty({30, 20})), (std::pair<int64_t, int64_t>{20, 30}));
+  EXPECT_EQ(nn::init::fans(Tensor::empty({8, 4, 3, 3})), (std::pair<int64_t, int64_t>{36, 72}));
+  EXPECT_THROW_MSG(nn::init::fans(Tensor::empty({5})), "at least 2 dims");
+  EXPECT_DOUBLE_EQ(nn::init::calculate_gain("linear"), 1.0);
+  EXPECT_DOUBLE_EQ(nn::init::calculate_gain("sigmoid"), 1.0);
+  EXPECT_DOUBLE_EQ(nn::init::calculate_gain("tanh"), 5.0 / 3.0);
+  EXPECT_DOUBLE_EQ(nn::init::calculate_gain("relu"), std::sqrt(2.0));
+  EXPECT_DOUBLE_EQ(nn::init::calculate_gain("leaky_relu", 0.2), std::sqrt(2.0 / 1.04));
+  EXPECT_THROW_MSG(nn::init::calculate_gain("swish"), "unknown nonlinearity 'swish'");
+}
+
+TEST(Init, XavierUniformAndNormal) {
+  Generator gen(1);
+  Tensor w = Tensor::empty({300, 200});
+  nn::init::xavier_uniform_(w, 1.0, &gen);
+  expect_uniform(w, std::sqrt(6.0 / 500.0), "xavier_uniform");
+  nn::init::xavier_uniform_(w, 2.0, &gen);
+  expect_uniform(w, 2.0 * std::sqrt(6.0 / 500.0), "xavier_uniform gain 2");
+  nn::init::xavier_normal_(w, 1.0, &gen);
+  expect_normal(w, std::sqrt(2.0 / 500.0), "xavier_normal");
+}
+
+TEST(Init, KaimingUniformAndNormal) {
+  Generator gen(2);
+  Tensor w = Tensor::empty({400, 100});
+  nn::init::kaiming_uniform_(w, 0.0, nn::init::FanMode::FanIn, "relu", &gen);
+  expect_uniform(w, std::sqrt(6.0 / 100.0), "kaiming_uniform relu fan_in");
+  nn::init::kaiming_uniform_(w, 0.0, nn::init::FanMode::FanOut, "relu", &gen);
+  expect_uniform(w, std::sqrt(6.0 / 400.0), "kaiming_uniform relu fan_out");
+  nn::init::kaiming_uniform_(w, std::sqrt(5.0), nn::init::FanMode::FanIn, "leaky_relu", &gen);
+  expect_uniform(w, 1.0 / std::sqrt(100.0), "kaiming_uniform a=sqrt(5) (Linear's default)");
+  nn::init::kaiming_normal_(w, 0.0, nn::init::FanMode::FanIn, "relu", &gen);
+  expect_normal(w, std::sqrt(2.0 / 100.0), "kaiming_normal relu");
+  nn::init::kaiming_normal_(w, 0.0, nn::init::FanMode::FanOut, "linear", &gen);
+  expect_normal(w, std::sqrt(1.0 / 400.0), "kaiming_normal linear fan_out");
+}
+
+TEST(Init, SeededReproducibility) {
+  Tensor a = Tensor::empty({20, 10}), b = Tensor::empty({20, 10});
+  Generator g1(9), g2(9);
+  nn::init::kaiming_normal_(a, 0.0, nn::init::FanMode::FanIn, "relu", &g1);
+  nn::init::kaiming_normal_(b, 0.0, nn::init::FanMode::FanIn, "relu", &g2);
+  EXPECT_EQ(vals(a), vals(b));
+  manual_seed(5);
+  nn::init::xavier_uniform_(a);
+  manual_seed(5);
+  nn::init::xavier_uniform_(b);
+  EXPECT_EQ(vals(a), vals(b));
+  nn::init::xavier_uniform_(b);
+  EXPECT_NE(vals(a), vals(b));
+}
+
+TEST(Init, ZerosAndConstantOnAParameter) {
+  Tensor w = ones({3, 4}).requires_grad_();
+  nn::init::constant_(w, 0.25);
+  for (double v : vals(w)) EXPECT_EQ(v, 0.25);
+  EXPECT_TRUE(w.requires_grad());
+  EXPECT_TRUE(w.is_leaf());
+  nn::init::zeros_(w);
+  for (double v : vals(w)) EXPECT_EQ(v, 0.0);
+  // Initialising a parameter in place is allowed and records nothing.
+  Generator gen(3);
+  nn::init::kaiming_uniform_(w, 0.0, nn::init::FanMode::FanIn, "relu", &gen);
+  EXPECT_TRUE(w.is_leaf());
+  EXPECT_GT(moments(w).max, 0.0);
+}
+
+}  // namespace
