@@ -52,10 +52,11 @@ const OpenBlas& openblas() {
   return lib;
 }
 
-// OpenBLAS's threads cost more than they give on small products (measured on
-// 2 cores: a 64x784x256 GEMM is faster on one thread). Below this many
-// multiply-adds a GEMM runs single-threaded.
-constexpr double kThreadedGemmMinFlops = 4.0e6;
+// OpenBLAS's threads cost more than they give on small products: on 2 cores the
+// 64x784x256 product of an MLP step (12.8M multiply-adds) is faster on one thread
+// (bench/gemm_floor picks per shape and agrees), 256x784x256 (51M) on two.
+// Below this many multiply-adds a GEMM runs single-threaded.
+constexpr double kThreadedGemmMinFlops = 3.0e7;
 
 void set_threads_for(double multiply_adds) {
   static const int max_threads = openblas().get_num_threads();
