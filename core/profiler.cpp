@@ -8,10 +8,20 @@
 
 namespace vgrad::profiler {
 namespace detail {
-thread_local bool active = false;
+namespace {
+thread_local bool active_ = false;
 thread_local int depth = 0;
-thread_local int64_t bytes_allocated = 0;
+thread_local int64_t bytes_allocated_ = 0;
 thread_local std::map<std::string, OpStats>* table = nullptr;
+}  // namespace
+
+bool active() { return active_; }
+bool enter() { return depth++ == 0; }
+void leave() { --depth; }
+int64_t bytes_allocated() { return bytes_allocated_; }
+void add_bytes(int64_t bytes) {
+  if (active_) bytes_allocated_ += bytes;
+}
 
 void add(const char* name, const char* suffix, double seconds, int64_t bytes) {
   if (!table) return;
@@ -25,9 +35,9 @@ void add(const char* name, const char* suffix, double seconds, int64_t bytes) {
 }  // namespace detail
 
 Profile::Profile() {
-  if (detail::active) fail("profiler: a Profile is already recording on this thread");
+  if (detail::active_) fail("profiler: a Profile is already recording on this thread");
   detail::table = new std::map<std::string, OpStats>();
-  detail::active = true;
+  detail::active_ = true;
   detail::depth = 0;
 }
 
@@ -40,7 +50,7 @@ Profile::~Profile() {
 void Profile::stop() {
   if (stopped_) return;
   stopped_ = true;
-  detail::active = false;
+  detail::active_ = false;
 }
 
 std::vector<OpStats> Profile::stats() const {

@@ -40,9 +40,13 @@ class Profile {
 };
 
 namespace detail {
-extern thread_local bool active;
-extern thread_local int depth;
-extern thread_local int64_t bytes_allocated;
+// Out of line: thread_local variables read across translation units trip UBSan's
+// null check in GCC 12 (a false positive in the TLS wrapper), so they stay in profiler.cpp.
+bool active();
+bool enter();  // true for the outermost scope of an active Profile
+void leave();
+int64_t bytes_allocated();
+void add_bytes(int64_t bytes);
 void add(const char* name, const char* suffix, double seconds, int64_t bytes);
 }  // namespace detail
 
@@ -50,23 +54,26 @@ void add(const char* name, const char* suffix, double seconds, int64_t bytes);
 class Scope {
  public:
   explicit Scope(const char* name, const char* suffix = "") {
-    if (!detail::active || detail::depth++ > 0) return;
+    if (!detail::active()) return;
+    entered_ = true;
+    if (!detail::enter()) return;
     name_ = name;
     suffix_ = suffix;
-    bytes_ = detail::bytes_allocated;
+    bytes_ = detail::bytes_allocated();
     start_ = std::chrono::steady_clock::now();
   }
   ~Scope() {
-    if (!detail::active) return;
-    --detail::depth;
+    if (!entered_) return;
+    detail::leave();
     if (name_ == nullptr) return;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    detail::add(name_, suffix_, seconds, detail::bytes_allocated - bytes_);
+    detail::add(name_, suffix_, seconds, detail::bytes_allocated() - bytes_);
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 
  private:
+  bool entered_ = false;
   const char* name_ = nullptr;
   const char* suffix_ = "";
   int64_t bytes_ = 0;
@@ -74,9 +81,7 @@ class Scope {
 };
 
 // Called by the allocator for every allocation on this thread.
-inline void note_allocation(int64_t bytes) {
-  if (detail::active) detail::bytes_allocated += bytes;
-}
+inline void note_allocation(int64_t bytes) { detail::add_bytes(bytes); }
 
 }  // namespace vgrad::profiler
 

@@ -286,7 +286,8 @@ TEST_F(SafetensorsTest, LoadHeaderLengthPastEnd) {
 TEST_F(SafetensorsTest, LoadTruncatedFile) {
   st::save(path("t.safetensors"), {{"w", make_entry<double>("F64", {4}, {1, 2, 3, 4})}});
   Bytes bytes = read_file(path("t.safetensors"));
-  bytes.resize(bytes.size() - 4);
+  ASSERT_GT(bytes.size(), 4u);
+  bytes.erase(bytes.end() - 4, bytes.end());  // (resize(size - 4) trips a GCC 12 stringop false positive)
   write_file(path("t.safetensors"), bytes);
   EXPECT_CONTAINS(error_of([&] { st::load(path("t.safetensors")); }),
                   "tensor 'w': data_offsets [0, 32] out of range (the data buffer has 28 bytes)");
