@@ -1,6 +1,6 @@
 // Training output: per-epoch metrics to a CSV file (flushed each row, so a crash
 // keeps what was written), and a progress line that redraws in place on a terminal
-// and prints plain lines otherwise.
+// and stays silent otherwise (a program then logs one plain line per epoch, as mnist_mlp does).
 #pragma once
 #include <chrono>
 #include <cstdio>
