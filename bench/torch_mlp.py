@@ -11,6 +11,8 @@ p.add_argument("--momentum", type=float, default=0.0)
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+p.add_argument("--device", default="cpu", help="cpu or cuda (data stays resident on it)")
+p.add_argument("--hidden", default="256,128", help="hidden layer widths")
 args = p.parse_args()
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
 # pool set_num_threads does not size); inter-op pool at 1 to avoid oversubscription.
@@ -42,31 +44,38 @@ mean = float(xtr.mean(dtype=np.float64))  # std row by row: no full-size tempora
 std = (sum(float(np.dot(r, r)) for r in xtr) / xtr.size - mean * mean) ** 0.5
 xtr -= mean
 xtr /= std
-x, y = torch.from_numpy(xtr), torch.from_numpy(ytr)
+dev = torch.device(args.device)
+x, y = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
 n = x.shape[0]
 
-model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+layers, width = [], 784
+for h in (int(v) for v in args.hidden.split(",")):
+    layers += [nn.Linear(width, h), nn.ReLU()]
+    width = h
+model = nn.Sequential(*layers, nn.Linear(width, 10)).to(dev)
 gen = torch.Generator().manual_seed(0)
 
 
 def train_epoch(opt, batch):
     """One shuffled epoch; returns (seconds, mean training loss)."""
-    t0, total = time.perf_counter(), 0.0
-    perm = torch.randperm(n, generator=gen)
+    t0, total = time.perf_counter(), torch.zeros((), device=dev)
+    perm = torch.randperm(n, generator=gen).to(dev)
     for i in range(0, n, batch):
         idx = perm[i:i + batch]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.item() * idx.numel()
+        total += loss.detach() * idx.numel()  # summed on the device: one host read per epoch
+    total = total.item()
     return time.perf_counter() - t0, total / n
 
 
-out = {"impl": "pytorch", "version": torch.__version__, "threads": args.threads}
+out = {"impl": "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
+       "hidden": args.hidden}
 if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
     xte, yte = load("t10k")
-    xte, yte = torch.from_numpy((xte - mean) / std), torch.from_numpy(yte)
+    xte, yte = torch.from_numpy((xte - mean) / std).to(dev), torch.from_numpy(yte).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seconds, acc = 0.0, []
     for _ in range(10):
