@@ -454,6 +454,10 @@ class CudaBackend final : public Backend, private k::Scratch {
     copy_to_host(&value, device_ptr, sizeof(value));
     return value;
   }
+  k::Array check_indexed(const char* op, const char* rows_name, const View& table, int dim, const View& index,
+                         const View& rows);
+  [[noreturn]] void fail_bad_index(const char* op, const View& index, const k::Array& index_array, int64_t bad,
+                                   int dim, int64_t size);
   // cuRAND uniforms in (0, 1] into n contiguous values; returns the 32-bit words used.
   uint64_t generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state);
   void destroy_handles() noexcept;
@@ -783,52 +787,48 @@ void CudaBackend::cross_entropy_backward(const View& probs, const View& target, 
 
 // ---- gather / scatter ----
 
-void CudaBackend::index_select(const View& x, int dim, const View& index, const View& out) {
-  if (dim < 0 || dim >= x.ndim) fail("index_select: dim {} out of range for {}", dim, dims(x));
-  check_dtype("index_select", "index", index, DType::Int64);
-  if (index.ndim > 1) fail("index_select: index must be 1-D, got {}", dims(index));
-  check_dtype("index_select", "output", out, x.dtype);
-  if (out.ndim != x.ndim) fail("index_select: output {} and input {} differ in rank", dims(out), dims(x));
-  for (int d = 0; d < x.ndim; ++d) {
-    const int64_t want = d == dim ? index.numel() : x.shape[d];
-    if (out.shape[d] != want)
-      fail("index_select: output {} should be {} in dim {} (input {}, {} indices)", dims(out), want, d, dims(x),
-           index.numel());
+// index_select and index_add share their checks: `table` is indexed along `dim` by the
+// 1-D int64 `index`, and `rows` holds one slice per index (the output of index_select,
+// the source of index_add). Returns the index as the kernels take it.
+k::Array CudaBackend::check_indexed(const char* op, const char* rows_name, const View& table, int dim,
+                                    const View& index, const View& rows) {
+  if (dim < 0 || dim >= table.ndim) fail("{}: dim {} out of range for {}", op, dim, dims(table));
+  check_dtype(op, "index", index, DType::Int64);
+  if (index.ndim > 1) fail("{}: index must be 1-D, got {}", op, dims(index));
+  check_dtype(op, rows_name, rows, table.dtype);
+  if (rows.ndim != table.ndim) fail("{}: {} {} and {} differ in rank", op, rows_name, dims(rows), dims(table));
+  for (int d = 0; d < table.ndim; ++d) {
+    const int64_t want = d == dim ? index.numel() : table.shape[d];
+    if (rows.shape[d] != want)
+      fail("{}: {} {} should be {} in dim {} ({} indices into {})", op, rows_name, dims(rows), want, d,
+           index.numel(), dims(table));
   }
+  return as_vector(op, "index", index);
+}
+
+// Raises the error for the first out-of-range position a kernel reported (bad >= 0).
+void CudaBackend::fail_bad_index(const char* op, const View& index, const k::Array& index_array, int64_t bad, int dim,
+                                 int64_t size) {
+  const auto* where = static_cast<const int64_t*>(index.data) + bad * index_array.strides[0];
+  fail("{}: index {} out of range for dim {} of size {} (position {})", op, read_int64(where), dim, size, bad);
+}
+
+void CudaBackend::index_select(const View& x, int dim, const View& index, const View& out) {
+  const k::Array index_array = check_indexed("index_select", "output", x, dim, index, out);
   if (out.numel() == 0) return;
   activate();
-  const k::Array index_array = as_vector("index_select", "index", index);
   std::lock_guard lock(result_mutex_);
   const int64_t bad = k::index_select(context(), to_array(x), dim, index_array, to_array(out));
-  if (bad >= 0) {
-    const auto* where = static_cast<const int64_t*>(index.data) + bad * index_array.strides[0];
-    fail("index_select: index {} out of range for dim {} of size {} (position {})", read_int64(where), dim,
-         x.shape[dim], bad);
-  }
+  if (bad >= 0) fail_bad_index("index_select", index, index_array, bad, dim, x.shape[dim]);
 }
 
 void CudaBackend::index_add(const View& out, int dim, const View& index, const View& src) {
-  if (dim < 0 || dim >= out.ndim) fail("index_add: dim {} out of range for {}", dim, dims(out));
-  check_dtype("index_add", "index", index, DType::Int64);
-  if (index.ndim > 1) fail("index_add: index must be 1-D, got {}", dims(index));
-  check_dtype("index_add", "source", src, out.dtype);
-  if (src.ndim != out.ndim) fail("index_add: source {} and output {} differ in rank", dims(src), dims(out));
-  for (int d = 0; d < out.ndim; ++d) {
-    const int64_t want = d == dim ? index.numel() : out.shape[d];
-    if (src.shape[d] != want)
-      fail("index_add: source {} should be {} in dim {} (output {}, {} indices)", dims(src), want, d, dims(out),
-           index.numel());
-  }
+  const k::Array index_array = check_indexed("index_add", "source", out, dim, index, src);
   if (src.numel() == 0) return;
   activate();
-  const k::Array index_array = as_vector("index_add", "index", index);
   std::lock_guard lock(result_mutex_);
   const int64_t bad = k::index_add(context(), to_array(out), dim, index_array, to_array(src));
-  if (bad >= 0) {
-    const auto* where = static_cast<const int64_t*>(index.data) + bad * index_array.strides[0];
-    fail("index_add: index {} out of range for dim {} of size {} (position {})", read_int64(where), dim,
-         out.shape[dim], bad);
-  }
+  if (bad >= 0) fail_bad_index("index_add", index, index_array, bad, dim, out.shape[dim]);
 }
 
 // ---- random numbers ----
