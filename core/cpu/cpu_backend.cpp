@@ -531,11 +531,22 @@ void CpuBackend::sgd_update(const View& param, const View& grad, const View& mom
         for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
         return;
       }
+      // The step is lr·(d + μ·b) with Nesterov, lr·b without: flags become factors so
+      // the loops have no branches and vectorise (the buffer is unset before the first step).
+      const T use_d = p.nesterov ? T(1) : T(0), use_b = p.nesterov ? mom : T(1);
+      if (p.first_step) {
+        for (int64_t i = 0; i < n; ++i) {
+          const T d = g[i] + wd * w[i];
+          buf[i] = d;
+          w[i] -= lr * (use_d * d + use_b * d);
+        }
+        return;
+      }
       for (int64_t i = 0; i < n; ++i) {
         const T d = g[i] + wd * w[i];
-        const T b = p.first_step ? d : mom * buf[i] + damp * d;
+        const T b = mom * buf[i] + damp * d;
         buf[i] = b;
-        w[i] -= lr * (p.nesterov ? d + mom * b : b);
+        w[i] -= lr * (use_d * d + use_b * b);
       }
     }
   });

@@ -52,11 +52,12 @@ const OpenBlas& openblas() {
   return lib;
 }
 
-// OpenBLAS's threads cost more than they give on small products: on 2 cores the
-// 64x784x256 product of an MLP step (12.8M multiply-adds) is faster on one thread
-// (bench/gemm_floor picks per shape and agrees), 256x784x256 (51M) on two.
-// Below this many multiply-adds a GEMM runs single-threaded.
-constexpr double kThreadedGemmMinFlops = 3.0e7;
+// OpenBLAS's threads cost more than they give on small products. Measured on the
+// 2-core machine, quiet (vgrad_bench, median of 4 epochs): threading the GEMMs from
+// 4M multiply-adds up gives 0.586 s/epoch at batch 64 and 0.505 at 128, against
+// 0.659/0.625 from 30M up and 0.667/0.553 from 1M up. Under load from other
+// processes the second thread hurts instead; quiet is what we tune for.
+constexpr double kThreadedGemmMinFlops = 4.0e6;
 
 void set_threads_for(double multiply_adds) {
   static const int max_threads = openblas().get_num_threads();
