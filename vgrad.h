@@ -15,5 +15,6 @@
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "optim/checkpoint.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"

@@ -6,7 +6,6 @@
 #include <string>
 
 #include "nn/module.h"
-#include "optim/optimizer.h"
 
 namespace vgrad::nn {
 
@@ -19,9 +18,5 @@ std::map<std::string, Tensor> load_tensors(const std::string& path);
 void save(const Module& module, const std::string& path);
 // Errors name the key: missing, unexpected, or of the wrong shape (and the file).
 void load(Module& module, const std::string& path);
-
-// Optimizer state (momentum buffers, Adam moments, step) in its own file.
-void save(const optim::Optimizer& optimizer, const std::string& path);
-void load(optim::Optimizer& optimizer, const std::string& path);
 
 }  // namespace vgrad::nn

@@ -10,8 +10,12 @@
 
 #include "core/error.h"
 #include "vgrad.h"
+#include "support.h"
 
 namespace {
+
+using vgrad_test::error_of;
+using vgrad_test::expect_values;
 
 using namespace vgrad;
 using autograd::Context;
@@ -112,23 +116,7 @@ Tensor leaf(const std::vector<double>& values, const Shape& shape) {
   return tensor(values, shape, {.dtype = DType::Float64, .requires_grad = true});
 }
 
-void expect_values(const Tensor& t, const std::vector<double>& expected, double tol = 1e-12) {
-  ASSERT_TRUE(t.defined());
-  const std::vector<double> got = t.to_vector<double>();
-  ASSERT_EQ(got.size(), expected.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], tol) << "element " << i;
-}
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a vgrad::Error";
-  return "";
-}
 
 double sigmoid_of(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 

@@ -10,8 +10,13 @@
 
 #include "core/error.h"
 #include "vgrad.h"
+#include "support.h"
 
 namespace {
+
+using vgrad_test::contains;
+using vgrad_test::error_of;
+using vgrad_test::expect_values;
 
 using namespace vgrad;
 using autograd::Node;
@@ -21,25 +26,7 @@ Tensor leaf(const std::vector<double>& values, const Shape& shape) {
 }
 Tensor constant(const std::vector<double>& values, const Shape& shape) { return tensor(values, shape); }
 
-void expect_values(const Tensor& t, const std::vector<double>& expected, double tol = 1e-12) {
-  ASSERT_TRUE(t.defined());
-  const std::vector<double> got = t.to_vector<double>();
-  ASSERT_EQ(got.size(), expected.size()) << t;
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], tol) << "element " << i << " of " << t;
-}
 
-// The message of the vgrad::Error that `f` throws ("" and a test failure if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a vgrad::Error";
-  return "";
-}
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 TEST(Engine, LeafAndNodeState) {
   Tensor x = leaf({1, 2, 3}, {3});

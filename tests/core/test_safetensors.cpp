@@ -15,8 +15,11 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "support.h"
 
 namespace {
+
+using vgrad_test::error_of;
 
 namespace fs = std::filesystem;
 namespace st = vgrad::safetensors;
@@ -58,18 +61,7 @@ uint64_t u64_le(const Bytes& bytes, size_t at) {
   return value;
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a std::runtime_error";
-  return "";
-}
 
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << "message: " << (text) << "\nmissing: " << (part)
 
 std::vector<std::string> list_dir(const fs::path& dir) {
   std::vector<std::string> names;

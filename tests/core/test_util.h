@@ -1,6 +1,6 @@
 // Helpers shared by the core tests: naive reference computations on plain
-// std::vectors (row-major, NumPy broadcasting), seeded inputs, value comparison,
-// and EXPECT_ERROR, which checks that a statement throws and what it says.
+// std::vectors (row-major, NumPy broadcasting), seeded inputs and value comparison.
+// What every test binary shares is in tests/support.h.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -14,6 +14,7 @@
 #include "autograd/grad_mode.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "support.h"
 
 namespace vt {
 
@@ -21,7 +22,7 @@ using vgrad::DType;
 using vgrad::Shape;
 using vgrad::Tensor;
 
-inline std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
+using vgrad_test::vals;
 
 // Row-major multi-index of `flat` in `shape`.
 inline std::vector<int64_t> unravel(int64_t flat, const Shape& shape) {
@@ -83,22 +84,4 @@ inline void expect_tensor_near(const Tensor& actual, const Shape& shape, const s
   expect_all_near(vals(actual), expected, tol, what);
 }
 
-inline void expect_contains(const std::string& message, std::initializer_list<const char*> parts) {
-  for (const char* part : parts)
-    EXPECT_NE(message.find(part), std::string::npos) << "message \"" << message << "\" lacks \"" << part << "\"";
-}
-
 }  // namespace vt
-
-// Expects `statement` to throw vgrad::Error whose message contains every given string.
-#define EXPECT_ERROR(statement, ...)                                                  \
-  do {                                                                                \
-    try {                                                                             \
-      (void)(statement);                                                              \
-      ADD_FAILURE() << "expected vgrad::Error from: " #statement;                     \
-    } catch (const vgrad::Error& error_) {                                            \
-      vt::expect_contains(error_.what(), {__VA_ARGS__});                              \
-    } catch (const std::exception& other_) {                                          \
-      ADD_FAILURE() << "expected vgrad::Error, got another exception: " << other_.what(); \
-    }                                                                                 \
-  } while (0)

@@ -14,8 +14,11 @@
 
 #include "core/error.h"
 #include "data/idx.h"
+#include "support.h"
 
 namespace {
+
+using vgrad_test::error_of;
 
 namespace fs = std::filesystem;
 using vgrad::data::IdxArray;
@@ -62,20 +65,7 @@ Bytes read_file(const fs::path& path) {
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }
 
-// The message of the std::runtime_error that `action` throws ("" plus a test
-// failure when it throws nothing).
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a std::runtime_error";
-  return "";
-}
 
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << "message: " << (text) << "\nmissing: " << (part)
 
 class IdxTest : public ::testing::Test {
  protected:

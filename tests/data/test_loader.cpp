@@ -19,23 +19,14 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/metrics.h"
+#include "support.h"
 
 namespace {
+
 
 using namespace vgrad;
 namespace fs = std::filesystem;
 
-#define EXPECT_THROW_MSG(statement, text)                                                        \
-  do {                                                                                           \
-    bool thrown_ = false;                                                                        \
-    try {                                                                                        \
-      statement;                                                                                 \
-    } catch (const vgrad::Error& error_) {                                                       \
-      thrown_ = true;                                                                            \
-      EXPECT_NE(std::string(error_.what()).find(text), std::string::npos) << error_.what();      \
-    }                                                                                            \
-    EXPECT_TRUE(thrown_) << #statement " did not throw";                                         \
-  } while (0)
 
 // N samples of D features; row i holds i*D ... i*D + D-1 (so a row identifies its sample),
 // and its label is i.
@@ -190,7 +181,7 @@ TEST(Loader, DatasetExceptionsReachTheConsumer) {
   for (int prefetch : {0, 1, 2}) {
     data::DataLoader loader(std::make_shared<Faulty>(13), {.batch_size = 4, .shuffle = false, .prefetch = prefetch});
     int delivered = 0;
-    EXPECT_THROW_MSG(
+    EXPECT_ERROR(
         {
           for (auto& [x, y] : loader) {
             (void)x;
@@ -201,14 +192,14 @@ TEST(Loader, DatasetExceptionsReachTheConsumer) {
         "faulty dataset: sample 13 is corrupt");
     EXPECT_EQ(delivered, 3) << "prefetch " << prefetch;  // batches 0..2 come first; batch 3 holds sample 13
     // The loader is still usable (and the error is raised again).
-    EXPECT_THROW_MSG(run_epoch(loader), "sample 13");
+    EXPECT_ERROR(run_epoch(loader), "sample 13");
   }
 }
 
 TEST(Loader, OptionErrors) {
-  EXPECT_THROW_MSG(data::DataLoader(numbered(4), {.batch_size = 0}), "batch_size must be at least 1, got 0");
-  EXPECT_THROW_MSG(data::DataLoader(numbered(4), {.prefetch = -1}), "prefetch must be >= 0");
-  EXPECT_THROW_MSG(data::DataLoader(nullptr, {}), "dataset is null");
+  EXPECT_ERROR(data::DataLoader(numbered(4), {.batch_size = 0}), "batch_size must be at least 1, got 0");
+  EXPECT_ERROR(data::DataLoader(numbered(4), {.prefetch = -1}), "prefetch must be >= 0");
+  EXPECT_ERROR(data::DataLoader(nullptr, {}), "dataset is null");
 }
 
 // ---------------- TensorDataset ----------------
@@ -225,14 +216,14 @@ TEST(TensorDatasetTest, GetAndGetBatch) {
   EXPECT_EQ(b.input.shape(), (Shape{3, 2}));
   EXPECT_EQ(b.input.to_vector<float>(), (std::vector<float>{10, 11, 0, 1, 10, 11}));
   EXPECT_EQ(b.target.to_vector<int64_t>(), (std::vector<int64_t>{5, 0, 5}));
-  EXPECT_THROW_MSG(ds->get(6), "index 6 out of range for 6 examples");
-  EXPECT_THROW_MSG(ds->get(-1), "index -1 out of range");
+  EXPECT_ERROR(ds->get(6), "index 6 out of range for 6 examples");
+  EXPECT_ERROR(ds->get(-1), "index -1 out of range");
 }
 
 TEST(TensorDatasetTest, ConstructionErrors) {
-  EXPECT_THROW_MSG(data::TensorDataset(zeros({4, 2}), zeros({3})), "need the same first dimension");
-  EXPECT_THROW_MSG(data::TensorDataset(scalar_tensor(1.0), zeros({1})), "need the same first dimension");
-  EXPECT_THROW_MSG(data::TensorDataset(zeros({2, 2}), scalar_tensor(1.0)), "[2, 2]");
+  EXPECT_ERROR(data::TensorDataset(zeros({4, 2}), zeros({3})), "need the same first dimension");
+  EXPECT_ERROR(data::TensorDataset(scalar_tensor(1.0), zeros({1})), "need the same first dimension");
+  EXPECT_ERROR(data::TensorDataset(zeros({2, 2}), scalar_tensor(1.0)), "[2, 2]");
 }
 
 TEST(TensorDatasetTest, StoresAContiguousDetachedCopyOfTheView) {
@@ -260,7 +251,7 @@ TEST(Transforms, NormalizerFitAndApply) {
   const auto test = n(tensor({3.5f, 10.0f})).to_vector<double>();
   EXPECT_NEAR(test[0], 0.0, 1e-6);
   EXPECT_NEAR(test[1], 6.5 / std::sqrt(17.5 / 6.0), 1e-5);
-  EXPECT_THROW_MSG(data::Normalizer::fit(full({4}, 2.0)), "zero variance");
+  EXPECT_ERROR(data::Normalizer::fit(full({4}, 2.0)), "zero variance");
 }
 
 TEST(Transforms, ScaleToUnit) {
@@ -401,14 +392,14 @@ TEST(CsvLogTest, WritesHeaderAndRows) {
     EXPECT_EQ(header, "epoch,loss,accuracy");
     log.row({1, 0.5, 0.875});
     log.row({2, 0.25, 0.9375});
-    EXPECT_THROW_MSG(log.row({3, 0.1}), "2 values for 3 columns");
+    EXPECT_ERROR(log.row({3, 0.1}), "2 values for 3 columns");
   }
   std::ifstream in(path);
   std::stringstream content;
   content << in.rdbuf();
   EXPECT_EQ(content.str(), "epoch,loss,accuracy\n1,0.5,0.875\n2,0.25,0.9375\n");
   fs::remove(path);
-  EXPECT_THROW_MSG(data::CsvLog("/nonexistent-dir/x.csv", {"a"}), "cannot write /nonexistent-dir/x.csv");
+  EXPECT_ERROR(data::CsvLog("/nonexistent-dir/x.csv", {"a"}), "cannot write /nonexistent-dir/x.csv");
 }
 
 }  // namespace

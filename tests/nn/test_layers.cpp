@@ -7,15 +7,15 @@
 #include <memory>
 #include <vector>
 
-#include "nn/helpers.h"
+#include "support.h"
 #include "nn/layers.h"
 
 namespace {
 
 using namespace vgrad;
-using nn_test::expect_near_all;
-using nn_test::uniform_tensor;
-using nn_test::vals;
+using vgrad_test::expect_near_all;
+using vgrad_test::uniform_tensor;
+using vgrad_test::vals;
 
 TEST(Linear, ForwardMatchesNaiveLoop) {
   nn::Linear fc(5, 3);
@@ -132,14 +132,14 @@ TEST(Linear, InputWidthErrorNamesTheModulePath) {
     Root() { net = register_module("net", std::make_shared<Net>()); }
     std::shared_ptr<Net> net;
   } root;
-  EXPECT_THROW_MSG((*root.net->fc2)(zeros({4, 128})),
+  EXPECT_ERROR((*root.net->fc2)(zeros({4, 128})),
                    "net.fc2 (Linear 256->10): input has 128 features, expected 256");
-  EXPECT_THROW_MSG((*root.net->fc2)(zeros({4, 128})), "[4, 128]");
-  EXPECT_THROW_MSG((*root.net)(zeros({4, 100})), "net.fc1 (Linear 784->256): input has 100 features, expected 784");
+  EXPECT_ERROR((*root.net->fc2)(zeros({4, 128})), "[4, 128]");
+  EXPECT_ERROR((*root.net)(zeros({4, 100})), "net.fc1 (Linear 784->256): input has 100 features, expected 784");
   // A standalone layer names itself.
   nn::Linear fc(3, 2);
-  EXPECT_THROW_MSG(fc(zeros({2, 4})), "Linear 3->2: input has 4 features, expected 3");
-  EXPECT_THROW_MSG(nn::Linear(0, 3), "sizes must be positive");
+  EXPECT_ERROR(fc(zeros({2, 4})), "Linear 3->2: input has 4 features, expected 3");
+  EXPECT_ERROR(nn::Linear(0, 3), "sizes must be positive");
 }
 
 double gelu_ref(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
@@ -238,8 +238,8 @@ TEST(Dropout, IdentityInEvalAndEdgeProbabilities) {
   EXPECT_EQ(vals(none(x)), vals(x));
   nn::Dropout all(1.0);
   for (double v : vals(all(x))) EXPECT_EQ(v, 0.0);
-  EXPECT_THROW_MSG(nn::Dropout(1.5), "probability 1.5 outside [0, 1]");
-  EXPECT_THROW_MSG(nn::Dropout(-0.1), "outside [0, 1]");
+  EXPECT_ERROR(nn::Dropout(1.5), "probability 1.5 outside [0, 1]");
+  EXPECT_ERROR(nn::Dropout(-0.1), "outside [0, 1]");
 }
 
 TEST(Flatten, CollapsesDims) {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "nn/functional.h"
-#include "nn/helpers.h"
+#include "support.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "optim/optimizer.h"
@@ -15,7 +15,7 @@
 namespace {
 
 using namespace vgrad;
-using nn_test::vals;
+using vgrad_test::vals;
 
 // y = x * gamma, gamma (D) broadcast over (N, D): the custom layer from DESIGN.md.
 struct Scale : nn::Module {
@@ -113,10 +113,10 @@ TEST(Module, SequentialNamesItsModulesByIndex) {
 TEST(Module, SequentialForwardChainsModules) {
   auto fc = std::make_shared<nn::Linear>(3, 2);
   nn::Sequential seq{fc, std::make_shared<nn::ReLU>()};
-  const Tensor x = nn_test::uniform_tensor({4, 3}, 1);
+  const Tensor x = vgrad_test::uniform_tensor({4, 3}, 1);
   const auto got = vals(seq(x));
   const auto want = vals(relu(linear(x, fc->weight, fc->bias)));
-  nn_test::expect_near_all(got, want, 1e-6);
+  vgrad_test::expect_near_all(got, want, 1e-6);
 }
 
 TEST(Module, TiedParametersAreListedAndSteppedOnce) {
@@ -140,7 +140,7 @@ TEST(Module, TiedParametersAreListedAndSteppedOnce) {
   EXPECT_EQ(state.count("dec_weight"), 1u);
   tied.load_state_dict(state);  // both keys are expected
   // One SGD step moves the weight by lr·grad once (the gradient has both uses summed in).
-  const Tensor x = nn_test::uniform_tensor({5, 4}, 9);
+  const Tensor x = vgrad_test::uniform_tensor({5, 4}, 9);
   optim::SGD sgd(tied.parameters(), {.lr = 0.1});
   sum(tied(x)).backward();
   const auto w = vals(tied.enc->weight), g = vals(tied.enc->weight.grad());
@@ -163,15 +163,15 @@ TEST(Module, RegistrationErrors) {
     void null_module() { register_module("n", std::shared_ptr<nn::ReLU>()); }
   };
   Bad a, b, c, d;
-  EXPECT_THROW_MSG(a.twice_param(), "'w' registered twice");
-  EXPECT_THROW_MSG(b.dotted(), "bad name 'a.b'");
-  EXPECT_THROW_MSG(c.twice_module(), "'m' registered twice");
-  EXPECT_THROW_MSG(d.null_module(), "'n' is null");
+  EXPECT_ERROR(a.twice_param(), "'w' registered twice");
+  EXPECT_ERROR(b.dotted(), "bad name 'a.b'");
+  EXPECT_ERROR(c.twice_module(), "'m' registered twice");
+  EXPECT_ERROR(d.null_module(), "'n' is null");
 }
 
 TEST(Module, BaseForwardIsAnError) {
   nn::Module m;
-  EXPECT_THROW_MSG(m(zeros({1})), "forward() is not implemented");
+  EXPECT_ERROR(m(zeros({1})), "forward() is not implemented");
 }
 
 TEST(Module, TrainEvalRecurse) {
@@ -187,7 +187,7 @@ TEST(Module, TrainEvalRecurse) {
   EXPECT_FALSE(net.block->scale->is_training());
   EXPECT_FALSE(dropout->is_training());
   // In eval the model is deterministic (dropout is off).
-  const Tensor x = nn_test::uniform_tensor({8, 4}, 2);
+  const Tensor x = vgrad_test::uniform_tensor({8, 4}, 2);
   EXPECT_EQ(vals(net(x)), vals(net(x)));
   net.train();
   EXPECT_TRUE(dropout->is_training());
@@ -197,7 +197,7 @@ TEST(Module, TrainEvalRecurse) {
 TEST(Module, ZeroGradClearsEveryParameterGrad) {
   Net net;
   net.eval();  // no dropout: the same gradient every time
-  const Tensor x = nn_test::uniform_tensor({8, 4}, 3);
+  const Tensor x = vgrad_test::uniform_tensor({8, 4}, 3);
   auto backward_once = [&] { sum(square(net(x))).backward(); };
   backward_once();
   std::vector<std::vector<double>> single;
@@ -281,8 +281,8 @@ TEST(Module, LoadStateDictStrictErrorsNameTheKey) {
 
   auto missing = state;
   missing.erase("block.fc.bias");
-  EXPECT_THROW_MSG(net.load_state_dict(missing), "missing key 'block.fc.bias'");
-  EXPECT_THROW_MSG(net.load_state_dict(missing), "[2]");
+  EXPECT_ERROR(net.load_state_dict(missing), "missing key 'block.fc.bias'");
+  EXPECT_ERROR(net.load_state_dict(missing), "[2]");
   // Non-strict: the missing key is skipped, the rest is loaded.
   auto partial = missing;
   partial["fc1.bias"] = full({3}, 7.0);
@@ -291,19 +291,19 @@ TEST(Module, LoadStateDictStrictErrorsNameTheKey) {
 
   auto unexpected = state;
   unexpected["block.extra"] = zeros({5});
-  EXPECT_THROW_MSG(net.load_state_dict(unexpected), "unexpected key 'block.extra'");
+  EXPECT_ERROR(net.load_state_dict(unexpected), "unexpected key 'block.extra'");
   EXPECT_NO_THROW(net.load_state_dict(unexpected, false));
 
   auto wrong_shape = state;
   wrong_shape["fc1.weight"] = zeros({4, 3});
-  EXPECT_THROW_MSG(net.load_state_dict(wrong_shape), "key 'fc1.weight' has shape [4, 3], the model expects [3, 4]");
+  EXPECT_ERROR(net.load_state_dict(wrong_shape), "key 'fc1.weight' has shape [4, 3], the model expects [3, 4]");
   // A shape mismatch is an error even when not strict.
-  EXPECT_THROW_MSG(net.load_state_dict(wrong_shape, false), "'fc1.weight'");
+  EXPECT_ERROR(net.load_state_dict(wrong_shape, false), "'fc1.weight'");
 }
 
 TEST(Module, ToCpuIsANoOpThatKeepsHandles) {
   Net net;
-  const Tensor x = nn_test::uniform_tensor({2, 4}, 5);
+  const Tensor x = vgrad_test::uniform_tensor({2, 4}, 5);
   sum(net(x)).backward();
   std::vector<Tensor> before = net.parameters();
   std::vector<const void*> data, grads;
@@ -335,7 +335,7 @@ TEST(Module, CustomScaleLayerTrains) {
   Scale scale(3);
   EXPECT_EQ(names_of(scale), (std::vector<std::string>{"gamma"}));
   EXPECT_EQ(vals(scale.gamma), (std::vector<double>{1, 1, 1}));
-  const Tensor x = nn_test::uniform_tensor({32, 3}, 6, -1, 1);
+  const Tensor x = vgrad_test::uniform_tensor({32, 3}, 6, -1, 1);
   const Tensor y = x * tensor({2.0f, -3.0f, 0.5f});
   optim::SGD sgd(scale.parameters(), {.lr = 0.5});
   double first_loss = 0, last_loss = 0;
@@ -349,7 +349,7 @@ TEST(Module, CustomScaleLayerTrains) {
   }
   EXPECT_GT(first_loss, 0.5);
   EXPECT_LT(last_loss, 1e-8);
-  nn_test::expect_near_all(vals(scale.gamma), {2, -3, 0.5}, 1e-4);
+  vgrad_test::expect_near_all(vals(scale.gamma), {2, -3, 0.5}, 1e-4);
   // Its gradient is the batch reduction of x·(dL/dy): check one step by hand.
   scale.zero_grad();
   nn::F::mse_loss(scale(x), zeros({32, 3})).backward();

@@ -15,24 +15,15 @@
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
+#include "support.h"
 
 namespace {
 
+using vgrad_test::vals;
+
 using namespace vgrad;
 
-std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
 
-#define EXPECT_THROW_MSG(statement, text)                                                        \
-  do {                                                                                           \
-    bool thrown_ = false;                                                                        \
-    try {                                                                                        \
-      statement;                                                                                 \
-    } catch (const vgrad::Error& error_) {                                                       \
-      thrown_ = true;                                                                            \
-      EXPECT_NE(std::string(error_.what()).find(text), std::string::npos) << error_.what();      \
-    }                                                                                            \
-    EXPECT_TRUE(thrown_) << #statement " did not throw";                                         \
-  } while (0)
 
 // Fixed gradients for three steps of a three-element parameter.
 const std::vector<std::vector<double>> kGrads = {{0.5, -1.0, 2.0}, {-0.25, 0.75, 1.5}, {1.0, 0.1, -3.0}};
@@ -332,7 +323,7 @@ TEST(GradientAccumulation, FlushStepsAPartialGroupAndStepsOneIsPlain) {
   optim::GradientAccumulation single(sgd, 1);
   EXPECT_TRUE(single.backward(sum(p * 2.0)));
   EXPECT_EQ(vals(p), (std::vector<double>{-2.0, -5.0, -2.5}));
-  EXPECT_THROW_MSG(optim::GradientAccumulation(sgd, 0), "steps must be at least 1, got 0");
+  EXPECT_ERROR(optim::GradientAccumulation(sgd, 0), "steps must be at least 1, got 0");
 }
 
 // ---------------- clipping ----------------
@@ -375,7 +366,7 @@ TEST(Schedulers, StepLR) {
   }
   EXPECT_EQ(schedule.count(), 7);
   EXPECT_NEAR(schedule.lr_at(30), 0.1 * std::pow(0.5, 10), 1e-15);
-  EXPECT_THROW_MSG(optim::StepLR(sgd, 0), "step_size must be at least 1, got 0");
+  EXPECT_ERROR(optim::StepLR(sgd, 0), "step_size must be at least 1, got 0");
 }
 
 TEST(Schedulers, CosineWithWarmup) {
@@ -401,28 +392,28 @@ TEST(Schedulers, CosineWithWarmup) {
   optim::SGD other({p}, {.lr = 0.3});
   optim::CosineWithWarmup no_warmup(other, 0, 10);
   EXPECT_DOUBLE_EQ(other.lr(), 0.3);
-  EXPECT_THROW_MSG(optim::CosineWithWarmup(other, 10, 10), "need 0 <= warmup_steps (10) < total_steps (10)");
-  EXPECT_THROW_MSG(optim::CosineWithWarmup(other, -1, 10), "warmup_steps (-1)");
+  EXPECT_ERROR(optim::CosineWithWarmup(other, 10, 10), "need 0 <= warmup_steps (10) < total_steps (10)");
+  EXPECT_ERROR(optim::CosineWithWarmup(other, -1, 10), "warmup_steps (-1)");
 }
 
 // ---------------- option errors ----------------
 
 TEST(OptimizerErrors, BadOptionsAndParameters) {
   Tensor p = make_param();
-  EXPECT_THROW_MSG(optim::SGD({p}, {.lr = -0.1}), "learning rate -0.1 is negative");
-  EXPECT_THROW_MSG(optim::SGD({p}, {.lr = 0.1, .momentum = -0.5}), "momentum -0.5 is negative");
-  EXPECT_THROW_MSG(optim::SGD({p}, {.lr = 0.1, .nesterov = true}), "Nesterov momentum needs momentum > 0");
-  EXPECT_THROW_MSG(optim::SGD({p}, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}),
+  EXPECT_ERROR(optim::SGD({p}, {.lr = -0.1}), "learning rate -0.1 is negative");
+  EXPECT_ERROR(optim::SGD({p}, {.lr = 0.1, .momentum = -0.5}), "momentum -0.5 is negative");
+  EXPECT_ERROR(optim::SGD({p}, {.lr = 0.1, .nesterov = true}), "Nesterov momentum needs momentum > 0");
+  EXPECT_ERROR(optim::SGD({p}, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}),
                    "dampening 0");
-  EXPECT_THROW_MSG(optim::Adam({p}, {.beta1 = 1.0}), "betas (1, 0.999) must be in [0, 1)");
-  EXPECT_THROW_MSG(optim::AdamW({p}, {.beta2 = -0.1}), "AdamW: betas");
-  EXPECT_THROW_MSG(optim::Adam({p}, {.eps = -1}), "eps -1 is negative");
+  EXPECT_ERROR(optim::Adam({p}, {.beta1 = 1.0}), "betas (1, 0.999) must be in [0, 1)");
+  EXPECT_ERROR(optim::AdamW({p}, {.beta2 = -0.1}), "AdamW: betas");
+  EXPECT_ERROR(optim::Adam({p}, {.eps = -1}), "eps -1 is negative");
   const Tensor frozen = zeros({3});
-  EXPECT_THROW_MSG(optim::SGD({p, frozen}, {}), "SGD: parameter 1 does not require grad");
+  EXPECT_ERROR(optim::SGD({p, frozen}, {}), "SGD: parameter 1 does not require grad");
   const Tensor ints = zeros({3}, {.dtype = DType::Int64});
-  EXPECT_THROW_MSG(optim::Adam({ints}, {}), "not floating point");
+  EXPECT_ERROR(optim::Adam({ints}, {}), "not floating point");
   Tensor strided = zeros({4, 4}).t().requires_grad_();
-  EXPECT_THROW_MSG(optim::SGD({strided}, {}), "parameter 0 is not contiguous");
+  EXPECT_ERROR(optim::SGD({strided}, {}), "parameter 0 is not contiguous");
 }
 
 // ---------------- allocations ----------------
