@@ -6,12 +6,12 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "autograd/node.h"
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::autograd {
 namespace {
@@ -172,3 +172,12 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
 }
 
 }  // namespace vgrad::autograd
+
+namespace vgrad {
+
+// Declared with Tensor in core; defined here, where the engine is.
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  autograd::backward({*this}, {gradient}, retain_graph);
+}
+
+}  // namespace vgrad

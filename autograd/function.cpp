@@ -1,15 +1,9 @@
-// record(), saved-tensor version checks, and grad mode.
+// record() and saved-tensor version checks.
 #include "autograd/function.h"
 
 #include "core/error.h"
 
 namespace vgrad::autograd {
-
-namespace {
-thread_local bool grad_mode_enabled = true;
-}
-bool GradMode::is_enabled() { return grad_mode_enabled; }
-void GradMode::set_enabled(bool enabled) { grad_mode_enabled = enabled; }
 
 void Context::save_for_backward(const std::vector<Tensor>& tensors) {
   for (const Tensor& t : tensors)

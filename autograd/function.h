@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "autograd/node.h"
 
 namespace vgrad::autograd {

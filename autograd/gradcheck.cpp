@@ -6,9 +6,9 @@
 #include <limits>
 
 #include "autograd/engine.h"
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "core/error.h"
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::autograd {
 namespace {

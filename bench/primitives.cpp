@@ -336,7 +336,7 @@ void register_gemm(const std::string& label, int64_t batch, int64_t m, int64_t k
   if (trans == Trans::B) tb = tensor(std_vec(*b), {n, k}).t();
   else tb = batch > 1 ? tensor(std_vec(*b), {batch, k, n}) : tensor(std_vec(*b), {k, n});
   const double tol = 1e-4;
-  // The thread count vgrad picks for this product (cpu_gemm.cpp: one thread for small
+  // The thread count vgrad picks for this product (core/cpu/gemm.cpp: one thread for small
   // ones). With several, the benchmark thread's CPU time misses the workers' share:
   // use wall-clock time then (OPENBLAS_NUM_THREADS=1 gives CPU time throughout).
   const RawBlas& blas = raw_blas();  // first: its warm-up product changes the count

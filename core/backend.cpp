@@ -1,12 +1,351 @@
-// The single dispatch point from a Device to its Backend.
+// The Backend's public entry points: every argument check, written once for every
+// device, then the device's *_impl; and the one dispatch point from a Device.
+// A check that fails throws before any device writes anything.
 #include "core/backend.h"
 
-#include "cuda/cuda.h"
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "core/error.h"
+#include "core/scalar_ops.h"
 
 namespace vgrad {
+namespace {
+
+std::string dims(const View& v) {
+  std::string s = "[";
+  for (int d = 0; d < v.ndim; ++d) {
+    if (d > 0) s += ", ";
+    s += std::to_string(v.shape[d]);
+  }
+  return s + "]";
+}
+
+// `in` seen with out's shape under NumPy's rule (trailing dims aligned, size-1 or
+// stride-0 dims repeat): same ndim as out, stride 0 where it repeats. Devices then
+// walk every operand with out's shape.
+View broadcast_to(const char* op, const char* what, const View& in, const View& out) {
+  bool ok = in.ndim <= out.ndim;
+  View b = in;
+  b.ndim = out.ndim;
+  const int lead = out.ndim - in.ndim;
+  for (int d = out.ndim - 1; ok && d >= 0; --d) {
+    const int src = d - lead;
+    const int64_t size = src >= 0 ? in.shape[src] : 1, stride = src >= 0 ? in.strides[src] : 0;
+    ok = size == out.shape[d] || size == 1 || stride == 0;
+    b.shape[d] = out.shape[d];
+    b.strides[d] = size == out.shape[d] && size != 1 ? stride : 0;
+  }
+  if (!ok) fail("{}: {} {} does not broadcast to the output {}", op, what, dims(in), dims(out));
+  return b;
+}
+
+void check_same_shape(const char* op, const char* what, const View& v, const View& like, const char* like_name) {
+  bool same = v.ndim == like.ndim;
+  for (int d = 0; same && d < v.ndim; ++d) same = v.shape[d] == like.shape[d];
+  if (!same) fail("{}: {} {} does not match {} {}", op, what, dims(v), like_name, dims(like));
+}
+
+void check_floating(const char* op, const char* what, const View& v) {
+  if (!is_floating(v.dtype))
+    fail("{}: {} must be floating point, got {} (convert with .to(vgrad::DType::Float32))", op, what,
+         dtype_name(v.dtype));
+}
+
+void check_dtype(const char* op, const char* what, const View& v, DType dtype) {
+  if (v.dtype != dtype) fail("{}: {} must be {}, got {}", op, what, dtype_name(dtype), dtype_name(v.dtype));
+}
+
+void check_contiguous(const char* op, const char* what, const View& v) {
+  if (!v.is_contiguous()) fail("{}: {} {} must be contiguous", op, what, dims(v));
+}
+
+void check_same_size(const char* op, const char* what, const View& v, const View& like) {
+  check_dtype(op, what, v, like.dtype);
+  check_contiguous(op, what, v);
+  if (v.numel() != like.numel()) fail("{}: {} {} does not match parameter {}", op, what, dims(v), dims(like));
+}
+
+// A 1-D int64 index (a 0-d one counts as one element).
+void check_index_vector(const char* op, const char* what, const View& index) {
+  check_dtype(op, what, index, DType::Int64);
+  if (index.ndim > 1) fail("{}: {} must be 1-D, got {}", op, what, dims(index));
+}
+
+// index_select and index_add: `table` indexed along `dim` by `index`; `rows` holds one
+// slice per index (the output of index_select, the source of index_add).
+void check_indexed(const char* op, const char* rows_name, const View& table, int dim, const View& index,
+                   const View& rows) {
+  if (dim < 0 || dim >= table.ndim) fail("{}: dim {} out of range for {}", op, dim, dims(table));
+  check_index_vector(op, "index", index);
+  check_dtype(op, rows_name, rows, table.dtype);
+  if (rows.ndim != table.ndim) fail("{}: {} {} and {} differ in rank", op, rows_name, dims(rows), dims(table));
+  for (int d = 0; d < table.ndim; ++d) {
+    const int64_t want = d == dim ? index.numel() : table.shape[d];
+    if (rows.shape[d] != want)
+      fail("{}: {} {} should be {} in dim {} ({} indices into {})", op, rows_name, dims(rows), want, d, index.numel(),
+           dims(table));
+  }
+}
+
+}  // namespace
+
+int64_t Backend::first_out_of_range(const View& index, int64_t limit, int64_t& value) {
+  return index.numel() == 0 ? -1 : first_out_of_range_impl(index, limit, value);
+}
+
+// ---- elementwise ----
+
+void Backend::fill(const View& out, double value) {
+  if (out.numel() > 0) fill_impl(out, value);
+}
+
+void Backend::copy(const View& src, const View& out) {
+  const View source = broadcast_to("copy", "source", src, out);
+  if (out.numel() > 0) copy_impl(source, out);
+}
+
+void Backend::unary(UnaryOp op, const View& x, const View& out, double a, double b) {
+  const char* name = op_name(op);
+  const View input = broadcast_to(name, "input", x, out);
+  check_dtype(name, "output", out, x.dtype);
+  if (x.dtype == DType::Int64 && !scalar::defined_on_int64(op))
+    fail("{}: not defined for int64 tensors (convert with .to(vgrad::DType::Float32))", name);
+  if (out.numel() > 0) unary_impl(op, input, out, a, b);
+}
+
+void Backend::binary(BinaryOp op, const View& a, const View& b, const View& out) {
+  const char* name = op_name(op);
+  const View first = broadcast_to(name, "first operand", a, out);
+  const View second = broadcast_to(name, "second operand", b, out);
+  check_dtype(name, "first operand", a, out.dtype);
+  check_dtype(name, "second operand", b, out.dtype);
+  if (out.dtype == DType::Int64 && !scalar::defined_on_int64(op))
+    fail("{}: not defined for int64 tensors (convert with .to(vgrad::DType::Float32))", name);
+  if (out.numel() > 0) binary_impl(op, first, second, out);
+}
+
+void Backend::where(const View& cond, const View& a, const View& b, const View& out) {
+  const View condition = broadcast_to("where", "condition", cond, out);
+  const View first = broadcast_to("where", "first operand", a, out);
+  const View second = broadcast_to("where", "second operand", b, out);
+  check_dtype("where", "condition", cond, out.dtype);
+  check_dtype("where", "first operand", a, out.dtype);
+  check_dtype("where", "second operand", b, out.dtype);
+  if (out.numel() > 0) where_impl(condition, first, second, out);
+}
+
+// ---- reductions ----
+
+void Backend::reduce(ReduceOp op, const View& in, const View& out, double scale) {
+  const char* name = op_name(op);
+  if (in.ndim != out.ndim)
+    fail("{}: output {} must keep the input's {} dims (1 in reduced dims), input {}", name, dims(out), in.ndim,
+         dims(in));
+  int64_t reduced = 1;
+  int reduced_dims = 0;
+  for (int d = 0; d < in.ndim; ++d) {
+    if (out.shape[d] != in.shape[d] && out.shape[d] != 1)
+      fail("{}: output {} does not fit input {} (dim {}: {} vs {})", name, dims(out), dims(in), d, out.shape[d],
+           in.shape[d]);
+    if (out.shape[d] != in.shape[d]) {
+      reduced *= in.shape[d];
+      ++reduced_dims;
+    }
+  }
+  const bool arg = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+  check_dtype(name, "output", out, arg ? DType::Int64 : in.dtype);
+  if (arg && reduced_dims > 1) fail("{}: reduces over one dim, got input {} and output {}", name, dims(in), dims(out));
+  if (op == ReduceOp::Sum && scale != 1.0 && in.dtype == DType::Int64)
+    fail("mean: not defined for int64 tensors (convert with .to(vgrad::DType::Float32))");
+  if (out.numel() == 0) return;
+  if (reduced == 0) {  // an empty sum is 0; an empty max has no value
+    if (op != ReduceOp::Sum) fail("{}: reducing an empty dimension of {} has no result", name, dims(in));
+    return fill_impl(out, 0.0);
+  }
+  reduce_impl(op, in, out, scale);
+}
+
+double Backend::sum_of_squares(const View& x) {
+  check_floating("sum_of_squares", "input", x);
+  check_contiguous("sum_of_squares", "input", x);
+  return x.numel() == 0 ? 0.0 : sum_of_squares_impl(x);
+}
+
+// ---- GEMM ----
+
+void Backend::gemm(const GemmArgs& args) {
+  if (args.dtype != DType::Float32 && args.dtype != DType::Float64)
+    fail("matmul: {} tensors are not supported (use float32 or float64)", dtype_name(args.dtype));
+  if (args.m < 0 || args.n < 0 || args.k < 0 || args.batch < 0)
+    fail("gemm: negative size (m={}, n={}, k={}, batch={})", args.m, args.n, args.k, args.batch);
+  if (args.m == 0 || args.n == 0 || args.batch == 0) return;
+  if (args.k == 0) {  // C = beta * C: an empty sum
+    View c;
+    c.data = args.c;
+    c.dtype = args.dtype;
+    c.ndim = 3;
+    c.shape[0] = args.batch, c.shape[1] = args.m, c.shape[2] = args.n;
+    c.strides[0] = args.stride_c, c.strides[1] = args.ldc, c.strides[2] = 1;
+    return args.beta == 0.0 ? fill_impl(c, 0.0) : unary_impl(UnaryOp::Affine, c, c, args.beta, 0.0);
+  }
+  // A leading dimension is the distance between rows; it must cover a row, except when
+  // there is a single row (then it is never read, but BLAS still wants it >= the row).
+  auto leading = [](const char* what, int64_t ld, int64_t rows, int64_t row_length) -> int64_t {
+    const int64_t need = std::max<int64_t>(1, row_length);
+    if (ld >= need) return ld;
+    if (rows <= 1) return need;
+    fail("gemm: {} = {} is smaller than the row length {}", what, ld, row_length);
+  };
+  GemmArgs g = args;
+  g.lda = leading("lda", g.lda, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k);
+  g.ldb = leading("ldb", g.ldb, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n);
+  g.ldc = leading("ldc", g.ldc, g.m, g.n);
+  for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
+    if (v > INT_MAX) fail("matmul: size {} exceeds BLAS's 32-bit limit (m={}, n={}, k={})", v, g.m, g.n, g.k);
+  gemm_impl(g);
+}
+
+// ---- softmax and cross-entropy ----
+
+void Backend::softmax(const View& x, const View& out, bool log) {
+  const char* name = log ? "log_softmax" : "softmax";
+  check_floating(name, "input", x);
+  check_dtype(name, "output", out, x.dtype);
+  check_same_shape(name, "output", out, x, "input");
+  check_contiguous(name, "input", x);
+  check_contiguous(name, "output", out);
+  if (x.ndim == 0) fail("{}: needs at least one dim", name);
+  if (x.numel() > 0) softmax_impl(x, out, log);
+}
+
+void Backend::softmax_backward(const View& y, const View& grad_y, const View& grad_x, bool log) {
+  const char* name = log ? "log_softmax backward" : "softmax backward";
+  check_floating(name, "output", y);
+  check_dtype(name, "gradient", grad_y, y.dtype);
+  check_dtype(name, "input gradient", grad_x, y.dtype);
+  check_same_shape(name, "gradient", grad_y, y, "output");
+  check_same_shape(name, "input gradient", grad_x, y, "output");
+  check_contiguous(name, "output", y);
+  check_contiguous(name, "gradient", grad_y);
+  check_contiguous(name, "input gradient", grad_x);
+  if (y.ndim == 0) fail("{}: needs at least one dim", name);
+  if (y.numel() > 0) softmax_backward_impl(y, grad_y, grad_x, log);
+}
+
+void Backend::cross_entropy(const View& logits, const View& target, double smoothing, const View& probs,
+                            const View& loss_rows) {
+  const char* name = "cross_entropy";
+  if (logits.ndim != 2) fail("cross_entropy: logits must be (N, C), got {}", dims(logits));
+  check_floating(name, "logits", logits);
+  check_contiguous(name, "logits", logits);
+  check_dtype(name, "probs", probs, logits.dtype);
+  check_same_shape(name, "probs", probs, logits, "logits");
+  check_contiguous(name, "probs", probs);
+  check_index_vector(name, "target", target);
+  check_dtype(name, "loss", loss_rows, logits.dtype);
+  if (loss_rows.ndim > 1) fail("cross_entropy: loss must be 1-D, got {}", dims(loss_rows));
+  const int64_t rows = logits.shape[0], classes = logits.shape[1];
+  if (target.numel() != rows)
+    fail("cross_entropy: target {} has {} entries for {} rows of logits {}", dims(target), target.numel(), rows,
+         dims(logits));
+  if (loss_rows.numel() != rows)
+    fail("cross_entropy: loss {} has {} entries for {} rows", dims(loss_rows), loss_rows.numel(), rows);
+  if (!(smoothing >= 0.0 && smoothing <= 1.0)) fail("cross_entropy: label smoothing {} is outside [0, 1]", smoothing);
+  if (rows == 0) return;
+  int64_t value = 0;
+  const int64_t row = first_out_of_range(target, classes, value);
+  if (row >= 0) fail("cross_entropy: target {} out of range for {} classes (row {})", value, classes, row);
+  cross_entropy_impl(logits, target, smoothing, probs, loss_rows);
+}
+
+// The targets were range-checked by the forward that made `probs`.
+void Backend::cross_entropy_backward(const View& probs, const View& target, double smoothing, double scale,
+                                     const View& grad_logits) {
+  const char* name = "cross_entropy backward";
+  if (probs.ndim != 2) fail("cross_entropy backward: probs must be (N, C), got {}", dims(probs));
+  check_floating(name, "probs", probs);
+  check_contiguous(name, "probs", probs);
+  check_dtype(name, "gradient", grad_logits, probs.dtype);
+  check_same_shape(name, "gradient", grad_logits, probs, "probs");
+  check_contiguous(name, "gradient", grad_logits);
+  check_index_vector(name, "target", target);
+  if (target.numel() != probs.shape[0])
+    fail("cross_entropy backward: target {} has {} entries for {} rows", dims(target), target.numel(), probs.shape[0]);
+  if (probs.numel() > 0) cross_entropy_backward_impl(probs, target, smoothing, scale, grad_logits);
+}
+
+// ---- gather / scatter ----
+
+void Backend::index_select(const View& x, int dim, const View& index, const View& out) {
+  check_indexed("index_select", "output", x, dim, index, out);
+  int64_t value = 0;
+  const int64_t position = first_out_of_range(index, x.shape[dim], value);
+  if (position >= 0)
+    fail("index_select: index {} out of range for dim {} of size {} (position {})", value, dim, x.shape[dim], position);
+  if (out.numel() > 0) index_select_impl(x, dim, index, out);
+}
+
+void Backend::index_add(const View& out, int dim, const View& index, const View& src) {
+  check_indexed("index_add", "source", out, dim, index, src);
+  int64_t value = 0;
+  const int64_t position = first_out_of_range(index, out.shape[dim], value);
+  if (position >= 0)
+    fail("index_add: index {} out of range for dim {} of size {} (position {})", value, dim, out.shape[dim], position);
+  if (src.numel() > 0) index_add_impl(out, dim, index, src);
+}
+
+// ---- random numbers ----
+
+void Backend::uniform(const View& out, double low, double high, RandomState& state) {
+  check_floating("uniform", "output", out);
+  if (out.numel() > 0) uniform_impl(out, low, high, state);
+}
+
+void Backend::normal(const View& out, double mean, double stddev, RandomState& state) {
+  check_floating("normal", "output", out);
+  if (!(stddev >= 0.0)) fail("normal: standard deviation {} must be >= 0", stddev);
+  if (out.numel() > 0) normal_impl(out, mean, stddev, state);
+}
+
+void Backend::dropout_mask(const View& out, double p, RandomState& state) {
+  check_floating("dropout", "mask", out);
+  if (!(p >= 0.0 && p <= 1.0)) fail("dropout: probability {} is outside [0, 1]", p);
+  if (out.numel() > 0) dropout_mask_impl(out, p, state);
+}
+
+// ---- optimizers ----
+
+void Backend::sgd_update(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
+  const char* name = "sgd_update";
+  check_floating(name, "parameter", param);
+  check_contiguous(name, "parameter", param);
+  check_same_size(name, "gradient", grad, param);
+  if (p.momentum != 0.0) {
+    if (momentum_buffer.data == nullptr && param.numel() > 0)
+      fail("sgd_update: momentum {} needs a momentum buffer", p.momentum);
+    check_same_size(name, "momentum buffer", momentum_buffer, param);
+  }
+  if (p.nesterov && (p.momentum <= 0.0 || p.dampening != 0.0))
+    fail("sgd_update: Nesterov momentum requires a momentum and zero dampening");
+  if (param.numel() > 0) sgd_update_impl(param, grad, momentum_buffer, p);
+}
+
+void Backend::adam_update(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
+                          const AdamParams& p) {
+  const char* name = p.decoupled ? "adamw_update" : "adam_update";
+  check_floating(name, "parameter", param);
+  check_contiguous(name, "parameter", param);
+  check_same_size(name, "gradient", grad, param);
+  check_same_size(name, "exp_avg", exp_avg, param);
+  check_same_size(name, "exp_avg_sq", exp_avg_sq, param);
+  if (p.step < 1) fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
+  if (param.numel() > 0) adam_update_impl(param, grad, exp_avg, exp_avg_sq, p);
+}
+
+// ---- dispatch ----
 
 Backend& backend_for(Device device) { return device.is_cpu() ? cpu_backend() : cuda::backend(device.index); }
-bool cuda_is_available() { return cuda::is_available(); }
-int cuda_device_count() { return cuda::device_count(); }
 
 }  // namespace vgrad

@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "core/kernels.h"
-#include "core/ops.h"
+#include "core/creation.h"
 
 namespace vgrad {
 namespace {

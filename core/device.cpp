@@ -1,7 +1,6 @@
-// Device parsing and printing; dtype names.
+// Device parsing and printing.
 #include "core/device.h"
 
-#include "core/dtype.h"
 #include "core/error.h"
 
 namespace vgrad {
@@ -11,7 +10,9 @@ Device::Device(const std::string& spec) {
   if (spec.rfind("cuda", 0) == 0) {
     type = DeviceType::CUDA;
     if (spec.size() == 4) return;
-    if (spec[4] == ':' && spec.size() > 5 && spec.find_first_not_of("0123456789", 5) == std::string::npos) {
+    // At most 4 digits: a GPU index past 9999 is a typo, and std::stoi would overflow.
+    if (spec[4] == ':' && spec.size() > 5 && spec.size() <= 9 &&
+        spec.find_first_not_of("0123456789", 5) == std::string::npos) {
       index = std::stoi(spec.substr(5));
       return;
     }
@@ -20,14 +21,5 @@ Device::Device(const std::string& spec) {
 }
 
 std::string Device::str() const { return is_cpu() ? "cpu" : fmt::format("cuda:{}", index); }
-
-std::string dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-    case DType::Int64: return "int64";
-  }
-  return "?";
-}
 
 }  // namespace vgrad

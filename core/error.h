@@ -17,9 +17,4 @@ template <class... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
-#define VGRAD_CHECK(cond, ...) \
-  do {                         \
-    if (!(cond)) ::vgrad::fail(__VA_ARGS__); \
-  } while (0)
-
 }  // namespace vgrad

@@ -1,7 +1,7 @@
 // Tensor: a shared handle to a strided view of a Storage, with its autograd state.
 // Copying a Tensor copies the handle (like torch::Tensor); clone() copies the data.
-// The differentiable ops are declared in core/ops.h and defined with their
-// backward rules in autograd/ops/.
+// The differentiable ops are declared in autograd/ops.h; they and the method forms
+// below are defined with their backward rules in autograd/ops/.
 #pragma once
 #include <cstdint>
 #include <iosfwd>
@@ -33,7 +33,6 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;
   std::shared_ptr<autograd::Node> grad_fn;
-  uint32_t output_index = 0;  // which output of grad_fn this is
 };
 
 class Tensor {

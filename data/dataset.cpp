@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "core/error.h"
 #include "data/idx.h"
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::data {
 

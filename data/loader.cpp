@@ -1,7 +1,7 @@
 // The loader's epoch order, batch gathering, and the prefetch thread.
 #include "data/loader.h"
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "core/error.h"
 
 namespace vgrad::data {

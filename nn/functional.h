@@ -1,7 +1,7 @@
 // nn's functional forms: activations, dropout, attention and losses. Stateless;
 // the layer classes in layers.h call these. Shape legend: N batch, D features, C classes.
 #pragma once
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::nn::functional {
 

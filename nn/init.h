@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::nn::init {
 

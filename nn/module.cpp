@@ -1,7 +1,7 @@
 // Module bookkeeping: registration, traversal, modes, device moves, state dicts.
 #include "nn/module.h"
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "core/error.h"
 
 namespace vgrad::nn {

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::nn {
 

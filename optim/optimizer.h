@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad::optim {
 

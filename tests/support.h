@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/ops.h"
+#include "autograd/ops.h"
 #include "core/tensor.h"
 #include "nn/layers.h"
 

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad {
 
@@ -56,9 +56,10 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   });
 }
 
-// a / b;  da = g/b,  db = -g*a/b²
+// a / b;  da = g/b,  db = -g*a/b²   (int64 / int64 is true division in float32, as PyTorch)
 Tensor div(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("div");
+  if (!is_floating(a.dtype()) && !is_floating(b.dtype())) return div(a.to(DType::Float32), b);
   Tensor out = binary_op(BinaryOp::Div, a, b, "div");
   if (!needs_grad({a, b})) return out;
   Context ctx("div");

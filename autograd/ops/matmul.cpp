@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "core/ops.h"
+#include "autograd/ops.h"
 
 namespace vgrad {
 

@@ -1,13 +1,17 @@
 // The CPU's strided N-d iteration: operands of one shape are walked row by row,
 // after dropping size-1 dims and merging dims that are contiguous in every operand,
-// so most loops become one long row that the compiler vectorises.
+// so most loops become one long row that the compiler vectorises; map1/map2 are
+// the elementwise loops built on it.
 #pragma once
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/backend.h"
 
 namespace vgrad::cpu {
+
+template <class T> constexpr bool is_int = std::is_integral_v<T>;
 
 // Calls row(ptrs, n, byte_strides) for every innermost row of the common shape of
 // `views` (all share views[0]'s shape; strides may be 0 for broadcast operands).
@@ -59,6 +63,45 @@ void for_each_row(const std::array<View, N>& views, Row&& row) {
       counter[d] = 0;
     }
   }
+}
+
+// Elementwise loops over for_each_row rows, with the contiguous and broadcast-scalar
+// cases spelled out for the vectoriser.
+// out[i] = f(x[i]).
+template <class TOut, class TIn, class F>
+void map1(const View& x, const View& out, F f) {
+  for_each_row<2>({out, x}, [&](auto p, int64_t n, auto s) {
+    TOut* o = reinterpret_cast<TOut*>(p[0]);
+    const TIn* a = reinterpret_cast<const TIn*>(p[1]);
+    const int64_t so = s[0] / int64_t(sizeof(TOut)), sa = s[1] / int64_t(sizeof(TIn));
+    if (so == 1 && sa == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = f(a[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * so] = f(a[i * sa]);
+    }
+  });
+}
+
+// out[i] = f(a[i], b[i]).
+template <class T, class F>
+void map2(const View& a, const View& b, const View& out, F f) {
+  for_each_row<3>({out, a, b}, [&](auto p, int64_t n, auto s) {
+    T* o = reinterpret_cast<T*>(p[0]);
+    const T* x = reinterpret_cast<const T*>(p[1]);
+    const T* y = reinterpret_cast<const T*>(p[2]);
+    const int64_t so = s[0] / int64_t(sizeof(T)), sx = s[1] / int64_t(sizeof(T)), sy = s[2] / int64_t(sizeof(T));
+    if (so == 1 && sx == 1 && sy == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], y[i]);
+    } else if (so == 1 && sx == 1 && sy == 0) {
+      const T yv = *y;
+      for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], yv);
+    } else if (so == 1 && sx == 0 && sy == 1) {
+      const T xv = *x;
+      for (int64_t i = 0; i < n; ++i) o[i] = f(xv, y[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * so] = f(x[i * sx], y[i * sy]);
+    }
+  });
 }
 
 }  // namespace vgrad::cpu

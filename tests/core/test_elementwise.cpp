@@ -4,6 +4,7 @@
 // where, scalar operands, and the error messages of bad broadcasts.
 #include <functional>
 
+#include "core/kernels.h"
 #include "test_util.h"
 
 namespace {
@@ -356,13 +357,14 @@ TEST(Scalars, ZeroDimTensorOperands) {
 TEST(Int64, Arithmetic) {
   const Tensor a = tensor(std::vector<int64_t>{7, -7, 9, 0}), b = tensor(std::vector<int64_t>{2, 2, -4, 5});
   const Tensor sum = a + b, prod = a * b, quot = a / b;
-  for (const Tensor& t : {sum, a - b, prod, quot, maximum(a, b), minimum(a, b), eq(a, b), -a, abs(a)})
+  for (const Tensor& t : {sum, a - b, prod, maximum(a, b), minimum(a, b), eq(a, b), -a, abs(a)})
     EXPECT_EQ(t.dtype(), DType::Int64);
   EXPECT_EQ(sum.to_vector<int64_t>(), (std::vector<int64_t>{9, -5, 5, 5}));
   EXPECT_EQ((a - b).to_vector<int64_t>(), (std::vector<int64_t>{5, -9, 13, -5}));
   EXPECT_EQ(prod.to_vector<int64_t>(), (std::vector<int64_t>{14, -14, -36, 0}));
-  // Integer division truncates toward zero (C++ semantics).
-  EXPECT_EQ(quot.to_vector<int64_t>(), (std::vector<int64_t>{3, -3, -2, 0}));
+  // Division is true division in float32, as PyTorch's.
+  EXPECT_EQ(quot.dtype(), DType::Float32);
+  EXPECT_EQ(vals(quot), (std::vector<double>{3.5, -3.5, -2.25, 0}));
   EXPECT_EQ(maximum(a, b).to_vector<int64_t>(), (std::vector<int64_t>{7, 2, 9, 5}));
   EXPECT_EQ(minimum(a, b).to_vector<int64_t>(), (std::vector<int64_t>{2, -7, -4, 0}));
   EXPECT_EQ(pow(tensor(std::vector<int64_t>{2, 3}), tensor(std::vector<int64_t>{10, 3})).to_vector<int64_t>(),
@@ -376,8 +378,20 @@ TEST(Int64, Arithmetic) {
             big + 1);
 }
 
-TEST(Int64, DivisionByZeroIsAnError) {
-  EXPECT_ERROR((tensor(std::vector<int64_t>{1, 2}) / tensor(std::vector<int64_t>{1, 0})), "div: integer division by zero");
+// int64 / int64 promotes to float32 (PyTorch's true division) on every device, so a
+// zero divisor gives inf or NaN as in float, never a trap or a device-dependent 0.
+TEST(Int64, DivisionByZeroIsFloatDivision) {
+  const Tensor q = tensor(std::vector<int64_t>{1, -2, 0}) / tensor(std::vector<int64_t>{0, 0, 0});
+  EXPECT_EQ(q.dtype(), DType::Float32);
+  const auto v = vals(q);
+  EXPECT_TRUE(std::isinf(v[0]) && v[0] > 0);
+  EXPECT_TRUE(std::isinf(v[1]) && v[1] < 0);
+  EXPECT_TRUE(std::isnan(v[2]));
+}
+
+TEST(Int64, PowIsExactAndTruncatesNegativeExponents) {
+  const Tensor base = tensor(std::vector<int64_t>{3, -2, 1, -1, 5}), e = tensor(std::vector<int64_t>{39, 3, -4, -3, -1});
+  EXPECT_EQ(pow(base, e).to_vector<int64_t>(), (std::vector<int64_t>{4052555153018976267, -8, 1, -1, 0}));
 }
 
 TEST(Int64, ScalarsAndPromotion) {
@@ -442,3 +456,34 @@ TEST(Where, AnyNonzeroConditionIsTrue) {
 }
 
 }  // namespace
+
+// NaN propagates as in PyTorch: through relu, leaky_relu, sign, clamp, maximum and
+// minimum (either operand, either order) and amax/amin; one NaN pixel must not vanish.
+TEST(NaN, PropagatesThroughEveryOpAsPyTorch) {
+  const double nan = std::nan("");
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const Tensor x = tensor(std::vector<double>{nan, -1, 2}).to(dtype);
+    const Tensor one = ones({3}, {.dtype = dtype});
+    for (const Tensor& y : {relu(x), leaky_relu(x, 0.1), clamp(x, -0.5, 0.5), kernels::unary(UnaryOp::Sign, x),
+                            maximum(x, one), maximum(one, x), minimum(x, one), minimum(one, x)}) {
+      const auto v = vals(y);
+      EXPECT_TRUE(std::isnan(v[0])) << y;
+      EXPECT_FALSE(std::isnan(v[1]) || std::isnan(v[2])) << y;
+    }
+    EXPECT_TRUE(std::isnan(amax(x).item()));
+    EXPECT_TRUE(std::isnan(amin(x).item()));
+    EXPECT_EQ(vals(relu(x))[1], 0);
+    EXPECT_EQ(vals(kernels::unary(UnaryOp::Sign, x))[2], 1);
+  }
+}
+
+// A NaN in the input reaches the loss: a finite loss never hides NaN weights.
+TEST(NaN, ReachesTheLossThroughAnMlpStep) {
+  vgrad_test::Mlp model(4, 8, 3);
+  Tensor x = vgrad_test::uniform_tensor({5, 4}, 1);
+  std::vector<float> values = x.to_vector<float>();
+  values[6] = std::nanf("");
+  x = tensor(values, {5, 4});
+  const Tensor logits = model(x);
+  EXPECT_TRUE(std::isnan(logits.sum().item()));
+}

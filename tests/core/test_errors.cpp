@@ -57,7 +57,7 @@ TEST(Errors, DtypeMismatch) {
 TEST(Errors, IndexOutOfRange) {
   const Tensor x = zeros({3, 4});
   EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 3}))),
-               "index_select: index 3 out of range for dimension of size 3 (position 1)");
+               "index_select: index 3 out of range for dim 0 of size 3 (position 1)");
   EXPECT_ERROR(x.select(1, 4), "select: index 4 out of range for axis 1 of size 4 (shape [3, 4])");
   EXPECT_ERROR(x[-4], "select: index -4 out of range for axis 0 of size 3");
   EXPECT_ERROR(x.narrow(0, 2, 2), "narrow: range [2, 4) out of bounds for axis 0 of size 3 (shape [3, 4])");

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "autograd/grad_mode.h"
-#include "core/ops.h"
+#include "core/grad_mode.h"
+#include "autograd/ops.h"
 #include "core/tensor.h"
 #include "support.h"
 

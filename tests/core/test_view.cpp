@@ -272,7 +272,7 @@ TEST(IndexSelect, GathersRowsAndColumns) {
 TEST(IndexSelect, Errors) {
   const Tensor x = iota({3, 2});
   EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 5}))),
-               "index_select: index 5 out of range for dimension of size 3 (position 1)");
+               "index_select: index 5 out of range for dim 0 of size 3 (position 1)");
   EXPECT_ERROR((x.index_select(1, tensor(std::vector<int64_t>{-1}, {1}))), "index_select: index -1 out of range");
   EXPECT_ERROR((x.index_select(0, tensor({0, 1}))), "index_select: index must be a 1-D int64 tensor", "float32");
   EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 1}, {2, 1}))), "index_select", "1-D", "[2, 1]");

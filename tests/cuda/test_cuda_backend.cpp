@@ -459,7 +459,6 @@ const std::vector<UnaryCase>& unary_cases() {
       {UnaryOp::LeakyRelu, "leaky_relu", -3, 3, 0.1, 0},
       {UnaryOp::Square, "square", -3, 3, 0, 0},
       {UnaryOp::Reciprocal, "reciprocal", 0.2, 3, 0, 0},
-      {UnaryOp::Cast, "cast", -3, 3, 0, 0},
   };
   return cases;
 }

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "autograd/grad_mode.h"
+#include "core/grad_mode.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "nn/functional.h"

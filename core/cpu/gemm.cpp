@@ -71,13 +71,7 @@ void set_threads_for(double multiply_adds) {
 
 }  // namespace
 
-std::string blas_info() {
-  const OpenBlas& lib = openblas();
-  return fmt::format("OpenBLAS core {}, {} threads", lib.get_corename(), lib.get_num_threads());
-}
-
-void blas_gemm(const GemmArgs& g) {
-  if (g.m == 0 || g.n == 0) return;
+void CpuBackend::gemm_impl(const GemmArgs& g) {
   const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
@@ -87,13 +81,11 @@ void blas_gemm(const GemmArgs& g) {
                 static_cast<const float*>(g.a) + i * g.stride_a, int(g.lda),
                 static_cast<const float*>(g.b) + i * g.stride_b, int(g.ldb), float(g.beta),
                 static_cast<float*>(g.c) + i * g.stride_c, int(g.ldc));
-    } else if (g.dtype == DType::Float64) {
+    } else {
       lib.dgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha,
                 static_cast<const double*>(g.a) + i * g.stride_a, int(g.lda),
                 static_cast<const double*>(g.b) + i * g.stride_b, int(g.ldb), g.beta,
                 static_cast<double*>(g.c) + i * g.stride_c, int(g.ldc));
-    } else {
-      fail("matmul: {} tensors are not supported (use float32 or float64)", dtype_name(g.dtype));
     }
   }
 }

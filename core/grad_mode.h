@@ -1,5 +1,6 @@
 // Whether ops record the graph, per thread. NoGradGuard turns recording off for a
-// scope (evaluation, optimizer updates); EnableGradGuard turns it back on.
+// scope (evaluation, optimizer updates); EnableGradGuard turns it back on. In core
+// (ops consult it before recording), in the autograd namespace (where users look).
 #pragma once
 
 namespace vgrad::autograd {

@@ -1,0 +1,68 @@
+// CPU elementwise primitives: fill, copy (dtype conversion), unary and binary ops
+// through the scalar functors of core/scalar_ops.h (the xsimd forms where faster),
+// and where. Side by side with cuda/elementwise.cu.
+#include <algorithm>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/cpu/strided.h"
+#include "core/error.h"
+#include "core/scalar_ops.h"
+
+namespace vgrad::cpu {
+
+void CpuBackend::fill_impl(const View& out, double value) {
+  visit_dtype(out.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T v = static_cast<T>(value);
+    for_each_row<1>({out}, [&](auto p, int64_t n, auto s) {
+      T* o = reinterpret_cast<T*>(p[0]);
+      const int64_t so = s[0] / int64_t(sizeof(T));
+      if (so == 1) std::fill(o, o + n, v);
+      else for (int64_t i = 0; i < n; ++i) o[i * so] = v;
+    });
+  });
+}
+
+void CpuBackend::copy_impl(const View& src, const View& out) {
+  visit_dtype(out.dtype, [&](auto out_zero) {
+    using TOut = decltype(out_zero);
+    visit_dtype(src.dtype, [&](auto in_zero) {
+      using TIn = decltype(in_zero);
+      map1<TOut, TIn>(src, out, [](TIn v) { return static_cast<TOut>(v); });
+    });
+  });
+}
+
+void CpuBackend::unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) {
+  if (vector_unary(op, x, out)) return;
+  visit_dtype(out.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if (!scalar::visit_unary<T>(op, a, b, [&](const auto& f) { map1<T, T>(x, out, f); }))
+      fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
+  });
+}
+
+void CpuBackend::binary_impl(BinaryOp op, const View& a, const View& b, const View& out) {
+  visit_dtype(out.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if (!scalar::visit_binary<T>(op, [&](const auto& f) { map2<T>(a, b, out, f); }))
+      fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
+  });
+}
+
+void CpuBackend::where_impl(const View& cond, const View& a, const View& b, const View& out) {
+  visit_dtype(out.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    for_each_row<4>({out, cond, a, b}, [&](auto p, int64_t n, auto s) {
+      T* o = reinterpret_cast<T*>(p[0]);
+      const T* c = reinterpret_cast<const T*>(p[1]);
+      const T* x = reinterpret_cast<const T*>(p[2]);
+      const T* y = reinterpret_cast<const T*>(p[3]);
+      const int64_t z = sizeof(T);
+      for (int64_t i = 0; i < n; ++i)
+        o[i * s[0] / z] = c[i * s[1] / z] != T(0) ? x[i * s[2] / z] : y[i * s[3] / z];
+    });
+  });
+}
+
+}  // namespace vgrad::cpu

@@ -1,0 +1,155 @@
+// What a kernel sees, shared by the CPU backend (core/cpu/) and the CUDA kernels
+// (cuda/*.cu): View, the op enums with their names, the size limit and the parameter
+// structs of the fused primitives. C++17 and free of host-only headers, so nvcc
+// compiles it; there is no mirror of these types anywhere else.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace vgrad {
+
+constexpr int kMaxDims = 8;
+
+// A strided window on device memory: what a kernel needs, passable by value to CUDA.
+// `data` already includes the element offset. Strides are in elements and may be 0
+// (a broadcast dimension) but never negative.
+struct View {
+  void* data = nullptr;
+  DType dtype = DType::Float32;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+
+  constexpr int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  constexpr bool is_contiguous() const {
+    int64_t expected = 1;
+    for (int i = ndim - 1; i >= 0; --i) {
+      if (shape[i] != 1 && strides[i] != expected) return false;
+      expected *= shape[i];
+    }
+    return true;
+  }
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+};
+
+// y = f(x), elementwise; the scalar functors are in core/scalar_ops.h. `a` and `b`
+// are the op's scalar parameters.
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Abs, Sign, Relu, Sigmoid, Tanh, Gelu,
+  Affine,     // a*x + b   (scalar add/sub/mul/div)
+  PowScalar,  // x^a
+  RPowScalar, // a^x
+  Clamp,      // min(max(x, a), b)
+  LeakyRelu,  // x > 0 ? x : a*x
+  Square, Reciprocal,
+};
+
+// out = f(a, b), elementwise, with a and b broadcast to out's shape (0 strides) and
+// of out's dtype. Comparisons give 1 or 0. The *Backward ops are fused gradient
+// rules: a is the incoming gradient, b what the forward saved.
+enum class BinaryOp {
+  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+  Eq, Ne, Lt, Le, Gt, Ge,
+  ReluBackward,     // b > 0 ? a : 0          (b = forward input; subgradient 0 at 0)
+  SigmoidBackward,  // a * b * (1 - b)        (b = forward output)
+  TanhBackward,     // a * (1 - b*b)          (b = forward output)
+  GeluBackward,     // a * gelu'(b)           (b = forward input)
+};
+
+// Reductions over the dims where out's shape is 1 and in's is not (keepdim form).
+enum class ReduceOp { Sum, Max, Min, ArgMax, ArgMin };
+
+// Names for messages. Exhaustive switches: a new enumerator without a name fails
+// the build (-Wswitch).
+constexpr const char* op_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Neg: return "neg";
+    case UnaryOp::Exp: return "exp";
+    case UnaryOp::Log: return "log";
+    case UnaryOp::Sqrt: return "sqrt";
+    case UnaryOp::Abs: return "abs";
+    case UnaryOp::Sign: return "sign";
+    case UnaryOp::Relu: return "relu";
+    case UnaryOp::Sigmoid: return "sigmoid";
+    case UnaryOp::Tanh: return "tanh";
+    case UnaryOp::Gelu: return "gelu";
+    case UnaryOp::Affine: return "affine";
+    case UnaryOp::PowScalar: return "pow";
+    case UnaryOp::RPowScalar: return "rpow";
+    case UnaryOp::Clamp: return "clamp";
+    case UnaryOp::LeakyRelu: return "leaky_relu";
+    case UnaryOp::Square: return "square";
+    case UnaryOp::Reciprocal: return "reciprocal";
+  }
+  return "unary";
+}
+constexpr const char* op_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add: return "add";
+    case BinaryOp::Sub: return "sub";
+    case BinaryOp::Mul: return "mul";
+    case BinaryOp::Div: return "div";
+    case BinaryOp::Pow: return "pow";
+    case BinaryOp::Maximum: return "maximum";
+    case BinaryOp::Minimum: return "minimum";
+    case BinaryOp::Eq: return "eq";
+    case BinaryOp::Ne: return "ne";
+    case BinaryOp::Lt: return "lt";
+    case BinaryOp::Le: return "le";
+    case BinaryOp::Gt: return "gt";
+    case BinaryOp::Ge: return "ge";
+    case BinaryOp::ReluBackward: return "relu_backward";
+    case BinaryOp::SigmoidBackward: return "sigmoid_backward";
+    case BinaryOp::TanhBackward: return "tanh_backward";
+    case BinaryOp::GeluBackward: return "gelu_backward";
+  }
+  return "binary";
+}
+constexpr const char* op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Max: return "max";
+    case ReduceOp::Min: return "min";
+    case ReduceOp::ArgMax: return "argmax";
+    case ReduceOp::ArgMin: return "argmin";
+  }
+  return "reduce";
+}
+
+struct GemmArgs {  // row-major C[batch] = alpha * op(A[batch]) · op(B[batch]) + beta * C[batch]
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0, batch = 1;
+  const void* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  void* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+  double alpha = 1.0, beta = 0.0;
+  DType dtype = DType::Float32;  // float32 or float64
+};
+
+// A counter-based random stream: the same (seed, offset) gives the same numbers.
+struct RandomState {
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // advanced by the number of values drawn
+};
+
+struct SgdParams {
+  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first_step = true;  // momentum buffer starts as the gradient (PyTorch's rule)
+};
+
+struct AdamParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool decoupled = false;  // AdamW
+  int64_t step = 1;        // 1-based, for bias correction
+};
+
+}  // namespace vgrad

@@ -1,0 +1,283 @@
+// The one definition of what every elementwise op computes on one element: a
+// host/device functor per UnaryOp and BinaryOp, used by the CPU loops
+// (core/cpu/elementwise.cpp) and the CUDA kernels (cuda/elementwise.cu) alike, and
+// visit_unary/visit_binary, the one switch from an op to its functor. NaN propagates
+// as in PyTorch (relu, leaky_relu, maximum/minimum, clamp, sign). C++17, nvcc-clean.
+// Not here: reductions, softmax and the fused optimizer steps (whole-row kernels).
+#pragma once
+#include <math.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "core/kernel_types.h"
+
+#if defined(__CUDACC__)
+#define VGRAD_HOST_DEVICE __host__ __device__
+#else
+#define VGRAD_HOST_DEVICE
+#endif
+
+namespace vgrad::scalar {
+
+// Math per type: the float overloads call the single-precision functions, which
+// exist on the host (<math.h>) and on the device (CUDA's math API) under one name.
+VGRAD_HOST_DEVICE inline float exp_(float x) { return ::expf(x); }
+VGRAD_HOST_DEVICE inline double exp_(double x) { return ::exp(x); }
+VGRAD_HOST_DEVICE inline float log_(float x) { return ::logf(x); }
+VGRAD_HOST_DEVICE inline double log_(double x) { return ::log(x); }
+VGRAD_HOST_DEVICE inline float sqrt_(float x) { return ::sqrtf(x); }
+VGRAD_HOST_DEVICE inline double sqrt_(double x) { return ::sqrt(x); }
+VGRAD_HOST_DEVICE inline float tanh_(float x) { return ::tanhf(x); }
+VGRAD_HOST_DEVICE inline double tanh_(double x) { return ::tanh(x); }
+VGRAD_HOST_DEVICE inline float erf_(float x) { return ::erff(x); }
+VGRAD_HOST_DEVICE inline double erf_(double x) { return ::erf(x); }
+VGRAD_HOST_DEVICE inline float pow_(float x, float y) { return ::powf(x, y); }
+VGRAD_HOST_DEVICE inline double pow_(double x, double y) { return ::pow(x, y); }
+
+template <class T> VGRAD_HOST_DEVICE inline bool is_nan(T x) {
+  if constexpr (std::is_floating_point_v<T>) return x != x;
+  else return false;
+}
+
+constexpr double kSqrtHalf = 0.70710678118654752440;    // 1/sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2*pi)
+
+// Each functor: `T operator()(T x)` (unary) or `T operator()(T a, T b)` (binary), and
+// kIntegral: whether it is defined on int64 (core refuses the others before any
+// device runs). Parameters (a, b of the op) are members, converted to T once.
+
+// ---------------- unary ----------------
+template <class T> struct Neg {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return -x; }
+};
+template <class T> struct Exp {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return exp_(x); }
+};
+template <class T> struct Log {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return log_(x); }
+};
+template <class T> struct Sqrt {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return sqrt_(x); }
+};
+template <class T> struct Abs {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x < T(0) ? T(-x) : x; }
+};
+template <class T> struct Sign {  // sign(0) = 0, sign(NaN) = NaN
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x > T(0) ? T(1) : x < T(0) ? T(-1) : is_nan(x) ? x : T(0); }
+};
+template <class T> struct Relu {  // !(x <= 0): NaN passes through
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x <= T(0) ? T(0) : x; }
+};
+template <class T> struct Sigmoid {  // exp(-x) overflows to inf for x << 0: 1/inf = 0, no NaN
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return T(1) / (T(1) + exp_(-x)); }
+};
+template <class T> struct Tanh {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return tanh_(x); }
+};
+template <class T> struct Gelu {  // exact form: x * Phi(x)
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return T(0.5) * x * (T(1) + erf_(x * T(kSqrtHalf))); }
+};
+template <class T> struct Affine {  // int64: core passes integral a and b only
+  static constexpr bool kIntegral = true;
+  T a, b;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return T(a * x + b); }
+};
+template <class T> struct PowScalar {
+  static constexpr bool kIntegral = false;
+  T exponent;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return exponent == T(2) ? x * x : pow_(x, exponent); }
+};
+template <class T> struct RPowScalar {
+  static constexpr bool kIntegral = false;
+  T base;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return pow_(base, x); }
+};
+template <class T> struct Clamp {  // NaN stays NaN (both comparisons are false)
+  static constexpr bool kIntegral = false;
+  T lo, hi;
+  VGRAD_HOST_DEVICE T operator()(T x) const {
+    const T y = x < lo ? lo : x;
+    return y > hi ? hi : y;
+  }
+};
+template <class T> struct LeakyRelu {  // NaN * slope is NaN
+  static constexpr bool kIntegral = false;
+  T slope;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x > T(0) ? x : T(slope * x); }
+};
+template <class T> struct Square {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x * x; }
+};
+template <class T> struct Reciprocal {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return T(1) / x; }
+};
+
+// ---------------- binary ----------------
+template <class T> struct Add {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+template <class T> struct Sub {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a - b; }
+};
+template <class T> struct Mul {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a * b; }
+};
+// int64 / int64 is true division in float32, as PyTorch: no integer division kernel,
+// so no division by zero to trap.
+template <class T> struct Div {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a / b; }
+};
+// int64: exact, by squaring (wraps on overflow as int64 multiplication does); a negative
+// exponent gives the truncated 1/a^-b (0 unless a is 1 or -1), where PyTorch refuses.
+template <class T> struct Pow {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const {
+    if constexpr (std::is_integral_v<T>) {
+      if (b < 0) return a == 1 ? T(1) : a == -1 ? (b % 2 == 0 ? T(1) : T(-1)) : T(0);
+      T result = 1;
+      for (; b > 0; b >>= 1, a *= a)
+        if (b & 1) result *= a;
+      return result;
+    } else {
+      return pow_(a, b);
+    }
+  }
+};
+template <class T> struct Maximum {  // NaN in either operand gives NaN, in either order
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return is_nan(b) ? b : a > b || is_nan(a) ? a : b; }
+};
+template <class T> struct Minimum {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return is_nan(b) ? b : a < b || is_nan(a) ? a : b; }
+};
+template <class T> struct Eq {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a == b ? T(1) : T(0); }
+};
+template <class T> struct Ne {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a != b ? T(1) : T(0); }
+};
+template <class T> struct Lt {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a < b ? T(1) : T(0); }
+};
+template <class T> struct Le {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a <= b ? T(1) : T(0); }
+};
+template <class T> struct Gt {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a > b ? T(1) : T(0); }
+};
+template <class T> struct Ge {
+  static constexpr bool kIntegral = true;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a >= b ? T(1) : T(0); }
+};
+template <class T> struct ReluBackward {  // a = dy, b = x; subgradient 0 at 0; NaN x passes dy (as forward)
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return b <= T(0) ? T(0) : a; }
+};
+template <class T> struct SigmoidBackward {  // a = dy, b = y = sigmoid(x)
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a * b * (T(1) - b); }
+};
+template <class T> struct TanhBackward {  // a = dy, b = y = tanh(x)
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a * (T(1) - b * b); }
+};
+template <class T> struct GeluBackward {  // a = dy, b = x: dy * (Phi(x) + x * phi(x))
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const {
+    const T cdf = T(0.5) * (T(1) + erf_(b * T(kSqrtHalf)));
+    const T pdf = T(kInvSqrt2Pi) * exp_(T(-0.5) * b * b);
+    return a * (cdf + b * pdf);
+  }
+};
+
+// Calls fn(functor) unless the functor is not defined for T; returns whether it ran.
+template <class T, class Functor, class Fn> bool apply_if_defined(Fn& fn, const Functor& functor) {
+  if constexpr (std::is_integral_v<T> && !Functor::kIntegral) {
+    return false;
+  } else {
+    fn(functor);
+    return true;
+  }
+}
+
+// The one switch from an op to its functor, for element type T. Host code; fn is
+// called once with the functor (a loop on the CPU, a kernel launch on CUDA).
+// Returns false when op is not defined for T.
+template <class T, class Fn> bool visit_unary(UnaryOp op, double a, double b, Fn&& fn) {
+  switch (op) {
+    case UnaryOp::Neg: return apply_if_defined<T>(fn, Neg<T>{});
+    case UnaryOp::Exp: return apply_if_defined<T>(fn, Exp<T>{});
+    case UnaryOp::Log: return apply_if_defined<T>(fn, Log<T>{});
+    case UnaryOp::Sqrt: return apply_if_defined<T>(fn, Sqrt<T>{});
+    case UnaryOp::Abs: return apply_if_defined<T>(fn, Abs<T>{});
+    case UnaryOp::Sign: return apply_if_defined<T>(fn, Sign<T>{});
+    case UnaryOp::Relu: return apply_if_defined<T>(fn, Relu<T>{});
+    case UnaryOp::Sigmoid: return apply_if_defined<T>(fn, Sigmoid<T>{});
+    case UnaryOp::Tanh: return apply_if_defined<T>(fn, Tanh<T>{});
+    case UnaryOp::Gelu: return apply_if_defined<T>(fn, Gelu<T>{});
+    case UnaryOp::Affine: return apply_if_defined<T>(fn, Affine<T>{T(a), T(b)});
+    case UnaryOp::PowScalar: return apply_if_defined<T>(fn, PowScalar<T>{T(a)});
+    case UnaryOp::RPowScalar: return apply_if_defined<T>(fn, RPowScalar<T>{T(a)});
+    case UnaryOp::Clamp: return apply_if_defined<T>(fn, Clamp<T>{T(a), T(b)});
+    case UnaryOp::LeakyRelu: return apply_if_defined<T>(fn, LeakyRelu<T>{T(a)});
+    case UnaryOp::Square: return apply_if_defined<T>(fn, Square<T>{});
+    case UnaryOp::Reciprocal: return apply_if_defined<T>(fn, Reciprocal<T>{});
+  }
+  return false;
+}
+
+template <class T, class Fn> bool visit_binary(BinaryOp op, Fn&& fn) {
+  switch (op) {
+    case BinaryOp::Add: return apply_if_defined<T>(fn, Add<T>{});
+    case BinaryOp::Sub: return apply_if_defined<T>(fn, Sub<T>{});
+    case BinaryOp::Mul: return apply_if_defined<T>(fn, Mul<T>{});
+    case BinaryOp::Div: return apply_if_defined<T>(fn, Div<T>{});
+    case BinaryOp::Pow: return apply_if_defined<T>(fn, Pow<T>{});
+    case BinaryOp::Maximum: return apply_if_defined<T>(fn, Maximum<T>{});
+    case BinaryOp::Minimum: return apply_if_defined<T>(fn, Minimum<T>{});
+    case BinaryOp::Eq: return apply_if_defined<T>(fn, Eq<T>{});
+    case BinaryOp::Ne: return apply_if_defined<T>(fn, Ne<T>{});
+    case BinaryOp::Lt: return apply_if_defined<T>(fn, Lt<T>{});
+    case BinaryOp::Le: return apply_if_defined<T>(fn, Le<T>{});
+    case BinaryOp::Gt: return apply_if_defined<T>(fn, Gt<T>{});
+    case BinaryOp::Ge: return apply_if_defined<T>(fn, Ge<T>{});
+    case BinaryOp::ReluBackward: return apply_if_defined<T>(fn, ReluBackward<T>{});
+    case BinaryOp::SigmoidBackward: return apply_if_defined<T>(fn, SigmoidBackward<T>{});
+    case BinaryOp::TanhBackward: return apply_if_defined<T>(fn, TanhBackward<T>{});
+    case BinaryOp::GeluBackward: return apply_if_defined<T>(fn, GeluBackward<T>{});
+  }
+  return false;
+}
+
+// Whether op is defined on int64 tensors (the check core makes before dispatch).
+inline bool defined_on_int64(UnaryOp op) {
+  return visit_unary<int64_t>(op, 0, 0, [](const auto&) {});
+}
+inline bool defined_on_int64(BinaryOp op) {
+  return visit_binary<int64_t>(op, [](const auto&) {});
+}
+
+}  // namespace vgrad::scalar
