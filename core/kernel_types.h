@@ -7,6 +7,13 @@
 
 #include "core/dtype.h"
 
+// Marks what runs on the host and on a CUDA device alike (plain C++ elsewhere).
+#if defined(__CUDACC__)
+#define VGRAD_HOST_DEVICE __host__ __device__
+#else
+#define VGRAD_HOST_DEVICE
+#endif
+
 namespace vgrad {
 
 constexpr int kMaxDims = 8;

@@ -12,12 +12,6 @@
 
 #include "core/kernel_types.h"
 
-#if defined(__CUDACC__)
-#define VGRAD_HOST_DEVICE __host__ __device__
-#else
-#define VGRAD_HOST_DEVICE
-#endif
-
 namespace vgrad::scalar {
 
 // Math per type: the float overloads call the single-precision functions, which

@@ -1,6 +1,8 @@
 // Gather and scatter-add along one dim: index_select (batching, embedding lookups) and
-// index_add, its gradient, with atomics because an index may repeat. Each index is
-// checked; a bad one is skipped on the device and reported to the host by position.
+// index_add, its gradient, with atomics because an index may repeat; and the range
+// scan core runs first, so a bad index is refused before anything is written (a bad
+// one reaching a kernel anyway is skipped, never dereferenced). Side by side with
+// core/cpu/index.cpp.
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -18,7 +20,7 @@ struct IndexGeometry {
   int64_t index_stride;
 };
 
-IndexGeometry make_index_geometry(const Array& iter, const Array& other, int dim, const Array& index) {
+IndexGeometry make_index_geometry(const View& iter, const View& other, int dim, const View& index) {
   IndexGeometry g{};
   g.ndim = iter.ndim;
   g.dim = dim;
@@ -95,11 +97,38 @@ __global__ void __launch_bounds__(kBlock) index_add_kernel(T* out, const int64_t
   }
 }
 
+// The smallest position whose index is outside [0, limit) lowers *bad (atomicMin).
+__global__ void __launch_bounds__(kBlock)
+    out_of_range_kernel(const int64_t* index, int64_t stride, int64_t n, int64_t limit, unsigned long long* bad) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
+    const int64_t v = index[i * stride];
+    if (v < 0 || v >= limit) atomicMin(bad, static_cast<unsigned long long>(i));
+  }
+}
+
 }  // namespace
 
-int64_t index_select(const Context& ctx, const Array& x, int dim, const Array& index, const Array& out) {
-  const int64_t n = out.numel();
+int64_t first_out_of_range(const Context& ctx, const View& index, int64_t limit, int64_t& value) {
+  const int64_t n = index.numel();
   if (n == 0) return -1;
+  const int64_t stride = index.ndim == 0 ? 0 : index.strides[0];
+  const auto* data = static_cast<const int64_t*>(index.data);
+  unsigned long long* bad = reset_flag(ctx);
+  out_of_range_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(data, stride, n, limit, bad);
+  VGRAD_CUDA_CHECK_LAUNCH();
+  const int64_t position = read_flag(ctx);
+  if (position >= 0) {
+    VGRAD_CUDA_CHECK(cudaMemcpyAsync(&value, data + position * stride, sizeof(int64_t), cudaMemcpyDeviceToHost,
+                                     ctx.stream));
+    VGRAD_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  }
+  return position;
+}
+
+void index_select(const Context& ctx, const View& x, int dim, const View& index, const View& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
   const IndexGeometry g = make_index_geometry(out, x, dim, index);
   unsigned long long* bad = reset_flag(ctx);
   const auto* index_ptr = static_cast<const int64_t*>(index.data);
@@ -111,12 +140,11 @@ int64_t index_select(const Context& ctx, const Array& x, int dim, const Array& i
         static_cast<const uint64_t*>(x.data), index_ptr, static_cast<uint64_t*>(out.data), g, n, bad);
   }
   VGRAD_CUDA_CHECK_LAUNCH();
-  return read_flag(ctx);
 }
 
-int64_t index_add(const Context& ctx, const Array& out, int dim, const Array& index, const Array& src) {
+void index_add(const Context& ctx, const View& out, int dim, const View& index, const View& src) {
   const int64_t n = src.numel();
-  if (n == 0) return -1;
+  if (n == 0) return;
   const IndexGeometry g = make_index_geometry(src, out, dim, index);
   unsigned long long* bad = reset_flag(ctx);
   dispatch_all(out.dtype, [&](auto tag) {
@@ -125,7 +153,6 @@ int64_t index_add(const Context& ctx, const Array& out, int dim, const Array& in
         static_cast<T*>(out.data), static_cast<const int64_t*>(index.data), static_cast<const T*>(src.data), g, n, bad);
   });
   VGRAD_CUDA_CHECK_LAUNCH();
-  return read_flag(ctx);
 }
 
 }  // namespace vgrad::cuda::kernels

@@ -11,7 +11,8 @@
 #include <type_traits>
 
 #include "cuda/check.h"
-#include "cuda/geometry.h"
+#include "core/geometry.h"
+#include "core/scalar_ops.h"
 #include "cuda/kernels.h"
 
 namespace vgrad::cuda::kernels {
@@ -48,15 +49,6 @@ class ScratchBuffer {
   void* ptr_ = nullptr;
 };
 
-inline const char* dtype_str(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-    case DType::Int64: return "int64";
-  }
-  return "?";
-}
-
 // Calls fn(T{}) for float/double; int64 is an error naming `op`.
 template <class Fn> void dispatch_floating(DType dtype, const char* op, Fn&& fn) {
   switch (dtype) {
@@ -64,7 +56,7 @@ template <class Fn> void dispatch_floating(DType dtype, const char* op, Fn&& fn)
     case DType::Float64: fn(double{}); return;
     case DType::Int64: break;
   }
-  detail::throw_error(std::string(op) + ": not defined for " + dtype_str(dtype) + " on cuda");
+  detail::throw_error(std::string(op) + ": not defined for " + dtype_name(dtype) + " on cuda");
 }
 
 // Calls fn(T{}) for every dtype.
@@ -77,30 +69,11 @@ template <class Fn> void dispatch_all(DType dtype, Fn&& fn) {
   detail::throw_error("cuda: unknown dtype");
 }
 
-// ---- math per type: the float overloads call the single-precision functions ----
-__device__ __forceinline__ float d_exp(float x) { return expf(x); }
-__device__ __forceinline__ double d_exp(double x) { return exp(x); }
-__device__ __forceinline__ float d_log(float x) { return logf(x); }
-__device__ __forceinline__ double d_log(double x) { return log(x); }
-__device__ __forceinline__ float d_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double d_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float d_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double d_tanh(double x) { return tanh(x); }
-__device__ __forceinline__ float d_erf(float x) { return erff(x); }
-__device__ __forceinline__ double d_erf(double x) { return erf(x); }
-__device__ __forceinline__ float d_pow(float x, float y) { return powf(x, y); }
-__device__ __forceinline__ double d_pow(double x, double y) { return pow(x, y); }
-__device__ __forceinline__ float d_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double d_abs(double x) { return fabs(x); }
-__device__ __forceinline__ int64_t d_abs(int64_t x) { return x < 0 ? -x : x; }
-
-template <class T> __device__ __forceinline__ bool is_nan(T x) {
-  if constexpr (std::is_floating_point_v<T>) {
-    return x != x;
-  } else {
-    return false;
-  }
-}
+// The per-type math and NaN test are core's (core/scalar_ops.h), shared with the CPU.
+using scalar::exp_;
+using scalar::is_nan;
+using scalar::log_;
+using scalar::sqrt_;
 
 template <class T> __device__ __forceinline__ T lowest_value() {
   if constexpr (std::is_floating_point_v<T>) {

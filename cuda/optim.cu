@@ -1,6 +1,9 @@
 // Fused optimizer steps, one kernel per step, following PyTorch's update rules op for
 // op (torch.optim.SGD and Adam/AdamW, single-tensor form) so results match closely.
 // Scalars are rounded to the tensor dtype once, on the host, as PyTorch does.
+// Side by side with core/cpu/optim.cpp.
+#include <cmath>
+
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -54,7 +57,7 @@ __global__ void __launch_bounds__(kBlock)
     }
     const T m = lerp(exp_avg[i], g, one_minus_beta1);
     const T v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;
-    const T denom = d_sqrt(v) / bias_correction2_sqrt + eps;
+    const T denom = sqrt_(v) / bias_correction2_sqrt + eps;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     param[i] = p + neg_step_size * (m / denom);
@@ -63,8 +66,8 @@ __global__ void __launch_bounds__(kBlock)
 
 }  // namespace
 
-void sgd_update(const Context& ctx, const Array& param, const Array& grad, const Array& momentum_buffer,
-                const SgdConfig& c) {
+void sgd_update(const Context& ctx, const View& param, const View& grad, const View& momentum_buffer,
+                const SgdParams& c) {
   const int64_t n = param.numel();
   if (n == 0) return;
   dispatch_floating(param.dtype, "sgd_update", [&](auto tag) {
@@ -77,18 +80,21 @@ void sgd_update(const Context& ctx, const Array& param, const Array& grad, const
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
-void adam_update(const Context& ctx, const Array& param, const Array& grad, const Array& exp_avg,
-                 const Array& exp_avg_sq, const AdamConfig& c) {
+void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg,
+                 const View& exp_avg_sq, const AdamParams& c) {
   const int64_t n = param.numel();
   if (n == 0) return;
+  const double steps = static_cast<double>(c.step);
+  const double bias_correction1 = 1.0 - std::pow(c.beta1, steps);
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, steps));
   dispatch_floating(param.dtype, "adam_update", [&](auto tag) {
     using T = decltype(tag);
     adam_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
         static_cast<T*>(param.data), static_cast<const T*>(grad.data), static_cast<T*>(exp_avg.data),
         static_cast<T*>(exp_avg_sq.data), n, static_cast<T>(1.0 - c.beta1), static_cast<T>(c.beta2),
         static_cast<T>(1.0 - c.beta2), static_cast<T>(c.eps), static_cast<T>(c.weight_decay), c.decoupled,
-        static_cast<T>(1.0 - c.lr * c.weight_decay), static_cast<T>(-(c.lr / c.bias_correction1)),
-        static_cast<T>(c.bias_correction2_sqrt));
+        static_cast<T>(1.0 - c.lr * c.weight_decay), static_cast<T>(-(c.lr / bias_correction1)),
+        static_cast<T>(bias_correction2_sqrt));
   });
   VGRAD_CUDA_CHECK_LAUNCH();
 }

@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kBlock)
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <class R, class T>
-void run_reduce(const Context& ctx, const ReducePlan& plan, const Array& in, const Array& out, double scale) {
+void run_reduce(const Context& ctx, const ReducePlan& plan, const View& in, const View& out, double scale) {
   using Acc = typename R::Acc;
   using Out = typename R::Out;
   const int64_t kept_count = plan.kept_count;
@@ -241,23 +241,23 @@ __global__ void __launch_bounds__(kBlock) sum_partials_kernel(const double* part
 
 }  // namespace
 
-void reduce(const Context& ctx, Reduce op, const Array& in, const Array& out, double scale) {
+void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale) {
   ReducePlan plan;
   if (in.ndim != out.ndim || !make_reduce_plan(in.ndim, in.shape, in.strides, out.shape, out.strides, plan))
     detail::throw_error("cuda reduce: output shape does not fit the input (backend.cpp should have refused it)");
   dispatch_all(in.dtype, [&](auto tag) {
     using T = decltype(tag);
     switch (op) {
-      case Reduce::Sum: return run_reduce<SumReducer<T>, T>(ctx, plan, in, out, scale);
-      case Reduce::Max: return run_reduce<ExtremeReducer<T, true, false>, T>(ctx, plan, in, out, scale);
-      case Reduce::Min: return run_reduce<ExtremeReducer<T, false, false>, T>(ctx, plan, in, out, scale);
-      case Reduce::ArgMax: return run_reduce<ExtremeReducer<T, true, true>, T>(ctx, plan, in, out, scale);
-      case Reduce::ArgMin: return run_reduce<ExtremeReducer<T, false, true>, T>(ctx, plan, in, out, scale);
+      case ReduceOp::Sum: return run_reduce<SumReducer<T>, T>(ctx, plan, in, out, scale);
+      case ReduceOp::Max: return run_reduce<ExtremeReducer<T, true, false>, T>(ctx, plan, in, out, scale);
+      case ReduceOp::Min: return run_reduce<ExtremeReducer<T, false, false>, T>(ctx, plan, in, out, scale);
+      case ReduceOp::ArgMax: return run_reduce<ExtremeReducer<T, true, true>, T>(ctx, plan, in, out, scale);
+      case ReduceOp::ArgMin: return run_reduce<ExtremeReducer<T, false, true>, T>(ctx, plan, in, out, scale);
     }
   });
 }
 
-double sum_of_squares(const Context& ctx, const Array& x) {
+double sum_of_squares(const Context& ctx, const View& x) {
   const int64_t n = x.numel();
   if (n == 0) return 0.0;
   const unsigned grid = grid_for(ctx, n);

@@ -36,13 +36,13 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int
     for (int64_t c = lane; c < C; c += kGroup) m = MaxCombine{}(m, xr[c]);
     m = group_reduce<kGroup>(m, MaxCombine{});
     T s = 0;
-    for (int64_t c = lane; c < C; c += kGroup) s += d_exp(xr[c] - m);
+    for (int64_t c = lane; c < C; c += kGroup) s += exp_(xr[c] - m);
     s = group_reduce<kGroup>(s, SumCombine{});
     if (log) {
-      const T log_s = d_log(s);
+      const T log_s = log_(s);
       for (int64_t c = lane; c < C; c += kGroup) yr[c] = (xr[c] - m) - log_s;
     } else {
-      for (int64_t c = lane; c < C; c += kGroup) yr[c] = d_exp(xr[c] - m) / s;
+      for (int64_t c = lane; c < C; c += kGroup) yr[c] = exp_(xr[c] - m) / s;
     }
   }
 }
@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     s = group_reduce<kGroup>(s, SumCombine{});
     if (log) {
-      for (int64_t c = lane; c < C; c += kGroup) dxr[c] = dyr[c] - d_exp(yr[c]) * s;
+      for (int64_t c = lane; c < C; c += kGroup) dxr[c] = dyr[c] - exp_(yr[c]) * s;
     } else {
       for (int64_t c = lane; c < C; c += kGroup) dxr[c] = yr[c] * (dyr[c] - s);
     }
@@ -98,16 +98,16 @@ __global__ void __launch_bounds__(kThreads)
     SumPair<T> sums{T(0), T(0)};  // sum exp(x - m), sum x
     for (int64_t c = lane; c < C; c += kGroup) {
       const T v = xr[c];
-      sums.first += d_exp(v - m);
+      sums.first += exp_(v - m);
       sums.second += v;
     }
     sums = group_reduce<kGroup>(sums, SumPairCombine{});
     const T s = sums.first;
-    for (int64_t c = lane; c < C; c += kGroup) pr[c] = d_exp(xr[c] - m) / s;
+    for (int64_t c = lane; c < C; c += kGroup) pr[c] = exp_(xr[c] - m) / s;
     if (lane == 0) {
       T value = T(NAN);
       if (valid) {
-        const T lse = m + d_log(s);
+        const T lse = m + log_(s);
         value = lse - (T(1) - smoothing) * xr[t];
         if (smoothing != T(0)) value -= smoothing * (sums.second / static_cast<T>(C));
       }
@@ -140,7 +140,7 @@ unsigned block_mode_grid(const Context& ctx, int64_t rows) {
 
 }  // namespace
 
-void softmax(const Context& ctx, const Array& x, const Array& out, bool log) {
+void softmax(const Context& ctx, const View& x, const View& out, bool log) {
   const int64_t C = x.ndim == 0 ? 1 : x.shape[x.ndim - 1];
   const int64_t n = x.numel();
   if (n == 0 || C == 0) return;
@@ -158,7 +158,7 @@ void softmax(const Context& ctx, const Array& x, const Array& out, bool log) {
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
-void softmax_backward(const Context& ctx, const Array& y, const Array& grad_y, const Array& grad_x, bool log) {
+void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log) {
   const int64_t C = y.ndim == 0 ? 1 : y.shape[y.ndim - 1];
   const int64_t n = y.numel();
   if (n == 0 || C == 0) return;
@@ -179,11 +179,11 @@ void softmax_backward(const Context& ctx, const Array& y, const Array& grad_y, c
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
-int64_t cross_entropy(const Context& ctx, const Array& logits, const Array& target, double smoothing,
-                      const Array& probs, const Array& loss_rows) {
+void cross_entropy(const Context& ctx, const View& logits, const View& target, double smoothing,
+                   const View& probs, const View& loss_rows) {
   const int64_t rows = logits.shape[0];
   const int64_t C = logits.shape[1];
-  if (rows == 0) return -1;
+  if (rows == 0) return;
   const int64_t target_stride = target.strides[0];
   const int64_t loss_stride = loss_rows.is_contiguous() ? 1 : loss_rows.strides[0];
   unsigned long long* flag = reset_flag(ctx);
@@ -203,11 +203,10 @@ int64_t cross_entropy(const Context& ctx, const Array& logits, const Array& targ
     }
   });
   VGRAD_CUDA_CHECK_LAUNCH();
-  return read_flag(ctx);
 }
 
-void cross_entropy_backward(const Context& ctx, const Array& probs, const Array& target, double smoothing,
-                            double scale, const Array& grad_logits) {
+void cross_entropy_backward(const Context& ctx, const View& probs, const View& target, double smoothing,
+                            double scale, const View& grad_logits) {
   const int64_t C = probs.shape[1];
   const int64_t n = probs.numel();
   if (n == 0) return;

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "core/backend.h"
+#include "core/geometry.h"
 
 namespace vgrad::cpu {
 
@@ -17,49 +18,30 @@ template <class T> constexpr bool is_int = std::is_integral_v<T>;
 // `views` (all share views[0]'s shape; strides may be 0 for broadcast operands).
 template <size_t N, class Row>
 void for_each_row(const std::array<View, N>& views, Row&& row) {
-  const View& first = views[0];
-  int nd = 0;
-  int64_t shape[kMaxDims];
-  int64_t strides[N][kMaxDims];
-  for (int d = 0; d < first.ndim; ++d) {
-    if (first.shape[d] == 1) continue;
-    bool mergeable = nd > 0;
-    for (size_t k = 0; k < N && mergeable; ++k)
-      mergeable = strides[k][nd - 1] == views[k].strides[d] * first.shape[d];
-    if (mergeable) {
-      shape[nd - 1] *= first.shape[d];
-      for (size_t k = 0; k < N; ++k) strides[k][nd - 1] = views[k].strides[d];
-    } else {
-      shape[nd] = first.shape[d];
-      for (size_t k = 0; k < N; ++k) strides[k][nd] = views[k].strides[d];
-      ++nd;
-    }
-  }
-  std::array<char*, N> base;
+  const int64_t* stride_ptrs[N];
+  for (size_t k = 0; k < N; ++k) stride_ptrs[k] = views[k].strides;
+  const Geometry<int(N)> g = make_geometry<int(N)>(views[0].ndim, views[0].shape, stride_ptrs);
+  const int nd = g.ndim;
+  int64_t elem[N];
+  std::array<char*, N> ptrs;
   std::array<int64_t, N> inner;
   for (size_t k = 0; k < N; ++k) {
-    base[k] = static_cast<char*>(views[k].data);
-    inner[k] = nd == 0 ? 0 : strides[k][nd - 1] * static_cast<int64_t>(dtype_size(views[k].dtype));
+    elem[k] = static_cast<int64_t>(dtype_size(views[k].dtype));
+    ptrs[k] = static_cast<char*>(views[k].data);
+    inner[k] = g.strides[k][nd - 1] * elem[k];
   }
-  if (nd == 0) {
-    if (first.numel() == 1) row(base, int64_t{1}, inner);
-    return;
-  }
-  const int64_t n = shape[nd - 1];
-  int64_t outer = 1;
-  for (int d = 0; d < nd - 1; ++d) outer *= shape[d];
+  const int64_t n = g.shape[nd - 1];
+  const int64_t outer = n == 0 ? 0 : g.numel() / n;
   int64_t counter[kMaxDims] = {};
-  std::array<char*, N> ptrs = base;
   for (int64_t r = 0; r < outer; ++r) {
     row(ptrs, n, inner);
     // Advance the odometer over the outer dims.
     for (int d = nd - 2; d >= 0; --d) {
-      if (++counter[d] < shape[d]) {
-        for (size_t k = 0; k < N; ++k) ptrs[k] += strides[k][d] * static_cast<int64_t>(dtype_size(views[k].dtype));
+      if (++counter[d] < g.shape[d]) {
+        for (size_t k = 0; k < N; ++k) ptrs[k] += g.strides[k][d] * elem[k];
         break;
       }
-      for (size_t k = 0; k < N; ++k)
-        ptrs[k] -= strides[k][d] * (shape[d] - 1) * static_cast<int64_t>(dtype_size(views[k].dtype));
+      for (size_t k = 0; k < N; ++k) ptrs[k] -= g.strides[k][d] * (g.shape[d] - 1) * elem[k];
       counter[d] = 0;
     }
   }

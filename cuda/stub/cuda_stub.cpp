@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
-#include "cuda/cuda.h"
+#include "core/backend.h"
 
 namespace vgrad::cuda {
 

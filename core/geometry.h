@@ -1,18 +1,15 @@
-// Index arithmetic shared by the CUDA kernels and their host-side planning: an
-// out-shaped iteration space over N strided operands, with size-1 dims dropped and
-// dims that are contiguous for every operand merged. Plain C++17: tests include it.
+// The iteration space of an elementwise or reduction kernel on every device: an
+// out-shaped walk over N strided operands, with size-1 dims dropped and dims that are
+// contiguous for every operand merged (the CPU's row loops in core/cpu/strided.h and
+// the CUDA kernels both build on make_geometry). C++17, host/device-clean.
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define VGRAD_HOST_DEVICE __host__ __device__
-#else
-#define VGRAD_HOST_DEVICE
-#endif
+#include "core/kernel_types.h"
 
-namespace vgrad::cuda {
+namespace vgrad {
 
-constexpr int kGeometryMaxDims = 8;
+constexpr int kGeometryMaxDims = kMaxDims;
 
 // N operands over one shape; operand 0 is conventionally the output. Strides are in
 // elements (0 = broadcast). Trivially copyable, so it is passed to kernels by value.
@@ -92,36 +89,6 @@ template <int N> Geometry<N> make_geometry(int ndim, const int64_t* shape, const
   return g;
 }
 
-// Strides of an operand of shape in_shape (in_ndim dims) broadcast to out_shape:
-// trailing dims aligned, size-1 dims get stride 0. Returns false if they do not broadcast.
-inline bool broadcast_strides(int in_ndim, const int64_t* in_shape, const int64_t* in_strides, int out_ndim,
-                              const int64_t* out_shape, int64_t* result) {
-  if (in_ndim > out_ndim) {
-    // Leading size-1 dims of the input may be dropped.
-    for (int d = 0; d < in_ndim - out_ndim; ++d)
-      if (in_shape[d] != 1) return false;
-    in_shape += in_ndim - out_ndim;
-    in_strides += in_ndim - out_ndim;
-    in_ndim = out_ndim;
-  }
-  const int lead = out_ndim - in_ndim;
-  for (int d = 0; d < out_ndim; ++d) {
-    if (d < lead) {
-      result[d] = 0;
-      continue;
-    }
-    const int64_t size = in_shape[d - lead];
-    if (size == out_shape[d]) {
-      result[d] = out_shape[d] == 1 ? 0 : in_strides[d - lead];
-    } else if (size == 1) {
-      result[d] = 0;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
 // How a reduction splits into kept dims (the output's) and reduced dims: both as
 // geometries, kept with strides {in, out} and reduced with strides {in}.
 struct ReducePlan {
@@ -172,4 +139,4 @@ inline bool make_reduce_plan(int ndim, const int64_t* in_shape, const int64_t* i
   return true;
 }
 
-}  // namespace vgrad::cuda
+}  // namespace vgrad

@@ -1,0 +1,120 @@
+// CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
+// cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
+// through cuBLAS (cuda/gemm.cpp) and random numbers through cuRAND; the host waits only
+// where it needs a value. Arguments were checked by core's Backend. Internal to cuda/.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <curand.h>
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+
+#include "core/backend.h"
+#include "cuda/kernels.h"
+
+namespace vgrad::cuda {
+
+// Makes GPU `index` current for this thread (cuda/device.cpp).
+void select_device(int index);
+// The raw allocator under the device's CachingAllocator (cuda/device.cpp).
+void* raw_device_alloc(size_t bytes, int device);
+void raw_device_free(void* ptr, int device);
+// A contiguous View of `shape` over data.
+View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);
+
+class CudaBackend final : public Backend, private kernels::Scratch {
+ public:
+  explicit CudaBackend(int index);
+  ~CudaBackend() override { destroy_handles(); }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return cuda_device(index_); }
+  CachingAllocator& allocator() override { return allocator_; }
+  void copy_from_host(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+
+ protected:
+  void fill_impl(const View& out, double value) override;
+  void copy_impl(const View& src, const View& out) override;
+  void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) override;
+  void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) override;
+  void where_impl(const View& cond, const View& a, const View& b, const View& out) override;
+  void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) override;
+  double sum_of_squares_impl(const View& x) override;
+  void gemm_impl(const GemmArgs& args) override;  // cuda/gemm.cpp
+  void softmax_impl(const View& x, const View& out, bool log) override;
+  void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) override;
+  void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,
+                          const View& loss_rows) override;
+  void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing, double scale,
+                                   const View& grad_logits) override;
+  void index_select_impl(const View& x, int dim, const View& index, const View& out) override;
+  void index_add_impl(const View& out, int dim, const View& index, const View& src) override;
+  int64_t first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) override;
+  void uniform_impl(const View& out, double low, double high, RandomState& state) override;
+  void normal_impl(const View& out, double mean, double stddev, RandomState& state) override;
+  void dropout_mask_impl(const View& out, double p, RandomState& state) override;
+  void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) override;
+  void adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
+                        const AdamParams& p) override;
+
+ private:
+  // A contiguous device temporary from the caching allocator, returned at scope exit
+  // (safe while kernels still use it: later work on the one stream is ordered after).
+  class Temp {
+   public:
+    Temp(CachingAllocator& allocator, DType dtype, int ndim, const int64_t* shape) : allocator_(allocator) {
+      int64_t n = 1;
+      for (int d = 0; d < ndim; ++d) n *= shape[d];
+      bytes_ = static_cast<size_t>(std::max<int64_t>(n, 1)) * dtype_size(dtype);
+      ptr_ = allocator_.allocate(bytes_);
+      view_ = contiguous_view(ptr_, dtype, ndim, shape);
+    }
+    ~Temp() { allocator_.deallocate(ptr_, bytes_); }
+    Temp(const Temp&) = delete;
+    Temp& operator=(const Temp&) = delete;
+    const View& view() const { return view_; }
+
+   private:
+    CachingAllocator& allocator_;
+    size_t bytes_ = 0;
+    void* ptr_ = nullptr;
+    View view_{};
+  };
+
+  // Scratch, for the kernels' own temporaries.
+  void* allocate(size_t bytes) override { return allocator_.allocate(bytes); }
+  void deallocate(void* ptr, size_t bytes) override { allocator_.deallocate(ptr, bytes); }
+
+  void activate() const { select_device(index_); }
+  kernels::Context context() {
+    kernels::Context ctx;
+    ctx.stream = stream_;
+    ctx.sm_count = sm_count_;
+    ctx.scratch = this;
+    ctx.device_result = device_result_;
+    ctx.host_result = host_result_;
+    return ctx;
+  }
+  // cuRAND uniforms in (0, 1] into n contiguous values; returns the 32-bit words used.
+  uint64_t generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state);
+  void destroy_handles() noexcept;
+
+  int index_;
+  CachingAllocator allocator_;
+  int sm_count_ = 1;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  curandGenerator_t curand_ = nullptr;
+  void* device_result_ = nullptr;  // 64 bytes: error flags, sum_of_squares
+  void* host_result_ = nullptr;    // 64 bytes, pinned
+  std::mutex result_mutex_;        // guards device_result_ / host_result_
+  std::mutex cublas_mutex_;        // a cuBLAS handle must not be used by two threads at once
+  std::mutex curand_mutex_;        // seed/offset/generate must not interleave
+};
+
+}  // namespace vgrad::cuda
