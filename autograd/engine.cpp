@@ -155,7 +155,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradi
 }
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
-                         const std::vector<Tensor>& gradients, bool retain_graph) {
+                         const std::vector<Tensor>& gradients, bool retain_graph, bool allow_unused) {
   std::unordered_map<TensorImpl*, Tensor> capture;
   for (const Tensor& input : inputs) {
     if (!input.requires_grad() || !input.is_leaf())
@@ -164,9 +164,13 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
   }
   run(outputs, gradients, retain_graph, &capture);
   std::vector<Tensor> result;
-  for (const Tensor& input : inputs) {
-    Tensor g = capture[input.impl_ptr()];
-    result.push_back(g.defined() ? g : zeros(input.shape(), {.dtype = input.dtype(), .device = input.device()}));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    Tensor g = capture[inputs[i].impl_ptr()];
+    if (!g.defined() && !allow_unused)
+      fail("grad: input {} {} was not used to compute the outputs (no gradient reaches it); pass "
+           "allow_unused=true to get an undefined tensor for it",
+           i, shape_str(inputs[i].shape()));
+    result.push_back(g);
   }
   return result;
 }
