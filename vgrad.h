@@ -1,5 +1,6 @@
 // vgrad: the one header a program includes.
 #pragma once
+#include "autograd/anomaly.h"
 #include "autograd/engine.h"
 #include "autograd/function.h"
 #include "autograd/gradcheck.h"
