@@ -19,3 +19,4 @@
 #include "optim/checkpoint.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
+#include "train/training_state.h"

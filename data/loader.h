@@ -41,6 +41,7 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t num_batches() const;
+  int64_t dataset_size() const { return dataset_->size(); }
   int64_t epoch() const { return epoch_; }
   const LoaderOptions& options() const { return options_; }
   // The sample order of epoch `epoch` (for tests and reproducibility).
