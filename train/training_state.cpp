@@ -2,8 +2,14 @@
 // the objects before changing any of them.
 #include "train/training_state.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <optional>
 #include <vector>
 
@@ -96,6 +102,23 @@ std::map<std::string, std::string> loader_configuration(const data::DataLoader& 
 }  // namespace
 
 const char* vgrad_version() { return VGRAD_VERSION; }
+
+void check_can_save(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.empty()) fail("checkpoint: the path is empty");
+  if (fs::is_directory(path, ec)) fail("checkpoint: {}: is a directory, not a file name", path);
+  const fs::path directory = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  if (!fs::exists(directory, ec)) fail("checkpoint: {}: directory {} does not exist", path, directory.string());
+  if (!fs::is_directory(directory, ec)) fail("checkpoint: {}: {} is not a directory", path, directory.string());
+  // Creating a file is the only honest test: permissions, read-only mounts and quotas all show here.
+  const std::string probe = path + ".probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0)
+    fail("checkpoint: {}: cannot create files in directory {}: {}", path, directory.string(), std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
 
 void save_training_state(const std::string& path, const TrainingState& state) {
   if (!state.model) fail("training state: {}: no model to save (TrainingState::model is null)", path);

@@ -55,6 +55,11 @@ void save_training_state(const std::string& path, const TrainingState& state);
 // errors name the file and the key.
 void load_training_state(const std::string& path, TrainingState& state);
 
+// Fails now, naming the path and why, if a checkpoint cannot be written to `path` later:
+// its directory is missing, is not a directory or is not writable, or `path` is a directory.
+// Programs call it before training, not after the first epoch. It leaves no file behind.
+void check_can_save(const std::string& path);
+
 // The version of vgrad that saved a file (from the CMake project version).
 const char* vgrad_version();
 

@@ -4,7 +4,10 @@
 // keyed by parameter name; metadata; and files that do not fit are refused untouched.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -232,6 +235,24 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
   optim::SGD foreign(stranger.parameters(), {});
   train::TrainingState mismatched{.model = &model, .optimizer = &foreign};
   EXPECT_ERROR(train::save_training_state(path("x"), mismatched), "SGD parameter 0 ([8, 6]) is not a parameter of the model");
+}
+
+// --checkpoint's target is checked before training; every refusal names the path and why.
+TEST_F(TrainingStateTest, CheckCanSaveRefusesMissingAndUnwritableDirectoriesUpFront) {
+  train::check_can_save(path("ok.safetensors"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_)) << "the probe file was left behind";
+  EXPECT_ERROR(train::check_can_save(path("missing/ckpt.safetensors")), path("missing/ckpt.safetensors"),
+               "directory " + path("missing") + " does not exist");
+  EXPECT_ERROR(train::check_can_save(dir_.string()), "is a directory, not a file name");
+  std::ofstream(path("plain")) << "x";
+  EXPECT_ERROR(train::check_can_save(path("plain/ckpt.safetensors")), path("plain") + " is not a directory");
+  if (::geteuid() != 0) {  // root writes through permissions
+    std::filesystem::create_directory(path("locked"));
+    std::filesystem::permissions(path("locked"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+    EXPECT_ERROR(train::check_can_save(path("locked/ckpt.safetensors")), "cannot create files in directory",
+                 "Permission denied");
+    std::filesystem::permissions(path("locked"), std::filesystem::perms::owner_all);
+  }
 }
 
 }  // namespace
