@@ -1,4 +1,4 @@
-// The anomaly-mode flag and its two checks; record() and the engine call them.
+// The two anomaly checks; record() and the engine call them when the mode is on.
 #include "autograd/anomaly.h"
 
 #include <cmath>
@@ -9,8 +9,6 @@
 namespace vgrad::autograd {
 namespace {
 
-thread_local bool anomaly_mode_enabled = false;
-
 std::string shapes_str(const std::vector<Shape>& shapes) {
   std::string text;
   for (const Shape& shape : shapes) text += (text.empty() ? "" : ", ") + shape_str(shape);
@@ -19,13 +17,11 @@ std::string shapes_str(const std::vector<Shape>& shapes) {
 
 }  // namespace
 
-bool AnomalyMode::is_enabled() { return anomaly_mode_enabled; }
-void AnomalyMode::set_enabled(bool enabled) { anomaly_mode_enabled = enabled; }
-
 const char* non_finite_kind(const Tensor& t) {
   if (!t.defined() || !is_floating(t.dtype()) || t.numel() == 0) return "";
-  // The sum of squares (accumulated in double) is NaN iff an element is NaN, and infinite
-  // iff one is infinite (float32 squares cannot overflow a double): one reduction on any device.
+  // The sum of squares (accumulated in double) is NaN iff an element is NaN, and infinite iff
+  // one is infinite: one reduction on any device. NOTE: float32 squares cannot overflow a
+  // double, but float64 values beyond ~1e154 would be reported as Inf.
   const double squares = backend_for(t.device()).sum_of_squares(t.contiguous().view());
   if (std::isnan(squares)) return "NaN";
   if (std::isinf(squares)) return "Inf";

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -27,8 +28,8 @@ namespace {
 
 constexpr const char* kFormatKey = "vgrad.training_state";
 constexpr const char* kFormatVersion = "1";
-constexpr const char* kOptimizerPrefix = "optimizer.";
-constexpr const char* kGradPrefix = "grad.";
+const std::string kOptimizerPrefix = "optimizer.";
+const std::string kGradPrefix = "grad.";
 
 bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
@@ -71,6 +72,17 @@ class Metadata {
   const std::string& path_;
   const std::map<std::string, std::string>& values_;
 };
+
+// Optimizer::state_dict's "state.<index>.<buffer>" as (index, buffer); buffer is empty if the key is not of that form.
+std::pair<size_t, std::string> split_state_key(const std::string& key) {
+  const std::string prefix = "state.";
+  const size_t dot = key.find('.', prefix.size());
+  size_t index = 0;
+  if (!starts_with(key, prefix) || dot == std::string::npos ||
+      std::from_chars(key.data() + prefix.size(), key.data() + dot, index).ptr != key.data() + dot)
+    return {0, ""};
+  return {index, key.substr(dot + 1)};
+}
 
 // The model's parameter name for each of the optimizer's parameters, by identity.
 std::vector<std::string> optimizer_parameter_names(const nn::Module& model, const optim::Optimizer& optimizer) {
@@ -142,12 +154,11 @@ void save_training_state(const std::string& path, const TrainingState& state) {
     for (const auto& [key, value] : state.optimizer->hyperparameters()) metadata["optimizer." + key] = number_text(value);
     // "state.<i>.<buffer>" becomes "optimizer.<name>.<buffer>": a checkpoint survives a change of parameter order.
     for (const auto& [key, value] : state.optimizer->state_dict()) {
-      size_t index = 0, dot = 0;
-      if (!starts_with(key, "state.") || (dot = key.find('.', 6)) == std::string::npos ||
-          std::from_chars(key.data() + 6, key.data() + dot, index).ec != std::errc() || index >= names.size())
-        fail("training state: {}: {} state key '{}' is not of the form state.<parameter index>.<name>", path,
+      const auto [index, buffer] = split_state_key(key);
+      if (index >= names.size() || buffer.empty())
+        fail("training state: {}: {} state key '{}' is not of the form state.<parameter index>.<buffer>", path,
              state.optimizer->name(), key);
-      tensors[kOptimizerPrefix + names[index] + key.substr(dot)] = value;
+      tensors[kOptimizerPrefix + names[index] + "." + buffer] = value;
     }
   }
   if (state.scheduler) {
@@ -190,13 +201,14 @@ void load_training_state(const std::string& path, TrainingState& state) {
   std::map<std::string, Tensor> model_tensors, grads;
   std::map<std::string, Tensor> optimizer_tensors;  // by "<name>.<buffer>"
   for (const auto& [key, value] : tensors) {
-    if (starts_with(key, kOptimizerPrefix)) optimizer_tensors[key.substr(10)] = value;
-    else if (starts_with(key, kGradPrefix)) grads[key.substr(5)] = value;
+    if (starts_with(key, kOptimizerPrefix)) optimizer_tensors[key.substr(kOptimizerPrefix.size())] = value;
+    else if (starts_with(key, kGradPrefix)) grads[key.substr(kGradPrefix.size())] = value;
     else model_tensors[key] = value;
   }
   const auto named = state.model->named_parameters();
   std::map<std::string, Tensor> parameters(named.begin(), named.end());
-  for (const auto& [name, p] : state.model->state_dict()) {
+  const std::map<std::string, Tensor> model_keys = state.model->state_dict();
+  for (const auto& [name, p] : model_keys) {
     auto it = model_tensors.find(name);
     if (it == model_tensors.end())
       fail("checkpoint: {}: missing key '{}' (expected shape {})", path, name, shape_str(p.shape()));
@@ -204,7 +216,6 @@ void load_training_state(const std::string& path, TrainingState& state) {
       fail("checkpoint: {}: key '{}' has shape {}, the model expects {}", path, name, shape_str(it->second.shape()),
            shape_str(p.shape()));
   }
-  const auto model_keys = state.model->state_dict();
   for (const auto& [name, value] : model_tensors)
     if (!model_keys.count(name))
       fail("checkpoint: {}: unexpected key '{}' (shape {}) not in the model", path, name, shape_str(value.shape()));
