@@ -1,5 +1,6 @@
 // vgrad: the one header a program includes.
 #pragma once
+#include "autograd/anomaly.h"
 #include "autograd/engine.h"
 #include "autograd/function.h"
 #include "autograd/gradcheck.h"
@@ -18,3 +19,4 @@
 #include "optim/checkpoint.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
+#include "train/training_state.h"

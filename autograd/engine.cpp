@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/anomaly.h"
 #include "core/grad_mode.h"
 #include "autograd/node.h"
 #include "core/error.h"
@@ -96,7 +97,8 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
          std::unordered_map<TensorImpl*, Tensor>* capture) {
   if (!gradients.empty() && gradients.size() != roots.size())
     fail("backward: {} gradients given for {} outputs", gradients.size(), roots.size());
-  NoGradGuard no_grad;  // rules compose ops; none of that is recorded
+  NoGradGuard no_grad;  // rules compose ops; none of that is recorded (nor anomaly-checked as forward ops)
+  const bool detect_anomaly = AnomalyMode::is_enabled();
 
   std::unordered_map<Node*, Tensor> pending;
   std::vector<Node*> root_nodes;
@@ -111,6 +113,9 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
   };
   for (size_t i = 0; i < roots.size(); ++i) {
     const Tensor g = check_gradient(roots[i], gradients.empty() ? Tensor() : gradients[i]);
+    if (detect_anomaly && *non_finite_kind(g) != '\0')
+      fail("anomaly: the gradient given to backward() for output {} {} holds {}", i, shape_str(g.shape()),
+           non_finite_kind(g));
     if (Node* node = roots[i].grad_fn().get()) {
       auto [it, inserted] = pending.try_emplace(node, g);
       if (!inserted) it->second = add(it->second, g);
@@ -137,6 +142,8 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
       const Edge& edge = edges[i];
       if (!edge.active() || !input_grads[i].defined()) continue;
       const Tensor g = fit_to_input(input_grads[i], edge, *node, i);
+      // Nodes run in topological order, so the first non-finite gradient names the op that made it.
+      if (detect_anomaly) check_backward_gradient(*node, g, i);
       if (edge.node) {
         auto [slot, inserted] = pending.try_emplace(edge.node.get(), g);
         if (!inserted) slot->second = add(slot->second, g);
@@ -155,7 +162,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradi
 }
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
-                         const std::vector<Tensor>& gradients, bool retain_graph) {
+                         const std::vector<Tensor>& gradients, bool retain_graph, bool allow_unused) {
   std::unordered_map<TensorImpl*, Tensor> capture;
   for (const Tensor& input : inputs) {
     if (!input.requires_grad() || !input.is_leaf())
@@ -164,9 +171,13 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
   }
   run(outputs, gradients, retain_graph, &capture);
   std::vector<Tensor> result;
-  for (const Tensor& input : inputs) {
-    Tensor g = capture[input.impl_ptr()];
-    result.push_back(g.defined() ? g : zeros(input.shape(), {.dtype = input.dtype(), .device = input.device()}));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    Tensor g = capture[inputs[i].impl_ptr()];
+    if (!g.defined() && !allow_unused)
+      fail("grad: input {} {} was not used to compute the outputs (no gradient reaches it); pass "
+           "allow_unused=true to get an undefined tensor for it",
+           i, shape_str(inputs[i].shape()));
+    result.push_back(g);
   }
   return result;
 }

@@ -1,6 +1,7 @@
 // record() and saved-tensor version checks.
 #include "autograd/function.h"
 
+#include "autograd/anomaly.h"
 #include "core/error.h"
 
 namespace vgrad::autograd {
@@ -46,15 +47,18 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 
 Tensor record(Tensor out, const std::vector<Tensor>& inputs, Context ctx, BackwardFn backward) {
   if (!needs_grad(inputs)) return out;
+  if (AnomalyMode::is_enabled()) check_forward_output(ctx.op(), out, inputs);
   std::vector<Edge> edges;
   edges.reserve(inputs.size());
   for (const Tensor& t : inputs) {
     Edge edge;
+    if (t.defined()) {  // inactive inputs keep their shape too, for anomaly messages
+      edge.shape = t.shape();
+      edge.dtype = t.dtype();
+    }
     if (t.defined() && t.requires_grad()) {
       if (t.grad_fn()) edge.node = t.grad_fn();
       else edge.leaf = t.impl_shared();
-      edge.shape = t.shape();
-      edge.dtype = t.dtype();
     }
     ctx.input_needs_grad.push_back(edge.active());
     edges.push_back(std::move(edge));

@@ -81,7 +81,9 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     std::vector<Tensor> leaves;
     for (size_t i : checked) leaves.push_back(work[i]);
     if (out.requires_grad()) {
-      analytic = grad({out}, leaves, {r.to(out.dtype())});
+      analytic = grad({out}, leaves, {r.to(out.dtype())}, /*retain_graph=*/false, /*allow_unused=*/true);
+      for (size_t k = 0; k < analytic.size(); ++k)  // an input fn ignores has gradient 0
+        if (!analytic[k].defined()) analytic[k] = zeros_like(leaves[k]);
     } else {  // fn does not depend on any input: every gradient is 0
       for (const Tensor& leaf : leaves) analytic.push_back(zeros_like(leaf));
     }

@@ -47,14 +47,42 @@ void DataLoader::stop() {
   error_ = nullptr;
 }
 
+LoaderPosition DataLoader::position() const {
+  if (running_iteration_ == 0) return {epoch_, start_batch_};
+  if (next_batch_ >= num_batches()) return {epoch_, 0};
+  return {epoch_ - 1, next_batch_};
+}
+
+void DataLoader::restore(const LoaderPosition& position) {
+  if (running_iteration_ != 0)
+    fail("DataLoader: restore() while an iteration is running (epoch {}, batch {} of {})", epoch_ - 1, next_batch_,
+         num_batches());
+  if (position.epoch < 0 || position.batch < 0 || position.batch >= std::max<int64_t>(num_batches(), 1))
+    fail("DataLoader: position (epoch {}, batch {}) out of range for {} batches per epoch", position.epoch,
+         position.batch, num_batches());
+  epoch_ = position.epoch;
+  start_batch_ = position.batch;
+}
+
+void DataLoader::finish_iteration(uint64_t iteration) {
+  if (iteration != 0 && iteration == running_iteration_) running_iteration_ = 0;
+}
+
 DataLoader::Iterator DataLoader::begin() {
+  // NOTE: a second begin() would restart the shared position and silently end the outer loop early.
+  if (running_iteration_ != 0)
+    fail("DataLoader: a second iteration started while one is running (epoch {}, batch {} of {}); a loader "
+         "runs one loop at a time: finish or leave the outer loop first, or use a second DataLoader",
+         epoch_ - 1, next_batch_, num_batches());
   stop();
   order_ = epoch_order(epoch_++);
-  next_batch_ = 0;
+  next_batch_ = start_batch_;
+  start_batch_ = 0;
+  running_iteration_ = ++iterations_;
   if (options_.prefetch > 0) {
-    worker_ = std::thread([this] {
+    worker_ = std::thread([this, first = next_batch_] {
       try {
-        for (int64_t i = 0; i < num_batches(); ++i) {
+        for (int64_t i = first; i < num_batches(); ++i) {
           Batch batch = make_batch(i);
           std::unique_lock lock(mutex_);
           space_.wait(lock, [&] { return stop_ || int64_t(queue_.size()) < options_.prefetch; });
@@ -69,13 +97,16 @@ DataLoader::Iterator DataLoader::begin() {
       }
     });
   }
-  Iterator it(this, false);
+  Iterator it(this, running_iteration_);
   ++it;
   return it;
 }
 
 std::optional<Batch> DataLoader::next() {
-  if (next_batch_ >= num_batches()) return std::nullopt;
+  if (next_batch_ >= num_batches()) {
+    running_iteration_ = 0;
+    return std::nullopt;
+  }
   const int64_t index = next_batch_++;
   if (options_.prefetch == 0) return make_batch(index);
   std::unique_lock lock(mutex_);
@@ -86,6 +117,13 @@ std::optional<Batch> DataLoader::next() {
   space_.notify_one();
   return batch;
 }
+
+DataLoader::Iterator::Iterator(Iterator&& other) noexcept
+    : loader_(other.loader_), iteration_(other.iteration_), end_(other.end_), current_(std::move(other.current_)) {
+  other.iteration_ = 0;
+}
+
+DataLoader::Iterator::~Iterator() { loader_->finish_iteration(iteration_); }
 
 DataLoader::Iterator& DataLoader::Iterator::operator++() {
   std::optional<Batch> batch = loader_->next();

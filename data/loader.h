@@ -1,5 +1,6 @@
 // DataLoader: shuffled (seeded) mini-batches of a Dataset, gathered by a
-// background thread one batch ahead, optionally delivered on a GPU.
+// background thread one batch ahead, optionally delivered on a GPU. One iteration
+// at a time: a nested loop over the same loader is an error, not a shorter epoch.
 //
 //   data::DataLoader loader(train, {.batch_size = 64, .shuffle = true, .seed = 1});
 //   for (auto& [x, y] : loader) { ... }   // x (N, D) float32, y (N) int64
@@ -24,6 +25,14 @@ struct LoaderOptions {
   int prefetch = 2;      // batches prepared ahead (0: gather on the calling thread)
 };
 
+// Where a loader stands, for resuming: the shuffle is a function of (seed, epoch), so
+// the epoch index and the batches already delivered from it say everything.
+struct LoaderPosition {
+  int64_t epoch = 0;  // the epoch the next batch comes from
+  int64_t batch = 0;  // batches of that epoch already delivered
+  bool operator==(const LoaderPosition&) const = default;
+};
+
 class DataLoader {
  public:
   DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options);
@@ -32,38 +41,56 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t num_batches() const;
+  int64_t dataset_size() const { return dataset_->size(); }
   int64_t epoch() const { return epoch_; }
   const LoaderOptions& options() const { return options_; }
-  // The sample order the next epoch will use (for tests and reproducibility).
+  // The sample order of epoch `epoch` (for tests and reproducibility).
   Tensor epoch_order(int64_t epoch) const;
 
+  // Valid inside a loop too: after the body has used batch k, position().batch is k + 1
+  // (after the last batch, the next epoch at batch 0).
+  LoaderPosition position() const;
+  // The next iteration starts at `position` (refused while an iteration runs).
+  void restore(const LoaderPosition& position);
+
+  // Move-only: the iterator begin() returns owns the running iteration, and ending
+  // (or leaving the loop early) frees the loader for the next one.
   class Iterator {
    public:
-    Iterator(DataLoader* loader, bool end) : loader_(loader), end_(end) {}
+    Iterator(DataLoader* loader, uint64_t iteration) : loader_(loader), iteration_(iteration), end_(iteration == 0) {}
+    Iterator(Iterator&& other) noexcept;
+    Iterator(const Iterator&) = delete;
+    Iterator& operator=(const Iterator&) = delete;
+    Iterator& operator=(Iterator&&) = delete;
+    ~Iterator();
     Batch& operator*() { return current_; }
     Iterator& operator++();
     bool operator!=(const Iterator& other) const { return end_ != other.end_; }
 
    private:
-    friend class DataLoader;
     DataLoader* loader_;
+    uint64_t iteration_;  // 0 for end() and moved-from iterators
     bool end_;
     Batch current_;
   };
   // Starts an epoch (a new shuffle); iterating again starts the next one.
   Iterator begin();
-  Iterator end() { return Iterator(this, true); }
+  Iterator end() { return Iterator(this, 0); }
 
  private:
   std::optional<Batch> next();
   Batch make_batch(int64_t index) const;
   void stop();
+  void finish_iteration(uint64_t iteration);
 
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions options_;
-  int64_t epoch_ = 0;
+  int64_t epoch_ = 0;        // epochs begun
+  int64_t start_batch_ = 0;  // where the next epoch starts (set by restore)
   Tensor order_;
   int64_t next_batch_ = 0;  // consumer position
+  uint64_t iterations_ = 0;        // iterations begun, numbering them from 1
+  uint64_t running_iteration_ = 0;  // the one in progress, 0 when none
   // Prefetch thread state.
   std::thread worker_;
   std::mutex mutex_;

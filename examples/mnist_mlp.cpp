@@ -1,10 +1,12 @@
 // Trains an MLP (784-256-128-10, ReLU, cross-entropy) on MNIST-format data: by
 // default Fashion-MNIST from Debian's dataset-fashion-mnist package. Prints per-epoch
-// train loss, test accuracy and time; optionally writes metrics CSV and a checkpoint.
+// train loss, test accuracy and time; optionally writes metrics CSV and a training
+// checkpoint after each epoch, which --resume continues exactly (train/training_state.h).
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <optional>
 #include <vgrad/vgrad.h>
 
 using namespace vgrad;
@@ -51,6 +53,8 @@ int main(int argc, char** argv) {
   std::string optimizer = "sgd", data_dir = data::Mnist::default_directory(), device_name = "cpu";
   std::string checkpoint, metrics, resume;
   uint64_t seed = 0;
+  int64_t limit = 0;
+  bool detect_anomaly = false;
   app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',');
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
@@ -63,25 +67,34 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for initialisation and shuffling");
   app.add_option("--data-dir", data_dir, "directory with the IDX files (train-images-idx3-ubyte[.gz], ...)");
   app.add_option("--device", device_name, "cpu or cuda[:N]");
-  app.add_option("--checkpoint", checkpoint, "save the model here (safetensors) after each epoch");
-  app.add_option("--resume", resume, "load model weights from this checkpoint before training");
+  app.add_option("--checkpoint", checkpoint,
+                 "save the training state here (safetensors: the model under plain names) after each epoch");
+  app.add_option("--resume", resume,
+                 "continue the run saved in this checkpoint (model, optimizer state and hyper-parameters, "
+                 "data order, RNG) up to --epochs");
+  app.add_option("--limit", limit, "use only the first N training and test examples (quick runs, tests)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--detect-anomaly", detect_anomaly,
+               "stop at the first op whose output or gradient is NaN/Inf, naming it (slower)");
   app.add_option("--metrics", metrics, "write per-epoch metrics to this CSV file");
   CLI11_PARSE(app, argc, argv);
 
   try {
     const Device device(device_name);
+    if (!checkpoint.empty()) train::check_can_save(checkpoint);  // now, not after the first epoch
     manual_seed(seed);
     spdlog::info("loading {}", data_dir);
     data::Mnist train_raw(data_dir, "train"), test_raw(data_dir, "test");
     // Normalise with the training set's statistics, for train and test alike.
     const auto normalize = data::Normalizer::fit(train_raw.inputs());
-    auto train = std::make_shared<data::TensorDataset>(normalize(train_raw.inputs()), train_raw.targets());
-    auto test = std::make_shared<data::TensorDataset>(normalize(test_raw.inputs()), test_raw.targets());
-    data::DataLoader train_loader(train, {.batch_size = batch_size, .shuffle = true, .seed = seed, .device = device});
-    data::DataLoader test_loader(test, {.batch_size = 1000, .shuffle = false, .device = device});
+    auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
+    auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
+    auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
+    data::DataLoader train_loader(train_set, {.batch_size = batch_size, .shuffle = true, .seed = seed, .device = device});
+    data::DataLoader test_loader(test_set, {.batch_size = 1000, .shuffle = false, .device = device});
 
-    Mlp model(train_raw.rows() * train_raw.cols(), hidden, 10);
-    if (!resume.empty()) nn::load(model, resume);
+    const int64_t classes = 10, features = train_raw.rows() * train_raw.cols();
+    Mlp model(features, hidden, classes);
     model.to(device);
     std::unique_ptr<optim::Optimizer> opt;
     if (optimizer == "sgd")
@@ -91,36 +104,58 @@ int main(int argc, char** argv) {
     else
       opt = std::make_unique<optim::AdamW>(model.parameters(), optim::AdamOptions{.lr = lr, .weight_decay = weight_decay});
     optim::GradientAccumulation step(*opt, accumulate);
+    train::TrainingState state{.model = &model, .optimizer = opt.get(), .accumulation = &step, .loader = &train_loader};
+    state.info.architecture = {{"layers", fmt::format("{},{},{}", features, fmt::join(hidden, ","), classes)},
+                               {"activation", "relu"}};
+    state.info.input_mean = normalize.mean;
+    state.info.input_std = normalize.stddev;
+    state.info.num_classes = classes;
+    state.info.program = "mnist_mlp";
+    if (!resume.empty()) {
+      train::load_training_state(resume, state);
+      spdlog::info("resumed {} after epoch {} (step {}); its optimizer settings replace the command line's", resume,
+                   state.epoch, state.step);
+    }
+    std::optional<DetectAnomalyGuard> anomaly;
+    if (detect_anomaly) anomaly.emplace();
     std::unique_ptr<data::CsvLog> log;
     if (!metrics.empty()) log = std::make_unique<data::CsvLog>(metrics, std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
 
-    spdlog::info("{} train / {} test examples, model {}-{}-10, {} on {}, batch {}, lr {}", train->size(), test->size(),
-                 train_raw.rows() * train_raw.cols(), fmt::join(hidden, "-"), optimizer, device.str(), batch_size, lr);
+    spdlog::info("{} train / {} test examples, model {}-{}-10, {} on {}, batch {}, lr {}", train_set->size(), test_set->size(),
+                 train_raw.rows() * train_raw.cols(), fmt::join(hidden, "-"), optimizer, device.str(), batch_size, opt->lr());
+    if (state.epoch >= epochs) {
+      spdlog::warn("nothing to train: {} already holds {} epochs (--epochs {})", resume, state.epoch, epochs);
+      return 0;
+    }
     double best = 0, training_seconds = 0;
-    for (int epoch = 1; epoch <= epochs; ++epoch) {
+    for (int epoch = int(state.epoch) + 1; epoch <= epochs; ++epoch) {
       const auto start = std::chrono::steady_clock::now();
       data::Progress progress(fmt::format("epoch {}", epoch), train_loader.num_batches());
       Tensor loss_sum = zeros({}, {.device = device});
       int64_t steps = 0;
       for (auto& [x, y] : train_loader) {
         Tensor loss = nn::cross_entropy(model(x), y);
-        step.backward(loss);
+        if (step.backward(loss)) ++state.step;
         {
           NoGradGuard no_grad;
           loss_sum.add_(loss.detach());
         }
         if (++steps % 50 == 0 && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
       }
-      step.flush();
+      if (step.pending() > 0) {
+        step.flush();
+        ++state.step;
+      }
+      state.epoch = epoch;
       progress.finish();
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       training_seconds += seconds;
       const double train_loss = loss_sum.item() / double(steps), acc = accuracy(model, test_loader);
       best = std::max(best, acc);
       spdlog::info("epoch {:2d}  train loss {:.4f}  test accuracy {:.2f}%  {:.2f} s ({:.0f} samples/s)", epoch,
-                   train_loss, 100 * acc, seconds, double(train->size()) / seconds);
+                   train_loss, 100 * acc, seconds, double(train_set->size()) / seconds);
       if (log) log->row({double(epoch), train_loss, acc, seconds});
-      if (!checkpoint.empty()) nn::save(model, checkpoint);
+      if (!checkpoint.empty()) train::save_training_state(checkpoint, state);
     }
     spdlog::info("done: best test accuracy {:.2f}% after {} epochs, {:.1f} s of training", 100 * best, epochs,
                  training_seconds);

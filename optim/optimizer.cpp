@@ -37,10 +37,55 @@ Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::strin
   return it->second.to(like.dtype()).to(like.device()).contiguous().clone();
 }
 
+void check_lr(double lr, const std::string& optimizer) {
+  if (std::isnan(lr) || std::isinf(lr)) fail("{}: learning rate {} is not a finite number", optimizer, lr);
+  if (lr < 0) fail("{}: learning rate {} is negative", optimizer, lr);
+}
+
+void check_options(const SGDOptions& options) {
+  check_lr(options.lr, "SGD");
+  if (options.momentum < 0) fail("SGD: momentum {} is negative", options.momentum);
+  if (options.nesterov && (options.momentum <= 0 || options.dampening != 0))
+    fail("SGD: Nesterov momentum needs momentum > 0 and dampening 0");
+}
+
+void check_options(const AdamOptions& options, const std::string& optimizer) {
+  check_lr(options.lr, optimizer);
+  if (options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1)
+    fail("{}: betas ({}, {}) must be in [0, 1)", optimizer, options.beta1, options.beta2);
+  if (options.eps < 0) fail("{}: eps {} is negative", optimizer, options.eps);
+}
+
+// Copies the values whose names `fields` knows into the matching fields; any other name is an error.
+template <class Options>
+Options with_hyperparameters(Options options, const std::map<std::string, double>& values,
+                             const std::map<std::string, double Options::*>& fields, const std::string& optimizer) {
+  for (const auto& [key, value] : values) {
+    auto field = fields.find(key);
+    if (field == fields.end()) fail("{}: unknown hyper-parameter '{}'", optimizer, key);
+    options.*(field->second) = value;
+  }
+  return options;
+}
+
 }  // namespace
 
-Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
-  if (lr < 0) fail("optimizer: learning rate {} is negative", lr);
+Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : params_(std::move(params)), lr_(lr) {
+  if (params_.empty())
+    fail("{}: no parameters to optimize (the parameter list is empty)", kind);
+  check_lr(lr, kind);
+}
+
+void Optimizer::set_lr(double lr) {
+  check_lr(lr, name());
+  lr_ = lr;
+}
+
+void Optimizer::load_hyperparameters(const std::map<std::string, double>& values) {
+  for (const auto& [key, value] : values) {
+    if (key != "lr") fail("{}: unknown hyper-parameter '{}'", name(), key);
+    set_lr(value);
+  }
 }
 
 void Optimizer::zero_grad(bool set_to_none) {
@@ -48,11 +93,38 @@ void Optimizer::zero_grad(bool set_to_none) {
 }
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
-    : Optimizer(std::move(params), options.lr), options_(options), momentum_buffers_(params_.size()) {
-  if (options.momentum < 0) fail("SGD: momentum {} is negative", options.momentum);
-  if (options.nesterov && (options.momentum <= 0 || options.dampening != 0))
-    fail("SGD: Nesterov momentum needs momentum > 0 and dampening 0");
+    : Optimizer(std::move(params), options.lr, "SGD"), options_(options), momentum_buffers_(params_.size()) {
+  check_options(options);
   for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, "SGD");
+}
+
+std::map<std::string, double> SGD::hyperparameters() const {
+  return {{"lr", lr_},
+          {"momentum", options_.momentum},
+          {"dampening", options_.dampening},
+          {"weight_decay", options_.weight_decay},
+          {"nesterov", options_.nesterov ? 1.0 : 0.0}};
+}
+
+void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
+  std::map<std::string, double> numbers = values;
+  bool nesterov = options_.nesterov;
+  if (auto it = numbers.find("nesterov"); it != numbers.end()) {
+    nesterov = it->second != 0;
+    numbers.erase(it);
+  }
+  SGDOptions current = options_;
+  current.lr = lr_;  // options_.lr is the initial lr; a scheduler may have changed lr_
+  SGDOptions options = with_hyperparameters(current, numbers,
+                                            {{"lr", &SGDOptions::lr},
+                                             {"momentum", &SGDOptions::momentum},
+                                             {"dampening", &SGDOptions::dampening},
+                                             {"weight_decay", &SGDOptions::weight_decay}},
+                                            "SGD");
+  options.nesterov = nesterov;
+  check_options(options);
+  options_ = options;
+  lr_ = options.lr;
 }
 
 void SGD::step() {
@@ -86,12 +158,33 @@ void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
-    : Optimizer(std::move(params), options.lr), options_(options), decoupled_(decoupled),
+    : Optimizer(std::move(params), options.lr, decoupled ? "AdamW" : "Adam"), options_(options), decoupled_(decoupled),
       steps_(params_.size(), 0), exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
-  if (options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1)
-    fail("{}: betas ({}, {}) must be in [0, 1)", name(), options.beta1, options.beta2);
-  if (options.eps < 0) fail("{}: eps {} is negative", name(), options.eps);
-  for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, "Adam");
+  check_options(options, name());
+  for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, name().c_str());
+}
+
+std::map<std::string, double> Adam::hyperparameters() const {
+  return {{"lr", lr_},
+          {"beta1", options_.beta1},
+          {"beta2", options_.beta2},
+          {"eps", options_.eps},
+          {"weight_decay", options_.weight_decay}};
+}
+
+void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
+  AdamOptions current = options_;
+  current.lr = lr_;  // options_.lr is the initial lr; a scheduler may have changed lr_
+  const AdamOptions options = with_hyperparameters(current, values,
+                                                   {{"lr", &AdamOptions::lr},
+                                                    {"beta1", &AdamOptions::beta1},
+                                                    {"beta2", &AdamOptions::beta2},
+                                                    {"eps", &AdamOptions::eps},
+                                                    {"weight_decay", &AdamOptions::weight_decay}},
+                                                   name());
+  check_options(options, name());
+  options_ = options;
+  lr_ = options.lr;
 }
 
 void Adam::step() {
@@ -159,6 +252,12 @@ bool GradientAccumulation::backward(const Tensor& loss) {
   if (++pending_ < steps_) return false;
   flush();
   return true;
+}
+
+void GradientAccumulation::restore_pending(int64_t pending) {
+  if (pending < 0 || pending >= steps_)
+    fail("GradientAccumulation: pending count {} out of range for {} steps per update", pending, steps_);
+  pending_ = pending;
 }
 
 void GradientAccumulation::flush() {

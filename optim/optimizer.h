@@ -13,17 +13,22 @@ namespace vgrad::optim {
 
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<Tensor> params, double lr);
+  // `kind` names the optimizer in the constructor's errors (name() is not callable yet).
+  Optimizer(std::vector<Tensor> params, double lr, const char* kind);
   virtual ~Optimizer() = default;
   virtual void step() = 0;
   // Drops every gradient (set_to_none, the default) or zeros it in place; see Tensor::zero_grad.
   void zero_grad(bool set_to_none = true);
   double lr() const { return lr_; }
-  void set_lr(double lr) { lr_ = lr; }
+  void set_lr(double lr);  // a negative, NaN or infinite lr is an error naming the optimizer
   const std::vector<Tensor>& params() const { return params_; }
   // State for checkpoints: "state.<i>.<buffer>" tensors (Adam: also "state.<i>.step").
   virtual std::map<std::string, Tensor> state_dict() const = 0;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;
+  // Hyper-parameters by name ("lr", "momentum", ...), for training checkpoints. Loading
+  // checks them as the constructor does; a missing name keeps its value, an unknown one is an error.
+  virtual std::map<std::string, double> hyperparameters() const { return {{"lr", lr_}}; }
+  virtual void load_hyperparameters(const std::map<std::string, double>& values);
   virtual std::string name() const = 0;
 
  protected:
@@ -46,6 +51,8 @@ class SGD : public Optimizer {
   void step() override;
   std::map<std::string, Tensor> state_dict() const override;
   void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  std::map<std::string, double> hyperparameters() const override;
+  void load_hyperparameters(const std::map<std::string, double>& values) override;
   std::string name() const override { return "SGD"; }
   const SGDOptions& options() const { return options_; }
 
@@ -69,6 +76,8 @@ class Adam : public Optimizer {
   void step() override;
   std::map<std::string, Tensor> state_dict() const override;
   void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  std::map<std::string, double> hyperparameters() const override;
+  void load_hyperparameters(const std::map<std::string, double>& values) override;
   std::string name() const override { return decoupled_ ? "AdamW" : "Adam"; }
 
  private:
@@ -98,7 +107,10 @@ class GradientAccumulation {
   GradientAccumulation(Optimizer& optimizer, int64_t steps);
   bool backward(const Tensor& loss);  // true when this call stepped the optimizer
   void flush();                       // steps on a partial group (end of epoch)
-  int64_t pending() const { return pending_; }
+  int64_t steps() const { return steps_; }
+  int64_t pending() const { return pending_; }  // micro-batches accumulated since the last step
+  // For resuming: the gradients of those micro-batches must be restored alongside.
+  void restore_pending(int64_t pending);
 
  private:
   Optimizer& optimizer_;

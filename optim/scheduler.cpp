@@ -8,6 +8,13 @@
 
 namespace vgrad::optim {
 
+void Scheduler::restore(int64_t count, double base_lr) {
+  if (count < 0) fail("scheduler: step count {} is negative", count);
+  if (!std::isfinite(base_lr) || base_lr < 0) fail("scheduler: base learning rate {} is not a finite non-negative number", base_lr);
+  count_ = count;
+  base_lr_ = base_lr;
+}
+
 StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma)
     : Scheduler(optimizer), step_size_(step_size), gamma_(gamma) {
   if (step_size < 1) fail("StepLR: step_size must be at least 1, got {}", step_size);

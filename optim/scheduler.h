@@ -14,6 +14,9 @@ class Scheduler {
   void step() { optimizer_.set_lr(lr_at(++count_)); }
   virtual double lr_at(int64_t step) const = 0;
   int64_t count() const { return count_; }
+  double base_lr() const { return base_lr_; }
+  // Resuming: continues from a checkpoint's count and base lr (the optimizer's lr is restored with the optimizer).
+  void restore(int64_t count, double base_lr);
 
  protected:
   Optimizer& optimizer_;

@@ -392,16 +392,26 @@ TEST(Engine, ErrorMessages) {
 }
 
 TEST(Engine, GradReturnsGradientsWithoutAccumulating) {
-  Tensor x = leaf({1, 2}, {2}), b = leaf({0.5}, {1}), unused = leaf({7}, {1});
+  Tensor x = leaf({1, 2}, {2}), b = leaf({0.5}, {1});
   const Tensor y = (x * x + b).sum();
-  const auto grads = autograd::grad({y}, {x, b, unused});
-  ASSERT_EQ(grads.size(), 3u);
+  const auto grads = autograd::grad({y}, {x, b});
+  ASSERT_EQ(grads.size(), 2u);
   expect_values(grads[0], {2, 4});
   EXPECT_EQ(grads[1].shape(), Shape({1}));  // unbroadcast as for backward()
   expect_values(grads[1], {2});
-  expect_values(grads[2], {0});  // not reached: zeros
   EXPECT_FALSE(x.grad().defined());
   EXPECT_FALSE(b.grad().defined());
+}
+
+// As in PyTorch: an input outside the graph is an error unless allow_unused, which gives an undefined tensor.
+TEST(Engine, GradForAnInputNotInTheGraph) {
+  Tensor x = leaf({1, 2}, {2}), unused = leaf({7}, {1});
+  EXPECT_ERROR(autograd::grad({(x * x).sum()}, {x, unused}), "grad: input 1 [1] was not used to compute the outputs",
+               "allow_unused=true");
+  const auto grads = autograd::grad({(x * x).sum()}, {x, unused}, {}, false, /*allow_unused=*/true);
+  ASSERT_EQ(grads.size(), 2u);
+  expect_values(grads[0], {2, 4});
+  EXPECT_FALSE(grads[1].defined());
 }
 
 // A weak handle on a tensor's storage, to see when the last owner lets go.

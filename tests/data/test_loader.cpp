@@ -161,6 +161,68 @@ TEST(Loader, BreakingOutEarlyThenStartingANewEpoch) {
   EXPECT_EQ(e.labels, iota_vec(50));
 }
 
+// Before the fix the inner loop restarted the shared position: the outer loop ran once, not 10 times.
+TEST(Loader, NestedIterationIsRefusedAndTheOuterEpochIsWhole) {
+  for (int prefetch : {0, 2}) {
+    data::DataLoader loader(numbered(10), {.batch_size = 1, .shuffle = true, .seed = 2, .prefetch = prefetch});
+    int outer = 0;
+    for (auto& [x, y] : loader) {
+      (void)x;
+      (void)y;
+      ++outer;
+      EXPECT_ERROR(run_epoch(loader), "DataLoader: a second iteration started while one is running",
+                   "use a second DataLoader");
+    }
+    EXPECT_EQ(outer, 10) << "prefetch " << prefetch;
+    EXPECT_EQ(run_epoch(loader).labels.size(), 10u);  // free again once the loop ended
+  }
+}
+
+// Where a loop stands, saved mid-epoch and restored into a fresh loader, continues with
+// exactly the batches the first loader would have delivered next.
+TEST(Loader, PositionRestoresMidEpochAndBetweenEpochs) {
+  for (int prefetch : {0, 2}) {
+    auto dataset = numbered(23);
+    data::DataLoader first(dataset, {.batch_size = 4, .shuffle = true, .seed = 5, .prefetch = prefetch});
+    EXPECT_EQ(first.position(), (data::LoaderPosition{0, 0}));
+    run_epoch(first);
+    EXPECT_EQ(first.position(), (data::LoaderPosition{1, 0}));
+    data::LoaderPosition saved;
+    std::vector<int64_t> rest;
+    int64_t batch = 0;
+    for (auto& [x, y] : first) {
+      (void)x;
+      ++batch;
+      if (batch == 2) saved = first.position();
+      if (batch > 2) {
+        for (int64_t label : y.to_vector<int64_t>()) rest.push_back(label);
+      }
+      if (batch == 6) {
+        EXPECT_EQ(first.position(), (data::LoaderPosition{2, 0}));  // after the last batch
+      }
+    }
+    EXPECT_EQ(saved, (data::LoaderPosition{1, 2}));
+    const std::vector<int64_t> next_epoch = run_epoch(first).labels;
+
+    data::DataLoader second(dataset, {.batch_size = 4, .shuffle = true, .seed = 5, .prefetch = prefetch});
+    second.restore(saved);
+    EXPECT_EQ(run_epoch(second).labels, rest) << "prefetch " << prefetch;
+    EXPECT_EQ(run_epoch(second).labels, next_epoch);
+  }
+}
+
+TEST(Loader, RestoreErrors) {
+  data::DataLoader loader(numbered(10), {.batch_size = 4});
+  EXPECT_ERROR(loader.restore({0, 3}), "position (epoch 0, batch 3) out of range for 3 batches per epoch");
+  EXPECT_ERROR(loader.restore({-1, 0}), "out of range");
+  for (auto& [x, y] : loader) {
+    (void)x;
+    (void)y;
+    EXPECT_ERROR(loader.restore({0, 0}), "restore() while an iteration is running");
+    break;
+  }
+}
+
 // A dataset that fails on one sample.
 class Faulty : public data::Dataset {
  public:

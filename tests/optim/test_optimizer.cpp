@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -414,6 +415,58 @@ TEST(OptimizerErrors, BadOptionsAndParameters) {
   EXPECT_ERROR(optim::Adam({ints}, {}), "not floating point");
   Tensor strided = zeros({4, 4}).t().requires_grad_();
   EXPECT_ERROR(optim::SGD({strided}, {}), "parameter 0 is not contiguous");
+  EXPECT_ERROR(optim::AdamW({p}, {.lr = std::nan("")}), "AdamW: learning rate nan is not a finite number");
+}
+
+TEST(OptimizerErrors, NoParametersIsAnErrorNamingTheOptimizer) {
+  EXPECT_ERROR(optim::SGD({}, {}), "SGD: no parameters to optimize");
+  EXPECT_ERROR(optim::Adam({}, {}), "Adam: no parameters to optimize");
+  EXPECT_ERROR(optim::AdamW({}, {}), "AdamW: no parameters to optimize");
+}
+
+TEST(OptimizerErrors, SetLrRefusesNegativeNaNAndInfiniteAndKeepsTheOldLr) {
+  optim::SGD sgd({make_param()}, {.lr = 0.1});
+  EXPECT_ERROR(sgd.set_lr(-1), "SGD: learning rate -1 is negative");
+  EXPECT_ERROR(sgd.set_lr(std::nan("")), "SGD: learning rate nan is not a finite number");
+  optim::AdamW adamw({make_param()}, {.lr = 0.1});
+  EXPECT_ERROR(adamw.set_lr(std::numeric_limits<double>::infinity()), "AdamW: learning rate inf is not a finite number");
+  EXPECT_EQ(sgd.lr(), 0.1);
+  EXPECT_EQ(adamw.lr(), 0.1);
+  sgd.set_lr(0);  // zero is allowed (a warm-up starts there)
+  EXPECT_EQ(sgd.lr(), 0);
+}
+
+TEST(Optimizer, HyperparametersRoundTripAndAreChecked) {
+  optim::SGD sgd({make_param()}, {.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-4, .nesterov = true});
+  sgd.set_lr(0.05);  // as a scheduler would
+  const auto saved = sgd.hyperparameters();
+  EXPECT_EQ(saved.at("lr"), 0.05);
+  EXPECT_EQ(saved.at("nesterov"), 1.0);
+  optim::SGD other({make_param()}, {.lr = 1});
+  other.load_hyperparameters(saved);
+  EXPECT_EQ(other.hyperparameters(), saved);
+  EXPECT_TRUE(other.options().nesterov);
+  EXPECT_ERROR(other.load_hyperparameters({{"betas", 0.9}}), "SGD: unknown hyper-parameter 'betas'");
+  EXPECT_ERROR(other.load_hyperparameters({{"momentum", -1}}), "SGD: momentum -1 is negative");
+  EXPECT_EQ(other.hyperparameters(), saved);  // a refused load changes nothing
+
+  optim::Adam adam({make_param()}, {.lr = 0.01, .beta1 = 0.8});
+  optim::Adam adam2({make_param()}, {});
+  adam2.load_hyperparameters(adam.hyperparameters());
+  EXPECT_EQ(adam2.hyperparameters(), adam.hyperparameters());
+  EXPECT_ERROR(adam2.load_hyperparameters({{"beta2", 1.0}}), "Adam: betas (0.8, 1) must be in [0, 1)");
+  adam2.load_hyperparameters({{"eps", 1e-6}});  // a missing name keeps its value
+  EXPECT_EQ(adam2.hyperparameters().at("beta1"), 0.8);
+}
+
+TEST(GradientAccumulation, RestorePendingIsRangeChecked) {
+  Tensor p = make_param();
+  optim::SGD sgd({p}, {.lr = 0.1});
+  optim::GradientAccumulation accumulate(sgd, 4);
+  accumulate.restore_pending(3);
+  EXPECT_EQ(accumulate.pending(), 3);
+  EXPECT_ERROR(accumulate.restore_pending(4), "pending count 4 out of range for 4 steps");
+  EXPECT_ERROR(accumulate.restore_pending(-1), "pending count -1");
 }
 
 // ---------------- allocations ----------------

@@ -1,0 +1,258 @@
+// Training checkpoints: a run stopped (between epochs or mid-epoch, mid accumulation
+// group) and resumed from its file ends in the same bytes as one that never stopped,
+// with momentum SGD + StepLR and with Adam; same seed, same bytes; optimizer state is
+// keyed by parameter name; metadata; and files that do not fit are refused untouched.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "nn/checkpoint.h"
+#include "nn/functional.h"
+#include "support.h"
+#include "train/training_state.h"
+
+namespace {
+
+using namespace vgrad;
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct RunConfig {
+  std::string optimizer = "sgd";  // "sgd" (momentum 0.9, StepLR) or "adam"
+  int64_t accumulate = 3;
+  uint64_t seed = 7;
+  bool reverse_parameters = false;  // build the optimizer over the parameters in reverse order
+};
+
+// Where a run stops: after `epochs` epochs, or earlier, after `stop_batch` batches of epoch `stop_epoch`.
+struct Stop {
+  int64_t epochs = 4;
+  int64_t stop_epoch = -1, stop_batch = -1;
+};
+
+// A whole training program in miniature: 3-class data, Mlp(6, 8, 3), shuffled loader with
+// prefetch, input noise drawn from the global RNG (so its state matters), accumulation, an
+// optional scheduler. Resumes from `resume` when given; writes its training state to `out`.
+void run(const RunConfig& config, const Stop& stop, const std::string& out, const std::string& resume = "",
+         bool restore_optimizer = true) {
+  manual_seed(config.seed);
+  const int64_t n = 96;
+  std::vector<int64_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[size_t(i)] = i % 3;
+  auto dataset = std::make_shared<data::TensorDataset>(vgrad_test::uniform_tensor({n, 6}, 11), tensor(labels, {n}));
+  data::DataLoader loader(dataset, {.batch_size = 8, .shuffle = true, .seed = config.seed, .prefetch = 2});
+  vgrad_test::Mlp model(6, 8, 3);
+  std::vector<Tensor> params = model.parameters();
+  if (config.reverse_parameters) std::reverse(params.begin(), params.end());
+  std::unique_ptr<optim::Optimizer> optimizer;
+  std::unique_ptr<optim::Scheduler> scheduler;
+  if (config.optimizer == "sgd") {
+    optimizer = std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3});
+    scheduler = std::make_unique<optim::StepLR>(*optimizer, 5, 0.5);
+  } else {
+    optimizer = std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = 0.01});
+  }
+  optim::GradientAccumulation accumulation(*optimizer, config.accumulate);
+  train::TrainingState state{.model = &model,
+                             .optimizer = optimizer.get(),
+                             .scheduler = scheduler.get(),
+                             .accumulation = &accumulation,
+                             .loader = &loader,
+                             .info = {.architecture = {{"layers", "6,8,3"}}, .input_mean = 0.5, .input_std = 0.25,
+                                      .num_classes = 3, .program = "test_training_state"}};
+  if (!resume.empty()) {
+    train::TrainingState target = state;
+    if (!restore_optimizer) target.optimizer = nullptr;
+    train::load_training_state(resume, target);
+    state.epoch = target.epoch;
+    state.step = target.step;
+  }
+  auto after_step = [&] {
+    ++state.step;
+    if (scheduler) scheduler->step();
+  };
+  while (state.epoch < stop.epochs) {
+    int64_t batch = loader.position().batch;
+    for (auto& [x, y] : loader) {
+      const Tensor noisy = x + 0.01 * randn(x.shape());
+      if (accumulation.backward(nn::cross_entropy(model(noisy), y))) after_step();
+      if (state.epoch == stop.stop_epoch && ++batch == stop.stop_batch) {
+        train::save_training_state(out, state);
+        return;
+      }
+    }
+    if (accumulation.pending() > 0) {
+      accumulation.flush();
+      after_step();
+    }
+    ++state.epoch;
+  }
+  train::save_training_state(out, state);
+}
+
+class TrainingStateTest : public vgrad_test::TempDirTest {};
+
+void expect_exact_resume(const RunConfig& config, const std::string& straight, const std::string& first_half,
+                         const std::string& resumed, const Stop& interruption) {
+  run(config, {.epochs = 4}, straight);
+  run(config, interruption, first_half);
+  ASSERT_NE(bytes_of(first_half), bytes_of(straight));
+  run(config, {.epochs = 4}, resumed, first_half);
+  EXPECT_TRUE(bytes_of(resumed) == bytes_of(straight)) << "resumed run differs from the uninterrupted one";
+}
+
+TEST_F(TrainingStateTest, ResumeBetweenEpochsIsByteIdenticalWithMomentumSgdAndStepLR) {
+  expect_exact_resume({.optimizer = "sgd"}, path("straight"), path("half"), path("resumed"), {.epochs = 2});
+}
+
+TEST_F(TrainingStateTest, ResumeBetweenEpochsIsByteIdenticalWithAdam) {
+  expect_exact_resume({.optimizer = "adam"}, path("straight"), path("half"), path("resumed"), {.epochs = 2});
+}
+
+// 12 batches per epoch, accumulation over 3: stopping after 5 batches of epoch 2 leaves 2
+// micro-batches pending, so their summed gradients and the loader's place are part of the state.
+TEST_F(TrainingStateTest, ResumeMidEpochAndMidAccumulationGroupIsByteIdentical) {
+  for (const char* optimizer : {"sgd", "adam"}) {
+    SCOPED_TRACE(optimizer);
+    const Stop mid{.epochs = 4, .stop_epoch = 2, .stop_batch = 5};
+    expect_exact_resume({.optimizer = optimizer}, path("straight"), path("half"), path("resumed"), mid);
+    const safetensors::File half = safetensors::load(path("half"));
+    EXPECT_EQ(half.metadata.at("accumulation.pending"), "2");
+    EXPECT_EQ(half.metadata.at("loader.batch"), "5");
+    EXPECT_TRUE(half.tensors.count("grad.fc1.weight"));
+    EXPECT_FALSE(safetensors::load(path("straight")).tensors.count("grad.fc1.weight"));
+  }
+}
+
+// The comparison above can fail: resuming without the optimizer's state (what --resume did
+// before) ends elsewhere.
+TEST_F(TrainingStateTest, ResumingWithoutOptimizerStateDiffers) {
+  const RunConfig config{.optimizer = "sgd"};
+  run(config, {.epochs = 4}, path("straight"));
+  run(config, {.epochs = 2}, path("half"));
+  run(config, {.epochs = 4}, path("resumed"), path("half"), /*restore_optimizer=*/false);
+  EXPECT_NE(bytes_of(path("resumed")), bytes_of(path("straight")));
+}
+
+TEST_F(TrainingStateTest, SameSeedSameBytesOtherSeedOtherBytes) {
+  run({.seed = 7}, {.epochs = 2}, path("a"));
+  run({.seed = 7}, {.epochs = 2}, path("b"));
+  run({.seed = 8}, {.epochs = 2}, path("c"));
+  EXPECT_TRUE(bytes_of(path("a")) == bytes_of(path("b")));
+  EXPECT_NE(bytes_of(path("a")), bytes_of(path("c")));
+}
+
+// Optimizer state is keyed by parameter name: an optimizer built over the parameters in
+// another order resumes the same run, and even writes the same bytes.
+TEST_F(TrainingStateTest, OptimizerStateIsKeyedByParameterName) {
+  run({.optimizer = "adam"}, {.epochs = 4}, path("straight"));
+  run({.optimizer = "adam"}, {.epochs = 2}, path("half"));
+  run({.optimizer = "adam", .reverse_parameters = true}, {.epochs = 4}, path("resumed"), path("half"));
+  EXPECT_TRUE(bytes_of(path("resumed")) == bytes_of(path("straight")));
+  const safetensors::File file = safetensors::load(path("half"));
+  for (const char* key : {"optimizer.fc1.weight.exp_avg", "optimizer.fc2.bias.exp_avg_sq", "optimizer.fc1.bias.step"})
+    EXPECT_TRUE(file.tensors.count(key)) << key;
+  for (const auto& [name, entry] : file.tensors) EXPECT_FALSE(vgrad_test::contains(name, "state.")) << name;
+}
+
+TEST_F(TrainingStateTest, MetadataRecordsWhatAUserNeedsAndTheModelKeepsItsPlainNames) {
+  run({.optimizer = "sgd"}, {.epochs = 1}, path("ckpt"));
+  const safetensors::File file = safetensors::load(path("ckpt"));
+  const auto& meta = file.metadata;
+  EXPECT_EQ(meta.at("format"), "pt");
+  EXPECT_EQ(meta.at("architecture.layers"), "6,8,3");
+  EXPECT_EQ(meta.at("input.mean"), "0.5");
+  EXPECT_EQ(meta.at("input.std"), "0.25");
+  EXPECT_EQ(meta.at("classes"), "3");
+  EXPECT_EQ(meta.at("program"), "test_training_state");
+  EXPECT_EQ(meta.at("vgrad.version"), train::vgrad_version());
+  EXPECT_NE(std::string(train::vgrad_version()), "unknown");
+  EXPECT_EQ(meta.at("optimizer"), "SGD");
+  EXPECT_EQ(meta.at("optimizer.momentum"), "0.9");
+  EXPECT_EQ(meta.at("epoch"), "1");
+  EXPECT_EQ(meta.at("step"), "4");  // 12 batches / 3 per step
+  EXPECT_EQ(meta.at("scheduler.count"), "4");
+  EXPECT_EQ(meta.at("loader.epoch"), "1");
+  EXPECT_EQ(meta.at("loader.batch"), "0");
+  // The model alone still loads with nn::load (and so in PyTorch by plain name); the rest is prefixed.
+  vgrad_test::Mlp model(6, 8, 3);
+  const auto tensors = nn::load_tensors(path("ckpt"));
+  std::map<std::string, Tensor> weights;
+  for (const auto& [name, t] : tensors)
+    if (!vgrad_test::contains(name, "optimizer.")) weights[name] = t;
+  model.load_state_dict(weights);
+  EXPECT_EQ(weights.size(), 4u);
+
+  train::TrainingState state{.model = &model};
+  train::load_training_state(path("ckpt"), state);
+  EXPECT_EQ(state.epoch, 1);
+  EXPECT_EQ(state.step, 4);
+  EXPECT_EQ(state.info.architecture.at("layers"), "6,8,3");
+  EXPECT_EQ(state.info.input_std, 0.25);
+  EXPECT_EQ(state.info.num_classes, 3);
+}
+
+TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
+  run({.optimizer = "sgd"}, {.epochs = 1}, path("sgd"));
+  manual_seed(1);
+  vgrad_test::Mlp model(6, 8, 3);
+  const std::vector<double> before = model.fc1->weight.to_vector<double>();
+  optim::Adam adam(model.parameters(), {});
+  train::TrainingState state{.model = &model, .optimizer = &adam};
+  EXPECT_ERROR(train::load_training_state(path("sgd"), state), path("sgd"), "holds the state of optimizer 'SGD', not Adam");
+  EXPECT_EQ(model.fc1->weight.to_vector<double>(), before);
+  EXPECT_EQ(state.epoch, 0);
+
+  auto dataset = std::make_shared<data::TensorDataset>(zeros({96, 6}), zeros({96}, {.dtype = DType::Int64}));
+  data::DataLoader other_batch(dataset, {.batch_size = 16, .shuffle = true, .seed = 7});
+  optim::SGD sgd(model.parameters(), {.lr = 0.05, .momentum = 0.9});
+  train::TrainingState with_loader{.model = &model, .optimizer = &sgd, .loader = &other_batch};
+  EXPECT_ERROR(train::load_training_state(path("sgd"), with_loader), "saved with loader.batch_size = 8, this one has 16");
+  EXPECT_EQ(model.fc1->weight.to_vector<double>(), before);
+
+  vgrad_test::Mlp wider(6, 9, 3);
+  train::TrainingState wrong_shape{.model = &wider};
+  EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape), "key 'fc1.bias' has shape [8], the model expects [9]");
+
+  nn::save(model, path("weights_only"));
+  EXPECT_ERROR(train::load_training_state(path("weights_only"), state), "not a training checkpoint", "nn::load");
+
+  train::TrainingState no_model;
+  EXPECT_ERROR(train::save_training_state(path("x"), no_model), "no model to save");
+  vgrad_test::Mlp stranger(6, 8, 3);
+  optim::SGD foreign(stranger.parameters(), {});
+  train::TrainingState mismatched{.model = &model, .optimizer = &foreign};
+  EXPECT_ERROR(train::save_training_state(path("x"), mismatched), "SGD parameter 0 ([8, 6]) is not a parameter of the model");
+}
+
+// --checkpoint's target is checked before training; every refusal names the path and why.
+TEST_F(TrainingStateTest, CheckCanSaveRefusesMissingAndUnwritableDirectoriesUpFront) {
+  train::check_can_save(path("ok.safetensors"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_)) << "the probe file was left behind";
+  EXPECT_ERROR(train::check_can_save(path("missing/ckpt.safetensors")), path("missing/ckpt.safetensors"),
+               "directory " + path("missing") + " does not exist");
+  EXPECT_ERROR(train::check_can_save(dir_.string()), "is a directory, not a file name");
+  std::ofstream(path("plain")) << "x";
+  EXPECT_ERROR(train::check_can_save(path("plain/ckpt.safetensors")), path("plain") + " is not a directory");
+  if (::geteuid() != 0) {  // root writes through permissions
+    std::filesystem::create_directory(path("locked"));
+    std::filesystem::permissions(path("locked"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+    EXPECT_ERROR(train::check_can_save(path("locked/ckpt.safetensors")), "cannot create files in directory",
+                 "Permission denied");
+    std::filesystem::permissions(path("locked"), std::filesystem::perms::owner_all);
+  }
+}
+
+}  // namespace

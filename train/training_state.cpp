@@ -1,0 +1,311 @@
+// Saving and restoring a TrainingState. Loading reads and checks the whole file against
+// the objects before changing any of them.
+#include "train/training_state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "autograd/ops.h"
+#include "core/safetensors.h"
+#include "nn/checkpoint.h"
+
+#ifndef VGRAD_VERSION
+#define VGRAD_VERSION "unknown"
+#endif
+
+namespace vgrad::train {
+namespace {
+
+constexpr const char* kFormatKey = "vgrad.training_state";
+constexpr const char* kFormatVersion = "1";
+const std::string kOptimizerPrefix = "optimizer.";
+const std::string kGradPrefix = "grad.";
+
+bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
+
+// Doubles print as the shortest text that reads back to the same bits, so a resumed run
+// writes the same metadata bytes as an uninterrupted one.
+std::string number_text(double value) { return fmt::format("{}", value); }
+
+// Typed reads of the metadata, each error naming the file and the key.
+class Metadata {
+ public:
+  Metadata(const std::string& path, const std::map<std::string, std::string>& values) : path_(path), values_(values) {}
+
+  std::optional<std::string> find(const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string text(const std::string& key) const {
+    auto value = find(key);
+    if (!value) fail("checkpoint: {}: metadata key '{}' is missing", path_, key);
+    return *value;
+  }
+  template <class T> T number(const std::string& key) const {
+    const std::string value = text(key);
+    T parsed{};
+    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+    if (error != std::errc() || end != value.data() + value.size())
+      fail("checkpoint: {}: metadata key '{}' is '{}', not a number", path_, key, value);
+    return parsed;
+  }
+  // Every "<prefix><name>" key, by name.
+  std::map<std::string, std::string> with_prefix(const std::string& prefix) const {
+    std::map<std::string, std::string> out;
+    for (const auto& [key, value] : values_)
+      if (starts_with(key, prefix)) out[key.substr(prefix.size())] = value;
+    return out;
+  }
+
+ private:
+  const std::string& path_;
+  const std::map<std::string, std::string>& values_;
+};
+
+// Optimizer::state_dict's "state.<index>.<buffer>" as (index, buffer); buffer is empty if the key is not of that form.
+std::pair<size_t, std::string> split_state_key(const std::string& key) {
+  const std::string prefix = "state.";
+  const size_t dot = key.find('.', prefix.size());
+  size_t index = 0;
+  if (!starts_with(key, prefix) || dot == std::string::npos ||
+      std::from_chars(key.data() + prefix.size(), key.data() + dot, index).ptr != key.data() + dot)
+    return {0, ""};
+  return {index, key.substr(dot + 1)};
+}
+
+// The model's parameter name for each of the optimizer's parameters, by identity.
+std::vector<std::string> optimizer_parameter_names(const nn::Module& model, const optim::Optimizer& optimizer) {
+  const auto named = model.named_parameters();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < optimizer.params().size(); ++i) {
+    const Tensor& p = optimizer.params()[i];
+    const std::string* found = nullptr;
+    for (const auto& [name, t] : named)
+      if (t.is_same(p)) found = &name;
+    if (!found)
+      fail("training state: {} parameter {} ({}) is not a parameter of the model, so it has no name to save "
+           "its state under",
+           optimizer.name(), i, shape_str(p.shape()));
+    names.push_back(*found);
+  }
+  return names;
+}
+
+std::map<std::string, std::string> loader_configuration(const data::DataLoader& loader) {
+  const data::LoaderOptions& options = loader.options();
+  return {{"loader.samples", std::to_string(loader.dataset_size())},
+          {"loader.batch_size", std::to_string(options.batch_size)},
+          {"loader.shuffle", options.shuffle ? "1" : "0"},
+          {"loader.seed", std::to_string(options.seed)},
+          {"loader.drop_last", options.drop_last ? "1" : "0"}};
+}
+
+}  // namespace
+
+const char* vgrad_version() { return VGRAD_VERSION; }
+
+void check_can_save(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.empty()) fail("checkpoint: the path is empty");
+  if (fs::is_directory(path, ec)) fail("checkpoint: {}: is a directory, not a file name", path);
+  const fs::path directory = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  if (!fs::exists(directory, ec)) fail("checkpoint: {}: directory {} does not exist", path, directory.string());
+  if (!fs::is_directory(directory, ec)) fail("checkpoint: {}: {} is not a directory", path, directory.string());
+  // Creating a file is the only honest test: permissions, read-only mounts and quotas all show here.
+  const std::string probe = path + ".probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0)
+    fail("checkpoint: {}: cannot create files in directory {}: {}", path, directory.string(), std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+void save_training_state(const std::string& path, const TrainingState& state) {
+  if (!state.model) fail("training state: {}: no model to save (TrainingState::model is null)", path);
+  std::map<std::string, Tensor> tensors = state.model->state_dict();
+  std::map<std::string, std::string> metadata{{"format", "pt"},  // safetensors.torch reads the model as before
+                                              {"producer", "vgrad"},
+                                              {"vgrad.version", VGRAD_VERSION},
+                                              {kFormatKey, kFormatVersion},
+                                              {"epoch", std::to_string(state.epoch)},
+                                              {"step", std::to_string(state.step)}};
+  const ModelInfo& info = state.info;
+  for (const auto& [key, value] : info.architecture) metadata["architecture." + key] = value;
+  metadata["input.mean"] = number_text(info.input_mean);
+  metadata["input.std"] = number_text(info.input_std);
+  metadata["classes"] = std::to_string(info.num_classes);
+  if (!info.program.empty()) metadata["program"] = info.program;
+
+  if (state.optimizer) {
+    const std::vector<std::string> names = optimizer_parameter_names(*state.model, *state.optimizer);
+    metadata["optimizer"] = state.optimizer->name();
+    for (const auto& [key, value] : state.optimizer->hyperparameters()) metadata["optimizer." + key] = number_text(value);
+    // "state.<i>.<buffer>" becomes "optimizer.<name>.<buffer>": a checkpoint survives a change of parameter order.
+    for (const auto& [key, value] : state.optimizer->state_dict()) {
+      const auto [index, buffer] = split_state_key(key);
+      if (index >= names.size() || buffer.empty())
+        fail("training state: {}: {} state key '{}' is not of the form state.<parameter index>.<buffer>", path,
+             state.optimizer->name(), key);
+      tensors[kOptimizerPrefix + names[index] + "." + buffer] = value;
+    }
+  }
+  if (state.scheduler) {
+    metadata["scheduler.count"] = std::to_string(state.scheduler->count());
+    metadata["scheduler.base_lr"] = number_text(state.scheduler->base_lr());
+  }
+  if (state.accumulation) {
+    metadata["accumulation.steps"] = std::to_string(state.accumulation->steps());
+    metadata["accumulation.pending"] = std::to_string(state.accumulation->pending());
+    // Mid-group, the summed gradients of the pending micro-batches are state too.
+    if (state.accumulation->pending() > 0)
+      for (const auto& [name, p] : state.model->named_parameters())
+        if (p.grad().defined()) tensors[kGradPrefix + name] = p.grad();
+  }
+  if (state.loader) {
+    metadata.merge(loader_configuration(*state.loader));
+    const data::LoaderPosition position = state.loader->position();
+    metadata["loader.epoch"] = std::to_string(position.epoch);
+    metadata["loader.batch"] = std::to_string(position.batch);
+  }
+  const RandomState& rng = default_generator().state();
+  metadata["rng.seed"] = std::to_string(rng.seed);
+  metadata["rng.offset"] = std::to_string(rng.offset);
+  nn::save_tensors(path, tensors, metadata);
+}
+
+void load_training_state(const std::string& path, TrainingState& state) {
+  if (!state.model) fail("training state: {}: no model to load into (TrainingState::model is null)", path);
+  const safetensors::File file = safetensors::load(path);
+  const Metadata meta(path, file.metadata);
+  if (!meta.find(kFormatKey))
+    fail("checkpoint: {}: not a training checkpoint (no '{}' metadata); a weights-only file loads with nn::load",
+         path, kFormatKey);
+  if (meta.text(kFormatKey) != kFormatVersion)
+    fail("checkpoint: {}: training-state format {} is not the one this vgrad reads ({})", path, meta.text(kFormatKey),
+         kFormatVersion);
+  const std::map<std::string, Tensor> tensors = nn::load_tensors(path);
+
+  // ---- read and check everything; nothing changes until all of it passes ----
+  std::map<std::string, Tensor> model_tensors, grads;
+  std::map<std::string, Tensor> optimizer_tensors;  // by "<name>.<buffer>"
+  for (const auto& [key, value] : tensors) {
+    if (starts_with(key, kOptimizerPrefix)) optimizer_tensors[key.substr(kOptimizerPrefix.size())] = value;
+    else if (starts_with(key, kGradPrefix)) grads[key.substr(kGradPrefix.size())] = value;
+    else model_tensors[key] = value;
+  }
+  const auto named = state.model->named_parameters();
+  std::map<std::string, Tensor> parameters(named.begin(), named.end());
+  const std::map<std::string, Tensor> model_keys = state.model->state_dict();
+  for (const auto& [name, p] : model_keys) {
+    auto it = model_tensors.find(name);
+    if (it == model_tensors.end())
+      fail("checkpoint: {}: missing key '{}' (expected shape {})", path, name, shape_str(p.shape()));
+    if (it->second.shape() != p.shape())
+      fail("checkpoint: {}: key '{}' has shape {}, the model expects {}", path, name, shape_str(it->second.shape()),
+           shape_str(p.shape()));
+  }
+  for (const auto& [name, value] : model_tensors)
+    if (!model_keys.count(name))
+      fail("checkpoint: {}: unexpected key '{}' (shape {}) not in the model", path, name, shape_str(value.shape()));
+  for (const auto& [name, g] : grads) {
+    auto it = parameters.find(name);
+    if (it == parameters.end() || it->second.shape() != g.shape())
+      fail("checkpoint: {}: gradient 'grad.{}' {} matches no parameter of the model", path, name, shape_str(g.shape()));
+  }
+
+  std::map<std::string, Tensor> optimizer_state;  // positional, as Optimizer::load_state_dict wants
+  std::map<std::string, double> hyperparameters;
+  if (state.optimizer) {
+    const std::string kind = meta.find("optimizer").value_or("(none)");
+    if (kind != state.optimizer->name())
+      fail("checkpoint: {}: holds the state of optimizer '{}', not {}", path, kind, state.optimizer->name());
+    for (const auto& [key, value] : meta.with_prefix("optimizer.")) hyperparameters[key] = meta.number<double>("optimizer." + key);
+    const std::vector<std::string> names = optimizer_parameter_names(*state.model, *state.optimizer);
+    for (const auto& [key, value] : optimizer_tensors) {
+      // The longest parameter name that prefixes the key owns it ("fc1.weight" in "fc1.weight.exp_avg").
+      std::optional<size_t> owner;
+      for (size_t i = 0; i < names.size(); ++i)
+        if (starts_with(key, names[i] + ".") && (!owner || names[i].size() > names[*owner].size())) owner = i;
+      if (!owner)
+        fail("checkpoint: {}: optimizer state 'optimizer.{}' belongs to no parameter of this {}", path, key,
+             state.optimizer->name());
+      const std::string buffer = key.substr(names[*owner].size() + 1);
+      const Tensor& p = state.optimizer->params()[*owner];
+      if (buffer != "step" && value.shape() != p.shape())
+        fail("checkpoint: {}: optimizer state 'optimizer.{}' has shape {}, parameter '{}' is {}", path, key,
+             shape_str(value.shape()), names[*owner], shape_str(p.shape()));
+      optimizer_state["state." + std::to_string(*owner) + "." + buffer] = value;
+    }
+  }
+  const int64_t scheduler_count = state.scheduler ? meta.number<int64_t>("scheduler.count") : 0;
+  const double scheduler_base_lr = state.scheduler ? meta.number<double>("scheduler.base_lr") : 0.0;
+  if (scheduler_count < 0 || !std::isfinite(scheduler_base_lr) || scheduler_base_lr < 0)
+    fail("checkpoint: {}: scheduler count {} / base lr {} out of range", path, scheduler_count, scheduler_base_lr);
+  int64_t pending = 0;
+  if (state.accumulation) {
+    const auto steps = meta.number<int64_t>("accumulation.steps");
+    if (steps != state.accumulation->steps())
+      fail("checkpoint: {}: saved with gradient accumulation over {} micro-batches, this run uses {}", path, steps,
+           state.accumulation->steps());
+    pending = meta.number<int64_t>("accumulation.pending");
+    if (pending < 0 || pending >= steps)
+      fail("checkpoint: {}: accumulation.pending {} out of range for {} steps", path, pending, steps);
+  }
+  data::LoaderPosition position;
+  if (state.loader) {
+    for (const auto& [key, expected] : loader_configuration(*state.loader))
+      if (meta.text(key) != expected)
+        fail("checkpoint: {}: the data loader was saved with {} = {}, this one has {}; its position would not "
+             "mean the same samples",
+             path, key, meta.text(key), expected);
+    position = {meta.number<int64_t>("loader.epoch"), meta.number<int64_t>("loader.batch")};
+    if (position.epoch < 0 || position.batch < 0 || position.batch >= std::max<int64_t>(state.loader->num_batches(), 1))
+      fail("checkpoint: {}: loader position (epoch {}, batch {}) out of range for {} batches per epoch", path,
+           position.epoch, position.batch, state.loader->num_batches());
+  }
+  const RandomState rng{meta.number<uint64_t>("rng.seed"), meta.number<uint64_t>("rng.offset")};
+  const int64_t epoch = meta.number<int64_t>("epoch"), step = meta.number<int64_t>("step");
+  ModelInfo info;
+  info.architecture = meta.with_prefix("architecture.");
+  info.input_mean = meta.number<double>("input.mean");
+  info.input_std = meta.number<double>("input.std");
+  info.num_classes = meta.number<int64_t>("classes");
+  info.program = meta.find("program").value_or("");
+
+  // ---- apply: hyper-parameters first, the one step that checks values (and changes nothing if it throws) ----
+  try {
+    if (state.optimizer) state.optimizer->load_hyperparameters(hyperparameters);
+  } catch (const Error& e) {
+    fail("checkpoint: {}: {}", path, e.what());
+  }
+  state.model->load_state_dict(model_tensors, true);
+  if (state.optimizer) state.optimizer->load_state_dict(optimizer_state);
+  if (state.scheduler) state.scheduler->restore(scheduler_count, scheduler_base_lr);
+  if (state.accumulation) {
+    state.accumulation->restore_pending(pending);
+    for (auto& [name, p] : parameters) {
+      auto it = grads.find(name);
+      if (it == grads.end()) p.zero_grad();
+      else p.set_grad(it->second.to(p.dtype()).to(p.device()));
+    }
+  }
+  if (state.loader) state.loader->restore(position);
+  default_generator().state() = rng;
+  state.epoch = epoch;
+  state.step = step;
+  state.info = std::move(info);
+}
+
+}  // namespace vgrad::train
