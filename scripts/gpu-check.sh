@@ -125,7 +125,7 @@ stages=()
 left() { local n=$((budget - SECONDS - ${1:-0})); [ $n -lt 10 ] && n=10; echo $n; }
 cap() { local want=$1 have; have=$(left "${2:-0}"); [ "$want" -lt "$have" ] && echo "$want" || echo "$have"; }
 record() {  # stage, status, note
-  stages+=("| $1 | $2 | $3 |")
+  stages+=("| $1 | $2 | ${3//|//} |")
   [ "$2" -gt "$worst" ] && worst=$2
   echo "== $1: status $2 ${3:+($3)}"
 }
@@ -156,7 +156,7 @@ environment() {
   {
     echo '```'
     echo "host: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 || echo "nvidia-smi: no GPU answered"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "nvidia-smi: no GPU answered"
     echo "nvcc: $(nvcc --version 2>&1 | grep -m1 release || echo missing)"
     echo "cmake: $(cmake --version | head -1); ninja: $(ninja --version 2>/dev/null || echo none)"
     echo "c++: $(c++ --version 2>&1 | head -1)"
@@ -181,7 +181,7 @@ build() {
     done < <(find "$prefix/lib" "$prefix/share" -name '*onfig.cmake' -printf '%h\n' 2>/dev/null | sort -u)
     extra+=("-DCMAKE_PREFIX_PATH=$prefix" "-DZLIB_ROOT=$prefix")
   fi
-  t=$(cap 330 200)  # configure + build, leaving 200 s for the tests and the benchmark
+  t=$(left 200)  # configure + build: what the budget leaves after 200 s for tests and benchmark
   {
     echo "+ cmake ${gen[*]} -DVGRAD_CUDA=ON ${extra[*]}"
     timeout -k 10 "$t" bash -c '
@@ -218,7 +218,7 @@ run_tests() {
 }
 
 bench() {
-  local cfg batch hidden t rc impl
+  local cfg batch hidden t rc impl note
   : >"$out/bench.jsonl"
   : >"$out/bench.log"
   [ -n "${data:-}" ] || data=/usr/share/datasets/fashion-mnist
@@ -240,7 +240,11 @@ bench() {
       # One row per run: {"run": ..., "rc": ..., "result": <the program's JSON line or null>}
       printf '{"impl":"%s","batch":%s,"hidden":"%s","rc":%s,"result":%s}\n' "$impl" "$batch" "$hidden" "$rc" \
         "$(grep -m1 '^{' "$out/row.tmp" || echo null)" >>"$out/bench.jsonl"
-      record "bench $impl b$batch h$hidden" $rc "$([ $rc = 124 ] && echo "timed out after ${t}s")"
+      if [ $rc = 0 ]; then note="$(grep -o '"epoch_s_median": *[0-9.]*' "$out/row.tmp")"
+      elif [ $rc = 124 ]; then note="timed out after ${t}s"
+      elif [ $impl = vgrad ] && [ ! -x "$build_dir/bench/vgrad_bench" ]; then note="vgrad_bench was not built"
+      else note="$(tail -1 "$out/bench.log" | cut -c1-150)"; fi
+      record "bench $impl b$batch h$hidden" $rc "$note"
     done
   done
   rm -f "$out/row.tmp"
@@ -250,7 +254,10 @@ import json, sys
 
 runs = {}
 for line in open(sys.argv[1]):
-    row = json.loads(line)
+    try:
+        row = json.loads(line)
+    except ValueError:  # a run whose output was cut off
+        continue
     result = row["result"]
     ok = row["rc"] == 0 and isinstance(result, dict) and "epoch_s_median" in result
     runs[(row["batch"], row["hidden"], row["impl"])] = result["epoch_s_median"] if ok else None
@@ -315,7 +322,8 @@ check() {  # $1: bundle (GPU machine) or system (Debian packages installed)
   rm -f "$out"/*.log "$out"/*.md "$out"/*.jsonl
   if [ "$1" = bundle ]; then unpack; fi
   environment
-  if nvidia-smi -L >/dev/null 2>&1; then record gpu 0 "$(nvidia-smi -L | head -1)"
+  if ! command -v nvidia-smi >/dev/null; then record gpu 1 "no nvidia-smi here"
+  elif nvidia-smi -L >/dev/null 2>&1; then record gpu 0 "$(nvidia-smi -L | head -1)"
   else record gpu 1 "nvidia-smi: $(nvidia-smi -L 2>&1 | head -1)"; fi
   build
   run_tests
@@ -327,7 +335,8 @@ check() {  # $1: bundle (GPU machine) or system (Debian packages installed)
 
 # ---------------------------------------------------------------- --selftest (here, as root)
 # --run in a private mount namespace where Debian's -dev files and the dataset are hidden
-# (bound over by empty ones), so everything must come from the bundle. There is no GPU here:
+# (bound over by empty ones), so everything must come from the bundle (the dataset folder
+# is then absent, as on the GPU machine, and --run links it to the bundle's copy). There is no GPU here:
 # the CPU tests pass, the GPU tests fail (VGRAD_REQUIRE_GPU=1), and the exit status is non-zero.
 selftest() {
   [ -f "$bundle/deps.tar.xz" ] || die "run --prepare first"
@@ -340,7 +349,7 @@ selftest() {
     lib=/usr/lib/x86_64-linux-gnu
     for p in /usr/include/{xtensor,xtl,xsimd,xtensor-blas,spdlog,fmt,nlohmann,CLI,gtest,gmock,benchmark} \
              /usr/include/x86_64-linux-gnu/openblas-pthread $lib/openblas-pthread $lib/cmake /usr/share/cmake \
-             /usr/src/googletest /usr/share/datasets/fashion-mnist; do
+             /usr/src/googletest /usr/share/datasets; do
       [ -d "$p" ] && mount --bind "$empty_dir" "$p"
     done
     for p in /usr/include/zlib.h /usr/include/zconf.h $lib/libz.a $lib/libgtest.a $lib/libgtest_main.a \
