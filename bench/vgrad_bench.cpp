@@ -1,4 +1,4 @@
-// The training benchmark of issue 6, vgrad's side: Fashion-MNIST in memory (float32,
+// The training benchmark, vgrad's side: Fashion-MNIST in memory (float32,
 // normalised), MLP 784-256-128-10, ReLU, cross-entropy, SGD lr 0.1, reshuffled each
 // epoch, last partial batch kept. Prints one JSON line, like bench/torch_mlp.py.
 #include <sys/resource.h>

@@ -1,4 +1,4 @@
-// Caching allocator implementation, and the CPU's instance (64-byte aligned blocks).
+// The caching allocator: per-size free lists over a raw allocate/free pair (each device supplies its own).
 #include "core/allocator.h"
 
 #include <cstdlib>

@@ -347,7 +347,7 @@ selftest() {
     set -u
     empty_dir=$(mktemp -d) empty_file=$(mktemp)
     lib=/usr/lib/x86_64-linux-gnu
-    for p in /usr/include/{xtensor,xtl,xsimd,xtensor-blas,spdlog,fmt,nlohmann,CLI,gtest,gmock,benchmark} \
+    for p in /usr/include/{xtensor,xtl,xsimd,spdlog,fmt,nlohmann,CLI,gtest,gmock,benchmark} \
              /usr/include/x86_64-linux-gnu/openblas-pthread $lib/openblas-pthread $lib/cmake /usr/share/cmake \
              /usr/src/googletest /usr/share/datasets; do
       [ -d "$p" ] && mount --bind "$empty_dir" "$p"

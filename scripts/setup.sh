@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ make pkg-config xtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev
+packages=(cmake g++ make pkg-config xtensor-dev libxsimd-dev libopenblas-dev
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev zlib1g-dev
   nlohmann-json3-dev dataset-fashion-mnist gnuplot-nox)
 missing=()
