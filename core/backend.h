@@ -12,6 +12,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/kernel_types.h"
+#include "core/scalar_ops.h"
 
 namespace vgrad {
 

@@ -1,6 +1,6 @@
 // What a kernel sees, shared by the CPU backend (core/cpu/) and the CUDA kernels
-// (cuda/*.cu): View, the op enums with their names, the size limit and the parameter
-// structs of the fused primitives. C++17 and free of host-only headers, so nvcc
+// (cuda/*.cu): View, the size limit, the reduction ops and the parameter structs of
+// the fused primitives (the elementwise op table is core/scalar_ops.h). C++17 and free of host-only headers, so nvcc
 // compiles it; there is no mirror of these types anywhere else.
 #pragma once
 #include <cstdint>
@@ -44,79 +44,11 @@ struct View {
   template <class T> T* ptr() const { return static_cast<T*>(data); }
 };
 
-// y = f(x), elementwise; the scalar functors are in core/scalar_ops.h. `a` and `b`
-// are the op's scalar parameters.
-enum class UnaryOp {
-  Neg, Exp, Log, Sqrt, Abs, Sign, Relu, Sigmoid, Tanh, Gelu,
-  Affine,     // a*x + b   (scalar add/sub/mul/div)
-  PowScalar,  // x^a
-  RPowScalar, // a^x
-  Clamp,      // min(max(x, a), b)
-  LeakyRelu,  // x > 0 ? x : a*x
-  Square, Reciprocal,
-};
-
-// out = f(a, b), elementwise, with a and b broadcast to out's shape (0 strides) and
-// of out's dtype. Comparisons give 1 or 0. The *Backward ops are fused gradient
-// rules: a is the incoming gradient, b what the forward saved.
-enum class BinaryOp {
-  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
-  Eq, Ne, Lt, Le, Gt, Ge,
-  ReluBackward,     // b > 0 ? a : 0          (b = forward input; subgradient 0 at 0)
-  SigmoidBackward,  // a * b * (1 - b)        (b = forward output)
-  TanhBackward,     // a * (1 - b*b)          (b = forward output)
-  GeluBackward,     // a * gelu'(b)           (b = forward input)
-};
-
 // Reductions over the dims where out's shape is 1 and in's is not (keepdim form).
 enum class ReduceOp { Sum, Max, Min, ArgMax, ArgMin };
 
-// Names for messages. Exhaustive switches: a new enumerator without a name fails
+// The name for messages. An exhaustive switch: a new enumerator without a name fails
 // the build (-Wswitch).
-constexpr const char* op_name(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::Neg: return "neg";
-    case UnaryOp::Exp: return "exp";
-    case UnaryOp::Log: return "log";
-    case UnaryOp::Sqrt: return "sqrt";
-    case UnaryOp::Abs: return "abs";
-    case UnaryOp::Sign: return "sign";
-    case UnaryOp::Relu: return "relu";
-    case UnaryOp::Sigmoid: return "sigmoid";
-    case UnaryOp::Tanh: return "tanh";
-    case UnaryOp::Gelu: return "gelu";
-    case UnaryOp::Affine: return "affine";
-    case UnaryOp::PowScalar: return "pow";
-    case UnaryOp::RPowScalar: return "rpow";
-    case UnaryOp::Clamp: return "clamp";
-    case UnaryOp::LeakyRelu: return "leaky_relu";
-    case UnaryOp::Square: return "square";
-    case UnaryOp::Reciprocal: return "reciprocal";
-  }
-  return "unary";
-}
-constexpr const char* op_name(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::Add: return "add";
-    case BinaryOp::Sub: return "sub";
-    case BinaryOp::Mul: return "mul";
-    case BinaryOp::Div: return "div";
-    case BinaryOp::Pow: return "pow";
-    case BinaryOp::Maximum: return "maximum";
-    case BinaryOp::Minimum: return "minimum";
-    case BinaryOp::Eq: return "eq";
-    case BinaryOp::Ne: return "ne";
-    case BinaryOp::Lt: return "lt";
-    case BinaryOp::Le: return "le";
-    case BinaryOp::Gt: return "gt";
-    case BinaryOp::Ge: return "ge";
-    case BinaryOp::ReluBackward: return "relu_backward";
-    case BinaryOp::SigmoidBackward: return "sigmoid_backward";
-    case BinaryOp::TanhBackward: return "tanh_backward";
-    case BinaryOp::GeluBackward: return "gelu_backward";
-  }
-  return "binary";
-}
 constexpr const char* op_name(ReduceOp op) {
   switch (op) {
     case ReduceOp::Sum: return "sum";

@@ -1,6 +1,6 @@
-// The one definition of what every elementwise op computes on one element: a
-// host/device functor per UnaryOp and BinaryOp, used by the CPU loops
-// (core/cpu/elementwise.cpp) and the CUDA kernels (cuda/elementwise.cu) alike, and
+// The elementwise op table: the UnaryOp and BinaryOp enums with their names, one
+// host/device functor per op (what it computes on one element, used by the CPU loops
+// of core/cpu/elementwise.cpp and the CUDA kernels of cuda/elementwise.cu alike), and
 // visit_unary/visit_binary, the one switch from an op to its functor. NaN propagates
 // as in PyTorch (relu, leaky_relu, maximum/minimum, clamp, sign). C++17, nvcc-clean.
 // Not here: reductions, softmax and the fused optimizer steps (whole-row kernels).
@@ -11,6 +11,79 @@
 #include <type_traits>
 
 #include "core/kernel_types.h"
+
+namespace vgrad {
+
+// y = f(x), elementwise. `a` and `b` are the op's scalar parameters.
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Abs, Sign, Relu, Sigmoid, Tanh, Gelu,
+  Affine,     // a*x + b   (scalar add/sub/mul/div)
+  PowScalar,  // x^a
+  RPowScalar, // a^x
+  Clamp,      // min(max(x, a), b)
+  LeakyRelu,  // x > 0 ? x : a*x
+  Square, Reciprocal,
+};
+
+// out = f(a, b), elementwise, with a and b broadcast to out's shape (0 strides) and
+// of out's dtype. Comparisons give 1 or 0. The *Backward ops are fused gradient
+// rules: a is the incoming gradient, b what the forward saved.
+enum class BinaryOp {
+  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+  Eq, Ne, Lt, Le, Gt, Ge,
+  ReluBackward,     // b > 0 ? a : 0          (b = forward input; subgradient 0 at 0)
+  SigmoidBackward,  // a * b * (1 - b)        (b = forward output)
+  TanhBackward,     // a * (1 - b*b)          (b = forward output)
+  GeluBackward,     // a * gelu'(b)           (b = forward input)
+};
+
+// Names for messages. Exhaustive switches: a new enumerator without a name fails
+// the build (-Wswitch).
+constexpr const char* op_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Neg: return "neg";
+    case UnaryOp::Exp: return "exp";
+    case UnaryOp::Log: return "log";
+    case UnaryOp::Sqrt: return "sqrt";
+    case UnaryOp::Abs: return "abs";
+    case UnaryOp::Sign: return "sign";
+    case UnaryOp::Relu: return "relu";
+    case UnaryOp::Sigmoid: return "sigmoid";
+    case UnaryOp::Tanh: return "tanh";
+    case UnaryOp::Gelu: return "gelu";
+    case UnaryOp::Affine: return "affine";
+    case UnaryOp::PowScalar: return "pow";
+    case UnaryOp::RPowScalar: return "rpow";
+    case UnaryOp::Clamp: return "clamp";
+    case UnaryOp::LeakyRelu: return "leaky_relu";
+    case UnaryOp::Square: return "square";
+    case UnaryOp::Reciprocal: return "reciprocal";
+  }
+  return "unary";
+}
+constexpr const char* op_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add: return "add";
+    case BinaryOp::Sub: return "sub";
+    case BinaryOp::Mul: return "mul";
+    case BinaryOp::Div: return "div";
+    case BinaryOp::Pow: return "pow";
+    case BinaryOp::Maximum: return "maximum";
+    case BinaryOp::Minimum: return "minimum";
+    case BinaryOp::Eq: return "eq";
+    case BinaryOp::Ne: return "ne";
+    case BinaryOp::Lt: return "lt";
+    case BinaryOp::Le: return "le";
+    case BinaryOp::Gt: return "gt";
+    case BinaryOp::Ge: return "ge";
+    case BinaryOp::ReluBackward: return "relu_backward";
+    case BinaryOp::SigmoidBackward: return "sigmoid_backward";
+    case BinaryOp::TanhBackward: return "tanh_backward";
+    case BinaryOp::GeluBackward: return "gelu_backward";
+  }
+  return "binary";
+}
+}  // namespace vgrad
 
 namespace vgrad::scalar {
 

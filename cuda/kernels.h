@@ -1,5 +1,6 @@
 // The launchers of the CUDA kernels (cuda/*.cu), called by CudaBackend's *_impl
-// methods: core's own View, op enums and parameter structs (core/kernel_types.h),
+// methods: core's own View, op enums and parameter structs (core/kernel_types.h,
+// core/scalar_ops.h),
 // with no mirror of them. Not part of the public API. Arguments were checked by
 // core's Backend; all work is queued on ctx.stream, and only the functions
 // documented "synchronizes" wait for the device.
@@ -10,6 +11,7 @@
 #include <cstdint>
 
 #include "core/kernel_types.h"
+#include "core/scalar_ops.h"
 
 namespace vgrad::cuda::kernels {
 
