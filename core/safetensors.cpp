@@ -4,6 +4,7 @@
 #include "core/safetensors.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,10 +15,12 @@
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <tuple>
 
 #include "core/error.h"
+#include "core/regular_file.h"
 
 namespace vgrad::safetensors {
 namespace {
@@ -26,18 +29,39 @@ namespace {
 // field must not make us allocate gigabytes before the JSON check fails.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 constexpr const char* kMetadataKey = "__metadata__";
+// Real headers nest three levels (header, tensor, shape). nlohmann prints and
+// destroys values recursively, so a 100,000-deep value would overflow the stack:
+// nesting is refused while parsing, long before that.
+constexpr int kMaxJsonDepth = 32;
+// Errors quote at most this much of a value (or of nlohmann's own message).
+constexpr size_t kMaxQuotedChars = 64;
 
 [[noreturn]] void throw_error(const std::string& path, const std::string& why) {
   throw Error("safetensors: " + path + ": " + why);
 }
 
+// `text` cut to `limit` characters, with its full length noted when cut.
+std::string truncated(std::string text, size_t limit = kMaxQuotedChars) {
+  if (text.size() <= limit) return text;
+  const size_t full = text.size();
+  text.resize(limit);
+  return text + "... (" + std::to_string(full) + " characters)";
+}
+
+// Where in the header a problem was found: "tensor 'x': " or "__metadata__: ".
+std::string location(const std::string& key) {
+  return key == kMetadataKey ? key + ": " : "tensor '" + truncated(key) + "': ";
+}
+
 [[noreturn]] void throw_tensor_error(const std::string& path, const std::string& name, const std::string& why) {
-  throw_error(path, "tensor '" + name + "': " + why);
+  throw_error(path, location(name) + why);
 }
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  size_t i = 0;
+  for (; i < shape.size() && text.size() <= kMaxQuotedChars; ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  if (i < shape.size()) text += ", ... (" + std::to_string(shape.size()) + " dims)";
   return text + "]";
 }
 
@@ -55,6 +79,60 @@ int64_t byte_count(const std::string& path, const std::string& name, const std::
 }
 
 std::string errno_text() { return std::strerror(errno); }
+
+// A value as JSON for an error message: a header can be 100 MB, a message must not.
+std::string excerpt(const nlohmann::json& value) {
+  return truncated(value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+}
+
+struct TooDeep {};
+
+// Parses the header, refusing nesting past kMaxJsonDepth as it goes. Every
+// nlohmann error (bad syntax, a number such as 1e999 that overflows) becomes a
+// vgrad::Error naming the top-level key (the tensor) being read when it happened.
+nlohmann::json parse_header(const std::string& path, const std::string& text) {
+  using Event = nlohmann::json::parse_event_t;
+  std::optional<std::string> key;  // the top-level key being parsed, once there is one
+  const auto where = [&] { return key ? location(*key) : std::string(); };
+  const auto watch = [&](int depth, Event event, nlohmann::json& parsed) {
+    if (event == Event::key && depth == 1) key = parsed.get<std::string>();
+    if ((event == Event::object_start || event == Event::array_start) && depth >= kMaxJsonDepth) throw TooDeep{};
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text, watch);
+  } catch (const TooDeep&) {
+    throw_error(path, where() + "header is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  } catch (const nlohmann::json::exception& error) {
+    throw_error(path, where() + "header is not valid JSON: " + truncated(error.what(), 200));
+  }
+}
+
+// Removes "<path>.tmp.<pid>" files left by saves that were killed (kill -9, a
+// crash, a power cut): only those whose process is gone, so a save running in
+// another live process is never disturbed. A reused pid only delays the cleanup.
+// NOTE: pids are per host; on a filesystem shared between hosts a temporary of
+// another host's live process could be taken for stale. Best effort: a
+// failure here never fails the save.
+void remove_stale_temporaries(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path target(path);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to signal): keep it
+    std::error_code remove_error;
+    fs::remove(it->path(), remove_error);
+  }
+}
 
 // The temp file of one save(): removed on destruction unless committed, so
 // every early exit (exception included) cleans up after itself.
@@ -105,7 +183,7 @@ uint64_t read_u64_le(const uint8_t* bytes) {
 
 uint64_t get_unsigned(const std::string& path, const std::string& name, const nlohmann::json& value, const char* what) {
   if (!value.is_number_unsigned() || value.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
-    throw_tensor_error(path, name, std::string(what) + " must be a non-negative integer, got " + value.dump());
+    throw_tensor_error(path, name, std::string(what) + " must be a non-negative integer, got " + excerpt(value));
   }
   return value.get<uint64_t>();
 }
@@ -173,7 +251,9 @@ void save(const std::string& path, const std::map<std::string, Entry>& tensors,
   uint8_t length_bytes[8];
   for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<uint8_t>(uint64_t(header_text.size()) >> (8 * i));
 
-  // 3. Write a temp file beside the target (same filesystem, so rename is atomic).
+  // 3. Write a temp file beside the target (same filesystem, so rename is atomic),
+  // first clearing what killed saves of this target left behind, so they cannot pile up.
+  remove_stale_temporaries(path);
   TempFile temp(path + ".tmp." + std::to_string(::getpid()));
   temp.file() = std::fopen(temp.path().c_str(), "wb");
   if (temp.file() == nullptr) throw_error(path, "cannot create " + temp.path() + ": " + errno_text());
@@ -201,11 +281,14 @@ void save(const std::string& path, const std::map<std::string, Entry>& tensors,
 
 File load(const std::string& path) {
   InputFile input;
-  input.file = std::fopen(path.c_str(), "rb");
-  if (input.file == nullptr) throw_error(path, "cannot open: " + errno_text());
+  const int fd = open_regular_file(path, "safetensors");
+  input.file = ::fdopen(fd, "rb");
+  if (input.file == nullptr) {
+    ::close(fd);
+    throw_error(path, "cannot open: " + errno_text());
+  }
   struct stat info {};
   if (::fstat(::fileno(input.file), &info) != 0) throw_error(path, "cannot stat: " + errno_text());
-  if (!S_ISREG(info.st_mode)) throw_error(path, "not a regular file");
   const uint64_t file_size = static_cast<uint64_t>(info.st_size);
 
   if (file_size < 8) {
@@ -229,44 +312,39 @@ File load(const std::string& path) {
   }
   const int64_t buffer_size = static_cast<int64_t>(file_size - 8 - header_size);
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_text);
-  } catch (const nlohmann::json::parse_error& error) {
-    throw_error(path, std::string("header is not valid JSON: ") + error.what());
-  }
+  const nlohmann::json header = parse_header(path, header_text);
   if (!header.is_object()) throw_error(path, "header must be a JSON object, got " + std::string(header.type_name()));
 
   File result;
   std::vector<Span> spans;
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& [name, value] : header.items()) try {
     if (name == kMetadataKey) {
       if (!value.is_object()) throw_error(path, std::string(kMetadataKey) + " must be an object of strings");
       for (const auto& [key, text] : value.items()) {
         if (!text.is_string()) {
-          throw_error(path, std::string(kMetadataKey) + " entry '" + key + "' must be a string, got " + text.dump());
+          throw_error(path, std::string(kMetadataKey) + " entry '" + truncated(key) + "' must be a string, got " + excerpt(text));
         }
         result.metadata[key] = text.get<std::string>();
       }
       continue;
     }
-    if (!value.is_object()) throw_tensor_error(path, name, "entry must be an object, got " + value.dump());
+    if (!value.is_object()) throw_tensor_error(path, name, "entry must be an object, got " + excerpt(value));
     for (const char* field : {"dtype", "shape", "data_offsets"}) {
       if (!value.contains(field)) throw_tensor_error(path, name, std::string("missing field '") + field + "'");
     }
     const auto& dtype = value["dtype"];
     const auto& shape = value["shape"];
     const auto& offsets = value["data_offsets"];
-    if (!dtype.is_string()) throw_tensor_error(path, name, "dtype must be a string, got " + dtype.dump());
-    if (!shape.is_array()) throw_tensor_error(path, name, "shape must be an array, got " + shape.dump());
+    if (!dtype.is_string()) throw_tensor_error(path, name, "dtype must be a string, got " + excerpt(dtype));
+    if (!shape.is_array()) throw_tensor_error(path, name, "shape must be an array, got " + excerpt(shape));
     if (!offsets.is_array() || offsets.size() != 2) {
-      throw_tensor_error(path, name, "data_offsets must be [begin, end], got " + offsets.dump());
+      throw_tensor_error(path, name, "data_offsets must be [begin, end], got " + excerpt(offsets));
     }
 
     Entry entry;
     entry.dtype = dtype.get<std::string>();
     const int64_t element_size = dtype_size(entry.dtype);
-    if (element_size == 0) throw_tensor_error(path, name, "unknown or unsupported dtype '" + entry.dtype + "'");
+    if (element_size == 0) throw_tensor_error(path, name, "unknown or unsupported dtype '" + truncated(entry.dtype) + "'");
     for (const auto& dim : shape) entry.shape.push_back(static_cast<int64_t>(get_unsigned(path, name, dim, "shape")));
     const auto begin = static_cast<int64_t>(get_unsigned(path, name, offsets[0], "data_offsets"));
     const auto end = static_cast<int64_t>(get_unsigned(path, name, offsets[1], "data_offsets"));
@@ -284,6 +362,8 @@ File load(const std::string& path) {
     }
     auto [it, inserted] = result.tensors.emplace(name, std::move(entry));
     spans.push_back({&it->first, begin, end});
+  } catch (const nlohmann::json::exception& error) {  // any access above that nlohmann refuses
+    throw_error(path, location(name) + truncated(error.what(), 200));
   }
 
   // The tensors must tile the buffer exactly: no overlap (two names aliasing

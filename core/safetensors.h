@@ -37,17 +37,22 @@ int64_t dtype_size(std::string_view dtype);
 // "<path>.tmp.<pid>", flushed and fsync'ed, and renamed over `path`. On any
 // failure (a vgrad::Error) the temp file is removed and the previous `path` is
 // left intact. The temp name is per process: two threads must not save the
-// same path at once.
+// same path at once. A save killed outright (kill -9) leaves its temp file; the
+// next save of the same path removes every "<path>.tmp.<pid>" whose process is
+// gone (a live process's is never touched), so they cannot pile up.
 // Data is laid out by descending dtype size, then name, so every tensor is
 // aligned to its element size (the header is padded with spaces to 8 bytes).
 void save(const std::string& path, const std::map<std::string, Entry>& tensors,
           const std::map<std::string, std::string>& metadata = {});
 
-// Reads and validates `path`: file too short, header length past the end of
-// the file, invalid JSON, missing or mistyped fields, unknown dtype, byte size
+// Reads and validates `path`: not a regular file (a FIFO, directory or device is
+// refused by type before it is read, so a FIFO cannot hang us), file too short,
+// header length past the end of the file or over 100 MB, invalid JSON (numbers
+// such as 1e999 included), JSON nested over 32 levels, missing or mistyped
+// fields, unknown dtype, byte size
 // != numel * dtype size, offsets out of range, overlapping, leaving gaps, or not
 // covering the whole data buffer. Errors are vgrad::Error (a std::runtime_error)
-// and name the file and the tensor.
+// and name the file and the tensor; they quote at most an excerpt of a value.
 File load(const std::string& path);
 
 }  // namespace vgrad::safetensors

@@ -31,23 +31,59 @@ Batch TensorDataset::get_batch(const Tensor& indices) const {
 
 struct Mnist::Loaded {
   Tensor images, labels;
-  int64_t rows, cols;
+  int64_t rows, cols, classes;
 };
 
-Mnist::Loaded Mnist::load(const std::string& directory, const std::string& split) {
-  const RawImageSet raw = read_mnist_split(directory, split);
+namespace {
+
+// A model sized for one split's images fails on the other's only after a whole
+// epoch has trained; compare with the sibling split's header now. A missing or
+// unreadable sibling is left for its own load to report.
+void check_same_image_size_as_sibling(const std::string& directory, const std::string& split,
+                                      const std::string& images_path, const RawImageSet& raw) {
+  const std::string sibling = split == "train" ? "test" : "train";
+  std::string sibling_images;
+  IdxArray header;
+  try {
+    sibling_images = resolve_mnist_paths(directory, sibling).images;
+    header = read_idx_header(sibling_images, kIdxMagicImages);
+  } catch (const Error&) {
+    return;
+  }
+  if (header.dims[1] != raw.rows || header.dims[2] != raw.cols)
+    fail("mnist: image sizes differ between splits: {} holds {}x{} images but {} holds {}x{}", images_path, raw.rows,
+         raw.cols, sibling_images, header.dims[1], header.dims[2]);
+}
+
+}  // namespace
+
+Mnist::Loaded Mnist::load(const std::string& directory, const std::string& split, const MnistOptions& options) {
+  if (options.classes < 1) fail("mnist: {} classes (expected at least 1)", options.classes);
+  const MnistPaths paths = resolve_mnist_paths(directory, split);
+  const RawImageSet raw = read_mnist_pair(paths.images, paths.labels, options.max_bytes);
+  // Checked here, not by the loss: there a bad label surfaces as "row 7" of a
+  // shuffled batch, and in a test set it is silently counted wrong.
+  for (size_t i = 0; i < raw.labels.size(); ++i)
+    if (raw.labels[i] >= options.classes)
+      fail("mnist: {}: label {} of record {} out of range for {} classes", paths.labels, raw.labels[i], i,
+           options.classes);
+  check_same_image_size_as_sibling(directory, split, paths.images, raw);
   Tensor images = Tensor::empty({raw.count, raw.rows * raw.cols});
   Tensor labels = Tensor::empty({raw.count}, DType::Int64);
   float* pixels = images.data<float>();
   for (size_t i = 0; i < raw.pixels.size(); ++i) pixels[i] = float(raw.pixels[i]) / 255.0f;
   std::copy(raw.labels.begin(), raw.labels.end(), labels.data<int64_t>());
-  return {images, labels, raw.rows, raw.cols};
+  return {images, labels, raw.rows, raw.cols, options.classes};
 }
 
-Mnist::Mnist(const std::string& directory, const std::string& split) : Mnist(load(directory, split)) {}
+Mnist::Mnist(const std::string& directory, const std::string& split, MnistOptions options)
+    : Mnist(load(directory, split, options)) {}
 
 Mnist::Mnist(Loaded loaded)
-    : TensorDataset(std::move(loaded.images), std::move(loaded.labels)), rows_(loaded.rows), cols_(loaded.cols) {}
+    : TensorDataset(std::move(loaded.images), std::move(loaded.labels)),
+      rows_(loaded.rows),
+      cols_(loaded.cols),
+      classes_(loaded.classes) {}
 
 std::string Mnist::default_directory() { return "/usr/share/datasets/fashion-mnist"; }
 

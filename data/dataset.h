@@ -5,6 +5,7 @@
 #include <string>
 
 #include "autograd/ops.h"
+#include "data/idx.h"
 
 namespace vgrad::data {
 
@@ -35,21 +36,31 @@ class TensorDataset : public Dataset {
   Tensor inputs_, targets_;
 };
 
+struct MnistOptions {
+  int64_t classes = 10;                     // every label must lie in [0, classes)
+  int64_t max_bytes = kDefaultIdxMaxBytes;  // per file; see read_idx
+};
+
 // MNIST-format data (MNIST, Fashion-MNIST, KMNIST...) from an IDX directory:
 // images (N, rows*cols) float32 scaled to [0, 1], labels (N) int64.
 // split is "train" or "test"; files may be .gz or plain.
+// Everything that would otherwise fail mid-training (or score NaN) is refused
+// here, naming the file: no images, a label outside [0, classes) (with its record
+// index), and an image size that differs from the other split's in the same
+// directory (only that split's 16-byte header is read; it may be absent).
 class Mnist : public TensorDataset {
  public:
-  Mnist(const std::string& directory, const std::string& split);
+  Mnist(const std::string& directory, const std::string& split, MnistOptions options = {});
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
+  int64_t classes() const { return classes_; }
   static std::string default_directory();  // Debian's dataset-fashion-mnist location
 
  private:
   struct Loaded;
-  static Loaded load(const std::string& directory, const std::string& split);
+  static Loaded load(const std::string& directory, const std::string& split, const MnistOptions& options);
   explicit Mnist(Loaded loaded);
-  int64_t rows_, cols_;
+  int64_t rows_, cols_, classes_;
 };
 
 // Per-feature statistics fitted on the training set; apply to train and test alike.

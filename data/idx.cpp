@@ -2,6 +2,7 @@
 // length checks. Not a decoder for IDX types other than 0x08 (uint8).
 #include "data/idx.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "core/regular_file.h"
 
 namespace vgrad::data {
 namespace {
@@ -37,10 +39,12 @@ std::string hex8(uint8_t value) {
 class GzReader {
  public:
   explicit GzReader(const std::string& path) : path_(path) {
+    const int fd = open_regular_file(path, "idx");  // a FIFO would block gzopen forever
     errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
+    file_ = gzdopen(fd, "rb");
     if (file_ == nullptr) {
-      throw_error(path_, std::string("cannot open: ") + (errno != 0 ? std::strerror(errno) : "gzopen failed"));
+      ::close(fd);
+      throw_error(path_, std::string("cannot open: ") + (errno != 0 ? std::strerror(errno) : "gzdopen failed"));
     }
     // A larger input buffer than zlib's 8 KiB default cuts syscalls on the
     // 26 MB training images; failure here only costs speed, so it is ignored.
@@ -79,8 +83,11 @@ class GzReader {
     // For Z_ERRNO zlib has already captured strerror in the message; errno
     // itself may be stale by now.
     std::string text = message != nullptr ? message : "unknown zlib error";
-    // zlib prefixes the path, which our own prefix already names.
-    if (const std::string prefix = path_ + ": "; text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+    // zlib prefixes "<fd:N>: " (the file was opened with gzdopen); our own prefix
+    // already names the path.
+    if (text.rfind("<fd:", 0) == 0) {
+      if (const size_t end = text.find(">: "); end != std::string::npos) text.erase(0, end + 3);
+    }
     return text;
   }
 
@@ -95,10 +102,8 @@ std::string with_zlib_reason(const GzReader& reader) {
   return reason.empty() ? "" : " (gzip: " + reason + ")";
 }
 
-}  // namespace
-
-IdxArray read_idx(const std::string& path, std::optional<uint32_t> expected_magic) {
-  GzReader reader(path);
+// Reads and checks the magic and the dims; leaves `reader` at the first data byte.
+IdxArray read_header(GzReader& reader, const std::string& path, std::optional<uint32_t> expected_magic) {
   // Every check below follows a read; if zlib saw the input end early, say so,
   // since a cut-off or garbled .gz can decode into plausible-looking bytes.
   const auto throw_read_error = [&](const std::string& why) { throw_error(path, why + with_zlib_reason(reader)); };
@@ -145,6 +150,40 @@ IdxArray read_idx(const std::string& path, std::optional<uint32_t> expected_magi
       throw_read_error("dimensions overflow a 64-bit element count");
     }
   }
+  return result;
+}
+
+int64_t element_count(const IdxArray& array) {
+  int64_t count = 1;
+  for (int64_t size : array.dims) count *= size;  // read_header has ruled out overflow
+  return count;
+}
+
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string text;
+  for (size_t i = 0; i < dims.size(); ++i) text += (i ? " x " : "") + std::to_string(dims[i]);
+  return text;
+}
+
+}  // namespace
+
+IdxArray read_idx_header(const std::string& path, std::optional<uint32_t> expected_magic) {
+  GzReader reader(path);
+  return read_header(reader, path, expected_magic);
+}
+
+IdxArray read_idx(const std::string& path, std::optional<uint32_t> expected_magic, int64_t max_bytes) {
+  GzReader reader(path);
+  const auto throw_read_error = [&](const std::string& why) { throw_error(path, why + with_zlib_reason(reader)); };
+  IdxArray result = read_header(reader, path, expected_magic);
+  const int64_t expected_bytes = element_count(result);
+  // The header is checked before a byte is allocated: a 2 GB size declared in a
+  // 2 MB .gz (a gzip bomb) would otherwise end in std::bad_alloc.
+  if (expected_bytes > max_bytes) {
+    throw_error(path, "header declares " + dims_text(result.dims) + " = " + std::to_string(expected_bytes) +
+                          " data bytes, over the limit of " + std::to_string(max_bytes) +
+                          " (pass a larger max_bytes to read it)");
+  }
 
   // Grow in chunks instead of allocating product(dims) up front: a corrupt
   // header must give "truncated", not a multi-terabyte allocation.
@@ -179,13 +218,19 @@ IdxArray read_idx(const std::string& path, std::optional<uint32_t> expected_magi
   return result;
 }
 
-RawImageSet read_mnist_pair(const std::string& images_path, const std::string& labels_path) {
+RawImageSet read_mnist_pair(const std::string& images_path, const std::string& labels_path, int64_t max_bytes) {
   // Labels first: the small file fails fast if the pair is wrong.
-  IdxArray labels = read_idx(labels_path, kIdxMagicLabels);
-  IdxArray images = read_idx(images_path, kIdxMagicImages);
+  IdxArray labels = read_idx(labels_path, kIdxMagicLabels, max_bytes);
+  IdxArray images = read_idx(images_path, kIdxMagicImages, max_bytes);
   if (images.dims[0] != labels.dims[0]) {
     throw Error("mnist: image/label count mismatch: " + images_path + " has " + std::to_string(images.dims[0]) +
                 " images but " + labels_path + " has " + std::to_string(labels.dims[0]) + " labels");
+  }
+  // An empty split would train nothing and score 0/0 = NaN accuracy.
+  if (images.dims[0] == 0) throw Error("mnist: " + images_path + ": holds no images (an empty data set)");
+  if (images.dims[1] == 0 || images.dims[2] == 0) {
+    throw Error("mnist: " + images_path + ": images of " + dims_text({images.dims[1], images.dims[2]}) +
+                " pixels hold nothing");
   }
   RawImageSet set;
   set.count = images.dims[0];
@@ -222,9 +267,9 @@ MnistPaths resolve_mnist_paths(const std::string& directory, const std::string& 
   return paths;
 }
 
-RawImageSet read_mnist_split(const std::string& directory, const std::string& split) {
+RawImageSet read_mnist_split(const std::string& directory, const std::string& split, int64_t max_bytes) {
   const MnistPaths paths = resolve_mnist_paths(directory, split);
-  return read_mnist_pair(paths.images, paths.labels);
+  return read_mnist_pair(paths.images, paths.labels, max_bytes);
 }
 
 }  // namespace vgrad::data

@@ -17,6 +17,14 @@ using autograd::record;
 
 namespace {
 
+// The mean of no losses is 0/0: refused as mean() of an empty tensor is, naming
+// the loss (Reduction::Sum of an empty batch is a plain 0).
+void refuse_empty_mean(const Tensor& input, Reduction reduction, const char* op) {
+  if (reduction == Reduction::Mean && input.numel() == 0)
+    fail("{}: empty batch (input {}): the mean over no elements is undefined (Reduction::Sum gives 0)", op,
+         shape_str(input.shape()));
+}
+
 Tensor reduce_rows(const Tensor& rows, Reduction reduction) {
   if (reduction == Reduction::None) return rows;
   if (reduction == Reduction::Sum) return sum(rows);
@@ -53,17 +61,26 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
          shape_str(k.shape()), shape_str(v.shape()));
   const int64_t d = q.shape()[q.dim() - 1];
   Tensor scores = affine(matmul(q, transpose(k, -2, -1)), 1.0 / std::sqrt(double(d)), 0.0);
-  if (mask.defined()) {
-    const Tensor blocked = full({}, -std::numeric_limits<double>::infinity(), {.dtype = scores.dtype(), .device = scores.device()});
-    scores = where(mask, scores, blocked);
-  }
-  return matmul(softmax(scores, -1), v);
+  if (!mask.defined()) return matmul(softmax(scores, -1), v);
+  // NOTE: a query row whose keys are all masked has no softmax (0/0). With −inf
+  // there it gave NaN, and its NaN gradient reached every value row. Instead the
+  // blocked score is the dtype's lowest finite value (exp of it minus a row's
+  // max is exactly 0, so rows with any key kept are unchanged) and the weights are
+  // multiplied by the mask: an all-masked row gets zero weights, a zero output
+  // and zero gradients, as in PyTorch.
+  const TensorOptions options{.dtype = scores.dtype(), .device = scores.device()};
+  const double lowest = scores.dtype() == DType::Float32 ? double(std::numeric_limits<float>::lowest())
+                                                         : std::numeric_limits<double>::lowest();
+  const Tensor keep = where(mask, full({}, 1.0, options), full({}, 0.0, options));
+  const Tensor weights = mul(softmax(where(mask, scores, full({}, lowest, options)), -1), keep);
+  return matmul(weights, v);
 }
 
 // loss_i = −Σ_c q_ic log softmax(x_i)_c, q = (1−s)·onehot + s/C;   dlogits = (softmax − q)·dL/dloss_i
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
   VGRAD_PROFILE_OP("cross_entropy");
   check_targets(logits, target, "cross_entropy");
+  refuse_empty_mean(logits, reduction, "cross_entropy");
   if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
   if (label_smoothing < 0 || label_smoothing > 1) fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
   const Tensor x = kernels::contiguous(logits);
@@ -108,6 +125,7 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("nll_loss");
   check_targets(log_probs, target, "nll_loss");
+  refuse_empty_mean(log_probs, reduction, "nll_loss");
   const int64_t classes = log_probs.shape()[1];
   if (target.numel() > 0) {
     const int64_t lo = amin(target).item<int64_t>(), hi = amax(target).item<int64_t>();
@@ -126,6 +144,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
   VGRAD_PROFILE_OP("mse_loss");
   if (input.shape() != target.shape())
     fail("mse_loss: input {} and target {} differ in shape", shape_str(input.shape()), shape_str(target.shape()));
+  refuse_empty_mean(input, reduction, "mse_loss");
   const Tensor squared = square(sub(input, target));
   if (reduction == Reduction::None) return squared;
   return reduction == Reduction::Sum ? sum(squared) : mean(squared);
@@ -137,6 +156,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   if (logits.shape() != target.shape())
     fail("binary_cross_entropy_with_logits: logits {} and target {} differ in shape", shape_str(logits.shape()),
          shape_str(target.shape()));
+  refuse_empty_mean(logits, reduction, "binary_cross_entropy_with_logits");
   Tensor elementwise;
   {
     NoGradGuard no_grad;

@@ -19,9 +19,14 @@ Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1);
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);
 
 // softmax(q·kᵀ/√d + mask)·v over the last axis. q (…, L, d), k (…, S, d), v (…, S, d_v);
-// mask (broadcast to (…, L, S)): nonzero keeps a position, zero removes it.
+// mask (broadcast to (…, L, S)): nonzero keeps a position, zero removes it. A query
+// row whose keys are all masked gets a zero output row and zero gradients (as in
+// PyTorch), not NaN.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask = Tensor());
 
+// On an empty batch (N = 0) every loss refuses Reduction::Mean with a vgrad::Error,
+// as mean() of an empty tensor does (PyTorch returns NaN there, which then trains
+// silently into NaN weights); Reduction::Sum gives 0 and None an empty tensor.
 enum class Reduction { Mean, Sum, None };
 // Fused log-softmax + NLL over logits (N, C) and int64 targets (N). Its gradient is
 // (softmax − onehot)/N (smoothed targets with label_smoothing). Targets are checked.

@@ -2,8 +2,12 @@
 // layout the spec requires, atomic saves that leave the old file intact, and
 // a clear error for each kind of corrupt file. No Tensor, no Python.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -336,6 +340,101 @@ TEST_F(SafetensorsTest, LoadOverlapGapAndUncoveredTail) {
   EXPECT_CONTAINS(load_error(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", Bytes(8, 0)),
                   "data buffer has 8 bytes but the tensors cover only 4 (4 bytes belong to no tensor)");
   EXPECT_CONTAINS(load_error("{}", Bytes(3, 0)), "data buffer has 3 bytes but the tensors cover only 0");
+}
+
+// ---------------- hostile headers, odd file types, stale temporaries ----------------
+
+std::string nested(const std::string& open, const std::string& close, int depth, const std::string& inner = "1") {
+  std::string text;
+  text.reserve(depth * (open.size() + close.size()) + inner.size());
+  for (int i = 0; i < depth; ++i) text += open;
+  text += inner;
+  for (int i = 0; i < depth; ++i) text += close;
+  return text;
+}
+
+TEST_F(SafetensorsTest, DeepNestingIsRefusedWithoutRecursing) {
+  // 100,000 levels used to crash (SIGSEGV) while printing the value in the error.
+  const std::string deep_shape = nested("[", "]", 100'000);
+  std::string message =
+      load_error(R"({"x":{"dtype":"F32","shape":)" + deep_shape + R"(,"data_offsets":[0,4]}})", Bytes(4, 0));
+  EXPECT_CONTAINS(message, "safetensors: " + path("bad.safetensors") + ": ");
+  EXPECT_CONTAINS(message, "nested deeper than");
+  EXPECT_CONTAINS(message, "tensor 'x'");
+  EXPECT_LT(message.size(), 400u);
+
+  message = load_error(R"({"__metadata__":{"k":)" + nested("{\"a\":", "}", 100'000) + "}}", {});
+  EXPECT_CONTAINS(message, "nested deeper than");
+  EXPECT_CONTAINS(message, "__metadata__");
+  EXPECT_LT(message.size(), 400u);
+}
+
+TEST_F(SafetensorsTest, ErrorsQuoteOnlyAnExcerptOfAValue) {
+  // A shallow but huge value: the message shows its start and its size, not all of it.
+  const std::string long_text = "\"" + std::string(20'000, 'a') + "\"";
+  const std::string message =
+      load_error(R"({"x":{"dtype":"F32","shape":)" + long_text + R"(,"data_offsets":[0,4]}})", Bytes(4, 0));
+  EXPECT_CONTAINS(message, "tensor 'x': shape must be an array, got \"aaaa");
+  EXPECT_CONTAINS(message, "(20002 characters)");
+  EXPECT_LT(message.size(), 400u);
+  const std::string metadata_message = load_error(R"({"__metadata__":{"k":[)" + long_text + "]}}", {});
+  EXPECT_CONTAINS(metadata_message, "__metadata__ entry 'k' must be a string, got [\"aaaa");
+  EXPECT_CONTAINS(metadata_message, "(20004 characters)");
+  EXPECT_LT(metadata_message.size(), 400u);
+  // A 20,000-digit number overflows a double: nlohmann's own message is cut too.
+  EXPECT_LT(load_error(R"({"x":{"dtype":"F32","shape":[)" + std::string(20'000, '7') + R"(],"data_offsets":[0,4]}})",
+                       Bytes(4, 0)).size(), 400u);
+}
+
+TEST_F(SafetensorsTest, JsonNumberOverflowNamesFileAndTensor) {
+  // nlohmann throws out_of_range (not parse_error) for 1e999; it used to escape raw.
+  EXPECT_CONTAINS(load_error(R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", Bytes(4, 0)),
+                  "safetensors: " + path("bad.safetensors") + ": tensor 'w': header is not valid JSON");
+  EXPECT_CONTAINS(load_error(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,1e999]}})", Bytes(4, 0)),
+                  "tensor 'w'");
+  EXPECT_CONTAINS(load_error(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"v":[-1e999]})", Bytes(4, 0)),
+                  "tensor 'v'");
+}
+
+TEST_F(SafetensorsTest, NonRegularFilesAreRefusedByType) {
+  // A FIFO used to block forever in fopen; the watchdog turns a hang into a failure.
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);
+  ::alarm(20);
+  EXPECT_EQ(error_of([&] { st::load(path("fifo")); }), "safetensors: " + path("fifo") + ": not a regular file (a FIFO)");
+  fs::create_directories(dir_ / "folder");
+  EXPECT_EQ(error_of([&] { st::load(path("folder")); }),
+            "safetensors: " + path("folder") + ": not a regular file (a directory)");
+  EXPECT_EQ(error_of([&] { st::load("/dev/zero"); }), "safetensors: /dev/zero: not a regular file (a character device)");
+  ::alarm(0);
+}
+
+// A pid that belonged to a process which has exited (and been reaped).
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  return child;
+}
+
+TEST_F(SafetensorsTest, SaveRemovesStaleTemporariesOfDeadProcessesOnly) {
+  const pid_t live = ::fork();  // a live process whose save is "in progress"
+  if (live == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const std::string dead = std::to_string(dead_pid());
+  const std::vector<std::string> temporaries = {"m.safetensors.tmp." + dead, "m.safetensors.tmp." + std::to_string(live),
+                                                "other.safetensors.tmp." + dead, "m.safetensors.tmp.notapid",
+                                                "m.safetensors.tmp."};
+  for (const std::string& name : temporaries) write_file(dir_ / name, Bytes(16, 1));
+  st::save(path("m.safetensors"), {{"a", make_entry<float>("F32", {1}, {1.f})}});
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+  // Only the dead process's temporary of this target is gone.
+  EXPECT_EQ(list_dir(dir_), (std::vector<std::string>{"m.safetensors", "m.safetensors.tmp.",
+                                                      "m.safetensors.tmp." + std::to_string(live),
+                                                      "m.safetensors.tmp.notapid", "other.safetensors.tmp." + dead}));
+  EXPECT_EQ(st::load(path("m.safetensors")).tensors.size(), 1u);
 }
 
 }  // namespace

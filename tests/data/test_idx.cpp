@@ -1,7 +1,9 @@
 // Tests for the IDX/MNIST reader: good reads of plain and gzip files, every
-// header/data error with its message, the image/label pair and path resolution.
+// header/data error with its message, the image/label pair and path resolution,
+// and the checks the Mnist dataset makes at load (labels, empty sets, split sizes).
 // Files are generated in a temp dir; the real Fashion-MNIST test is skipped if absent.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/dataset.h"
 #include "data/idx.h"
 #include "support.h"
 
@@ -23,6 +26,7 @@ using vgrad_test::error_of;
 namespace fs = std::filesystem;
 using vgrad::data::IdxArray;
 using vgrad::data::read_idx;
+using vgrad::data::read_idx_header;
 
 using Bytes = std::vector<uint8_t>;
 
@@ -137,8 +141,14 @@ TEST_F(IdxTest, MissingFile) {
   EXPECT_CONTAINS(message, "No such file");
 }
 
-TEST_F(IdxTest, DirectoryIsUnreadable) {
-  EXPECT_EQ(error_of([&] { read_idx(dir_.string()); }), "idx: " + dir_.string() + ": read error: Is a directory");
+TEST_F(IdxTest, NonRegularFilesAreRefusedByType) {
+  EXPECT_EQ(error_of([&] { read_idx(dir_.string()); }), "idx: " + dir_.string() + ": not a regular file (a directory)");
+  // A FIFO used to block gzopen forever; the watchdog turns a hang into a failure.
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);
+  ::alarm(20);
+  EXPECT_EQ(error_of([&] { read_idx(path("fifo")); }), "idx: " + path("fifo") + ": not a regular file (a FIFO)");
+  EXPECT_EQ(error_of([&] { read_idx_header("/dev/zero"); }), "idx: /dev/zero: not a regular file (a character device)");
+  ::alarm(0);
 }
 
 TEST_F(IdxTest, BadMagicNamesBothValues) {
@@ -201,10 +211,41 @@ TEST_F(IdxTest, HugeDimsGiveTruncatedNotAllocation) {
   // 4 x 2^32-1 would be ~2^128 bytes: must be refused as overflow, not attempted.
   write_plain(path("huge4"), idx_bytes(0x08, {0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF}, {1}));
   EXPECT_CONTAINS(error_of([&] { read_idx(path("huge4")); }), "overflow");
-  // (2^32-1) x (2^31-1) fits int64 but the file has 3 bytes: report it, no giant buffer.
+  // (2^32-1) x (2^31-1) fits int64 but the file has 3 bytes: under a raised limit,
+  // report it, no giant buffer.
   write_plain(path("huge2"), idx_bytes(0x08, {0xFFFFFFFF, 0x7FFFFFFF}, {1, 2, 3}));
-  EXPECT_CONTAINS(error_of([&] { read_idx(path("huge2")); }),
+  EXPECT_CONTAINS(error_of([&] { read_idx(path("huge2"), std::nullopt, INT64_MAX); }),
                   "truncated: expected 9223372030412324865 data bytes, got 3");
+}
+
+TEST_F(IdxTest, GzipBombIsRefusedBeforeAllocating) {
+  // An honest header for 2^31 bytes (one 46341 x 46341 image) whose data is 1 MB of
+  // zeros that compress to ~1 KB. The whole 2 GB stream would compress to ~2 MB;
+  // it used to end in std::bad_alloc once the dataset converted it to float.
+  Bytes file = idx_bytes(0x08, {1, 46341, 46341}, Bytes(1 << 20, 0));
+  write_gz(path("bomb.gz"), file);
+  ASSERT_LT(fs::file_size(path("bomb.gz")), 10'000u);
+  EXPECT_EQ(error_of([&] { read_idx(path("bomb.gz")); }),
+            "idx: " + path("bomb.gz") +
+                ": header declares 1 x 46341 x 46341 = 2147488281 data bytes, over the limit of 1073741824 (pass a "
+                "larger max_bytes to read it)");
+}
+
+TEST_F(IdxTest, ByteLimitIsTheCallersToRaise) {
+  write_gz(path("l.gz"), idx_bytes(0x08, {100}, iota_bytes(100)));
+  EXPECT_CONTAINS(error_of([&] { read_idx(path("l.gz"), std::nullopt, 99); }), "100 data bytes, over the limit of 99");
+  EXPECT_EQ(read_idx(path("l.gz"), std::nullopt, 100).bytes.size(), 100u);
+  EXPECT_EQ(vgrad::data::kDefaultIdxMaxBytes, int64_t{1} << 30);
+}
+
+TEST_F(IdxTest, HeaderAloneReadsOnlyTheHeader) {
+  // Truncated data does not matter: only 4 + 4 * ndims bytes are read.
+  write_gz(path("i.gz"), idx_bytes(0x08, {60000, 28, 28}, {1, 2, 3}));
+  const IdxArray header = read_idx_header(path("i.gz"), vgrad::data::kIdxMagicImages);
+  EXPECT_EQ(header.dims, (std::vector<int64_t>{60000, 28, 28}));
+  EXPECT_TRUE(header.bytes.empty());
+  EXPECT_CONTAINS(error_of([&] { read_idx_header(path("i.gz"), vgrad::data::kIdxMagicLabels); }),
+                  "bad magic 0x00000803 (expected 0x00000801)");
 }
 
 TEST_F(IdxTest, TrailingBytesAreAnError) {
@@ -323,6 +364,18 @@ TEST_F(IdxTest, MnistPairCountMismatchNamesBothFilesAndCounts) {
                          path("labels.gz") + " has 4 labels");
 }
 
+TEST_F(IdxTest, MnistPairRefusesEmptySetsAndEmptyImages) {
+  // 0 images and 0 labels used to load, then score "test accuracy -nan%".
+  write_gz(path("imgs.gz"), idx_bytes(0x08, {0, 28, 28}, {}));
+  write_gz(path("labels.gz"), idx_bytes(0x08, {0}, {}));
+  EXPECT_EQ(error_of([&] { vgrad::data::read_mnist_pair(path("imgs.gz"), path("labels.gz")); }),
+            "mnist: " + path("imgs.gz") + ": holds no images (an empty data set)");
+  write_gz(path("imgs.gz"), idx_bytes(0x08, {2, 0, 28}, {}));
+  write_gz(path("labels.gz"), idx_bytes(0x08, {2}, {1, 2}));
+  EXPECT_EQ(error_of([&] { vgrad::data::read_mnist_pair(path("imgs.gz"), path("labels.gz")); }),
+            "mnist: " + path("imgs.gz") + ": images of 0 x 28 pixels hold nothing");
+}
+
 TEST_F(IdxTest, MnistPairSwappedFilesIsBadMagic) {
   write_gz(path("imgs.gz"), idx_bytes(0x08, {1, 2, 2}, {1, 2, 3, 4}));
   write_gz(path("labels.gz"), idx_bytes(0x08, {1}, {5}));
@@ -360,6 +413,54 @@ TEST_F(IdxTest, ResolveListsWhatItLookedFor) {
                   "looked for " + path("t10k-images-idx3-ubyte.gz") + " and " + path("t10k-images-idx3-ubyte"));
   EXPECT_CONTAINS(error_of([&] { vgrad::data::resolve_mnist_paths(dir_.string(), "validation"); }),
                   "unknown split 'validation'");
+}
+
+// --- the Mnist dataset's checks at load --------------------------------------
+
+// A split in MNIST's file names: images of rows x cols (pixel values unimportant).
+void write_split(const fs::path& dir, const std::string& prefix, uint32_t rows, uint32_t cols, const Bytes& labels) {
+  const auto count = static_cast<uint32_t>(labels.size());
+  write_gz(dir / (prefix + "-images-idx3-ubyte.gz"), idx_bytes(0x08, {count, rows, cols}, iota_bytes(count * rows * cols)));
+  write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), idx_bytes(0x08, {count}, labels));
+}
+
+TEST_F(IdxTest, MnistRefusesLabelsOutsideTheClassesNamingFileAndRecord) {
+  // Label 200 used to load; in a test set it was silently scored wrong, in a training
+  // set it failed as "row 7" of a shuffled batch, without the file.
+  write_split(dir_, "t10k", 2, 2, {1, 9, 0, 3, 4, 5, 6, 200, 2});
+  EXPECT_EQ(error_of([&] { vgrad::data::Mnist(dir_.string(), "test"); }),
+            "mnist: " + path("t10k-labels-idx1-ubyte.gz") + ": label 200 of record 7 out of range for 10 classes");
+  // The class count is the caller's: 3 classes refuse label 9 (record 1).
+  write_split(dir_, "t10k", 2, 2, {1, 9, 0});
+  EXPECT_CONTAINS(error_of([&] { vgrad::data::Mnist(dir_.string(), "test", {.classes = 3}); }),
+                  "label 9 of record 1 out of range for 3 classes");
+  const vgrad::data::Mnist ten(dir_.string(), "test");
+  EXPECT_EQ(ten.classes(), 10);
+  EXPECT_EQ(ten.targets().to_vector<int64_t>(), (std::vector<int64_t>{1, 9, 0}));
+}
+
+TEST_F(IdxTest, MnistRefusesAnEmptySplit) {
+  write_split(dir_, "t10k", 28, 28, {});
+  EXPECT_EQ(error_of([&] { vgrad::data::Mnist(dir_.string(), "test"); }),
+            "mnist: " + path("t10k-images-idx3-ubyte.gz") + ": holds no images (an empty data set)");
+}
+
+TEST_F(IdxTest, MnistRefusesSplitsWhoseImageSizesDifferNamingBothFiles) {
+  // 27x28 training images with 28x28 test images used to fail only after an epoch.
+  write_split(dir_, "train", 27, 28, {1, 2});
+  write_split(dir_, "t10k", 28, 28, {3});
+  const std::string train_images = path("train-images-idx3-ubyte.gz"), test_images = path("t10k-images-idx3-ubyte.gz");
+  EXPECT_EQ(error_of([&] { vgrad::data::Mnist(dir_.string(), "train"); }),
+            "mnist: image sizes differ between splits: " + train_images + " holds 27x28 images but " + test_images +
+                " holds 28x28");
+  EXPECT_EQ(error_of([&] { vgrad::data::Mnist(dir_.string(), "test"); }),
+            "mnist: image sizes differ between splits: " + test_images + " holds 28x28 images but " + train_images +
+                " holds 27x28");
+  // Same sizes load; a split without its sibling loads on its own.
+  write_split(dir_, "train", 28, 28, {1, 2});
+  EXPECT_EQ(vgrad::data::Mnist(dir_.string(), "train").size(), 2);
+  fs::remove(test_images);
+  EXPECT_EQ(vgrad::data::Mnist(dir_.string(), "train").size(), 2);
 }
 
 TEST(IdxRealData, FashionMnistTestSplit) {

@@ -276,6 +276,25 @@ TEST(OneHot, Values) {
   EXPECT_EQ(vals(h), (std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0}));
 }
 
+TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {
+  // Mean over no rows used to return 0; mean() of an empty tensor throws, and so does
+  // every loss now. Sum is 0 with an empty gradient; None is empty.
+  EXPECT_ERROR(mean(zeros({0})), "empty axis");
+  const Tensor x = zeros({0, 10}).requires_grad_();
+  const Tensor none = Tensor::empty({0}, DType::Int64);
+  EXPECT_ERROR(nn::cross_entropy(x, none), "cross_entropy: empty batch (input [0, 10])", "Reduction::Sum gives 0");
+  EXPECT_ERROR(nn::F::nll_loss(x, none), "nll_loss: empty batch");
+  EXPECT_ERROR(nn::F::mse_loss(zeros({0, 3}), zeros({0, 3})), "mse_loss: empty batch");
+  EXPECT_ERROR(nn::F::binary_cross_entropy_with_logits(zeros({0}), zeros({0})),
+               "binary_cross_entropy_with_logits: empty batch");
+  const Tensor total = nn::cross_entropy(x, none, Reduction::Sum);
+  EXPECT_EQ(total.item(), 0.0);
+  total.backward();
+  EXPECT_EQ(x.grad().shape(), (Shape{0, 10}));
+  EXPECT_EQ(nn::cross_entropy(x, none, Reduction::None).shape(), (Shape{0}));
+  EXPECT_EQ(nn::F::nll_loss(x, none, Reduction::Sum).item(), 0.0);
+}
+
 // ---------------- attention ----------------
 
 // Naive softmax(q·kᵀ/√d + mask)·v for q (B, L, d), k (B, S, d), v (B, S, dv), mask (L, S) or empty.
@@ -373,6 +392,46 @@ TEST(Attention, Gradcheck) {
       for (int j = 0; j < 3; ++j) EXPECT_EQ(gv[(b * 5 + s) * 3 + j], 0.0);
     }
   EXPECT_NE(gv[0], 0.0);
+}
+
+TEST(Attention, FullyMaskedRowGivesZerosAndFiniteGradients) {
+  // Query row 1 may attend to no key. It used to give NaN, and its NaN gradient
+  // reached every value row, the ones used by rows 0 and 2 too. PyTorch gives zeros.
+  const Tensor q = uniform_tensor({2, 3, 4}, 40, -1, 1, DType::Float64);
+  const Tensor k = uniform_tensor({2, 5, 4}, 41, -1, 1, DType::Float64);
+  const Tensor v = uniform_tensor({2, 5, 3}, 42, -1, 1, DType::Float64);
+  const std::vector<int64_t> m = {1, 0, 1, 1, 0,  //
+                                  0, 0, 0, 0, 0,  //
+                                  0, 1, 1, 0, 1};
+  const Tensor mask = tensor(m, {3, 5});
+  for (const DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor out = nn::F::scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask);
+    const auto got = vals(out);
+    const auto ref = attention_ref(q, k, v, std::vector<double>(m.begin(), m.end()));
+    for (int b = 0; b < 2; ++b)
+      for (int l = 0; l < 3; ++l)
+        for (int j = 0; j < 3; ++j) {
+          const size_t at = (b * 3 + l) * 3 + j;
+          if (l == 1) EXPECT_EQ(got[at], 0.0) << "masked row, element " << at;
+          else EXPECT_NEAR(got[at], ref[at], 1e-5) << "element " << at;
+        }
+  }
+
+  const Tensor ql = q.detach().requires_grad_(), kl = k.detach().requires_grad_(), vl = v.detach().requires_grad_();
+  sum(mul(nn::F::scaled_dot_product_attention(ql, kl, vl, mask), uniform_tensor({2, 3, 3}, 43, -1, 1, DType::Float64)))
+      .backward();
+  for (const Tensor* leaf : {&ql, &kl, &vl})
+    for (double g : vals(leaf->grad())) ASSERT_TRUE(std::isfinite(g));
+  const auto gq = vals(ql.grad());
+  for (int b = 0; b < 2; ++b)
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(gq[(b * 3 + 1) * 4 + i], 0.0);
+  // Value row 2 is used by rows 0 and 2 only: its gradient is real, not zeroed.
+  EXPECT_NE(vals(vl.grad())[2 * 3], 0.0);
+
+  const auto report = check(
+      [](const std::vector<Tensor>& in) { return nn::F::scaled_dot_product_attention(in[0], in[1], in[2], in[3]); },
+      {q, k, v, mask});
+  EXPECT_TRUE(report.ok) << report.message;
 }
 
 TEST(Attention, RejectsTooFewDims) {
