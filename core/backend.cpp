@@ -61,6 +61,20 @@ void check_contiguous(const char* op, const char* what, const View& v) {
   if (!v.is_contiguous()) fail("{}: {} {} must be contiguous", op, what, dims(v));
 }
 
+// A contiguous tensor of like's dtype and shape (an output or a gradient beside its input).
+void check_like(const char* op, const char* what, const View& v, const View& like, const char* like_name) {
+  check_dtype(op, what, v, like.dtype);
+  check_same_shape(op, what, v, like, like_name);
+  check_contiguous(op, what, v);
+}
+
+// A contiguous floating-point input with at least `min_dims` dims.
+void check_floating_input(const char* op, const char* what, const View& v, int min_dims) {
+  check_floating(op, what, v);
+  check_contiguous(op, what, v);
+  if (v.ndim < min_dims) fail("{}: {} {} needs at least {} dims", op, what, dims(v), min_dims);
+}
+
 void check_same_size(const char* op, const char* what, const View& v, const View& like) {
   check_dtype(op, what, v, like.dtype);
   check_contiguous(op, what, v);
@@ -211,26 +225,16 @@ void Backend::gemm(const GemmArgs& args) {
 
 void Backend::softmax(const View& x, const View& out, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
-  check_floating(name, "input", x);
-  check_dtype(name, "output", out, x.dtype);
-  check_same_shape(name, "output", out, x, "input");
-  check_contiguous(name, "input", x);
-  check_contiguous(name, "output", out);
-  if (x.ndim == 0) fail("{}: needs at least one dim", name);
+  check_floating_input(name, "input", x, 1);
+  check_like(name, "output", out, x, "input");
   if (x.numel() > 0) softmax_impl(x, out, log);
 }
 
 void Backend::softmax_backward(const View& y, const View& grad_y, const View& grad_x, bool log) {
   const char* name = log ? "log_softmax backward" : "softmax backward";
-  check_floating(name, "output", y);
-  check_dtype(name, "gradient", grad_y, y.dtype);
-  check_dtype(name, "input gradient", grad_x, y.dtype);
-  check_same_shape(name, "gradient", grad_y, y, "output");
-  check_same_shape(name, "input gradient", grad_x, y, "output");
-  check_contiguous(name, "output", y);
-  check_contiguous(name, "gradient", grad_y);
-  check_contiguous(name, "input gradient", grad_x);
-  if (y.ndim == 0) fail("{}: needs at least one dim", name);
+  check_floating_input(name, "output", y, 1);
+  check_like(name, "gradient", grad_y, y, "output");
+  check_like(name, "input gradient", grad_x, y, "output");
   if (y.numel() > 0) softmax_backward_impl(y, grad_y, grad_x, log);
 }
 
@@ -238,11 +242,8 @@ void Backend::cross_entropy(const View& logits, const View& target, double smoot
                             const View& loss_rows) {
   const char* name = "cross_entropy";
   if (logits.ndim != 2) fail("cross_entropy: logits must be (N, C), got {}", dims(logits));
-  check_floating(name, "logits", logits);
-  check_contiguous(name, "logits", logits);
-  check_dtype(name, "probs", probs, logits.dtype);
-  check_same_shape(name, "probs", probs, logits, "logits");
-  check_contiguous(name, "probs", probs);
+  check_floating_input(name, "logits", logits, 2);
+  check_like(name, "probs", probs, logits, "logits");
   check_index_vector(name, "target", target);
   check_dtype(name, "loss", loss_rows, logits.dtype);
   if (loss_rows.ndim > 1) fail("cross_entropy: loss must be 1-D, got {}", dims(loss_rows));
@@ -265,11 +266,8 @@ void Backend::cross_entropy_backward(const View& probs, const View& target, doub
                                      const View& grad_logits) {
   const char* name = "cross_entropy backward";
   if (probs.ndim != 2) fail("cross_entropy backward: probs must be (N, C), got {}", dims(probs));
-  check_floating(name, "probs", probs);
-  check_contiguous(name, "probs", probs);
-  check_dtype(name, "gradient", grad_logits, probs.dtype);
-  check_same_shape(name, "gradient", grad_logits, probs, "probs");
-  check_contiguous(name, "gradient", grad_logits);
+  check_floating_input(name, "probs", probs, 2);
+  check_like(name, "gradient", grad_logits, probs, "probs");
   check_index_vector(name, "target", target);
   if (target.numel() != probs.shape[0])
     fail("cross_entropy backward: target {} has {} entries for {} rows", dims(target), target.numel(), probs.shape[0]);

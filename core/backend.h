@@ -16,6 +16,38 @@
 
 namespace vgrad {
 
+// The device implementations every backend overrides, listed once: Backend declares
+// them `virtual ... = 0`, CpuBackend and CudaBackend `... override`. Arguments are
+// already checked (shapes, dtypes, contiguity, index ranges), outputs are not empty,
+// and elementwise operands are broadcast to out's shape (same ndim, stride 0 where they
+// repeat). first_out_of_range_impl: the first position i of a 1-D int64 `index` whose
+// value is outside [0, limit), or -1, with the value found there.
+#define VGRAD_BACKEND_IMPLS(PREFIX, SUFFIX)                                                                     \
+  PREFIX void fill_impl(const View& out, double value) SUFFIX;                                                 \
+  PREFIX void copy_impl(const View& src, const View& out) SUFFIX;                                              \
+  PREFIX void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) SUFFIX;               \
+  PREFIX void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) SUFFIX;                  \
+  PREFIX void where_impl(const View& cond, const View& a, const View& b, const View& out) SUFFIX;              \
+  PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                  \
+  PREFIX double sum_of_squares_impl(const View& x) SUFFIX;                                                     \
+  PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
+  PREFIX void softmax_impl(const View& x, const View& out, bool log) SUFFIX;                                   \
+  PREFIX void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) SUFFIX;   \
+  PREFIX void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,  \
+                                 const View& loss_rows) SUFFIX;                                                \
+  PREFIX void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing,             \
+                                          double scale, const View& grad_logits) SUFFIX;                       \
+  PREFIX void index_select_impl(const View& x, int dim, const View& index, const View& out) SUFFIX;            \
+  PREFIX void index_add_impl(const View& out, int dim, const View& index, const View& src) SUFFIX;             \
+  PREFIX int64_t first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) SUFFIX;             \
+  PREFIX void uniform_impl(const View& out, double low, double high, RandomState& state) SUFFIX;               \
+  PREFIX void normal_impl(const View& out, double mean, double stddev, RandomState& state) SUFFIX;             \
+  PREFIX void dropout_mask_impl(const View& out, double p, RandomState& state) SUFFIX;                         \
+  PREFIX void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer,                \
+                              const SgdParams& p) SUFFIX;                                                      \
+  PREFIX void adam_update_impl(const View& param, const View& grad, const View& exp_avg,                       \
+                               const View& exp_avg_sq, const AdamParams& p) SUFFIX;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -78,35 +110,7 @@ class Backend {
                    const AdamParams& p);
 
  protected:
-  // The device's implementations: arguments are already checked (shapes, dtypes,
-  // contiguity, index ranges), outputs are not empty, and elementwise operands are
-  // broadcast to out's shape (same ndim, stride 0 where they repeat).
-  virtual void fill_impl(const View& out, double value) = 0;
-  virtual void copy_impl(const View& src, const View& out) = 0;
-  virtual void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) = 0;
-  virtual void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) = 0;
-  virtual void where_impl(const View& cond, const View& a, const View& b, const View& out) = 0;
-  virtual void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) = 0;
-  virtual double sum_of_squares_impl(const View& x) = 0;
-  virtual void gemm_impl(const GemmArgs& args) = 0;
-  virtual void softmax_impl(const View& x, const View& out, bool log) = 0;
-  virtual void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) = 0;
-  virtual void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,
-                                  const View& loss_rows) = 0;
-  virtual void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing, double scale,
-                                           const View& grad_logits) = 0;
-  virtual void index_select_impl(const View& x, int dim, const View& index, const View& out) = 0;
-  virtual void index_add_impl(const View& out, int dim, const View& index, const View& src) = 0;
-  // The first position i of a 1-D int64 `index` whose value is outside [0, limit),
-  // or -1; with the value found there.
-  virtual int64_t first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) = 0;
-  virtual void uniform_impl(const View& out, double low, double high, RandomState& state) = 0;
-  virtual void normal_impl(const View& out, double mean, double stddev, RandomState& state) = 0;
-  virtual void dropout_mask_impl(const View& out, double p, RandomState& state) = 0;
-  virtual void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer,
-                               const SgdParams& p) = 0;
-  virtual void adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
-                                const AdamParams& p) = 0;
+  VGRAD_BACKEND_IMPLS(virtual, = 0)
 
  private:
   // first_out_of_range_impl, and -1 for an empty index.

@@ -11,27 +11,19 @@ class GradMode {
   static void set_enabled(bool enabled);
 };
 
-class NoGradGuard {
+// Sets grad mode for a scope and restores the previous mode when it ends.
+template <bool kEnabled> class GradModeGuard {
  public:
-  NoGradGuard() : previous_(GradMode::is_enabled()) { GradMode::set_enabled(false); }
-  ~NoGradGuard() { GradMode::set_enabled(previous_); }
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  GradModeGuard() : previous_(GradMode::is_enabled()) { GradMode::set_enabled(kEnabled); }
+  ~GradModeGuard() { GradMode::set_enabled(previous_); }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
 };
-
-class EnableGradGuard {
- public:
-  EnableGradGuard() : previous_(GradMode::is_enabled()) { GradMode::set_enabled(true); }
-  ~EnableGradGuard() { GradMode::set_enabled(previous_); }
-  EnableGradGuard(const EnableGradGuard&) = delete;
-  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
-
- private:
-  bool previous_;
-};
+using NoGradGuard = GradModeGuard<false>;
+using EnableGradGuard = GradModeGuard<true>;
 
 }  // namespace vgrad::autograd
 

@@ -191,34 +191,31 @@ uint64_t CudaBackend::generate_uniform(void* data, DType dtype, int64_t n, const
   return 2 * static_cast<uint64_t>(n);
 }
 
-void CudaBackend::uniform_impl(const View& out, double low, double high, RandomState& state) {
-  const int64_t n = out.numel();
-  if (n == 0) return;
+// cuRAND uniforms into out (through a contiguous temporary when out is strided or
+// unaligned), turned in place into what the caller wants by `transform`.
+template <class Transform>
+void CudaBackend::uniform_then(const View& out, RandomState& state, Transform transform) {
   activate();
   std::lock_guard lock(curand_mutex_);
+  const int64_t n = out.numel();
   const bool direct = out.is_contiguous() && aligned16(out.data);
   std::optional<Temp> temp;
   if (!direct) temp.emplace(allocator_, out.dtype, out.ndim, out.shape);
   void* data = direct ? out.data : temp->view().data;
   const uint64_t words = generate_uniform(data, out.dtype, n, state);
-  kernels::uniform_transform(context(), data, out.dtype, n, low, high);
+  transform(data, n);
   if (temp) kernels::copy(context(), temp->view(), out);
   state.offset += words;
 }
 
+void CudaBackend::uniform_impl(const View& out, double low, double high, RandomState& state) {
+  uniform_then(out, state, [&](void* data, int64_t n) {
+    kernels::uniform_transform(context(), data, out.dtype, n, low, high);
+  });
+}
+
 void CudaBackend::dropout_mask_impl(const View& out, double p, RandomState& state) {
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  activate();
-  std::lock_guard lock(curand_mutex_);
-  const bool direct = out.is_contiguous() && aligned16(out.data);
-  std::optional<Temp> temp;
-  if (!direct) temp.emplace(allocator_, out.dtype, out.ndim, out.shape);
-  void* data = direct ? out.data : temp->view().data;
-  const uint64_t words = generate_uniform(data, out.dtype, n, state);
-  kernels::dropout_transform(context(), data, out.dtype, n, p);
-  if (temp) kernels::copy(context(), temp->view(), out);
-  state.offset += words;
+  uniform_then(out, state, [&](void* data, int64_t n) { kernels::dropout_transform(context(), data, out.dtype, n, p); });
 }
 
 // cuRAND's Box-Muller makes normals in pairs: an odd count (or an unaligned or strided

@@ -38,29 +38,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   void synchronize() override;
 
  protected:
-  void fill_impl(const View& out, double value) override;
-  void copy_impl(const View& src, const View& out) override;
-  void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) override;
-  void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) override;
-  void where_impl(const View& cond, const View& a, const View& b, const View& out) override;
-  void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) override;
-  double sum_of_squares_impl(const View& x) override;
-  void gemm_impl(const GemmArgs& args) override;  // cuda/gemm.cpp
-  void softmax_impl(const View& x, const View& out, bool log) override;
-  void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) override;
-  void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,
-                          const View& loss_rows) override;
-  void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing, double scale,
-                                   const View& grad_logits) override;
-  void index_select_impl(const View& x, int dim, const View& index, const View& out) override;
-  void index_add_impl(const View& out, int dim, const View& index, const View& src) override;
-  int64_t first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) override;
-  void uniform_impl(const View& out, double low, double high, RandomState& state) override;
-  void normal_impl(const View& out, double mean, double stddev, RandomState& state) override;
-  void dropout_mask_impl(const View& out, double p, RandomState& state) override;
-  void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) override;
-  void adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
-                        const AdamParams& p) override;
+  VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
 
  private:
   // A contiguous device temporary from the caching allocator, returned at scope exit
@@ -102,6 +80,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   }
   // cuRAND uniforms in (0, 1] into n contiguous values; returns the 32-bit words used.
   uint64_t generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state);
+  template <class Transform> void uniform_then(const View& out, RandomState& state, Transform transform);
   void destroy_handles() noexcept;
 
   int index_;

@@ -117,7 +117,7 @@ void fill(const Context& ctx, const View& out, double value) {
       VGRAD_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(n) * dtype_size(out.dtype), ctx.stream));
     return;
   }
-  dispatch_all(out.dtype, [&](auto tag) {
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T typed_value;
     if constexpr (std::is_integral_v<T>) {
@@ -143,9 +143,9 @@ void copy(const Context& ctx, const View& src, const View& out) {
     }
   }
   const View* operands[2] = {&out, &src};
-  dispatch_all(src.dtype, [&](auto src_tag) {
+  visit_dtype(src.dtype, [&](auto src_tag) {
     using TSrc = decltype(src_tag);
-    dispatch_all(out.dtype, [&](auto dst_tag) {
+    visit_dtype(out.dtype, [&](auto dst_tag) {
       using TDst = decltype(dst_tag);
       launch<2>(ctx, operands, CopyFn<TSrc, TDst>{static_cast<TDst*>(out.data), static_cast<const TSrc*>(src.data)});
     });
@@ -153,7 +153,7 @@ void copy(const Context& ctx, const View& src, const View& out) {
 }
 
 void unary(const Context& ctx, UnaryOp op, const View& x, const View& out, double a, double b) {
-  dispatch_all(out.dtype, [&](auto tag) {
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     const bool ran = scalar::visit_unary<T>(op, a, b, [&](const auto& f) {
       const View* operands[2] = {&out, &x};
@@ -165,7 +165,7 @@ void unary(const Context& ctx, UnaryOp op, const View& x, const View& out, doubl
 }
 
 void binary(const Context& ctx, BinaryOp op, const View& a, const View& b, const View& out) {
-  dispatch_all(out.dtype, [&](auto tag) {
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     const bool ran = scalar::visit_binary<T>(op, [&](const auto& f) {
       const View* operands[3] = {&out, &a, &b};
@@ -180,9 +180,9 @@ void binary(const Context& ctx, BinaryOp op, const View& a, const View& b, const
 
 void where(const Context& ctx, const View& cond, const View& a, const View& b, const View& out) {
   const View* operands[4] = {&out, &cond, &a, &b};
-  dispatch_all(cond.dtype, [&](auto cond_tag) {
+  visit_dtype(cond.dtype, [&](auto cond_tag) {
     using TCond = decltype(cond_tag);
-    dispatch_all(out.dtype, [&](auto tag) {
+    visit_dtype(out.dtype, [&](auto tag) {
       using T = decltype(tag);
       launch<4>(ctx, operands,
                 WhereFn<TCond, T>{static_cast<T*>(out.data), static_cast<const TCond*>(cond.data),

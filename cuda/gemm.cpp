@@ -6,45 +6,43 @@
 #include "cuda/cuda_backend.h"
 
 namespace vgrad::cuda {
+namespace {
 
-void CudaBackend::gemm_impl(const GemmArgs& g) {
-  activate();
-  const int m = static_cast<int>(g.n);  // cuBLAS's view
-  const int n = static_cast<int>(g.m);
-  const int kk = static_cast<int>(g.k);
+// The cuBLAS entry points of one element type.
+template <class T> struct Cublas;
+template <> struct Cublas<float> {
+  static constexpr auto gemm = &cublasSgemm;
+  static constexpr auto gemm_batched = &cublasSgemmStridedBatched;
+};
+template <> struct Cublas<double> {
+  static constexpr auto gemm = &cublasDgemm;
+  static constexpr auto gemm_batched = &cublasDgemmStridedBatched;
+};
+
+template <class T> void gemm_typed(cublasHandle_t handle, const GemmArgs& g) {
+  const int m = static_cast<int>(g.n), n = static_cast<int>(g.m), k = static_cast<int>(g.k);  // cuBLAS's view
   const int lda = static_cast<int>(g.lda), ldb = static_cast<int>(g.ldb), ldc = static_cast<int>(g.ldc);
   const cublasOperation_t op_first = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  std::lock_guard lock(cublas_mutex_);
-  if (g.dtype == DType::Float32) {
-    const float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
-    const auto* a = static_cast<const float*>(g.a);
-    const auto* b = static_cast<const float*>(g.b);
-    auto* c = static_cast<float*>(g.c);
-    if (g.batch == 1) {
-      VGRAD_CUBLAS_CHECK(cublasSgemm(cublas_, op_first, op_second, m, n, kk, &alpha, b, ldb, a,
-                                     lda, &beta, c, ldc));
-    } else {
-      VGRAD_CUBLAS_CHECK(cublasSgemmStridedBatched(cublas_, op_first, op_second, m, n, kk, &alpha, b,
-                                                   ldb, g.stride_b, a, lda,
-                                                   g.stride_a, &beta, c, ldc, g.stride_c,
-                                                   static_cast<int>(g.batch)));
-    }
+  const T alpha = static_cast<T>(g.alpha), beta = static_cast<T>(g.beta);
+  const auto* a = static_cast<const T*>(g.a);
+  const auto* b = static_cast<const T*>(g.b);
+  auto* c = static_cast<T*>(g.c);
+  if (g.batch == 1) {
+    VGRAD_CUBLAS_CHECK(Cublas<T>::gemm(handle, op_first, op_second, m, n, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
   } else {
-    const double alpha = g.alpha, beta = g.beta;
-    const auto* a = static_cast<const double*>(g.a);
-    const auto* b = static_cast<const double*>(g.b);
-    auto* c = static_cast<double*>(g.c);
-    if (g.batch == 1) {
-      VGRAD_CUBLAS_CHECK(cublasDgemm(cublas_, op_first, op_second, m, n, kk, &alpha, b, ldb, a,
-                                     lda, &beta, c, ldc));
-    } else {
-      VGRAD_CUBLAS_CHECK(cublasDgemmStridedBatched(cublas_, op_first, op_second, m, n, kk, &alpha, b,
-                                                   ldb, g.stride_b, a, lda,
-                                                   g.stride_a, &beta, c, ldc, g.stride_c,
-                                                   static_cast<int>(g.batch)));
-    }
+    VGRAD_CUBLAS_CHECK(Cublas<T>::gemm_batched(handle, op_first, op_second, m, n, k, &alpha, b, ldb, g.stride_b, a,
+                                               lda, g.stride_a, &beta, c, ldc, g.stride_c, static_cast<int>(g.batch)));
   }
+}
+
+}  // namespace
+
+void CudaBackend::gemm_impl(const GemmArgs& g) {
+  activate();
+  std::lock_guard lock(cublas_mutex_);
+  if (g.dtype == DType::Float32) gemm_typed<float>(cublas_, g);
+  else gemm_typed<double>(cublas_, g);
 }
 
 }  // namespace vgrad::cuda

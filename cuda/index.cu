@@ -63,16 +63,12 @@ __device__ __forceinline__ void index_offsets(const IndexGeometry& g, const int6
 // Elements move as raw 4- or 8-byte words: the dtype does not matter to a gather.
 template <class Word>
 __global__ void __launch_bounds__(kBlock) index_select_kernel(const Word* x, const int64_t* index, Word* out,
-                                                              IndexGeometry g, int64_t n, unsigned long long* bad) {
+                                                              IndexGeometry g, int64_t n) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t out_off, x_off, position;
     index_offsets(g, index, i, out_off, x_off, position);
-    if (x_off < 0) {
-      atomicMin(bad, static_cast<unsigned long long>(position));
-      continue;
-    }
-    out[out_off] = x[x_off];
+    if (x_off >= 0) out[out_off] = x[x_off];
   }
 }
 
@@ -84,16 +80,12 @@ __device__ __forceinline__ void atomic_add(int64_t* address, int64_t value) {  /
 
 template <class T>
 __global__ void __launch_bounds__(kBlock) index_add_kernel(T* out, const int64_t* index, const T* src, IndexGeometry g,
-                                                           int64_t n, unsigned long long* bad) {
+                                                           int64_t n) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t src_off, out_off, position;
     index_offsets(g, index, i, src_off, out_off, position);
-    if (out_off < 0) {
-      atomicMin(bad, static_cast<unsigned long long>(position));
-      continue;
-    }
-    atomic_add(out + out_off, src[src_off]);
+    if (out_off >= 0) atomic_add(out + out_off, src[src_off]);
   }
 }
 
@@ -130,14 +122,13 @@ void index_select(const Context& ctx, const View& x, int dim, const View& index,
   const int64_t n = out.numel();
   if (n == 0) return;
   const IndexGeometry g = make_index_geometry(out, x, dim, index);
-  unsigned long long* bad = reset_flag(ctx);
   const auto* index_ptr = static_cast<const int64_t*>(index.data);
   if (dtype_size(x.dtype) == 4) {
     index_select_kernel<uint32_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-        static_cast<const uint32_t*>(x.data), index_ptr, static_cast<uint32_t*>(out.data), g, n, bad);
+        static_cast<const uint32_t*>(x.data), index_ptr, static_cast<uint32_t*>(out.data), g, n);
   } else {
     index_select_kernel<uint64_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-        static_cast<const uint64_t*>(x.data), index_ptr, static_cast<uint64_t*>(out.data), g, n, bad);
+        static_cast<const uint64_t*>(x.data), index_ptr, static_cast<uint64_t*>(out.data), g, n);
   }
   VGRAD_CUDA_CHECK_LAUNCH();
 }
@@ -146,11 +137,10 @@ void index_add(const Context& ctx, const View& out, int dim, const View& index, 
   const int64_t n = src.numel();
   if (n == 0) return;
   const IndexGeometry g = make_index_geometry(src, out, dim, index);
-  unsigned long long* bad = reset_flag(ctx);
-  dispatch_all(out.dtype, [&](auto tag) {
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     index_add_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-        static_cast<T*>(out.data), static_cast<const int64_t*>(index.data), static_cast<const T*>(src.data), g, n, bad);
+        static_cast<T*>(out.data), static_cast<const int64_t*>(index.data), static_cast<const T*>(src.data), g, n);
   });
   VGRAD_CUDA_CHECK_LAUNCH();
 }

@@ -1,5 +1,5 @@
 // Device-side helpers shared by the cuda/*.cu files: launch sizing, scratch buffers,
-// dtype dispatch, math overloads per type, warp shuffles of any small struct, and a
+// floating-dtype dispatch, core's math per type, warp shuffles of any small struct, and a
 // reduction over a group of threads (one warp, or a whole block). Not a public header.
 #pragma once
 #include <cuda_runtime.h>
@@ -59,16 +59,6 @@ template <class Fn> void dispatch_floating(DType dtype, const char* op, Fn&& fn)
   detail::throw_error(std::string(op) + ": not defined for " + dtype_name(dtype) + " on cuda");
 }
 
-// Calls fn(T{}) for every dtype.
-template <class Fn> void dispatch_all(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::Float32: fn(float{}); return;
-    case DType::Float64: fn(double{}); return;
-    case DType::Int64: fn(int64_t{}); return;
-  }
-  detail::throw_error("cuda: unknown dtype");
-}
-
 // The per-type math and NaN test are core's (core/scalar_ops.h), shared with the CPU.
 using scalar::exp_;
 using scalar::is_nan;
@@ -84,28 +74,22 @@ template <class T> __device__ __forceinline__ T lowest_value() {
 }
 
 // ---- warp shuffles of any trivially copyable value (moved as 32-bit words) ----
-template <class V> __device__ __forceinline__ V shfl_down(const V& value, int delta) {
+template <class V, class Shuffle> __device__ __forceinline__ V shuffle_words(const V& value, Shuffle shuffle) {
   static_assert(sizeof(V) % sizeof(int) == 0, "shuffled values must be a whole number of 32-bit words");
   constexpr int kWords = sizeof(V) / sizeof(int);
   int words[kWords];
   memcpy(words, &value, sizeof(V));
 #pragma unroll
-  for (int i = 0; i < kWords; ++i) words[i] = __shfl_down_sync(0xffffffffu, words[i], delta);
+  for (int i = 0; i < kWords; ++i) words[i] = shuffle(words[i]);
   V result;
   memcpy(&result, words, sizeof(V));
   return result;
 }
-
+template <class V> __device__ __forceinline__ V shfl_down(const V& value, int delta) {
+  return shuffle_words(value, [delta](int word) { return __shfl_down_sync(0xffffffffu, word, delta); });
+}
 template <class V> __device__ __forceinline__ V shfl_from(const V& value, int lane) {
-  static_assert(sizeof(V) % sizeof(int) == 0, "shuffled values must be a whole number of 32-bit words");
-  constexpr int kWords = sizeof(V) / sizeof(int);
-  int words[kWords];
-  memcpy(words, &value, sizeof(V));
-#pragma unroll
-  for (int i = 0; i < kWords; ++i) words[i] = __shfl_sync(0xffffffffu, words[i], lane);
-  V result;
-  memcpy(&result, words, sizeof(V));
-  return result;
+  return shuffle_words(value, [lane](int word) { return __shfl_sync(0xffffffffu, word, lane); });
 }
 
 // Combines `value` over a group of kGroup consecutive threads (threadIdx.x / kGroup is

@@ -138,6 +138,20 @@ unsigned block_mode_grid(const Context& ctx, int64_t rows) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t{ctx.sm_count} * 4)));
 }
 
+// Row kernels run in one of two layouts: a warp per row for short rows (C <=
+// kWarpModeMaxC), a block per row for long ones. `warp` and `block` are the two
+// instantiations of one kernel template.
+template <class... Params, class... Args>
+void launch_rows(const Context& ctx, int64_t rows, int64_t C, void (*warp)(Params...), void (*block)(Params...),
+                 Args... args) {
+  if (C <= kWarpModeMaxC) {
+    warp<<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(args...);
+  } else {
+    block<<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(args...);
+  }
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void softmax(const Context& ctx, const View& x, const View& out, bool log) {
@@ -147,15 +161,9 @@ void softmax(const Context& ctx, const View& x, const View& out, bool log) {
   const int64_t rows = n / C;
   dispatch_floating(x.dtype, log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(x.data);
-    T* yp = static_cast<T*>(out.data);
-    if (C <= kWarpModeMaxC) {
-      softmax_kernel<T, 32, kWarpRowsBlock><<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(xp, yp, rows, C, log);
-    } else {
-      softmax_kernel<T, kWideBlock, kWideBlock><<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(xp, yp, rows, C, log);
-    }
+    launch_rows(ctx, rows, C, softmax_kernel<T, 32, kWarpRowsBlock>, softmax_kernel<T, kWideBlock, kWideBlock>,
+                static_cast<const T*>(x.data), static_cast<T*>(out.data), rows, C, log);
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log) {
@@ -165,18 +173,10 @@ void softmax_backward(const Context& ctx, const View& y, const View& grad_y, con
   const int64_t rows = n / C;
   dispatch_floating(y.dtype, log ? "log_softmax backward" : "softmax backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* yp = static_cast<const T*>(y.data);
-    const T* dyp = static_cast<const T*>(grad_y.data);
-    T* dxp = static_cast<T*>(grad_x.data);
-    if (C <= kWarpModeMaxC) {
-      softmax_backward_kernel<T, 32, kWarpRowsBlock>
-          <<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(yp, dyp, dxp, rows, C, log);
-    } else {
-      softmax_backward_kernel<T, kWideBlock, kWideBlock>
-          <<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(yp, dyp, dxp, rows, C, log);
-    }
+    launch_rows(ctx, rows, C, softmax_backward_kernel<T, 32, kWarpRowsBlock>,
+                softmax_backward_kernel<T, kWideBlock, kWideBlock>, static_cast<const T*>(y.data),
+                static_cast<const T*>(grad_y.data), static_cast<T*>(grad_x.data), rows, C, log);
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 void cross_entropy(const Context& ctx, const View& logits, const View& target, double smoothing,
@@ -189,20 +189,11 @@ void cross_entropy(const Context& ctx, const View& logits, const View& target, d
   unsigned long long* flag = reset_flag(ctx);
   dispatch_floating(logits.dtype, "cross_entropy", [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(logits.data);
-    const int64_t* tp = static_cast<const int64_t*>(target.data);
-    T* pp = static_cast<T*>(probs.data);
-    T* lp = static_cast<T*>(loss_rows.data);
-    const T s = static_cast<T>(smoothing);
-    if (C <= kWarpModeMaxC) {
-      cross_entropy_kernel<T, 32, kWarpRowsBlock><<<warp_mode_grid(ctx, rows), kWarpRowsBlock, 0, ctx.stream>>>(
-          xp, tp, target_stride, pp, lp, loss_stride, rows, C, s, flag);
-    } else {
-      cross_entropy_kernel<T, kWideBlock, kWideBlock><<<block_mode_grid(ctx, rows), kWideBlock, 0, ctx.stream>>>(
-          xp, tp, target_stride, pp, lp, loss_stride, rows, C, s, flag);
-    }
+    launch_rows(ctx, rows, C, cross_entropy_kernel<T, 32, kWarpRowsBlock>,
+                cross_entropy_kernel<T, kWideBlock, kWideBlock>, static_cast<const T*>(logits.data),
+                static_cast<const int64_t*>(target.data), target_stride, static_cast<T*>(probs.data),
+                static_cast<T*>(loss_rows.data), loss_stride, rows, C, static_cast<T>(smoothing), flag);
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 void cross_entropy_backward(const Context& ctx, const View& probs, const View& target, double smoothing,
