@@ -1,0 +1,116 @@
+// Tests of the backend seam: Backend's checked entry points refuse bad arguments
+// before any device writes (outputs stay untouched), on every device present; the
+// dtype table; the op table's names and int64 rules.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/creation.h"
+#include "core/dtype.h"
+#include "core/scalar_ops.h"
+#include "support.h"
+
+namespace {
+
+using namespace vgrad;
+
+std::vector<Device> devices_present() {
+  std::vector<Device> devices{kCPU};
+  for (int i = 0; i < cuda_device_count(); ++i) devices.push_back(cuda_device(i));
+  return devices;
+}
+
+TEST(Backend, BadIndexLeavesTheOutputUntouchedOnEveryDevice) {
+  for (Device device : devices_present()) {
+    const Tensor x = arange(0, 12, 1, {.device = device}).reshape({4, 3});
+    const Tensor index = tensor(std::vector<int64_t>{1, 4, 0}).to(device);
+    Tensor out = full({3, 3}, -7.0, {.device = device});
+    EXPECT_ERROR(backend_for(device).index_select(x.view(), 0, index.view(), out.view()),
+                 "index_select: index 4 out of range for dim 0 of size 4 (position 1)");
+    EXPECT_EQ(vgrad_test::vals(out), std::vector<double>(9, -7.0)) << device.str();
+
+    Tensor acc = zeros({4, 3}, {.device = device});
+    const Tensor src = ones({3, 3}, {.device = device});
+    EXPECT_ERROR(backend_for(device).index_add(acc.view(), 0, index.view(), src.view()), "index_add: index 4");
+    EXPECT_EQ(vgrad_test::vals(acc), std::vector<double>(12, 0.0)) << device.str();
+  }
+}
+
+TEST(Backend, CrossEntropyRefusesABadTargetBeforeWriting) {
+  for (Device device : devices_present()) {
+    const Tensor logits = zeros({2, 3}, {.device = device});
+    const Tensor target = tensor(std::vector<int64_t>{2, 3}).to(device);
+    Tensor probs = full({2, 3}, 5.0, {.device = device}), loss = full({2}, 5.0, {.device = device});
+    EXPECT_ERROR(backend_for(device).cross_entropy(logits.view(), target.view(), 0.0, probs.view(), loss.view()),
+                 "cross_entropy: target 3 out of range for 3 classes (row 1)");
+    EXPECT_EQ(vgrad_test::vals(probs), std::vector<double>(6, 5.0));
+    EXPECT_EQ(vgrad_test::vals(loss), std::vector<double>(2, 5.0));
+  }
+}
+
+TEST(Backend, ElementwiseChecksShapesDtypesAndInt64Rules) {
+  Backend& cpu = cpu_backend();
+  const Tensor a = ones({2, 3}), b = ones({4}), d = ones({2, 3}, {.dtype = DType::Float64});
+  Tensor out = zeros({2, 3});
+  EXPECT_ERROR(cpu.binary(BinaryOp::Add, a.view(), b.view(), out.view()),
+               "add: second operand [4] does not broadcast to the output [2, 3]");
+  EXPECT_ERROR(cpu.binary(BinaryOp::Add, a.view(), d.view(), out.view()), "add: second operand must be float32, got float64");
+  EXPECT_ERROR(cpu.unary(UnaryOp::Exp, d.view(), out.view()), "exp: output must be float64, got float32");
+  const Tensor i = ones({3}, {.dtype = DType::Int64});
+  Tensor io = zeros({3}, {.dtype = DType::Int64});
+  EXPECT_ERROR(cpu.unary(UnaryOp::Exp, i.view(), io.view()), "exp: not defined for int64 tensors");
+  EXPECT_ERROR(cpu.binary(BinaryOp::Div, i.view(), i.view(), io.view()), "div: not defined for int64 tensors");
+  Tensor sums = zeros({1}, {.dtype = DType::Int64});
+  EXPECT_ERROR(cpu.reduce(ReduceOp::Sum, i.view(), sums.view(), 0.5), "mean: not defined for int64 tensors");
+  // A (3,) row broadcast over (2, 3): the entry point expands it for the device.
+  const Tensor row = tensor({1.f, 2.f, 3.f});
+  cpu.binary(BinaryOp::Mul, a.view(), row.view(), out.view());
+  EXPECT_EQ(vgrad_test::vals(out), (std::vector<double>{1, 2, 3, 1, 2, 3}));
+}
+
+TEST(Backend, GemmChecksSizesAndHandlesAnEmptySum) {
+  Tensor c = full({2, 2}, 3.0);
+  GemmArgs g;
+  g.m = 2, g.n = 2, g.k = 0, g.c = c.data_ptr(), g.ldc = 2, g.beta = 0.5;
+  cpu_backend().gemm(g);  // C = beta * C
+  EXPECT_EQ(vgrad_test::vals(c), std::vector<double>(4, 1.5));
+  g.k = -1;
+  EXPECT_ERROR(cpu_backend().gemm(g), "gemm: negative size");
+  g.k = 0, g.dtype = DType::Int64;
+  EXPECT_ERROR(cpu_backend().gemm(g), "matmul: int64 tensors are not supported");
+}
+
+TEST(DTypeTable, NamesSizesPromotionAndSafetensorsCodes) {
+  EXPECT_STREQ(dtype_name(DType::Float32), "float32");
+  EXPECT_EQ(dtype_size(DType::Float64), 8u);
+  EXPECT_EQ(dtype_size(DType::Float32), 4u);
+  EXPECT_FALSE(is_floating(DType::Int64));
+  EXPECT_EQ(promote(DType::Int64, DType::Float32), DType::Float32);
+  EXPECT_EQ(promote(DType::Float64, DType::Float32), DType::Float64);
+  EXPECT_EQ(promote(DType::Int64, DType::Int64), DType::Int64);
+  DType parsed = DType::Int64;
+  ASSERT_TRUE(dtype_from_safetensors("F64", parsed));
+  EXPECT_EQ(parsed, DType::Float64);
+  EXPECT_FALSE(dtype_from_safetensors("BF16", parsed));
+}
+
+TEST(DTypeTable, AnUnknownDtypeIsAnErrorNeverInt64) {
+  const auto unknown = static_cast<DType>(9);
+  EXPECT_ERROR(dtype_size(unknown), "dtype: unknown dtype code 9");
+  EXPECT_ERROR(visit_dtype(unknown, [](auto zero) { return sizeof(zero); }), "unknown dtype code 9");
+  EXPECT_ERROR(Tensor::empty({2}, unknown), "unknown dtype code 9");
+}
+
+TEST(OpTable, EveryOpHasANameAndTheInt64RuleIsExplicit) {
+  EXPECT_STREQ(op_name(UnaryOp::Relu), "relu");
+  EXPECT_STREQ(op_name(BinaryOp::Maximum), "maximum");
+  EXPECT_STREQ(op_name(ReduceOp::ArgMin), "argmin");
+  EXPECT_TRUE(scalar::defined_on_int64(UnaryOp::Abs));
+  EXPECT_FALSE(scalar::defined_on_int64(UnaryOp::Log));
+  EXPECT_TRUE(scalar::defined_on_int64(BinaryOp::Pow));
+  EXPECT_FALSE(scalar::defined_on_int64(BinaryOp::Div));
+}
+
+}  // namespace
