@@ -88,7 +88,9 @@ int main(int argc, char** argv) {
     spdlog::info("loading {}", data_dir);
     data::Mnist train_raw(data_dir, "train"), test_raw(data_dir, "test");
     // Normalise with the training set's statistics, for train and test alike.
-    const auto normalize = data::Normalizer::fit(train_raw.inputs());
+    // One mean/std over all pixels (as torchvision's Normalize for MNIST): a per-pixel fit would
+    // blow up the near-constant border pixels.
+    const auto normalize = data::Normalizer::fit_scalar(train_raw.inputs());
     auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
     auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
     auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
@@ -109,8 +111,8 @@ int main(int argc, char** argv) {
     train::TrainingState state{.model = &model, .optimizer = opt.get(), .accumulation = &accumulation, .loader = &train_loader};
     state.info.architecture = {{"layers", fmt::format("{},{},{}", features, fmt::join(hidden, ","), classes)},
                                {"activation", "relu"}};
-    state.info.input_mean = normalize.mean;
-    state.info.input_std = normalize.stddev;
+    state.info.input_mean = normalize.mean.item();
+    state.info.input_std = normalize.stddev.item();
     state.info.num_classes = classes;
     state.info.program = "mnist_mlp";
     if (!resume.empty()) {
