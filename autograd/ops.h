@@ -41,6 +41,13 @@ Tensor lt(const Tensor& a, const Tensor& b);
 Tensor le(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
+// Against a number: a mask in x's dtype (an int64 x against 0.5 compares exactly).
+Tensor eq(const Tensor& x, double value);
+Tensor ne(const Tensor& x, double value);
+Tensor lt(const Tensor& x, double value);
+Tensor le(const Tensor& x, double value);
+Tensor gt(const Tensor& x, double value);
+Tensor ge(const Tensor& x, double value);
 // cond (any dtype, nonzero = true) ? a : b, broadcasting all three.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 
@@ -57,6 +64,25 @@ Tensor operator+(double a, const Tensor& b);
 Tensor operator-(double a, const Tensor& b);
 Tensor operator*(double a, const Tensor& b);
 Tensor operator/(double a, const Tensor& b);
+// Comparison operators are the masks above: x > 0, 0.5 <= x, a == b.
+Tensor operator==(const Tensor& a, const Tensor& b);
+Tensor operator!=(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<=(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>=(const Tensor& a, const Tensor& b);
+Tensor operator==(const Tensor& x, double value);
+Tensor operator!=(const Tensor& x, double value);
+Tensor operator<(const Tensor& x, double value);
+Tensor operator<=(const Tensor& x, double value);
+Tensor operator>(const Tensor& x, double value);
+Tensor operator>=(const Tensor& x, double value);
+Tensor operator==(double value, const Tensor& x);
+Tensor operator!=(double value, const Tensor& x);
+Tensor operator<(double value, const Tensor& x);
+Tensor operator<=(double value, const Tensor& x);
+Tensor operator>(double value, const Tensor& x);
+Tensor operator>=(double value, const Tensor& x);
 
 // ---------------- reductions (autograd/ops/reduce.cpp) ----------------
 // axes may be negative; an empty list reduces over everything.
