@@ -1,6 +1,7 @@
 // The public differentiable tensor operations, each defined beside its backward
 // rule in autograd/ops/<family>.cpp (creation ops are in core/creation.h).
-// Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64.
+// Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64 in
+// elementwise ops, comparisons, where, cat, matmul, linear and einsum alike.
 #pragma once
 #include <cstdint>
 #include <string>

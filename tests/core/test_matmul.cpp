@@ -155,9 +155,6 @@ TEST(Matmul, Errors) {
   EXPECT_ERROR((matmul(zeros({2, 3, 4}), zeros({3, 4, 6}))), "matmul: cannot broadcast [2] with [3]");
   EXPECT_ERROR((matmul(arange(6).reshape({2, 3}), arange(6).reshape({3, 2}))), "matmul", "needs float32 or float64",
                "int64");
-  EXPECT_ERROR((matmul(zeros({2, 3}), arange(6).reshape({3, 2}))), "matmul", "int64");
-  EXPECT_ERROR((matmul(zeros({2, 3}), zeros({3, 2}, {.dtype = DType::Float64}))), "matmul: [2, 3] @ [3, 2]",
-               "dtypes differ (float32 vs float64)");
   EXPECT_ERROR((matmul(scalar_tensor(1), zeros({3}))), "matmul", "at least 1 dim");
   EXPECT_ERROR((matmul(zeros({3}), scalar_tensor(1))), "matmul", "at least 1 dim");
 }
