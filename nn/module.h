@@ -80,6 +80,7 @@ class Module {
 //
 //   // mean of x (N, L, D) over the positions where mask (N, L) is 1 -> (N, D)
 //   struct MaskedMean : vgrad::nn::MultiInput<MaskedMean> {
+//     using MultiInput::forward;  // see the NOTE below
 //     vgrad::Tensor forward(const vgrad::Tensor& x, const vgrad::Tensor& mask) {
 //       const vgrad::Tensor m = mask.unsqueeze(-1);
 //       return vgrad::sum(x * m, {1}) / vgrad::sum(m, {1});
@@ -90,6 +91,9 @@ class Module {
 // It is a Module in every other way: named parameters, submodules, state_dict, to(),
 // train/eval. Sequential calls the virtual forward(const Tensor&): a MultiInput module
 // runs there only if it also has that overload (else the error names it).
+// NOTE: a forward(x, mask) hides Module's virtual forward(const Tensor&), which clang's
+// and GCC 13's -Wall report (-Woverloaded-virtual); `using MultiInput::forward;` keeps it
+// visible and silences that, and a one-tensor call then reaches Module's clear error.
 template <class Self>
 class MultiInput : public Module {
  public:

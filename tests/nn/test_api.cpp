@@ -119,6 +119,7 @@ struct MaskedPool : nn::MultiInput<MaskedPool> {
 
 // A model using it with a plain Module around it: named children and state_dict go through.
 struct Classifier : nn::MultiInput<Classifier> {
+  using MultiInput::forward;  // as nn/module.h advises: no -Woverloaded-virtual
   Classifier()
       : pool(register_module("pool", std::make_shared<MaskedPool>(3, 4))),
         head(register_module("head", std::make_shared<nn::Linear>(4, 2))) {}
