@@ -13,6 +13,7 @@
 #include "data/metrics.h"
 #include "nn/checkpoint.h"
 #include "nn/functional.h"
+#include "nn/gradcheck.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/module.h"

@@ -26,6 +26,7 @@ Tensor record(Tensor out, const std::vector<Tensor>& inputs, Context ctx, Backwa
 //
 //   // swish(x) = x * sigmoid(x);  d/dx = s + x * s * (1 - s)
 //   struct Swish : vgrad::autograd::Function<Swish> {
+//     static const char* name() { return "swish"; }  // errors name the op (default "custom")
 //     static Tensor forward(Context& ctx, const Tensor& x) {
 //       ctx.save_for_backward({x});
 //       return x * vgrad::sigmoid(x);

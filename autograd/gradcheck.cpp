@@ -47,7 +47,8 @@ std::string index_str(int64_t flat, const Shape& shape) {
 }  // namespace
 
 GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-                          const std::vector<Tensor>& inputs, GradcheckOptions options) {
+                          const std::vector<Tensor>& inputs, GradcheckOptions options,
+                          const std::vector<std::pair<std::string, Tensor>>& parameters) {
   if (!(options.eps > 0)) fail("gradcheck: eps must be positive, got {}", options.eps);
   // float64 leaf copies of the floating inputs; int64 inputs go through as they are.
   std::vector<Tensor> work;
@@ -64,7 +65,22 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     work.push_back(copy);
     checked.push_back(i);
   }
-  if (checked.empty())
+  // What is checked, in report order: the float64 input copies, then the parameters in place.
+  std::vector<Tensor> leaves;
+  std::vector<std::string> labels;
+  for (size_t i : checked) {
+    leaves.push_back(work[i]);
+    labels.push_back(fmt::format("input {}", i));
+  }
+  for (const auto& [name, p] : parameters) {
+    if (!p.defined() || p.dtype() != DType::Float64 || !p.requires_grad() || !p.is_leaf() || !p.is_contiguous())
+      fail("gradcheck: parameter '{}' must be a contiguous float64 leaf that requires grad (it is {}{}); convert a "
+           "module with to(DType::Float64), or use nn::gradcheck",
+           name, p.defined() ? dtype_name(p.dtype()) : "undefined", p.defined() && !p.requires_grad() ? ", no grad" : "");
+    leaves.push_back(p);
+    labels.push_back("parameter " + name);
+  }
+  if (leaves.empty())
     fail("gradcheck: none of the {} inputs is floating point, so there is nothing to check (int64 inputs are "
          "passed through unchanged)",
          inputs.size());
@@ -78,8 +94,6 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     Generator generator(kWeightSeed);
     const Tensor r = randn(out.shape(), {.dtype = DType::Float64, .device = out.device()}, &generator);
     weights = r.to_vector<double>();
-    std::vector<Tensor> leaves;
-    for (size_t i : checked) leaves.push_back(work[i]);
     if (out.requires_grad()) {
       analytic = grad({out}, leaves, {r.to(out.dtype())}, /*retain_graph=*/false, /*allow_unused=*/true);
       for (size_t k = 0; k < analytic.size(); ++k)  // an input fn ignores has gradient 0
@@ -93,13 +107,14 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   double worst_score = -1;  // error / tolerance of the worst element so far; > 1 fails
   bool any = false;
   NoGradGuard no_grad;
-  for (size_t k = 0; k < checked.size(); ++k) {
-    const Tensor& x = work[checked[k]];
+  size_t worst_leaf = 0;
+  for (size_t k = 0; k < leaves.size(); ++k) {
+    const Tensor& x = leaves[k];
     const std::vector<double> original = x.to_vector<double>();
     const std::vector<double> rule = analytic[k].to_vector<double>();
     if (rule.size() != original.size())
-      fail("gradcheck: input {} has {} elements but its gradient has {}", checked[k], original.size(), rule.size());
-    const Tensor flat = x.reshape({-1});  // a view of the contiguous copy
+      fail("gradcheck: {} has {} elements but its gradient has {}", labels[k], original.size(), rule.size());
+    const Tensor flat = x.detach().reshape({-1});  // a view: x is contiguous
     for (size_t j = 0; j < original.size(); ++j) {
       Tensor element = flat.narrow(0, static_cast<int64_t>(j), 1);
       element.fill_(original[j] + options.eps);
@@ -116,7 +131,8 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
       if (!any || score > worst_score) {
         any = true;
         worst_score = score;
-        report.worst_input = checked[k];
+        worst_leaf = k;
+        report.worst_input = k < checked.size() ? checked[k] : inputs.size() + (k - checked.size());
         report.worst_element = static_cast<int64_t>(j);
         report.analytic = rule[j];
         report.numeric = numeric;
@@ -130,11 +146,11 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     return report;
   }
   report.ok = worst_score <= 1.0;
-  const Tensor& worst = inputs[report.worst_input];
+  const Tensor& worst = leaves[worst_leaf];
   report.message = fmt::format(
-      "gradcheck: input {} element {} (index {} of {}): analytic {:.8g} vs numeric {:.8g} (abs {:.3g}, rel {:.3g}); "
+      "gradcheck: {} element {} (index {} of {}): analytic {:.8g} vs numeric {:.8g} (abs {:.3g}, rel {:.3g}); "
       "{} the tolerance atol {} + rtol {} * |numeric|",
-      report.worst_input, report.worst_element, index_str(report.worst_element, worst.shape()),
+      labels[worst_leaf], report.worst_element, index_str(report.worst_element, worst.shape()),
       shape_str(worst.shape()), report.analytic, report.numeric, report.abs_error, report.rel_error,
       report.ok ? "worst element, within" : "exceeds", options.atol, options.rtol);
   if (options.raise && !report.ok) throw Error(report.message);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"  // vgrad::Error, thrown with raise = true
@@ -23,8 +24,8 @@ struct GradcheckOptions {
 // The outcome, naming the element with the worst error relative to its tolerance.
 struct GradcheckReport {
   bool ok = true;
-  size_t worst_input = 0;     // index into the inputs given to gradcheck
-  int64_t worst_element = 0;  // flat (row-major) index into that input
+  size_t worst_input = 0;     // index into the inputs given to gradcheck; inputs.size() + j: parameter j
+  int64_t worst_element = 0;  // flat (row-major) index into that input or parameter
   double analytic = 0;        // the backward rule's value there
   double numeric = 0;         // the central difference there
   double abs_error = 0;       // |analytic - numeric|
@@ -53,7 +54,13 @@ struct GradcheckReport {
 //
 // Throws vgrad::Error when fn returns an undefined or non-floating tensor, or
 // when no input is floating point (nothing to check).
+//
+// `parameters` are also checked: tensors fn uses directly rather than through its inputs
+// (a module's, by name). They must be float64 leaves that require grad; each element is
+// perturbed in place and restored. Report indices past the inputs count the parameters,
+// and the message names the parameter. nn::gradcheck (nn/gradcheck.h) does this for a module.
 GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-                          const std::vector<Tensor>& inputs, GradcheckOptions options = {});
+                          const std::vector<Tensor>& inputs, GradcheckOptions options = {},
+                          const std::vector<std::pair<std::string, Tensor>>& parameters = {});
 
 }  // namespace vgrad::autograd

@@ -1,6 +1,7 @@
 // The public differentiable tensor operations, each defined beside its backward
 // rule in autograd/ops/<family>.cpp (creation ops are in core/creation.h).
-// Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64.
+// Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64 in
+// elementwise ops, comparisons, where, cat, matmul, linear and einsum alike.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -41,6 +42,13 @@ Tensor lt(const Tensor& a, const Tensor& b);
 Tensor le(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
+// Against a number: a mask in x's dtype (an int64 x against 0.5 compares exactly).
+Tensor eq(const Tensor& x, double value);
+Tensor ne(const Tensor& x, double value);
+Tensor lt(const Tensor& x, double value);
+Tensor le(const Tensor& x, double value);
+Tensor gt(const Tensor& x, double value);
+Tensor ge(const Tensor& x, double value);
 // cond (any dtype, nonzero = true) ? a : b, broadcasting all three.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 
@@ -57,6 +65,25 @@ Tensor operator+(double a, const Tensor& b);
 Tensor operator-(double a, const Tensor& b);
 Tensor operator*(double a, const Tensor& b);
 Tensor operator/(double a, const Tensor& b);
+// Comparison operators are the masks above: x > 0, 0.5 <= x, a == b.
+Tensor operator==(const Tensor& a, const Tensor& b);
+Tensor operator!=(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<=(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>=(const Tensor& a, const Tensor& b);
+Tensor operator==(const Tensor& x, double value);
+Tensor operator!=(const Tensor& x, double value);
+Tensor operator<(const Tensor& x, double value);
+Tensor operator<=(const Tensor& x, double value);
+Tensor operator>(const Tensor& x, double value);
+Tensor operator>=(const Tensor& x, double value);
+Tensor operator==(double value, const Tensor& x);
+Tensor operator!=(double value, const Tensor& x);
+Tensor operator<(double value, const Tensor& x);
+Tensor operator<=(double value, const Tensor& x);
+Tensor operator>(double value, const Tensor& x);
+Tensor operator>=(double value, const Tensor& x);
 
 // ---------------- reductions (autograd/ops/reduce.cpp) ----------------
 // axes may be negative; an empty list reduces over everything.

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   const Device device(device_name);
   manual_seed(0);
   data::Mnist train(data_dir, "train");
-  const auto normalizer = data::Normalizer::fit(train.inputs());
+  const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as bench/torch_mlp.py
   Tensor x = train.inputs(), y = train.targets();
   normalizer.apply_(x);
   x = x.to(device);

@@ -17,7 +17,7 @@ Tensor finish(Tensor t, const TensorOptions& options) {
 
 template <class T>
 Tensor from_host(const std::vector<T>& values, const Shape& shape, const TensorOptions& options) {
-  const Shape s = shape.empty() && values.size() != 1 ? Shape{static_cast<int64_t>(values.size())} : shape;
+  const Shape s = shape.empty() ? Shape{static_cast<int64_t>(values.size())} : shape;
   if (numel(s) != static_cast<int64_t>(values.size()))
     fail("tensor: {} values do not fill shape {} ({} elements)", values.size(), shape_str(s), numel(s));
   Tensor host = Tensor::empty(s, dtype_of<T>(), options.device);

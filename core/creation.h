@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include "core/tensor.h"
@@ -23,11 +24,24 @@ Tensor arange(double start, double end, double step = 1.0, TensorOptions options
 Tensor arange(int64_t end, TensorOptions options = {.dtype = DType::Int64});
 Tensor eye(int64_t n, TensorOptions options = {});
 Tensor scalar_tensor(double value, TensorOptions options = {});
-// From host values; shape defaults to 1-D. Element count must match the shape.
+// From host values. An empty shape means 1-D (n values -> [n], one value -> [1]); the
+// element count must match a given shape. A 0-d tensor comes from scalar_tensor(value).
 Tensor tensor(const std::vector<float>& values, const Shape& shape = {}, TensorOptions options = {});
 Tensor tensor(const std::vector<double>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Float64});
 Tensor tensor(const std::vector<int64_t>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Int64});
 Tensor tensor(std::initializer_list<float> values, const Shape& shape = {}, TensorOptions options = {});
+// A braced list, as LibTorch's torch::tensor: integers give int64, floating literals the
+// default float32 (a std::vector<double> gives float64). Mixed {1, 2.5} does not compile.
+//   tensor({1, 2, 3}) -> int64 [3];   tensor({0.5, 1.5}) -> float32 [2];   tensor({5.f}) -> float32 [1]
+template <class T>
+  requires std::is_arithmetic_v<T>
+Tensor tensor(std::initializer_list<T> values, const Shape& shape = {},
+              TensorOptions options = {.dtype = std::is_integral_v<T> ? DType::Int64 : DType::Float32}) {
+  if constexpr (std::is_integral_v<T>)
+    return tensor(std::vector<int64_t>(values.begin(), values.end()), shape, options);
+  else
+    return tensor(std::vector<double>(values.begin(), values.end()), shape, options);
+}
 
 // Seedable random numbers: a Generator is a counter-based stream (same seed, same numbers).
 class Generator {

@@ -6,6 +6,7 @@
 
 #include "core/grad_mode.h"
 #include "core/error.h"
+#include "core/kernels.h"
 #include "data/idx.h"
 
 namespace vgrad::data {
@@ -87,28 +88,74 @@ Mnist::Mnist(Loaded loaded)
 
 std::string Mnist::default_directory() { return "/usr/share/datasets/fashion-mnist"; }
 
-Normalizer Normalizer::fit(const Tensor& x) {
-  // One streaming pass in double: no float64 copy of the whole data set.
+namespace {
+
+// One streaming pass in double over x viewed as (rows, features): no float64 copy of the data set.
+void moments(const Tensor& x, int64_t features, std::vector<double>& mean, std::vector<double>& stddev) {
   const Tensor host = x.detach().to(kCPU).contiguous().to(DType::Float32);
   const float* values = host.data<float>();
-  double total = 0, total_squares = 0;
-  const int64_t count = host.numel();
-  for (int64_t i = 0; i < count; ++i) {
-    total += values[i];
-    total_squares += double(values[i]) * values[i];
+  const int64_t rows = features ? host.numel() / features : 0;
+  std::vector<double> total(size_t(features), 0.0), squares(size_t(features), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t f = 0; f < features; ++f) {
+      const double v = values[r * features + f];
+      total[size_t(f)] += v;
+      squares[size_t(f)] += v * v;
+    }
+  mean.assign(size_t(features), 0.0);
+  stddev.assign(size_t(features), 0.0);
+  for (size_t f = 0; f < size_t(features); ++f) {
+    mean[f] = total[f] / double(std::max<int64_t>(rows, 1));
+    stddev[f] = std::sqrt(std::max(0.0, squares[f] / double(std::max<int64_t>(rows, 1)) - mean[f] * mean[f]));
   }
-  Normalizer n;
-  n.mean = total / double(std::max<int64_t>(host.numel(), 1));
-  n.stddev = std::sqrt(std::max(0.0, total_squares / double(std::max<int64_t>(host.numel(), 1)) - n.mean * n.mean));
-  if (!(n.stddev > 0)) fail("Normalizer: data has zero variance; cannot normalise");
-  return n;
 }
 
-Tensor Normalizer::operator()(const Tensor& x) const { return affine(x, 1.0 / stddev, -mean / stddev); }
+void check_input(const Normalizer& n, const Tensor& x) {
+  if (!n.mean.defined() || !n.stddev.defined())
+    fail("Normalizer: not fitted (use Normalizer::fit or fit_scalar on the training inputs)");
+  if (!is_floating(x.dtype())) fail("Normalizer: needs a floating-point tensor, got {}", dtype_name(x.dtype()));
+  const Shape& features = n.mean.shape();
+  const bool fits = x.dim() >= static_cast<int64_t>(features.size()) &&
+                    std::equal(features.begin(), features.end(), x.shape().end() - static_cast<int64_t>(features.size()));
+  if (!fits)
+    fail("Normalizer: input {} does not end in the fitted feature shape {}", shape_str(x.shape()), shape_str(features));
+}
+
+}  // namespace
+
+Normalizer Normalizer::fit(const Tensor& x) {
+  if (x.dim() < 1 || x.shape()[0] == 0)
+    fail("Normalizer: fit needs examples along dim 0, got shape {}", shape_str(x.shape()));
+  const Shape features(x.shape().begin() + 1, x.shape().end());
+  std::vector<double> mean, stddev;
+  moments(x, numel(features), mean, stddev);
+  for (double& s : stddev)
+    if (!(s > 0)) s = 1.0;  // a constant feature is centred only
+  return {tensor(mean, features), tensor(stddev, features)};
+}
+
+Normalizer Normalizer::fit_scalar(const Tensor& x) {
+  std::vector<double> mean, stddev;
+  moments(x.reshape({-1, 1}), 1, mean, stddev);
+  if (!(stddev[0] > 0)) fail("Normalizer: data of shape {} has zero variance; cannot normalise", shape_str(x.shape()));
+  return {scalar_tensor(mean[0], {.dtype = DType::Float64}), scalar_tensor(stddev[0], {.dtype = DType::Float64})};
+}
+
+Tensor Normalizer::operator()(const Tensor& x) const {
+  check_input(*this, x);
+  if (mean.dim() == 0) return affine(x, 1.0 / stddev.item(), -mean.item() / stddev.item());  // one pass
+  return (x - mean.to(x.dtype()).to(x.device())) / stddev.to(x.dtype()).to(x.device());
+}
 
 Tensor& Normalizer::apply_(Tensor& x) const {
-  if (!is_floating(x.dtype())) fail("Normalizer: needs a floating-point tensor, got {}", dtype_name(x.dtype()));
-  backend_for(x.device()).unary(UnaryOp::Affine, x.view(), x.view(), 1.0 / stddev, -mean / stddev);
+  check_input(*this, x);
+  if (mean.dim() == 0) {
+    const double s = stddev.item(), m = mean.item();
+    backend_for(x.device()).unary(UnaryOp::Affine, x.view(), x.view(), 1.0 / s, -m / s);
+  } else {
+    kernels::binary_into(BinaryOp::Sub, x, mean.to(x.device()), x, "Normalizer");
+    kernels::binary_into(BinaryOp::Div, x, stddev.to(x.device()), x, "Normalizer");
+  }
   x.storage()->bump_version();
   return x;
 }

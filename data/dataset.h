@@ -63,12 +63,21 @@ class Mnist : public TensorDataset {
   int64_t rows_, cols_, classes_;
 };
 
-// Per-feature statistics fitted on the training set; apply to train and test alike.
+// Input normalisation with statistics fitted on the training set; apply the same to
+// train and test data. fit() is per feature: a mean and std over the examples (dim 0)
+// for every position of one example, so inputs (N, D) get mean and stddev of shape (D).
+// A feature with zero variance keeps stddev 1 (it is only centred, as scikit-learn's
+// StandardScaler does). fit_scalar() is one mean and std over all elements (0-d tensors),
+// as torchvision's Normalize((0.1307,), (0.3081,)) for MNIST pixels.
 struct Normalizer {
-  double mean = 0.0, stddev = 1.0;
-  static Normalizer fit(const Tensor& x);  // over all elements, accumulated in double
-  Tensor operator()(const Tensor& x) const;  // (x − mean) / stddev
-  Tensor& apply_(Tensor& x) const;           // the same, in place (no second copy of a data set)
+  Tensor mean, stddev;  // float64, on the CPU; per feature: one example's shape; scalar: 0-d
+
+  static Normalizer fit(const Tensor& x);         // x (N, ...): statistics over dim 0, in double
+  static Normalizer fit_scalar(const Tensor& x);  // over all elements, in double
+  // (x − mean) / stddev, broadcast over x's leading dims, in x's dtype and on its device.
+  // x (…, D...) must end in the fitted feature shape.
+  Tensor operator()(const Tensor& x) const;
+  Tensor& apply_(Tensor& x) const;  // the same, in place (no second copy of a data set)
 };
 
 // uint8-range values to [0, 1].

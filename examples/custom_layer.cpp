@@ -96,11 +96,10 @@ int main(int argc, char** argv) {
                  autograd::gradcheck([](const std::vector<Tensor>& in) { return prelu(in[0], in[1]); },
                                      {away_from_zero, uniform({4}, 0.1, 0.5, {}, &gen)}));
     {
-      // The layer itself, with respect to its input (its alpha is float32; the check runs in float64).
+      // The layer itself, with respect to its input and its alpha: nn::gradcheck runs the
+      // float32 layer in float64 for the check and converts it back.
       PReLU layer(4, 0.3);
-      ok &= report("PReLU layer, d/dx",
-                   autograd::gradcheck([&layer](const std::vector<Tensor>& in) { return layer(in[0]); },
-                                       {away_from_zero}));
+      ok &= report("PReLU layer, d/dx and d/dalpha", nn::gradcheck(layer, away_from_zero));
     }
     if (!ok) {
       spdlog::error("gradcheck failed");

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> hidden{256, 128};
   int epochs = 10, accumulate = 1;
   int64_t batch_size = 64;
-  double lr = 0.1, momentum = 0.0, weight_decay = 0.0;
+  double lr = 0.1, momentum = 0.0, weight_decay = 0.0, clip_norm = 0.0;
   std::string optimizer = "sgd", data_dir = data::Mnist::default_directory(), device_name = "cpu";
   std::string checkpoint, metrics, resume;
   uint64_t seed = 0;
@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
   app.add_option("--optimizer", optimizer, "sgd, adam or adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
   app.add_option("--accumulate", accumulate, "micro-batches per optimizer step (gradient accumulation)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--clip-norm", clip_norm, "clip the gradient's global L2 norm before each step (0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", seed, "seed for initialisation and shuffling");
   app.add_option("--data-dir", data_dir, "directory with the IDX files (train-images-idx3-ubyte[.gz], ...)");
   app.add_option("--device", device_name, "cpu or cuda[:N]");
@@ -86,7 +88,9 @@ int main(int argc, char** argv) {
     spdlog::info("loading {}", data_dir);
     data::Mnist train_raw(data_dir, "train"), test_raw(data_dir, "test");
     // Normalise with the training set's statistics, for train and test alike.
-    const auto normalize = data::Normalizer::fit(train_raw.inputs());
+    // One mean/std over all pixels (as torchvision's Normalize for MNIST): a per-pixel fit would
+    // blow up the near-constant border pixels.
+    const auto normalize = data::Normalizer::fit_scalar(train_raw.inputs());
     auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
     auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
     auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
@@ -103,12 +107,12 @@ int main(int argc, char** argv) {
       opt = std::make_unique<optim::Adam>(model.parameters(), optim::AdamOptions{.lr = lr, .weight_decay = weight_decay});
     else
       opt = std::make_unique<optim::AdamW>(model.parameters(), optim::AdamOptions{.lr = lr, .weight_decay = weight_decay});
-    optim::GradientAccumulation step(*opt, accumulate);
-    train::TrainingState state{.model = &model, .optimizer = opt.get(), .accumulation = &step, .loader = &train_loader};
+    optim::GradientAccumulation accumulation(*opt, accumulate);
+    train::TrainingState state{.model = &model, .optimizer = opt.get(), .accumulation = &accumulation, .loader = &train_loader};
     state.info.architecture = {{"layers", fmt::format("{},{},{}", features, fmt::join(hidden, ","), classes)},
                                {"activation", "relu"}};
-    state.info.input_mean = normalize.mean;
-    state.info.input_std = normalize.stddev;
+    state.info.input_mean = normalize.mean.item();
+    state.info.input_std = normalize.stddev.item();
     state.info.num_classes = classes;
     state.info.program = "mnist_mlp";
     if (!resume.empty()) {
@@ -133,19 +137,22 @@ int main(int argc, char** argv) {
       data::Progress progress(fmt::format("epoch {}", epoch), train_loader.num_batches());
       Tensor loss_sum = zeros({}, {.device = device});
       int64_t steps = 0;
+      // The step point: clipping sees the whole group's gradient, then the optimizer steps.
+      auto step = [&] {
+        if (clip_norm > 0) optim::clip_grad_norm(model.parameters(), clip_norm);
+        accumulation.step();
+        ++state.step;
+      };
       for (auto& [x, y] : train_loader) {
         Tensor loss = nn::cross_entropy(model(x), y);
-        if (step.backward(loss)) ++state.step;
+        if (accumulation.backward(loss)) step();
         {
           NoGradGuard no_grad;
           loss_sum.add_(loss.detach());
         }
         if (++steps % 50 == 0 && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
       }
-      if (step.pending() > 0) {
-        step.flush();
-        ++state.step;
-      }
+      if (accumulation.finish()) step();  // a partial group, rescaled to its mean
       state.epoch = epoch;
       progress.finish();
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

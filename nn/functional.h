@@ -43,8 +43,13 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype = DType::Float
 
 }  // namespace vgrad::nn::functional
 
+// Every loss is reachable as nn::<loss> (as in PyTorch's torch::nn::functional, also nn::F::<loss>).
 namespace vgrad::nn {
 namespace F = functional;
+using functional::binary_cross_entropy_with_logits;
 using functional::cross_entropy;
+using functional::mse_loss;
+using functional::nll_loss;
+using functional::one_hot;
 using functional::Reduction;
 }  // namespace vgrad::nn

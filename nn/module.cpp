@@ -6,7 +6,11 @@
 
 namespace vgrad::nn {
 
-Tensor Module::forward(const Tensor&) { fail("{}: forward() is not implemented", where()); }
+Tensor Module::forward(const Tensor&) {
+  fail("{}: forward() is not implemented for one tensor (override forward(const Tensor&); a MultiInput module's "
+       "forward takes other arguments: call it as module(args...), not from Sequential)",
+       where());
+}
 
 std::string Module::where() const { return path_.empty() ? describe() : fmt::format("{} ({})", path_, describe()); }
 
@@ -66,17 +70,39 @@ void Module::zero_grad(bool set_to_none) {
   for (Tensor& t : parameters()) t.zero_grad(set_to_none);
 }
 
+namespace {
+
+// Swaps the storage under the shared impl, so every handle (an optimizer's, a member's) follows.
+void replace_data(Tensor& t, const Tensor& converted) {
+  TensorImpl& impl = *t.impl_ptr();
+  impl.storage = converted.storage();
+  impl.strides = converted.strides();
+  impl.offset = converted.offset();
+  impl.dtype = converted.dtype();
+}
+
+}  // namespace
+
 Module& Module::to(Device device) {
   NoGradGuard no_grad;
   for (Tensor& t : parameters()) {
     if (t.device() == device) continue;
-    // Swap the storage under the shared impl, so every handle follows.
+    replace_data(t, t.detach().to(device));
     TensorImpl& impl = *t.impl_ptr();
-    const Tensor moved = t.detach().to(device);
-    impl.storage = moved.storage();
-    impl.strides = moved.strides();
-    impl.offset = moved.offset();
     if (impl.grad) impl.grad = Tensor(impl.grad).to(device).impl_shared();
+  }
+  return *this;
+}
+
+Module& Module::to(DType dtype) {
+  if (!is_floating(dtype))
+    fail("{}: to({}): parameters must stay floating point (float32 or float64)", where(), dtype_name(dtype));
+  NoGradGuard no_grad;
+  for (Tensor& t : parameters()) {
+    if (t.dtype() == dtype || !is_floating(t.dtype())) continue;
+    replace_data(t, t.detach().to(dtype));
+    TensorImpl& impl = *t.impl_ptr();
+    if (impl.grad) impl.grad = Tensor(impl.grad).to(dtype).impl_shared();
   }
   return *this;
 }

@@ -43,6 +43,10 @@ class Module {
   // Moves every parameter (and its gradient) in place: handles held elsewhere,
   // by an optimizer or a member, see the moved tensor.
   Module& to(Device device);
+  // Converts every floating-point parameter (and its gradient) to a floating dtype in place,
+  // as to(Device) does: module.to(DType::Float64) for gradcheck. Convert before creating
+  // an optimizer: its state buffers keep the dtype they were made with.
+  Module& to(DType dtype);
 
   std::map<std::string, Tensor> state_dict() const;
   // Copies values into the parameters. strict: every key must match both ways.
@@ -68,6 +72,35 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   std::string path_;
   bool training_ = true;
+};
+
+// A module whose forward takes other arguments than one tensor: (x, mask), (q, k, v),
+// (x, a double). Derive from MultiInput<Self> instead of Module and write forward with
+// any signature (an overload set, default arguments); module(args...) calls it:
+//
+//   // mean of x (N, L, D) over the positions where mask (N, L) is 1 -> (N, D)
+//   struct MaskedMean : vgrad::nn::MultiInput<MaskedMean> {
+//     using MultiInput::forward;  // see the NOTE below
+//     vgrad::Tensor forward(const vgrad::Tensor& x, const vgrad::Tensor& mask) {
+//       const vgrad::Tensor m = mask.unsqueeze(-1);
+//       return vgrad::sum(x * m, {1}) / vgrad::sum(m, {1});
+//     }
+//   };
+//   vgrad::Tensor pooled = pool(x, mask);   // or (*pool)(x, mask) through a shared_ptr
+//
+// It is a Module in every other way: named parameters, submodules, state_dict, to(),
+// train/eval. Sequential calls the virtual forward(const Tensor&): a MultiInput module
+// runs there only if it also has that overload (else the error names it).
+// NOTE: a forward(x, mask) hides Module's virtual forward(const Tensor&), which clang's
+// and GCC 13's -Wall report (-Woverloaded-virtual); `using MultiInput::forward;` keeps it
+// visible and silences that, and a one-tensor call then reaches Module's clear error.
+template <class Self>
+class MultiInput : public Module {
+ public:
+  template <class... Args>
+  decltype(auto) operator()(Args&&... args) {
+    return static_cast<Self&>(*this).forward(std::forward<Args>(args)...);
+  }
 };
 
 }  // namespace vgrad::nn

@@ -248,23 +248,43 @@ GradientAccumulation::GradientAccumulation(Optimizer& optimizer, int64_t steps) 
 }
 
 bool GradientAccumulation::backward(const Tensor& loss) {
+  if (ready_)
+    fail("GradientAccumulation: backward() on a complete group of {} micro-batches; call step() when backward() "
+         "or finish() returns true",
+         pending_);
   (steps_ == 1 ? loss : loss / double(steps_)).backward();
-  if (++pending_ < steps_) return false;
-  flush();
+  ready_ = ++pending_ == steps_;
+  return ready_;
+}
+
+bool GradientAccumulation::finish() {
+  if (ready_) return true;
+  if (pending_ == 0) return false;
+  // Each of the k' pending losses was scaled by 1/k: k/k' makes the sum their mean.
+  const double scale = double(steps_) / double(pending_);
+  NoGradGuard no_grad;
+  for (const Tensor& p : optimizer_.params())
+    if (p.grad().defined()) p.grad().mul_(scale);
+  ready_ = true;
   return true;
+}
+
+void GradientAccumulation::step() {
+  if (!ready_)
+    fail("GradientAccumulation: step() with {} of {} micro-batches accumulated; step when backward() returns true, "
+         "or call finish() first to rescale a partial group",
+         pending_, steps_);
+  optimizer_.step();
+  optimizer_.zero_grad();
+  pending_ = 0;
+  ready_ = false;
 }
 
 void GradientAccumulation::restore_pending(int64_t pending) {
   if (pending < 0 || pending >= steps_)
     fail("GradientAccumulation: pending count {} out of range for {} steps per update", pending, steps_);
   pending_ = pending;
-}
-
-void GradientAccumulation::flush() {
-  if (pending_ == 0) return;
-  optimizer_.step();
-  optimizer_.zero_grad();
-  pending_ = 0;
+  ready_ = false;
 }
 
 }  // namespace vgrad::optim

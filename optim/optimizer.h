@@ -98,17 +98,35 @@ class AdamW : public Adam {
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 // Gradient accumulation: k micro-batches of size B/k, then one step, equal one batch of
-// size B. backward() scales each micro-batch loss by 1/k and steps (then zeros) every k-th call.
+// size B. backward() scales each micro-batch loss by 1/k and says when a group of k is
+// complete; the program then calls step(), so clipping and per-step schedulers go between:
 //
 //   optim::GradientAccumulation accumulate(sgd, 4);
-//   for (auto& [x, y] : loader) accumulate.backward(nn::cross_entropy(model(x), y));
+//   for (auto& [x, y] : loader)
+//     if (accumulate.backward(nn::cross_entropy(model(x), y))) {
+//       optim::clip_grad_norm(model.parameters(), 1.0);
+//       accumulate.step();
+//     }
+//   if (accumulate.finish()) {  // a partial group at the end of the epoch
+//     optim::clip_grad_norm(model.parameters(), 1.0);
+//     accumulate.step();
+//   }
 class GradientAccumulation {
  public:
   GradientAccumulation(Optimizer& optimizer, int64_t steps);
-  bool backward(const Tensor& loss);  // true when this call stepped the optimizer
-  void flush();                       // steps on a partial group (end of epoch)
-  int64_t steps() const { return steps_; }
+  // Backward of loss / k. True when this micro-batch completes a group: call step() next
+  // (a further backward() before step() is an error, as the group would silently grow).
+  [[nodiscard]] bool backward(const Tensor& loss);
+  // For the end of an epoch: when k' (0 < k' < k) micro-batches are pending, scales their
+  // summed gradients by k/k', so they hold the mean over those k' (as one smaller batch
+  // would), and returns true: call step() next. False when nothing is pending.
+  [[nodiscard]] bool finish();
+  // Steps the optimizer on a complete group (from backward() or finish()) and drops the
+  // gradients. Stepping an incomplete group is an error naming the count.
+  void step();
+  int64_t steps() const { return steps_; }      // k: micro-batches per optimizer step
   int64_t pending() const { return pending_; }  // micro-batches accumulated since the last step
+  bool ready() const { return ready_; }         // a complete group awaits step()
   // For resuming: the gradients of those micro-batches must be restored alongside.
   void restore_pending(int64_t pending);
 
@@ -116,6 +134,7 @@ class GradientAccumulation {
   Optimizer& optimizer_;
   int64_t steps_;
   int64_t pending_ = 0;
+  bool ready_ = false;
 };
 
 }  // namespace vgrad::optim

@@ -166,6 +166,10 @@ void save_training_state(const std::string& path, const TrainingState& state) {
     metadata["scheduler.base_lr"] = number_text(state.scheduler->base_lr());
   }
   if (state.accumulation) {
+    if (state.accumulation->ready())
+      fail("training state: {}: a complete group of {} micro-batches awaits GradientAccumulation::step(); "
+           "save after stepping",
+           path, state.accumulation->pending());
     metadata["accumulation.steps"] = std::to_string(state.accumulation->steps());
     metadata["accumulation.pending"] = std::to_string(state.accumulation->pending());
     // Mid-group, the summed gradients of the pending micro-batches are state too.

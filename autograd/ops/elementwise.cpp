@@ -260,6 +260,47 @@ Tensor le(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::L
 Tensor gt(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::Gt, a, b, "gt"); }
 Tensor ge(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::Ge, a, b, "ge"); }
 
+namespace {
+
+// x op value, a mask in x's dtype. The number takes x's dtype, except that an int64 x
+// against a non-integer (x > 0.5) compares in float64: truncating 0.5 to 0 would be wrong.
+Tensor compare(BinaryOp op, const Tensor& x, double value, const char* name) {
+  const bool integral = std::isfinite(value) && value == std::trunc(value) && std::abs(value) < 9.2e18;
+  if (is_floating(x.dtype()) || integral)
+    return kernels::binary(op, x, full({}, value, {.dtype = x.dtype(), .device = x.device()}), name);
+  const Tensor wide = kernels::cast(x, DType::Float64);
+  return kernels::cast(kernels::binary(op, wide, full({}, value, {.dtype = DType::Float64, .device = x.device()}), name),
+                       x.dtype());
+}
+
+}  // namespace
+
+Tensor eq(const Tensor& x, double value) { return compare(BinaryOp::Eq, x, value, "eq"); }
+Tensor ne(const Tensor& x, double value) { return compare(BinaryOp::Ne, x, value, "ne"); }
+Tensor lt(const Tensor& x, double value) { return compare(BinaryOp::Lt, x, value, "lt"); }
+Tensor le(const Tensor& x, double value) { return compare(BinaryOp::Le, x, value, "le"); }
+Tensor gt(const Tensor& x, double value) { return compare(BinaryOp::Gt, x, value, "gt"); }
+Tensor ge(const Tensor& x, double value) { return compare(BinaryOp::Ge, x, value, "ge"); }
+
+Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
+Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
+Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
+Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
+Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
+Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
+Tensor operator==(const Tensor& x, double value) { return eq(x, value); }
+Tensor operator!=(const Tensor& x, double value) { return ne(x, value); }
+Tensor operator<(const Tensor& x, double value) { return lt(x, value); }
+Tensor operator<=(const Tensor& x, double value) { return le(x, value); }
+Tensor operator>(const Tensor& x, double value) { return gt(x, value); }
+Tensor operator>=(const Tensor& x, double value) { return ge(x, value); }
+Tensor operator==(double value, const Tensor& x) { return eq(x, value); }
+Tensor operator!=(double value, const Tensor& x) { return ne(x, value); }
+Tensor operator<(double value, const Tensor& x) { return gt(x, value); }
+Tensor operator<=(double value, const Tensor& x) { return ge(x, value); }
+Tensor operator>(double value, const Tensor& x) { return lt(x, value); }
+Tensor operator>=(double value, const Tensor& x) { return le(x, value); }
+
 // cond ? a : b;  da = g where cond, db = g elsewhere
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("where");

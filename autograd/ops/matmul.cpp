@@ -65,9 +65,9 @@ void check_matmul(const Tensor& a, const Tensor& b) {
   if (!is_floating(a.dtype()) || !is_floating(b.dtype()))
     fail("matmul: {} @ {}: needs float32 or float64 tensors, got {} and {}", shape_str(a.shape()),
          shape_str(b.shape()), dtype_name(a.dtype()), dtype_name(b.dtype()));
-  if (a.dtype() != b.dtype())
-    fail("matmul: {} @ {}: dtypes differ ({} vs {}); convert one with .to()", shape_str(a.shape()),
-         shape_str(b.shape()), dtype_name(a.dtype()), dtype_name(b.dtype()));
+  if (a.dtype() != b.dtype())  // matmul and linear promote first; this guards the backward's GEMMs
+    fail("matmul: {} @ {}: dtypes differ ({} vs {})", shape_str(a.shape()), shape_str(b.shape()),
+         dtype_name(a.dtype()), dtype_name(b.dtype()));
   if (a.shape()[a.dim() - 1] != b.shape()[b.dim() - 2])
     fail("matmul: {} @ {}: inner dimensions differ ({} vs {})", shape_str(a.shape()), shape_str(b.shape()),
          a.shape()[a.dim() - 1], b.shape()[b.dim() - 2]);
@@ -128,6 +128,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("matmul");
   if (a.dim() == 0 || b.dim() == 0)
     fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));
+  // Mixed dtypes promote as elementwise ops do (int64 < float32 < float64); the
+  // conversion is differentiable, so each gradient comes back in its operand's dtype.
+  if (a.dtype() != b.dtype()) {
+    const DType dtype = promote(a.dtype(), b.dtype());
+    return matmul(to_dtype(a, dtype), to_dtype(b, dtype));
+  }
   // 1-D a is a row (1, K); the inner call already dropped b's column when b is 1-D too.
   if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
@@ -162,6 +168,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != weight.shape()[0]))
     fail("linear: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
          shape_str(weight.shape()), weight.shape()[0]);
+  // Mixed dtypes promote as in matmul (int64 < float32 < float64).
+  const DType dtype = promote(promote(x.dtype(), weight.dtype()), bias.defined() ? bias.dtype() : x.dtype());
+  if (x.dtype() != dtype || weight.dtype() != dtype || (bias.defined() && bias.dtype() != dtype))
+    return linear(to_dtype(x, dtype), to_dtype(weight, dtype), bias.defined() ? to_dtype(bias, dtype) : bias);
   const int64_t in_features = weight.shape()[1], out_features = weight.shape()[0];
   if (x.dim() != 2) {  // (…, D_in): fold leading dims into the batch
     Shape out_shape = x.shape();
@@ -173,7 +183,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t rows = x.shape()[0];
   Tensor out = Tensor::empty({rows, out_features}, x.dtype(), x.device());
   Backend& backend = backend_for(x.device());
-  if (bias.defined()) backend.copy(kernels::broadcast_view(kernels::cast(bias, x.dtype()), out.shape()), out.view());
+  if (bias.defined()) backend.copy(kernels::broadcast_view(bias, out.shape()), out.view());
   if (rows > 0) {
     const MatrixLayout lx = layout_of(x), lw = layout_of(weight);
     GemmArgs g;

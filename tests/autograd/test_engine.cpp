@@ -21,8 +21,10 @@ using vgrad_test::expect_values;
 using namespace vgrad;
 using autograd::Node;
 
+// An empty shape means 0-d here (tensor() reads it as 1-D; scalar_tensor makes 0-d).
 Tensor leaf(const std::vector<double>& values, const Shape& shape) {
-  return tensor(values, shape, {.dtype = DType::Float64, .requires_grad = true});
+  const TensorOptions options{.dtype = DType::Float64, .requires_grad = true};
+  return shape.empty() && values.size() == 1 ? scalar_tensor(values[0], options) : tensor(values, shape, options);
 }
 Tensor constant(const std::vector<double>& values, const Shape& shape) { return tensor(values, shape); }
 

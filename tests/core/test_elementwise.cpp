@@ -76,7 +76,7 @@ TEST(Binary, EveryOpSameShape) {
 }
 
 TEST(Binary, ComparisonsSeeTiesAndGiveMasks) {
-  const Tensor a = tensor({1, 2, 3, 4}), b = tensor({1, 3, 2, 4});
+  const Tensor a = tensor({1.f, 2.f, 3.f, 4.f}), b = tensor({1.f, 3.f, 2.f, 4.f});
   EXPECT_EQ(vals(eq(a, b)), (std::vector<double>{1, 0, 0, 1}));
   EXPECT_EQ(vals(ne(a, b)), (std::vector<double>{0, 1, 1, 0}));
   EXPECT_EQ(vals(lt(a, b)), (std::vector<double>{0, 1, 0, 0}));
@@ -90,7 +90,7 @@ TEST(Binary, ComparisonsSeeTiesAndGiveMasks) {
   const Tensor n = tensor({NAN, 1});
   EXPECT_EQ(vals(eq(n, n)), (std::vector<double>{0, 1}));
   EXPECT_EQ(vals(ne(n, n)), (std::vector<double>{1, 0}));
-  EXPECT_EQ(vals(lt(n, tensor({5, 5}))), (std::vector<double>{0, 1}));
+  EXPECT_EQ(vals(lt(n, tensor({5.f, 5.f}))), (std::vector<double>{0, 1}));
 }
 
 // ---------------- broadcasting ----------------
@@ -114,13 +114,13 @@ TEST(Broadcasting, TableFromTheIssue) {
 
 TEST(Broadcasting, HandComputed) {
   // (3,1) + (4,): outer sum.
-  const Tensor col = tensor({0, 10, 20}, {3, 1}), row = tensor({1, 2, 3, 4});
+  const Tensor col = tensor({0.f, 10.f, 20.f}, {3, 1}), row = tensor({1.f, 2.f, 3.f, 4.f});
   expect_tensor_near(col + row, {3, 4}, {1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24}, 0);
   // (2,3) * (3,): scale each column.
-  expect_tensor_near(tensor({1, 2, 3, 4, 5, 6}, {2, 3}) * tensor({1, 10, 100}), {2, 3},
+  expect_tensor_near(tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}) * tensor({1.f, 10.f, 100.f}), {2, 3},
                      {1, 20, 300, 4, 50, 600}, 0);
   // 0-d with n-d.
-  expect_tensor_near(scalar_tensor(2) * tensor({1, 2, 3}), {3}, {2, 4, 6}, 0);
+  expect_tensor_near(scalar_tensor(2) * tensor({1.f, 2.f, 3.f}), {3}, {2, 4, 6}, 0);
   expect_tensor_near(scalar_tensor(2) - scalar_tensor(5), {}, {-3}, 0);
   // Empty dims broadcast too.
   EXPECT_EQ((zeros({0, 3}) + ones({3})).shape(), (Shape{0, 3}));
@@ -286,22 +286,22 @@ TEST(Unary, EveryOpContiguousAndStrided) {
 }
 
 TEST(Unary, HandValuesAndEdges) {
-  expect_tensor_near(relu(tensor({-1, 0, 2})), {3}, {0, 0, 2}, 0);
+  expect_tensor_near(relu(tensor({-1.f, 0.f, 2.f})), {3}, {0, 0, 2}, 0);
   expect_tensor_near(abs(tensor({-1.5f, 0, 2})), {3}, {1.5, 0, 2}, 0);
   expect_tensor_near(clamp(tensor({-5, 0.25f, 5}), -1, 1), {3}, {-1, 0.25, 1}, 0);
-  expect_tensor_near(sqrt(tensor({4, 9, 0})), {3}, {2, 3, 0}, 0);
-  expect_tensor_near(leaky_relu(tensor({-2, 3})), {2}, {-0.02, 3}, 1e-7);
+  expect_tensor_near(sqrt(tensor({4.f, 9.f, 0.f})), {3}, {2, 3, 0}, 0);
+  expect_tensor_near(leaky_relu(tensor({-2.f, 3.f})), {2}, {-0.02, 3}, 1e-7);
   // Saturating inputs stay finite and exact at the ends.
-  const auto s = vals(sigmoid(tensor({-100, 0, 100})));
+  const auto s = vals(sigmoid(tensor({-100.f, 0.f, 100.f})));
   EXPECT_NEAR(s[0], 0, 1e-30);
   EXPECT_EQ(s[1], 0.5);
   EXPECT_EQ(s[2], 1.0);
-  const auto t = vals(tanh(tensor({-50, 0, 50})));
+  const auto t = vals(tanh(tensor({-50.f, 0.f, 50.f})));
   EXPECT_EQ(t[0], -1.0);
   EXPECT_EQ(t[1], 0.0);
   EXPECT_EQ(t[2], 1.0);
   // IEEE edge values.
-  const auto l = vals(log(tensor({0, -1})));
+  const auto l = vals(log(tensor({0.f, -1.f})));
   EXPECT_TRUE(std::isinf(l[0]) && l[0] < 0);
   EXPECT_TRUE(std::isnan(l[1]));
   EXPECT_TRUE(std::isnan(vals(sqrt(tensor({-1.f}, {1})))[0]));
@@ -313,13 +313,13 @@ TEST(Unary, HandValuesAndEdges) {
   EXPECT_DOUBLE_EQ(e.item(), std::exp(1.0));
   // Empty in, empty out.
   EXPECT_EQ(exp(zeros({0, 4})).shape(), (Shape{0, 4}));
-  EXPECT_ERROR((clamp(tensor({1}), 2, 1)), "clamp: min 2 is greater than max 1");
+  EXPECT_ERROR((clamp(tensor({1.f}), 2, 1)), "clamp: min 2 is greater than max 1");
 }
 
 // ---------------- scalar operands ----------------
 
 TEST(Scalars, EveryOperatorForm) {
-  const Tensor x = tensor({1, 2, 4, -8});
+  const Tensor x = tensor({1.f, 2.f, 4.f, -8.f});
   expect_tensor_near(x + 2, {4}, {3, 4, 6, -6}, 0);
   expect_tensor_near(2 + x, {4}, {3, 4, 6, -6}, 0);
   expect_tensor_near(x - 2, {4}, {-1, 0, 2, -10}, 0);
@@ -339,13 +339,13 @@ TEST(Scalars, EveryOperatorForm) {
   EXPECT_EQ((1.0 / d).dtype(), DType::Float64);
   EXPECT_EQ(vals(1.0 / d)[0], 1.0 / 0.1);
   // Division by zero in floating point gives IEEE infinities.
-  const auto inf = vals(tensor({1, -1}) / 0.0);
+  const auto inf = vals(tensor({1.f, -1.f}) / 0.0);
   EXPECT_TRUE(std::isinf(inf[0]) && inf[0] > 0);
   EXPECT_TRUE(std::isinf(inf[1]) && inf[1] < 0);
 }
 
 TEST(Scalars, ZeroDimTensorOperands) {
-  const Tensor x = tensor({1, 2, 3}, {3, 1});
+  const Tensor x = tensor({1.f, 2.f, 3.f}, {3, 1});
   const Tensor s = scalar_tensor(10);
   expect_tensor_near(x * s, {3, 1}, {10, 20, 30}, 0);
   expect_tensor_near(s - x, {3, 1}, {9, 8, 7}, 0);
@@ -426,16 +426,16 @@ TEST(Int64, FloatOnlyOpsRefuse) {
 // ---------------- where ----------------
 
 TEST(Where, SelectsAndBroadcasts) {
-  const Tensor cond = tensor({1, 0, 1, 0}, {2, 2});
-  const Tensor a = tensor({1, 2, 3, 4}, {2, 2}), b = tensor({-1, -2, -3, -4}, {2, 2});
+  const Tensor cond = tensor({1.f, 0.f, 1.f, 0.f}, {2, 2});
+  const Tensor a = tensor({1.f, 2.f, 3.f, 4.f}, {2, 2}), b = tensor({-1.f, -2.f, -3.f, -4.f}, {2, 2});
   expect_tensor_near(where(cond, a, b), {2, 2}, {1, -2, 3, -4}, 0);
   // cond (2,1), a (2,2), b 0-d.
-  expect_tensor_near(where(tensor({0, 1}, {2, 1}), a, scalar_tensor(9)), {2, 2}, {9, 9, 3, 4}, 0);
+  expect_tensor_near(where(tensor({0.f, 1.f}, {2, 1}), a, scalar_tensor(9)), {2, 2}, {9, 9, 3, 4}, 0);
   // cond (3,) broadcast over rows, a (2,1), b (1,3).
-  expect_tensor_near(where(tensor({1, 0, 1}), tensor({5, 6}, {2, 1}), tensor({7, 8, 9}, {1, 3})), {2, 3},
+  expect_tensor_near(where(tensor({1.f, 0.f, 1.f}), tensor({5.f, 6.f}, {2, 1}), tensor({7.f, 8.f, 9.f}, {1, 3})), {2, 3},
                      {5, 8, 5, 6, 8, 6}, 0);
   // A mask from a comparison; strided operands.
-  const Tensor x = tensor({-3, 1, -2, 4, 5, -6}, {2, 3});
+  const Tensor x = tensor({-3.f, 1.f, -2.f, 4.f, 5.f, -6.f}, {2, 3});
   expect_tensor_near(where(gt(x, zeros({})), x, zeros({})), {2, 3}, {0, 1, 0, 4, 5, 0}, 0);
   expect_tensor_near(where(lt(x.t(), zeros({})), x.t(), -x.t()), {3, 2}, {-3, -4, -1, -5, -2, -6}, 0);
   EXPECT_ERROR((where(zeros({3}), zeros({4}), zeros({4}))), "where: cannot broadcast [3] with [4]");
@@ -444,7 +444,7 @@ TEST(Where, SelectsAndBroadcasts) {
 TEST(Where, AnyNonzeroConditionIsTrue) {
   // Conditions of every dtype; nonzero (also fractional or negative) means true.
   const Tensor ia = tensor(std::vector<int64_t>{1, 2, 3}), ib = tensor(std::vector<int64_t>{-1, -2, -3});
-  const Tensor fa = tensor({1, 2, 3}), fb = tensor({-1, -2, -3});
+  const Tensor fa = tensor({1.f, 2.f, 3.f}), fb = tensor({-1.f, -2.f, -3.f});
   const Tensor fcond = tensor({0.5f, 0, -0.25f});
   const Tensor icond = tensor(std::vector<int64_t>{-7, 0, 1});
   EXPECT_EQ(where(fcond, ia, ib).to_vector<int64_t>(), (std::vector<int64_t>{1, -2, 3}));

@@ -45,8 +45,6 @@ TEST(Errors, ItemOfNonScalar) {
 }
 
 TEST(Errors, DtypeMismatch) {
-  EXPECT_ERROR((matmul(zeros({2, 3}), zeros({3, 2}, {.dtype = DType::Float64}))),
-               "matmul: [2, 3] @ [3, 2]: dtypes differ (float32 vs float64)");
   EXPECT_ERROR((matmul(arange(4).reshape({2, 2}), arange(4).reshape({2, 2}))), "matmul: [2, 2] @ [2, 2]",
                "needs float32 or float64", "int64");
   EXPECT_ERROR((exp(arange(3))), "exp: not defined for int64 tensors");

@@ -58,7 +58,7 @@ TEST(Matmul, TwoDimVsNaive) {
                    d + " " + std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n));
   }
   // Hand-computed.
-  const Tensor a = tensor({1, 2, 3, 4, 5, 6}, {2, 3}), b = tensor({7, 8, 9, 10, 11, 12}, {3, 2});
+  const Tensor a = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}), b = tensor({7.f, 8.f, 9.f, 10.f, 11.f, 12.f}, {3, 2});
   expect_tensor_near(matmul(a, b), {2, 2}, {58, 64, 139, 154}, 0);
   expect_tensor_near(a.matmul(b), {2, 2}, {58, 64, 139, 154}, 0);
   expect_tensor_near(matmul(a, eye(3)), {2, 3}, {1, 2, 3, 4, 5, 6}, 0);
@@ -124,11 +124,11 @@ TEST(Matmul, BatchedAndBroadcastBatchDims) {
 }
 
 TEST(Matmul, OneDimOperands) {
-  const Tensor v = tensor({1, 2, 3}), w = tensor({4, 5, 6});
+  const Tensor v = tensor({1.f, 2.f, 3.f}), w = tensor({4.f, 5.f, 6.f});
   const Tensor dot = matmul(v, w);
   EXPECT_EQ(dot.dim(), 0);
   EXPECT_EQ(dot.item(), 32);
-  const Tensor m = tensor({1, 2, 3, 4, 5, 6}, {3, 2});
+  const Tensor m = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {3, 2});
   expect_tensor_near(matmul(v, m), {2}, {22, 28}, 0);                          // (K) @ (K, N) -> (N)
   expect_tensor_near(matmul(m.t(), v), {2}, {22, 28}, 0);                      // (M, K) @ (K) -> (M)
   const Tensor batch = rand_tensor({4, 3, 2}, 29, DType::Float64);
@@ -138,7 +138,7 @@ TEST(Matmul, OneDimOperands) {
   expect_tensor_near(left, {4, 2}, naive_matmul(vals(vd), {1, 3}, vals(batch), {4, 3, 2}), 1e-12);
   const Tensor right = matmul(batch.transpose(1, 2), vd);                       // (B, M, K) @ (K) -> (B, M)
   expect_tensor_near(right, {4, 2}, naive_matmul(vals(batch.transpose(1, 2)), {4, 2, 3}, vals(vd), {3, 1}), 1e-12);
-  EXPECT_ERROR((matmul(v, tensor({1, 2}))), "matmul", "inner dimensions differ (3 vs 2)");
+  EXPECT_ERROR((matmul(v, tensor({1.f, 2.f}))), "matmul", "inner dimensions differ (3 vs 2)");
 }
 
 TEST(Matmul, EmptyDims) {
@@ -155,9 +155,6 @@ TEST(Matmul, Errors) {
   EXPECT_ERROR((matmul(zeros({2, 3, 4}), zeros({3, 4, 6}))), "matmul: cannot broadcast [2] with [3]");
   EXPECT_ERROR((matmul(arange(6).reshape({2, 3}), arange(6).reshape({3, 2}))), "matmul", "needs float32 or float64",
                "int64");
-  EXPECT_ERROR((matmul(zeros({2, 3}), arange(6).reshape({3, 2}))), "matmul", "int64");
-  EXPECT_ERROR((matmul(zeros({2, 3}), zeros({3, 2}, {.dtype = DType::Float64}))), "matmul: [2, 3] @ [3, 2]",
-               "dtypes differ (float32 vs float64)");
   EXPECT_ERROR((matmul(scalar_tensor(1), zeros({3}))), "matmul", "at least 1 dim");
   EXPECT_ERROR((matmul(zeros({3}), scalar_tensor(1))), "matmul", "at least 1 dim");
 }
@@ -188,7 +185,7 @@ TEST(Linear, MatchesXWtPlusB) {
 
 TEST(Linear, EmptyDims) {
   // No input features: the output is the bias (or zeros); no rows: an empty output.
-  expect_tensor_near(linear(zeros({2, 0}), zeros({3, 0}), tensor({1, 2, 3})), {2, 3}, {1, 2, 3, 1, 2, 3}, 0);
+  expect_tensor_near(linear(zeros({2, 0}), zeros({3, 0}), tensor({1.f, 2.f, 3.f})), {2, 3}, {1, 2, 3, 1, 2, 3}, 0);
   expect_tensor_near(linear(zeros({2, 0}), zeros({3, 0})), {2, 3}, std::vector<double>(6, 0.0), 0);
   EXPECT_EQ(linear(zeros({0, 4}), zeros({3, 4}), zeros({3})).shape(), (Shape{0, 3}));
   EXPECT_EQ(linear(zeros({2, 4}), zeros({0, 4})).shape(), (Shape{2, 0}));
@@ -228,10 +225,10 @@ TEST(Einsum, CommonContractions) {
   expect_tensor_near(einsum("bij,bjk->bik", x, y), {3, 2, 5}, naive_matmul(vals(x), {3, 2, 4}, vals(y), {3, 4, 5}),
                      1e-12, "bij,bjk->bik");
   // Outer product, matrix-vector, and an index summed out of one operand only.
-  const Tensor u = tensor({1, 2}), v = tensor({3, 4, 5});
+  const Tensor u = tensor({1.f, 2.f}), v = tensor({3.f, 4.f, 5.f});
   expect_tensor_near(einsum("i,j->ij", u, v), {2, 3}, {3, 4, 5, 6, 8, 10}, 0, "outer");
-  expect_tensor_near(einsum("ij,j->i", tensor({1, 2, 3, 4, 5, 6}, {2, 3}), v), {2}, {26, 62}, 0, "matvec");
-  expect_tensor_near(einsum("ij,k->i", tensor({1, 2, 3, 4, 5, 6}, {2, 3}), v), {2}, {72, 180}, 0, "sum out");
+  expect_tensor_near(einsum("ij,j->i", tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}), v), {2}, {26, 62}, 0, "matvec");
+  expect_tensor_near(einsum("ij,k->i", tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}), v), {2}, {72, 180}, 0, "sum out");
   // Strided operands.
   expect_tensor_near(einsum("ji,jk->ik", a.t().contiguous(), b), {3, 5}, ab, 1e-12, "ji,jk");
   expect_tensor_near(einsum("ij,jk->ik", a.t().contiguous().t(), b), {3, 5}, ab, 1e-12, "view operand");

@@ -125,7 +125,7 @@ TEST(Reduce, EveryOpEveryAxisSetStrided) {
 }
 
 TEST(Reduce, HandComputed) {
-  const Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor x = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
   EXPECT_EQ(sum(x).item(), 21);
   EXPECT_EQ(sum(x).dim(), 0);
   expect_tensor_near(sum(x, {0}), {3}, {5, 7, 9}, 0);
@@ -174,10 +174,10 @@ TEST(Reduce, LongRowsAndColumns) {
 
 TEST(Reduce, ArgExtremaTiesAndNaN) {
   // The first extreme wins ties.
-  const Tensor t = tensor({3, 1, 3, 1, 2, 2}, {2, 3});
+  const Tensor t = tensor({3.f, 1.f, 3.f, 1.f, 2.f, 2.f}, {2, 3});
   expect_tensor_near(argmax(t, 1), {2}, {0, 1}, 0);
   expect_tensor_near(argmin(t, 1), {2}, {1, 0}, 0);
-  expect_tensor_near(argmax(tensor({5, 5, 5}), 0), {}, {0}, 0);
+  expect_tensor_near(argmax(tensor({5.f, 5.f, 5.f}), 0), {}, {0}, 0);
   // NaN counts as the extreme (NumPy), for max, min and their indices.
   const Tensor n = tensor({1, NAN, 3, 2});
   EXPECT_EQ(argmax(n, 0).item(), 1);
@@ -190,7 +190,7 @@ TEST(Reduce, ArgExtremaTiesAndNaN) {
   EXPECT_EQ(amax(tensor({-INFINITY, -1})).item(), -1);
   EXPECT_EQ(amin(tensor({INFINITY, 1e30f})).item(), 1e30f);
   // A size-1 axis has index 0.
-  expect_tensor_near(argmax(tensor({4, 2}, {2, 1}), 1), {2}, {0, 0}, 0);
+  expect_tensor_near(argmax(tensor({4.f, 2.f}, {2, 1}), 1), {2}, {0, 0}, 0);
 }
 
 TEST(Reduce, Int64) {
@@ -247,7 +247,7 @@ TEST(Reduce, BadAxesNameOpAndAxis) {
 }
 
 TEST(Reduce, SumTo) {
-  const Tensor g = tensor({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor g = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
   expect_tensor_near(sum_to(g, {3}), {3}, {5, 7, 9}, 0);
   expect_tensor_near(sum_to(g, {1, 3}), {1, 3}, {5, 7, 9}, 0);
   expect_tensor_near(sum_to(g, {2, 1}), {2, 1}, {6, 15}, 0);

@@ -71,8 +71,8 @@ TEST(Softmax, HandValues) {
   expect_tensor_near(x.softmax(-1), {2}, {0.25, 0.75}, 1e-6);
   expect_tensor_near(x.log_softmax(0), {2}, {std::log(0.25), std::log(0.75)}, 1e-6);
   // One class: probability 1, log-probability 0.
-  expect_tensor_near(softmax(tensor({7, -3}, {2, 1}), 1), {2, 1}, {1, 1}, 0);
-  expect_tensor_near(log_softmax(tensor({7, -3}, {2, 1}), 1), {2, 1}, {0, 0}, 0);
+  expect_tensor_near(softmax(tensor({7.f, -3.f}, {2, 1}), 1), {2, 1}, {1, 1}, 0);
+  expect_tensor_near(log_softmax(tensor({7.f, -3.f}, {2, 1}), 1), {2, 1}, {0, 0}, 0);
   // A 0-d tensor is a single class.
   expect_tensor_near(softmax(scalar_tensor(5), 0), {}, {1}, 0);
   expect_tensor_near(log_softmax(scalar_tensor(5), -1), {}, {0}, 0);

@@ -109,7 +109,7 @@ TEST(Creation, FromVectors) {
   EXPECT_EQ(i.dtype(), DType::Int64);
   EXPECT_EQ(i.shape(), (Shape{3, 1}));
   EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{-3, 0, 1LL << 40}));
-  const Tensor il = tensor({1, 2, 3, 4}, {2, 2});
+  const Tensor il = tensor({1.f, 2.f, 3.f, 4.f}, {2, 2});
   EXPECT_EQ(il.shape(), (Shape{2, 2}));
   EXPECT_EQ(vals(il), (std::vector<double>{1, 2, 3, 4}));
   // Values converted to a requested dtype.
@@ -117,13 +117,13 @@ TEST(Creation, FromVectors) {
   EXPECT_EQ(conv.dtype(), DType::Float32);
   EXPECT_EQ(conv.to_vector<float>(), (std::vector<float>{1.75f, -2.5f}));
   // One value and no shape: a 0-d scalar.
-  EXPECT_EQ(tensor({5.f}).dim(), 0);
+  EXPECT_EQ(tensor({5.f}).shape(), (Shape{1}));  // 1-D, as the header says (scalar_tensor for 0-d)
   EXPECT_EQ(tensor({5.f}, {1}).shape(), (Shape{1}));
   EXPECT_EQ(tensor(std::vector<float>{}).shape(), (Shape{0}));
 }
 
 TEST(Creation, FromVectorsWrongCount) {
-  EXPECT_ERROR((tensor({1, 2, 3}, {2, 2})), "tensor: 3 values do not fill shape [2, 2] (4 elements)");
+  EXPECT_ERROR((tensor({1.f, 2.f, 3.f}, {2, 2})), "tensor: 3 values do not fill shape [2, 2] (4 elements)");
   EXPECT_ERROR((tensor(std::vector<int64_t>{1, 2}, {3})), "tensor", "2 values", "[3]");
 }
 
@@ -275,15 +275,15 @@ TEST(Access, Item) {
 }
 
 TEST(Access, ToVectorConvertsAndFollowsStrides) {
-  const Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor x = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
   EXPECT_EQ(x.t().to_vector<float>(), (std::vector<float>{1, 4, 2, 5, 3, 6}));
   EXPECT_EQ(x.slice(1, 0, 3, 2).to_vector<int64_t>(), (std::vector<int64_t>{1, 3, 4, 6}));
   EXPECT_EQ(tensor({1.9f, -1.9f}).to_vector<int64_t>(), (std::vector<int64_t>{1, -1}));  // truncation
-  EXPECT_EQ(tensor({1, 2}).expand({2, 2}).to_vector<double>(), (std::vector<double>{1, 2, 1, 2}));
+  EXPECT_EQ(tensor({1.f, 2.f}).expand({2, 2}).to_vector<double>(), (std::vector<double>{1, 2, 1, 2}));
 }
 
 TEST(Access, DataChecksDtype) {
-  Tensor f = tensor({1, 2, 3});
+  Tensor f = tensor({1.f, 2.f, 3.f});
   EXPECT_EQ(f.data<float>()[1], 2.0f);
   EXPECT_ERROR(f.data<double>(), "data: tensor is float32, asked for float64");
   EXPECT_ERROR(arange(3).data<float>(), "data: tensor is int64, asked for float32");
@@ -319,7 +319,7 @@ TEST(Print, SmallTensors) {
   // Non-contiguous: printed in logical order.
   EXPECT_EQ(arange(4).reshape({2, 2}).t().str(), "tensor([[0, 2],\n [1, 3]], shape=[2, 2], dtype=int64)");
   std::ostringstream os;
-  os << tensor({1, 2});
+  os << tensor({1.f, 2.f});
   EXPECT_EQ(os.str(), "tensor([1, 2], shape=[2], dtype=float32)");
 }
 
@@ -356,7 +356,7 @@ TEST(Promotion, Rules) {
   EXPECT_EQ((i * i).dtype(), DType::Int64);
   EXPECT_EQ(lt(i, f).dtype(), DType::Float32);
   EXPECT_EQ(maximum(i, d).dtype(), DType::Float64);
-  EXPECT_EQ(where(tensor({1, 0}), i, d).dtype(), DType::Float64);
+  EXPECT_EQ(where(tensor({1.f, 0.f}), i, d).dtype(), DType::Float64);
   EXPECT_EQ(cat({i, f}, 0).dtype(), DType::Float32);
   EXPECT_EQ(vals(cat({i, f}, 0)), (std::vector<double>{1, 2, 0.5, 0.25}));
 }
@@ -375,7 +375,7 @@ TEST(Promotion, ToDtype) {
 // ---------------- in place ----------------
 
 TEST(InPlace, FillZeroMul) {
-  Tensor x = tensor({1, 2, 3, 4}, {2, 2});
+  Tensor x = tensor({1.f, 2.f, 3.f, 4.f}, {2, 2});
   const uint64_t v0 = x.version();
   x.fill_(7);
   EXPECT_EQ(vals(x), std::vector<double>(4, 7.0));
@@ -400,7 +400,7 @@ TEST(InPlace, FillZeroMul) {
 TEST(InPlace, CopyBroadcastsAndConverts) {
   Tensor x = zeros({2, 3});
   const uint64_t v0 = x.version();
-  x.copy_(tensor({1, 2, 3}));
+  x.copy_(tensor({1.f, 2.f, 3.f}));
   EXPECT_EQ(vals(x), (std::vector<double>{1, 2, 3, 1, 2, 3}));
   EXPECT_EQ(x.version(), v0 + 1);
   x.copy_(tensor(std::vector<int64_t>{7, 8}, {2, 1}));
@@ -416,9 +416,9 @@ TEST(InPlace, CopyBroadcastsAndConverts) {
 }
 
 TEST(InPlace, AddWithAlphaAndBroadcast) {
-  Tensor x = tensor({1, 2, 3, 4}, {2, 2});
+  Tensor x = tensor({1.f, 2.f, 3.f, 4.f}, {2, 2});
   const uint64_t v0 = x.version();
-  x.add_(tensor({10, 20}));
+  x.add_(tensor({10.f, 20.f}));
   EXPECT_EQ(vals(x), (std::vector<double>{11, 22, 13, 24}));
   EXPECT_EQ(x.version(), v0 + 1);
   x.add_(ones({2, 2}), -0.5);
@@ -483,15 +483,15 @@ TEST(Tensor, Flatten) {
 }
 
 TEST(Tensor, Allclose) {
-  const Tensor a = tensor({1, 2, 3});
-  EXPECT_TRUE(allclose(a, tensor({1, 2, 3})));
+  const Tensor a = tensor({1.f, 2.f, 3.f});
+  EXPECT_TRUE(allclose(a, tensor({1.f, 2.f, 3.f})));
   EXPECT_TRUE(allclose(a, tensor({1, 2, 3.00001f}), 1e-5, 1e-8));
   EXPECT_FALSE(allclose(a, tensor({1, 2, 3.001f})));
   EXPECT_TRUE(allclose(a, tensor({1, 2, 3.001f}), 1e-3));
-  EXPECT_FALSE(allclose(a, tensor({1, 2, 3}, {3, 1})));  // shapes differ
+  EXPECT_FALSE(allclose(a, tensor({1.f, 2.f, 3.f}, {3, 1})));  // shapes differ
   EXPECT_FALSE(allclose(tensor({NAN}, {1}), tensor({NAN}, {1})));
   EXPECT_TRUE(allclose(a, tensor(std::vector<double>{1, 2, 3})));  // dtypes may differ
-  EXPECT_TRUE(allclose(a.reshape({3, 1}).t(), tensor({1, 2, 3}, {1, 3})));
+  EXPECT_TRUE(allclose(a.reshape({3, 1}).t(), tensor({1.f, 2.f, 3.f}, {1, 3})));
 }
 
 TEST(Print, Int64IsExact) {

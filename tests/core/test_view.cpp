@@ -219,13 +219,13 @@ TEST(Select, ValuesAndErrors) {
 // ---------------- expand ----------------
 
 TEST(Expand, RepeatsWithStrideZero) {
-  const Tensor row = tensor({1, 2, 3});
+  const Tensor row = tensor({1.f, 2.f, 3.f});
   const Tensor e = row.expand({2, 3});
   EXPECT_EQ(e.shape(), (Shape{2, 3}));
   EXPECT_EQ(e.strides(), (Strides{0, 1}));
   EXPECT_TRUE(shares_storage(e, row));
   EXPECT_EQ(vals(e), (std::vector<double>{1, 2, 3, 1, 2, 3}));
-  const Tensor col = tensor({1, 2}, {2, 1});
+  const Tensor col = tensor({1.f, 2.f}, {2, 1});
   EXPECT_EQ(vals(col.expand({2, 3})), (std::vector<double>{1, 1, 1, 2, 2, 2}));
   EXPECT_EQ(vals(col.expand({-1, 2})), (std::vector<double>{1, 1, 2, 2}));
   EXPECT_EQ(col.expand({3, 2, 4}).shape(), (Shape{3, 2, 4}));
@@ -238,7 +238,7 @@ TEST(Expand, RepeatsWithStrideZero) {
 }
 
 TEST(Expand, Errors) {
-  const Tensor row = tensor({1, 2, 3});
+  const Tensor row = tensor({1.f, 2.f, 3.f});
   EXPECT_ERROR((row.expand({4})), "expand: cannot expand [3] to [4] (dim 0: 3 vs 4)");
   EXPECT_ERROR((row.expand({2, 4})), "expand: cannot expand [3] to [2, 4] (dim 1: 3 vs 4)");
   EXPECT_ERROR((zeros({2, 3}).expand({3})), "expand: cannot expand [2, 3] to fewer dims [3]");
@@ -274,7 +274,7 @@ TEST(IndexSelect, Errors) {
   EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 5}))),
                "index_select: index 5 out of range for dim 0 of size 3 (position 1)");
   EXPECT_ERROR((x.index_select(1, tensor(std::vector<int64_t>{-1}, {1}))), "index_select: index -1 out of range");
-  EXPECT_ERROR((x.index_select(0, tensor({0, 1}))), "index_select: index must be a 1-D int64 tensor", "float32");
+  EXPECT_ERROR((x.index_select(0, tensor({0.f, 1.f}))), "index_select: index must be a 1-D int64 tensor", "float32");
   EXPECT_ERROR((x.index_select(0, tensor(std::vector<int64_t>{0, 1}, {2, 1}))), "index_select", "1-D", "[2, 1]");
   EXPECT_ERROR((x.index_select(2, tensor(std::vector<int64_t>{0}, {1}))), "index_select: axis 2 out of range");
 }
@@ -294,7 +294,7 @@ TEST(Contiguous, CopiesOnlyWhenNeeded) {
   EXPECT_EQ(x[2].contiguous().data_ptr(), x[2].data_ptr());
   EXPECT_EQ(x.unsqueeze(0).contiguous().data_ptr(), x.data_ptr());
   // Strided views are copied into row-major order.
-  for (const Tensor& view : {x.t(), x.slice(1, 0, 4, 2), x.narrow(1, 1, 2), tensor({1, 2}).expand({3, 2})}) {
+  for (const Tensor& view : {x.t(), x.slice(1, 0, 4, 2), x.narrow(1, 1, 2), tensor({1.f, 2.f}).expand({3, 2})}) {
     ASSERT_FALSE(view.is_contiguous());
     const Tensor c = view.contiguous();
     EXPECT_TRUE(c.is_contiguous());
@@ -341,7 +341,7 @@ TEST(Views, WritesShowThrough) {
   EXPECT_EQ(vals(view), std::vector<double>(6, 7.0));
   // add_ through a strided view.
   Tensor y = zeros({2, 2});
-  y.t().select(0, 0).add_(tensor({1, 2}));
+  y.t().select(0, 0).add_(tensor({1.f, 2.f}));
   EXPECT_EQ(vals(y), (std::vector<double>{1, 0, 2, 0}));
 }
 

@@ -87,14 +87,17 @@ void run(const RunConfig& config, const Stop& stop, const std::string& out, cons
     int64_t batch = loader.position().batch;
     for (auto& [x, y] : loader) {
       const Tensor noisy = x + 0.01 * randn(x.shape());
-      if (accumulation.backward(nn::cross_entropy(model(noisy), y))) after_step();
+      if (accumulation.backward(nn::cross_entropy(model(noisy), y))) {
+        accumulation.step();
+        after_step();
+      }
       if (state.epoch == stop.stop_epoch && ++batch == stop.stop_batch) {
         train::save_training_state(out, state);
         return;
       }
     }
-    if (accumulation.pending() > 0) {
-      accumulation.flush();
+    if (accumulation.finish()) {
+      accumulation.step();
       after_step();
     }
     ++state.epoch;
