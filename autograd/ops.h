@@ -34,6 +34,8 @@ Tensor tanh(const Tensor& x);
 Tensor gelu(const Tensor& x);  // exact (erf) form, as PyTorch's default
 Tensor clamp(const Tensor& x, double min, double max);  // gradient 1 inside [min, max], 0 outside
 Tensor square(const Tensor& x);
+Tensor log1p(const Tensor& x);  // log(1 + x), accurate near 0
+Tensor expm1(const Tensor& x);  // exp(x) - 1, accurate near 0
 Tensor affine(const Tensor& x, double scale, double shift);  // scale*x + shift, one pass
 // Comparisons give masks of 1/0 in the promoted dtype (not differentiable).
 Tensor eq(const Tensor& a, const Tensor& b);

@@ -23,6 +23,8 @@ enum class UnaryOp {
   Clamp,      // min(max(x, a), b)
   LeakyRelu,  // x > 0 ? x : a*x
   Square, Reciprocal,
+  Log1p,      // log(1 + x), accurate for small x
+  Expm1,      // exp(x) - 1, accurate for small x
 };
 
 // out = f(a, b), elementwise, with a and b broadcast to out's shape (0 strides) and
@@ -58,6 +60,8 @@ constexpr const char* op_name(UnaryOp op) {
     case UnaryOp::LeakyRelu: return "leaky_relu";
     case UnaryOp::Square: return "square";
     case UnaryOp::Reciprocal: return "reciprocal";
+    case UnaryOp::Log1p: return "log1p";
+    case UnaryOp::Expm1: return "expm1";
   }
   return "unary";
 }
@@ -99,6 +103,10 @@ VGRAD_HOST_DEVICE inline float tanh_(float x) { return ::tanhf(x); }
 VGRAD_HOST_DEVICE inline double tanh_(double x) { return ::tanh(x); }
 VGRAD_HOST_DEVICE inline float erf_(float x) { return ::erff(x); }
 VGRAD_HOST_DEVICE inline double erf_(double x) { return ::erf(x); }
+VGRAD_HOST_DEVICE inline float log1p_(float x) { return ::log1pf(x); }
+VGRAD_HOST_DEVICE inline double log1p_(double x) { return ::log1p(x); }
+VGRAD_HOST_DEVICE inline float expm1_(float x) { return ::expm1f(x); }
+VGRAD_HOST_DEVICE inline double expm1_(double x) { return ::expm1(x); }
 VGRAD_HOST_DEVICE inline float pow_(float x, float y) { return ::powf(x, y); }
 VGRAD_HOST_DEVICE inline double pow_(double x, double y) { return ::pow(x, y); }
 
@@ -190,6 +198,15 @@ template <class T> struct Square {
 template <class T> struct Reciprocal {
   static constexpr bool kIntegral = false;
   VGRAD_HOST_DEVICE T operator()(T x) const { return T(1) / x; }
+};
+
+template <class T> struct Log1p {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return log1p_(x); }
+};
+template <class T> struct Expm1 {
+  static constexpr bool kIntegral = false;
+  VGRAD_HOST_DEVICE T operator()(T x) const { return expm1_(x); }
 };
 
 // ---------------- binary ----------------
@@ -312,6 +329,8 @@ template <class T, class Fn> bool visit_unary(UnaryOp op, double a, double b, Fn
     case UnaryOp::LeakyRelu: return apply_if_defined<T>(fn, LeakyRelu<T>{T(a)});
     case UnaryOp::Square: return apply_if_defined<T>(fn, Square<T>{});
     case UnaryOp::Reciprocal: return apply_if_defined<T>(fn, Reciprocal<T>{});
+    case UnaryOp::Log1p: return apply_if_defined<T>(fn, Log1p<T>{});
+    case UnaryOp::Expm1: return apply_if_defined<T>(fn, Expm1<T>{});
   }
   return false;
 }

@@ -252,6 +252,19 @@ Tensor square(const Tensor& x) {
                   [](Context&, const Tensor& g, const Tensor& v) { return mul(g, affine(v, 2, 0)); });
 }
 
+// log(1 + x);  dx = g/(1 + x)
+Tensor log1p(const Tensor& x) {
+  VGRAD_PROFILE_OP("log1p");
+  return unary_op(UnaryOp::Log1p, x, "log1p", false,
+                  [](Context&, const Tensor& g, const Tensor& v) { return div(g, affine(v, 1, 1)); });
+}
+// exp(x) - 1;  dx = g*(y + 1)
+Tensor expm1(const Tensor& x) {
+  VGRAD_PROFILE_OP("expm1");
+  return unary_op(UnaryOp::Expm1, x, "expm1", true,
+                  [](Context&, const Tensor& g, const Tensor& y) { return mul(g, affine(y, 1, 1)); });
+}
+
 // Comparisons: masks of 1/0, not differentiable.
 Tensor eq(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::Eq, a, b, "eq"); }
 Tensor ne(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::Ne, a, b, "ne"); }
