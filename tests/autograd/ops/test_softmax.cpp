@@ -1,14 +1,16 @@
 // Tests for softmax and log_softmax: every axis against a naive loop (contiguous
 // and strided inputs), numerical stability with logits of 1000, rows summing to 1,
-// and the errors.
-#include "test_util.h"
+// and the errors; gradients along each axis on every device (autograd/ops/softmax.cpp).
+#include "op_check.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::expect_tensor_near;
-using vt::rand_tensor;
-using vt::vals;
+using vgrad_test::rnd;
+using Inputs = std::vector<Tensor>;
+using vgrad_test::expect_tensor_near;
+using vgrad_test::rand_tensor;
+using vgrad_test::vals;
 
 // Naive (log_)softmax of row-major `v` of `shape` along `axis`, in long double.
 std::vector<double> naive_softmax(const std::vector<double>& v, const Shape& shape, int64_t axis, bool log) {
@@ -125,5 +127,22 @@ TEST(Softmax, Errors) {
   EXPECT_ERROR((softmax(arange(3), 0)), "softmax: not defined for int64 tensors");
   EXPECT_ERROR((log_softmax(arange(3), 0)), "log_softmax", "int64");
 }
+
+// Gradients against central differences (float64), on every device present.
+class SoftmaxOp : public vgrad_test::OnEachDevice {};
+
+TEST_P(SoftmaxOp, GradientSoftmaxAndLogSoftmaxAlongEachAxis) {
+  for (int64_t axis : {0, 1, 2, -1, -2}) {
+    check_gradient("softmax axis " + std::to_string(axis), [axis](const Inputs& in) { return softmax(in[0], axis); },
+          {rnd({2, 3, 4}) * 2.0});
+    check_gradient("log_softmax axis " + std::to_string(axis), [axis](const Inputs& in) { return log_softmax(in[0], axis); },
+          {rnd({2, 3, 4}) * 2.0});
+  }
+  check_gradient("softmax 1-D", [](const Inputs& in) { return in[0].softmax(0); }, {rnd({5})});
+  check_gradient("log_softmax of transposed", [](const Inputs& in) { return in[0].t().log_softmax(1); }, {rnd({4, 3})});
+  check_gradient("softmax of large logits", [](const Inputs& in) { return softmax(in[0] * 50.0, 1); }, {rnd({2, 4}) * 0.05});
+}
+
+INSTANTIATE_ON_EACH_DEVICE(SoftmaxOp);
 
 }  // namespace
