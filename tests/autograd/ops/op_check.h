@@ -19,7 +19,8 @@ struct HostValues {
   std::vector<double> values;
 };
 
-using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+using Inputs = std::vector<Tensor>;
+using OpFn = std::function<Tensor(const Inputs&)>;
 // What the op gives, computed naively on the host from its inputs' values.
 using Reference = std::function<HostValues(const std::vector<HostValues>&)>;
 

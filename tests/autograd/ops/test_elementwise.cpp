@@ -10,15 +10,7 @@
 namespace {
 
 using namespace vgrad;
-using vgrad_test::grad_at;
-using vgrad_test::broadcast_ref;
-using vgrad_test::elementwise;
-using vgrad_test::expect_all_near;
-using vgrad_test::expect_tensor_near;
-using vgrad_test::OpCheck;
-using vgrad_test::rand_tensor;
-using vgrad_test::vals;
-using Inputs = std::vector<Tensor>;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // Float64 values in [low, high), each moved at least `margin` from every kink (relu at
 // 0, clamp's bounds) so that central differences never straddle one.

@@ -9,11 +9,7 @@
 namespace {
 
 using namespace vgrad;
-using vgrad_test::rnd;
-using Inputs = std::vector<Tensor>;
-using vgrad_test::expect_tensor_near;
-using vgrad_test::rand_tensor;
-using vgrad_test::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // Naive batched matmul with NumPy batch broadcasting: a (..., M, K) @ b (..., K, N).
 vgrad_test::Shape naive_matmul_shape(const Shape& sa, const Shape& sb) {

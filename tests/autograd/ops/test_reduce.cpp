@@ -10,11 +10,7 @@
 namespace {
 
 using namespace vgrad;
-using Inputs = std::vector<Tensor>;
-using vgrad_test::grad_at;
-using vgrad_test::expect_tensor_near;
-using vgrad_test::rand_tensor;
-using vgrad_test::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 enum class Op { Sum, Mean, Max, Min, ArgMax, ArgMin, Var0, Var1 };
 

@@ -7,10 +7,7 @@
 namespace {
 
 using namespace vgrad;
-using vgrad_test::rnd;
-using Inputs = std::vector<Tensor>;
-using vgrad_test::expect_tensor_near;
-using vgrad_test::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // 0..n-1 as float32 with the given shape.
 Tensor iota(const Shape& shape) { return arange(0, double(numel(shape)), 1).reshape(shape); }

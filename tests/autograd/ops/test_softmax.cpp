@@ -6,11 +6,7 @@
 namespace {
 
 using namespace vgrad;
-using vgrad_test::rnd;
-using Inputs = std::vector<Tensor>;
-using vgrad_test::expect_tensor_near;
-using vgrad_test::rand_tensor;
-using vgrad_test::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // Naive (log_)softmax of row-major `v` of `shape` along `axis`, in long double.
 std::vector<double> naive_softmax(const std::vector<double>& v, const Shape& shape, int64_t axis, bool log) {
