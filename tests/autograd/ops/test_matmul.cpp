@@ -42,14 +42,22 @@ std::vector<double> naive_matmul(const std::vector<double>& a, const Shape& sa, 
 
 double tol(DType dtype) { return dtype == DType::Float32 ? 1e-4 : 1e-12; }
 
-// Checks matmul(a, b) where a and b may be views; the reference uses their values.
-void check_matmul(const Tensor& a, const Tensor& b, const std::string& what) {
-  const Shape out_shape = naive_matmul_shape(a.shape(), b.shape());
-  expect_tensor_near(matmul(a, b), out_shape, naive_matmul(vals(a), a.shape(), vals(b), b.shape()),
-                     tol(a.dtype()), what);
-}
+class MatmulOp : public vgrad_test::OnEachDevice {
+ protected:
+  // matmul(a, b) where a and b may be views, against the naive loop on their values, in
+  // their dtype and every layout. Gradients: the Gradient* tests (small shapes).
+  void check_matmul(const Tensor& a, const Tensor& b, const std::string& what) {
+    const Reference naive = [](const std::vector<HostValues>& in) {
+      return HostValues{naive_matmul_shape(in[0].shape, in[1].shape),
+                        naive_matmul(in[0].values, in[0].shape, in[1].values, in[1].shape)};
+    };
+    check(what, [](const Inputs& in) { return matmul(in[0], in[1]); }, naive, {a, b},
+          {.dtypes = {a.dtype()}, .float32_tol = tol(DType::Float32), .float64_tol = tol(DType::Float64),
+           .gradient = false});
+  }
+};
 
-TEST(Matmul, TwoDimVsNaive) {
+TEST_P(MatmulOp, TwoDimVsNaive) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const std::string d = dtype_name(dtype);
     for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{3, 4, 5}, {1, 7, 1}, {6, 1, 4}, {17, 33, 9}, {64, 784, 10}})
@@ -71,7 +79,7 @@ TEST(Matmul, Float64KeepsPrecision) {
   EXPECT_EQ(c.item(), 1 + 1e-12);
 }
 
-TEST(Matmul, TransposedAndSlicedOperands) {
+TEST_P(MatmulOp, TransposedAndSlicedOperands) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const Tensor at = rand_tensor({7, 5}, 3, dtype);  // a = at.t(): (5, 7)
     const Tensor bt = rand_tensor({9, 7}, 4, dtype);  // b = bt.t(): (7, 9)
@@ -90,7 +98,7 @@ TEST(Matmul, TransposedAndSlicedOperands) {
   }
 }
 
-TEST(Matmul, ExpandedOperands) {
+TEST_P(MatmulOp, ExpandedOperands) {
   // Stride-0 rows and columns cannot go to BLAS as they are; the values must still be right.
   const Tensor row = rand_tensor({1, 6}, 8, DType::Float64).expand({4, 6});
   const Tensor col = rand_tensor({6, 1}, 9, DType::Float64).expand({6, 3});
@@ -98,7 +106,7 @@ TEST(Matmul, ExpandedOperands) {
   check_matmul(rand_tensor({4, 6}, 10, DType::Float64), col, "expanded b");
 }
 
-TEST(Matmul, BatchedAndBroadcastBatchDims) {
+TEST_P(MatmulOp, BatchedAndBroadcastBatchDims) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     check_matmul(rand_tensor({4, 3, 5}, 11, dtype), rand_tensor({4, 5, 2}, 12, dtype), "(4,3,5)@(4,5,2)");
     check_matmul(rand_tensor({2, 1, 3, 4}, 13, dtype), rand_tensor({5, 4, 2}, 14, dtype), "(2,1,3,4)@(5,4,2)");
@@ -247,8 +255,6 @@ TEST(Einsum, Errors) {
 }
 
 // Gradients against central differences (float64), on every device present.
-class MatmulOp : public vgrad_test::OnEachDevice {};
-
 TEST_P(MatmulOp, GradientMatmul2D) {
   check_gradient("(3,4)@(4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({3, 4}), rnd({4, 5})});
   check_gradient("(1,4)@(4,1)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({1, 4}), rnd({4, 1})});
