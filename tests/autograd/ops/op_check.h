@@ -82,7 +82,6 @@ inline std::vector<double> grad_at(const std::function<Tensor(const Tensor&)>& f
   return x.grad().to_vector<double>();
 }
 
-
 // A suite whose tests run once per device: Suite.Name/cpu always; Suite.Name/cuda on a
 // GPU, SKIPPED without one (FAILED when VGRAD_REQUIRE_GPU=1). Use TEST_P, device(),
 // and INSTANTIATE_ON_EACH_DEVICE(Suite) once per suite.
