@@ -175,7 +175,8 @@ TEST_F(IdxTest, TruncatedDimensions) {
 
 TEST_F(IdxTest, TruncatedDataSaysExpectedAndGot) {
   Bytes file = idx_bytes(0x08, {4, 6}, iota_bytes(24));
-  file.resize(file.size() - 14);
+  // erase, not a shrinking resize: GCC 12 under the sanitizers misreads that as a huge memset.
+  file.erase(file.end() - 14, file.end());
   write_plain(path("t.idx"), file);
   write_gz(path("t.idx.gz"), file);
   for (const char* name : {"t.idx", "t.idx.gz"}) {
@@ -229,12 +230,12 @@ TEST_F(IdxTest, GzipInvalidFirstBlock) {
 
 TEST_F(IdxTest, GzipMissingTrailer) {
   // All data present but the CRC/size trailer cut off: still a damaged file.
-  EXPECT_EQ(damaged_gz_error(path("notrailer.gz"), 100, [](Bytes& gz) { gz.resize(gz.size() - 8); }),
+  EXPECT_EQ(damaged_gz_error(path("notrailer.gz"), 100, [](Bytes& gz) { gz.erase(gz.end() - 8, gz.end()); }),
             "idx: " + path("notrailer.gz") + ": gzip error: unexpected end of file");
 }
 
 TEST_F(IdxTest, GzipCutShort) {
-  const std::string message = damaged_gz_error(path("cut.gz"), 2000, [](Bytes& gz) { gz.resize(gz.size() / 2); });
+  const std::string message = damaged_gz_error(path("cut.gz"), 2000, [](Bytes& gz) { gz.erase(gz.begin() + gz.size() / 2, gz.end()); });
   EXPECT_CONTAINS(message, "idx: " + path("cut.gz") + ": truncated: expected 2000 data bytes, got ");
   EXPECT_CONTAINS(message, " (gzip: unexpected end of file)");
 }
