@@ -34,29 +34,25 @@ void add(const char* name, const char* suffix, double seconds, int64_t bytes) {
 }
 }  // namespace detail
 
-Profile::Profile() {
+Profile::Profile() : table_(std::make_unique<std::map<std::string, OpStats>>()) {
   if (detail::active_) fail("profiler: a Profile is already recording on this thread");
-  detail::table = new std::map<std::string, OpStats>();
+  detail::table = table_.get();
   detail::active_ = true;
   detail::depth = 0;
 }
 
-Profile::~Profile() {
-  stop();
-  delete detail::table;
-  detail::table = nullptr;
-}
+Profile::~Profile() { stop(); }
 
 void Profile::stop() {
   if (stopped_) return;
   stopped_ = true;
   detail::active_ = false;
+  detail::table = nullptr;
 }
 
 std::vector<OpStats> Profile::stats() const {
   std::vector<OpStats> out;
-  if (detail::table)
-    for (const auto& [name, s] : *detail::table) out.push_back(s);
+  for (const auto& [name, s] : *table_) out.push_back(s);
   std::sort(out.begin(), out.end(), [](const OpStats& a, const OpStats& b) { return a.seconds > b.seconds; });
   return out;
 }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,8 @@ class Profile {
 
  private:
   bool stopped_ = false;
+  // Owned here, not by the thread: a stopped Profile keeps its rows while a later one records.
+  std::unique_ptr<std::map<std::string, OpStats>> table_;
 };
 
 namespace detail {

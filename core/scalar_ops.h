@@ -235,10 +235,13 @@ template <class T> struct Pow {
   VGRAD_HOST_DEVICE T operator()(T a, T b) const {
     if constexpr (std::is_integral_v<T>) {
       if (b < 0) return a == 1 ? T(1) : a == -1 ? (b % 2 == 0 ? T(1) : T(-1)) : T(0);
-      T result = 1;
-      for (; b > 0; b >>= 1, a *= a)
-        if (b & 1) result *= a;
-      return result;
+      // In unsigned arithmetic: it wraps as documented, where signed overflow is undefined
+      // (and the last squaring overflows even when the result fits: 3^39).
+      using U = std::make_unsigned_t<T>;
+      U result = 1, base = static_cast<U>(a);
+      for (; b > 0; b >>= 1, base *= base)
+        if (b & 1) result *= base;
+      return static_cast<T>(result);
     } else {
       return pow_(a, b);
     }

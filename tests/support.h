@@ -1,25 +1,31 @@
 // What every test binary shares: host values of a tensor, seeded inputs, value
-// comparison, error-message checks (EXPECT_ERROR, EXPECT_CONTAINS) and a per-test
-// temporary directory, a two-layer MLP. Naive reference computations stay with the tests that use them.
+// comparison, naive NumPy broadcasting on plain vectors, error-message checks
+// (EXPECT_ERROR, EXPECT_CONTAINS), the GPU-or-skip rule (REQUIRE_GPU), a per-test
+// temporary directory and a two-layer MLP. Op-specific references stay with their tests.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "autograd/ops.h"
+#include "core/backend.h"
+#include "core/error.h"
 #include "core/tensor.h"
 #include "nn/layers.h"
 
 namespace vgrad_test {
 
+using vgrad::DType;
+using vgrad::Shape;
 using vgrad::Tensor;
 
 inline std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
@@ -31,6 +37,75 @@ inline Tensor uniform_tensor(const vgrad::Shape& shape, uint64_t seed, double lo
                              vgrad::DType dtype = vgrad::DType::Float32) {
   vgrad::Generator gen(seed);
   return vgrad::uniform(shape, low, high, {.dtype = dtype}, &gen);
+}
+
+// The same, argument order of the op tests: dtype before the range.
+inline Tensor rand_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::Float32, double low = -2,
+                          double high = 2) {
+  return uniform_tensor(shape, seed, low, high, dtype);
+}
+
+// Row-major multi-index of `flat` in `shape`.
+inline std::vector<int64_t> unravel(int64_t flat, const Shape& shape) {
+  std::vector<int64_t> index(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    index[d] = shape[d] == 0 ? 0 : flat % shape[d];
+    flat = shape[d] == 0 ? 0 : flat / shape[d];
+  }
+  return index;
+}
+
+// Flat row-major position in `in` of the element that output index `out_index`
+// reads under NumPy broadcasting (trailing dims aligned, size-1 dims repeated).
+inline int64_t broadcast_source(const std::vector<int64_t>& out_index, const Shape& in) {
+  const size_t lead = out_index.size() - in.size();
+  int64_t flat = 0;
+  for (size_t d = 0; d < in.size(); ++d) flat = flat * in[d] + (in[d] == 1 ? 0 : out_index[lead + d]);
+  return flat;
+}
+
+// Naive out[i] = f(a[bcast(i)], b[bcast(i)]).
+template <class F>
+std::vector<double> broadcast_ref(const std::vector<double>& a, const Shape& sa, const std::vector<double>& b,
+                                  const Shape& sb, const Shape& out, F f) {
+  std::vector<double> result(static_cast<size_t>(vgrad::numel(out)));
+  for (int64_t i = 0; i < vgrad::numel(out); ++i) {
+    const auto index = unravel(i, out);
+    result[i] = f(a[broadcast_source(index, sa)], b[broadcast_source(index, sb)]);
+  }
+  return result;
+}
+
+// |actual - expected| <= tol * max(1, |expected|); a NaN expected needs a NaN. Reports
+// the first bad element only.
+inline void expect_all_near(const std::vector<double>& actual, const std::vector<double>& expected, double tol,
+                            const std::string& what = "") {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (std::isnan(expected[i])) {
+      EXPECT_TRUE(std::isnan(actual[i])) << what << " at " << i;
+      continue;
+    }
+    const double bound = tol * std::max(1.0, std::abs(expected[i]));
+    if (!(std::abs(actual[i] - expected[i]) <= bound)) {
+      ADD_FAILURE() << what << " at flat index " << i << ": got " << actual[i] << ", expected " << expected[i];
+      return;
+    }
+  }
+}
+
+inline void expect_tensor_near(const Tensor& actual, const Shape& shape, const std::vector<double>& expected,
+                               double tol = 1e-5, const std::string& what = "") {
+  EXPECT_EQ(actual.shape(), shape) << what;
+  expect_all_near(vals(actual), expected, tol, what);
+}
+
+// Whether VGRAD_REQUIRE_GPU asks for a GPU (set, not "" and not "0"): scripts/gpu-check.sh
+// sets it, so that on a GPU machine whose runtime fails to start the suite cannot
+// "pass" with every GPU test skipped.
+inline bool gpu_required() {
+  const char* required = std::getenv("VGRAD_REQUIRE_GPU");
+  return required != nullptr && std::string(required) != "" && std::string(required) != "0";
 }
 
 // |got - want| <= tol * (1 + |want|) element by element.
@@ -115,3 +190,13 @@ class TempDirTest : public ::testing::Test {
 
 #define EXPECT_CONTAINS(text, part) \
   EXPECT_NE(std::string(text).find(part), std::string::npos) << "message: " << (text) << "\nmissing: " << (part)
+
+// First line of a test (or SetUp) that needs a GPU: SKIPPED without one, FAILED
+// instead when VGRAD_REQUIRE_GPU=1.
+#define REQUIRE_GPU()                                                                        \
+  do {                                                                                       \
+    if (!vgrad::cuda_is_available()) {                                                       \
+      if (vgrad_test::gpu_required()) FAIL() << "no CUDA device, and VGRAD_REQUIRE_GPU requires one"; \
+      GTEST_SKIP() << "no CUDA device: GPU test skipped";                                    \
+    }                                                                                        \
+  } while (0)

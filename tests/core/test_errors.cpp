@@ -1,7 +1,7 @@
 // The error list in one place: every kind of bad input raises vgrad::Error
 // (also in release builds) whose message names the op, the shapes and the failing
 // dimension or value. The other test files check more cases of each.
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -74,26 +74,14 @@ std::vector<std::string> list_dir(const fs::path& dir) {
   return names;
 }
 
-class SafetensorsTest : public ::testing::Test {
+class SafetensorsTest : public vgrad_test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("vgrad-st-" + std::to_string(::getpid()) + "-" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // Loads a hand-built file and returns the error message.
   std::string load_error(const std::string& header, const Bytes& data,
                          std::optional<uint64_t> declared = std::nullopt) {
     write_raw(path("bad.safetensors"), header, data, declared);
     return error_of([&] { st::load(path("bad.safetensors")); });
   }
-
-  fs::path dir_;
 };
 
 TEST(SafetensorsDtype, Sizes) {

@@ -1,6 +1,6 @@
 // Tests for core/shape: element counts, contiguous strides, shape printing,
 // the NumPy broadcasting rule and axis wrapping (values and error messages).
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -7,12 +7,13 @@
 #include <numeric>
 #include <sstream>
 
-#include "test_util.h"
+#include "core/grad_mode.h"
+#include "support.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::vals;
+using vgrad_test::vals;
 
 // ---------------- creation ----------------
 

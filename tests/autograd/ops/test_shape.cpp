@@ -1,13 +1,13 @@
 // Tests for the shape ops: reshape/view, transpose/t/permute, squeeze/unsqueeze,
 // narrow/slice/select, expand, index_select, contiguous, clone and cat. Views must
 // share storage (writes show through); contiguous() and clone() copy as documented.
-#include "test_util.h"
+// Gradients of each (autograd/ops/shape.cpp) on every device.
+#include "op_check.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::expect_tensor_near;
-using vt::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // 0..n-1 as float32 with the given shape.
 Tensor iota(const Shape& shape) { return arange(0, double(numel(shape)), 1).reshape(shape); }
@@ -399,7 +399,88 @@ TEST(Squeeze, AllDimsOfAViewIsAView) {
   EXPECT_EQ(v.shape(), (Shape{4, 3}));
   EXPECT_EQ(v.storage(), base.storage());
   v.select(0, 1).fill_(2);  // base[:, 0, 1] = 2
-  EXPECT_EQ(vt::vals(base), (std::vector<double>{0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0}));
+  EXPECT_EQ(vgrad_test::vals(base), (std::vector<double>{0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0}));
 }
+
+// Gradients against central differences (float64), on every device present.
+Tensor indices(const std::vector<int64_t>& values) { return tensor(values); }
+
+class ShapeOp : public vgrad_test::OnEachDevice {};
+
+TEST_P(ShapeOp, GradientReshapeAndViews) {
+  check_gradient("reshape", [](const Inputs& in) { return reshape(in[0], {6, 4}); }, {rnd({2, 3, 4})});
+  check_gradient("reshape -1", [](const Inputs& in) { return in[0].reshape({4, -1, 2}); }, {rnd({2, 3, 4})});
+  check_gradient("reshape non-contiguous", [](const Inputs& in) { return reshape(transpose(in[0], 0, 2), {-1}); }, {rnd({2, 3, 4})});
+  check_gradient("view", [](const Inputs& in) { return in[0].view({3, 8}); }, {rnd({2, 3, 4})});
+  check_gradient("flatten", [](const Inputs& in) { return in[0].flatten(1); }, {rnd({2, 3, 4})});
+  check_gradient("transpose", [](const Inputs& in) { return transpose(in[0], 0, 2); }, {rnd({2, 3, 4})});
+  check_gradient("transpose negative", [](const Inputs& in) { return in[0].transpose(-1, -2); }, {rnd({2, 3, 4})});
+  check_gradient("t", [](const Inputs& in) { return in[0].t(); }, {rnd({3, 4})});
+  check_gradient("permute", [](const Inputs& in) { return permute(in[0], {2, 0, 1}); }, {rnd({2, 3, 4})});
+  check_gradient("squeeze axis", [](const Inputs& in) { return squeeze(in[0], 1); }, {rnd({3, 1, 4})});
+  check_gradient("squeeze all", [](const Inputs& in) { return in[0].squeeze(); }, {rnd({1, 3, 1, 4})});
+  check_gradient("unsqueeze 0", [](const Inputs& in) { return unsqueeze(in[0], 0); }, {rnd({3, 4})});
+  check_gradient("unsqueeze 1", [](const Inputs& in) { return unsqueeze(in[0], 1); }, {rnd({3, 4})});
+  check_gradient("unsqueeze -1", [](const Inputs& in) { return in[0].unsqueeze(-1); }, {rnd({3, 4})});
+  check_gradient("unsqueeze of transposed", [](const Inputs& in) { return in[0].t().unsqueeze(1) * in[1]; },
+        {rnd({3, 4}), rnd({4, 2, 3})});
+}
+
+TEST_P(ShapeOp, GradientNarrowSliceSelect) {
+  check_gradient("narrow", [](const Inputs& in) { return narrow(in[0], 1, 1, 2); }, {rnd({2, 4, 3})});
+  check_gradient("narrow negative start", [](const Inputs& in) { return in[0].narrow(0, -2, 2); }, {rnd({4, 3})});
+  check_gradient("slice", [](const Inputs& in) { return slice(in[0], 2, 0, 5, 2); }, {rnd({2, 3, 5})});
+  check_gradient("slice negative", [](const Inputs& in) { return in[0].slice(0, -3, -1); }, {rnd({5, 2})});
+  check_gradient("slice step 3", [](const Inputs& in) { return in[0].slice(1, 1, 7, 3); }, {rnd({2, 7})});
+  check_gradient("slice of slice", [](const Inputs& in) { return in[0].slice(0, 1, 5).slice(0, 0, 4, 2); }, {rnd({6, 2})});
+  check_gradient("select", [](const Inputs& in) { return in[0].select(1, 2); }, {rnd({2, 4, 3})});
+  check_gradient("operator[]", [](const Inputs& in) { return in[0][1] * in[0][0]; }, {rnd({3, 4})});
+  // Overlapping uses of one input through different slices add up.
+  check_gradient("overlapping slices", [](const Inputs& in) { return in[0].narrow(0, 0, 3) * in[0].narrow(0, 1, 3); },
+        {rnd({4, 2})});
+}
+
+TEST_P(ShapeOp, GradientExpand) {
+  check_gradient("expand (3,1)->(2,3,4)", [](const Inputs& in) { return expand(in[0], {2, 3, 4}); }, {rnd({3, 1})});
+  check_gradient("expand -1", [](const Inputs& in) { return in[0].expand({5, -1}); }, {rnd({1, 4})});
+  check_gradient("expand 0-d", [](const Inputs& in) { return expand(in[0], {2, 3}); }, {rnd({})});
+  check_gradient("expand then mul", [](const Inputs& in) { return expand(in[0], {3, 4}) * in[1]; }, {rnd({4}), rnd({3, 4})});
+}
+
+TEST_P(ShapeOp, GradientIndexSelect) {
+  // Repeated indices: their gradients add up (index_add).
+  check_gradient("index_select axis 0", [](const Inputs& in) { return index_select(in[0], 0, in[1]); },
+        {rnd({4, 3}), indices({2, 0, 2, 3, 2})});
+  check_gradient("index_select axis 1", [](const Inputs& in) { return in[0].index_select(1, in[1]); },
+        {rnd({2, 4, 3}), indices({1, 1, 0})});
+  check_gradient("index_select axis -1", [](const Inputs& in) { return index_select(in[1], -1, in[0]); },
+        {indices({3, 0}), rnd({2, 4})});
+  check_gradient("index_select of transposed", [](const Inputs& in) { return index_select(in[0].t(), 0, in[1]); },
+        {rnd({3, 4}), indices({3, 1, 3})});
+}
+
+TEST_P(ShapeOp, GradientCat) {
+  check_gradient("cat axis 0", [](const Inputs& in) { return cat({in[0], in[1], in[2]}, 0); }, {rnd({2, 3}), rnd({1, 3}), rnd({4, 3})});
+  check_gradient("cat axis 1", [](const Inputs& in) { return cat({in[0], in[1]}, 1); }, {rnd({2, 3}), rnd({2, 5})});
+  check_gradient("cat axis -1", [](const Inputs& in) { return cat({in[0], in[1]}, -1); }, {rnd({2, 2, 3}), rnd({2, 2, 1})});
+  check_gradient("cat same tensor twice", [](const Inputs& in) { return cat({in[0], in[0] * 2.0}, 0); }, {rnd({2, 3})});
+  check_gradient("cat with constant", [](const Inputs& in) { return cat({in[0], ones({1, 3}, {.dtype = DType::Float64, .device = in[0].device()})}, 0); }, {rnd({2, 3})});
+}
+
+TEST_P(ShapeOp, GradientContiguousCloneAndDType) {
+  check_gradient("contiguous of contiguous", [](const Inputs& in) { return contiguous(in[0]); }, {rnd({3, 4})});
+  check_gradient("contiguous of transposed", [](const Inputs& in) { return in[0].t().contiguous() * 2.0; }, {rnd({3, 4})});
+  check_gradient("clone", [](const Inputs& in) { return clone(in[0]); }, {rnd({3, 4})});
+  check_gradient("clone method of expanded", [](const Inputs& in) { return in[0].expand({3, 4}).clone(); }, {rnd({4})});
+  check_gradient("to float64 (no-op)", [](const Inputs& in) { return in[0].to(DType::Float64) * 2.0; }, {rnd({3, 4})});
+  check_gradient("to_dtype float64", [](const Inputs& in) { return to_dtype(in[0], DType::Float64); }, {rnd({2, 2})});
+  // Through float32 the numeric derivative carries float32 rounding: a wider step and tolerances.
+  check_gradient("to float32 and back", [](const Inputs& in) { return square(in[0].to(DType::Float32)).to(DType::Float64); },
+        {rnd({3, 4})}, {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2});
+  check_gradient("to float32 output", [](const Inputs& in) { return in[0].to(DType::Float32) * 3.0; }, {rnd({3, 4})},
+        {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2});
+}
+
+INSTANTIATE_ON_EACH_DEVICE(ShapeOp);
 
 }  // namespace

@@ -1,14 +1,12 @@
 // Tests for softmax and log_softmax: every axis against a naive loop (contiguous
 // and strided inputs), numerical stability with logits of 1000, rows summing to 1,
-// and the errors.
-#include "test_util.h"
+// and the errors; gradients along each axis on every device (autograd/ops/softmax.cpp).
+#include "op_check.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::expect_tensor_near;
-using vt::rand_tensor;
-using vt::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // Naive (log_)softmax of row-major `v` of `shape` along `axis`, in long double.
 std::vector<double> naive_softmax(const std::vector<double>& v, const Shape& shape, int64_t axis, bool log) {
@@ -28,34 +26,8 @@ std::vector<double> naive_softmax(const std::vector<double>& v, const Shape& sha
   return out;
 }
 
-TEST(Softmax, EveryAxisVsNaive) {
-  for (DType dtype : {DType::Float32, DType::Float64}) {
-    const double tol = dtype == DType::Float32 ? 2e-6 : 1e-13;
-    const Tensor x = rand_tensor({3, 4, 5}, 1, dtype, -5, 5);
-    const auto v = vals(x);
-    for (int64_t axis : {0, 1, 2, -1, -2, -3}) {
-      const int64_t a = axis < 0 ? axis + 3 : axis;
-      const std::string what = std::string(dtype_name(dtype)) + " axis " + std::to_string(axis);
-      expect_tensor_near(softmax(x, axis), {3, 4, 5}, naive_softmax(v, {3, 4, 5}, a, false), tol, "softmax " + what);
-      expect_tensor_near(log_softmax(x, axis), {3, 4, 5}, naive_softmax(v, {3, 4, 5}, a, true), tol,
-                         "log_softmax " + what);
-    }
-  }
-}
-
-TEST(Softmax, StridedInputs) {
+TEST(Softmax, LeavesItsInputAlone) {
   const Tensor base = rand_tensor({6, 4, 10}, 2, DType::Float64, -5, 5);
-  const std::vector<Tensor> views{base.permute({2, 0, 1}), base.slice(2, 1, 10, 3), base.transpose(0, 1),
-                                  rand_tensor({4, 1}, 3, DType::Float64).expand({4, 6})};
-  for (const Tensor& view : views)
-    for (int64_t axis = 0; axis < view.dim(); ++axis) {
-      const std::string what = shape_str(view.shape()) + " axis " + std::to_string(axis);
-      expect_tensor_near(softmax(view, axis), view.shape(), naive_softmax(vals(view), view.shape(), axis, false), 1e-13,
-                         "softmax " + what);
-      expect_tensor_near(log_softmax(view, axis), view.shape(), naive_softmax(vals(view), view.shape(), axis, true),
-                         1e-13, "log_softmax " + what);
-    }
-  // The input is left alone.
   const auto before = vals(base);
   (void)softmax(base.transpose(0, 2), 1);
   EXPECT_EQ(vals(base), before);
@@ -125,5 +97,36 @@ TEST(Softmax, Errors) {
   EXPECT_ERROR((softmax(arange(3), 0)), "softmax: not defined for int64 tensors");
   EXPECT_ERROR((log_softmax(arange(3), 0)), "log_softmax", "int64");
 }
+
+class SoftmaxOp : public vgrad_test::OnEachDevice {
+ protected:
+  // softmax and log_softmax along `axis` of `input`: values against the naive loop
+  // (float32 and float64, every layout) and the gradient.
+  void check_both(const std::string& what, const Tensor& input, int64_t axis) {
+    for (bool log : {false, true}) {
+      const Reference naive = [axis, log](const std::vector<HostValues>& in) {
+        const int64_t wrapped = axis < 0 ? axis + int64_t(in[0].shape.size()) : axis;
+        return HostValues{in[0].shape, naive_softmax(in[0].values, in[0].shape, wrapped, log)};
+      };
+      check(std::string(log ? "log_softmax " : "softmax ") + what + " axis " + std::to_string(axis),
+            [axis, log](const Inputs& in) { return log ? log_softmax(in[0], axis) : softmax(in[0], axis); }, naive,
+            {input});
+    }
+  }
+};
+
+TEST_P(SoftmaxOp, EveryAxisAndLayoutWithGradient) {
+  for (int64_t axis : {0, 1, 2, -1, -2, -3}) check_both("[3, 4, 5]", rand_tensor({3, 4, 5}, 1, DType::Float64, -5, 5), axis);
+  check_both("[5]", rnd({5}), 0);
+  // Views as given: the CPU reads them in place.
+  const Tensor base = rand_tensor({6, 4, 10}, 2, DType::Float64, -5, 5);
+  for (const Tensor& view : {base.permute({2, 0, 1}), base.slice(2, 1, 10, 3), base.transpose(0, 1),
+                             rand_tensor({4, 1}, 3, DType::Float64).expand({4, 6})})
+    for (int64_t axis = 0; axis < view.dim(); ++axis) check_both(shape_str(view.shape()) + " view", view, axis);
+  check_gradient("softmax of large logits", [](const Inputs& in) { return softmax(in[0] * 50.0, 1); },
+                 {rnd({2, 4}) * 0.05});
+}
+
+INSTANTIATE_ON_EACH_DEVICE(SoftmaxOp);
 
 }  // namespace

@@ -1,17 +1,16 @@
-// Tests for the reductions against a naive reducer: sum, mean, max/min,
-// argmax/argmin and var over everything, single, several and negative axes,
-// with and without keepdim, on strided inputs; plus sum_to and the errors.
+// Tests of the reductions (autograd/ops/reduce.cpp) against a naive reducer on every
+// device: sum, mean, max/min, argmax/argmin and var over everything, single, several and
+// negative axes, with and without keepdim, strided inputs, gradients; on the CPU, hand
+// values, ties and NaN, int64, empty tensors, sum_to and the errors.
 #include <functional>
 #include <limits>
 
-#include "test_util.h"
+#include "op_check.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::expect_tensor_near;
-using vt::rand_tensor;
-using vt::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 enum class Op { Sum, Mean, Max, Min, ArgMax, ArgMin, Var0, Var1 };
 
@@ -30,7 +29,7 @@ Expected naive_reduce(const std::vector<double>& v, const Shape& shape, std::vec
   const int64_t n_out = numel(kept);
   std::vector<std::vector<double>> groups(static_cast<size_t>(n_out));
   for (int64_t i = 0; i < numel(shape); ++i) {
-    const auto index = vt::unravel(i, shape);
+    const auto index = vgrad_test::unravel(i, shape);
     int64_t out = 0;
     for (size_t d = 0; d < shape.size(); ++d) out = out * kept[d] + (reduced(int64_t(d)) ? 0 : index[d]);
     groups[out].push_back(v[i]);  // in increasing position along the reduced axes
@@ -84,45 +83,53 @@ std::vector<int64_t> wrapped(std::vector<int64_t> axes, int64_t ndim) {
   return axes;
 }
 
-void check_all_axis_sets(const Tensor& x, const std::string& what) {
-  const double tol = x.dtype() == DType::Float32 ? 1e-5 : 1e-12;
-  const std::vector<std::vector<int64_t>> axis_sets{{},      {0},     {1},    {2},       {-1},     {-3},
-                                                    {0, 1},  {0, 2},  {1, 2}, {2, 0},    {-1, -2}, {0, 1, 2},
-                                                    {-3, 2}, {1, -3}};
-  const auto v = vals(x);
-  for (Op op : {Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Var0, Op::Var1})
-    for (const auto& axes : axis_sets)
-      for (bool keepdim : {false, true}) {
-        const Expected e = naive_reduce(v, x.shape(), wrapped(axes, x.dim()), keepdim, op);
-        const Tensor out = run(op, x, axes, keepdim);
-        EXPECT_EQ(out.dtype(), x.dtype());
-        expect_tensor_near(out, e.shape, e.values, tol,
-                           what + " " + op_name(op) + " axes " + shape_str(axes) + (keepdim ? " keepdim" : ""));
-      }
-  for (Op op : {Op::ArgMax, Op::ArgMin})
-    for (int64_t axis : {0, 1, 2, -1, -2, -3})
-      for (bool keepdim : {false, true}) {
-        const Expected e = naive_reduce(v, x.shape(), wrapped({axis}, x.dim()), keepdim, op);
-        const Tensor out = run(op, x, {axis}, keepdim);
-        EXPECT_EQ(out.dtype(), DType::Int64);
-        expect_tensor_near(out, e.shape, e.values, 0,
-                           what + " " + op_name(op) + " axis " + std::to_string(axis) + (keepdim ? " keepdim" : ""));
-      }
-}
+class ReduceOp : public vgrad_test::OnEachDevice {
+ protected:
+  // Every reduction over every axis set, with and without keepdim: values against the
+  // naive reducer (all layouts, both dtypes), gradients where `gradient` (argmax/argmin
+  // have none).
+  void check_all_axis_sets(const Tensor& x, const std::string& what, bool gradient) {
+    const std::vector<std::vector<int64_t>> axis_sets{{},      {0},     {1},    {2},       {-1},     {-3},
+                                                      {0, 1},  {0, 2},  {1, 2}, {2, 0},    {-1, -2}, {0, 1, 2},
+                                                      {-3, 2}, {1, -3}};
+    const int64_t ndim = x.dim();
+    auto reference = [ndim](Op op, std::vector<int64_t> axes, bool keepdim) {
+      return [=](const std::vector<vgrad_test::HostValues>& in) {
+        const Expected e = naive_reduce(in[0].values, in[0].shape, wrapped(axes, ndim), keepdim, op);
+        return vgrad_test::HostValues{e.shape, e.values};
+      };
+    };
+    const vgrad_test::OpCheck options{.float32_tol = 1e-5, .gradient = gradient};
+    for (Op op : {Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Var0, Op::Var1})
+      for (const auto& axes : axis_sets)
+        for (bool keepdim : {false, true})
+          check(what + " " + op_name(op) + " axes " + shape_str(axes) + (keepdim ? " keepdim" : ""),
+                [=](const Inputs& in) { return run(op, in[0], axes, keepdim); }, reference(op, axes, keepdim), {x},
+                options);
+    for (Op op : {Op::ArgMax, Op::ArgMin})
+      for (int64_t axis : {0, 1, 2, -1, -2, -3})
+        for (bool keepdim : {false, true})
+          check(what + " " + op_name(op) + " axis " + std::to_string(axis) + (keepdim ? " keepdim" : ""),
+                [=](const Inputs& in) { return run(op, in[0], {axis}, keepdim); }, reference(op, {axis}, keepdim),
+                {x}, {.gradient = false});
+  }
+};
 
-TEST(Reduce, EveryOpEveryAxisSetContiguous) {
-  check_all_axis_sets(rand_tensor({3, 4, 5}, 1), "float32");
-  check_all_axis_sets(rand_tensor({3, 4, 5}, 2, DType::Float64), "float64");
-}
+// Random values: no ties, so amax/amin have a gradient and argmax/argmin one answer.
+TEST_P(ReduceOp, EveryOpEveryAxisSetWithGradient) { check_all_axis_sets(rand_tensor({3, 4, 5}, 1), "[3, 4, 5]", true); }
 
-TEST(Reduce, EveryOpEveryAxisSetStrided) {
+// Views given as inputs (the CPU reads them in place; other devices get a copy), beside
+// the layouts check_op makes itself.
+TEST_P(ReduceOp, EveryOpEveryAxisSetOfViews) {
   const Tensor base = rand_tensor({5, 8, 6}, 3, DType::Float64);
-  check_all_axis_sets(base.permute({2, 0, 1}), "permuted");
-  check_all_axis_sets(base.slice(1, 1, 8, 2).slice(0, 0, 5, 2), "stepped");
-  check_all_axis_sets(base.transpose(0, 2).slice(1, -3, 8), "transposed+narrowed");
-  check_all_axis_sets(rand_tensor({3, 1, 5}, 4, DType::Float64).expand({3, 4, 5}), "expanded");
-  check_all_axis_sets(rand_tensor({4, 5}, 5).expand({3, 4, 5}), "expanded leading");
+  check_all_axis_sets(base.permute({2, 0, 1}), "permuted", false);
+  check_all_axis_sets(base.slice(1, 1, 8, 2).slice(0, 0, 5, 2), "stepped", false);
+  check_all_axis_sets(base.transpose(0, 2).slice(1, -3, 8), "transposed+narrowed", false);
+  check_all_axis_sets(rand_tensor({3, 1, 5}, 4, DType::Float64).expand({3, 4, 5}), "expanded", false);
+  check_all_axis_sets(rand_tensor({4, 5}, 5).expand({3, 4, 5}), "expanded leading", false);
 }
+
+INSTANTIATE_ON_EACH_DEVICE(ReduceOp);
 
 TEST(Reduce, HandComputed) {
   const Tensor x = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
@@ -259,6 +266,14 @@ TEST(Reduce, SumTo) {
   const Expected e = naive_reduce(vals(h), h.shape(), {0, 2}, true, Op::Sum);
   expect_tensor_near(sum_to(h, {3, 1}), {3, 1}, e.values, 1e-12);
   EXPECT_ERROR((sum_to(g, {2, 2, 3})), "sum_to", "[2, 3]", "[2, 2, 3]");
+}
+
+TEST(Subgradient, AmaxAminTiesShareTheGradient) {
+  EXPECT_EQ(grad_at([](const Tensor& x) { return amax(x); }, {1, 3, 3, 2}), (std::vector<double>{0, 0.5, 0.5, 0}));
+  EXPECT_EQ(grad_at([](const Tensor& x) { return amin(x); }, {1, 1, 1, 2}),
+            (std::vector<double>{1.0 / 3, 1.0 / 3, 1.0 / 3, 0}));
+  EXPECT_EQ(grad_at([](const Tensor& x) { return amax(x.reshape({2, 2}), {1}); }, {5, 5, 1, 4}),
+            (std::vector<double>{0.5, 0.5, 0, 1}));
 }
 
 }  // namespace

@@ -1,19 +1,18 @@
 // Tests for matmul, linear and einsum against a naive triple loop: 2-D,
 // transposed and sliced operands (views), batched and broadcast batch dims,
-// 1-D operands, float64, einsum equations, and the error messages.
+// 1-D operands, float64, einsum equations, and the error messages (CPU); their
+// gradients on every device (autograd/ops/matmul.cpp).
 #include <array>
 
-#include "test_util.h"
+#include "op_check.h"
 
 namespace {
 
 using namespace vgrad;
-using vt::expect_tensor_near;
-using vt::rand_tensor;
-using vt::vals;
+using namespace vgrad_test;  // the op tests' shared helpers (op_check.h, support.h)
 
 // Naive batched matmul with NumPy batch broadcasting: a (..., M, K) @ b (..., K, N).
-vt::Shape naive_matmul_shape(const Shape& sa, const Shape& sb) {
+vgrad_test::Shape naive_matmul_shape(const Shape& sa, const Shape& sb) {
   const Shape ba(sa.begin(), sa.end() - 2), bb(sb.begin(), sb.end() - 2);
   Shape out = broadcast_shapes(ba, bb, "naive");
   out.push_back(sa[sa.size() - 2]);
@@ -29,8 +28,8 @@ std::vector<double> naive_matmul(const std::vector<double>& a, const Shape& sa, 
   const Shape ba(sa.begin(), sa.end() - 2), bb(sb.begin(), sb.end() - 2);
   std::vector<double> out;
   for (int64_t bi = 0; bi < numel(batch); ++bi) {
-    const auto index = vt::unravel(bi, batch);
-    const int64_t a0 = vt::broadcast_source(index, ba) * m * k, b0 = vt::broadcast_source(index, bb) * k * n;
+    const auto index = vgrad_test::unravel(bi, batch);
+    const int64_t a0 = vgrad_test::broadcast_source(index, ba) * m * k, b0 = vgrad_test::broadcast_source(index, bb) * k * n;
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
         double s = 0;
@@ -43,14 +42,22 @@ std::vector<double> naive_matmul(const std::vector<double>& a, const Shape& sa, 
 
 double tol(DType dtype) { return dtype == DType::Float32 ? 1e-4 : 1e-12; }
 
-// Checks matmul(a, b) where a and b may be views; the reference uses their values.
-void check_matmul(const Tensor& a, const Tensor& b, const std::string& what) {
-  const Shape out_shape = naive_matmul_shape(a.shape(), b.shape());
-  expect_tensor_near(matmul(a, b), out_shape, naive_matmul(vals(a), a.shape(), vals(b), b.shape()),
-                     tol(a.dtype()), what);
-}
+class MatmulOp : public vgrad_test::OnEachDevice {
+ protected:
+  // matmul(a, b) where a and b may be views, against the naive loop on their values, in
+  // their dtype and every layout. Gradients: the Gradient* tests (small shapes).
+  void check_matmul(const Tensor& a, const Tensor& b, const std::string& what) {
+    const Reference naive = [](const std::vector<HostValues>& in) {
+      return HostValues{naive_matmul_shape(in[0].shape, in[1].shape),
+                        naive_matmul(in[0].values, in[0].shape, in[1].values, in[1].shape)};
+    };
+    check(what, [](const Inputs& in) { return matmul(in[0], in[1]); }, naive, {a, b},
+          {.dtypes = {a.dtype()}, .float32_tol = tol(DType::Float32), .float64_tol = tol(DType::Float64),
+           .gradient = false});
+  }
+};
 
-TEST(Matmul, TwoDimVsNaive) {
+TEST_P(MatmulOp, TwoDimVsNaive) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const std::string d = dtype_name(dtype);
     for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{3, 4, 5}, {1, 7, 1}, {6, 1, 4}, {17, 33, 9}, {64, 784, 10}})
@@ -72,7 +79,7 @@ TEST(Matmul, Float64KeepsPrecision) {
   EXPECT_EQ(c.item(), 1 + 1e-12);
 }
 
-TEST(Matmul, TransposedAndSlicedOperands) {
+TEST_P(MatmulOp, TransposedAndSlicedOperands) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const Tensor at = rand_tensor({7, 5}, 3, dtype);  // a = at.t(): (5, 7)
     const Tensor bt = rand_tensor({9, 7}, 4, dtype);  // b = bt.t(): (7, 9)
@@ -91,7 +98,7 @@ TEST(Matmul, TransposedAndSlicedOperands) {
   }
 }
 
-TEST(Matmul, ExpandedOperands) {
+TEST_P(MatmulOp, ExpandedOperands) {
   // Stride-0 rows and columns cannot go to BLAS as they are; the values must still be right.
   const Tensor row = rand_tensor({1, 6}, 8, DType::Float64).expand({4, 6});
   const Tensor col = rand_tensor({6, 1}, 9, DType::Float64).expand({6, 3});
@@ -99,7 +106,7 @@ TEST(Matmul, ExpandedOperands) {
   check_matmul(rand_tensor({4, 6}, 10, DType::Float64), col, "expanded b");
 }
 
-TEST(Matmul, BatchedAndBroadcastBatchDims) {
+TEST_P(MatmulOp, BatchedAndBroadcastBatchDims) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     check_matmul(rand_tensor({4, 3, 5}, 11, dtype), rand_tensor({4, 5, 2}, 12, dtype), "(4,3,5)@(4,5,2)");
     check_matmul(rand_tensor({2, 1, 3, 4}, 13, dtype), rand_tensor({5, 4, 2}, 14, dtype), "(2,1,3,4)@(5,4,2)");
@@ -243,5 +250,67 @@ TEST(Einsum, Errors) {
   EXPECT_ERROR((einsum("i1,jk->ik", a, b)), "einsum", "bad character '1'");
   EXPECT_ERROR((einsum("ii,jk->ik", zeros({3, 3}), b)), "einsum", "repeated index 'i'");
 }
+
+// Gradients against central differences (float64), on every device present.
+TEST_P(MatmulOp, GradientMatmul2D) {
+  check_gradient("(3,4)@(4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({3, 4}), rnd({4, 5})});
+  check_gradient("(1,4)@(4,1)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({1, 4}), rnd({4, 1})});
+  // Transposed operands reach the GEMM as flags.
+  check_gradient("aᵀ@b", [](const Inputs& in) { return matmul(in[0].t(), in[1]); }, {rnd({4, 3}), rnd({4, 5})});
+  check_gradient("a@bᵀ", [](const Inputs& in) { return in[0].matmul(in[1].t()); }, {rnd({3, 4}), rnd({5, 4})});
+  check_gradient("aᵀ@bᵀ", [](const Inputs& in) { return matmul(in[0].t(), in[1].t()); }, {rnd({4, 3}), rnd({5, 4})});
+  // A strided (sliced) operand.
+  check_gradient("slice@b", [](const Inputs& in) { return matmul(in[0].slice(1, 0, 8, 2), in[1]); }, {rnd({3, 8}), rnd({4, 5})});
+}
+
+TEST_P(MatmulOp, GradientMatmulBatched) {
+  check_gradient("(2,3,4)@(2,4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({2, 3, 4}), rnd({2, 4, 5})});
+  check_gradient("(2,3,4)@(4,5) folded", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({2, 3, 4}), rnd({4, 5})});
+  check_gradient("(3,4)@(2,4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({3, 4}), rnd({2, 4, 5})});
+  check_gradient("(2,1,3,4)@(3,4,5) broadcast batch", [](const Inputs& in) { return matmul(in[0], in[1]); },
+        {rnd({2, 1, 3, 4}), rnd({3, 4, 5})});
+  check_gradient("(1,3,4)@(2,4,5) broadcast batch", [](const Inputs& in) { return matmul(in[0], in[1]); },
+        {rnd({1, 3, 4}), rnd({2, 4, 5})});
+  check_gradient("permuted batch", [](const Inputs& in) { return matmul(in[0].permute({1, 0, 2}), in[1]); },
+        {rnd({3, 2, 4}), rnd({2, 4, 5})});
+  check_gradient("batched transposed", [](const Inputs& in) { return matmul(in[0], in[1].transpose(1, 2)); },
+        {rnd({2, 3, 4}), rnd({2, 5, 4})});
+  check_gradient("non-contiguous folded", [](const Inputs& in) { return matmul(in[0].transpose(0, 1), in[1]); },
+        {rnd({3, 2, 4}), rnd({4, 5})});
+}
+
+TEST_P(MatmulOp, GradientMatmul1D) {
+  check_gradient("(4)@(4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({4}), rnd({4, 5})});
+  check_gradient("(3,4)@(4)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({3, 4}), rnd({4})});
+  check_gradient("(2,3,4)@(4)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({2, 3, 4}), rnd({4})});
+  check_gradient("(4)@(2,4,5)", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({4}), rnd({2, 4, 5})});
+  check_gradient("(4)@(4) dot", [](const Inputs& in) { return matmul(in[0], in[1]); }, {rnd({4}), rnd({4})});
+}
+
+TEST_P(MatmulOp, GradientLinear) {
+  check_gradient("linear with bias", [](const Inputs& in) { return linear(in[0], in[1], in[2]); }, {rnd({4, 3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear without bias", [](const Inputs& in) { return linear(in[0], in[1]); }, {rnd({4, 3}), rnd({5, 3})});
+  check_gradient("linear 3-D input", [](const Inputs& in) { return linear(in[0], in[1], in[2]); },
+        {rnd({2, 4, 3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear 1-D input", [](const Inputs& in) { return linear(in[0], in[1], in[2]); }, {rnd({3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear transposed weight", [](const Inputs& in) { return linear(in[0], in[1].t(), in[2]); },
+        {rnd({4, 3}), rnd({3, 5}), rnd({5})});
+  check_gradient("linear transposed input", [](const Inputs& in) { return linear(in[0].t(), in[1], in[2]); },
+        {rnd({3, 4}), rnd({5, 3}), rnd({5})});
+}
+
+TEST_P(MatmulOp, GradientEinsum) {
+  const std::vector<std::tuple<std::string, Shape, Shape>> cases = {
+      {"ij,jk->ik", {3, 4}, {4, 5}},  {"ij,jk", {3, 4}, {4, 5}},       {"bqd,bkd->bqk", {2, 3, 4}, {2, 5, 4}},
+      {"i,j->ij", {3}, {4}},          {"ij,ij->i", {3, 4}, {3, 4}},    {"ij,ij->ij", {3, 4}, {3, 4}},
+      {"ij,jk->ki", {3, 4}, {4, 5}},  {"ij,k->ik", {3, 4}, {5}},       {"bij,bjk->bik", {2, 3, 4}, {2, 4, 5}},
+      {"i,i->", {4}, {4}},            {"ijk,k->ij", {2, 3, 4}, {4}}, {"b i d, b j d -> b i j", {2, 3, 4}, {2, 5, 4}}};
+  for (const auto& [equation, sa, sb] : cases) {
+    const std::string eq = equation;
+    check_gradient("einsum " + eq, [eq](const Inputs& in) { return einsum(eq, in[0], in[1]); }, {rnd(sa), rnd(sb)});
+  }
+}
+
+INSTANTIATE_ON_EACH_DEVICE(MatmulOp);
 
 }  // namespace

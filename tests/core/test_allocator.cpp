@@ -1,0 +1,177 @@
+// Tests of the caching allocator (core/allocator.h) over a counting raw allocator:
+// size buckets (round_size), reuse of freed blocks, the stats counters, release_cached,
+// the out-of-memory retry, and no system allocation in a steady state; then the CPU's
+// own instance under tensors. The CUDA instance is tested in tests/cuda.
+#include <cstdlib>
+#include <set>
+
+#include "core/allocator.h"
+#include "support.h"
+
+namespace {
+
+using vgrad::CachingAllocator;
+
+// The raw allocator under test: counts calls, and fails on demand (out of memory).
+struct Raw {
+  static inline int allocations = 0;
+  static inline int frees = 0;
+  static inline int refusals = 0;  // how many of the next requests fail
+  static inline std::set<size_t> sizes;  // every size that reached the system
+  static void* alloc(size_t bytes, int) {
+    if (refusals > 0) {
+      --refusals;
+      return nullptr;
+    }
+    ++allocations;
+    sizes.insert(bytes);
+    return std::malloc(bytes);
+  }
+  static void free(void* ptr, int) {
+    ++frees;
+    std::free(ptr);
+  }
+};
+
+class Allocator : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Raw::allocations = Raw::frees = 0;
+    Raw::refusals = 0;
+    Raw::sizes.clear();
+  }
+  CachingAllocator allocator{Raw::alloc, Raw::free, 0};
+};
+
+TEST(AllocatorRoundSize, BucketsSmallToHalfKilobyteLargeToAnEighthOfTheirPowerOfTwo) {
+  EXPECT_EQ(CachingAllocator::round_size(0), 512u);
+  EXPECT_EQ(CachingAllocator::round_size(1), 512u);
+  EXPECT_EQ(CachingAllocator::round_size(512), 512u);
+  EXPECT_EQ(CachingAllocator::round_size(513), 1024u);
+  EXPECT_EQ(CachingAllocator::round_size(4095), 4096u);
+  EXPECT_EQ(CachingAllocator::round_size(4096), 4096u);
+  EXPECT_EQ(CachingAllocator::round_size(4097), 5120u);  // 8192 / 8 = 1024-byte steps
+  EXPECT_EQ(CachingAllocator::round_size(1 << 20), size_t{1} << 20);
+  EXPECT_EQ(CachingAllocator::round_size((1 << 20) + 1), (size_t{1} << 20) + (size_t{1} << 18));
+  // Never smaller than asked; above 4 KiB the step is 1/8 of the next power of two,
+  // so the waste is under 1/8 of that power (under 1/4 of the request).
+  for (size_t bytes = 1; bytes < (size_t{1} << 22); bytes = bytes * 3 / 2 + 7) {
+    const size_t size = CachingAllocator::round_size(bytes);
+    EXPECT_GE(size, bytes);
+    size_t power = 1;
+    while (power < bytes) power <<= 1;
+    if (bytes > 4096) {
+      EXPECT_LT(size - bytes, power / 8) << bytes;
+    }
+    EXPECT_EQ(CachingAllocator::round_size(size), size) << "a bucket size is its own bucket: " << bytes;
+  }
+}
+
+TEST_F(Allocator, ReusesAFreedBlockOfTheSameBucket) {
+  void* first = allocator.allocate(1000);
+  allocator.deallocate(first, 1000);
+  EXPECT_EQ(allocator.allocate(1000), first);
+  allocator.deallocate(first, 1000);
+  EXPECT_EQ(allocator.allocate(600), first) << "600 and 1000 bytes share the 1024-byte bucket";
+  void* other = allocator.allocate(2000);  // another bucket: a new block
+  EXPECT_NE(other, first);
+  EXPECT_EQ(Raw::allocations, 2);
+  EXPECT_EQ(Raw::sizes, (std::set<size_t>{1024, 2048}));
+  const vgrad::MemoryStats stats = allocator.stats();
+  EXPECT_EQ(stats.system_allocations, 2u);
+  EXPECT_EQ(stats.cache_hits, 2u);
+  allocator.deallocate(first, 600);
+  allocator.deallocate(other, 2000);
+}
+
+TEST_F(Allocator, CountsBytesInUsePeakAndCached) {
+  void* a = allocator.allocate(1000);  // 1024
+  void* b = allocator.allocate(5000);  // 5120
+  EXPECT_EQ(allocator.stats().bytes_in_use, 1024u + 5120u);
+  EXPECT_EQ(allocator.stats().peak_bytes_in_use, 1024u + 5120u);
+  allocator.deallocate(b, 5000);
+  vgrad::MemoryStats stats = allocator.stats();
+  EXPECT_EQ(stats.bytes_in_use, 1024u);
+  EXPECT_EQ(stats.peak_bytes_in_use, 1024u + 5120u);
+  EXPECT_EQ(stats.bytes_cached, 5120u);
+  EXPECT_EQ(Raw::frees, 0) << "a freed block stays cached";
+  allocator.deallocate(a, 1000);
+  stats = allocator.stats();
+  EXPECT_EQ(stats.bytes_in_use, 0u);
+  EXPECT_EQ(stats.bytes_cached, 1024u + 5120u);
+}
+
+TEST_F(Allocator, ReleaseCachedReturnsEveryFreeBlockAndOnlyThose) {
+  void* kept = allocator.allocate(100);
+  for (size_t bytes : {1000, 3000, 3000, 70000}) allocator.deallocate(allocator.allocate(bytes), bytes);
+  allocator.release_cached();
+  EXPECT_EQ(Raw::frees, 3) << "the two 3000-byte requests shared one block";
+  EXPECT_EQ(allocator.stats().bytes_cached, 0u);
+  EXPECT_EQ(allocator.stats().bytes_in_use, 512u);
+  void* again = allocator.allocate(1000);  // the cache is empty: back to the system
+  EXPECT_EQ(allocator.stats().cache_hits, 1u);
+  EXPECT_EQ(allocator.stats().system_allocations, 5u);
+  allocator.deallocate(again, 1000);
+  allocator.deallocate(kept, 100);
+}
+
+TEST_F(Allocator, SteadyStateMakesNoSystemAllocation) {
+  // A training step's pattern: the same sizes allocated and freed every iteration.
+  for (int step = 0; step < 100; ++step) {
+    void* activations = allocator.allocate(64 * 256 * 4);
+    void* logits = allocator.allocate(64 * 10 * 4);
+    allocator.deallocate(logits, 64 * 10 * 4);
+    allocator.deallocate(activations, 64 * 256 * 4);
+  }
+  EXPECT_EQ(Raw::allocations, 2);
+  EXPECT_EQ(allocator.stats().cache_hits, 198u);
+}
+
+TEST_F(Allocator, OutOfMemoryGivesBackTheCacheAndRetries) {
+  allocator.deallocate(allocator.allocate(8000), 8000);  // 8192 bytes cached
+  Raw::refusals = 1;  // the system refuses the next request once
+  void* block = allocator.allocate(20000);
+  EXPECT_NE(block, nullptr);
+  EXPECT_EQ(Raw::frees, 1) << "the cached block went back before the retry";
+  EXPECT_EQ(allocator.stats().bytes_cached, 0u);
+  EXPECT_EQ(allocator.stats().system_allocations, 2u);
+  allocator.deallocate(block, 20000);
+}
+
+TEST_F(Allocator, OutOfMemoryWithNothingCachedNamesTheSizeAndLeavesNoTrace) {
+  void* in_use = allocator.allocate(1000);
+  Raw::refusals = 1000;
+  EXPECT_ERROR(allocator.allocate(5000), "allocator: out of memory allocating 5120 bytes (1024 bytes in use)");
+  Raw::refusals = 0;
+  EXPECT_EQ(allocator.stats().bytes_in_use, 1024u);
+  EXPECT_EQ(allocator.stats().system_allocations, 1u);
+  allocator.deallocate(in_use, 1000);
+}
+
+TEST_F(Allocator, DestructionReturnsTheCache) {
+  {
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0);
+    scoped.deallocate(scoped.allocate(100), 100);
+    scoped.deallocate(scoped.allocate(10000), 10000);
+    EXPECT_EQ(Raw::frees, 0);
+  }
+  EXPECT_EQ(Raw::frees, 2);
+}
+
+// The CPU backend's instance, under tensors: a loop that makes same-shape tensors is
+// served from the cache after its first pass.
+TEST(CpuAllocator, SameShapeTensorsReuseTheirBlocks) {
+  { const vgrad::Tensor warm_up = vgrad::zeros({64, 256}); }
+  const vgrad::MemoryStats before = vgrad::memory_stats(vgrad::kCPU);
+  for (int i = 0; i < 20; ++i) {
+    const vgrad::Tensor t = vgrad::zeros({64, 256});
+    EXPECT_EQ(vgrad::memory_stats(vgrad::kCPU).bytes_in_use, before.bytes_in_use + 64 * 256 * 4);
+  }
+  const vgrad::MemoryStats after = vgrad::memory_stats(vgrad::kCPU);
+  EXPECT_EQ(after.system_allocations, before.system_allocations);
+  EXPECT_EQ(after.cache_hits, before.cache_hits + 20);
+  vgrad::empty_cache(vgrad::kCPU);
+  EXPECT_EQ(vgrad::memory_stats(vgrad::kCPU).bytes_cached, 0u);
+}
+
+}  // namespace
