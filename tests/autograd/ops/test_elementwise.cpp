@@ -143,6 +143,8 @@ std::vector<UnaryCase> unary_cases() {
       {"clamp", [](const Tensor& x) { return clamp(x, -1, 0.5); },
        [](double v) { return std::min(std::max(v, -1.0), 0.5); }, -4, 4, {-1, 0.5}},
       {"square", [](const Tensor& x) { return square(x); }, [](double v) { return v * v; }},
+      {"log1p", [](const Tensor& x) { return log1p(x); }, [](double v) { return std::log1p(v); }, -0.9, 10},
+      {"expm1", [](const Tensor& x) { return expm1(x); }, [](double v) { return std::expm1(v); }, -10, 10},
       {"affine", [](const Tensor& x) { return affine(x, 3, -0.5); }, [](double v) { return 3 * v - 0.5; }},
       {"pow 2", [](const Tensor& x) { return pow(x, 2.0); }, [](double v) { return v * v; }},
       {"pow 3", [](const Tensor& x) { return pow(x, 3.0); }, [](double v) { return v * v * v; }},
@@ -220,6 +222,25 @@ TEST_P(ElementwiseOp, NaNPropagatesAsPyTorch) {
     EXPECT_EQ(sign[1], -1);
     EXPECT_EQ(sign[2], 1);
   }
+}
+
+// log1p/expm1 keep the digits that log(1 + x) and exp(x) - 1 lose near 0.
+TEST(Log1pExpm1, MatchTheCLibraryNearZeroOnEveryDevice) {
+  const std::vector<double> x = {-0.5, -1e-9, 0.0, 1e-12, 3e-8, 0.25, 2.0};
+  std::vector<Device> devices{kCPU};
+  if (cuda_is_available()) devices.push_back(cuda_device(0));
+  for (Device device : devices)
+    for (DType dtype : {DType::Float32, DType::Float64}) {
+      const Tensor t = tensor(x).to(dtype).to(device);
+      const auto l = vgrad_test::vals(log1p(t)), e = vgrad_test::vals(expm1(t));
+      const double tol = dtype == DType::Float32 ? 2e-7 : 1e-15;
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double xi = dtype == DType::Float32 ? double(float(x[i])) : x[i];
+        EXPECT_NEAR(l[i], std::log1p(xi), tol * (std::abs(std::log1p(xi)) + 1e-30)) << device.str() << " " << xi;
+        EXPECT_NEAR(e[i], std::expm1(xi), tol * (std::abs(std::expm1(xi)) + 1e-30)) << device.str() << " " << xi;
+      }
+    }
+  EXPECT_ERROR(log1p(tensor(std::vector<int64_t>{1, 2})), "log1p: not defined for int64");
 }
 
 INSTANTIATE_ON_EACH_DEVICE(ElementwiseOp);
