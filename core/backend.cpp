@@ -276,21 +276,21 @@ void Backend::cross_entropy_backward(const View& probs, const View& target, doub
 
 // ---- gather / scatter ----
 
+void Backend::check_index_range(const char* op, const View& index, int dim, int64_t size) {
+  int64_t value = 0;
+  const int64_t position = first_out_of_range(index, size, value);
+  if (position >= 0) fail("{}: index {} out of range for dim {} of size {} (position {})", op, value, dim, size, position);
+}
+
 void Backend::index_select(const View& x, int dim, const View& index, const View& out) {
   check_indexed("index_select", "output", x, dim, index, out);
-  int64_t value = 0;
-  const int64_t position = first_out_of_range(index, x.shape[dim], value);
-  if (position >= 0)
-    fail("index_select: index {} out of range for dim {} of size {} (position {})", value, dim, x.shape[dim], position);
+  check_index_range("index_select", index, dim, x.shape[dim]);
   if (out.numel() > 0) index_select_impl(x, dim, index, out);
 }
 
 void Backend::index_add(const View& out, int dim, const View& index, const View& src) {
   check_indexed("index_add", "source", out, dim, index, src);
-  int64_t value = 0;
-  const int64_t position = first_out_of_range(index, out.shape[dim], value);
-  if (position >= 0)
-    fail("index_add: index {} out of range for dim {} of size {} (position {})", value, dim, out.shape[dim], position);
+  check_index_range("index_add", index, dim, out.shape[dim]);
   if (src.numel() > 0) index_add_impl(out, dim, index, src);
 }
 

@@ -115,6 +115,8 @@ class Backend {
  private:
   // first_out_of_range_impl, and -1 for an empty index.
   int64_t first_out_of_range(const View& index, int64_t limit, int64_t& value);
+  // Refuses an index with a value outside [0, size), naming op, value, dim and position.
+  void check_index_range(const char* op, const View& index, int dim, int64_t size);
 };
 
 // The single dispatch point: CPU, or the CUDA backend (a stub that throws when

@@ -22,14 +22,22 @@ struct SumPairCombine {
   }
 };
 
-// softmax: y = exp(x - m) / sum exp(x - m);  log_softmax: y = (x - m) - log(sum exp(x - m)).
-template <class T, int kGroup, int kThreads>
-__global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int64_t rows, int64_t C, bool log) {
+// Calls body(row, lane) for every row this thread's group handles: a group of kGroup
+// threads per row (a warp, or the whole block), grid-striding over the rows. `row <
+// rows` is uniform over the group, so group_reduce inside body is safe.
+template <int kGroup, int kThreads, class Body> __device__ __forceinline__ void for_each_row(int64_t rows, Body body) {
   constexpr int kRowsPerBlock = kThreads / kGroup;
   const int lane = threadIdx.x % kGroup;
   for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
     const int64_t row = first + threadIdx.x / kGroup;
-    if (row >= rows) continue;  // uniform over the group (and over the block in block mode)
+    if (row < rows) body(row, lane);
+  }
+}
+
+// softmax: y = exp(x - m) / sum exp(x - m);  log_softmax: y = (x - m) - log(sum exp(x - m)).
+template <class T, int kGroup, int kThreads>
+__global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int64_t rows, int64_t C, bool log) {
+  for_each_row<kGroup, kThreads>(rows, [&](int64_t row, int lane) {
     const T* xr = x + row * C;
     T* yr = y + row * C;
     T m = lowest_value<T>();
@@ -44,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int
     } else {
       for (int64_t c = lane; c < C; c += kGroup) yr[c] = exp_(xr[c] - m) / s;
     }
-  }
+  });
 }
 
 // softmax:     dx = y * (dy - sum(dy * y))
@@ -52,11 +60,7 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, int
 template <class T, int kGroup, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     softmax_backward_kernel(const T* y, const T* dy, T* dx, int64_t rows, int64_t C, bool log) {
-  constexpr int kRowsPerBlock = kThreads / kGroup;
-  const int lane = threadIdx.x % kGroup;
-  for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
-    const int64_t row = first + threadIdx.x / kGroup;
-    if (row >= rows) continue;
+  for_each_row<kGroup, kThreads>(rows, [&](int64_t row, int lane) {
     const T* yr = y + row * C;
     const T* dyr = dy + row * C;
     T* dxr = dx + row * C;
@@ -72,26 +76,22 @@ __global__ void __launch_bounds__(kThreads)
     } else {
       for (int64_t c = lane; c < C; c += kGroup) dxr[c] = yr[c] * (dyr[c] - s);
     }
-  }
+  });
 }
 
 // loss_i = -sum_c q_ic log p_ic with q = (1 - s) onehot(t_i) + s / C
 //        = lse_i - (1 - s) x_{i,t_i} - s * mean_c(x_ic),   lse = m + log sum exp(x - m).
-// A target outside [0, C) records the smallest such row in *bad_row and never indexes.
+// Core checked every target is in [0, C); one outside anyway gives a NaN loss, never
+// an out-of-bounds read.
 template <class T, int kGroup, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_kernel(const T* x, const int64_t* target, int64_t target_stride, T* probs, T* loss,
-                         int64_t loss_stride, int64_t rows, int64_t C, T smoothing, unsigned long long* bad_row) {
-  constexpr int kRowsPerBlock = kThreads / kGroup;
-  const int lane = threadIdx.x % kGroup;
-  for (int64_t first = int64_t{blockIdx.x} * kRowsPerBlock; first < rows; first += int64_t{gridDim.x} * kRowsPerBlock) {
-    const int64_t row = first + threadIdx.x / kGroup;
-    if (row >= rows) continue;
+                         int64_t loss_stride, int64_t rows, int64_t C, T smoothing) {
+  for_each_row<kGroup, kThreads>(rows, [&](int64_t row, int lane) {
     const T* xr = x + row * C;
     T* pr = probs + row * C;
     const int64_t t = target[row * target_stride];
     const bool valid = t >= 0 && t < C;
-    if (!valid && lane == 0) atomicMin(bad_row, static_cast<unsigned long long>(row));
     T m = lowest_value<T>();
     for (int64_t c = lane; c < C; c += kGroup) m = MaxCombine{}(m, xr[c]);
     m = group_reduce<kGroup>(m, MaxCombine{});
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       loss[row * loss_stride] = value;
     }
-  }
+  });
 }
 
 // grad = scale * (p - q), q = (1 - s) onehot(t) + s / C. Bad targets only lose the onehot.
@@ -186,13 +186,12 @@ void cross_entropy(const Context& ctx, const View& logits, const View& target, d
   if (rows == 0) return;
   const int64_t target_stride = target.strides[0];
   const int64_t loss_stride = loss_rows.is_contiguous() ? 1 : loss_rows.strides[0];
-  unsigned long long* flag = reset_flag(ctx);
   dispatch_floating(logits.dtype, "cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     launch_rows(ctx, rows, C, cross_entropy_kernel<T, 32, kWarpRowsBlock>,
                 cross_entropy_kernel<T, kWideBlock, kWideBlock>, static_cast<const T*>(logits.data),
                 static_cast<const int64_t*>(target.data), target_stride, static_cast<T*>(probs.data),
-                static_cast<T*>(loss_rows.data), loss_stride, rows, C, static_cast<T>(smoothing), flag);
+                static_cast<T*>(loss_rows.data), loss_stride, rows, C, static_cast<T>(smoothing));
   });
 }
 
