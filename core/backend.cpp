@@ -207,6 +207,48 @@ void Backend::gemm(const GemmArgs& args) {
   gemm_impl(g);
 }
 
+// ---- sliding windows ----
+
+namespace {
+
+// x (N, C, H, W) and col (C·KH·KW, N·OH·OW), contiguous, one floating dtype, and a
+// geometry whose output size follows from the input's.
+void check_windows(const char* op, const View& x, const WindowGeometry& g, const View& col) {
+  check_floating(op, "image", x);
+  check_dtype(op, "columns", col, x.dtype);
+  check_contiguous(op, "image", x);
+  check_contiguous(op, "columns", col);
+  if (x.ndim != 4 || x.shape[0] != g.batch || x.shape[1] != g.channels || x.shape[2] != g.height ||
+      x.shape[3] != g.width)
+    fail("{}: image {} does not match the geometry [{}, {}, {}, {}]", op, dims(x), g.batch, g.channels, g.height,
+         g.width);
+  if (g.kernel_h < 1 || g.kernel_w < 1 || g.stride_h < 1 || g.stride_w < 1 || g.dilation_h < 1 ||
+      g.dilation_w < 1 || g.pad_h < 0 || g.pad_w < 0)
+    fail("{}: kernel {}x{}, stride {}x{}, dilation {}x{} must be >= 1 and padding {}x{} >= 0", op, g.kernel_h,
+         g.kernel_w, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_h, g.pad_w);
+  const int64_t out_h = (g.height + 2 * g.pad_h - g.dilation_h * (g.kernel_h - 1) - 1) / g.stride_h + 1;
+  const int64_t out_w = (g.width + 2 * g.pad_w - g.dilation_w * (g.kernel_w - 1) - 1) / g.stride_w + 1;
+  if (g.out_h != out_h || g.out_w != out_w || out_h < 1 || out_w < 1)
+    fail("{}: output {}x{} does not follow from input {}x{} (expected {}x{})", op, g.out_h, g.out_w, g.height,
+         g.width, out_h, out_w);
+  if (col.ndim != 2 || col.shape[0] != g.col_rows() || col.shape[1] != g.col_cols())
+    fail("{}: columns {} should be [{}, {}] (C·KH·KW, N·OH·OW)", op, dims(col), g.col_rows(), g.col_cols());
+}
+
+}  // namespace
+
+void Backend::im2col(const View& x, const WindowGeometry& g, const View& col) {
+  check_windows("im2col", x, g, col);
+  if (col.numel() > 0) im2col_impl(x, g, col);
+}
+
+void Backend::col2im(const View& col, const WindowGeometry& g, const View& x) {
+  check_windows("col2im", x, g, col);
+  if (x.numel() == 0) return;
+  if (col.numel() == 0) return fill_impl(x, 0.0);
+  col2im_impl(col, g, x);
+}
+
 // ---- softmax and cross-entropy ----
 
 void Backend::softmax(const View& x, const View& out, bool log) {

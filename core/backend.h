@@ -47,6 +47,13 @@ class Backend {
   // ---- matrix products (gemm) ----
   void gemm(const GemmArgs& args);
 
+  // ---- sliding windows (conv), contiguous NCHW ----
+  // col (C·KH·KW, N·OH·OW) = the windows of x (N, C, H, W); see WindowGeometry.
+  void im2col(const View& x, const WindowGeometry& g, const View& col);
+  // x (N, C, H, W) = the sum of every col entry back at the pixel it was read from
+  // (overwrites x; the adjoint of im2col, so dX = col2im(dcol)). Padding drops out.
+  void col2im(const View& col, const WindowGeometry& g, const View& x);
+
   // ---- softmax and losses (softmax), over the last dim of contiguous (rows, C) data ----
   void softmax(const View& x, const View& out, bool log);
   void softmax_backward(const View& y, const View& grad_y, const View& grad_x, bool log);
@@ -88,6 +95,8 @@ class Backend {
   virtual void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) = 0;
   virtual double sum_of_squares_impl(const View& x) = 0;
   virtual void gemm_impl(const GemmArgs& args) = 0;
+  virtual void im2col_impl(const View& x, const WindowGeometry& g, const View& col) = 0;
+  virtual void col2im_impl(const View& col, const WindowGeometry& g, const View& x) = 0;
   virtual void softmax_impl(const View& x, const View& out, bool log) = 0;
   virtual void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) = 0;
   virtual void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,

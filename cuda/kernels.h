@@ -48,6 +48,10 @@ void where(const Context& ctx, const View& cond, const View& a, const View& b, c
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale);
 double sum_of_squares(const Context& ctx, const View& x);  // contiguous; synchronizes
 
+// ---- sliding windows (conv.cu), contiguous NCHW; see WindowGeometry ----
+void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col);
+void col2im(const Context& ctx, const View& col, const WindowGeometry& g, const View& x);  // overwrites x
+
 // ---- softmax and cross-entropy (softmax.cu), rows of C contiguous elements ----
 void softmax(const Context& ctx, const View& x, const View& out, bool log);
 void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log);

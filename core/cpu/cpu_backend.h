@@ -28,6 +28,9 @@ class CpuBackend final : public Backend {
   double sum_of_squares_impl(const View& x) override;
   // gemm.cpp
   void gemm_impl(const GemmArgs& args) override;
+  // conv.cpp
+  void im2col_impl(const View& x, const WindowGeometry& g, const View& col) override;
+  void col2im_impl(const View& col, const WindowGeometry& g, const View& x) override;
   // softmax.cpp
   void softmax_impl(const View& x, const View& out, bool log) override;
   void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) override;

@@ -1,0 +1,68 @@
+// im2col and col2im on the GPU: one thread per column entry for im2col, and for
+// col2im one thread per pixel that gathers the entries it fed (no atomics, so the
+// sum order is fixed and results are deterministic). Side by side with core/cpu/conv.cpp.
+#include "cuda/kernel_utils.cuh"
+
+namespace vgrad::cuda::kernels {
+namespace {
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) im2col_kernel(const T* x, WindowGeometry g, T* col, int64_t n_total) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  const int64_t cols = g.col_cols(), spatial = g.out_h * g.out_w;
+  const T pad = static_cast<T>(g.pad_value);
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
+    const int64_t row = i / cols, column = i % cols;
+    const int64_t kw = row % g.kernel_w, kh = (row / g.kernel_w) % g.kernel_h, c = row / (g.kernel_w * g.kernel_h);
+    const int64_t n = column / spatial, oh = (column % spatial) / g.out_w, ow = column % g.out_w;
+    const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+    const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+    const bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
+    col[i] = inside ? x[((n * g.channels + c) * g.height + ih) * g.width + iw] : pad;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) col2im_kernel(const T* col, WindowGeometry g, T* x, int64_t n_total) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  const int64_t cols = g.col_cols(), spatial = g.out_h * g.out_w;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
+    const int64_t w = i % g.width, h = (i / g.width) % g.height;
+    const int64_t c = (i / (g.width * g.height)) % g.channels, n = i / (g.width * g.height * g.channels);
+    T sum = 0;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t th = h + g.pad_h - kh * g.dilation_h;  // = oh·stride_h when this tap read pixel h
+      if (th < 0 || th % g.stride_h != 0 || th / g.stride_h >= g.out_h) continue;
+      const int64_t oh = th / g.stride_h;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t tw = w + g.pad_w - kw * g.dilation_w;
+        if (tw < 0 || tw % g.stride_w != 0 || tw / g.stride_w >= g.out_w) continue;
+        const int64_t row = (c * g.kernel_h + kh) * g.kernel_w + kw;
+        sum += col[row * cols + n * spatial + oh * g.out_w + tw / g.stride_w];
+      }
+    }
+    x[i] = sum;
+  }
+}
+
+}  // namespace
+
+void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col) {
+  const int64_t n = col.numel();
+  dispatch_floating(x.dtype, "im2col", [&](auto tag) {
+    using T = decltype(tag);
+    im2col_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, col.ptr<T>(), n);
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void col2im(const Context& ctx, const View& col, const WindowGeometry& g, const View& x) {
+  const int64_t n = x.numel();
+  dispatch_floating(x.dtype, "col2im", [&](auto tag) {
+    using T = decltype(tag);
+    col2im_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(col.ptr<const T>(), g, x.ptr<T>(), n);
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vgrad::cuda::kernels
