@@ -53,6 +53,13 @@ class Backend {
   // x (N, C, H, W) = the sum of every col entry back at the pixel it was read from
   // (overwrites x; the adjoint of im2col, so dX = col2im(dcol)). Padding drops out.
   void col2im(const View& col, const WindowGeometry& g, const View& x);
+  // out (N, C, OH, OW) = the max of each window of x (padding never wins), and indices
+  // (int64, out's shape) = where it was, as h·W + w in its (n, c) plane (the first of
+  // tied maxima; NaN propagates), as PyTorch's return_indices.
+  void max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices);
+  // grad_x (N, C, H, W) = the sum of the grad_out entries whose index points at each
+  // pixel (overwrites grad_x).
+  void max_pool2d_backward(const View& grad_out, const View& indices, const WindowGeometry& g, const View& grad_x);
 
   // ---- softmax and losses (softmax), over the last dim of contiguous (rows, C) data ----
   void softmax(const View& x, const View& out, bool log);
@@ -97,6 +104,9 @@ class Backend {
   virtual void gemm_impl(const GemmArgs& args) = 0;
   virtual void im2col_impl(const View& x, const WindowGeometry& g, const View& col) = 0;
   virtual void col2im_impl(const View& col, const WindowGeometry& g, const View& x) = 0;
+  virtual void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) = 0;
+  virtual void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                        const View& grad_x) = 0;
   virtual void softmax_impl(const View& x, const View& out, bool log) = 0;
   virtual void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) = 0;
   virtual void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,

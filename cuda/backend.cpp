@@ -132,6 +132,17 @@ void CudaBackend::col2im_impl(const View& col, const WindowGeometry& g, const Vi
   kernels::col2im(context(), col, g, x);
 }
 
+void CudaBackend::max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  activate();
+  kernels::max_pool2d(context(), x, g, out, indices);
+}
+
+void CudaBackend::max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                           const View& grad_x) {
+  activate();
+  kernels::max_pool2d_backward(context(), grad_out, indices, g, grad_x);
+}
+
 void CudaBackend::softmax_impl(const View& x, const View& out, bool log) {
   activate();
   kernels::softmax(context(), x, out, log);

@@ -1,6 +1,8 @@
 // im2col and col2im on the GPU: one thread per column entry for im2col, and for
 // col2im one thread per pixel that gathers the entries it fed (no atomics, so the
-// sum order is fixed and results are deterministic). Side by side with core/cpu/conv.cpp.
+// sum order is fixed and results are deterministic); max pooling likewise, one thread
+// per output forward and one per pixel backward. Side by side with core/cpu/conv.cpp.
+#include "core/window_ops.h"
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -10,7 +12,6 @@ template <class T>
 __global__ void __launch_bounds__(kBlock) im2col_kernel(const T* x, WindowGeometry g, T* col, int64_t n_total) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
   const int64_t cols = g.col_cols(), spatial = g.out_h * g.out_w;
-  const T pad = static_cast<T>(g.pad_value);
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
     const int64_t row = i / cols, column = i % cols;
     const int64_t kw = row % g.kernel_w, kh = (row / g.kernel_w) % g.kernel_h, c = row / (g.kernel_w * g.kernel_h);
@@ -18,7 +19,7 @@ __global__ void __launch_bounds__(kBlock) im2col_kernel(const T* x, WindowGeomet
     const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
     const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
     const bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
-    col[i] = inside ? x[((n * g.channels + c) * g.height + ih) * g.width + iw] : pad;
+    col[i] = inside ? x[((n * g.channels + c) * g.height + ih) * g.width + iw] : T(0);
   }
 }
 
@@ -45,7 +46,62 @@ __global__ void __launch_bounds__(kBlock) col2im_kernel(const T* col, WindowGeom
   }
 }
 
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    max_pool_kernel(const T* x, WindowGeometry g, T* out, int64_t* indices, int64_t n_total) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  const int64_t spatial = g.out_h * g.out_w;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
+    const int64_t p = i / spatial, oh = (i % spatial) / g.out_w, ow = i % g.out_w;
+    window::max_of_window(x + p * g.height * g.width, g, oh, ow, out[i], indices[i]);
+  }
+}
+
+// Pixel i gathers grad_out of every window that contains it and chose it.
+template <class T>
+__global__ void __launch_bounds__(kBlock) max_pool_backward_kernel(const T* grad_out, const int64_t* indices,
+                                                                   WindowGeometry g, T* grad_x, int64_t n_total) {
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  const int64_t plane = g.height * g.width, spatial = g.out_h * g.out_w;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
+    const int64_t p = i / plane, pixel = i % plane, h = pixel / g.width, w = pixel % g.width;
+    T sum = 0;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t th = h + g.pad_h - kh * g.dilation_h;
+      if (th < 0 || th % g.stride_h != 0 || th / g.stride_h >= g.out_h) continue;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t tw = w + g.pad_w - kw * g.dilation_w;
+        if (tw < 0 || tw % g.stride_w != 0 || tw / g.stride_w >= g.out_w) continue;
+        const int64_t o = p * spatial + (th / g.stride_h) * g.out_w + tw / g.stride_w;
+        if (indices[o] == pixel) sum += grad_out[o];
+      }
+    }
+    grad_x[i] = sum;
+  }
+}
+
 }  // namespace
+
+void max_pool2d(const Context& ctx, const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  const int64_t n = out.numel();
+  dispatch_floating(x.dtype, "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    max_pool_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, out.ptr<T>(),
+                                                                     indices.ptr<int64_t>(), n);
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void max_pool2d_backward(const Context& ctx, const View& grad_out, const View& indices, const WindowGeometry& g,
+                         const View& grad_x) {
+  const int64_t n = grad_x.numel();
+  dispatch_floating(grad_x.dtype, "max_pool2d backward", [&](auto tag) {
+    using T = decltype(tag);
+    max_pool_backward_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        grad_out.ptr<const T>(), indices.ptr<const int64_t>(), g, grad_x.ptr<T>(), n);
+  });
+  VGRAD_CUDA_CHECK_LAUNCH();
+}
 
 void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col) {
   const int64_t n = col.numel();

@@ -1,10 +1,10 @@
 // Convolution and pooling over NCHW batches, on the im2col/col2im primitives and GEMM:
 // one im2col per layer feeds one GEMM (batched over groups), so the BLAS sees the
-// whole batch (N·OH·OW columns) instead of one image at a time. Pooling unfolds each
-// channel as its own image and reduces over the window.
+// whole batch (N·OH·OW columns) instead of one image at a time. Average pooling
+// unfolds each channel as its own image and takes the window's mean; max pooling has
+// its own primitive (one pass, indices kept for backward).
 #include <array>
 #include <cmath>
-#include <limits>
 
 #include "autograd/function.h"
 #include "core/error.h"
@@ -62,13 +62,6 @@ Tensor unfold_windows(const Tensor& x_in, const WindowGeometry& g) {
     backend_for(dc.device()).col2im(dc.view(), g, dx.view());
     return std::vector<Tensor>{dx};
   });
-}
-
-// A contiguous (N, C, H, W) tensor seen as N·C one-channel images, g's batch.
-View planes(const Tensor& t, const WindowGeometry& g) {
-  return make_view(t, {g.batch, 1, g.height, g.width}, {g.height * g.width, g.height * g.width, g.width, 1},
-                   t.offset())
-      .view();
 }
 
 // Per group: C[g] (M, N) = op(A[g]) · op(B[g]) (+ C[g] when accumulate), batched over groups.
@@ -174,9 +167,9 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
                  2);
 }
 
-// x (N, C, H, W) -> (N, C, OH, OW), the max of each window (padding is −∞). The
-// window-local argmax is kept; the gradient goes to that one element (the first of
-// tied maxima, as PyTorch):   dx = col2im(onehot(argmax) · g)
+// x (N, C, H, W) -> (N, C, OH, OW), the max of each window; the argmax of each is kept
+// (as h·W + w in its plane, PyTorch's indices) and the gradient goes to that one
+// element (the first of tied maxima):   dx[n, c, indices] += g
 Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pair2 dilation) {
   VGRAD_PROFILE_OP("max_pool2d");
   check_image("max_pool2d", x);
@@ -184,27 +177,19 @@ Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pa
   if (kernel[0] < 1 || kernel[1] < 1) fail("max_pool2d: kernel {} must be >= 1", pair_str(kernel));
   if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
     fail("max_pool2d: padding {} must be at most half the kernel {}", pair_str(padding), pair_str(kernel));
-  const Shape& s = x.shape();
-  WindowGeometry g = window_geometry("max_pool2d", {s[0] * s[1], 1, s[2], s[3]}, kernel[0], kernel[1], stride, padding,
-                                     dilation);
-  g.pad_value = -std::numeric_limits<double>::infinity();
+  const WindowGeometry g = window_geometry("max_pool2d", x.shape(), kernel[0], kernel[1], stride, padding, dilation);
   const Tensor xc = kernels::contiguous(x.detach());
-  Tensor col = Tensor::empty({g.col_rows(), g.col_cols()}, x.dtype(), x.device());
-  backend_for(x.device()).im2col(planes(xc, g), g, col.view());
-  const Shape out_shape{s[0], s[1], g.out_h, g.out_w};
-  Tensor out = kernels::reduce(ReduceOp::Max, col, {0}, false, 1.0, "max_pool2d").reshape(out_shape);
+  const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor indices = Tensor::empty(out_shape, DType::Int64, x.device());
+  backend_for(x.device()).max_pool2d(xc.view(), g, out.view(), indices.view());
   if (!needs_grad({x})) return out;
   Context ctx("max_pool2d");
-  ctx.save_for_backward({kernels::reduce(ReduceOp::ArgMax, col, {0}, true, 1.0, "max_pool2d")});
-  const Shape in_shape = s;
-  return record(out, {x}, std::move(ctx), [g, in_shape](Context& c, const Tensor& dout) {
-    const Tensor argmax = c.saved(0);  // (1, N·C·OH·OW) int64
-    const Tensor taps = arange(g.kernel_h * g.kernel_w, {.dtype = DType::Int64, .device = dout.device()})
-                            .reshape({g.kernel_h * g.kernel_w, 1});
-    const Tensor hit = kernels::cast(kernels::binary(BinaryOp::Eq, taps, argmax, "max_pool2d backward"), dout.dtype());
-    const Tensor dcol = kernels::binary(BinaryOp::Mul, hit, dout.reshape({1, g.col_cols()}), "max_pool2d backward");
-    Tensor dx = Tensor::empty(in_shape, dout.dtype(), dout.device());
-    backend_for(dout.device()).col2im(kernels::contiguous(dcol).view(), g, planes(dx, g));
+  ctx.save_for_backward({indices});
+  return record(out, {x}, std::move(ctx), [g](Context& c, const Tensor& dout) {
+    const Tensor go = kernels::contiguous(dout);
+    Tensor dx = Tensor::empty({g.batch, g.channels, g.height, g.width}, go.dtype(), go.device());
+    backend_for(go.device()).max_pool2d_backward(go.view(), c.saved(0).view(), g, dx.view());
     return std::vector<Tensor>{dx};
   });
 }

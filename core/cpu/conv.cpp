@@ -1,10 +1,12 @@
 // CPU im2col and col2im: the window unfolding under conv2d and pooling, written as
 // one row of OW outputs at a time so the inner loop is a strided copy (a plain copy
-// at stride 1) that the compiler vectorises. Side by side with cuda/conv.cu.
+// at stride 1) that the compiler vectorises; and max pooling with its indices.
+// Side by side with cuda/conv.cu.
 #include <algorithm>
 #include <cstring>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/window_ops.h"
 
 namespace vgrad::cpu {
 namespace {
@@ -36,7 +38,7 @@ inline void valid_columns(const WindowGeometry& g, int64_t kw, int64_t& lo, int6
 
 template <class T> void im2col_typed(const View& x_view, const WindowGeometry& g, const View& col_view) {
   const T* x = x_view.ptr<T>();
-  const T pad = static_cast<T>(g.pad_value);
+  const T pad = T(0);
   const int64_t plane = g.height * g.width;
   for_each_window_row(g, col_view.ptr<T>(), [&](int64_t c, int64_t, int64_t kw, int64_t n, int64_t ih, T* out) {
     if (ih < 0 || ih >= g.height) {
@@ -75,7 +77,45 @@ template <class T> void col2im_typed(const View& col_view, const WindowGeometry&
   });
 }
 
+template <class T> void max_pool_typed(const View& x_view, const WindowGeometry& g, const View& out_view,
+                                       const View& indices_view) {
+  const int64_t plane = g.height * g.width, spatial = g.out_h * g.out_w;
+  T* out = out_view.ptr<T>();
+  int64_t* indices = indices_view.ptr<int64_t>();
+  for (int64_t p = 0; p < g.batch * g.channels; ++p) {
+    const T* x = x_view.ptr<T>() + p * plane;
+    for (int64_t oh = 0; oh < g.out_h; ++oh)
+      for (int64_t ow = 0; ow < g.out_w; ++ow) {
+        const int64_t i = p * spatial + oh * g.out_w + ow;
+        window::max_of_window(x, g, oh, ow, out[i], indices[i]);
+      }
+  }
+}
+
+// A scatter-add in output order: sequential, so the sum order is fixed.
+template <class T> void max_pool_backward_typed(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                                const View& grad_x) {
+  const int64_t plane = g.height * g.width, spatial = g.out_h * g.out_w;
+  T* gx = grad_x.ptr<T>();
+  const T* go = grad_out.ptr<T>();
+  const int64_t* idx = indices.ptr<int64_t>();
+  std::fill(gx, gx + grad_x.numel(), T(0));
+  for (int64_t p = 0; p < g.batch * g.channels; ++p)
+    for (int64_t i = p * spatial; i < (p + 1) * spatial; ++i) gx[p * plane + idx[i]] += go[i];
+}
+
 }  // namespace
+
+void CpuBackend::max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  if (x.dtype == DType::Float32) return max_pool_typed<float>(x, g, out, indices);
+  max_pool_typed<double>(x, g, out, indices);
+}
+
+void CpuBackend::max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                          const View& grad_x) {
+  if (grad_x.dtype == DType::Float32) return max_pool_backward_typed<float>(grad_out, indices, g, grad_x);
+  max_pool_backward_typed<double>(grad_out, indices, g, grad_x);
+}
 
 void CpuBackend::im2col_impl(const View& x, const WindowGeometry& g, const View& col) {
   if (x.dtype == DType::Float32) return im2col_typed<float>(x, g, col);

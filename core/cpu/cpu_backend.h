@@ -31,6 +31,9 @@ class CpuBackend final : public Backend {
   // conv.cpp
   void im2col_impl(const View& x, const WindowGeometry& g, const View& col) override;
   void col2im_impl(const View& col, const WindowGeometry& g, const View& x) override;
+  void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) override;
+  void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                const View& grad_x) override;
   // softmax.cpp
   void softmax_impl(const View& x, const View& out, bool log) override;
   void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) override;
