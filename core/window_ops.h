@@ -15,8 +15,8 @@ namespace vgrad::window {
 template <class T>
 VGRAD_HOST_DEVICE inline void max_of_window(const T* plane, const WindowGeometry& g, int64_t oh, int64_t ow, T& best,
                                             int64_t& where) {
-  where = -1;
-  best = T(0);
+  T max_value = T(0);
+  int64_t at = -1;
   for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
     const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
     if (ih < 0 || ih >= g.height) continue;
@@ -24,12 +24,14 @@ VGRAD_HOST_DEVICE inline void max_of_window(const T* plane, const WindowGeometry
       const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
       if (iw < 0 || iw >= g.width) continue;
       const T v = plane[ih * g.width + iw];
-      if (where < 0 || v > best || scalar::is_nan(v)) {
-        best = v;
-        where = ih * g.width + iw;
+      if (at < 0 || v > max_value || scalar::is_nan(v)) {
+        max_value = v;
+        at = ih * g.width + iw;
       }
     }
   }
+  best = max_value;
+  where = at;
 }
 
 }  // namespace vgrad::window

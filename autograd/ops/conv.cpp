@@ -117,17 +117,18 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2 s
   const Tensor xc = kernels::contiguous(x.detach());
   Tensor col = Tensor::empty({g.col_rows(), cols}, x.dtype(), x.device());
   backend.im2col(xc.view(), g, col.view());
-  // Y starts as the bias broadcast over its columns, and the GEMM adds W·col (beta = 1).
   Tensor y = Tensor::empty({filters, n, g.out_h, g.out_w}, x.dtype(), x.device());
-  if (bias.defined())
-    backend.copy(kernels::broadcast_view(kernels::cast(bias.detach(), x.dtype()).reshape({filters, 1, 1, 1}), y.shape()),
-                 y.view());
   grouped_gemm(w, false, taps, per_group * taps, col, false, cols, taps * cols, y, per_group, cols, taps, groups,
-               bias.defined());
-  // (F, N, OH, OW) -> (N, F, OH, OW); with one image the layouts coincide.
-  Tensor out = n == 1 ? y.reshape({1, filters, g.out_h, g.out_w})
-                      : kernels::contiguous(make_view(y, {n, filters, g.out_h, g.out_w},
-                                                      {spatial, n * spatial, g.out_w, 1}, 0));
+               false);
+  // (F, N, OH, OW) -> (N, F, OH, OW), adding the bias in the same pass.
+  const Tensor y_nchw = make_view(y, {n, filters, g.out_h, g.out_w}, {spatial, n * spatial, g.out_w, 1}, 0);
+  Tensor out;
+  if (bias.defined()) {
+    out = Tensor::empty(y_nchw.shape(), x.dtype(), x.device());
+    kernels::binary_into(BinaryOp::Add, y_nchw, bias.detach().reshape({filters, 1, 1}), out, "conv2d");
+  } else {
+    out = kernels::contiguous(y_nchw);
+  }
   if (!needs_grad({x, weight, bias})) return out;
   Context ctx("conv2d");
   ctx.save_for_backward({col, w});
