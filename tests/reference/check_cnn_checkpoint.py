@@ -43,7 +43,7 @@ def main(path, data_dir="/usr/share/datasets/fashion-mnist"):
     model.load_state_dict({k: tensors[k] for k in model.state_dict()}, strict=True)
     model.eval()
     x, y = torch_cnn.load(data_dir, "test")
-    x = (x - float(meta["input.mean"])) / float(meta["input.std"])
+    x = (x / 255 - float(meta["input.mean"])) / float(meta["input.std"])  # mnist_cnn scales pixels to [0, 1] first
     with torch.no_grad():
         correct = sum((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum().item() for i in range(0, len(x), 1000))
     print(f"torch.nn model with {path}: test accuracy {100 * correct / len(x):.2f}%")
