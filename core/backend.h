@@ -53,9 +53,9 @@ class Backend {
   // x (N, C, H, W) = the sum of every col entry back at the pixel it was read from
   // (overwrites x; the adjoint of im2col, so dX = col2im(dcol)). Padding drops out.
   void col2im(const View& col, const WindowGeometry& g, const View& x);
-  // out (N, C, OH, OW) = the max of each window of x (padding never wins), and indices
-  // (int64, out's shape) = where it was, as h·W + w in its (n, c) plane (the first of
-  // tied maxima; NaN propagates), as PyTorch's return_indices.
+  // out (N, C, OH, OW) = the max of each window of x (padding never wins; a NaN is the
+  // max), and indices (int64, out's shape) = the first position holding it, as h·W + w
+  // in its (n, c) plane: PyTorch's return_indices (which takes the last NaN instead).
   void max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices);
   // grad_x (N, C, H, W) = the sum of the grad_out entries whose index points at each
   // pixel (overwrites grad_x).

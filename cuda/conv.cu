@@ -2,7 +2,6 @@
 // col2im one thread per pixel that gathers the entries it fed (no atomics, so the
 // sum order is fixed and results are deterministic); max pooling likewise, one thread
 // per output forward and one per pixel backward. Side by side with core/cpu/conv.cpp.
-#include "core/window_ops.h"
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -46,6 +45,30 @@ __global__ void __launch_bounds__(kBlock) col2im_kernel(const T* col, WindowGeom
   }
 }
 
+// The max of window (oh, ow) of one plane (NaN propagates) and the first position
+// holding it, h·W + w: the rule of Backend::max_pool2d, as the CPU's two passes.
+template <class T>
+__device__ __forceinline__ void max_of_window(const T* plane, const WindowGeometry& g, int64_t oh, int64_t ow, T& best,
+                                              int64_t& where) {
+  T max_value = T(0);
+  int64_t at = -1;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+    if (ih < 0 || ih >= g.height) continue;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+      if (iw < 0 || iw >= g.width) continue;
+      const T v = plane[ih * g.width + iw];
+      if (at < 0 || (!is_nan(max_value) && (v > max_value || is_nan(v)))) {
+        max_value = v;
+        at = ih * g.width + iw;
+      }
+    }
+  }
+  best = max_value;
+  where = at;
+}
+
 template <class T>
 __global__ void __launch_bounds__(kBlock)
     max_pool_kernel(const T* x, WindowGeometry g, T* out, int64_t* indices, int64_t n_total) {
@@ -53,7 +76,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t spatial = g.out_h * g.out_w;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n_total; i += step) {
     const int64_t p = i / spatial, oh = (i % spatial) / g.out_w, ow = i % g.out_w;
-    window::max_of_window(x + p * g.height * g.width, g, oh, ow, out[i], indices[i]);
+    max_of_window(x + p * g.height * g.width, g, oh, ow, out[i], indices[i]);
   }
 }
 
