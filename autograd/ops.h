@@ -3,6 +3,7 @@
 // Binary ops broadcast like NumPy; mixed dtypes promote int64 < float32 < float64 in
 // elementwise ops, comparisons, where, cat, matmul, linear and einsum alike.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -123,6 +124,27 @@ Tensor clone(const Tensor& x);
 Tensor cat(const std::vector<Tensor>& tensors, int64_t axis);
 Tensor to_device(const Tensor& x, Device device);
 Tensor to_dtype(const Tensor& x, DType dtype);
+
+// ---------------- convolution and pooling (autograd/ops/conv.cpp), NCHW ----------------
+using Pair2 = std::array<int64_t, 2>;  // (height, width)
+// x (N, C, H, W), weight (F, C/groups, KH, KW), bias (F) or undefined -> (N, F, OH, OW),
+// OH = (H + 2·padding − dilation·(KH − 1) − 1) / stride + 1. Same arguments as torch's.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Pair2 stride = {1, 1},
+              Pair2 padding = {0, 0}, Pair2 dilation = {1, 1}, int64_t groups = 1);
+// x (N, C, L), weight (F, C/groups, K) -> (N, F, L_out).
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int64_t stride = 1,
+              int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
+// stride {0, 0} means the kernel size (torch's default). Padding at most half the kernel.
+Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride = {0, 0}, Pair2 padding = {0, 0},
+                  Pair2 dilation = {1, 1});
+Tensor avg_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride = {0, 0}, Pair2 padding = {0, 0});
+Tensor adaptive_avg_pool2d(const Tensor& x, Pair2 output_size);
+
+// ---------------- embedding (autograd/ops/embedding.cpp) ----------------
+constexpr int64_t kNoPadding = INT64_MIN;
+// weight (V, D) looked up at int64 indices (any shape) -> (indices..., D). The row
+// padding_idx (negative counts from the end) gets no gradient.
+Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_idx = kNoPadding);
 
 // ---------------- softmax (autograd/ops/softmax.cpp) ----------------
 Tensor softmax(const Tensor& x, int64_t axis);

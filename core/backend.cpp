@@ -221,6 +221,86 @@ void Backend::gemm(const GemmArgs& args) {
   gemm_impl(g);
 }
 
+// ---- sliding windows ----
+
+namespace {
+
+// x (N, C, H, W) contiguous floating, and a geometry whose output size follows from it.
+void check_image_geometry(const char* op, const View& x, const WindowGeometry& g) {
+  check_floating(op, "image", x);
+  check_contiguous(op, "image", x);
+  if (x.ndim != 4 || x.shape[0] != g.batch || x.shape[1] != g.channels || x.shape[2] != g.height ||
+      x.shape[3] != g.width)
+    fail("{}: image {} does not match the geometry [{}, {}, {}, {}]", op, dims(x), g.batch, g.channels, g.height,
+         g.width);
+  if (g.kernel_h < 1 || g.kernel_w < 1 || g.stride_h < 1 || g.stride_w < 1 || g.dilation_h < 1 ||
+      g.dilation_w < 1 || g.pad_h < 0 || g.pad_w < 0)
+    fail("{}: kernel {}x{}, stride {}x{}, dilation {}x{} must be >= 1 and padding {}x{} >= 0", op, g.kernel_h,
+         g.kernel_w, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_h, g.pad_w);
+  const int64_t out_h = (g.height + 2 * g.pad_h - g.dilation_h * (g.kernel_h - 1) - 1) / g.stride_h + 1;
+  const int64_t out_w = (g.width + 2 * g.pad_w - g.dilation_w * (g.kernel_w - 1) - 1) / g.stride_w + 1;
+  if (g.out_h != out_h || g.out_w != out_w || out_h < 1 || out_w < 1)
+    fail("{}: output {}x{} does not follow from input {}x{} (expected {}x{})", op, g.out_h, g.out_w, g.height,
+         g.width, out_h, out_w);
+}
+
+// ... and col (C·KH·KW, N·OH·OW) contiguous, of x's dtype.
+void check_windows(const char* op, const View& x, const WindowGeometry& g, const View& col) {
+  check_image_geometry(op, x, g);
+  check_dtype(op, "columns", col, x.dtype);
+  check_contiguous(op, "columns", col);
+  if (col.ndim != 2 || col.shape[0] != g.col_rows() || col.shape[1] != g.col_cols())
+    fail("{}: columns {} should be [{}, {}] (C·KH·KW, N·OH·OW)", op, dims(col), g.col_rows(), g.col_cols());
+}
+
+}  // namespace
+
+void Backend::im2col(const View& x, const WindowGeometry& g, const View& col) {
+  check_windows("im2col", x, g, col);
+  if (col.numel() > 0) im2col_impl(x, g, col);
+}
+
+void Backend::col2im(const View& col, const WindowGeometry& g, const View& x) {
+  check_windows("col2im", x, g, col);
+  if (x.numel() == 0) return;
+  if (col.numel() == 0) return fill_impl(x, 0.0);
+  col2im_impl(col, g, x);
+}
+
+namespace {
+
+// Pooling: x as for im2col; out and indices (N, C, OH, OW), contiguous, of x's dtype and
+// int64; windows never lie wholly in the padding (padding <= half the kernel).
+void check_pool(const char* op, const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  check_image_geometry(op, x, g);
+  if (2 * g.pad_h > g.kernel_h || 2 * g.pad_w > g.kernel_w)
+    fail("{}: padding {}x{} must be at most half the kernel {}x{}", op, g.pad_h, g.pad_w, g.kernel_h, g.kernel_w);
+  check_dtype(op, "output", out, x.dtype);
+  check_dtype(op, "indices", indices, DType::Int64);
+  check_contiguous(op, "output", out);
+  check_contiguous(op, "indices", indices);
+  check_same_shape(op, "indices", indices, out, "output");
+  if (out.ndim != 4 || out.shape[0] != g.batch || out.shape[1] != g.channels || out.shape[2] != g.out_h ||
+      out.shape[3] != g.out_w)
+    fail("{}: output {} should be [{}, {}, {}, {}]", op, dims(out), g.batch, g.channels, g.out_h, g.out_w);
+}
+
+}  // namespace
+
+void Backend::max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  check_pool("max_pool2d", x, g, out, indices);
+  if (out.numel() > 0) max_pool2d_impl(x, g, out, indices);
+}
+
+// The indices come from max_pool2d with this geometry, so they are in range.
+void Backend::max_pool2d_backward(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                  const View& grad_x) {
+  check_pool("max_pool2d backward", grad_x, g, grad_out, indices);
+  if (grad_x.numel() == 0) return;
+  if (grad_out.numel() == 0) return fill_impl(grad_x, 0.0);
+  max_pool2d_backward_impl(grad_out, indices, g, grad_x);
+}
+
 // ---- softmax and cross-entropy ----
 
 void Backend::softmax(const View& x, const View& out, bool log) {

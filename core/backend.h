@@ -31,6 +31,12 @@ namespace vgrad {
   PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                  \
   PREFIX double sum_of_squares_impl(const View& x) SUFFIX;                                                     \
   PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
+  PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                     \
+  PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                     \
+  PREFIX void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices)     \
+      SUFFIX;                                                                                                  \
+  PREFIX void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,     \
+                                       const View& grad_x) SUFFIX;                                             \
   PREFIX void softmax_impl(const View& x, const View& out, bool log) SUFFIX;                                   \
   PREFIX void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) SUFFIX;   \
   PREFIX void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,  \
@@ -79,6 +85,20 @@ class Backend {
 
   // ---- matrix products (gemm) ----
   void gemm(const GemmArgs& args);
+
+  // ---- sliding windows (conv), contiguous NCHW ----
+  // col (C·KH·KW, N·OH·OW) = the windows of x (N, C, H, W); see WindowGeometry.
+  void im2col(const View& x, const WindowGeometry& g, const View& col);
+  // x (N, C, H, W) = the sum of every col entry back at the pixel it was read from
+  // (overwrites x; the adjoint of im2col, so dX = col2im(dcol)). Padding drops out.
+  void col2im(const View& col, const WindowGeometry& g, const View& x);
+  // out (N, C, OH, OW) = the max of each window of x (padding never wins; a NaN is the
+  // max), and indices (int64, out's shape) = the first position holding it, as h·W + w
+  // in its (n, c) plane: PyTorch's return_indices (which takes the last NaN instead).
+  void max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices);
+  // grad_x (N, C, H, W) = the sum of the grad_out entries whose index points at each
+  // pixel (overwrites grad_x).
+  void max_pool2d_backward(const View& grad_out, const View& indices, const WindowGeometry& g, const View& grad_x);
 
   // ---- softmax and losses (softmax), over the last dim of contiguous (rows, C) data ----
   void softmax(const View& x, const View& out, bool log);

@@ -73,6 +73,21 @@ struct GemmArgs {  // row-major C[batch] = alpha * op(A[batch]) · op(B[batch]) 
   DType dtype = DType::Float32;  // float32 or float64
 };
 
+// The geometry of a 2-D sliding window over NCHW input (conv2d and pooling; conv1d
+// is H = 1). im2col unfolds x (N, C, H, W) into col (C·KH·KW, N·OH·OW): row
+// (c, kh, kw), column (n, oh, ow) holds x[n, c, oh·stride_h − pad_h + kh·dilation_h,
+// ow·stride_w − pad_w + kw·dilation_w], or 0 where that lies outside x (padding).
+struct WindowGeometry {
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 0, out_w = 0;  // (H + 2·pad − dilation·(K − 1) − 1) / stride + 1
+  VGRAD_HOST_DEVICE constexpr int64_t col_rows() const { return channels * kernel_h * kernel_w; }
+  VGRAD_HOST_DEVICE constexpr int64_t col_cols() const { return batch * out_h * out_w; }
+};
+
 // A counter-based random stream: the same (seed, offset) gives the same numbers.
 struct RandomState {
   uint64_t seed = 0;

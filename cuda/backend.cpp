@@ -1,5 +1,5 @@
 // CudaBackend's life cycle, transfers, and the thin *_impl methods that queue the
-// kernels of each op family (cuda/elementwise.cu, reduce.cu, softmax.cu, index.cu,
+// kernels of each op family (cuda/elementwise.cu, reduce.cu, conv.cu, softmax.cu, index.cu,
 // random.cu, optim.cu); GEMM is in cuda/gemm.cpp. Random numbers come from cuRAND's
 // Philox, positioned at (seed, offset). Compiled by the host compiler, not nvcc.
 #include <cuda_runtime_api.h>
@@ -120,6 +120,27 @@ double CudaBackend::sum_of_squares_impl(const View& x) {
   activate();
   std::lock_guard lock(result_mutex_);
   return kernels::sum_of_squares(context(), x);
+}
+
+void CudaBackend::im2col_impl(const View& x, const WindowGeometry& g, const View& col) {
+  activate();
+  kernels::im2col(context(), x, g, col);
+}
+
+void CudaBackend::col2im_impl(const View& col, const WindowGeometry& g, const View& x) {
+  activate();
+  kernels::col2im(context(), col, g, x);
+}
+
+void CudaBackend::max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  activate();
+  kernels::max_pool2d(context(), x, g, out, indices);
+}
+
+void CudaBackend::max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,
+                                           const View& grad_x) {
+  activate();
+  kernels::max_pool2d_backward(context(), grad_out, indices, g, grad_x);
 }
 
 void CudaBackend::softmax_impl(const View& x, const View& out, bool log) {

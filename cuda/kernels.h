@@ -50,6 +50,13 @@ void where(const Context& ctx, const View& cond, const View& a, const View& b, c
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale);
 double sum_of_squares(const Context& ctx, const View& x);  // contiguous; synchronizes
 
+// ---- sliding windows (conv.cu), contiguous NCHW; see WindowGeometry ----
+void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col);
+void col2im(const Context& ctx, const View& col, const WindowGeometry& g, const View& x);  // overwrites x
+void max_pool2d(const Context& ctx, const View& x, const WindowGeometry& g, const View& out, const View& indices);
+void max_pool2d_backward(const Context& ctx, const View& grad_out, const View& indices, const WindowGeometry& g,
+                         const View& grad_x);  // overwrites grad_x
+
 // ---- softmax and cross-entropy (softmax.cu), rows of C contiguous elements ----
 void softmax(const Context& ctx, const View& x, const View& out, bool log);
 void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log);

@@ -1,11 +1,13 @@
 // Losses, dropout and attention, each with its backward beside its forward.
 #include "nn/functional.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "autograd/function.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
 
@@ -52,6 +54,111 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   Tensor mask = kernels::empty_like(x);
   backend_for(x.device()).dropout_mask(mask.view(), p, (gen ? *gen : default_generator()).state());
   return mul(x, mask);
+}
+
+// x (N, C, ...) · mask (N, C, 1, ...);   dx = g · mask
+Tensor dropout2d(const Tensor& x, double p, bool training, Generator* gen) {
+  VGRAD_PROFILE_OP("dropout2d");
+  if (p < 0 || p > 1) fail("dropout2d: probability {} outside [0, 1]", p);
+  if (x.dim() < 2) fail("dropout2d: input must be (N, C, ...), got {}", shape_str(x.shape()));
+  if (!training || p == 0) return x;
+  Shape mask_shape(size_t(x.dim()), 1);
+  mask_shape[0] = x.shape()[0], mask_shape[1] = x.shape()[1];
+  Tensor mask = Tensor::empty(mask_shape, x.dtype(), x.device());
+  backend_for(x.device()).dropout_mask(mask.view(), p, (gen ? *gen : default_generator()).state());
+  return mul(x, mask);
+}
+
+namespace {
+
+// y = x·scale + shift with scale = weight/√(var + eps), shift = bias − mean·scale, all
+// broadcast from the statistics' keepdim shape: two passes over x after the statistics,
+// and the autograd of these few ops is the normalization's exact gradient.
+Tensor normalize(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& weight, const Tensor& bias,
+                 double eps) {
+  Tensor scale = pow(var + eps, -0.5);
+  if (weight.defined()) scale = scale * weight;
+  Tensor shift = -(mean * scale);
+  if (bias.defined()) shift = shift + bias;
+  return x * scale + shift;
+}
+
+// A per-channel (C) tensor seen as (C, 1, ...) against x (N, C, ...).
+Tensor per_channel(const Tensor& t, int64_t ndim) {
+  if (!t.defined()) return t;
+  Shape shape(size_t(ndim - 1), 1);
+  shape[0] = t.numel();
+  return reshape(t, shape);
+}
+
+void check_channels(const char* op, const char* what, const Tensor& t, int64_t channels, const Tensor& x) {
+  if (t.defined() && (t.dim() != 1 || t.shape()[0] != channels))
+    fail("{}: {} {} should be [{}] for input {} ({} channels)", op, what, shape_str(t.shape()), channels,
+         shape_str(x.shape()), channels);
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum, double eps) {
+  VGRAD_PROFILE_OP("batch_norm");
+  if (x.dim() < 2) fail("batch_norm: input must be (N, C, ...), got {}", shape_str(x.shape()));
+  const int64_t channels = x.shape()[1];
+  check_channels("batch_norm", "weight", weight, channels, x);
+  check_channels("batch_norm", "bias", bias, channels, x);
+  check_channels("batch_norm", "running_mean", running_mean, channels, x);
+  check_channels("batch_norm", "running_var", running_var, channels, x);
+  std::vector<int64_t> axes{0};
+  for (int64_t d = 2; d < x.dim(); ++d) axes.push_back(d);
+  const int64_t n = x.numel() / std::max<int64_t>(channels, 1);
+  Tensor mean, var;
+  if (training) {
+    if (n <= 1) fail("batch_norm: training needs more than one value per channel, got input {}", shape_str(x.shape()));
+    mean = vgrad::mean(x, axes, true);
+    var = vgrad::var(x, axes, 0, true);
+    if (running_mean.defined() && running_var.defined()) {
+      NoGradGuard no_grad;
+      Tensor rm = running_mean, rv = running_var;
+      rm.mul_(1 - momentum).add_(mean.detach().reshape({channels}), momentum);
+      rv.mul_(1 - momentum).add_(var.detach().reshape({channels}), momentum * double(n) / double(n - 1));
+    }
+  } else {
+    if (!running_mean.defined() || !running_var.defined())
+      fail("batch_norm: evaluation needs running_mean and running_var (or use batch statistics: training=true)");
+    mean = per_channel(running_mean, x.dim()).to(x.dtype());
+    var = per_channel(running_var, x.dim()).to(x.dtype());
+  }
+  return normalize(x, mean, var, per_channel(weight, x.dim()), per_channel(bias, x.dim()), eps);
+}
+
+Tensor layer_norm(const Tensor& x, int64_t normalized_dims, const Tensor& weight, const Tensor& bias, double eps) {
+  VGRAD_PROFILE_OP("layer_norm");
+  if (normalized_dims < 1 || normalized_dims > x.dim())
+    fail("layer_norm: cannot normalize the last {} dims of input {}", normalized_dims, shape_str(x.shape()));
+  const Shape normalized(x.shape().end() - normalized_dims, x.shape().end());
+  for (const Tensor* t : {&weight, &bias})
+    if (t->defined() && t->shape() != normalized)
+      fail("layer_norm: {} {} should match the normalized shape {} of input {}", t == &weight ? "weight" : "bias",
+           shape_str(t->shape()), shape_str(normalized), shape_str(x.shape()));
+  std::vector<int64_t> axes;
+  for (int64_t d = x.dim() - normalized_dims; d < x.dim(); ++d) axes.push_back(d);
+  return normalize(x, mean(x, axes, true), var(x, axes, 0, true), weight, bias, eps);
+}
+
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
+  VGRAD_PROFILE_OP("group_norm");
+  if (x.dim() < 2) fail("group_norm: input must be (N, C, ...), got {}", shape_str(x.shape()));
+  const int64_t channels = x.shape()[1];
+  if (groups < 1 || channels % groups != 0)
+    fail("group_norm: {} groups do not divide the {} channels of input {}", groups, channels, shape_str(x.shape()));
+  check_channels("group_norm", "weight", weight, channels, x);
+  check_channels("group_norm", "bias", bias, channels, x);
+  const Tensor grouped = reshape(x, {x.shape()[0], groups, -1});
+  const Tensor y = reshape(normalize(grouped, mean(grouped, {2}, true), var(grouped, {2}, 0, true), Tensor(),
+                                     Tensor(), eps),
+                           x.shape());
+  Tensor out = weight.defined() ? y * per_channel(weight, x.dim()) : y;
+  return bias.defined() ? out + per_channel(bias, x.dim()) : out;
 }
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {

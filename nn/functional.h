@@ -5,10 +5,16 @@
 
 namespace vgrad::nn::functional {
 
+using vgrad::adaptive_avg_pool2d;
+using vgrad::avg_pool2d;
+using vgrad::conv1d;
+using vgrad::conv2d;
+using vgrad::embedding;
 using vgrad::gelu;
 using vgrad::leaky_relu;
 using vgrad::linear;
 using vgrad::log_softmax;
+using vgrad::max_pool2d;
 using vgrad::relu;
 using vgrad::sigmoid;
 using vgrad::softmax;
@@ -17,6 +23,23 @@ using vgrad::tanh;
 Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1);
 // Zeroes each element with probability p and scales the rest by 1/(1-p); identity when !training.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);
+
+// Zeroes whole channels of x (N, C, ...) with probability p, scaling the rest by 1/(1-p).
+Tensor dropout2d(const Tensor& x, double p, bool training, Generator* gen = nullptr);
+
+// ---- normalization; statistics are biased (divide by n), as PyTorch normalizes ----
+// x (N, C, ...) normalized per channel over N and the spatial dims, then ·weight + bias
+// (C each, or undefined). Training uses the batch's statistics and, when running_mean
+// and running_var are given, updates them in place: r = (1 − momentum)·r + momentum·s,
+// with the unbiased (n − 1) batch variance, as PyTorch. Evaluation uses the running ones.
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
+// Normalizes over the last normalized_dims dims (weight and bias have their shape).
+Tensor layer_norm(const Tensor& x, int64_t normalized_dims, const Tensor& weight, const Tensor& bias,
+                  double eps = 1e-5);
+// x (N, C, ...) normalized over each group of C/groups channels and the spatial dims;
+// weight and bias are per channel (C).
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 
 // softmax(q·kᵀ/√d + mask)·v over the last axis. q (…, L, d), k (…, S, d), v (…, S, d_v);
 // mask (broadcast to (…, L, S)): nonzero keeps a position, zero removes it. A query

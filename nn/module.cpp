@@ -23,6 +23,14 @@ Tensor Module::register_parameter(const std::string& name, Tensor tensor, bool r
   return tensor;
 }
 
+Tensor Module::register_buffer(const std::string& name, Tensor tensor) {
+  if (name.empty() || name.find('.') != std::string::npos) fail("register_buffer: bad name '{}'", name);
+  for (const auto& [existing, t] : buffers_)
+    if (existing == name) fail("register_buffer: '{}' registered twice in {}", name, where());
+  buffers_.emplace_back(name, tensor);
+  return tensor;
+}
+
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
   if (!module) fail("register_module: '{}' is null", name);
   if (name.empty() || name.find('.') != std::string::npos) fail("register_module: bad name '{}'", name);
@@ -40,6 +48,24 @@ void Module::set_path(const std::string& path) {
 void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const {
   for (const auto& [name, t] : parameters_) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+}
+
+void Module::collect_buffers(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [name, t] : buffers_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect_buffers(prefix + name + ".", out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect_buffers("", out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::state_entries() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", out);
+  collect_buffers("", out);
+  return out;
 }
 
 // A tensor registered under several names (weight tying) is listed once, under its
@@ -85,7 +111,9 @@ void replace_data(Tensor& t, const Tensor& converted) {
 
 Module& Module::to(Device device) {
   NoGradGuard no_grad;
-  for (Tensor& t : parameters()) {
+  std::vector<Tensor> tensors = parameters();
+  for (auto& [name, t] : named_buffers()) tensors.push_back(t);
+  for (Tensor& t : tensors) {
     if (t.device() == device) continue;
     replace_data(t, t.detach().to(device));
     TensorImpl& impl = *t.impl_ptr();
@@ -108,17 +136,14 @@ Module& Module::to(DType dtype) {
 }
 
 std::map<std::string, Tensor> Module::state_dict() const {
-  std::vector<std::pair<std::string, Tensor>> params;
-  collect("", params);
   std::map<std::string, Tensor> out;
-  for (auto& [name, t] : params) out.emplace(name, t.detach());
+  for (auto& [name, t] : state_entries()) out.emplace(name, t.detach());
   return out;
 }
 
 void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
   NoGradGuard no_grad;
-  std::vector<std::pair<std::string, Tensor>> params;
-  collect("", params);
+  const std::vector<std::pair<std::string, Tensor>> params = state_entries();
   for (const auto& [name, t] : params) {
     auto it = state.find(name);
     if (it == state.end()) {

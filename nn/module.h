@@ -33,6 +33,8 @@ class Module {
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // State that is not trained (BatchNorm's running statistics): in state_dict, moved by to().
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   // The dotted path of this module in the model ("net.fc2"), empty for the root.
   const std::string& path() const { return path_; }
 
@@ -55,6 +57,7 @@ class Module {
 
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor, bool requires_grad = true);
+  Tensor register_buffer(const std::string& name, Tensor tensor);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
     add_child(name, module);
@@ -67,8 +70,11 @@ class Module {
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   void set_path(const std::string& path);
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  void collect_buffers(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  std::vector<std::pair<std::string, Tensor>> state_entries() const;  // parameters, then buffers
 
   std::vector<std::pair<std::string, Tensor>> parameters_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   std::string path_;
   bool training_ = true;
