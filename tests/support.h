@@ -7,12 +7,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "autograd/ops.h"
 #include "core/tensor.h"
@@ -115,3 +117,15 @@ class TempDirTest : public ::testing::Test {
 
 #define EXPECT_CONTAINS(text, part) \
   EXPECT_NE(std::string(text).find(part), std::string::npos) << "message: " << (text) << "\nmissing: " << (part)
+
+// VGRAD_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it) turns "no GPU" into a failure: on a GPU
+// machine whose runtime fails to initialise, the suite must not "pass" with everything skipped.
+#define REQUIRE_GPU()                                                                            \
+  do {                                                                                           \
+    if (!vgrad::cuda::is_available()) {                                                          \
+      const char* required = std::getenv("VGRAD_REQUIRE_GPU");                                   \
+      if (required != nullptr && std::string(required) != "" && std::string(required) != "0")    \
+        FAIL() << "no CUDA device, and VGRAD_REQUIRE_GPU=" << required << " requires one";       \
+      GTEST_SKIP() << "no CUDA device: GPU test skipped";                                        \
+    }                                                                                            \
+  } while (0)
