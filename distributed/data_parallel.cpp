@@ -57,7 +57,8 @@ DistributedDataParallel::~DistributedDataParallel() {
     // NOTE: buckets already launched must still go out: the peers launched them too and
     // wait in those all-reduces (a round left unfinished by an error, say).
     std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return error_ || completed_ >= buckets_.size() || !buckets_[completed_].launched; });
+    if (thread_.joinable())
+      done_.wait(lock, [&] { return error_ || completed_ >= buckets_.size() || !buckets_[completed_].launched; });
     stopping_ = true;
   }
   queued_.notify_all();
