@@ -11,6 +11,8 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/metrics.h"
+#include "distributed/communicator.h"
+#include "distributed/data_parallel.h"
 #include "nn/checkpoint.h"
 #include "nn/functional.h"
 #include "nn/gradcheck.h"

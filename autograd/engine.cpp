@@ -125,9 +125,36 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
     }
   }
 
-  for (Node* node : topological_order(root_nodes)) {
+  const std::vector<Node*> order = topological_order(root_nodes);
+  // Leaves with post-accumulate hooks: how many edges of this pass still lead to each, so
+  // its hooks run once, after the pass's last gradient for it (and only if one arrived).
+  std::unordered_map<TensorImpl*, int64_t> edges_left;
+  std::unordered_set<TensorImpl*> reached;
+  if (!capture) {
+    for (Node* node : order)
+      for (const Edge& edge : node->edges())
+        if (edge.leaf && !edge.leaf->post_accumulate_grad_hooks.empty()) ++edges_left[edge.leaf.get()];
+    for (const Tensor& root : roots)
+      if (!root.grad_fn() && !root.impl_ptr()->post_accumulate_grad_hooks.empty()) reached.insert(root.impl_ptr());
+  }
+  auto run_hooks = [&](TensorImpl& leaf) {
+    if (!reached.erase(&leaf)) return;
+    for (auto& [id, hook] : std::vector(leaf.post_accumulate_grad_hooks)) hook(leaf);
+  };
+  auto leaf_edge_done = [&](const Edge& edge) {
+    if (!edge.leaf) return;
+    auto left = edges_left.find(edge.leaf.get());
+    if (left != edges_left.end() && --left->second == 0) run_hooks(*edge.leaf);
+  };
+  for (const Tensor& root : roots)  // a root that is itself a hooked leaf and feeds no node
+    if (reached.count(root.impl_ptr()) && !edges_left.count(root.impl_ptr())) run_hooks(*root.impl_ptr());
+
+  for (Node* node : order) {
     auto it = pending.find(node);
-    if (it == pending.end()) continue;  // no gradient reached it
+    if (it == pending.end()) {  // no gradient reached it
+      for (const Edge& edge : node->edges()) leaf_edge_done(edge);
+      continue;
+    }
     const Tensor grad_output = std::move(it->second);
     pending.erase(it);
     std::vector<Tensor> input_grads;
@@ -140,7 +167,10 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
       fail("{}: backward returned {} gradients for {} inputs", node->name(), input_grads.size(), edges.size());
     for (size_t i = 0; i < edges.size(); ++i) {
       const Edge& edge = edges[i];
-      if (!edge.active() || !input_grads[i].defined()) continue;
+      if (!edge.active() || !input_grads[i].defined()) {
+        leaf_edge_done(edge);
+        continue;
+      }
       const Tensor g = fit_to_input(input_grads[i], edge, *node, i);
       // Nodes run in topological order, so the first non-finite gradient names the op that made it.
       if (detect_anomaly) check_backward_gradient(*node, g, i);
@@ -149,6 +179,8 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
         if (!inserted) slot->second = add(slot->second, g);
       } else {
         deliver_to_leaf(*edge.leaf, g);
+        if (edges_left.count(edge.leaf.get())) reached.insert(edge.leaf.get());
+        leaf_edge_done(edge);
       }
     }
     if (!retain_graph) node->release();

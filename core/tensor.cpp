@@ -2,6 +2,7 @@
 // the differentiable ops (x.sum(), x.view(...)) are defined in autograd/ops/.
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <ostream>
@@ -167,6 +168,20 @@ void Tensor::zero_grad(bool set_to_none) {
   if (!impl().grad) return;
   if (set_to_none) impl().grad.reset();
   else Tensor(impl().grad).fill_(0.0);
+}
+
+uint64_t Tensor::add_post_accumulate_grad_hook(std::function<void(TensorImpl& leaf)> hook) {
+  if (!is_leaf() || !requires_grad())
+    fail("add_post_accumulate_grad_hook: tensor {} is not a leaf that requires grad (its .grad is never accumulated)",
+         shape_str(shape()));
+  static std::atomic<uint64_t> next_id{1};
+  const uint64_t id = next_id++;
+  impl().post_accumulate_grad_hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+
+void Tensor::remove_post_accumulate_grad_hook(uint64_t id) {
+  std::erase_if(impl().post_accumulate_grad_hooks, [id](const auto& entry) { return entry.first == id; });
 }
 
 Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }

@@ -4,6 +4,7 @@
 // below are defined with their backward rules in autograd/ops/.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -33,6 +34,10 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;
   std::shared_ptr<autograd::Node> grad_fn;
+  // Run by the engine once per backward pass, after the pass's last gradient for this
+  // leaf was added into .grad (PyTorch's post-accumulate-grad hook): data parallelism
+  // starts a bucket's all-reduce from here while the rest of backward runs. Keyed by id.
+  std::vector<std::pair<uint64_t, std::function<void(TensorImpl& leaf)>>> post_accumulate_grad_hooks;
 };
 
 class Tensor {
@@ -90,6 +95,10 @@ class Tensor {
   // Reverse-mode from this tensor. gradient may be omitted only for one-element tensors.
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
   Tensor detach() const;  // shares storage, cut from the graph
+  // See TensorImpl::post_accumulate_grad_hooks; leaves that require grad only. Returns
+  // the id that removes it (removing an unknown id does nothing).
+  uint64_t add_post_accumulate_grad_hook(std::function<void(TensorImpl& leaf)> hook);
+  void remove_post_accumulate_grad_hook(uint64_t id);
   uint64_t version() const { return impl().storage->version(); }
 
   // ---- shape and views (differentiable; views share storage) ----

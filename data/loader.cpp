@@ -11,6 +11,17 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
   if (!dataset_) fail("DataLoader: dataset is null");
   if (options_.batch_size < 1) fail("DataLoader: batch_size must be at least 1, got {}", options_.batch_size);
   if (options_.prefetch < 0) fail("DataLoader: prefetch must be >= 0, got {}", options_.prefetch);
+  if (options_.num_replicas < 1 || options_.rank < 0 || options_.rank >= options_.num_replicas)
+    fail("DataLoader: rank {} of num_replicas {}: need num_replicas >= 1 and 0 <= rank < num_replicas", options_.rank,
+         options_.num_replicas);
+  // Every rank's share of every batch must hold a sample, or its loss would be a mean of nothing.
+  const int64_t last = dataset_->size() % options_.batch_size;
+  if (options_.batch_size < options_.num_replicas || (!options_.drop_last && last != 0 && last < options_.num_replicas))
+    fail("DataLoader: a global batch of {} samples cannot be split across {} ranks (batch_size {}, {} samples{}); "
+         "use a batch_size of at least num_replicas{}",
+         options_.batch_size < options_.num_replicas ? options_.batch_size : last, options_.num_replicas,
+         options_.batch_size, dataset_->size(), options_.batch_size < options_.num_replicas ? "" : ": the last batch",
+         options_.batch_size < options_.num_replicas ? "" : ", or drop_last");
 }
 
 DataLoader::~DataLoader() { stop(); }
@@ -28,8 +39,13 @@ Tensor DataLoader::epoch_order(int64_t epoch) const {
 
 Batch DataLoader::make_batch(int64_t index) const {
   NoGradGuard no_grad;
-  const int64_t start = index * options_.batch_size;
-  const int64_t count = std::min(options_.batch_size, dataset_->size() - start);
+  const int64_t global_start = index * options_.batch_size;
+  const int64_t global_count = std::min(options_.batch_size, dataset_->size() - global_start);
+  // This rank's contiguous slice: the first global_count % R ranks take one sample more.
+  const int64_t replicas = options_.num_replicas, rank = options_.rank;
+  const int64_t share = global_count / replicas, extra = global_count % replicas;
+  const int64_t start = global_start + rank * share + std::min(rank, extra);
+  const int64_t count = share + (rank < extra ? 1 : 0);
   Batch batch = dataset_->get_batch(order_.narrow(0, start, count));
   if (!options_.device.is_cpu()) batch = {batch.input.to(options_.device), batch.target.to(options_.device)};
   return batch;

@@ -23,6 +23,12 @@ struct LoaderOptions {
   bool drop_last = false;
   Device device = kCPU;  // batches are moved here by the prefetch thread
   int prefetch = 2;      // batches prepared ahead (0: gather on the calling thread)
+  // Distributed training: every rank shuffles alike (same seed) and takes its share of
+  // each global batch of batch_size samples: rank r of R gets the r-th contiguous slice
+  // (sizes differ by at most one), so the ranks together see exactly the batches of
+  // single-process training. num_batches() counts global batches.
+  int64_t num_replicas = 1;
+  int64_t rank = 0;
 };
 
 // Where a loader stands, for resuming: the shuffle is a function of (seed, epoch), so

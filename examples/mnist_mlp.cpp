@@ -2,6 +2,7 @@
 // default Fashion-MNIST from Debian's dataset-fashion-mnist package. Prints per-epoch
 // train loss, test accuracy and time; optionally writes metrics CSV and a training
 // checkpoint after each epoch, which --resume continues exactly (train/training_state.h).
+// --distributed (under mpirun) splits each global batch across the ranks: see README.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
   std::string checkpoint, metrics, resume;
   uint64_t seed = 0;
   int64_t limit = 0;
-  bool detect_anomaly = false;
+  bool detect_anomaly = false, distributed = false;
   app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',');
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
@@ -79,9 +80,20 @@ int main(int argc, char** argv) {
   app.add_flag("--detect-anomaly", detect_anomaly,
                "stop at the first op whose output or gradient is NaN/Inf, naming it (slower)");
   app.add_option("--metrics", metrics, "write per-epoch metrics to this CSV file");
+  app.add_flag("--distributed", distributed,
+               "data-parallel over the ranks mpirun started: --batch-size is the global batch, split across them");
   CLI11_PARSE(app, argc, argv);
 
+  std::shared_ptr<distributed::Communicator> comm = std::make_shared<distributed::LocalCommunicator>();
   try {
+    if (distributed) {
+      // GPU tensors travel over NCCL, host tensors over MPI.
+      const bool on_gpu = device_name.rfind("cuda", 0) == 0;
+      comm = distributed::init_from_environment({.engine = on_gpu ? distributed::Engine::Nccl : distributed::Engine::Auto});
+      distributed::quiet_other_ranks(*comm);  // one log, from rank 0
+      if (accumulate > 1) throw Error("--distributed with --accumulate > 1 is not supported by this example");
+      if (device_name == "cuda") device_name = fmt::format("cuda:{}", comm->local_rank());  // one GPU per rank
+    }
     const Device device(device_name);
     if (!checkpoint.empty()) train::check_can_save(checkpoint);  // now, not after the first epoch
     manual_seed(seed);
@@ -94,12 +106,15 @@ int main(int argc, char** argv) {
     auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
     auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
     auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
-    data::DataLoader train_loader(train_set, {.batch_size = batch_size, .shuffle = true, .seed = seed, .device = device});
+    data::DataLoader train_loader(train_set, {.batch_size = batch_size, .shuffle = true, .seed = seed, .device = device,
+                                              .num_replicas = comm->world_size(), .rank = comm->rank()});
     data::DataLoader test_loader(test_set, {.batch_size = 1000, .shuffle = false, .device = device});
 
     const int64_t classes = 10, features = train_raw.rows() * train_raw.cols();
     Mlp model(features, hidden, classes);
     model.to(device);
+    std::unique_ptr<distributed::DistributedDataParallel> ddp;  // rank 0's initial weights on every rank
+    if (distributed) ddp = std::make_unique<distributed::DistributedDataParallel>(model, comm);
     std::unique_ptr<optim::Optimizer> opt;
     if (optimizer == "sgd")
       opt = std::make_unique<optim::SGD>(model.parameters(), optim::SGDOptions{.lr = lr, .momentum = momentum, .weight_decay = weight_decay});
@@ -123,7 +138,7 @@ int main(int argc, char** argv) {
     std::optional<DetectAnomalyGuard> anomaly;
     if (detect_anomaly) anomaly.emplace();
     std::unique_ptr<data::CsvLog> log;
-    if (!metrics.empty()) log = std::make_unique<data::CsvLog>(metrics, std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
+    if (!metrics.empty() && comm->is_main()) log = std::make_unique<data::CsvLog>(metrics, std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
 
     spdlog::info("{} train / {} test examples, model {}-{}-10, {} on {}, batch {}, lr {}", train_set->size(), test_set->size(),
                  train_raw.rows() * train_raw.cols(), fmt::join(hidden, "-"), optimizer, device.str(), batch_size, opt->lr());
@@ -145,28 +160,48 @@ int main(int argc, char** argv) {
       };
       for (auto& [x, y] : train_loader) {
         Tensor loss = nn::cross_entropy(model(x), y);
-        if (accumulation.backward(loss)) step();
+        if (ddp) {  // backward all-reduces buckets as their gradients are ready; the step waits for them
+          loss.backward();
+          ddp->finish_gradient_sync();
+          if (clip_norm > 0) optim::clip_grad_norm(model.parameters(), clip_norm);
+          opt->step();
+          opt->zero_grad();
+          ++state.step;
+        } else if (accumulation.backward(loss)) {
+          step();
+        }
         {
           NoGradGuard no_grad;
           loss_sum.add_(loss.detach());
         }
-        if (++steps % 50 == 0 && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
+        if (++steps % 50 == 0 && comm->is_main() && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
       }
       if (accumulation.finish()) step();  // a partial group, rescaled to its mean
       state.epoch = epoch;
       progress.finish();
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       training_seconds += seconds;
+      if (distributed) comm->all_reduce(loss_sum, distributed::Reduction::Average);  // every rank's share
       const double train_loss = loss_sum.item() / double(steps), acc = accuracy(model, test_loader);
       best = std::max(best, acc);
       spdlog::info("epoch {:2d}  train loss {:.4f}  test accuracy {:.2f}%  {:.2f} s ({:.0f} samples/s)", epoch,
                    train_loss, 100 * acc, seconds, double(train_set->size()) / seconds);
+      if (ddp) {  // what data parallelism cost this epoch, on rank 0
+        const distributed::SyncStats& sync = ddp->stats();
+        spdlog::info("  {} ranks: all-reduce {:.3f} s ({:.1f}% of the epoch; {:.1f} MB per step), step waited {:.3f} s for it",
+                     comm->world_size(), sync.all_reduce_seconds, 100 * sync.all_reduce_seconds / seconds,
+                     double(sync.bytes_all_reduced) / double(std::max<int64_t>(sync.syncs, 1)) / 1e6, sync.wait_seconds);
+        ddp->reset_stats();
+      }
       if (log) log->row({double(epoch), train_loss, acc, seconds});
-      if (!checkpoint.empty()) train::save_training_state(checkpoint, state);
+      // Rank 0 writes (every rank holds the same state); the others wait, and see its error if any.
+      if (!checkpoint.empty())
+        distributed::run_on_rank_zero(*comm, "write " + checkpoint, [&] { train::save_training_state(checkpoint, state); });
     }
     spdlog::info("done: best test accuracy {:.2f}% after {} epochs, {:.1f} s of training", 100 * best, epochs,
                  training_seconds);
   } catch (const std::exception& e) {
+    if (comm->world_size() > 1) comm->abort(e.what());  // the other ranks must not wait for this one
     spdlog::error("{}", e.what());
     return 1;
   }
