@@ -4,6 +4,9 @@
 // recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
 // "Prescott" kernel, 3-4x slower. Loading it ourselves lets us pick the kernel
 // family from the CPU's features first (unless OPENBLAS_CORETYPE is already set).
+// bfloat16/float16 widen to float32 and run sgemm (float32 accumulation), then round
+// back. NOTE: Debian's OpenBLAS 0.3.21 is built without BUILD_BFLOAT16: it exports no
+// cblas_sbgemm (only support_avx512_bf16), so there is no native bf16 GEMM to pick.
 #include <cblas.h>
 #include <dlfcn.h>
 
@@ -69,9 +72,59 @@ void set_threads_for(double multiply_adds) {
   }
 }
 
+// A rows x cols matrix with leading dimension ld, as a View (for the converting copies).
+View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t ld) {
+  View v;
+  v.data = const_cast<void*>(data);
+  v.dtype = dtype;
+  v.ndim = 2;
+  v.shape[0] = rows, v.shape[1] = cols;
+  v.strides[0] = ld, v.strides[1] = 1;
+  return v;
+}
+
+// A float32 buffer from the CPU allocator (so it shows in the memory accounting).
+struct Float32Buffer {
+  CachingAllocator& allocator;
+  size_t bytes;
+  float* data;
+  Float32Buffer(CachingAllocator& a, int64_t count)
+      : allocator(a), bytes(size_t(count) * sizeof(float)), data(static_cast<float*>(a.allocate(bytes))) {}
+  ~Float32Buffer() { allocator.deallocate(data, bytes); }
+  Float32Buffer(const Float32Buffer&) = delete;
+  Float32Buffer& operator=(const Float32Buffer&) = delete;
+};
+
 }  // namespace
 
+// 16-bit GEMM: each batch's A, B (and C when beta != 0) widened to dense float32, one
+// sgemm, C rounded back. The widening is O(mk + kn) against the O(mnk) product.
+void CpuBackend::gemm_half(const GemmArgs& g) {
+  const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+  const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
+  Float32Buffer a(allocator_, a_rows * a_cols), b(allocator_, b_rows * b_cols), c(allocator_, g.m * g.n);
+  const size_t elem = dtype_size(g.dtype);
+  for (int64_t i = 0; i < g.batch; ++i) {
+    const char* a_data = static_cast<const char*>(g.a) + i * g.stride_a * int64_t(elem);
+    const char* b_data = static_cast<const char*>(g.b) + i * g.stride_b * int64_t(elem);
+    char* c_data = static_cast<char*>(g.c) + i * g.stride_c * int64_t(elem);
+    const View c_half = matrix_view(c_data, g.dtype, g.m, g.n, g.ldc), c_wide = matrix_view(c.data, DType::Float32, g.m, g.n, g.n);
+    copy_impl(matrix_view(a_data, g.dtype, a_rows, a_cols, g.lda), matrix_view(a.data, DType::Float32, a_rows, a_cols, a_cols));
+    copy_impl(matrix_view(b_data, g.dtype, b_rows, b_cols, g.ldb), matrix_view(b.data, DType::Float32, b_rows, b_cols, b_cols));
+    if (g.beta != 0.0) copy_impl(c_half, c_wide);
+    GemmArgs wide = g;
+    wide.dtype = DType::Float32;
+    wide.batch = 1;
+    wide.a = a.data, wide.lda = a_cols;
+    wide.b = b.data, wide.ldb = b_cols;
+    wide.c = c.data, wide.ldc = g.n;
+    gemm_impl(wide);
+    copy_impl(c_wide, c_half);
+  }
+}
+
 void CpuBackend::gemm_impl(const GemmArgs& g) {
+  if (is_half(g.dtype)) return gemm_half(g);
   const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
