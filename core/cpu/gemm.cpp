@@ -4,12 +4,13 @@
 // recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
 // "Prescott" kernel, 3-4x slower. Loading it ourselves lets us pick the kernel
 // family from the CPU's features first (unless OPENBLAS_CORETYPE is already set).
-// bfloat16/float16 widen to float32 and run sgemm (float32 accumulation), then round
-// back. NOTE: Debian's OpenBLAS 0.3.21 is built without BUILD_BFLOAT16: it exports no
+// bfloat16/float16 widen to float32 tile by tile and run sgemm (float32 accumulation),
+// then round back. NOTE: Debian's OpenBLAS 0.3.21 is built without BUILD_BFLOAT16: it exports no
 // cblas_sbgemm (only support_avx512_bf16), so there is no native bf16 GEMM to pick.
 #include <cblas.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/cpu/cpu_backend.h"
@@ -97,29 +98,52 @@ struct Float32Buffer {
 
 }  // namespace
 
-// 16-bit GEMM: each batch's A, B (and C when beta != 0) widened to dense float32, one
-// sgemm, C rounded back. The widening is O(mk + kn) against the O(mnk) product.
+// 16-bit GEMM in tiles of at most kHalfTile in m, n and k: each tile of A and B widened
+// to float32, sgemm accumulating into a float32 tile of C (beta for the first k-chunk,
+// then 1), rounded back once. Tiles bound the float32 scratch to 3 MiB: widening whole
+// operands cost a float32 copy of every weight (64 MiB for 4096x4096). Re-widening a
+// tile per pass is O(mk·n/512 + kn·m/512) against the O(mnk) product.
 void CpuBackend::gemm_half(const GemmArgs& g) {
-  const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
-  const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
-  Float32Buffer a(allocator_, a_rows * a_cols), b(allocator_, b_rows * b_cols), c(allocator_, g.m * g.n);
-  const size_t elem = dtype_size(g.dtype);
+  constexpr int64_t kHalfTile = 512;
+  Float32Buffer a(allocator_, kHalfTile * kHalfTile), b(allocator_, kHalfTile * kHalfTile),
+      c(allocator_, kHalfTile * kHalfTile);
+  const int64_t elem = int64_t(dtype_size(g.dtype));
+  // The (rows x cols) block at (row, col) of a matrix stored with leading dimension ld,
+  // seen as op(M) when transposed.
+  auto block = [&](const void* base, int64_t ld, bool transposed, int64_t row, int64_t col, int64_t rows,
+                   int64_t cols) {
+    return transposed ? matrix_view(static_cast<const char*>(base) + (col * ld + row) * elem, g.dtype, cols, rows, ld)
+                      : matrix_view(static_cast<const char*>(base) + (row * ld + col) * elem, g.dtype, rows, cols, ld);
+  };
   for (int64_t i = 0; i < g.batch; ++i) {
-    const char* a_data = static_cast<const char*>(g.a) + i * g.stride_a * int64_t(elem);
-    const char* b_data = static_cast<const char*>(g.b) + i * g.stride_b * int64_t(elem);
-    char* c_data = static_cast<char*>(g.c) + i * g.stride_c * int64_t(elem);
-    const View c_half = matrix_view(c_data, g.dtype, g.m, g.n, g.ldc), c_wide = matrix_view(c.data, DType::Float32, g.m, g.n, g.n);
-    copy_impl(matrix_view(a_data, g.dtype, a_rows, a_cols, g.lda), matrix_view(a.data, DType::Float32, a_rows, a_cols, a_cols));
-    copy_impl(matrix_view(b_data, g.dtype, b_rows, b_cols, g.ldb), matrix_view(b.data, DType::Float32, b_rows, b_cols, b_cols));
-    if (g.beta != 0.0) copy_impl(c_half, c_wide);
-    GemmArgs wide = g;
-    wide.dtype = DType::Float32;
-    wide.batch = 1;
-    wide.a = a.data, wide.lda = a_cols;
-    wide.b = b.data, wide.ldb = b_cols;
-    wide.c = c.data, wide.ldc = g.n;
-    gemm_impl(wide);
-    copy_impl(c_wide, c_half);
+    const char* a_data = static_cast<const char*>(g.a) + i * g.stride_a * elem;
+    const char* b_data = static_cast<const char*>(g.b) + i * g.stride_b * elem;
+    char* c_data = static_cast<char*>(g.c) + i * g.stride_c * elem;
+    for (int64_t m0 = 0; m0 < g.m; m0 += kHalfTile)
+      for (int64_t n0 = 0; n0 < g.n; n0 += kHalfTile) {
+        const int64_t mb = std::min(kHalfTile, g.m - m0), nb = std::min(kHalfTile, g.n - n0);
+        const View c_half = block(c_data, g.ldc, false, m0, n0, mb, nb);
+        const View c_wide = matrix_view(c.data, DType::Float32, mb, nb, nb);
+        if (g.beta != 0.0) copy_impl(c_half, c_wide);
+        for (int64_t k0 = 0; k0 < g.k; k0 += kHalfTile) {
+          const int64_t kb = std::min(kHalfTile, g.k - k0);
+          // Widened tiles are stored as they were (transposed or not), so the flags carry over.
+          const View a_tile = block(a_data, g.lda, g.trans_a, m0, k0, mb, kb);
+          const View b_tile = block(b_data, g.ldb, g.trans_b, k0, n0, kb, nb);
+          copy_impl(a_tile, matrix_view(a.data, DType::Float32, a_tile.shape[0], a_tile.shape[1], a_tile.shape[1]));
+          copy_impl(b_tile, matrix_view(b.data, DType::Float32, b_tile.shape[0], b_tile.shape[1], b_tile.shape[1]));
+          GemmArgs wide = g;
+          wide.dtype = DType::Float32;
+          wide.batch = 1;
+          wide.m = mb, wide.n = nb, wide.k = kb;
+          wide.a = a.data, wide.lda = a_tile.shape[1];
+          wide.b = b.data, wide.ldb = b_tile.shape[1];
+          wide.c = c.data, wide.ldc = nb;
+          wide.beta = k0 == 0 ? g.beta : 1.0;
+          gemm_impl(wide);
+        }
+        copy_impl(c_wide, c_half);
+      }
   }
 }
 

@@ -162,6 +162,17 @@ TEST(HalfKernels, MatmulAccumulatesInFloat32) {
     }
 }
 
+TEST(HalfKernels, TiledGemmOverLargeOperands) {
+  // Past the CPU's 512 tiles in m, n and k, with a bias (beta = 1) and transposed weights.
+  const Tensor x = uniform_tensor({600, 1100}, 10).to(DType::BFloat16), w = uniform_tensor({530, 1100}, 11).to(DType::BFloat16);
+  const Tensor bias = uniform_tensor({530}, 12).to(DType::BFloat16);
+  const Tensor y = linear(x, w, bias);
+  const Tensor want = linear(x.to(DType::Float32), w.to(DType::Float32), bias.to(DType::Float32));
+  expect_near_all(vals(y), vals(want), unit_roundoff(DType::BFloat16), "tiled linear");
+  expect_near_all(vals(matmul(x.t(), y)), vals(matmul(x.to(DType::Float32).t(), y.to(DType::Float32))),
+                  unit_roundoff(DType::BFloat16), "tiled transposed matmul");
+}
+
 TEST(HalfTensor, CreationPrintingAndAutograd) {
   for (DType dtype : kHalfTypes) {
     EXPECT_EQ(vals(full({3}, 0.1, {.dtype = dtype})), std::vector<double>(3, float(dtype == DType::BFloat16 ? float(BFloat16(0.1f)) : float(Float16(0.1f)))));
