@@ -100,13 +100,13 @@ struct Float32Buffer {
 
 // 16-bit GEMM in tiles of at most kHalfTile in m, n and k: each tile of A and B widened
 // to float32, sgemm accumulating into a float32 tile of C (beta for the first k-chunk,
-// then 1), rounded back once. Tiles bound the float32 scratch to 3 MiB: widening whole
+// then 1), rounded back once. Tiles bound the float32 scratch to 3 MiB (less for small operands): widening whole
 // operands cost a float32 copy of every weight (64 MiB for 4096x4096). Re-widening a
 // tile per pass is O(mk·n/512 + kn·m/512) against the O(mnk) product.
 void CpuBackend::gemm_half(const GemmArgs& g) {
   constexpr int64_t kHalfTile = 512;
-  Float32Buffer a(allocator_, kHalfTile * kHalfTile), b(allocator_, kHalfTile * kHalfTile),
-      c(allocator_, kHalfTile * kHalfTile);
+  const int64_t tile_m = std::min(kHalfTile, g.m), tile_n = std::min(kHalfTile, g.n), tile_k = std::min(kHalfTile, g.k);
+  Float32Buffer a(allocator_, tile_m * tile_k), b(allocator_, tile_k * tile_n), c(allocator_, tile_m * tile_n);
   const int64_t elem = int64_t(dtype_size(g.dtype));
   // The (rows x cols) block at (row, col) of a matrix stored with leading dimension ld,
   // seen as op(M) when transposed.
