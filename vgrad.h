@@ -1,4 +1,6 @@
 // vgrad: the one header a program includes.
+#include "amp/autocast.h"
+#include "amp/grad_scaler.h"
 #pragma once
 #include "autograd/anomaly.h"
 #include "autograd/engine.h"

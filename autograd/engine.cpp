@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/autocast.h"
 #include "autograd/anomaly.h"
 #include "core/grad_mode.h"
 #include "autograd/node.h"
@@ -98,6 +99,7 @@ void run(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
   if (!gradients.empty() && gradients.size() != roots.size())
     fail("backward: {} gradients given for {} outputs", gradients.size(), roots.size());
   NoGradGuard no_grad;  // rules compose ops; none of that is recorded (nor anomaly-checked as forward ops)
+  autocast::Suspend no_autocast;  // nor re-cast: a rule keeps the dtypes its forward chose
   const bool detect_anomaly = AnomalyMode::is_enabled();
 
   std::unordered_map<Node*, Tensor> pending;

@@ -55,6 +55,7 @@ void* CachingAllocator::allocate(size_t bytes) {
 
 void CachingAllocator::deallocate(void* ptr, size_t bytes) {
   if (ptr == nullptr) return;
+  profiler::note_deallocation(static_cast<int64_t>(bytes));
   const size_t size = round_size(bytes);
   std::lock_guard lock(mutex_);
   free_blocks_[size].push_back(ptr);
@@ -75,7 +76,23 @@ MemoryStats CachingAllocator::stats() const {
   return stats_;
 }
 
+void CachingAllocator::reset_peak() {
+  std::lock_guard lock(mutex_);
+  stats_.peak_bytes_in_use = stats_.bytes_in_use;
+}
+
 MemoryStats memory_stats(Device device) { return backend_for(device).allocator().stats(); }
 void empty_cache(Device device) { backend_for(device).allocator().release_cached(); }
+void reset_peak_memory(Device device) { backend_for(device).allocator().reset_peak(); }
+
+std::string memory_summary(Device device) {
+  const MemoryStats s = memory_stats(device);
+  const auto mb = [](uint64_t bytes) { return double(bytes) / (1024.0 * 1024.0); };
+  return fmt::format(
+      "memory on {}: allocated {:.2f} MiB (peak {:.2f} MiB), reserved {:.2f} MiB ({:.2f} MiB cached, free for "
+      "reuse)\n  system allocations {}, served from the cache {}\n",
+      device.str(), mb(s.bytes_in_use), mb(s.peak_bytes_in_use), mb(s.bytes_reserved()), mb(s.bytes_cached),
+      s.system_allocations, s.cache_hits);
+}
 
 }  // namespace vgrad

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <climits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/scalar_ops.h"
@@ -105,6 +107,54 @@ void check_indexed(const char* op, const char* rows_name, const View& table, int
 
 }  // namespace
 
+// The whole-row kernels (reductions, softmax, losses, index_add, random, optimizer steps)
+// see 16-bit operands as float32 copies from the device's allocator: they accumulate in
+// float32 anyway, and neither device needs a 16-bit variant of each. The price is one
+// conversion pass per operand; elementwise ops and GEMM handle 16-bit natively.
+class Backend::Float32Scratch {
+ public:
+  enum Access { kRead, kWrite, kReadWrite };
+  explicit Float32Scratch(Backend& backend) : backend_(backend) {}
+  ~Float32Scratch() {
+    for (const Block& block : blocks_) backend_.allocator().deallocate(block.data, block.bytes);
+  }
+  Float32Scratch(const Float32Scratch&) = delete;
+  Float32Scratch& operator=(const Float32Scratch&) = delete;
+
+  // v itself unless it is 16-bit; else a contiguous float32 buffer of its shape, filled
+  // from v when read, and converted back into v by finish() when written.
+  View operator()(const View& v, Access access) {
+    if (!is_half(v.dtype) || v.data == nullptr) return v;
+    View scratch = v;
+    scratch.dtype = DType::Float32;
+    int64_t stride = 1;
+    for (int d = v.ndim - 1; d >= 0; --d) {
+      scratch.strides[d] = stride;
+      stride *= v.shape[d];
+    }
+    const size_t bytes = static_cast<size_t>(v.numel()) * sizeof(float);
+    scratch.data = backend_.allocator().allocate(bytes == 0 ? 1 : bytes);
+    blocks_.push_back({scratch.data, bytes == 0 ? 1 : bytes});
+    if (access != kWrite && v.numel() > 0) backend_.copy_impl(v, scratch);
+    if (access != kRead) written_.push_back({scratch, v});
+    return scratch;
+  }
+  void finish() {
+    for (const auto& [scratch, target] : written_)
+      if (target.numel() > 0) backend_.copy_impl(scratch, target);
+    written_.clear();
+  }
+
+ private:
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  Backend& backend_;
+  std::vector<Block> blocks_;
+  std::vector<std::pair<View, View>> written_;  // (float32 scratch, 16-bit target)
+};
+
 int64_t Backend::first_out_of_range(const View& index, int64_t limit, int64_t& value) {
   return index.numel() == 0 ? -1 : first_out_of_range_impl(index, limit, value);
 }
@@ -178,20 +228,25 @@ void Backend::reduce(ReduceOp op, const View& in, const View& out, double scale)
     if (op != ReduceOp::Sum) fail("{}: reducing an empty dimension of {} has no result", name, dims(in));
     return fill_impl(out, 0.0);
   }
-  reduce_impl(op, in, out, scale);
+  Float32Scratch f32(*this);
+  const View out32 = f32(out, Float32Scratch::kWrite);
+  reduce_impl(op, f32(in, Float32Scratch::kRead), out32, scale);
+  f32.finish();
 }
 
 double Backend::sum_of_squares(const View& x) {
   check_floating("sum_of_squares", "input", x);
   check_contiguous("sum_of_squares", "input", x);
-  return x.numel() == 0 ? 0.0 : sum_of_squares_impl(x);
+  if (x.numel() == 0) return 0.0;
+  Float32Scratch f32(*this);
+  return sum_of_squares_impl(f32(x, Float32Scratch::kRead));
 }
 
 // ---- GEMM ----
 
 void Backend::gemm(const GemmArgs& args) {
-  if (args.dtype != DType::Float32 && args.dtype != DType::Float64)
-    fail("matmul: {} tensors are not supported (use float32 or float64)", dtype_name(args.dtype));
+  if (!is_floating(args.dtype))
+    fail("matmul: {} tensors are not supported (use a floating dtype)", dtype_name(args.dtype));
   if (args.m < 0 || args.n < 0 || args.k < 0 || args.batch < 0)
     fail("gemm: negative size (m={}, n={}, k={}, batch={})", args.m, args.n, args.k, args.batch);
   if (args.m == 0 || args.n == 0 || args.batch == 0) return;
@@ -307,7 +362,10 @@ void Backend::softmax(const View& x, const View& out, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
   check_floating_input(name, "input", x, 1);
   check_like(name, "output", out, x, "input");
-  if (x.numel() > 0) softmax_impl(x, out, log);
+  if (x.numel() == 0) return;
+  Float32Scratch f32(*this);
+  softmax_impl(f32(x, Float32Scratch::kRead), f32(out, Float32Scratch::kWrite), log);
+  f32.finish();
 }
 
 void Backend::softmax_backward(const View& y, const View& grad_y, const View& grad_x, bool log) {
@@ -315,7 +373,11 @@ void Backend::softmax_backward(const View& y, const View& grad_y, const View& gr
   check_floating_input(name, "output", y, 1);
   check_like(name, "gradient", grad_y, y, "output");
   check_like(name, "input gradient", grad_x, y, "output");
-  if (y.numel() > 0) softmax_backward_impl(y, grad_y, grad_x, log);
+  if (y.numel() == 0) return;
+  Float32Scratch f32(*this);
+  softmax_backward_impl(f32(y, Float32Scratch::kRead), f32(grad_y, Float32Scratch::kRead),
+                        f32(grad_x, Float32Scratch::kWrite), log);
+  f32.finish();
 }
 
 void Backend::cross_entropy(const View& logits, const View& target, double smoothing, const View& probs,
@@ -338,7 +400,10 @@ void Backend::cross_entropy(const View& logits, const View& target, double smoot
   int64_t value = 0;
   const int64_t row = first_out_of_range(target, classes, value);
   if (row >= 0) fail("cross_entropy: target {} out of range for {} classes (row {})", value, classes, row);
-  cross_entropy_impl(logits, target, smoothing, probs, loss_rows);
+  Float32Scratch f32(*this);
+  cross_entropy_impl(f32(logits, Float32Scratch::kRead), target, smoothing, f32(probs, Float32Scratch::kWrite),
+                     f32(loss_rows, Float32Scratch::kWrite));
+  f32.finish();
 }
 
 // The targets were range-checked by the forward that made `probs`.
@@ -351,7 +416,11 @@ void Backend::cross_entropy_backward(const View& probs, const View& target, doub
   check_index_vector(name, "target", target);
   if (target.numel() != probs.shape[0])
     fail("cross_entropy backward: target {} has {} entries for {} rows", dims(target), target.numel(), probs.shape[0]);
-  if (probs.numel() > 0) cross_entropy_backward_impl(probs, target, smoothing, scale, grad_logits);
+  if (probs.numel() == 0) return;
+  Float32Scratch f32(*this);
+  cross_entropy_backward_impl(f32(probs, Float32Scratch::kRead), target, smoothing, scale,
+                              f32(grad_logits, Float32Scratch::kWrite));
+  f32.finish();
 }
 
 // ---- gather / scatter ----
@@ -371,26 +440,38 @@ void Backend::index_select(const View& x, int dim, const View& index, const View
 void Backend::index_add(const View& out, int dim, const View& index, const View& src) {
   check_indexed("index_add", "source", out, dim, index, src);
   check_index_range("index_add", index, dim, out.shape[dim]);
-  if (src.numel() > 0) index_add_impl(out, dim, index, src);
+  if (src.numel() == 0) return;
+  Float32Scratch f32(*this);
+  index_add_impl(f32(out, Float32Scratch::kReadWrite), dim, index, f32(src, Float32Scratch::kRead));
+  f32.finish();
 }
 
 // ---- random numbers ----
 
 void Backend::uniform(const View& out, double low, double high, RandomState& state) {
   check_floating("uniform", "output", out);
-  if (out.numel() > 0) uniform_impl(out, low, high, state);
+  if (out.numel() == 0) return;
+  Float32Scratch f32(*this);
+  uniform_impl(f32(out, Float32Scratch::kWrite), low, high, state);
+  f32.finish();
 }
 
 void Backend::normal(const View& out, double mean, double stddev, RandomState& state) {
   check_floating("normal", "output", out);
   if (!(stddev >= 0.0)) fail("normal: standard deviation {} must be >= 0", stddev);
-  if (out.numel() > 0) normal_impl(out, mean, stddev, state);
+  if (out.numel() == 0) return;
+  Float32Scratch f32(*this);
+  normal_impl(f32(out, Float32Scratch::kWrite), mean, stddev, state);
+  f32.finish();
 }
 
 void Backend::dropout_mask(const View& out, double p, RandomState& state) {
   check_floating("dropout", "mask", out);
   if (!(p >= 0.0 && p <= 1.0)) fail("dropout: probability {} is outside [0, 1]", p);
-  if (out.numel() > 0) dropout_mask_impl(out, p, state);
+  if (out.numel() == 0) return;
+  Float32Scratch f32(*this);
+  dropout_mask_impl(f32(out, Float32Scratch::kWrite), p, state);
+  f32.finish();
 }
 
 // ---- optimizers ----
@@ -407,7 +488,11 @@ void Backend::sgd_update(const View& param, const View& grad, const View& moment
   }
   if (p.nesterov && (p.momentum <= 0.0 || p.dampening != 0.0))
     fail("sgd_update: Nesterov momentum requires a momentum and zero dampening");
-  if (param.numel() > 0) sgd_update_impl(param, grad, momentum_buffer, p);
+  if (param.numel() == 0) return;
+  Float32Scratch f32(*this);
+  sgd_update_impl(f32(param, Float32Scratch::kReadWrite), f32(grad, Float32Scratch::kRead),
+                  f32(momentum_buffer, Float32Scratch::kReadWrite), p);
+  f32.finish();
 }
 
 void Backend::adam_update(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
@@ -419,7 +504,11 @@ void Backend::adam_update(const View& param, const View& grad, const View& exp_a
   check_same_size(name, "exp_avg", exp_avg, param);
   check_same_size(name, "exp_avg_sq", exp_avg_sq, param);
   if (p.step < 1) fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
-  if (param.numel() > 0) adam_update_impl(param, grad, exp_avg, exp_avg_sq, p);
+  if (param.numel() == 0) return;
+  Float32Scratch f32(*this);
+  adam_update_impl(f32(param, Float32Scratch::kReadWrite), f32(grad, Float32Scratch::kRead),
+                   f32(exp_avg, Float32Scratch::kReadWrite), f32(exp_avg_sq, Float32Scratch::kReadWrite), p);
+  f32.finish();
 }
 
 // ---- dispatch ----

@@ -133,6 +133,8 @@ class Backend {
   VGRAD_BACKEND_IMPLS(virtual, = 0)
 
  private:
+  class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
+
   // first_out_of_range_impl, and -1 for an empty index.
   int64_t first_out_of_range(const View& index, int64_t limit, int64_t& value);
   // Refuses an index with a value outside [0, size), naming op, value, dim and position.

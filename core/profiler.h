@@ -1,4 +1,5 @@
-// vgrad::profiler: per-op call counts, time and bytes allocated, forward and
+// vgrad::profiler: per-op call counts, time, bytes allocated and peak memory (the
+// largest rise of live bytes above the op's start, on this thread), forward and
 // backward separately, printed as a table sorted by time (like torch.profiler's
 // key averages). Off by default; an inactive check costs one thread-local load.
 //
@@ -24,6 +25,7 @@ struct OpStats {
   int64_t calls = 0;
   double seconds = 0;
   int64_t bytes_allocated = 0;
+  int64_t peak_bytes = 0;  // the largest rise of live bytes during one call
 };
 
 class Profile {
@@ -50,7 +52,11 @@ bool enter();  // true for the outermost scope of an active Profile
 void leave();
 int64_t bytes_allocated();
 void add_bytes(int64_t bytes);
-void add(const char* name, const char* suffix, double seconds, int64_t bytes);
+void remove_bytes(int64_t bytes);
+// Starts a new peak at the live bytes now and returns them.
+int64_t start_peak();
+int64_t peak_live_bytes();
+void add(const char* name, const char* suffix, double seconds, int64_t bytes, int64_t peak_bytes);
 }  // namespace detail
 
 // Records the enclosing op when a Profile is active (see VGRAD_PROFILE_OP).
@@ -63,6 +69,7 @@ class Scope {
     name_ = name;
     suffix_ = suffix;
     bytes_ = detail::bytes_allocated();
+    live_at_start_ = detail::start_peak();
     start_ = std::chrono::steady_clock::now();
   }
   ~Scope() {
@@ -70,7 +77,7 @@ class Scope {
     detail::leave();
     if (name_ == nullptr) return;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    detail::add(name_, suffix_, seconds, detail::bytes_allocated() - bytes_);
+    detail::add(name_, suffix_, seconds, detail::bytes_allocated() - bytes_, detail::peak_live_bytes() - live_at_start_);
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -80,11 +87,13 @@ class Scope {
   const char* name_ = nullptr;
   const char* suffix_ = "";
   int64_t bytes_ = 0;
+  int64_t live_at_start_ = 0;
   std::chrono::steady_clock::time_point start_;
 };
 
-// Called by the allocator for every allocation on this thread.
+// Called by the allocator for every allocation and release on this thread.
 inline void note_allocation(int64_t bytes) { detail::add_bytes(bytes); }
+inline void note_deallocation(int64_t bytes) { detail::remove_bytes(bytes); }
 
 }  // namespace vgrad::profiler
 

@@ -68,6 +68,8 @@ template <class T> T* Tensor::data() const {
 template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template int64_t* Tensor::data<int64_t>() const;
+template BFloat16* Tensor::data<BFloat16>() const;
+template Float16* Tensor::data<Float16>() const;
 
 View Tensor::view() const {
   View v;

@@ -2,7 +2,10 @@
 // What each op computes is core's scalar functor (core/scalar_ops.h), the same one the
 // CPU loops run; here is only the launch: one grid-stride kernel over a collapsed N-d
 // geometry (32-bit index math when it fits), a plain pointer kernel when every
-// operand is contiguous. Side by side with core/cpu/elementwise.cpp.
+// operand is contiguous. bfloat16/float16 (vgrad::BFloat16/Float16, bit-identical to
+// __nv_bfloat16/__half and converted with CUDA's __float2bfloat16_rn/__float2half_rn on
+// the device) load into float, run the float functor and store rounded, as on the CPU.
+// Side by side with core/cpu/elementwise.cpp.
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -155,7 +158,7 @@ void copy(const Context& ctx, const View& src, const View& out) {
 void unary(const Context& ctx, UnaryOp op, const View& x, const View& out, double a, double b) {
   visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const bool ran = scalar::visit_unary<T>(op, a, b, [&](const auto& f) {
+    const bool ran = scalar::visit_unary<compute_t<T>>(op, a, b, [&](const auto& f) {
       const View* operands[2] = {&out, &x};
       using F = std::decay_t<decltype(f)>;
       launch<2>(ctx, operands, UnaryFn<T, F>{static_cast<T*>(out.data), static_cast<const T*>(x.data), f});
@@ -167,7 +170,7 @@ void unary(const Context& ctx, UnaryOp op, const View& x, const View& out, doubl
 void binary(const Context& ctx, BinaryOp op, const View& a, const View& b, const View& out) {
   visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const bool ran = scalar::visit_binary<T>(op, [&](const auto& f) {
+    const bool ran = scalar::visit_binary<compute_t<T>>(op, [&](const auto& f) {
       const View* operands[3] = {&out, &a, &b};
       using F = std::decay_t<decltype(f)>;
       launch<3>(ctx, operands,

@@ -1,6 +1,7 @@
 // GEMM through cuBLAS. Row-major C = op(A)·op(B) is, read column-major,
 // Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLAS gets B as its first operand and A as its second, with m
 // and n swapped, and no data moves. Core already checked sizes and leading dims.
+// bfloat16/float16 go through cublasGemmEx with float32 accumulation (CUBLAS_COMPUTE_32F).
 // Side by side with core/cpu/gemm.cpp.
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
@@ -36,13 +37,33 @@ template <class T> void gemm_typed(cublasHandle_t handle, const GemmArgs& g) {
   }
 }
 
+// 16-bit storage, float32 accumulation and float32 alpha/beta (what COMPUTE_32F expects).
+void gemm_half(cublasHandle_t handle, const GemmArgs& g) {
+  const int m = static_cast<int>(g.n), n = static_cast<int>(g.m), k = static_cast<int>(g.k);  // cuBLAS's view
+  const int lda = static_cast<int>(g.lda), ldb = static_cast<int>(g.ldb), ldc = static_cast<int>(g.ldc);
+  const cublasOperation_t op_first = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
+  const cudaDataType_t type = g.dtype == DType::BFloat16 ? CUDA_R_16BF : CUDA_R_16F;
+  if (g.batch == 1) {
+    VGRAD_CUBLAS_CHECK(cublasGemmEx(handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb, g.a, type, lda,
+                                    &beta, g.c, type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else {
+    VGRAD_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb,
+                                                  g.stride_b, g.a, type, lda, g.stride_a, &beta, g.c, type, ldc,
+                                                  g.stride_c, static_cast<int>(g.batch), CUBLAS_COMPUTE_32F,
+                                                  CUBLAS_GEMM_DEFAULT));
+  }
+}
+
 }  // namespace
 
 void CudaBackend::gemm_impl(const GemmArgs& g) {
   activate();
   std::lock_guard lock(cublas_mutex_);
   if (g.dtype == DType::Float32) gemm_typed<float>(cublas_, g);
-  else gemm_typed<double>(cublas_, g);
+  else if (g.dtype == DType::Float64) gemm_typed<double>(cublas_, g);
+  else gemm_half(cublas_, g);
 }
 
 }  // namespace vgrad::cuda

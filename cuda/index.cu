@@ -123,7 +123,10 @@ void index_select(const Context& ctx, const View& x, int dim, const View& index,
   if (n == 0) return;
   const IndexGeometry g = make_index_geometry(out, x, dim, index);
   const auto* index_ptr = static_cast<const int64_t*>(index.data);
-  if (dtype_size(x.dtype) == 4) {
+  if (dtype_size(x.dtype) == 2) {  // gathering moves bits: bfloat16/float16 as 16-bit words
+    index_select_kernel<uint16_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+        static_cast<const uint16_t*>(x.data), index_ptr, static_cast<uint16_t*>(out.data), g, n);
+  } else if (dtype_size(x.dtype) == 4) {
     index_select_kernel<uint32_t><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
         static_cast<const uint32_t*>(x.data), index_ptr, static_cast<uint32_t*>(out.data), g, n);
   } else {
@@ -137,7 +140,7 @@ void index_add(const Context& ctx, const View& out, int dim, const View& index, 
   const int64_t n = src.numel();
   if (n == 0) return;
   const IndexGeometry g = make_index_geometry(src, out, dim, index);
-  visit_dtype(out.dtype, [&](auto tag) {
+  visit_wide_dtype(out.dtype, [&](auto tag) {  // 16-bit arrives as float32 (Backend::Float32Scratch)
     using T = decltype(tag);
     index_add_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
         static_cast<T*>(out.data), static_cast<const int64_t*>(index.data), static_cast<const T*>(src.data), g, n);

@@ -55,6 +55,8 @@ template <class Fn> void dispatch_floating(DType dtype, const char* op, Fn&& fn)
     case DType::Float32: fn(float{}); return;
     case DType::Float64: fn(double{}); return;
     case DType::Int64: break;
+    case DType::BFloat16:  // core hands the row kernels float32 copies (Backend::Float32Scratch)
+    case DType::Float16: fail_half_in_wide_kernel(dtype);
   }
   detail::throw_error(std::string(op) + ": not defined for " + dtype_name(dtype) + " on cuda");
 }

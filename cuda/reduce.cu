@@ -245,7 +245,7 @@ void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, do
   ReducePlan plan;
   if (in.ndim != out.ndim || !make_reduce_plan(in.ndim, in.shape, in.strides, out.shape, out.strides, plan))
     detail::throw_error("cuda reduce: output shape does not fit the input (backend.cpp should have refused it)");
-  visit_dtype(in.dtype, [&](auto tag) {
+  visit_wide_dtype(in.dtype, [&](auto tag) {
     using T = decltype(tag);
     switch (op) {
       case ReduceOp::Sum: return run_reduce<SumReducer<T>, T>(ctx, plan, in, out, scale);
@@ -263,7 +263,7 @@ double sum_of_squares(const Context& ctx, const View& x) {
   const unsigned grid = grid_for(ctx, n);
   ScratchBuffer partial(ctx, grid * sizeof(double));
   double* result = static_cast<double*>(ctx.device_result);
-  visit_dtype(x.dtype, [&](auto tag) {
+  visit_wide_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     sum_of_squares_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(static_cast<const T*>(x.data), n, partial.as<double>());
   });

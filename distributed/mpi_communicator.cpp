@@ -31,8 +31,10 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::Float32: return MPI_FLOAT;
     case DType::Float64: return MPI_DOUBLE;
     case DType::Int64: return MPI_INT64_T;
+    case DType::BFloat16:  // MPI has no 16-bit float type to sum; master weights and gradients are float32
+    case DType::Float16: break;
   }
-  fail("mpi: no MPI datatype for dtype {}", dtype_name(dtype));
+  fail("mpi: no MPI datatype for dtype {} (convert to float32 first)", dtype_name(dtype));
 }
 
 std::string mpi_error_text(int code) {

@@ -3,9 +3,12 @@
 // train loss, test accuracy and time; optionally writes metrics CSV and a training
 // checkpoint after each epoch, which --resume continues exactly (train/training_state.h).
 // --distributed (under mpirun) splits each global batch across the ranks: see README.
+// --amp bf16|fp16 trains in mixed precision (amp::Autocast; fp16 with amp::GradScaler)
+// and first prints one training step's peak memory next to float32's.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <vgrad/vgrad.h>
@@ -43,6 +46,31 @@ double accuracy(Mlp& model, data::DataLoader& loader) {
   return double(correct) / double(total);
 }
 
+struct StepMemory {
+  uint64_t peak = 0;         // the step's peak above what was allocated before it
+  uint64_t activations = 0;  // held by the graph after forward, weight casts excluded
+};
+
+// One forward and backward (no optimizer step) under `low` (nullopt: float32), measured
+// with the memory accounting. Gradients are dropped afterwards.
+StepMemory measure_step(Mlp& model, const Tensor& x, const Tensor& y, std::optional<DType> low) {
+  const Device device = x.device();
+  for (Tensor& p : model.parameters()) p.zero_grad();
+  reset_peak_memory(device);
+  const uint64_t before = memory_allocated(device);
+  StepMemory result;
+  {
+    std::optional<amp::Autocast> autocast;
+    if (low) autocast.emplace(*low);
+    const Tensor loss = nn::cross_entropy(model(x), y);
+    result.activations = memory_allocated(device) - before - autograd::autocast::cache_bytes();
+    loss.backward();
+  }
+  result.peak = max_memory_allocated(device) - before;
+  for (Tensor& p : model.parameters()) p.zero_grad();
+  return result;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,6 +84,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   int64_t limit = 0;
   bool detect_anomaly = false, distributed = false;
+  std::string amp_mode = "off";
   app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',');
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
@@ -82,6 +111,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics, "write per-epoch metrics to this CSV file");
   app.add_flag("--distributed", distributed,
                "data-parallel over the ranks mpirun started: --batch-size is the global batch, split across them");
+  app.add_option("--amp", amp_mode, "mixed precision: off, bf16, or fp16 (with loss scaling)")
+      ->check(CLI::IsMember({"off", "bf16", "fp16"}));
   CLI11_PARSE(app, argc, argv);
 
   std::shared_ptr<distributed::Communicator> comm = std::make_shared<distributed::LocalCommunicator>();
@@ -135,6 +166,22 @@ int main(int argc, char** argv) {
       spdlog::info("resumed {} after epoch {} (step {}); its optimizer settings replace the command line's", resume,
                    state.epoch, state.step);
     }
+    std::optional<DType> low_dtype;
+    if (amp_mode != "off") {
+      if (accumulate != 1) throw Error("--amp: gradient accumulation (--accumulate > 1) is not supported with --amp yet");
+      low_dtype = amp_mode == "bf16" ? DType::BFloat16 : DType::Float16;
+      const int64_t probe = std::min<int64_t>(batch_size, train_raw.inputs().shape()[0]);
+      const Tensor x = normalize(train_raw.inputs().narrow(0, 0, probe)).to(device);
+      const Tensor y = train_raw.targets().narrow(0, 0, probe).to(device);
+      const StepMemory wide = measure_step(model, x, y, std::nullopt), mixed = measure_step(model, x, y, low_dtype);
+      spdlog::info("one step at batch {}: peak {:.1f} MiB with {} vs {:.1f} MiB float32 ({:.2f}x); activations {:.1f} "
+                   "vs {:.1f} MiB ({:.2f}x)",
+                   x.shape()[0], double(mixed.peak) / 1048576.0, amp_mode, double(wide.peak) / 1048576.0,
+                   double(mixed.peak) / double(wide.peak), double(mixed.activations) / 1048576.0,
+                   double(wide.activations) / 1048576.0, double(mixed.activations) / double(wide.activations));
+    }
+    // float16 needs loss scaling; bfloat16 has float32's range (a disabled scaler passes through).
+    amp::GradScaler scaler({.enabled = amp_mode == "fp16"});
     std::optional<DetectAnomalyGuard> anomaly;
     if (detect_anomaly) anomaly.emplace();
     std::unique_ptr<data::CsvLog> log;
@@ -159,16 +206,32 @@ int main(int argc, char** argv) {
         ++state.step;
       };
       for (auto& [x, y] : train_loader) {
-        Tensor loss = nn::cross_entropy(model(x), y);
-        if (ddp) {  // backward all-reduces buckets as their gradients are ready; the step waits for them
+        Tensor loss;
+        if (low_dtype) {
+          {
+            amp::Autocast autocast(*low_dtype);
+            loss = nn::cross_entropy(model(x), y);
+          }
+          scaler.scale(loss).backward();
+          if (clip_norm > 0) {
+            scaler.unscale_(*opt);
+            optim::clip_grad_norm(model.parameters(), clip_norm);
+          }
+          scaler.step(*opt);
+          scaler.update();
+          opt->zero_grad();
+          ++state.step;
+        } else if (ddp) {  // backward all-reduces buckets as their gradients are ready; the step waits for them
+          loss = nn::cross_entropy(model(x), y);
           loss.backward();
           ddp->finish_gradient_sync();
           if (clip_norm > 0) optim::clip_grad_norm(model.parameters(), clip_norm);
           opt->step();
           opt->zero_grad();
           ++state.step;
-        } else if (accumulation.backward(loss)) {
-          step();
+        } else {
+          loss = nn::cross_entropy(model(x), y);
+          if (accumulation.backward(loss)) step();
         }
         {
           NoGradGuard no_grad;

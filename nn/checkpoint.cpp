@@ -7,25 +7,13 @@
 #include "core/safetensors.h"
 
 namespace vgrad::nn {
-namespace {
-
-const char* safetensors_dtype(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return "F32";
-    case DType::Float64: return "F64";
-    case DType::Int64: return "I64";
-  }
-  return "?";
-}
-
-}  // namespace
 
 void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                   const std::map<std::string, std::string>& metadata) {
   std::map<std::string, safetensors::Entry> entries;
   for (const auto& [name, t] : tensors) {
     const Tensor host = t.detach().to(kCPU).contiguous();
-    safetensors::Entry entry{safetensors_dtype(t.dtype()), t.shape(), {}};
+    safetensors::Entry entry{dtype_safetensors(t.dtype()), t.shape(), {}};
     entry.bytes.resize(static_cast<size_t>(host.numel()) * dtype_size(t.dtype()));
     if (!entry.bytes.empty()) std::memcpy(entry.bytes.data(), host.data_ptr(), entry.bytes.size());
     entries.emplace(name, std::move(entry));
@@ -38,10 +26,11 @@ std::map<std::string, Tensor> load_tensors(const std::string& path) {
   std::map<std::string, Tensor> out;
   for (const auto& [name, entry] : file.tensors) {
     DType dtype;
-    if (entry.dtype == "F32") dtype = DType::Float32;
-    else if (entry.dtype == "F64") dtype = DType::Float64;
-    else if (entry.dtype == "I64") dtype = DType::Int64;
-    else fail("checkpoint: {}: tensor '{}' has dtype {}, which vgrad does not load (F32, F64, I64)", path, name, entry.dtype);
+    if (!dtype_from_safetensors(entry.dtype.c_str(), dtype)) {
+      std::string known;
+      for (const DTypeInfo& info : kDTypes) known += (known.empty() ? "" : ", ") + std::string(info.safetensors);
+      fail("checkpoint: {}: tensor '{}' has dtype {}, which vgrad does not load ({})", path, name, entry.dtype, known);
+    }
     Tensor t = Tensor::empty(entry.shape, dtype);
     if (!entry.bytes.empty()) std::memcpy(t.data_ptr(), entry.bytes.data(), entry.bytes.size());
     out.emplace(name, t);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/autocast.h"
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/grad_mode.h"
@@ -176,8 +177,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   // multiplied by the mask: an all-masked row gets zero weights, a zero output
   // and zero gradients, as in PyTorch.
   const TensorOptions options{.dtype = scores.dtype(), .device = scores.device()};
-  const double lowest = scores.dtype() == DType::Float32 ? double(std::numeric_limits<float>::lowest())
-                                                         : std::numeric_limits<double>::lowest();
+  // NOTE: float32's lowest would round to -inf in bfloat16: each dtype gets its own.
+  const double lowest = scores.dtype() == DType::Float64    ? std::numeric_limits<double>::lowest()
+                        : scores.dtype() == DType::BFloat16 ? -double(float(BFloat16::from_bits(0x7f7f)))
+                        : scores.dtype() == DType::Float16  ? -65504.0
+                                                            : double(std::numeric_limits<float>::lowest());
   const Tensor keep = where(mask, full({}, 1.0, options), full({}, 0.0, options));
   const Tensor weights = mul(softmax(where(mask, scores, full({}, lowest, options)), -1), keep);
   return matmul(weights, v);
@@ -186,6 +190,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // loss_i = −Σ_c q_ic log softmax(x_i)_c, q = (1−s)·onehot + s/C;   dlogits = (softmax − q)·dL/dloss_i
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
   VGRAD_PROFILE_OP("cross_entropy");
+  if (const Tensor wide = autograd::autocast::to_float32(logits); !wide.is_same(logits)) return cross_entropy(wide, target, reduction, label_smoothing);
   check_targets(logits, target, "cross_entropy");
   refuse_empty_mean(logits, reduction, "cross_entropy");
   if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
@@ -231,6 +236,7 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
 // −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("nll_loss");
+  if (const Tensor wide = autograd::autocast::to_float32(log_probs); !wide.is_same(log_probs)) return nll_loss(wide, target, reduction);
   check_targets(log_probs, target, "nll_loss");
   refuse_empty_mean(log_probs, reduction, "nll_loss");
   const int64_t classes = log_probs.shape()[1];
@@ -249,6 +255,9 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("mse_loss");
+  if (const Tensor wide_input = autograd::autocast::to_float32(input), wide_target = autograd::autocast::to_float32(target);
+      !wide_input.is_same(input) || !wide_target.is_same(target))
+    return mse_loss(wide_input, wide_target, reduction);
   if (input.shape() != target.shape())
     fail("mse_loss: input {} and target {} differ in shape", shape_str(input.shape()), shape_str(target.shape()));
   refuse_empty_mean(input, reduction, "mse_loss");
@@ -260,6 +269,9 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
 // max(x,0) − x·y + log(1 + e^−|x|);   dx = (sigmoid(x) − y)·g,   dy = −x·g
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("binary_cross_entropy_with_logits");
+  if (const Tensor wide_logits = autograd::autocast::to_float32(logits), wide_target = autograd::autocast::to_float32(target);
+      !wide_logits.is_same(logits) || !wide_target.is_same(target))
+    return binary_cross_entropy_with_logits(wide_logits, wide_target, reduction);
   if (logits.shape() != target.shape())
     fail("binary_cross_entropy_with_logits: logits {} and target {} differ in shape", shape_str(logits.shape()),
          shape_str(target.shape()));

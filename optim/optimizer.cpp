@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "core/grad_mode.h"
 #include "core/error.h"
 #include "core/profiler.h"
@@ -130,6 +131,7 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
   NoGradGuard no_grad;
+  autograd::autocast::clear_cache();  // the weights change: next step's forward casts them afresh
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     const Tensor g = grad_for_update(p, i, "SGD");
@@ -190,6 +192,7 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
   NoGradGuard no_grad;
+  autograd::autocast::clear_cache();  // the weights change: next step's forward casts them afresh
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     const Tensor g = grad_for_update(p, i, "Adam");

@@ -3,6 +3,7 @@
 // them back to each input's shape, so no rule handles broadcasting itself.
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
@@ -74,6 +75,9 @@ Tensor div(const Tensor& a, const Tensor& b) {
 // a^b;  da = g*b*a^(b-1),  db = g*a^b*log(a)  (db taken as 0 where a <= 0)
 Tensor pow(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("pow");
+  if (const Tensor wa = autograd::autocast::to_float32(a), wb = autograd::autocast::to_float32(b);
+      !wa.is_same(a) || !wb.is_same(b))
+    return pow(wa, wb);
   Tensor out = binary_op(BinaryOp::Pow, a, b, "pow");
   if (!needs_grad({a, b})) return out;
   Context ctx("pow");
@@ -89,6 +93,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 // x^p;  dx = g*p*x^(p-1)
 Tensor pow(const Tensor& x, double exponent) {
   VGRAD_PROFILE_OP("pow");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(wide, exponent);
   check_floating(x, "pow");
   Tensor out = kernels::unary(UnaryOp::PowScalar, x, exponent);
   if (!needs_grad({x})) return out;
@@ -104,6 +109,7 @@ Tensor pow(const Tensor& x, double exponent) {
 // base^x;  dx = g*base^x*log(base)
 Tensor pow(double base, const Tensor& x) {
   VGRAD_PROFILE_OP("pow");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(base, wide);
   check_floating(x, "pow");
   Tensor out = kernels::unary(UnaryOp::RPowScalar, x, base);
   if (!needs_grad({x})) return out;
@@ -173,11 +179,13 @@ static Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, bool save_
 // exp(x);  dx = g*y
 Tensor exp(const Tensor& x) {
   VGRAD_PROFILE_OP("exp");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return exp(wide);
   return unary_op(UnaryOp::Exp, x, "exp", true, [](Context&, const Tensor& g, const Tensor& y) { return mul(g, y); });
 }
 // log(x);  dx = g/x
 Tensor log(const Tensor& x) {
   VGRAD_PROFILE_OP("log");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return log(wide);
   return unary_op(UnaryOp::Log, x, "log", false, [](Context&, const Tensor& g, const Tensor& v) { return div(g, v); });
 }
 // sqrt(x);  dx = g/(2y)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "autograd/autocast.h"
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
@@ -126,6 +127,9 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 // the engine sums gradients over broadcast batch dims)
 Tensor matmul(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("matmul");
+  if (const Tensor low_a = autograd::autocast::to_low(a), low_b = autograd::autocast::to_low(b);
+      !low_a.is_same(a) || !low_b.is_same(b))
+    return matmul(low_a, low_b);
   if (a.dim() == 0 || b.dim() == 0)
     fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));
   // Mixed dtypes promote as elementwise ops do (int64 < float32 < float64); the
@@ -161,6 +165,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 // broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   VGRAD_PROFILE_OP("linear");
+  if (const Tensor low_x = autograd::autocast::to_low(x), low_w = autograd::autocast::to_low(weight),
+      low_b = autograd::autocast::to_low(bias);
+      !low_x.is_same(x) || !low_w.is_same(weight) || !low_b.is_same(bias))
+    return linear(low_x, low_w, low_b);
   if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
   if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
     fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),
@@ -219,6 +227,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 // Two-operand einsum, lowered to permute/reshape/batched matmul (all differentiable).
 Tensor einsum(const std::string& equation_in, const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("einsum");
+  if (const Tensor low_a = autograd::autocast::to_low(a), low_b = autograd::autocast::to_low(b);
+      !low_a.is_same(a) || !low_b.is_same(b))
+    return einsum(equation_in, low_a, low_b);
   std::string equation;
   for (char ch : equation_in)
     if (ch != ' ') equation += ch;

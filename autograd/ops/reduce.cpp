@@ -1,5 +1,6 @@
 // Reductions over all elements or chosen axes (keepdim optional), with backward
 // rules: a reduced gradient is reshaped to keepdim form and expanded back.
+#include "autograd/autocast.h"
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
@@ -32,6 +33,7 @@ int64_t count_over(const Shape& shape, const std::vector<int64_t>& axes) {
 // sum over axes;  dx = g expanded back over the summed axes
 Tensor sum(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
   VGRAD_PROFILE_OP("sum");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return sum(wide, axes_in, keepdim);
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "sum");
   Tensor out = kernels::reduce(ReduceOp::Sum, x, axes, keepdim, 1.0, "sum");
   if (!needs_grad({x})) return out;
@@ -46,6 +48,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
 // mean over axes;  dx = g/n expanded back
 Tensor mean(const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim) {
   VGRAD_PROFILE_OP("mean");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return mean(wide, axes_in, keepdim);
   if (!is_floating(x.dtype())) fail("mean: not defined for int64 tensors (convert with .to(DType::Float32))");
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "mean");
   const int64_t n = count_over(x.shape(), axes);
@@ -98,6 +101,7 @@ Tensor argmin(const Tensor& x, int64_t axis, bool keepdim) {
 // var = sum((x - mean)²) / (n - correction), composed of differentiable ops.
 Tensor var(const Tensor& x, const std::vector<int64_t>& axes_in, int64_t correction, bool keepdim) {
   VGRAD_PROFILE_OP("var");
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return var(wide, axes_in, correction, keepdim);
   const auto axes = kernels::normalize_axes(axes_in, x.dim(), "var");
   const int64_t n = count_over(x.shape(), axes);
   if (n - correction <= 0)

@@ -1,5 +1,6 @@
 // softmax and log_softmax along any axis, stable for large logits (the row max
 // is subtracted first). The kernel works on the last axis; other axes are moved there.
+#include "autograd/autocast.h"
 #include "autograd/function.h"
 #include "core/error.h"
 #include "core/kernels.h"
@@ -28,6 +29,7 @@ Tensor along_last(const Tensor& x, int64_t axis, Kernel kernel) {
 Tensor softmax_op(const Tensor& x, int64_t axis_in, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
   VGRAD_PROFILE_OP(name);
+  if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return softmax_op(wide, axis_in, log);
   if (!is_floating(x.dtype())) fail("{}: not defined for {} tensors", name, dtype_name(x.dtype()));
   const int64_t axis = wrap_axis(axis_in, x.dim(), name);
   // A 0-d tensor is one class; the kernel needs a last dim to work along.

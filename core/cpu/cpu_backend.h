@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   VGRAD_BACKEND_IMPLS(, override)  // in core/cpu/<family>.cpp, one file per op family
 
  private:
+  void gemm_half(const GemmArgs& g);  // bfloat16/float16 through float32 sgemm (gemm.cpp)
   CachingAllocator allocator_;
 };
 

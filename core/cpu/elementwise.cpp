@@ -1,6 +1,8 @@
 // CPU elementwise primitives: fill, copy (dtype conversion), unary and binary ops
 // through the scalar functors of core/scalar_ops.h (the xsimd forms where faster),
-// and where. Side by side with cuda/elementwise.cu.
+// and where. 16-bit floats load into float32, go through the float functor and store
+// rounded (map1/map2 convert through BFloat16/Float16's conversions). Side by side with
+// cuda/elementwise.cu.
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
@@ -37,7 +39,7 @@ void CpuBackend::unary_impl(UnaryOp op, const View& x, const View& out, double a
   if (vector_unary(op, x, out)) return;
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if (!scalar::visit_unary<T>(op, a, b, [&](const auto& f) { map1<T, T>(x, out, f); }))
+    if (!scalar::visit_unary<compute_t<T>>(op, a, b, [&](const auto& f) { map1<T, T>(x, out, f); }))
       fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
   });
 }
@@ -45,7 +47,7 @@ void CpuBackend::unary_impl(UnaryOp op, const View& x, const View& out, double a
 void CpuBackend::binary_impl(BinaryOp op, const View& a, const View& b, const View& out) {
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if (!scalar::visit_binary<T>(op, [&](const auto& f) { map2<T>(a, b, out, f); }))
+    if (!scalar::visit_binary<compute_t<T>>(op, [&](const auto& f) { map2<T>(a, b, out, f); }))
       fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
   });
 }

@@ -4,9 +4,13 @@
 // recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
 // "Prescott" kernel, 3-4x slower. Loading it ourselves lets us pick the kernel
 // family from the CPU's features first (unless OPENBLAS_CORETYPE is already set).
+// bfloat16/float16 widen to float32 tile by tile and run sgemm (float32 accumulation),
+// then round back. NOTE: Debian's OpenBLAS 0.3.21 is built without BUILD_BFLOAT16: it exports no
+// cblas_sbgemm (only support_avx512_bf16), so there is no native bf16 GEMM to pick.
 #include <cblas.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/cpu/cpu_backend.h"
@@ -69,9 +73,82 @@ void set_threads_for(double multiply_adds) {
   }
 }
 
+// A rows x cols matrix with leading dimension ld, as a View (for the converting copies).
+View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t ld) {
+  View v;
+  v.data = const_cast<void*>(data);
+  v.dtype = dtype;
+  v.ndim = 2;
+  v.shape[0] = rows, v.shape[1] = cols;
+  v.strides[0] = ld, v.strides[1] = 1;
+  return v;
+}
+
+// A float32 buffer from the CPU allocator (so it shows in the memory accounting).
+struct Float32Buffer {
+  CachingAllocator& allocator;
+  size_t bytes;
+  float* data;
+  Float32Buffer(CachingAllocator& a, int64_t count)
+      : allocator(a), bytes(size_t(count) * sizeof(float)), data(static_cast<float*>(a.allocate(bytes))) {}
+  ~Float32Buffer() { allocator.deallocate(data, bytes); }
+  Float32Buffer(const Float32Buffer&) = delete;
+  Float32Buffer& operator=(const Float32Buffer&) = delete;
+};
+
 }  // namespace
 
+// 16-bit GEMM in tiles of at most kHalfTile in m, n and k: each tile of A and B widened
+// to float32, sgemm accumulating into a float32 tile of C (beta for the first k-chunk,
+// then 1), rounded back once. Tiles bound the float32 scratch to 3 MiB (less for small operands): widening whole
+// operands cost a float32 copy of every weight (64 MiB for 4096x4096). Re-widening a
+// tile per pass is O(mk·n/512 + kn·m/512) against the O(mnk) product.
+void CpuBackend::gemm_half(const GemmArgs& g) {
+  constexpr int64_t kHalfTile = 512;
+  const int64_t tile_m = std::min(kHalfTile, g.m), tile_n = std::min(kHalfTile, g.n), tile_k = std::min(kHalfTile, g.k);
+  Float32Buffer a(allocator_, tile_m * tile_k), b(allocator_, tile_k * tile_n), c(allocator_, tile_m * tile_n);
+  const int64_t elem = int64_t(dtype_size(g.dtype));
+  // The (rows x cols) block at (row, col) of a matrix stored with leading dimension ld,
+  // seen as op(M) when transposed.
+  auto block = [&](const void* base, int64_t ld, bool transposed, int64_t row, int64_t col, int64_t rows,
+                   int64_t cols) {
+    return transposed ? matrix_view(static_cast<const char*>(base) + (col * ld + row) * elem, g.dtype, cols, rows, ld)
+                      : matrix_view(static_cast<const char*>(base) + (row * ld + col) * elem, g.dtype, rows, cols, ld);
+  };
+  for (int64_t i = 0; i < g.batch; ++i) {
+    const char* a_data = static_cast<const char*>(g.a) + i * g.stride_a * elem;
+    const char* b_data = static_cast<const char*>(g.b) + i * g.stride_b * elem;
+    char* c_data = static_cast<char*>(g.c) + i * g.stride_c * elem;
+    for (int64_t m0 = 0; m0 < g.m; m0 += kHalfTile)
+      for (int64_t n0 = 0; n0 < g.n; n0 += kHalfTile) {
+        const int64_t mb = std::min(kHalfTile, g.m - m0), nb = std::min(kHalfTile, g.n - n0);
+        const View c_half = block(c_data, g.ldc, false, m0, n0, mb, nb);
+        const View c_wide = matrix_view(c.data, DType::Float32, mb, nb, nb);
+        if (g.beta != 0.0) copy_impl(c_half, c_wide);
+        for (int64_t k0 = 0; k0 < g.k; k0 += kHalfTile) {
+          const int64_t kb = std::min(kHalfTile, g.k - k0);
+          // Widened tiles are stored as they were (transposed or not), so the flags carry over.
+          const View a_tile = block(a_data, g.lda, g.trans_a, m0, k0, mb, kb);
+          const View b_tile = block(b_data, g.ldb, g.trans_b, k0, n0, kb, nb);
+          copy_impl(a_tile, matrix_view(a.data, DType::Float32, a_tile.shape[0], a_tile.shape[1], a_tile.shape[1]));
+          copy_impl(b_tile, matrix_view(b.data, DType::Float32, b_tile.shape[0], b_tile.shape[1], b_tile.shape[1]));
+          GemmArgs wide = g;
+          wide.dtype = DType::Float32;
+          wide.batch = 1;
+          wide.m = mb, wide.n = nb, wide.k = kb;
+          wide.a = a.data, wide.lda = a_tile.shape[1];
+          wide.b = b.data, wide.ldb = b_tile.shape[1];
+          wide.c = c.data, wide.ldc = nb;
+          wide.beta = k0 == 0 ? g.beta : 1.0;
+          gemm_impl(wide);
+        }
+        copy_impl(c_wide, c_half);
+      }
+  }
+}
+
 void CpuBackend::gemm_impl(const GemmArgs& g) {
+  if (is_half(g.dtype)) return gemm_half(g);
   const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;

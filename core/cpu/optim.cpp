@@ -9,7 +9,7 @@
 namespace vgrad::cpu {
 
 void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
-  visit_dtype(param.dtype, [&](auto zero) {
+  visit_wide_dtype(param.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
       T* __restrict w = param.ptr<T>();
@@ -44,7 +44,7 @@ void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View
 
 void CpuBackend::adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
                              const AdamParams& p) {
-  visit_dtype(param.dtype, [&](auto zero) {
+  visit_wide_dtype(param.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
       T* w = param.ptr<T>();

@@ -22,7 +22,7 @@ inline double uniform01(uint64_t seed, uint64_t counter) { return double(mix(see
 template <class Gen>
 void fill_random(const View& out, Gen gen) {
   int64_t i = 0;
-  visit_dtype(out.dtype, [&](auto zero) {
+  visit_wide_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
     for_each_row<1>({out}, [&](auto p, int64_t n, auto s) {
       T* o = reinterpret_cast<T*>(p[0]);

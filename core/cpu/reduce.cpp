@@ -26,7 +26,7 @@ void CpuBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doubl
     for (int d = 0; d < in.ndim; ++d)
       if (out.shape[d] == 1 && in.shape[d] != 1) axis = d;
     const bool is_max = op == ReduceOp::ArgMax;
-    visit_dtype(in.dtype, [&](auto zero) {
+    visit_wide_dtype(in.dtype, [&](auto zero) {
       using T = decltype(zero);
       View first = in;  // in restricted to index 0 along the axis
       if (axis >= 0) first.shape[axis] = 1;
@@ -50,7 +50,7 @@ void CpuBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doubl
     });
     return;
   }
-  visit_dtype(in.dtype, [&](auto zero) {
+  visit_wide_dtype(in.dtype, [&](auto zero) {
     using T = decltype(zero);
     // Floats start from -inf/+inf, not lowest()/max(): the max of an all -inf row is -inf.
     using Lim = std::numeric_limits<T>;
@@ -137,7 +137,7 @@ void CpuBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doubl
 
 double CpuBackend::sum_of_squares_impl(const View& x) {
   double total = 0;
-  visit_dtype(x.dtype, [&](auto zero) {
+  visit_wide_dtype(x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* v = x.ptr<T>();
     const int64_t count = x.numel();

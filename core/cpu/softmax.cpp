@@ -11,7 +11,7 @@ namespace vgrad::cpu {
 
 void CpuBackend::softmax_impl(const View& x, const View& out, bool log) {
   const int64_t cols = x.shape[x.ndim - 1], rows = cols == 0 ? 0 : x.numel() / cols;
-  visit_dtype(x.dtype, [&](auto zero) {
+  visit_wide_dtype(x.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
       const T* in = x.ptr<T>();
@@ -42,7 +42,7 @@ void CpuBackend::softmax_impl(const View& x, const View& out, bool log) {
 
 void CpuBackend::softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) {
   const int64_t cols = y.shape[y.ndim - 1], rows = cols == 0 ? 0 : y.numel() / cols;
-  visit_dtype(y.dtype, [&](auto zero) {
+  visit_wide_dtype(y.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
       for (int64_t r = 0; r < rows; ++r) {
@@ -66,7 +66,7 @@ void CpuBackend::cross_entropy_impl(const View& logits, const View& target, doub
                                const View& loss_rows) {
   const int64_t rows = logits.shape[0], classes = logits.shape[1];
   const int64_t* t = target.ptr<int64_t>();
-  visit_dtype(logits.dtype, [&](auto zero) {
+  visit_wide_dtype(logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (!is_int<T>) {
       for (int64_t r = 0; r < rows; ++r) {
@@ -94,7 +94,7 @@ void CpuBackend::cross_entropy_impl(const View& logits, const View& target, doub
 void CpuBackend::cross_entropy_backward_impl(const View& probs, const View& target, double smoothing, double scale,
                                         const View& grad_logits) {
   const int64_t rows = probs.shape[0], classes = probs.shape[1];
-  visit_dtype(probs.dtype, [&](auto zero) {
+  visit_wide_dtype(probs.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T off = T(smoothing / double(classes)), on = T(1 - smoothing) + off, s = T(scale);
     for (int64_t r = 0; r < rows; ++r) {

@@ -93,7 +93,7 @@ TEST(DTypeTable, NamesSizesPromotionAndSafetensorsCodes) {
   DType parsed = DType::Int64;
   ASSERT_TRUE(dtype_from_safetensors("F64", parsed));
   EXPECT_EQ(parsed, DType::Float64);
-  EXPECT_FALSE(dtype_from_safetensors("BF16", parsed));
+  EXPECT_FALSE(dtype_from_safetensors("U8", parsed));
 }
 
 TEST(DTypeTable, AnUnknownDtypeIsAnErrorNeverInt64) {

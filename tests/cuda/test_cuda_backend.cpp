@@ -35,6 +35,8 @@ void store(DType dtype, void* base, int64_t i, double v) {
     case DType::Float32: static_cast<float*>(base)[i] = static_cast<float>(v); return;
     case DType::Float64: static_cast<double*>(base)[i] = v; return;
     case DType::Int64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); return;
+    case DType::BFloat16: static_cast<BFloat16*>(base)[i] = static_cast<float>(v); return;
+    case DType::Float16: static_cast<Float16*>(base)[i] = static_cast<float>(v); return;
   }
 }
 
@@ -43,6 +45,8 @@ double load(DType dtype, const void* base, int64_t i) {
     case DType::Float32: return static_cast<const float*>(base)[i];
     case DType::Float64: return static_cast<const double*>(base)[i];
     case DType::Int64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::BFloat16: return static_cast<const BFloat16*>(base)[i];
+    case DType::Float16: return static_cast<const Float16*>(base)[i];
   }
   return 0;
 }

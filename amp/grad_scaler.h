@@ -1,0 +1,64 @@
+// amp::GradScaler: loss scaling for float16 training, with PyTorch's defaults and
+// behaviour. The loss is multiplied by the scale so small float16 gradients do not
+// flush to zero; gradients are unscaled before the step (and before clipping, with
+// unscale_); a step whose gradients hold an Inf or NaN is skipped and the scale backs
+// off; after growth_interval clean steps it grows. bfloat16 has float32's range and
+// runs without it.
+//
+//   amp::GradScaler scaler;
+//   scaler.scale(loss).backward();
+//   scaler.unscale_(sgd);                        // optional: before clip_grad_norm
+//   scaler.step(sgd);                            // skipped on Inf/NaN
+//   scaler.update();
+//
+// The Inf/NaN test accumulates on the device and is read once per step (in step()),
+// never per parameter.
+#pragma once
+#include <cstdint>
+#include <map>
+
+#include "core/tensor.h"
+#include "optim/optimizer.h"
+
+namespace vgrad::amp {
+
+struct GradScalerOptions {
+  double init_scale = 65536.0;  // 2^16
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+  bool enabled = true;  // false: every call passes through (scale 1, plain steps)
+};
+
+class GradScaler {
+ public:
+  explicit GradScaler(GradScalerOptions options = {});
+
+  Tensor scale(const Tensor& loss) const;  // loss * scale
+  // Divides the optimizer's gradients by the scale in place and records whether any is
+  // Inf/NaN (on the device: no host read). Once per optimizer between update()s.
+  void unscale_(optim::Optimizer& optimizer);
+  // Unscales if unscale_ was not called, then steps unless a gradient overflowed.
+  // Returns whether the optimizer stepped. The one host read of the step is here.
+  bool step(optim::Optimizer& optimizer);
+  // Backs the scale off if any step() since the last update() saw Inf/NaN, else counts
+  // a clean step and grows the scale every growth_interval of them.
+  void update();
+
+  double get_scale() const { return options_.enabled ? scale_ : 1.0; }
+  int64_t growth_tracker() const { return growth_tracker_; }
+  bool is_enabled() const { return options_.enabled; }
+
+ private:
+  struct PerOptimizer {
+    bool unscaled = false, stepped = false;
+    Tensor found_inf;  // a device scalar: NaN when some gradient held Inf/NaN, else 0
+    bool found_inf_host = false;
+  };
+  GradScalerOptions options_;
+  float scale_;  // float32, as PyTorch's scale tensor
+  int64_t growth_tracker_ = 0;
+  std::map<const optim::Optimizer*, PerOptimizer> per_optimizer_;
+};
+
+}  // namespace vgrad::amp

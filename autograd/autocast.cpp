@@ -1,0 +1,77 @@
+// Autocast's thread-local state and its weight-cast cache.
+#include "autograd/autocast.h"
+
+#include <memory>
+#include <unordered_map>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "core/error.h"
+
+namespace vgrad::autograd::autocast {
+namespace {
+
+struct CachedCast {
+  std::weak_ptr<TensorImpl> source;  // a freed weight's address may be reused: compare the owner
+  uint64_t version = 0;
+  Tensor cast;
+};
+
+struct State {
+  bool enabled = false;
+  DType low = DType::BFloat16;
+  std::unordered_map<const TensorImpl*, CachedCast> cache;
+};
+
+State& state() {
+  thread_local State s;
+  return s;
+}
+
+// A cast is stale once its weight changed (an optimizer step bumps the version) or
+// once a backward without retain_graph released the cast's node.
+bool usable(const CachedCast& entry, const Tensor& x, DType dtype) {
+  return entry.source.lock() == x.impl_shared() && entry.version == x.version() && entry.cast.dtype() == dtype &&
+         !(entry.cast.grad_fn() && entry.cast.grad_fn()->released());
+}
+
+}  // namespace
+
+bool is_enabled() { return state().enabled; }
+DType low_dtype() { return state().low; }
+
+void set_state(bool enabled, DType low) {
+  if (enabled && !is_half(low))
+    fail("autocast: the low dtype must be bfloat16 or float16, got {}", dtype_name(low));
+  State& s = state();
+  if (s.enabled != enabled || s.low != low) s.cache.clear();
+  s.enabled = enabled;
+  s.low = low;
+}
+
+Tensor to_low(const Tensor& x) {
+  State& s = state();
+  if (!s.enabled || !x.defined() || x.dtype() != DType::Float32) return x;
+  if (!(x.is_leaf() && x.requires_grad())) return to_dtype(x, s.low);
+  CachedCast& entry = s.cache[x.impl_ptr()];
+  if (!usable(entry, x, s.low)) entry = {x.impl_shared(), x.version(), to_dtype(x, s.low)};
+  return entry.cast;
+}
+
+Tensor to_float32(const Tensor& x) {
+  if (!state().enabled || !x.defined() || !is_half(x.dtype())) return x;
+  return to_dtype(x, DType::Float32);
+}
+
+void clear_cache() { state().cache.clear(); }
+
+size_t cache_bytes() {
+  size_t total = 0;
+  for (const auto& [key, entry] : state().cache) total += size_t(entry.cast.numel()) * dtype_size(entry.cast.dtype());
+  return total;
+}
+
+Suspend::Suspend() : enabled_(state().enabled) { state().enabled = false; }
+Suspend::~Suspend() { state().enabled = enabled_; }
+
+}  // namespace vgrad::autograd::autocast

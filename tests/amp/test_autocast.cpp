@@ -1,0 +1,113 @@
+// amp::Autocast op by op: the output dtype each list gives (low: matmul, linear,
+// einsum, attention's products; float32: softmax, log_softmax, losses, exp, log, pow,
+// reductions; others promote) and closeness to the float32 result; the weight-cast cache
+// (once per step, cleared by an optimizer step and by leaving the scope); gradients
+// reaching float32 master weights; backward run inside the scope.
+#include <gtest/gtest.h>
+
+#include "amp/autocast.h"
+#include "nn/functional.h"
+#include "optim/optimizer.h"
+#include "support.h"
+
+namespace {
+
+using namespace vgrad;
+using vgrad_test::expect_near_all;
+using vgrad_test::uniform_tensor;
+using vgrad_test::vals;
+
+constexpr DType kLowTypes[] = {DType::BFloat16, DType::Float16};
+// Inputs rounded to the low dtype once, products summed in float32, the result rounded
+// once: a few units of the low dtype's roundoff, relative to the result's size.
+double tolerance(DType low) { return low == DType::BFloat16 ? 3e-2 : 4e-3; }
+
+TEST(Autocast, LowPrecisionOps) {
+  for (DType low : kLowTypes) {
+    const Tensor a = uniform_tensor({16, 64}, 1), b = uniform_tensor({64, 8}, 2), w = uniform_tensor({8, 64}, 3);
+    const Tensor bias = uniform_tensor({8}, 4);
+    const Tensor q = uniform_tensor({2, 5, 16}, 5), k = uniform_tensor({2, 6, 16}, 6), v = uniform_tensor({2, 6, 16}, 7);
+    Tensor mm, lin, ein, att;
+    {
+      amp::Autocast autocast(low);
+      mm = matmul(a, b);
+      lin = linear(a, w, bias);
+      ein = einsum("ik,kj->ij", a, b);
+      att = nn::functional::scaled_dot_product_attention(q, k, v);
+      EXPECT_EQ(matmul(a.to(DType::Float64), b.to(DType::Float64)).dtype(), DType::Float64);  // float64 untouched
+    }
+    for (const Tensor& t : {mm, lin, ein, att}) EXPECT_EQ(t.dtype(), low);
+    expect_near_all(vals(mm), vals(matmul(a, b)), tolerance(low), "matmul");
+    expect_near_all(vals(lin), vals(linear(a, w, bias)), tolerance(low), "linear");
+    expect_near_all(vals(ein), vals(einsum("ik,kj->ij", a, b)), tolerance(low), "einsum");
+    expect_near_all(vals(att), vals(nn::functional::scaled_dot_product_attention(q, k, v)), tolerance(low), "attention");
+  }
+}
+
+TEST(Autocast, Float32OpsWidenSixteenBitInputs) {
+  for (DType low : kLowTypes) {
+    const Tensor x32 = uniform_tensor({6, 10}, 8, 0.5, 2), x = x32.to(low), x_exact = x.to(DType::Float32);
+    const Tensor target = tensor(std::vector<int64_t>{0, 3, 9, 2, 1, 5});
+    amp::Autocast autocast(low);
+    const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> cases = {
+        {"softmax", {softmax(x, 1), softmax(x_exact, 1)}},
+        {"log_softmax", {log_softmax(x, 1), log_softmax(x_exact, 1)}},
+        {"cross_entropy", {nn::cross_entropy(x, target), nn::cross_entropy(x_exact, target)}},
+        {"mse_loss", {nn::mse_loss(x, x * 0.5), nn::mse_loss(x_exact, x_exact * 0.5)}},
+        {"exp", {exp(x), exp(x_exact)}},
+        {"log", {log(x), log(x_exact)}},
+        {"pow", {pow(x, 3.0), pow(x_exact, 3.0)}},
+        {"sum", {sum(x, {1}), sum(x_exact, {1})}},
+        {"mean", {x.mean(), x_exact.mean()}},
+        {"var", {var(x, {0}), var(x_exact, {0})}},
+    };
+    for (const auto& [name, pair] : cases) {
+      EXPECT_EQ(pair.first.dtype(), DType::Float32) << name;
+      expect_near_all(vals(pair.first), vals(pair.second), 1e-6, name);  // the same float32 computation
+    }
+  }
+}
+
+TEST(Autocast, OtherOpsPromoteToTheWidestInput) {
+  const Tensor x = uniform_tensor({4}, 9).to(DType::BFloat16), y = uniform_tensor({4}, 10);
+  amp::Autocast autocast(DType::BFloat16);
+  EXPECT_EQ(relu(x).dtype(), DType::BFloat16);
+  EXPECT_EQ(add(x, y).dtype(), DType::Float32);
+  EXPECT_EQ((x * 2.0).dtype(), DType::BFloat16);
+  EXPECT_EQ(add(x, y.to(DType::Float16)).dtype(), DType::Float32);
+}
+
+TEST(Autocast, WeightsAreCastOncePerStepAndGradientsReachFloat32Masters) {
+  Tensor w = uniform_tensor({8, 32}, 11).requires_grad_(), bias = zeros({8}).requires_grad_();
+  const Tensor x = uniform_tensor({4, 32}, 12);
+  optim::SGD sgd({w, bias}, {.lr = 0.1});
+  Tensor loss;
+  {
+    amp::Autocast autocast(DType::BFloat16);
+    const Tensor first = autograd::autocast::to_low(w);
+    EXPECT_TRUE(autograd::autocast::to_low(w).is_same(first));  // cached: one cast per step
+    EXPECT_EQ(autograd::autocast::cache_bytes(), size_t(8 * 32 * 2));
+    loss = nn::mse_loss(linear(x, w, bias), zeros({4, 8}));  // float32 loss over a bf16 linear
+    EXPECT_EQ(loss.dtype(), DType::Float32);
+    loss.backward();  // inside the scope: the engine suspends autocast for the rules
+    EXPECT_EQ(w.grad().dtype(), DType::Float32);
+    sgd.step();
+    EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);  // the step changed the weights
+    const Tensor after_step = autograd::autocast::to_low(w);
+    EXPECT_FALSE(after_step.is_same(first));
+  }
+  EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);  // leaving the scope clears it
+  // The gradient is float32 linear's, to bfloat16 accuracy.
+  Tensor w32 = w.detach().clone().requires_grad_();
+  const Tensor before = w32 + sgd.params()[0].grad() * 0.1;  // undo the step: the weights the backward saw
+  Tensor w_ref = before.detach().requires_grad_(), b_ref = zeros({8}).requires_grad_();
+  nn::mse_loss(linear(x, w_ref, b_ref), zeros({4, 8})).backward();
+  expect_near_all(vals(w.grad()), vals(w_ref.grad()), 3e-2, "dW");
+}
+
+TEST(Autocast, RefusesAWideDtype) {
+  EXPECT_ERROR(amp::Autocast(DType::Float32), "autocast: the low dtype must be bfloat16 or float16, got float32");
+  EXPECT_FALSE(autograd::autocast::is_enabled());
+}
+
+}  // namespace

@@ -1,0 +1,87 @@
+// amp::GradScaler against PyTorch's sequence of scales on forced overflows
+// (grad_scaler_reference.h, from scripts/reference/make_grad_scaler_reference.py):
+// skipped steps leave the weights untouched, clean steps apply the unscaled gradient,
+// unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "amp/grad_scaler.h"
+#include "grad_scaler_reference.h"
+#include "optim/optimizer.h"
+#include "support.h"
+
+namespace {
+
+using namespace vgrad;
+using vgrad_test::vals;
+
+// One step of loss = Σ w·c: the gradient is c (times the scale); c holds `poison` (Inf or
+// NaN) on overflow steps.
+bool train_step(amp::GradScaler& scaler, optim::SGD& sgd, Tensor& w, bool overflow, double poison) {
+  const Tensor c = tensor({1.0f, -2.0f, overflow ? float(poison) : 0.5f});
+  scaler.scale(sum(w * c)).backward();
+  const bool stepped = scaler.step(sgd);
+  scaler.update();
+  sgd.zero_grad();
+  return stepped;
+}
+
+void run_reference(const ScalerStep* steps, size_t count, double init_scale, int64_t interval) {
+  Tensor w = tensor({0.0f, 0.0f, 0.0f}).requires_grad_();
+  optim::SGD sgd({w}, {.lr = 1.0});
+  amp::GradScaler scaler({.init_scale = init_scale, .growth_interval = interval});
+  for (size_t i = 0; i < count; ++i) {
+    const std::vector<double> before = vals(w);
+    const bool stepped = train_step(scaler, sgd, w, steps[i].overflow != 0, i % 2 ? NAN : INFINITY);
+    EXPECT_EQ(stepped, steps[i].overflow == 0) << "step " << i;
+    EXPECT_EQ(scaler.get_scale(), steps[i].scale) << "step " << i;
+    EXPECT_EQ(scaler.growth_tracker(), steps[i].tracker) << "step " << i;
+    const std::vector<double> after = vals(w);
+    if (stepped) {  // the unscaled gradient exactly: w -= (1, -2, 0.5)
+      EXPECT_EQ(after, (std::vector<double>{before[0] - 1, before[1] + 2, before[2] - 0.5})) << "step " << i;
+    } else {
+      EXPECT_EQ(after, before) << "skipped step " << i << " changed the weights";
+    }
+  }
+}
+
+TEST(GradScaler, MatchesPyTorchsScalesOnForcedOverflows) {
+  run_reference(kInterval3, std::size(kInterval3), 65536.0, kInterval3GrowthInterval);
+}
+
+TEST(GradScaler, DefaultsArePyTorchs) {
+  Tensor w = tensor({0.0f, 0.0f, 0.0f}).requires_grad_();
+  optim::SGD sgd({w}, {.lr = 1e-6});
+  amp::GradScaler scaler;
+  EXPECT_EQ(scaler.get_scale(), 65536.0);
+  for (int i = 0; i < 1999; ++i) train_step(scaler, sgd, w, false, 0);
+  EXPECT_EQ(scaler.get_scale(), 65536.0);
+  train_step(scaler, sgd, w, false, 0);
+  EXPECT_EQ(scaler.get_scale(), 131072.0);  // grew after 2000 clean steps
+  train_step(scaler, sgd, w, true, INFINITY);
+  EXPECT_EQ(scaler.get_scale(), 65536.0);  // backoff 0.5
+}
+
+TEST(GradScaler, UnscaleBeforeClippingAndMisuseErrors) {
+  Tensor w = tensor({0.0f, 0.0f}).requires_grad_();
+  optim::SGD sgd({w}, {.lr = 1.0});
+  amp::GradScaler scaler({.init_scale = 1024.0});
+  scaler.scale(sum(w * tensor({3.0f, 4.0f}))).backward();
+  EXPECT_EQ(vals(w.grad()), (std::vector<double>{3072.0, 4096.0}));
+  scaler.unscale_(sgd);
+  EXPECT_EQ(vals(w.grad()), (std::vector<double>{3.0, 4.0}));  // true gradients: clip these
+  EXPECT_DOUBLE_EQ(optim::clip_grad_norm({w}, 1.0), 5.0);
+  EXPECT_ERROR(scaler.unscale_(sgd), "unscale_() was already called on this optimizer");
+  EXPECT_TRUE(scaler.step(sgd));
+  EXPECT_NEAR(vals(w)[0], -0.6, 1e-6);  // the clipped step, not unscaled twice
+  EXPECT_ERROR(scaler.step(sgd), "step() was already called");
+  scaler.update();
+  EXPECT_ERROR(scaler.update(), "update() without a step()");
+  EXPECT_ERROR(amp::GradScaler({.backoff_factor = 2.0}), "backoff_factor 2 must be in (0, 1)");
+  amp::GradScaler disabled({.enabled = false});
+  EXPECT_EQ(disabled.get_scale(), 1.0);
+}
+
+}  // namespace
