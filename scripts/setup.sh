@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake g++ make pkg-config xtensor-dev libxsimd-dev libopenblas-dev
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev zlib1g-dev
-  nlohmann-json3-dev dataset-fashion-mnist gnuplot-nox libopenmpi-dev openmpi-bin)
+  nlohmann-json3-dev dataset-fashion-mnist gnuplot-nox libopenmpi-dev openmpi-bin python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
