@@ -115,6 +115,12 @@ template <class T> VGRAD_HOST_DEVICE inline bool is_nan(T x) {
   else return false;
 }
 
+// int64 add/sub/mul/neg/abs wrap on overflow (two's complement), as PyTorch's do: they are
+// computed in the unsigned type, where signed overflow would be undefined behaviour.
+template <class T, bool = std::is_integral_v<T>> struct WrappingType { using type = T; };
+template <class T> struct WrappingType<T, true> { using type = std::make_unsigned_t<T>; };
+template <class T> using Wrapping = typename WrappingType<T>::type;
+
 constexpr double kSqrtHalf = 0.70710678118654752440;    // 1/sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2*pi)
 
@@ -125,7 +131,10 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2*pi)
 // ---------------- unary ----------------
 template <class T> struct Neg {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T x) const { return -x; }
+  VGRAD_HOST_DEVICE T operator()(T x) const {
+    if constexpr (std::is_integral_v<T>) return T(Wrapping<T>(0) - Wrapping<T>(x));
+    else return -x;  // -0.0 and the NaN's sign, as 0 - x would not give
+  }
 };
 template <class T> struct Exp {
   static constexpr bool kIntegral = false;
@@ -141,7 +150,7 @@ template <class T> struct Sqrt {
 };
 template <class T> struct Abs {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T x) const { return x < T(0) ? T(-x) : x; }
+  VGRAD_HOST_DEVICE T operator()(T x) const { return x < T(0) ? Neg<T>{}(x) : x; }
 };
 template <class T> struct Sign {  // sign(0) = 0, sign(NaN) = NaN
   static constexpr bool kIntegral = true;
@@ -212,15 +221,15 @@ template <class T> struct Expm1 {
 // ---------------- binary ----------------
 template <class T> struct Add {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return T(Wrapping<T>(a) + Wrapping<T>(b)); }
 };
 template <class T> struct Sub {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a - b; }
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return T(Wrapping<T>(a) - Wrapping<T>(b)); }
 };
 template <class T> struct Mul {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return a * b; }
+  VGRAD_HOST_DEVICE T operator()(T a, T b) const { return T(Wrapping<T>(a) * Wrapping<T>(b)); }
 };
 // int64 / int64 is true division in float32, as PyTorch: no integer division kernel,
 // so no division by zero to trap.

@@ -3,6 +3,7 @@
 // float64, broadcast shapes, strided inputs, gradients in float64), NaN propagation per
 // device; on the CPU, hand values, int64, scalar operands, where and the error messages.
 #include <functional>
+#include <limits>
 
 #include "core/kernels.h"
 #include "op_check.h"
@@ -460,6 +461,18 @@ TEST(Int64, DivisionByZeroIsFloatDivision) {
 TEST(Int64, PowIsExactAndTruncatesNegativeExponents) {
   const Tensor base = tensor(std::vector<int64_t>{3, -2, 1, -1, 5}), e = tensor(std::vector<int64_t>{39, 3, -4, -3, -1});
   EXPECT_EQ(pow(base, e).to_vector<int64_t>(), (std::vector<int64_t>{4052555153018976267, -8, 1, -1, 0}));
+}
+
+// Overflow wraps (two's complement) as in PyTorch, and is not undefined behaviour: the
+// sanitizer build runs this test.
+TEST(Int64, OverflowWraps) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max(), kMin = std::numeric_limits<int64_t>::min();
+  const Tensor a = tensor(std::vector<int64_t>{kMax, kMin, kMax}), b = tensor(std::vector<int64_t>{1, 1, 2});
+  EXPECT_EQ((a + b).to_vector<int64_t>(), (std::vector<int64_t>{kMin, kMin + 1, kMin + 1}));
+  EXPECT_EQ((a - b).to_vector<int64_t>(), (std::vector<int64_t>{kMax - 1, kMax, kMax - 2}));
+  EXPECT_EQ((a * b).to_vector<int64_t>(), (std::vector<int64_t>{kMax, kMin, -2}));
+  EXPECT_EQ((-a).to_vector<int64_t>(), (std::vector<int64_t>{kMin + 1, kMin, kMin + 1}));
+  EXPECT_EQ(abs(a).to_vector<int64_t>(), (std::vector<int64_t>{kMax, kMin, kMax}));
 }
 
 TEST(Int64, ScalarsAndPromotion) {
