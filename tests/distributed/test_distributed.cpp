@@ -95,19 +95,30 @@ TEST(Collectives, ErrorsNameTheRankTheCollectiveAndTheTensor) {
 
 // ---------------- environment ----------------
 
+// Unsets the variables for a scope and puts their values back afterwards.
+class UnsetForScope {
+ public:
+  explicit UnsetForScope(std::vector<std::string> names) : names_(std::move(names)) {
+    for (const std::string& name : names_) {
+      if (const char* value = std::getenv(name.c_str())) saved_.emplace_back(name, value);
+      unsetenv(name.c_str());
+    }
+  }
+  ~UnsetForScope() {
+    for (const std::string& name : names_) unsetenv(name.c_str());
+    for (const auto& [name, value] : saved_) setenv(name.c_str(), value.c_str(), 1);
+  }
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<std::pair<std::string, std::string>> saved_;
+};
+
 TEST(Environment, ReadsWhatTheLaunchersSet) {
   (void)world();  // the communicator reads the real environment first
-  struct Saved {
-    std::string name;
-    const char* value;
-  };
-  const char* names[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK",
-                         "PMI_SIZE", "MPI_LOCALRANKID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
-  std::vector<std::pair<std::string, std::string>> saved;
-  for (const char* name : names) {
-    if (const char* value = std::getenv(name)) saved.emplace_back(name, value);
-    unsetenv(name);
-  }
+  UnsetForScope unset({"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                       "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
+                       "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"});
   EXPECT_EQ(read_environment().world_size, 1);
   EXPECT_EQ(read_environment().launcher, "");
   setenv("PMI_RANK", "3", 1);
@@ -118,6 +129,9 @@ TEST(Environment, ReadsWhatTheLaunchersSet) {
   EXPECT_EQ(environment.rank, 3);
   EXPECT_EQ(environment.world_size, 4);
   EXPECT_EQ(environment.local_rank, 1);
+  EXPECT_EQ(environment.local_size, 0);  // not said
+  setenv("MPI_LOCALNRANKS", "2", 1);
+  EXPECT_EQ(read_environment().local_size, 2);
   setenv("OMPI_COMM_WORLD_SIZE", "2", 1);  // Open MPI's variables come first
   setenv("OMPI_COMM_WORLD_RANK", "1", 1);
   EXPECT_EQ(read_environment().launcher, "openmpi");
@@ -126,8 +140,25 @@ TEST(Environment, ReadsWhatTheLaunchersSet) {
   EXPECT_ERROR(read_environment(), "rank 2", "of 2 ranks", "out of range");
   setenv("OMPI_COMM_WORLD_RANK", "one", 1);
   EXPECT_ERROR(read_environment(), "OMPI_COMM_WORLD_RANK", "\"one\"");
-  for (const char* name : names) unsetenv(name);
-  for (const auto& [name, value] : saved) setenv(name.c_str(), value.c_str(), 1);
+}
+
+// Ranks that share the cores: one OpenBLAS thread per core per rank, and Open MPI yields
+// while waiting once the ranks fill the cores; what the user set stands.
+TEST(Environment, RanksSharingCoresGetThreadAndYieldDefaults) {
+  UnsetForScope unset({"OPENBLAS_NUM_THREADS", "OMPI_MCA_mpi_yield_when_idle"});
+  using Settings = std::vector<std::string>;
+  EXPECT_EQ(share_cores({.world_size = 2, .local_size = 0}, 2), Settings{});  // local size unknown
+  EXPECT_EQ(share_cores({.world_size = 8, .local_size = 1}, 2), Settings{});  // alone on its machine
+  EXPECT_EQ(share_cores({.world_size = 8, .local_size = 4}, 16), Settings{"OPENBLAS_NUM_THREADS=4"});
+  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "4");
+  unsetenv("OPENBLAS_NUM_THREADS");
+  EXPECT_EQ(share_cores({.world_size = 3, .local_size = 3}, 2),
+            (Settings{"OPENBLAS_NUM_THREADS=1", "OMPI_MCA_mpi_yield_when_idle=1"}));
+  EXPECT_STREQ(std::getenv("OMPI_MCA_mpi_yield_when_idle"), "1");
+  setenv("OPENBLAS_NUM_THREADS", "2", 1);
+  unsetenv("OMPI_MCA_mpi_yield_when_idle");
+  EXPECT_EQ(share_cores({.world_size = 2, .local_size = 2}, 2), Settings{"OMPI_MCA_mpi_yield_when_idle=1"});
+  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "2");  // the user's choice stands
 }
 
 TEST(Environment, MissingEnginesSayWhatToInstall) {
