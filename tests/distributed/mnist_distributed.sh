@@ -10,13 +10,8 @@
 set -uo pipefail
 bin=$1
 mpirun=$2
-data=${3:-/usr/share/datasets/fashion-mnist}
-if [ ! -e "$data/train-images-idx3-ubyte.gz" ] && [ ! -e "$data/train-images-idx3-ubyte" ]; then
-  echo "SKIPPED: no MNIST-format data in $data (Debian package dataset-fashion-mnist)"
-  exit 77
-fi
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+data=${3:-}
+source "$(dirname "$0")/../examples/mnist_data.sh"
 common=(--data-dir "$data" --limit 2000 --hidden 32 --seed 3)
 status=0
 
