@@ -3,6 +3,9 @@
 // log_softmax, losses, exp/log/pow and reductions in float32, and the rest promote as
 // usual; weights stay float32 (master weights), each cast once per step. Out-of-place
 // ops only. The policy and cache are autograd/autocast.h's; this is the user's guard.
+// Unlike PyTorch, whose cache holds every cast until the region ends, a cast lives only
+// while the graph uses it (a training step's peak memory stays at float32's, not 1.7x it);
+// a no_grad forward under autocast (evaluation) casts the weights it uses each time.
 //
 //   { vgrad::amp::Autocast autocast(vgrad::DType::BFloat16);
 //     loss = nn::cross_entropy(model(x), y); }   // float32 loss

@@ -11,10 +11,13 @@
 namespace vgrad::autograd::autocast {
 namespace {
 
+// NOTE: the cache does not own the casts. A cast lives while something uses it (the graph
+// that saved it for backward, the caller), so a step casts each weight once yet no cast
+// outlives its last use: a training step's peak memory stays below float32's.
 struct CachedCast {
   std::weak_ptr<TensorImpl> source;  // a freed weight's address may be reused: compare the owner
   uint64_t version = 0;
-  Tensor cast;
+  std::weak_ptr<TensorImpl> cast;
 };
 
 struct State {
@@ -30,9 +33,9 @@ State& state() {
 
 // A cast is stale once its weight changed (an optimizer step bumps the version) or
 // once a backward without retain_graph released the cast's node.
-bool usable(const CachedCast& entry, const Tensor& x, DType dtype) {
-  return entry.source.lock() == x.impl_shared() && entry.version == x.version() && entry.cast.dtype() == dtype &&
-         !(entry.cast.grad_fn() && entry.cast.grad_fn()->released());
+bool usable(const CachedCast& entry, const Tensor& cast, const Tensor& x, DType dtype) {
+  return cast.defined() && entry.source.lock() == x.impl_shared() && entry.version == x.version() &&
+         cast.dtype() == dtype && !(cast.grad_fn() && cast.grad_fn()->released());
 }
 
 }  // namespace
@@ -54,8 +57,13 @@ Tensor to_low(const Tensor& x) {
   if (!s.enabled || !x.defined() || x.dtype() != DType::Float32) return x;
   if (!(x.is_leaf() && x.requires_grad())) return to_dtype(x, s.low);
   CachedCast& entry = s.cache[x.impl_ptr()];
-  if (!usable(entry, x, s.low)) entry = {x.impl_shared(), x.version(), to_dtype(x, s.low)};
-  return entry.cast;
+  std::shared_ptr<TensorImpl> alive = entry.cast.lock();
+  Tensor cast = alive ? Tensor(std::move(alive)) : Tensor();
+  if (!usable(entry, cast, x, s.low)) {
+    cast = to_dtype(x, s.low);
+    entry = {x.impl_shared(), x.version(), cast.impl_shared()};
+  }
+  return cast;
 }
 
 Tensor to_float32(const Tensor& x) {
@@ -67,7 +75,8 @@ void clear_cache() { state().cache.clear(); }
 
 size_t cache_bytes() {
   size_t total = 0;
-  for (const auto& [key, entry] : state().cache) total += size_t(entry.cast.numel()) * dtype_size(entry.cast.dtype());
+  for (const auto& [key, entry] : state().cache)
+    if (const std::shared_ptr<TensorImpl> cast = entry.cast.lock()) total += size_t(Tensor(cast).numel()) * dtype_size(Tensor(cast).dtype());
   return total;
 }
 

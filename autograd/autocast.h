@@ -22,14 +22,16 @@ void set_state(bool enabled, DType low_dtype);
 // For the low-precision ops: a float32 x in the low dtype (float64, int64 and tensors
 // already 16-bit pass unchanged, as PyTorch). Leaves that require grad (weights) are
 // cast once and cached, keyed by identity and version, so a step casts each weight
-// once; the cast is differentiable, and the gradient reaches the float32 weight.
+// once; the cast is differentiable, and the gradient reaches the float32 weight. The cache
+// does not own the casts: one lives while the graph (or the caller) uses it, and linear
+// lets its weight's cast go in backward once dx is computed (autograd/ops/matmul.cpp).
 Tensor to_low(const Tensor& x);
 // For the float32 ops: a 16-bit x widened to float32 (differentiably).
 Tensor to_float32(const Tensor& x);
 
 // Drops the cached weight casts (optimizer steps and leaving autocast do).
 void clear_cache();
-size_t cache_bytes();  // held by cached casts
+size_t cache_bytes();  // of the cached casts still alive
 
 // Turns autocast off for a scope: the engine runs backward rules under it, so a rule's
 // ops keep the dtypes the forward chose.

@@ -4,10 +4,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "core/creation.h"
 #include "core/error.h"
@@ -95,12 +97,14 @@ int env_int(const char* name, int fallback) {
 
 Environment read_environment() {
   struct Launcher {
-    const char *name, *rank, *size, *local_rank;
+    const char *name, *rank, *size, *local_rank, *local_size;
   };
+  // (Slurm's ranks per node come as "2(x3),1": not read, local_size stays 0.)
   static constexpr Launcher launchers[] = {
-      {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
-      {"pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"},
-      {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
+      {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+       "OMPI_COMM_WORLD_LOCAL_SIZE"},
+      {"pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
+      {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr},
   };
   for (const Launcher& launcher : launchers) {
     const int size = env_int(launcher.size, -1);
@@ -108,6 +112,7 @@ Environment read_environment() {
     Environment environment{.rank = env_int(launcher.rank, 0),
                             .world_size = size,
                             .local_rank = env_int(launcher.local_rank, 0),
+                            .local_size = launcher.local_size ? env_int(launcher.local_size, 0) : 0,
                             .launcher = launcher.name};
     if (size < 1 || environment.rank >= size || environment.local_rank >= size)
       fail("distributed: {} says rank {} (local {}) of {} ranks ({}, {}, {}): out of range", launcher.name,
@@ -133,9 +138,28 @@ double resolve_timeout(double requested) {
 
 }  // namespace detail
 
+std::vector<std::string> share_cores(const Environment& environment, unsigned cores) {
+  std::vector<std::string> settings;
+  if (environment.local_size < 2 || cores == 0) return settings;
+  auto set_default = [&](const char* name, const std::string& value) {
+    if (std::getenv(name) != nullptr) return;  // the user's choice stands
+    setenv(name, value.c_str(), 0);
+    settings.push_back(fmt::format("{}={}", name, value));
+  };
+  const unsigned ranks = unsigned(environment.local_size);
+  set_default("OPENBLAS_NUM_THREADS", std::to_string(std::max(1u, cores / ranks)));
+  if (ranks >= cores) set_default("OMPI_MCA_mpi_yield_when_idle", "1");
+  return settings;
+}
+
 std::shared_ptr<Communicator> init_from_environment(CommunicatorOptions options) {
   const Environment environment = read_environment();
   const double timeout = detail::resolve_timeout(options.timeout_seconds);
+  // Before MPI_Init and the first GEMM: both libraries read these when they start.
+  const std::vector<std::string> settings = share_cores(environment, std::thread::hardware_concurrency());
+  if (!settings.empty() && environment.local_rank == 0)
+    spdlog::info("distributed: {} ranks share {} cores here: {} (set them yourself to choose)", environment.local_size,
+                 std::thread::hardware_concurrency(), fmt::join(settings, ", "));
   switch (options.engine) {
     case Engine::Auto:
       if (environment.world_size == 1) return std::make_shared<LocalCommunicator>();

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -21,11 +22,22 @@ struct Environment {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;    // index among the ranks on this machine: the GPU a rank uses
-  std::string launcher;  // "openmpi", "pmi", "slurm", or "" when no launcher set anything
+  int local_size = 0;    // ranks on this machine; 0 when the launcher does not say
+  std::string launcher{};  // "openmpi", "pmi", "slurm", or "" when no launcher set anything
 };
-// Reads OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK} (Open MPI), PMI_RANK/PMI_SIZE/MPI_LOCALRANKID
-// (MPICH, Intel MPI) or SLURM_{PROCID,NTASKS,LOCALID}; a malformed value is an error naming it.
+// Reads OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE} (Open MPI), PMI_RANK/PMI_SIZE/
+// MPI_LOCALRANKID/MPI_LOCALNRANKS (MPICH, Intel MPI) or SLURM_{PROCID,NTASKS,LOCALID}; a
+// malformed value is an error naming it.
 Environment read_environment();
+
+// What init_from_environment() sets before MPI and OpenBLAS start, when several ranks share
+// this machine's cores and the user has not set it: OPENBLAS_NUM_THREADS = cores / ranks here
+// (at least 1; each rank's OpenBLAS would otherwise start a thread per core), and, when the
+// ranks fill the cores, OMPI_MCA_mpi_yield_when_idle=1 (a rank waiting in a collective yields
+// its core instead of spinning on it: the spin took the core its compute thread needed and
+// made 2 ranks on 2 cores wait 5-40x longer; docs/distributed.md). Returns the settings it
+// made, as "NAME=value" (nothing for a single rank or an unknown local size).
+std::vector<std::string> share_cores(const Environment& environment, unsigned cores);
 
 enum class Engine {
   Auto,  // MPI when launched with more than one rank, local otherwise

@@ -218,6 +218,36 @@ void DistributedDataParallel::finish_gradient_sync() {
   reset_round();
 }
 
+bool DistributedDataParallel::backward(optim::GradientAccumulation& accumulation, const Tensor& loss) {
+  if (accumulation.pending() + 1 < accumulation.steps()) {
+    auto no_sync_scope = no_sync();  // not the group's last micro-batch: accumulate locally
+    return accumulation.backward(loss);
+  }
+  const bool complete = accumulation.backward(loss);
+  finish_gradient_sync();
+  return complete;
+}
+
+bool DistributedDataParallel::finish_accumulation(optim::GradientAccumulation& accumulation) {
+  if (accumulation.ready()) return true;  // complete, and synchronised by backward()
+  if (!accumulation.finish()) return false;
+  sync_gradients();
+  return true;
+}
+
+void DistributedDataParallel::sync_gradients() {
+  if (no_sync_depth_ > 0) fail("DistributedDataParallel: sync_gradients() inside no_sync()");
+  for (size_t i = 0; i < parameters_.size(); ++i)
+    if (!parameters_[i].second.grad().defined())
+      fail("DistributedDataParallel: sync_gradients(): parameter {} has no gradient (rank {}); unused parameters are "
+           "not supported",
+           parameters_[i].first, communicator_->rank());
+  // What the backward hooks would have done, for every parameter whose hook has not fired this round.
+  for (size_t i = 0; i < parameters_.size(); ++i)
+    if (!ready_[i]) on_gradient_ready(i);
+  finish_gradient_sync();
+}
+
 std::vector<std::vector<std::string>> DistributedDataParallel::bucket_parameter_names() const {
   std::vector<std::vector<std::string>> names;
   for (const Bucket& bucket : buckets_) {

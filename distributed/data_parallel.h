@@ -20,6 +20,7 @@
 
 #include "distributed/communicator.h"
 #include "nn/module.h"
+#include "optim/optimizer.h"
 
 namespace vgrad::distributed {
 
@@ -75,6 +76,21 @@ class DistributedDataParallel {
     DistributedDataParallel* ddp_;
   };
   [[nodiscard]] NoSyncGuard no_sync() { return NoSyncGuard(*this); }
+
+  // Gradient accumulation across ranks, with the global batch split over ranks and micro-batches:
+  //   if (ddp.backward(accumulation, loss)) accumulation.step();       // each micro-batch
+  //   if (ddp.finish_accumulation(accumulation)) accumulation.step();  // end of the epoch
+  // backward() runs accumulation.backward(loss) (loss / K) under no_sync() for the first K-1
+  // micro-batches of a group and, on the K-th, lets the buckets all-reduce the group's summed
+  // gradients and waits for them (finish_gradient_sync()). True when the group is complete.
+  [[nodiscard]] bool backward(optim::GradientAccumulation& accumulation, const Tensor& loss);
+  // A partial group at the end of an epoch (every rank has the same number of micro-batches):
+  // accumulation.finish() rescales it, then its gradients, accumulated under no_sync(), are
+  // all-reduced here. True when a group awaits accumulation.step().
+  [[nodiscard]] bool finish_accumulation(optim::GradientAccumulation& accumulation);
+  // Averages the gradients .grad holds now across ranks, as if the backward that made them had
+  // run outside no_sync(). Every parameter must have a gradient.
+  void sync_gradients();
 
   // The buckets' parameter names, in the order their all-reduces start.
   std::vector<std::vector<std::string>> bucket_parameter_names() const;

@@ -122,11 +122,11 @@ int main(int argc, char** argv) {
       const bool on_gpu = device_name.rfind("cuda", 0) == 0;
       comm = distributed::init_from_environment({.engine = on_gpu ? distributed::Engine::Nccl : distributed::Engine::Auto});
       distributed::quiet_other_ranks(*comm);  // one log, from rank 0
-      if (accumulate > 1) throw Error("--distributed with --accumulate > 1 is not supported by this example");
       if (device_name == "cuda") device_name = fmt::format("cuda:{}", comm->local_rank());  // one GPU per rank
     }
     const Device device(device_name);
-    if (!checkpoint.empty()) train::check_can_save(checkpoint);  // now, not after the first epoch
+    // Now, not after the first epoch; on rank 0, which writes it (the others may not see its directory).
+    if (!checkpoint.empty()) distributed::run_on_rank_zero(*comm, "check " + checkpoint, [&] { train::check_can_save(checkpoint); });
     manual_seed(seed);
     spdlog::info("loading {}", data_dir);
     data::Mnist train_raw(data_dir, "train"), test_raw(data_dir, "test");
@@ -221,17 +221,9 @@ int main(int argc, char** argv) {
           scaler.update();
           opt->zero_grad();
           ++state.step;
-        } else if (ddp) {  // backward all-reduces buckets as their gradients are ready; the step waits for them
+        } else {  // with ddp, a group's last backward all-reduces the buckets as their gradients are ready
           loss = nn::cross_entropy(model(x), y);
-          loss.backward();
-          ddp->finish_gradient_sync();
-          if (clip_norm > 0) optim::clip_grad_norm(model.parameters(), clip_norm);
-          opt->step();
-          opt->zero_grad();
-          ++state.step;
-        } else {
-          loss = nn::cross_entropy(model(x), y);
-          if (accumulation.backward(loss)) step();
+          if (ddp ? ddp->backward(accumulation, loss) : accumulation.backward(loss)) step();
         }
         {
           NoGradGuard no_grad;
@@ -239,7 +231,7 @@ int main(int argc, char** argv) {
         }
         if (++steps % 50 == 0 && comm->is_main() && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
       }
-      if (accumulation.finish()) step();  // a partial group, rescaled to its mean
+      if (ddp ? ddp->finish_accumulation(accumulation) : accumulation.finish()) step();  // a partial group, rescaled
       state.epoch = epoch;
       progress.finish();
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

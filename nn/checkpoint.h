@@ -9,7 +9,8 @@
 
 namespace vgrad::nn {
 
-// Tensors to and from a safetensors file (float32 "F32", float64 "F64", int64 "I64").
+// Tensors to and from a safetensors file (float32 "F32", float64 "F64", int64 "I64", bfloat16
+// "BF16", float16 "F16": files PyTorch writes and reads, tests/nn/test_checkpoint.cpp).
 void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                   const std::map<std::string, std::string>& metadata = {});
 std::map<std::string, Tensor> load_tensors(const std::string& path);

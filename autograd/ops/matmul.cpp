@@ -161,10 +161,60 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
 }
 
+namespace {
+
+// linear under autocast on a float32 master weight (a leaf that requires grad): the GEMMs run
+// on its 16-bit cast (cached: once per step), as PyTorch's, but the node's input is the
+// float32 weight itself, so backward never holds a 16-bit dW beside its float32 copy, nor
+// the cast after its last use: dx = g·W16 first (only when x needs a gradient: otherwise
+// the cast is not kept at all), then the cast is let go, then dW = gᵀ·x (16-bit GEMM,
+// float32 accumulation) is widened into the float32 gradient a block of rows at a time.
+// Same values as the composed path (cast node + linear); a step's peak memory below float32's.
+Tensor linear_on_master_weight(const Tensor& low_x, const Tensor& weight, const Tensor& low_bias) {
+  const Tensor low_weight = autograd::autocast::to_low(weight);
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = linear(low_x, low_weight, low_bias);  // checks the shapes, naming them
+  }
+  Context ctx("linear");
+  ctx.save_for_backward({low_x, weight});
+  auto cast = std::make_shared<Tensor>(needs_grad({low_x}) ? low_weight : Tensor());  // for dx only
+  return record(out, {low_x, weight, low_bias}, std::move(ctx), [cast](Context& c, const Tensor& grad_output) {
+    const Tensor input = c.saved(0), master = c.saved(1);
+    const int64_t in_features = master.shape()[1], out_features = master.shape()[0];
+    const Tensor g = reshape(grad_output, {-1, out_features}), x = reshape(input, {-1, in_features});
+    Tensor dx, dw, db;
+    if (c.needs_input_grad(0)) {
+      // A second backward (retain_graph) finds the cast gone and casts again.
+      const Tensor low_w = cast->defined() ? *cast : kernels::cast(master, grad_output.dtype());
+      dx = reshape(matmul_forward(g, low_w), input.shape());  // dX = Δ·W
+    }
+    *cast = Tensor();
+    // db before dW: the row sum widens g to float32 scratch, which should not meet the float32 dW.
+    if (c.needs_input_grad(2)) db = kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward");  // db = Σ_rows Δ
+    if (c.needs_input_grad(1)) {  // dW = Δᵀ·X, 256 KiB (at least 128 rows) of 16-bit rows at a time
+      dw = Tensor::empty(master.shape(), DType::Float32, master.device());
+      const int64_t rows = std::max<int64_t>(128, (int64_t(256) << 10) / std::max<int64_t>(1, in_features * 2));
+      for (int64_t first = 0; first < out_features; first += rows) {
+        const int64_t count = std::min(rows, out_features - first);
+        dw.narrow(0, first, count).copy_(matmul_forward(transpose(g.narrow(1, first, count), 0, 1), x));
+      }
+    }
+    return std::vector<Tensor>{dx, dw, db};
+  });
+}
+
+}  // namespace
+
 // x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM with the bias
 // broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   VGRAD_PROFILE_OP("linear");
+  if (autograd::autocast::is_enabled() && weight.dtype() == DType::Float32 && weight.dim() == 2 && weight.is_leaf() &&
+      weight.requires_grad() && autograd::GradMode::is_enabled())
+    if (const Tensor low_x = autograd::autocast::to_low(x); low_x.dtype() == autograd::autocast::low_dtype())
+      return linear_on_master_weight(low_x, weight, autograd::autocast::to_low(bias));
   if (const Tensor low_x = autograd::autocast::to_low(x), low_w = autograd::autocast::to_low(weight),
       low_b = autograd::autocast::to_low(bias);
       !low_x.is_same(x) || !low_w.is_same(weight) || !low_b.is_same(bias))

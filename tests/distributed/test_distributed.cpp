@@ -14,6 +14,7 @@
 #include "data/loader.h"
 #include "optim/optimizer.h"
 #include "support.h"
+#include "train/training_state.h"
 
 namespace {
 
@@ -94,19 +95,30 @@ TEST(Collectives, ErrorsNameTheRankTheCollectiveAndTheTensor) {
 
 // ---------------- environment ----------------
 
+// Unsets the variables for a scope and puts their values back afterwards.
+class UnsetForScope {
+ public:
+  explicit UnsetForScope(std::vector<std::string> names) : names_(std::move(names)) {
+    for (const std::string& name : names_) {
+      if (const char* value = std::getenv(name.c_str())) saved_.emplace_back(name, value);
+      unsetenv(name.c_str());
+    }
+  }
+  ~UnsetForScope() {
+    for (const std::string& name : names_) unsetenv(name.c_str());
+    for (const auto& [name, value] : saved_) setenv(name.c_str(), value.c_str(), 1);
+  }
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<std::pair<std::string, std::string>> saved_;
+};
+
 TEST(Environment, ReadsWhatTheLaunchersSet) {
   (void)world();  // the communicator reads the real environment first
-  struct Saved {
-    std::string name;
-    const char* value;
-  };
-  const char* names[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK",
-                         "PMI_SIZE", "MPI_LOCALRANKID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
-  std::vector<std::pair<std::string, std::string>> saved;
-  for (const char* name : names) {
-    if (const char* value = std::getenv(name)) saved.emplace_back(name, value);
-    unsetenv(name);
-  }
+  UnsetForScope unset({"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                       "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
+                       "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"});
   EXPECT_EQ(read_environment().world_size, 1);
   EXPECT_EQ(read_environment().launcher, "");
   setenv("PMI_RANK", "3", 1);
@@ -117,6 +129,9 @@ TEST(Environment, ReadsWhatTheLaunchersSet) {
   EXPECT_EQ(environment.rank, 3);
   EXPECT_EQ(environment.world_size, 4);
   EXPECT_EQ(environment.local_rank, 1);
+  EXPECT_EQ(environment.local_size, 0);  // not said
+  setenv("MPI_LOCALNRANKS", "2", 1);
+  EXPECT_EQ(read_environment().local_size, 2);
   setenv("OMPI_COMM_WORLD_SIZE", "2", 1);  // Open MPI's variables come first
   setenv("OMPI_COMM_WORLD_RANK", "1", 1);
   EXPECT_EQ(read_environment().launcher, "openmpi");
@@ -125,8 +140,25 @@ TEST(Environment, ReadsWhatTheLaunchersSet) {
   EXPECT_ERROR(read_environment(), "rank 2", "of 2 ranks", "out of range");
   setenv("OMPI_COMM_WORLD_RANK", "one", 1);
   EXPECT_ERROR(read_environment(), "OMPI_COMM_WORLD_RANK", "\"one\"");
-  for (const char* name : names) unsetenv(name);
-  for (const auto& [name, value] : saved) setenv(name.c_str(), value.c_str(), 1);
+}
+
+// Ranks that share the cores: one OpenBLAS thread per core per rank, and Open MPI yields
+// while waiting once the ranks fill the cores; what the user set stands.
+TEST(Environment, RanksSharingCoresGetThreadAndYieldDefaults) {
+  UnsetForScope unset({"OPENBLAS_NUM_THREADS", "OMPI_MCA_mpi_yield_when_idle"});
+  using Settings = std::vector<std::string>;
+  EXPECT_EQ(share_cores({.world_size = 2, .local_size = 0}, 2), Settings{});  // local size unknown
+  EXPECT_EQ(share_cores({.world_size = 8, .local_size = 1}, 2), Settings{});  // alone on its machine
+  EXPECT_EQ(share_cores({.world_size = 8, .local_size = 4}, 16), Settings{"OPENBLAS_NUM_THREADS=4"});
+  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "4");
+  unsetenv("OPENBLAS_NUM_THREADS");
+  EXPECT_EQ(share_cores({.world_size = 3, .local_size = 3}, 2),
+            (Settings{"OPENBLAS_NUM_THREADS=1", "OMPI_MCA_mpi_yield_when_idle=1"}));
+  EXPECT_STREQ(std::getenv("OMPI_MCA_mpi_yield_when_idle"), "1");
+  setenv("OPENBLAS_NUM_THREADS", "2", 1);
+  unsetenv("OMPI_MCA_mpi_yield_when_idle");
+  EXPECT_EQ(share_cores({.world_size = 2, .local_size = 2}, 2), Settings{"OMPI_MCA_mpi_yield_when_idle=1"});
+  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "2");  // the user's choice stands
 }
 
 TEST(Environment, MissingEnginesSayWhatToInstall) {
@@ -205,11 +237,11 @@ std::vector<Tensor> values_of(const nn::Module& model) {
 }
 
 // One process, the global batch: the reference every rank computes for itself.
-std::vector<Tensor> train_single(Opt kind, int steps) {
+std::vector<Tensor> train_single(Opt kind, int steps, int64_t batch_size = kGlobalBatch) {
   manual_seed(5);
   Mlp model(kFeatures, 16, kClasses);
   auto optimizer = make_optimizer(kind, model.parameters());
-  data::DataLoader loader(classification_data(), {.batch_size = kGlobalBatch, .seed = 3, .prefetch = 0});
+  data::DataLoader loader(classification_data(), {.batch_size = batch_size, .seed = 3, .prefetch = 0});
   for (int step = 0; step < steps;) {
     for (auto& [x, y] : loader) {
       nn::cross_entropy(model(x), y).backward();
@@ -255,6 +287,29 @@ std::vector<Tensor> train_distributed(Opt kind, int steps, DdpRun run = {}) {
   return values_of(model);
 }
 
+// Whole epochs of accumulation through ddp.backward(accumulation, loss): groups of `groups`
+// micro-batches of `micro_batch` samples (global), and the epoch's last, partial group.
+std::vector<Tensor> train_distributed_accumulating(Opt kind, int epochs, int64_t micro_batch, int64_t group) {
+  Communicator& comm = world();
+  manual_seed(5 + uint64_t(comm.rank()) * 100);
+  Mlp model(kFeatures, 16, kClasses);
+  DistributedDataParallel ddp(model, world_ptr());
+  auto optimizer = make_optimizer(kind, model.parameters());
+  optim::GradientAccumulation accumulation(*optimizer, group);
+  data::DataLoader loader(classification_data(), {.batch_size = micro_batch, .seed = 3, .prefetch = 0,
+                                                  .num_replicas = comm.world_size(), .rank = comm.rank()});
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    for (auto& [x, y] : loader)
+      if (ddp.backward(accumulation, nn::cross_entropy(ddp(x), y))) accumulation.step();
+    if (ddp.finish_accumulation(accumulation)) accumulation.step();
+  }
+  if (comm.world_size() > 1) {  // (a world of one has nothing to average and counts no syncs)
+    EXPECT_EQ(ddp.stats().syncs, int64_t(epochs) * ((kSamples / micro_batch + group - 1) / group))
+        << "one all-reduce per optimizer step, none for the micro-batches under no_sync()";
+  }
+  return values_of(model);
+}
+
 void expect_close(const std::vector<Tensor>& got, const std::vector<Tensor>& want, double tolerance) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i)
@@ -287,6 +342,16 @@ TEST_P(DataParallel, AccumulationWithNoSyncMatchesTheLargeBatch) {
   if (kGlobalBatch / 2 < world().world_size()) GTEST_SKIP();
   const std::vector<Tensor> distributed = train_distributed(GetParam(), 20, {.micro_batches = 2});
   expect_close(distributed, train_single(GetParam(), 20), 1e-5);
+  expect_identical_across_ranks(distributed);
+}
+
+// The library's accumulation (mnist_mlp --distributed --accumulate 3): micro-batches of 12
+// (global), 3 per step, the last group of each epoch partial (96 = 2 * 36 + 24), against one
+// process with batches of 36 (96 = 2 * 36 + 24: the same samples in each step).
+TEST_P(DataParallel, AccumulationThroughTheLibraryMatchesTheLargeBatchWithPartialGroups) {
+  constexpr int kEpochs = 4;
+  const std::vector<Tensor> distributed = train_distributed_accumulating(GetParam(), kEpochs, 12, 3);
+  expect_close(distributed, train_single(GetParam(), kEpochs * 3, 36), 1e-5);
   expect_identical_across_ranks(distributed);
 }
 
@@ -342,6 +407,16 @@ TEST(DataParallelErrors, SecondBackwardWithoutNoSyncAndSyncInsideNoSync) {
   }
 }
 
+TEST(DataParallelErrors, SyncWithoutGradientsOrInsideNoSync) {
+  Mlp model(2, 3, 2);
+  DistributedDataParallel ddp(model, world_ptr());
+  EXPECT_ERROR(ddp.sync_gradients(), "parameter fc1.weight has no gradient");
+  {
+    auto guard = ddp.no_sync();
+    EXPECT_ERROR(ddp.sync_gradients(), "inside no_sync()");
+  }
+}
+
 TEST(DataParallelErrors, DifferentModelsOnDifferentRanks) {
   if (world().world_size() == 1) GTEST_SKIP() << "needs two ranks";
   Mlp model(2, world().rank() == 1 ? 4 : 3, 2);
@@ -362,6 +437,22 @@ TEST(RankZero, WorkRunsOnceAndFailuresReachEveryRank) {
   if (!comm.is_main()) {
     EXPECT_CONTAINS(message, "rank 0 failed to write checkpoint.safetensors");
   }
+}
+
+// A checkpoint rank 0 cannot write (its directory is gone): every rank gets the error,
+// none waits forever at the barrier.
+TEST(RankZero, CheckpointWriteFailureReachesEveryRank) {
+  Communicator& comm = world();
+  Mlp model(2, 3, 2);
+  train::TrainingState state{.model = &model};
+  const std::string path = "/nonexistent-vgrad-test-directory/state.safetensors";
+  const std::string message = vgrad_test::error_of(
+      [&] { run_on_rank_zero(comm, "write " + path, [&] { train::save_training_state(path, state); }); });
+  EXPECT_CONTAINS(message, path);
+  if (!comm.is_main()) {
+    EXPECT_CONTAINS(message, "rank 0 failed to write " + path);
+  }
+  run_on_rank_zero(comm, "count", [] {});  // the ranks still pair up afterwards
 }
 
 // ---------------- the failure worker (not a test: failure.sh runs it under mpirun) ----------------

@@ -6,13 +6,8 @@
 # Usage: mnist_resume.sh <mnist_mlp binary> [data dir]. Exits 77 (CTest: skipped) without data.
 set -euo pipefail
 bin=$1
-data=${2:-/usr/share/datasets/fashion-mnist}
-if [ ! -e "$data/train-images-idx3-ubyte.gz" ] && [ ! -e "$data/train-images-idx3-ubyte" ]; then
-  echo "SKIPPED: no MNIST-format data in $data (Debian package dataset-fashion-mnist)"
-  exit 77
-fi
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+data=${2:-}
+source "$(dirname "$0")/mnist_data.sh"
 common=(--data-dir "$data" --limit 2000 --hidden 32 --batch-size 50 --seed 3)
 
 check_resume() {

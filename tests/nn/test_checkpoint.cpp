@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -167,6 +170,77 @@ TEST_F(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
   nn::save(second, target);
   nn::load(loaded, target);
   EXPECT_EQ(vals(loaded.fc1->weight), vals(second.fc1->weight));
+}
+
+// ---------------- 16-bit safetensors, both ways with PyTorch ----------------
+
+namespace torch_half {
+
+const float kInf = std::numeric_limits<float>::infinity(), kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// What scripts/reference/make_torch_half_safetensors.py stored, as exact values: PyTorch
+// rounded 1/3 to nearest even and flushed the last (below the smallest subnormal) to 0.
+const std::vector<float> kExpectedBFloat16 = {0.0f, -0.0f, 1.0f, -2.5f, std::ldexp(255.0f, 120), -std::ldexp(255.0f, 120),
+                                              std::ldexp(1.0f, -126), std::ldexp(1.0f, -133), std::ldexp(3.0f, -133),
+                                              kInf, -kInf, kNaN, 0.333984375f, 0.0f};
+const std::vector<float> kExpectedFloat16 = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, -65504.0f, std::ldexp(1.0f, -14),
+                                             std::ldexp(1.0f, -24), std::ldexp(3.0f, -24), kInf, -kInf, kNaN,
+                                             0.333251953125f, 0.0f};
+
+// Every element equal to `expected` (NaN as NaN, and the sign of zero).
+void expect_values(const Tensor& got, DType dtype, const std::vector<float>& expected, const char* name) {
+  ASSERT_EQ(got.dtype(), dtype) << name;
+  ASSERT_EQ(got.shape(), Shape({int64_t(expected.size())})) << name;
+  const std::vector<float> values = got.to(DType::Float32).to_vector<float>();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (std::isnan(expected[i])) {
+      EXPECT_TRUE(std::isnan(values[i])) << name << "[" << i << "] = " << values[i] << ", expected NaN";
+    } else {
+      EXPECT_EQ(values[i], expected[i]) << name << "[" << i << "]";
+      EXPECT_EQ(std::signbit(values[i]), std::signbit(expected[i])) << name << "[" << i << "]: sign of " << values[i];
+    }
+  }
+}
+
+}  // namespace torch_half
+
+TEST(TorchHalfSafetensors, PyTorchFilesLoad) {
+  const auto tensors = nn::load_tensors(std::string(VGRAD_REFERENCE_DIR) + "/torch_half.safetensors");
+  ASSERT_EQ(tensors.size(), 4u);
+  torch_half::expect_values(tensors.at("bf16"), DType::BFloat16, torch_half::kExpectedBFloat16, "bf16");
+  torch_half::expect_values(tensors.at("f16"), DType::Float16, torch_half::kExpectedFloat16, "f16");
+  for (const auto& [name, dtype] : {std::pair{"bf16_matrix", DType::BFloat16}, std::pair{"f16_matrix", DType::Float16}}) {
+    const Tensor& matrix = tensors.at(name);
+    EXPECT_EQ(matrix.dtype(), dtype) << name;
+    EXPECT_EQ(matrix.shape(), Shape({2, 3})) << name;
+    EXPECT_EQ(vals(matrix), (std::vector<double>{1, 2, 3, -4, 5.5, -6})) << name;  // row-major
+  }
+}
+
+// Writes the file scripts/reference/check_vgrad_half_safetensors.py checks in PyTorch (kept
+// where VGRAD_KEEP_HALF_SAFETENSORS says); here, it must read back bit for bit.
+TEST_F(Checkpoint, HalfTensorsForPyTorchRoundTripBitForBit) {
+  const float inf = std::numeric_limits<float>::infinity();
+  // The script's `source` list, in order.
+  const Tensor source = tensor(std::vector<float>{0.0f, -0.0f, 1.0f, -2.5f, 3e38f, -65504.0f, std::ldexp(1.0f, -126),
+                                                  std::ldexp(1.0f, -24), 1.0f / 3, 65520.0f, inf, -inf,
+                                                  std::numeric_limits<float>::quiet_NaN(), 1e-45f},
+                               {14});
+  const std::map<std::string, Tensor> tensors = {
+      {"bf16", source.to(DType::BFloat16)},
+      {"f16", source.to(DType::Float16)},
+      {"bf16_matrix", tensor(std::vector<float>{1, 2, 3, -4, 5.5f, -6}, {2, 3}).to(DType::BFloat16)},
+  };
+  const char* keep = std::getenv("VGRAD_KEEP_HALF_SAFETENSORS");
+  const std::string file = keep && *keep ? std::string(keep) : path("half.safetensors");
+  nn::save_tensors(file, tensors);
+  const auto back = nn::load_tensors(file);
+  for (const auto& [name, t] : tensors) {
+    ASSERT_EQ(back.at(name).dtype(), t.dtype()) << name;
+    ASSERT_EQ(back.at(name).shape(), t.shape()) << name;
+    EXPECT_EQ(std::memcmp(back.at(name).contiguous().data_ptr(), t.contiguous().data_ptr(), size_t(t.numel()) * 2), 0)
+        << name;
+  }
 }
 
 }  // namespace
