@@ -1,7 +1,8 @@
-// What the MNIST training examples (mnist_mlp, mnist_cnn) share: the flags every run takes,
-// loading and normalising the data, the optimizer choice, test accuracy, and one epoch's
-// loss, progress line and report. Not a trainer: each example keeps its own training loop,
-// which is the part worth reading.
+// What the examples share: run(), which turns an error into one logged line and exit
+// status 1, and for the MNIST training examples (mnist_mlp, mnist_cnn) the flags every run
+// takes, loading and normalising the data, the optimizer choice, test accuracy, and one
+// epoch's loss, progress line and report. Not a trainer: each example keeps its own
+// training loop, which is the part worth reading.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -15,6 +16,17 @@
 namespace examples {
 
 using namespace vgrad;
+
+// Runs an example's main body and returns its exit status; an exception (a bad flag value,
+// missing data, a shape error) is logged as one line and gives status 1.
+template <class Body> int run(Body&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}
 
 // The flags of a training run. Each example sets its own defaults where they differ:
 // examples::TrainingFlags flags{.epochs = 6, .lr = 1e-3, .optimizer = "adam"};
@@ -70,7 +82,8 @@ inline MnistData load_mnist(const std::string& directory, int64_t limit) {
   // blow up the near-constant border pixels.
   const auto normalize = data::Normalizer::fit_scalar(train_raw.inputs());
   auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
-  auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
+  auto train_set =
+      std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
   auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
   return {std::move(train_raw), std::move(test_raw), normalize, std::move(train_set), std::move(test_set)};
 }
@@ -79,7 +92,8 @@ inline MnistData load_mnist(const std::string& directory, int64_t limit) {
 inline std::unique_ptr<optim::Optimizer> make_optimizer(const TrainingFlags& flags, std::vector<Tensor> parameters) {
   if (flags.optimizer == "sgd")
     return std::make_unique<optim::SGD>(
-        std::move(parameters), optim::SGDOptions{.lr = flags.lr, .momentum = flags.momentum, .weight_decay = flags.weight_decay});
+        std::move(parameters),
+        optim::SGDOptions{.lr = flags.lr, .momentum = flags.momentum, .weight_decay = flags.weight_decay});
   const optim::AdamOptions options{.lr = flags.lr, .weight_decay = flags.weight_decay};
   if (flags.optimizer == "adam") return std::make_unique<optim::Adam>(std::move(parameters), options);
   return std::make_unique<optim::AdamW>(std::move(parameters), options);
@@ -133,7 +147,8 @@ class EpochMeter {
       NoGradGuard no_grad;
       loss_sum_.add_(loss.detach());
     }
-    if (++batches_ % 50 == 0 && show_progress_ && data::Progress::is_terminal()) progress_.update(batches_, mean_loss());
+    if (++batches_ % 50 == 0 && show_progress_ && data::Progress::is_terminal())
+      progress_.update(batches_, mean_loss());
   }
   // Clears the progress line and returns the epoch's seconds.
   double stop() {
@@ -156,8 +171,8 @@ class RunLog {
  public:
   explicit RunLog(const std::string& metrics_path) {
     if (!metrics_path.empty())
-      csv_ = std::make_unique<data::CsvLog>(metrics_path,
-                                            std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
+      csv_ = std::make_unique<data::CsvLog>(
+          metrics_path, std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
   }
   void epoch(int epoch, double train_loss, double accuracy, double seconds, int64_t examples) {
     best_ = std::max(best_, accuracy);

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cosine", "constant"}));
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return examples::run([&] {
     const Device device(flags.device_name);
     if (!flags.checkpoint.empty()) train::check_can_save(flags.checkpoint);  // now, not after the first epoch
     manual_seed(flags.seed);
@@ -108,9 +108,6 @@ int main(int argc, char** argv) {
       if (!flags.checkpoint.empty()) train::save_training_state(flags.checkpoint, state);
     }
     run_log.done(flags.epochs);
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }
