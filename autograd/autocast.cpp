@@ -71,6 +71,12 @@ Tensor to_float32(const Tensor& x) {
   return to_dtype(x, DType::Float32);
 }
 
+Float32Pair to_float32(const Tensor& a, const Tensor& b) {
+  Float32Pair wide{to_float32(a), to_float32(b), false};
+  wide.changed = !wide.first.is_same(a) || !wide.second.is_same(b);
+  return wide;
+}
+
 void clear_cache() { state().cache.clear(); }
 
 size_t cache_bytes() {

@@ -28,6 +28,14 @@ void set_state(bool enabled, DType low_dtype);
 Tensor to_low(const Tensor& x);
 // For the float32 ops: a 16-bit x widened to float32 (differentiably).
 Tensor to_float32(const Tensor& x);
+// The same for an op of two tensors, and whether either was widened (the op then calls
+// itself again on the widened pair):
+//   if (const auto wide = to_float32(a, b); wide.changed) return op(wide.first, wide.second);
+struct Float32Pair {
+  Tensor first, second;
+  bool changed;
+};
+Float32Pair to_float32(const Tensor& a, const Tensor& b);
 
 // Drops the cached weight casts (optimizer steps and leaving autocast do).
 void clear_cache();

@@ -24,24 +24,16 @@
 namespace vgrad {
 namespace half_bits {
 
-VGRAD_HALF_HOST_DEVICE inline uint32_t float_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
+// The same bits as another type of the same size (std::bit_cast is C++20; this header is
+// C++17). memcpy compiles to a register move, on the device too.
+template <class To, class From> VGRAD_HALF_HOST_DEVICE inline To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast: the two types differ in size");
+  To to;
+  std::memcpy(&to, &from, sizeof to);
+  return to;
 }
-VGRAD_HALF_HOST_DEVICE inline float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
+VGRAD_HALF_HOST_DEVICE inline uint32_t float_bits(float f) { return bit_cast<uint32_t>(f); }
+VGRAD_HALF_HOST_DEVICE inline float bits_float(uint32_t u) { return bit_cast<float>(u); }
 
 // bfloat16 is float32's top half: round the dropped 16 bits to nearest, ties to even.
 // NOTE: NaN must be caught first: the rounding carry could turn a NaN payload into Inf.
@@ -97,36 +89,31 @@ VGRAD_HALF_HOST_DEVICE inline float float16_to_float(uint16_t h) {
 
 }  // namespace half_bits
 
-// Implicit to and from float (as c10::BFloat16), so the float functors of
-// core/scalar_ops.h apply to loaded values and their results store back rounded.
-struct BFloat16 {
-  uint16_t bits = 0;
-  BFloat16() = default;
-  VGRAD_HALF_HOST_DEVICE BFloat16(float f) : bits(half_bits::bfloat16_from_float(f)) {}
-  VGRAD_HALF_HOST_DEVICE operator float() const { return half_bits::bfloat16_to_float(bits); }
-  static constexpr BFloat16 from_bits(uint16_t b) {
-    BFloat16 v;
-    v.bits = b;
-    return v;
-  }
-};
+// A 16-bit float held as its bits, implicitly to and from float (as c10::BFloat16), so
+// the float functors of core/scalar_ops.h apply to loaded values and their results store
+// back rounded. The format picks the conversions; the branch folds at compile time.
+enum class HalfFormat { BFloat16, Float16 };
 
-struct Float16 {
+template <HalfFormat Format> struct HalfFloat {
   uint16_t bits = 0;
-  Float16() = default;
-  VGRAD_HALF_HOST_DEVICE Float16(float f) : bits(half_bits::float16_from_float(f)) {}
-  VGRAD_HALF_HOST_DEVICE operator float() const { return half_bits::float16_to_float(bits); }
-  static constexpr Float16 from_bits(uint16_t b) {
-    Float16 v;
+  HalfFloat() = default;
+  VGRAD_HALF_HOST_DEVICE HalfFloat(float f)
+      : bits(Format == HalfFormat::BFloat16 ? half_bits::bfloat16_from_float(f) : half_bits::float16_from_float(f)) {}
+  VGRAD_HALF_HOST_DEVICE operator float() const {
+    return Format == HalfFormat::BFloat16 ? half_bits::bfloat16_to_float(bits) : half_bits::float16_to_float(bits);
+  }
+  static constexpr HalfFloat from_bits(uint16_t b) {
+    HalfFloat v;
     v.bits = b;
     return v;
   }
 };
+using BFloat16 = HalfFloat<HalfFormat::BFloat16>;
+using Float16 = HalfFloat<HalfFormat::Float16>;
 
 // The type a kernel computes in for storage type T: float for the 16-bit types.
 template <class T> struct ComputeType { using type = T; };
-template <> struct ComputeType<BFloat16> { using type = float; };
-template <> struct ComputeType<Float16> { using type = float; };
+template <HalfFormat Format> struct ComputeType<HalfFloat<Format>> { using type = float; };
 template <class T> using compute_t = typename ComputeType<T>::type;
 
 }  // namespace vgrad

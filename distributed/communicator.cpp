@@ -20,6 +20,12 @@ namespace vgrad::distributed {
 
 std::string Communicator::where() const { return fmt::format("rank {} of {} ({})", rank(), world_size(), name()); }
 
+void Communicator::set_position(int rank, int world_size, int local_rank) {
+  rank_ = rank;
+  world_size_ = world_size;
+  local_rank_ = local_rank;
+}
+
 void Communicator::check(const char* collective, const Tensor& tensor) const {
   if (!tensor.defined()) fail("{}: {}: the tensor is undefined", where(), collective);
   if (!tensor.is_contiguous() || tensor.offset() < 0)

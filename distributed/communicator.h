@@ -57,10 +57,10 @@ struct CommunicatorOptions {
 class Communicator {
  public:
   virtual ~Communicator() = default;
-  virtual int rank() const = 0;
-  virtual int world_size() const = 0;
-  virtual int local_rank() const = 0;
-  virtual std::string name() const = 0;  // "local", "mpi", "nccl"
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }  // index among the ranks on this machine
+  virtual std::string name() const = 0;           // "local", "mpi", "nccl"
   // Where its own messages live (the NCCL communicator's GPU, otherwise the CPU).
   virtual Device device() const = 0;
   bool is_main() const { return rank() == 0; }
@@ -87,17 +87,18 @@ class Communicator {
   virtual bool accepts(Device device) const = 0;
   // "rank 1 of 2 (mpi)": the start of every error message.
   std::string where() const;
+  // Where this process stands, set by an engine's constructor once it knows (until then,
+  // and for the local engine: rank 0 of 1).
+  void set_position(int rank, int world_size, int local_rank);
 
  private:
   void check(const char* collective, const Tensor& tensor) const;
+  int rank_ = 0, world_size_ = 1, local_rank_ = 0;
 };
 
 // Size 1, no dependency: every collective is the identity (all_gather adds the leading 1).
 class LocalCommunicator final : public Communicator {
  public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 1; }
-  int local_rank() const override { return 0; }
   std::string name() const override { return "local"; }
   Device device() const override { return kCPU; }
   [[noreturn]] void abort(const std::string& why) override;

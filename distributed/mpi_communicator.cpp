@@ -70,12 +70,14 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
     // Errors come back as codes (and then as vgrad errors naming the collective), not as an abort.
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
+    int rank = 0, size = 1, local_rank = 0;
+    MPI_Comm_rank(comm_, &rank);
+    MPI_Comm_size(comm_, &size);
     MPI_Comm node;
-    MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
     MPI_Comm_free(&node);
+    set_position(rank, size, local_rank);
     watchdog_ = std::thread([this] { watch(); });
   }
 
@@ -91,9 +93,6 @@ class MpiCommunicator final : public Communicator {
     if (!finalized) MPI_Comm_free(&comm_);
   }
 
-  int rank() const override { return rank_; }
-  int world_size() const override { return size_; }
-  int local_rank() const override { return local_rank_; }
   std::string name() const override { return "mpi"; }
   Device device() const override { return kCPU; }
 
@@ -184,7 +183,6 @@ class MpiCommunicator final : public Communicator {
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
   double timeout_;
   std::mutex call_mutex_;  // one collective at a time: DDP's thread and the caller's
   std::mutex watch_mutex_;

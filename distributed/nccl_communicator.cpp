@@ -41,25 +41,23 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(const Environment& environment, double timeout_seconds) : timeout_(timeout_seconds) {
     if (environment.world_size > 1) {
       bootstrap_ = detail::make_mpi_communicator(timeout_seconds);
-      rank_ = bootstrap_->rank();
-      size_ = bootstrap_->world_size();
-      local_rank_ = bootstrap_->local_rank();
+      set_position(bootstrap_->rank(), bootstrap_->world_size(), bootstrap_->local_rank());
     }
-    if (local_rank_ >= cuda::device_count())
-      fail("nccl: rank {} has local rank {}, but this machine has {} usable GPU(s): start one rank per GPU", rank_,
-           local_rank_, cuda::device_count());
-    device_ = Device(DeviceType::CUDA, local_rank_);
-    (void)cuda::backend(local_rank_);  // initialises the device the vgrad way first
-    check(cudaSetDevice(local_rank_), "cudaSetDevice");
+    if (local_rank() >= cuda::device_count())
+      fail("nccl: rank {} has local rank {}, but this machine has {} usable GPU(s): start one rank per GPU", rank(),
+           local_rank(), cuda::device_count());
+    device_ = Device(DeviceType::CUDA, local_rank());
+    (void)cuda::backend(local_rank());  // initialises the device the vgrad way first
+    check(cudaSetDevice(local_rank()), "cudaSetDevice");
     ncclUniqueId id{};
-    if (rank_ == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    if (rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
     if (bootstrap_) {
       Tensor words = zeros({int64_t((sizeof(id) + 7) / 8)}, {.dtype = DType::Int64});
       std::memcpy(words.data<int64_t>(), &id, sizeof(id));
       bootstrap_->broadcast(words, 0);
       std::memcpy(&id, words.data<int64_t>(), sizeof(id));
     }
-    check(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank");
+    check(ncclCommInitRank(&comm_, world_size(), id, rank()), "ncclCommInitRank");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
@@ -68,9 +66,6 @@ class NcclCommunicator final : public Communicator {
     if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   }
 
-  int rank() const override { return rank_; }
-  int world_size() const override { return size_; }
-  int local_rank() const override { return local_rank_; }
   std::string name() const override { return "nccl"; }
   Device device() const override { return device_; }
 
@@ -135,7 +130,6 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Communicator> bootstrap_;  // MPI, for the unique id and barriers; null for one rank
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
   Device device_;
   double timeout_;
   ncclComm_t comm_ = nullptr;

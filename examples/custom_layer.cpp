@@ -2,10 +2,9 @@
 // custom differentiable op with a hand-written backward (Swish, via autograd::Function),
 // trained together on a small synthetic problem and checked with gradcheck.
 // Not a benchmark. Exits non-zero if a gradcheck fails or the loss does not go down.
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <vgrad/vgrad.h>
+
+#include "common.h"
 
 using namespace vgrad;
 using autograd::Context;
@@ -77,7 +76,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for data and initialisation");
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return examples::run([&] {
     manual_seed(seed);
 
     // 1. Check the custom op and the layer's math against central differences (float64).
@@ -136,9 +135,6 @@ int main(int argc, char** argv) {
       spdlog::error("the loss did not go down enough: {:.4f} -> {:.4f}", first_loss, last_loss);
       return 1;
     }
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -7,9 +7,6 @@
 //
 //   forward   Z = X·Wᵀ + b          X (N, D_in), W (D_out, D_in), b (D_out)
 //   backward  dW = Δᵀ·X,  db = Σ_rows Δ,  dX = Δ·W      Δ = ∂L/∂Z (N, D_out)
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +14,8 @@
 #include <thread>
 #include <vector>
 #include <vgrad/vgrad.h>
+
+#include "common.h"
 
 using namespace vgrad;
 
@@ -97,7 +96,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for the layer, the inputs and the upstream gradient");
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return examples::run([&] {
     manual_seed(seed);
     // vgrad side: the layer, an input batch and an upstream gradient Δ.
     nn::Linear layer(d_in, d_out);
@@ -181,9 +180,6 @@ int main(int argc, char** argv) {
     row("vectorized", vec_fwd, vec_bwd);
     fmt::print("  {:<11} {:>27.1f}x   {:>27.1f}x   {:>11.1f}x\n", "speedup", loop_fwd / vec_fwd, loop_bwd / vec_bwd,
                (loop_fwd + loop_bwd) / (vec_fwd + vec_bwd));
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -5,13 +5,10 @@
 // --distributed (under mpirun) splits each global batch across the ranks: see README.
 // --amp bf16|fp16 trains in mixed precision (amp::Autocast; fp16 with amp::GradScaler)
 // and first prints one training step's peak memory next to float32's.
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
-#include <chrono>
 #include <optional>
-#include <vgrad/vgrad.h>
+
+#include "common.h"
 
 using namespace vgrad;
 
@@ -33,18 +30,6 @@ struct Mlp : nn::Module {
   }
   std::vector<std::shared_ptr<nn::Linear>> layers;
 };
-
-double accuracy(Mlp& model, data::DataLoader& loader) {
-  NoGradGuard no_grad;
-  model.eval();
-  int64_t correct = 0, total = 0;
-  for (auto& [x, y] : loader) {
-    correct += sum(eq(argmax(model(x), 1), y)).item<int64_t>();
-    total += y.numel();
-  }
-  model.train();
-  return double(correct) / double(total);
-}
 
 struct StepMemory {
   uint64_t peak = 0;         // the step's peak above what was allocated before it
@@ -76,39 +61,14 @@ StepMemory measure_step(Mlp& model, const Tensor& x, const Tensor& y, std::optio
 int main(int argc, char** argv) {
   CLI::App app{"Train an MLP on MNIST-format data with vgrad"};
   std::vector<int64_t> hidden{256, 128};
-  int epochs = 10, accumulate = 1;
-  int64_t batch_size = 64;
-  double lr = 0.1, momentum = 0.0, weight_decay = 0.0, clip_norm = 0.0;
-  std::string optimizer = "sgd", data_dir = data::Mnist::default_directory(), device_name = "cpu";
-  std::string checkpoint, metrics, resume;
-  uint64_t seed = 0;
-  int64_t limit = 0;
-  bool detect_anomaly = false, distributed = false;
+  examples::TrainingFlags flags;  // defaults: 10 epochs of SGD at lr 0.1
+  double clip_norm = 0.0;
+  bool distributed = false;
   std::string amp_mode = "off";
   app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',');
-  app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr, "learning rate");
-  app.add_option("--momentum", momentum, "SGD momentum");
-  app.add_option("--weight-decay", weight_decay, "weight decay");
-  app.add_option("--optimizer", optimizer, "sgd, adam or adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  app.add_option("--accumulate", accumulate, "micro-batches per optimizer step (gradient accumulation)")
-      ->check(CLI::PositiveNumber);
+  flags.add_to(app);
   app.add_option("--clip-norm", clip_norm, "clip the gradient's global L2 norm before each step (0: off)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", seed, "seed for initialisation and shuffling");
-  app.add_option("--data-dir", data_dir, "directory with the IDX files (train-images-idx3-ubyte[.gz], ...)");
-  app.add_option("--device", device_name, "cpu or cuda[:N]");
-  app.add_option("--checkpoint", checkpoint,
-                 "save the training state here (safetensors: the model under plain names) after each epoch");
-  app.add_option("--resume", resume,
-                 "continue the run saved in this checkpoint (model, optimizer state and hyper-parameters, "
-                 "data order, RNG) up to --epochs");
-  app.add_option("--limit", limit, "use only the first N training and test examples (quick runs, tests)")
-      ->check(CLI::PositiveNumber);
-  app.add_flag("--detect-anomaly", detect_anomaly,
-               "stop at the first op whose output or gradient is NaN/Inf, naming it (slower)");
-  app.add_option("--metrics", metrics, "write per-epoch metrics to this CSV file");
   app.add_flag("--distributed", distributed,
                "data-parallel over the ranks mpirun started: --batch-size is the global batch, split across them");
   app.add_option("--amp", amp_mode, "mixed precision: off, bf16, or fp16 (with loss scaling)")
@@ -119,61 +79,47 @@ int main(int argc, char** argv) {
   try {
     if (distributed) {
       // GPU tensors travel over NCCL, host tensors over MPI.
-      const bool on_gpu = device_name.rfind("cuda", 0) == 0;
+      const bool on_gpu = flags.device_name.rfind("cuda", 0) == 0;
       comm = distributed::init_from_environment({.engine = on_gpu ? distributed::Engine::Nccl : distributed::Engine::Auto});
       distributed::quiet_other_ranks(*comm);  // one log, from rank 0
-      if (device_name == "cuda") device_name = fmt::format("cuda:{}", comm->local_rank());  // one GPU per rank
+      if (flags.device_name == "cuda") flags.device_name = fmt::format("cuda:{}", comm->local_rank());  // one GPU per rank
     }
-    const Device device(device_name);
+    const Device device(flags.device_name);
     // Now, not after the first epoch; on rank 0, which writes it (the others may not see its directory).
-    if (!checkpoint.empty()) distributed::run_on_rank_zero(*comm, "check " + checkpoint, [&] { train::check_can_save(checkpoint); });
-    manual_seed(seed);
-    spdlog::info("loading {}", data_dir);
-    data::Mnist train_raw(data_dir, "train"), test_raw(data_dir, "test");
-    // Normalise with the training set's statistics, for train and test alike.
-    // One mean/std over all pixels (as torchvision's Normalize for MNIST): a per-pixel fit would
-    // blow up the near-constant border pixels.
-    const auto normalize = data::Normalizer::fit_scalar(train_raw.inputs());
-    auto first = [&](const Tensor& t) { return limit > 0 && limit < t.shape()[0] ? t.narrow(0, 0, limit) : t; };
-    auto train_set = std::make_shared<data::TensorDataset>(first(normalize(train_raw.inputs())), first(train_raw.targets()));
-    auto test_set = std::make_shared<data::TensorDataset>(first(normalize(test_raw.inputs())), first(test_raw.targets()));
-    data::DataLoader train_loader(train_set, {.batch_size = batch_size, .shuffle = true, .seed = seed, .device = device,
-                                              .num_replicas = comm->world_size(), .rank = comm->rank()});
-    data::DataLoader test_loader(test_set, {.batch_size = 1000, .shuffle = false, .device = device});
+    if (!flags.checkpoint.empty())
+      distributed::run_on_rank_zero(*comm, "check " + flags.checkpoint, [&] { train::check_can_save(flags.checkpoint); });
+    manual_seed(flags.seed);
+    const examples::MnistData data = examples::load_mnist(flags.data_dir, flags.limit);
+    data::DataLoader train_loader(data.train_set, {.batch_size = flags.batch_size, .shuffle = true, .seed = flags.seed,
+                                                   .device = device, .num_replicas = comm->world_size(), .rank = comm->rank()});
+    data::DataLoader test_loader(data.test_set, {.batch_size = 1000, .shuffle = false, .device = device});
 
-    const int64_t classes = 10, features = train_raw.rows() * train_raw.cols();
+    const int64_t classes = data.train_raw.classes(), features = data.train_raw.rows() * data.train_raw.cols();
     Mlp model(features, hidden, classes);
     model.to(device);
     std::unique_ptr<distributed::DistributedDataParallel> ddp;  // rank 0's initial weights on every rank
     if (distributed) ddp = std::make_unique<distributed::DistributedDataParallel>(model, comm);
-    std::unique_ptr<optim::Optimizer> opt;
-    if (optimizer == "sgd")
-      opt = std::make_unique<optim::SGD>(model.parameters(), optim::SGDOptions{.lr = lr, .momentum = momentum, .weight_decay = weight_decay});
-    else if (optimizer == "adam")
-      opt = std::make_unique<optim::Adam>(model.parameters(), optim::AdamOptions{.lr = lr, .weight_decay = weight_decay});
-    else
-      opt = std::make_unique<optim::AdamW>(model.parameters(), optim::AdamOptions{.lr = lr, .weight_decay = weight_decay});
-    optim::GradientAccumulation accumulation(*opt, accumulate);
+    std::unique_ptr<optim::Optimizer> opt = examples::make_optimizer(flags, model.parameters());
+    optim::GradientAccumulation accumulation(*opt, flags.accumulate);
     train::TrainingState state{.model = &model, .optimizer = opt.get(), .accumulation = &accumulation, .loader = &train_loader};
     state.info.architecture = {{"layers", fmt::format("{},{},{}", features, fmt::join(hidden, ","), classes)},
                                {"activation", "relu"}};
-    state.info.input_mean = normalize.mean.item();
-    state.info.input_std = normalize.stddev.item();
-    state.info.num_classes = classes;
-    state.info.program = "mnist_mlp";
-    if (!resume.empty()) {
-      train::load_training_state(resume, state);
-      spdlog::info("resumed {} after epoch {} (step {}); its optimizer settings replace the command line's", resume,
-                   state.epoch, state.step);
-    }
+    examples::describe_and_resume(state, data, "mnist_mlp", flags.resume);
     std::optional<DType> low_dtype;
     if (amp_mode != "off") {
-      if (accumulate != 1) throw Error("--amp: gradient accumulation (--accumulate > 1) is not supported with --amp yet");
+      if (flags.accumulate != 1) throw Error("--amp: gradient accumulation (--accumulate > 1) is not supported with --amp yet");
       low_dtype = amp_mode == "bf16" ? DType::BFloat16 : DType::Float16;
-      const int64_t probe = std::min<int64_t>(batch_size, train_raw.inputs().shape()[0]);
-      const Tensor x = normalize(train_raw.inputs().narrow(0, 0, probe)).to(device);
-      const Tensor y = train_raw.targets().narrow(0, 0, probe).to(device);
-      const StepMemory wide = measure_step(model, x, y, std::nullopt), mixed = measure_step(model, x, y, low_dtype);
+      const int64_t probe = std::min<int64_t>(flags.batch_size, data.train_raw.inputs().shape()[0]);
+      const Tensor x = data.normalize(data.train_raw.inputs().narrow(0, 0, probe)).to(device);
+      const Tensor y = data.train_raw.targets().narrow(0, 0, probe).to(device);
+      StepMemory wide, mixed;
+      auto probe = [&] { wide = measure_step(model, x, y, std::nullopt), mixed = measure_step(model, x, y, low_dtype); };
+      if (ddp) {
+        const auto local_only = ddp->no_sync();  // a probe, not a step: nothing to all-reduce
+        probe();
+      } else {
+        probe();
+      }
       spdlog::info("one step at batch {}: peak {:.1f} MiB with {} vs {:.1f} MiB float32 ({:.2f}x); activations {:.1f} "
                    "vs {:.1f} MiB ({:.2f}x)",
                    x.shape()[0], double(mixed.peak) / 1048576.0, amp_mode, double(wide.peak) / 1048576.0,
@@ -183,22 +129,15 @@ int main(int argc, char** argv) {
     // float16 needs loss scaling; bfloat16 has float32's range (a disabled scaler passes through).
     amp::GradScaler scaler({.enabled = amp_mode == "fp16"});
     std::optional<DetectAnomalyGuard> anomaly;
-    if (detect_anomaly) anomaly.emplace();
-    std::unique_ptr<data::CsvLog> log;
-    if (!metrics.empty() && comm->is_main()) log = std::make_unique<data::CsvLog>(metrics, std::vector<std::string>{"epoch", "train_loss", "test_accuracy", "seconds"});
+    if (flags.detect_anomaly) anomaly.emplace();
+    examples::RunLog run_log(comm->is_main() ? flags.metrics : "");  // rank 0 writes the CSV
 
-    spdlog::info("{} train / {} test examples, model {}-{}-10, {} on {}, batch {}, lr {}", train_set->size(), test_set->size(),
-                 train_raw.rows() * train_raw.cols(), fmt::join(hidden, "-"), optimizer, device.str(), batch_size, opt->lr());
-    if (state.epoch >= epochs) {
-      spdlog::warn("nothing to train: {} already holds {} epochs (--epochs {})", resume, state.epoch, epochs);
-      return 0;
-    }
-    double best = 0, training_seconds = 0;
-    for (int epoch = int(state.epoch) + 1; epoch <= epochs; ++epoch) {
-      const auto start = std::chrono::steady_clock::now();
-      data::Progress progress(fmt::format("epoch {}", epoch), train_loader.num_batches());
-      Tensor loss_sum = zeros({}, {.device = device});
-      int64_t steps = 0;
+    spdlog::info("{} train / {} test examples, model {}-{}-10, {} on {}, batch {}, lr {}", data.train_set->size(),
+                 data.test_set->size(), features, fmt::join(hidden, "-"), flags.optimizer, device.str(), flags.batch_size,
+                 opt->lr());
+    if (examples::nothing_to_train(state, flags)) return 0;
+    for (int epoch = int(state.epoch) + 1; epoch <= flags.epochs; ++epoch) {
+      examples::EpochMeter meter(epoch, train_loader.num_batches(), device, comm->is_main());
       // The step point: clipping sees the whole group's gradient, then the optimizer steps.
       auto step = [&] {
         if (clip_norm > 0) optim::clip_grad_norm(model.parameters(), clip_norm);
@@ -213,6 +152,7 @@ int main(int argc, char** argv) {
             loss = nn::cross_entropy(model(x), y);
           }
           scaler.scale(loss).backward();
+          if (ddp) ddp->finish_gradient_sync();  // the scaled gradients, averaged before the scaler looks at them
           if (clip_norm > 0) {
             scaler.unscale_(*opt);
             optim::clip_grad_norm(model.parameters(), clip_norm);
@@ -225,22 +165,13 @@ int main(int argc, char** argv) {
           loss = nn::cross_entropy(model(x), y);
           if (ddp ? ddp->backward(accumulation, loss) : accumulation.backward(loss)) step();
         }
-        {
-          NoGradGuard no_grad;
-          loss_sum.add_(loss.detach());
-        }
-        if (++steps % 50 == 0 && comm->is_main() && data::Progress::is_terminal()) progress.update(steps, loss_sum.item() / double(steps));
+        meter.add(loss);
       }
       if (ddp ? ddp->finish_accumulation(accumulation) : accumulation.finish()) step();  // a partial group, rescaled
       state.epoch = epoch;
-      progress.finish();
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      training_seconds += seconds;
-      if (distributed) comm->all_reduce(loss_sum, distributed::Reduction::Average);  // every rank's share
-      const double train_loss = loss_sum.item() / double(steps), acc = accuracy(model, test_loader);
-      best = std::max(best, acc);
-      spdlog::info("epoch {:2d}  train loss {:.4f}  test accuracy {:.2f}%  {:.2f} s ({:.0f} samples/s)", epoch,
-                   train_loss, 100 * acc, seconds, double(train_set->size()) / seconds);
+      const double seconds = meter.stop();
+      if (distributed) comm->all_reduce(meter.loss_sum(), distributed::Reduction::Average);  // every rank's share
+      run_log.epoch(epoch, meter.mean_loss(), examples::accuracy(model, test_loader), seconds, data.train_set->size());
       if (ddp) {  // what data parallelism cost this epoch, on rank 0
         const distributed::SyncStats& sync = ddp->stats();
         spdlog::info("  {} ranks: all-reduce {:.3f} s ({:.1f}% of the epoch; {:.1f} MB per step), step waited {:.3f} s for it",
@@ -248,13 +179,12 @@ int main(int argc, char** argv) {
                      double(sync.bytes_all_reduced) / double(std::max<int64_t>(sync.syncs, 1)) / 1e6, sync.wait_seconds);
         ddp->reset_stats();
       }
-      if (log) log->row({double(epoch), train_loss, acc, seconds});
       // Rank 0 writes (every rank holds the same state); the others wait, and see its error if any.
-      if (!checkpoint.empty())
-        distributed::run_on_rank_zero(*comm, "write " + checkpoint, [&] { train::save_training_state(checkpoint, state); });
+      if (!flags.checkpoint.empty())
+        distributed::run_on_rank_zero(*comm, "write " + flags.checkpoint,
+                                      [&] { train::save_training_state(flags.checkpoint, state); });
     }
-    spdlog::info("done: best test accuracy {:.2f}% after {} epochs, {:.1f} s of training", 100 * best, epochs,
-                 training_seconds);
+    run_log.done(flags.epochs);
   } catch (const std::exception& e) {
     if (comm->world_size() > 1) comm->abort(e.what());  // the other ranks must not wait for this one
     spdlog::error("{}", e.what());

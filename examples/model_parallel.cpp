@@ -2,10 +2,9 @@
 // fc2 on the GPU when one is present), activations crossing forward and their gradients
 // crossing back through to(). Trains it and checks it against the same model on one
 // device. Not data parallelism (see --distributed in mnist_mlp): one process, one batch.
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <vgrad/vgrad.h>
+
+#include "common.h"
 
 using namespace vgrad;
 
@@ -56,7 +55,7 @@ int main(int argc, char** argv) {
   app.add_option("--second", second, "device of fc2 (default: cuda:0 when a GPU is present)");
   app.add_option("--steps", steps, "SGD steps");
   CLI11_PARSE(app, argc, argv);
-  try {
+  return examples::run([&] {
     const auto split = train_split(Device(first), Device(second), steps);
     const auto single = train_split(kCPU, kCPU, steps);
     double worst = 0;
@@ -65,8 +64,5 @@ int main(int argc, char** argv) {
         worst = std::max(worst, std::abs(split[i][j] - single[i][j]) / (1 + std::abs(single[i][j])));
     spdlog::info("{} + {} against cpu alone after {} steps: largest relative difference {:.2e}", first, second, steps, worst);
     return worst < 1e-4 ? 0 : 1;
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
+  });
 }

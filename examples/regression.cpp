@@ -2,11 +2,10 @@
 // seeded data, and reports the test MSE. The smallest end-to-end regression program:
 // a TensorDataset, a DataLoader, Adam (or SGD with momentum) and mse_loss.
 // Exits non-zero if the final test MSE is not below --max-test-mse.
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <cmath>
 #include <vgrad/vgrad.h>
+
+#include "common.h"
 
 using namespace vgrad;
 
@@ -58,7 +57,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for data, initialisation and shuffling");
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return examples::run([&] {
     manual_seed(seed);
     Generator data_gen(seed + 1);
     const Points train_points = make_data(train_size, noise, data_gen);
@@ -104,9 +103,6 @@ int main(int argc, char** argv) {
       spdlog::error("test MSE {:.5f} is not below {}", final_mse, max_test_mse);
       return 1;
     }
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

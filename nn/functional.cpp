@@ -28,10 +28,19 @@ void refuse_empty_mean(const Tensor& input, Reduction reduction, const char* op)
          shape_str(input.shape()));
 }
 
-Tensor reduce_rows(const Tensor& rows, Reduction reduction) {
-  if (reduction == Reduction::None) return rows;
-  if (reduction == Reduction::Sum) return sum(rows);
-  return mean(rows);
+// Per-row or per-element losses, reduced as asked.
+Tensor reduce_loss(const Tensor& losses, Reduction reduction) {
+  if (reduction == Reduction::None) return losses;
+  if (reduction == Reduction::Sum) return sum(losses);
+  return mean(losses);
+}
+
+// The elementwise losses' first checks: input (called `what` in the message: "input",
+// "logits") and target of one shape, and no mean over an empty batch.
+void check_same_shape(const Tensor& input, const Tensor& target, Reduction reduction, const char* op, const char* what) {
+  if (input.shape() != target.shape())
+    fail("{}: {} {} and target {} differ in shape", op, what, shape_str(input.shape()), shape_str(target.shape()));
+  refuse_empty_mean(input, reduction, op);
 }
 
 void check_targets(const Tensor& input, const Tensor& target, const char* op) {
@@ -250,32 +259,23 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
     }
   }
   const Tensor picked = sum(mul(log_probs, one_hot(target, classes, log_probs.dtype())), {1});
-  return reduce_rows(neg(picked), reduction);
+  return reduce_loss(neg(picked), reduction);
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("mse_loss");
-  if (const Tensor wide_input = autograd::autocast::to_float32(input), wide_target = autograd::autocast::to_float32(target);
-      !wide_input.is_same(input) || !wide_target.is_same(target))
-    return mse_loss(wide_input, wide_target, reduction);
-  if (input.shape() != target.shape())
-    fail("mse_loss: input {} and target {} differ in shape", shape_str(input.shape()), shape_str(target.shape()));
-  refuse_empty_mean(input, reduction, "mse_loss");
-  const Tensor squared = square(sub(input, target));
-  if (reduction == Reduction::None) return squared;
-  return reduction == Reduction::Sum ? sum(squared) : mean(squared);
+  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
+    return mse_loss(wide.first, wide.second, reduction);
+  check_same_shape(input, target, reduction, "mse_loss", "input");
+  return reduce_loss(square(sub(input, target)), reduction);
 }
 
 // max(x,0) − x·y + log(1 + e^−|x|);   dx = (sigmoid(x) − y)·g,   dy = −x·g
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("binary_cross_entropy_with_logits");
-  if (const Tensor wide_logits = autograd::autocast::to_float32(logits), wide_target = autograd::autocast::to_float32(target);
-      !wide_logits.is_same(logits) || !wide_target.is_same(target))
-    return binary_cross_entropy_with_logits(wide_logits, wide_target, reduction);
-  if (logits.shape() != target.shape())
-    fail("binary_cross_entropy_with_logits: logits {} and target {} differ in shape", shape_str(logits.shape()),
-         shape_str(target.shape()));
-  refuse_empty_mean(logits, reduction, "binary_cross_entropy_with_logits");
+  if (const auto wide = autograd::autocast::to_float32(logits, target); wide.changed)
+    return binary_cross_entropy_with_logits(wide.first, wide.second, reduction);
+  check_same_shape(logits, target, reduction, "binary_cross_entropy_with_logits", "logits");
   Tensor elementwise;
   {
     NoGradGuard no_grad;
@@ -291,8 +291,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
                                  c.needs_input_grad(1) ? mul(g, neg(x)) : Tensor()};
     });
   }
-  if (reduction == Reduction::None) return elementwise;
-  return reduction == Reduction::Sum ? sum(elementwise) : mean(elementwise);
+  return reduce_loss(elementwise, reduction);
 }
 
 }  // namespace vgrad::nn::functional

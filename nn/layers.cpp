@@ -158,16 +158,11 @@ Embedding::Embedding(int64_t num, int64_t dim, int64_t padding, Generator* gen)
 
 std::string Embedding::describe() const { return fmt::format("Embedding {}x{}", num_embeddings, embedding_dim); }
 
-Dropout2d::Dropout2d(double probability, Generator* gen) : p(probability), gen_(gen) {
-  if (p < 0 || p > 1) fail("Dropout2d: probability {} outside [0, 1]", p);
+DropoutBase::DropoutBase(const char* name, double probability, Generator* gen)
+    : p(probability), name_(name), gen_(gen) {
+  if (p < 0 || p > 1) fail("{}: probability {} outside [0, 1]", name_, p);
 }
-
-std::string Dropout2d::describe() const { return fmt::format("Dropout2d p={}", p); }
-
-Dropout::Dropout(double probability, Generator* gen) : p(probability), gen_(gen) {
-  if (p < 0 || p > 1) fail("Dropout: probability {} outside [0, 1]", p);
-}
-std::string Dropout::describe() const { return fmt::format("Dropout p={}", p); }
+std::string DropoutBase::describe() const { return fmt::format("{} p={}", name_, p); }
 
 Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
   for (const auto& m : modules) push_back(m);

@@ -22,10 +22,34 @@ class Linear : public Module {
   int64_t in_features, out_features;
 };
 
-class ReLU : public Module {
+// A layer without parameters that is one function of its input (torch.nn.ReLU, ...);
+// `name` is what describe() says.
+class Activation : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return relu(x); }
-  std::string describe() const override { return "ReLU"; }
+  using Function = Tensor (*)(const Tensor&);
+  Activation(const char* name, Function function) : name_(name), function_(function) {}
+  Tensor forward(const Tensor& x) override { return function_(x); }
+  std::string describe() const override { return name_; }
+
+ private:
+  const char* name_;
+  Function function_;
+};
+class ReLU : public Activation {
+ public:
+  ReLU() : Activation("ReLU", relu) {}
+};
+class Sigmoid : public Activation {
+ public:
+  Sigmoid() : Activation("Sigmoid", sigmoid) {}
+};
+class Tanh : public Activation {
+ public:
+  Tanh() : Activation("Tanh", vgrad::tanh) {}
+};
+class GELU : public Activation {
+ public:
+  GELU() : Activation("GELU", gelu) {}
 };
 class LeakyReLU : public Module {
  public:
@@ -34,45 +58,50 @@ class LeakyReLU : public Module {
   std::string describe() const override { return "LeakyReLU"; }
   double negative_slope;
 };
-class Sigmoid : public Module {
+// An activation along one axis (by default the last): softmax, log-softmax.
+class AxisActivation : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return sigmoid(x); }
-  std::string describe() const override { return "Sigmoid"; }
-};
-class Tanh : public Module {
- public:
-  Tensor forward(const Tensor& x) override { return vgrad::tanh(x); }
-  std::string describe() const override { return "Tanh"; }
-};
-class GELU : public Module {
- public:
-  Tensor forward(const Tensor& x) override { return gelu(x); }
-  std::string describe() const override { return "GELU"; }
-};
-class Softmax : public Module {
- public:
-  explicit Softmax(int64_t axis = -1) : axis(axis) {}
-  Tensor forward(const Tensor& x) override { return softmax(x, axis); }
-  std::string describe() const override { return "Softmax"; }
+  using Function = Tensor (*)(const Tensor&, int64_t);
+  AxisActivation(const char* name, Function function, int64_t axis) : axis(axis), name_(name), function_(function) {}
+  Tensor forward(const Tensor& x) override { return function_(x, axis); }
+  std::string describe() const override { return name_; }
   int64_t axis;
-};
-class LogSoftmax : public Module {
- public:
-  explicit LogSoftmax(int64_t axis = -1) : axis(axis) {}
-  Tensor forward(const Tensor& x) override { return log_softmax(x, axis); }
-  std::string describe() const override { return "LogSoftmax"; }
-  int64_t axis;
-};
-// Zeroes inputs with probability p while training (seeded through gen or the default generator).
-class Dropout : public Module {
- public:
-  explicit Dropout(double p = 0.5, Generator* gen = nullptr);
-  Tensor forward(const Tensor& x) override { return functional::dropout(x, p, is_training(), gen_); }
-  std::string describe() const override;
-  double p;
 
  private:
+  const char* name_;
+  Function function_;
+};
+class Softmax : public AxisActivation {
+ public:
+  explicit Softmax(int64_t axis = -1) : AxisActivation("Softmax", softmax, axis) {}
+};
+class LogSoftmax : public AxisActivation {
+ public:
+  explicit LogSoftmax(int64_t axis = -1) : AxisActivation("LogSoftmax", log_softmax, axis) {}
+};
+// What the dropout layers share (torch's _DropoutNd): a probability p in [0, 1], checked,
+// and the generator that seeds the masks (nullptr: the default generator).
+class DropoutBase : public Module {
+ public:
+  std::string describe() const override;  // "Dropout p=0.5"
+  double p;
+
+ protected:
+  DropoutBase(const char* name, double p, Generator* gen);
+  const char* name_;
   Generator* gen_;
+};
+// Zeroes inputs with probability p while training, scaling the rest by 1/(1-p).
+class Dropout : public DropoutBase {
+ public:
+  explicit Dropout(double p = 0.5, Generator* gen = nullptr) : DropoutBase("Dropout", p, gen) {}
+  Tensor forward(const Tensor& x) override { return functional::dropout(x, p, is_training(), gen_); }
+};
+// Zeroes whole channels of (N, C, ...) with probability p while training.
+class Dropout2d : public DropoutBase {
+ public:
+  explicit Dropout2d(double p = 0.5, Generator* gen = nullptr) : DropoutBase("Dropout2d", p, gen) {}
+  Tensor forward(const Tensor& x) override { return functional::dropout2d(x, p, is_training(), gen_); }
 };
 class Flatten : public Module {
  public:
@@ -212,18 +241,6 @@ class Embedding : public Module {
   std::string describe() const override;
   Tensor weight;
   int64_t num_embeddings, embedding_dim, padding_idx;
-};
-
-// Zeroes whole channels of (N, C, ...) with probability p while training.
-class Dropout2d : public Module {
- public:
-  explicit Dropout2d(double p = 0.5, Generator* gen = nullptr);
-  Tensor forward(const Tensor& x) override { return functional::dropout2d(x, p, is_training(), gen_); }
-  std::string describe() const override;
-  double p;
-
- private:
-  Generator* gen_;
 };
 
 // Runs its modules in order; they are named "0", "1", ... (as in PyTorch).

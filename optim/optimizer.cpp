@@ -28,6 +28,22 @@ Tensor grad_for_update(const Tensor& p, size_t index, const char* optimizer) {
   return g.contiguous();
 }
 
+// What every step does around its fused kernel: no recording, a fresh weight-cast cache
+// (the weights change: the next forward casts them afresh), and for each parameter with a
+// gradient, update(p, g, index) and then a version bump for the tensors saved from p.
+template <class Update>
+void update_each(std::vector<Tensor>& params, const std::string& optimizer, Update&& update) {
+  NoGradGuard no_grad;
+  autograd::autocast::clear_cache();
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor& p = params[i];
+    const Tensor g = grad_for_update(p, i, optimizer.c_str());
+    if (!g.defined()) continue;
+    update(p, g, i);
+    p.storage()->bump_version();
+  }
+}
+
 Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::string& key, const Tensor& like,
                     const char* optimizer) {
   auto it = state.find(key);
@@ -130,12 +146,7 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
-  NoGradGuard no_grad;
-  autograd::autocast::clear_cache();  // the weights change: next step's forward casts them afresh
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor& p = params_[i];
-    const Tensor g = grad_for_update(p, i, "SGD");
-    if (!g.defined()) continue;
+  update_each(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
     SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false};
     if (options_.momentum != 0 && !momentum_buffers_[i].defined()) {
       momentum_buffers_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
@@ -143,8 +154,7 @@ void SGD::step() {
     }
     const View buffer = momentum_buffers_[i].defined() ? momentum_buffers_[i].view() : View{};
     backend_for(p.device()).sgd_update(p.view(), g.view(), buffer, args);
-    p.storage()->bump_version();
-  }
+  });
 }
 
 std::map<std::string, Tensor> SGD::state_dict() const {
@@ -191,20 +201,14 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
-  NoGradGuard no_grad;
-  autograd::autocast::clear_cache();  // the weights change: next step's forward casts them afresh
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor& p = params_[i];
-    const Tensor g = grad_for_update(p, i, "Adam");
-    if (!g.defined()) continue;
+  update_each(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
     if (!exp_avg_[i].defined()) {
       exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
       exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
     }
     const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, ++steps_[i]};
     backend_for(p.device()).adam_update(p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args);
-    p.storage()->bump_version();
-  }
+  });
 }
 
 std::map<std::string, Tensor> Adam::state_dict() const {

@@ -26,6 +26,29 @@ void check_floating(const Tensor& x, const char* op) {
   if (!is_floating(x.dtype())) fail("{}: not defined for {} tensors (convert with .to(DType::Float32))", op, dtype_name(x.dtype()));
 }
 
+// A unary op whose gradient is g * f'(saved), with f' computed by `derivative`. It opens the
+// op's profiler scope, so an op that only calls it needs none of its own.
+template <class Derivative>
+Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, bool save_output, Derivative derivative,
+                double a = 0, double b = 0) {
+  VGRAD_PROFILE_OP(name);
+  check_floating(x, name);
+  Tensor out = kernels::unary(op, x, a, b);
+  if (!needs_grad({x})) return out;
+  Context ctx(name);
+  ctx.save_for_backward({save_output ? out : x});
+  ctx.values["a"] = a;
+  ctx.values["b"] = b;
+  return record(out, {x}, std::move(ctx), [derivative](Context& c, const Tensor& g) {
+    return std::vector<Tensor>{derivative(c, g, c.saved(0))};
+  });
+}
+
+// The derivative of relu, sigmoid, tanh and gelu: one fused kernel of (g, saved).
+auto fused_backward(BinaryOp op, const char* name) {
+  return [op, name](Context&, const Tensor& g, const Tensor& saved) { return kernels::binary(op, g, saved, name); };
+}
+
 }  // namespace
 
 // a + b;  da = g,  db = g
@@ -75,9 +98,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 // a^b;  da = g*b*a^(b-1),  db = g*a^b*log(a)  (db taken as 0 where a <= 0)
 Tensor pow(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("pow");
-  if (const Tensor wa = autograd::autocast::to_float32(a), wb = autograd::autocast::to_float32(b);
-      !wa.is_same(a) || !wb.is_same(b))
-    return pow(wa, wb);
+  if (const auto wide = autograd::autocast::to_float32(a, b); wide.changed) return pow(wide.first, wide.second);
   Tensor out = binary_op(BinaryOp::Pow, a, b, "pow");
   if (!needs_grad({a, b})) return out;
   Context ctx("pow");
@@ -94,31 +115,22 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 Tensor pow(const Tensor& x, double exponent) {
   VGRAD_PROFILE_OP("pow");
   if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(wide, exponent);
-  check_floating(x, "pow");
-  Tensor out = kernels::unary(UnaryOp::PowScalar, x, exponent);
-  if (!needs_grad({x})) return out;
-  Context ctx("pow");
-  ctx.save_for_backward({x});
-  ctx.values["p"] = exponent;
-  return record(out, {x}, std::move(ctx), [](Context& c, const Tensor& g) {
-    const double p = c.values["p"];
-    return std::vector<Tensor>{mul(g, affine(pow(c.saved(0), p - 1), p, 0))};
-  });
+  return unary_op(
+      UnaryOp::PowScalar, x, "pow", false,
+      [](Context& c, const Tensor& g, const Tensor& v) {
+        const double p = c.values["a"];
+        return mul(g, affine(pow(v, p - 1), p, 0));
+      },
+      exponent);
 }
 
 // base^x;  dx = g*base^x*log(base)
 Tensor pow(double base, const Tensor& x) {
   VGRAD_PROFILE_OP("pow");
   if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(base, wide);
-  check_floating(x, "pow");
-  Tensor out = kernels::unary(UnaryOp::RPowScalar, x, base);
-  if (!needs_grad({x})) return out;
-  Context ctx("pow");
-  ctx.save_for_backward({out});
-  ctx.values["log_base"] = std::log(base);
-  return record(out, {x}, std::move(ctx), [](Context& c, const Tensor& g) {
-    return std::vector<Tensor>{mul(g, affine(c.saved(0), c.values["log_base"], 0))};
-  });
+  return unary_op(
+      UnaryOp::RPowScalar, x, "pow", true,
+      [](Context& c, const Tensor& g, const Tensor& y) { return mul(g, affine(y, std::log(c.values["a"]), 0)); }, base);
 }
 
 // max(a, b);  the gradient goes to the larger input, half to each on ties
@@ -159,23 +171,6 @@ Tensor affine(const Tensor& x, double scale, double shift) {
 // -x;  dx = -g
 Tensor neg(const Tensor& x) { return affine(x, -1, 0); }
 
-// A unary op whose gradient is g * f'(saved), with f' computed by `derivative`.
-template <class Derivative>
-static Tensor unary_op(UnaryOp op, const Tensor& x, const char* name, bool save_output, Derivative derivative,
-                       double a = 0, double b = 0) {
-  VGRAD_PROFILE_OP(name);
-  check_floating(x, name);
-  Tensor out = kernels::unary(op, x, a, b);
-  if (!needs_grad({x})) return out;
-  Context ctx(name);
-  ctx.save_for_backward({save_output ? out : x});
-  ctx.values["a"] = a;
-  ctx.values["b"] = b;
-  return record(out, {x}, std::move(ctx), [derivative](Context& c, const Tensor& g) {
-    return std::vector<Tensor>{derivative(c, g, c.saved(0))};
-  });
-}
-
 // exp(x);  dx = g*y
 Tensor exp(const Tensor& x) {
   VGRAD_PROFILE_OP("exp");
@@ -190,7 +185,6 @@ Tensor log(const Tensor& x) {
 }
 // sqrt(x);  dx = g/(2y)
 Tensor sqrt(const Tensor& x) {
-  VGRAD_PROFILE_OP("sqrt");
   return unary_op(UnaryOp::Sqrt, x, "sqrt", true,
                   [](Context&, const Tensor& g, const Tensor& y) { return div(g, affine(y, 2, 0)); });
 }
@@ -203,14 +197,10 @@ Tensor abs(const Tensor& x) {
 }
 // relu(x);  dx = g where x > 0, else 0 (subgradient 0 at the kink, as PyTorch)
 Tensor relu(const Tensor& x) {
-  VGRAD_PROFILE_OP("relu");
-  return unary_op(UnaryOp::Relu, x, "relu", false, [](Context&, const Tensor& g, const Tensor& v) {
-    return kernels::binary(BinaryOp::ReluBackward, g, v, "relu backward");
-  });
+  return unary_op(UnaryOp::Relu, x, "relu", false, fused_backward(BinaryOp::ReluBackward, "relu backward"));
 }
 // leaky_relu(x);  dx = g where x > 0, else slope*g
 Tensor leaky_relu(const Tensor& x, double negative_slope) {
-  VGRAD_PROFILE_OP("leaky_relu");
   return unary_op(
       UnaryOp::LeakyRelu, x, "leaky_relu", false,
       [](Context& c, const Tensor& g, const Tensor& v) {
@@ -221,24 +211,15 @@ Tensor leaky_relu(const Tensor& x, double negative_slope) {
 }
 // sigmoid(x);  dx = g*y*(1-y)
 Tensor sigmoid(const Tensor& x) {
-  VGRAD_PROFILE_OP("sigmoid");
-  return unary_op(UnaryOp::Sigmoid, x, "sigmoid", true, [](Context&, const Tensor& g, const Tensor& y) {
-    return kernels::binary(BinaryOp::SigmoidBackward, g, y, "sigmoid backward");
-  });
+  return unary_op(UnaryOp::Sigmoid, x, "sigmoid", true, fused_backward(BinaryOp::SigmoidBackward, "sigmoid backward"));
 }
 // tanh(x);  dx = g*(1-y²)
 Tensor tanh(const Tensor& x) {
-  VGRAD_PROFILE_OP("tanh");
-  return unary_op(UnaryOp::Tanh, x, "tanh", true, [](Context&, const Tensor& g, const Tensor& y) {
-    return kernels::binary(BinaryOp::TanhBackward, g, y, "tanh backward");
-  });
+  return unary_op(UnaryOp::Tanh, x, "tanh", true, fused_backward(BinaryOp::TanhBackward, "tanh backward"));
 }
 // gelu(x) = x*Φ(x);  dx = g*(Φ(x) + x*φ(x))
 Tensor gelu(const Tensor& x) {
-  VGRAD_PROFILE_OP("gelu");
-  return unary_op(UnaryOp::Gelu, x, "gelu", false, [](Context&, const Tensor& g, const Tensor& v) {
-    return kernels::binary(BinaryOp::GeluBackward, g, v, "gelu backward");
-  });
+  return unary_op(UnaryOp::Gelu, x, "gelu", false, fused_backward(BinaryOp::GeluBackward, "gelu backward"));
 }
 // clamp(x, lo, hi);  dx = g inside [lo, hi], 0 outside
 Tensor clamp(const Tensor& x, double min, double max) {
@@ -255,20 +236,17 @@ Tensor clamp(const Tensor& x, double min, double max) {
 }
 // x²;  dx = 2*g*x
 Tensor square(const Tensor& x) {
-  VGRAD_PROFILE_OP("square");
   return unary_op(UnaryOp::Square, x, "square", false,
                   [](Context&, const Tensor& g, const Tensor& v) { return mul(g, affine(v, 2, 0)); });
 }
 
 // log(1 + x);  dx = g/(1 + x)
 Tensor log1p(const Tensor& x) {
-  VGRAD_PROFILE_OP("log1p");
   return unary_op(UnaryOp::Log1p, x, "log1p", false,
                   [](Context&, const Tensor& g, const Tensor& v) { return div(g, affine(v, 1, 1)); });
 }
 // exp(x) - 1;  dx = g*(y + 1)
 Tensor expm1(const Tensor& x) {
-  VGRAD_PROFILE_OP("expm1");
   return unary_op(UnaryOp::Expm1, x, "expm1", true,
                   [](Context&, const Tensor& g, const Tensor& y) { return mul(g, affine(y, 1, 1)); });
 }

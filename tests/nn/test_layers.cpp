@@ -292,4 +292,21 @@ TEST(SoftmaxModules, MatchNaive) {
   for (size_t i = 0; i < pc.size(); ++i) EXPECT_NEAR(lpc[i], std::log(pc[i]), 1e-5);
 }
 
+// The parameterless layers share Activation/AxisActivation and the dropouts DropoutBase:
+// each still names itself, keeps its own settings and its own errors.
+TEST(LayerNames, EachLayerDescribesItself) {
+  EXPECT_EQ(nn::ReLU().describe(), "ReLU");
+  EXPECT_EQ(nn::Sigmoid().describe(), "Sigmoid");
+  EXPECT_EQ(nn::Tanh().describe(), "Tanh");
+  EXPECT_EQ(nn::GELU().describe(), "GELU");
+  EXPECT_EQ(nn::Softmax().describe(), "Softmax");
+  EXPECT_EQ(nn::LogSoftmax(0).describe(), "LogSoftmax");
+  EXPECT_EQ(nn::Softmax().axis, -1);
+  EXPECT_EQ(nn::LogSoftmax(0).axis, 0);
+  EXPECT_EQ(nn::Dropout(0.25).describe(), "Dropout p=0.25");
+  EXPECT_EQ(nn::Dropout2d(0.5).describe(), "Dropout2d p=0.5");
+  EXPECT_ERROR(nn::Dropout2d(1.5), "Dropout2d: probability 1.5 outside [0, 1]");
+  EXPECT_ERROR(nn::Dropout(-0.1), "Dropout: probability -0.1 outside [0, 1]");
+}
+
 }  // namespace

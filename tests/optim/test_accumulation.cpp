@@ -22,6 +22,20 @@ Data make_data(int64_t n, uint64_t seed) {
   return {x, y};
 }
 
+// Two copies of one model, each with SGD at lr 0.5: `whole` trains on whole batches, `parts`
+// on micro-batches of the same data through a GradientAccumulation of k.
+struct WholeAndParts {
+  explicit WholeAndParts(int64_t k) : accumulate(sgd_parts, k) { parts.load_state_dict(whole.state_dict()); }
+  vgrad_test::Mlp whole{6, 10, 3}, parts{6, 10, 3};
+  optim::SGD sgd_whole{whole.parameters(), {.lr = 0.5}}, sgd_parts{parts.parameters(), {.lr = 0.5}};
+  optim::GradientAccumulation accumulate;
+
+  // The loss of `parts` on micro-batch m (rows m*size .. (m+1)*size) of d.
+  Tensor micro_batch_loss(const Data& d, int64_t m, int64_t size) {
+    return nn::cross_entropy(parts(d.x.narrow(0, size * m, size)), d.y.narrow(0, size * m, size));
+  }
+};
+
 void expect_same_parameters(const nn::Module& a, const nn::Module& b, double tol) {
   const auto pa = a.named_parameters(), pb = b.named_parameters();
   ASSERT_EQ(pa.size(), pb.size());
@@ -33,57 +47,51 @@ void expect_same_parameters(const nn::Module& a, const nn::Module& b, double tol
 // so clipping each micro-batch, or the 1/k-scaled partial sums, would differ.
 TEST(GradientAccumulation, ClippingBetweenBackwardAndStepSeesTheWholeGroup) {
   manual_seed(4);
-  vgrad_test::Mlp big(6, 10, 3), small(6, 10, 3);
-  small.load_state_dict(big.state_dict());
-  optim::SGD sgd_big(big.parameters(), {.lr = 0.5}), sgd_small(small.parameters(), {.lr = 0.5});
-  optim::GradientAccumulation accumulate(sgd_small, 4);
+  WholeAndParts models(4);
   const double max_norm = 0.05;
   for (int step = 0; step < 3; ++step) {
     const Data d = make_data(32, 10 + uint64_t(step));
-    nn::cross_entropy(big(d.x), d.y).backward();
-    const double big_norm = optim::clip_grad_norm(big.parameters(), max_norm);
-    EXPECT_GT(big_norm, 4 * max_norm);  // the clip bites
-    sgd_big.step();
-    sgd_big.zero_grad();
+    nn::cross_entropy(models.whole(d.x), d.y).backward();
+    const double whole_norm = optim::clip_grad_norm(models.whole.parameters(), max_norm);
+    EXPECT_GT(whole_norm, 4 * max_norm);  // the clip bites
+    models.sgd_whole.step();
+    models.sgd_whole.zero_grad();
 
     for (int64_t m = 0; m < 4; ++m) {
-      const bool complete = accumulate.backward(nn::cross_entropy(small(d.x.narrow(0, 8 * m, 8)), d.y.narrow(0, 8 * m, 8)));
+      const bool complete = models.accumulate.backward(models.micro_batch_loss(d, m, 8));
       ASSERT_EQ(complete, m == 3);
       if (complete) {
-        EXPECT_NEAR(optim::clip_grad_norm(small.parameters(), max_norm), big_norm, 1e-5 * big_norm);
-        accumulate.step();
+        EXPECT_NEAR(optim::clip_grad_norm(models.parts.parameters(), max_norm), whole_norm, 1e-5 * whole_norm);
+        models.accumulate.step();
       }
     }
   }
-  expect_same_parameters(big, small, 1e-6);
+  expect_same_parameters(models.whole, models.parts, 1e-6);
 }
 
 // 3 micro-batches of 8 pending out of k = 4: finish() scales the sum (each loss was /4)
 // by 4/3, so the gradient is the mean over the 24 examples, exactly as one batch of 24.
 TEST(GradientAccumulation, FinishRescalesAPartialGroupToItsMean) {
   manual_seed(5);
-  vgrad_test::Mlp whole(6, 10, 3), parts(6, 10, 3);
-  parts.load_state_dict(whole.state_dict());
-  optim::SGD sgd_whole(whole.parameters(), {.lr = 0.5}), sgd_parts(parts.parameters(), {.lr = 0.5});
-  optim::GradientAccumulation accumulate(sgd_parts, 4);
+  WholeAndParts models(4);
+  optim::GradientAccumulation& accumulate = models.accumulate;
   const Data d = make_data(24, 20);
-  nn::cross_entropy(whole(d.x), d.y).backward();
-  const std::vector<double> whole_grad = vals(whole.fc1->weight.grad());
-  sgd_whole.step();
+  nn::cross_entropy(models.whole(d.x), d.y).backward();
+  const std::vector<double> whole_grad = vals(models.whole.fc1->weight.grad());
+  models.sgd_whole.step();
 
-  for (int64_t m = 0; m < 3; ++m)
-    EXPECT_FALSE(accumulate.backward(nn::cross_entropy(parts(d.x.narrow(0, 8 * m, 8)), d.y.narrow(0, 8 * m, 8))));
+  for (int64_t m = 0; m < 3; ++m) EXPECT_FALSE(accumulate.backward(models.micro_batch_loss(d, m, 8)));
   EXPECT_EQ(accumulate.pending(), 3);
   EXPECT_FALSE(accumulate.ready());
   ASSERT_TRUE(accumulate.finish());
   EXPECT_TRUE(accumulate.ready());
-  vgrad_test::expect_near_all(vals(parts.fc1->weight.grad()), whole_grad, 1e-6, "rescaled gradient");
+  vgrad_test::expect_near_all(vals(models.parts.fc1->weight.grad()), whole_grad, 1e-6, "rescaled gradient");
   EXPECT_TRUE(accumulate.finish());  // idempotent until step(): no second rescale
-  vgrad_test::expect_near_all(vals(parts.fc1->weight.grad()), whole_grad, 1e-6, "after a second finish()");
+  vgrad_test::expect_near_all(vals(models.parts.fc1->weight.grad()), whole_grad, 1e-6, "after a second finish()");
   accumulate.step();
   EXPECT_EQ(accumulate.pending(), 0);
   EXPECT_FALSE(accumulate.finish());  // nothing pending: no step due
-  expect_same_parameters(whole, parts, 1e-6);
+  expect_same_parameters(models.whole, models.parts, 1e-6);
 }
 
 // A complete group is not rescaled by finish() (k/k = 1, and the flag says so).
