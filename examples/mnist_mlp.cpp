@@ -113,12 +113,12 @@ int main(int argc, char** argv) {
       const Tensor x = data.normalize(data.train_raw.inputs().narrow(0, 0, probe)).to(device);
       const Tensor y = data.train_raw.targets().narrow(0, 0, probe).to(device);
       StepMemory wide, mixed;
-      auto probe = [&] { wide = measure_step(model, x, y, std::nullopt), mixed = measure_step(model, x, y, low_dtype); };
+      auto measure = [&] { wide = measure_step(model, x, y, std::nullopt), mixed = measure_step(model, x, y, low_dtype); };
       if (ddp) {
         const auto local_only = ddp->no_sync();  // a probe, not a step: nothing to all-reduce
-        probe();
+        measure();
       } else {
-        probe();
+        measure();
       }
       spdlog::info("one step at batch {}: peak {:.1f} MiB with {} vs {:.1f} MiB float32 ({:.2f}x); activations {:.1f} "
                    "vs {:.1f} MiB ({:.2f}x)",
