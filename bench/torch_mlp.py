@@ -13,6 +13,7 @@ p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 p.add_argument("--device", default="cpu", help="cpu or cuda (data stays resident on it)")
 p.add_argument("--hidden", default="256,128", help="hidden layer widths")
+p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up epoch)")
 args = p.parse_args()
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
 # pool set_num_threads does not size); inter-op pool at 1 to avoid oversubscription.
@@ -53,6 +54,8 @@ for h in (int(v) for v in args.hidden.split(",")):
     layers += [nn.Linear(width, h), nn.ReLU()]
     width = h
 model = nn.Sequential(*layers, nn.Linear(width, 10)).to(dev)
+if args.compile:
+    model = torch.compile(model)
 gen = torch.Generator().manual_seed(0)
 
 
@@ -71,7 +74,7 @@ def train_epoch(opt, batch):
     return time.perf_counter() - t0, total / n
 
 
-out = {"impl": "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
+out = {"impl": "torch.compile" if args.compile else "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
        "hidden": args.hidden}
 if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
     xte, yte = load("t10k")
