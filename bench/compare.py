@@ -221,8 +221,14 @@ md = [f"Median s/epoch over {args.rounds} round(s); each round's figure is that 
       f"{args.epochs} epochs. Ratios are medians of the per-round ratios (same round, minutes apart).", "",
       "| batch | " + " | ".join(summary) + " | vgrad/JAX | vgrad/PyTorch | vgrad/FMA bound |",
       "|---" + "|---:" * (len(summary) + 3) + "|"]
+def summary_cell(config, peer):
+    value = median_of(figures(config, peer))
+    failed = any("error" in results[r][config].get(peer, {}) for r in range(args.rounds))
+    return "failed" if value is None and failed else fmt(value)
+
+
 for config in configs:
-    cells = [fmt(median_of(figures(config, peer))) for peer in summary]
+    cells = [summary_cell(config, peer) for peer in summary]
     md.append(f"| {config_name(config)} | " + " | ".join(cells) +
               f" | {fmt(median_of(ratios(config, 'vgrad', 'JAX jit best')), 2)}"
               f" | {fmt(median_of(ratios(config, 'vgrad', 'PyTorch eager best')), 2)}"
@@ -292,8 +298,8 @@ if len(plain) > 1 and all(plain.values()):
     reading.append(f"- Epoch time from batch {sizes[0]} to {sizes[-1]}: " + ", ".join(f"{plain[b]:.3f}" for b in sizes) +
                    f" s (target: never grows; {verdict(worst, 1.0)})")
 peak = max((results[r][c]["vgrad"].get("peak_rss_mb") or 0 for r in range(args.rounds) for c in configs
-            if "vgrad" in results[r][c]), default=0)
-reading.append(f"- Peak memory of vgrad {peak:.0f} MB (target ≤ 230 MB: {verdict(peak or None, 230)}).")
+            if "vgrad" in results[r][c]), default=0) or None
+reading.append(f"- Peak memory of vgrad {fmt(peak, 0)} MB (target ≤ 230 MB: {verdict(peak, 230)}).")
 if failures:
     notes += ["failed: " + f for f in failures]
 if load_start > 0.5 or load_end > 0.5:

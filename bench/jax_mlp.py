@@ -6,7 +6,7 @@ forward, backward, update) is one jitted XLA program. Prints one JSON line.
 --threads 1 pins the process to one CPU and turns off XLA's intra-op thread pool before
 jax loads; 0 keeps XLA's default (all cores). Run with the interpreter printed by
 scripts/bench-venv.sh."""
-import argparse, gzip, json, os, resource, statistics, time
+import argparse, json, os, resource, statistics, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--batch", type=int, default=64)
@@ -25,26 +25,14 @@ elif args.threads != 0:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
+from fashion_mnist import load, normalize_scalar
 import jax
 import jax.numpy as jnp
 
 
-def load(split):
-    with gzip.open(f"{args.data}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(f"{args.data}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
-    x = x.astype(np.float32)
-    x /= 255.0
-    return x, y.astype(np.int32)
-
-
-xtr, ytr = load("train")
-mean = float(xtr.mean(dtype=np.float64))
-std = (sum(float(np.dot(r, r)) for r in xtr) / xtr.size - mean * mean) ** 0.5
-xtr -= mean
-xtr /= std
-x, y = jnp.asarray(xtr), jnp.asarray(ytr)
+xtr, ytr = load(args.data, "train")
+normalize_scalar(xtr)
+x, y = jnp.asarray(xtr), jnp.asarray(ytr.astype(np.int32))
 del xtr
 n = x.shape[0]
 
