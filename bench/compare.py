@@ -148,6 +148,171 @@ def peer_commands(batch, momentum):
 GROUPS = {"JAX jit best": ("JAX jit 1 core", "JAX jit default"),
           "PyTorch eager best": tuple(f"PyTorch eager {t} thr" for t in threads)}
 
+def report(acc, final):
+    """Writes the section for the rounds done so far (after each round, so a run cut
+    short still leaves its table) and, when final, prints it."""
+    rounds, load_end, notes_now = len(results), load_average(), list(notes)
+    def figure(rnd, config, peer):
+        r = results[rnd][config].get(peer)
+        return r.get("epoch_s_median") if r else None
+
+
+    def figures(config, peer):
+        return [figure(rnd, config, peer) for rnd in range(rounds)]
+
+
+    def median_of(values):
+        ok = [v for v in values if v is not None]
+        return statistics.median(ok) if ok else None
+
+
+    def ratios(config, a, b):
+        """Per-round ratios a/b (both from the same round)."""
+        return [x / y for x, y in zip(figures(config, a), figures(config, b)) if x and y]
+
+
+    def spread(values):
+        ok = [v for v in values if v]
+        return max(ok) / min(ok) if len(ok) > 1 else None
+
+
+    def fmt(x, d=3):
+        return "–" if x is None else f"{x:.{d}f}"
+
+
+    def config_name(config):
+        b, m = config
+        return f"{b}" + (f", momentum {m:g}" if m else "")
+
+
+    SUMMARY = ["vgrad", "vgrad 1 core", "JAX jit best", "PyTorch eager best", "torch.compile", "GEMM floor", "FMA bound"]
+    DETAIL = ["vgrad", "vgrad 1 core", "JAX jit 1 core", "JAX jit default", *GROUPS["PyTorch eager best"],
+              "torch.compile", "GEMM floor", "FMA bound"]
+    ran = [peer for peer in DETAIL if any(peer in results[r][c] for r in range(rounds) for c in configs)]
+    summary = [peer for peer in SUMMARY if peer in ran or (peer in GROUPS and any(m in ran for m in GROUPS[peer]))]
+
+    md = [f"Median s/epoch over {rounds} round(s); each round's figure is that run's median over "
+          f"{args.epochs} epochs. Ratios are medians of the per-round ratios (same round, minutes apart).", "",
+          "| batch | " + " | ".join(summary) + " | vgrad/JAX | vgrad/PyTorch | vgrad/FMA bound |",
+          "|---" + "|---:" * (len(summary) + 3) + "|"]
+    def summary_cell(config, peer):
+        value = median_of(figures(config, peer))
+        failed = any("error" in results[r][config].get(peer, {}) for r in range(rounds))
+        return "failed" if value is None and failed else fmt(value)
+
+
+    for config in configs:
+        cells = [summary_cell(config, peer) for peer in summary]
+        md.append(f"| {config_name(config)} | " + " | ".join(cells) +
+                  f" | {fmt(median_of(ratios(config, 'vgrad', 'JAX jit best')), 2)}"
+                  f" | {fmt(median_of(ratios(config, 'vgrad', 'PyTorch eager best')), 2)}"
+                  f" | {fmt(median_of(ratios(config, 'vgrad', 'FMA bound')), 2)} |")
+
+    md += ["", "Every round (s/epoch; spread = max/min over the rounds; peak MB = largest resident set of the runs):", "",
+           "| batch | peer | " + " | ".join(f"round {r + 1}" for r in range(rounds)) + " | median | spread | peak MB |",
+           "|---|---" + "|---:" * (rounds + 3) + "|"]
+    failures = []
+    for config in configs:
+        for peer in ran + list(GROUPS):
+            if not any(peer in results[r][config] for r in range(rounds)):
+                continue
+            cells = []
+            for rnd in range(rounds):
+                r = results[rnd][config].get(peer)
+                if r is None:
+                    cells.append("–")
+                elif "error" in r:
+                    cells.append("failed")
+                    failures.append(f"{peer}, batch {config_name(config)}, round {rnd + 1}: {r['error']}")
+                else:
+                    chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr"
+                    cells.append(fmt(r["epoch_s_median"]) + chosen)
+            peaks = [results[r][config][peer].get("peak_rss_mb") for r in range(rounds) if peer in results[r][config]]
+            peak = max((x for x in peaks if x), default=None)
+            md.append(f"| {config_name(config)} | {peer} | " + " | ".join(cells) +
+                      f" | {fmt(median_of(figures(config, peer)))} | {fmt(spread(figures(config, peer)), 2)} | {fmt(peak, 0)} |")
+    if any(f for f in fma if f and "ghz" in f):
+        md += ["", "FMA peak per round: " + "; ".join(
+            f"{f['isa']}, {f['fma_per_cycle_per_core']} FMA/cycle/core at {f['ghz']} GHz on {f['cores']} cores, "
+            f"{f['gflops']} GFLOP/s: {f['epoch_madds']:.3g} multiply-adds in {f['epoch_s_median']} s"
+            for f in fma if f and "ghz" in f)]
+    if acc:
+        md += ["", f"Time to {args.target:.0%} test accuracy (batch 64, lr 0.1, plain SGD; training seconds):", "",
+               "| impl | seconds | epochs | test accuracy per epoch |", "|---|---:|---:|---|"]
+        for name, r in acc.items():
+            if r and "seconds" in r:
+                md.append(f"| {name} | {r['seconds']:.2f} | {r['epochs']} | {', '.join(map(str, r['accuracy']))} |")
+
+
+    def verdict(value, limit, lower_is_better=True):
+        if value is None:
+            return "not measured"
+        ok = value <= limit if lower_is_better else value >= limit
+        return "met" if ok else f"missed by {abs(value / limit - 1):.0%}"
+
+
+    reading = []
+    for config in configs:
+        jr, pr = median_of(ratios(config, "vgrad", "JAX jit best")), median_of(ratios(config, "vgrad", "PyTorch eager best"))
+        reading.append(f"- Batch {config_name(config)}: vgrad/JAX {fmt(jr, 2)} (target ≤ 0.7: {verdict(jr, 0.7)}); "
+                       f"vgrad/PyTorch eager {fmt(pr, 2)} (target ≤ 0.5: {verdict(pr, 0.5)}).")
+    fr = median_of(ratios((64, 0.0), "vgrad", "FMA bound"))
+    reading.append(f"- Batch 64: vgrad/FMA bound {fmt(fr, 2)} (target ≤ 1.5: {verdict(fr, 1.5)}; mark beyond ≤ 1.3: "
+                   f"{verdict(fr, 1.3)}).")
+    for config in configs:
+        vs, js = spread(figures(config, "vgrad")), spread(figures(config, "JAX jit best"))
+        v1, v2 = median_of(figures(config, "vgrad 1 core")), median_of(figures(config, "vgrad"))
+        reading.append(f"- Steady, batch {config_name(config)}: spread vgrad {fmt(vs, 2)} vs JAX {fmt(js, 2)} "
+                       f"({verdict(vs, js) if vs and js else 'not measured'}); vgrad default {fmt(v2)} s vs one core "
+                       f"{fmt(v1)} s ({verdict(v2, v1) if v1 and v2 else 'not measured'}).")
+    plain = {b: median_of(figures((b, 0.0), "vgrad")) for b, m in configs if m == 0 and b >= 64}
+    if len(plain) > 1 and all(plain.values()):
+        sizes = sorted(plain)
+        worst = max(plain[b] / plain[a] for a, b in zip(sizes, sizes[1:]))
+        reading.append(f"- Epoch time from batch {sizes[0]} to {sizes[-1]}: " + ", ".join(f"{plain[b]:.3f}" for b in sizes) +
+                       f" s (target: never grows; {verdict(worst, 1.0)})")
+    peak = max((results[r][c]["vgrad"].get("peak_rss_mb") or 0 for r in range(rounds) for c in configs
+                if "vgrad" in results[r][c]), default=0) or None
+    reading.append(f"- Peak memory of vgrad {fmt(peak, 0)} MB (target ≤ 230 MB: {verdict(peak, 230)}).")
+    if failures:
+        notes_now += ["failed: " + f for f in failures]
+    if load_start > 0.5 or load_end > 0.5:
+        notes_now.append(f"1-minute load average {load_start} at start, {load_end} at end (per round: "
+                     f"{', '.join(map(str, round_loads))}): other work ran beside these timings.")
+
+    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.split(":", 1)[-1].strip()
+    cpu = cpu or next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    header = [f"- Date: {started.isoformat(timespec='seconds')} to {datetime.datetime.now().isoformat(timespec='seconds')}"
+              + ("" if final else f" (partial: {rounds} of {args.rounds} rounds done, the run goes on)"),
+              f"- Command: `{shlex.join(['bench/compare.py'] + sys.argv[1:])}`",
+              f"- CPU: {cpu}, {os.cpu_count()} vCPUs ({platform.platform()})",
+              f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')} as run",
+              f"- 1-minute load average: {load_start} at start, {load_end} at end",
+              f"- vgrad `{os.path.relpath(args.vgrad, ROOT)}`; JAX {versions['jax']}, PyTorch {versions['torch']} "
+              f"(`{python}`); {args.epochs} timed epochs per run after 1 warm-up; torch.compile with "
+              f"{args.compile_threads} thread(s); vgrad 1 core: pinned to one CPU with OPENBLAS_NUM_THREADS=1; "
+              f"JAX jit 1 core: pinned, XLA intra-op pool off"]
+    section = "\n".join(["## MLP epoch: vgrad vs JAX jit, PyTorch, the GEMM floor and the FMA bound (issue 16)", "",
+                         *header, "", *md, "", "### Reading the table (issue 16's targets)", "", *reading,
+                         *([""] + ["- " + n for n in notes_now] if notes_now else [])])
+    if final:
+        print(section)
+
+    if args.out:
+        old = open(args.out).read() if os.path.exists(args.out) else "# Benchmarks\n"
+        block = f"{BEGIN}\n{section}\n{END}"
+        if BEGIN in old and END in old:
+            new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+        else:  # first time: after the title, before the rest
+            head, _, rest = old.partition("\n")
+            new = f"{head}\n\n{block}\n\n{rest.lstrip()}"
+        with open(args.out, "w") as fh:
+            fh.write(new)
+
+
+
+
 load_start = load_average()
 started = datetime.datetime.now()
 results = []  # results[round][config][peer] = dict
@@ -169,8 +334,9 @@ for rnd in range(args.rounds):
     if fma[-1] is not None:
         for config in configs:
             results[-1][config]["FMA bound"] = fma[-1]
+    if rnd + 1 < args.rounds:
+        report({}, final=False)
 load_end = load_average()
-
 acc = {}
 if args.target > 0:
     pts = [r for t in threads if "seconds" in (r := run(torch_cmd + ["--to-accuracy", str(args.target), "--threads", str(t)]))]
@@ -178,158 +344,4 @@ if args.target > 0:
     acc["vgrad"] = run([args.vgrad, "--to-accuracy", str(args.target)])
 
 
-def figure(rnd, config, peer):
-    r = results[rnd][config].get(peer)
-    return r.get("epoch_s_median") if r else None
-
-
-def figures(config, peer):
-    return [figure(rnd, config, peer) for rnd in range(args.rounds)]
-
-
-def median_of(values):
-    ok = [v for v in values if v is not None]
-    return statistics.median(ok) if ok else None
-
-
-def ratios(config, a, b):
-    """Per-round ratios a/b (both from the same round)."""
-    return [x / y for x, y in zip(figures(config, a), figures(config, b)) if x and y]
-
-
-def spread(values):
-    ok = [v for v in values if v]
-    return max(ok) / min(ok) if len(ok) > 1 else None
-
-
-def fmt(x, d=3):
-    return "–" if x is None else f"{x:.{d}f}"
-
-
-def config_name(config):
-    b, m = config
-    return f"{b}" + (f", momentum {m:g}" if m else "")
-
-
-SUMMARY = ["vgrad", "vgrad 1 core", "JAX jit best", "PyTorch eager best", "torch.compile", "GEMM floor", "FMA bound"]
-DETAIL = ["vgrad", "vgrad 1 core", "JAX jit 1 core", "JAX jit default", *GROUPS["PyTorch eager best"],
-          "torch.compile", "GEMM floor", "FMA bound"]
-ran = [peer for peer in DETAIL if any(peer in results[r][c] for r in range(args.rounds) for c in configs)]
-summary = [peer for peer in SUMMARY if peer in ran or (peer in GROUPS and any(m in ran for m in GROUPS[peer]))]
-
-md = [f"Median s/epoch over {args.rounds} round(s); each round's figure is that run's median over "
-      f"{args.epochs} epochs. Ratios are medians of the per-round ratios (same round, minutes apart).", "",
-      "| batch | " + " | ".join(summary) + " | vgrad/JAX | vgrad/PyTorch | vgrad/FMA bound |",
-      "|---" + "|---:" * (len(summary) + 3) + "|"]
-def summary_cell(config, peer):
-    value = median_of(figures(config, peer))
-    failed = any("error" in results[r][config].get(peer, {}) for r in range(args.rounds))
-    return "failed" if value is None and failed else fmt(value)
-
-
-for config in configs:
-    cells = [summary_cell(config, peer) for peer in summary]
-    md.append(f"| {config_name(config)} | " + " | ".join(cells) +
-              f" | {fmt(median_of(ratios(config, 'vgrad', 'JAX jit best')), 2)}"
-              f" | {fmt(median_of(ratios(config, 'vgrad', 'PyTorch eager best')), 2)}"
-              f" | {fmt(median_of(ratios(config, 'vgrad', 'FMA bound')), 2)} |")
-
-md += ["", "Every round (s/epoch; spread = max/min over the rounds; peak MB = largest resident set of the runs):", "",
-       "| batch | peer | " + " | ".join(f"round {r + 1}" for r in range(args.rounds)) + " | median | spread | peak MB |",
-       "|---|---" + "|---:" * (args.rounds + 3) + "|"]
-failures = []
-for config in configs:
-    for peer in ran + list(GROUPS):
-        if not any(peer in results[r][config] for r in range(args.rounds)):
-            continue
-        cells = []
-        for rnd in range(args.rounds):
-            r = results[rnd][config].get(peer)
-            if r is None:
-                cells.append("–")
-            elif "error" in r:
-                cells.append("failed")
-                failures.append(f"{peer}, batch {config_name(config)}, round {rnd + 1}: {r['error']}")
-            else:
-                chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr"
-                cells.append(fmt(r["epoch_s_median"]) + chosen)
-        peaks = [results[r][config][peer].get("peak_rss_mb") for r in range(args.rounds) if peer in results[r][config]]
-        peak = max((x for x in peaks if x), default=None)
-        md.append(f"| {config_name(config)} | {peer} | " + " | ".join(cells) +
-                  f" | {fmt(median_of(figures(config, peer)))} | {fmt(spread(figures(config, peer)), 2)} | {fmt(peak, 0)} |")
-if any(f for f in fma if f and "ghz" in f):
-    md += ["", "FMA peak per round: " + "; ".join(
-        f"{f['isa']}, {f['fma_per_cycle_per_core']} FMA/cycle/core at {f['ghz']} GHz on {f['cores']} cores, "
-        f"{f['gflops']} GFLOP/s: {f['epoch_madds']:.3g} multiply-adds in {f['epoch_s_median']} s"
-        for f in fma if f and "ghz" in f)]
-if acc:
-    md += ["", f"Time to {args.target:.0%} test accuracy (batch 64, lr 0.1, plain SGD; training seconds):", "",
-           "| impl | seconds | epochs | test accuracy per epoch |", "|---|---:|---:|---|"]
-    for name, r in acc.items():
-        if r and "seconds" in r:
-            md.append(f"| {name} | {r['seconds']:.2f} | {r['epochs']} | {', '.join(map(str, r['accuracy']))} |")
-
-
-def verdict(value, limit, lower_is_better=True):
-    if value is None:
-        return "not measured"
-    ok = value <= limit if lower_is_better else value >= limit
-    return "met" if ok else f"missed by {abs(value / limit - 1):.0%}"
-
-
-reading = []
-for config in configs:
-    jr, pr = median_of(ratios(config, "vgrad", "JAX jit best")), median_of(ratios(config, "vgrad", "PyTorch eager best"))
-    reading.append(f"- Batch {config_name(config)}: vgrad/JAX {fmt(jr, 2)} (target ≤ 0.7: {verdict(jr, 0.7)}); "
-                   f"vgrad/PyTorch eager {fmt(pr, 2)} (target ≤ 0.5: {verdict(pr, 0.5)}).")
-fr = median_of(ratios((64, 0.0), "vgrad", "FMA bound"))
-reading.append(f"- Batch 64: vgrad/FMA bound {fmt(fr, 2)} (target ≤ 1.5: {verdict(fr, 1.5)}; mark beyond ≤ 1.3: "
-               f"{verdict(fr, 1.3)}).")
-for config in configs:
-    vs, js = spread(figures(config, "vgrad")), spread(figures(config, "JAX jit best"))
-    v1, v2 = median_of(figures(config, "vgrad 1 core")), median_of(figures(config, "vgrad"))
-    reading.append(f"- Steady, batch {config_name(config)}: spread vgrad {fmt(vs, 2)} vs JAX {fmt(js, 2)} "
-                   f"({verdict(vs, js) if vs and js else 'not measured'}); vgrad default {fmt(v2)} s vs one core "
-                   f"{fmt(v1)} s ({verdict(v2, v1) if v1 and v2 else 'not measured'}).")
-plain = {b: median_of(figures((b, 0.0), "vgrad")) for b, m in configs if m == 0 and b >= 64}
-if len(plain) > 1 and all(plain.values()):
-    sizes = sorted(plain)
-    worst = max(plain[b] / plain[a] for a, b in zip(sizes, sizes[1:]))
-    reading.append(f"- Epoch time from batch {sizes[0]} to {sizes[-1]}: " + ", ".join(f"{plain[b]:.3f}" for b in sizes) +
-                   f" s (target: never grows; {verdict(worst, 1.0)})")
-peak = max((results[r][c]["vgrad"].get("peak_rss_mb") or 0 for r in range(args.rounds) for c in configs
-            if "vgrad" in results[r][c]), default=0) or None
-reading.append(f"- Peak memory of vgrad {fmt(peak, 0)} MB (target ≤ 230 MB: {verdict(peak, 230)}).")
-if failures:
-    notes += ["failed: " + f for f in failures]
-if load_start > 0.5 or load_end > 0.5:
-    notes.append(f"1-minute load average {load_start} at start, {load_end} at end (per round: "
-                 f"{', '.join(map(str, round_loads))}): other work ran beside these timings.")
-
-cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.split(":", 1)[-1].strip()
-cpu = cpu or next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-header = [f"- Date: {started.isoformat(timespec='seconds')} to {datetime.datetime.now().isoformat(timespec='seconds')}",
-          f"- Command: `{shlex.join(['bench/compare.py'] + sys.argv[1:])}`",
-          f"- CPU: {cpu}, {os.cpu_count()} vCPUs ({platform.platform()})",
-          f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')} as run",
-          f"- 1-minute load average: {load_start} at start, {load_end} at end",
-          f"- vgrad `{os.path.relpath(args.vgrad, ROOT)}`; JAX {versions['jax']}, PyTorch {versions['torch']} "
-          f"(`{python}`); {args.epochs} timed epochs per run after 1 warm-up; torch.compile with "
-          f"{args.compile_threads} thread(s); vgrad 1 core: pinned to one CPU with OPENBLAS_NUM_THREADS=1; "
-          f"JAX jit 1 core: pinned, XLA intra-op pool off"]
-section = "\n".join(["## MLP epoch: vgrad vs JAX jit, PyTorch, the GEMM floor and the FMA bound (issue 16)", "",
-                     *header, "", *md, "", "### Reading the table (issue 16's targets)", "", *reading,
-                     *([""] + ["- " + n for n in notes] if notes else [])])
-print(section)
-
-if args.out:
-    old = open(args.out).read() if os.path.exists(args.out) else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:  # first time: after the title, before the rest
-        head, _, rest = old.partition("\n")
-        new = f"{head}\n\n{block}\n\n{rest.lstrip()}"
-    with open(args.out, "w") as fh:
-        fh.write(new)
+report(acc, final=True)
