@@ -36,7 +36,7 @@ p.add_argument("--threads", default="1,2", help="PyTorch eager thread counts to 
 p.add_argument("--compile-threads", type=int, default=1, help="torch.compile's thread count (one: its compile "
                "costs ~40 s per run)")
 p.add_argument("--peers", default=ALL_PEERS, help=f"which to run, of {ALL_PEERS}")
-p.add_argument("--timeout", type=float, default=1200, help="seconds before one run counts as failed")
+p.add_argument("--timeout", type=float, default=300, help="seconds before one run counts as failed")
 p.add_argument("--target", type=float, default=0.0, help="also time to this test accuracy (0 skips)")
 p.add_argument("--quick", action="store_true", help="try it: 1 round, 2 epochs")
 p.add_argument("--out", help="write the section into this Markdown file (between the compare.py markers)")
@@ -134,11 +134,14 @@ def peer_commands(batch, momentum):
     if "jax" in peers:
         runs["JAX jit 1 core"] = (jax_cmd + common + ["--threads", "1"], None, {})
         runs["JAX jit default"] = (jax_cmd + common + ["--threads", "0"], None, {})
+    # NOTE: OpenMP's default spin-wait makes PyTorch with 2 threads 5-15x slower on a shared
+    # 2-core machine (its threads spin against the other work; one run took over 8 minutes).
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
     if "torch" in peers:
         for t in threads:
-            runs[f"PyTorch eager {t} thr"] = (torch_cmd + common + ["--threads", str(t)], None, {})
+            runs[f"PyTorch eager {t} thr"] = (torch_cmd + common + ["--threads", str(t)], None, passive)
     if "compile" in peers:
-        runs["torch.compile"] = (torch_cmd + common + ["--compile", "--threads", str(args.compile_threads)], None, {})
+        runs["torch.compile"] = (torch_cmd + common + ["--compile", "--threads", str(args.compile_threads)], None, passive)
     if "floor" in peers and momentum == 0:  # the GEMMs do not depend on the optimizer
         runs["GEMM floor"] = ([args.floor, "--batch", str(batch)], None, {})
     return runs
@@ -291,7 +294,7 @@ def report(acc, final):
               f"- 1-minute load average: {load_start} at start, {load_end} at end",
               f"- vgrad `{os.path.relpath(args.vgrad, ROOT)}`; JAX {versions['jax']}, PyTorch {versions['torch']} "
               f"(`{python}`); {args.epochs} timed epochs per run after 1 warm-up; torch.compile with "
-              f"{args.compile_threads} thread(s); vgrad 1 core: pinned to one CPU with OPENBLAS_NUM_THREADS=1; "
+              f"{args.compile_threads} thread(s); PyTorch with OMP_WAIT_POLICY=PASSIVE; vgrad 1 core: pinned to one CPU with OPENBLAS_NUM_THREADS=1; "
               f"JAX jit 1 core: pinned, XLA intra-op pool off"]
     section = "\n".join(["## MLP epoch: vgrad vs JAX jit, PyTorch, the GEMM floor and the FMA bound (issue 16)", "",
                          *header, "", *md, "", "### Reading the table (issue 16's targets)", "", *reading,
