@@ -251,7 +251,8 @@ def report(acc, final):
         if value is None:
             return "not measured"
         ok = value <= limit if lower_is_better else value >= limit
-        return "met" if ok else f"missed by {abs(value / limit - 1):.0%}"
+        over = abs(value / limit - 1)
+        return "met" if ok else f"missed by {over:.0%}" if over >= 0.1 else f"missed by {over:.1%}"
 
 
     reading = []
