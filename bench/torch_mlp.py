@@ -2,7 +2,7 @@
 Fashion-MNIST in memory (float32, normalized), MLP 784-256-128-10, ReLU, cross-entropy,
 SGD lr 0.1, shuffled each epoch, last partial batch kept. Prints one JSON line.
 Run with the interpreter printed by scripts/bench-venv.sh."""
-import argparse, gzip, json, os, resource, statistics, time
+import argparse, json, os, resource, statistics, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--batch", type=int, default=64)
@@ -13,13 +13,14 @@ p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 p.add_argument("--device", default="cpu", help="cpu or cuda (data stays resident on it)")
 p.add_argument("--hidden", default="256,128", help="hidden layer widths")
+p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up epoch)")
 args = p.parse_args()
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
 # pool set_num_threads does not size); inter-op pool at 1 to avoid oversubscription.
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[var] = str(args.threads)
 
-import numpy as np
+from fashion_mnist import load, normalize_scalar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,21 +30,8 @@ torch.set_num_interop_threads(1)
 torch.manual_seed(0)
 
 
-def load(split):
-    with gzip.open(f"{args.data}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(f"{args.data}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
-    x = x.astype(np.float32)
-    x /= 255.0  # in place: no extra copies inflate the peak memory
-    return x, y.astype(np.int64)
-
-
-xtr, ytr = load("train")
-mean = float(xtr.mean(dtype=np.float64))  # std row by row: no full-size temporary
-std = (sum(float(np.dot(r, r)) for r in xtr) / xtr.size - mean * mean) ** 0.5
-xtr -= mean
-xtr /= std
+xtr, ytr = load(args.data, "train")
+mean, std = normalize_scalar(xtr)
 dev = torch.device(args.device)
 x, y = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
 n = x.shape[0]
@@ -53,6 +41,8 @@ for h in (int(v) for v in args.hidden.split(",")):
     layers += [nn.Linear(width, h), nn.ReLU()]
     width = h
 model = nn.Sequential(*layers, nn.Linear(width, 10)).to(dev)
+if args.compile:
+    model = torch.compile(model)
 gen = torch.Generator().manual_seed(0)
 
 
@@ -71,10 +61,10 @@ def train_epoch(opt, batch):
     return time.perf_counter() - t0, total / n
 
 
-out = {"impl": "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
+out = {"impl": "torch.compile" if args.compile else "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
        "hidden": args.hidden}
 if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
-    xte, yte = load("t10k")
+    xte, yte = load(args.data, "t10k")
     xte, yte = torch.from_numpy((xte - mean) / std).to(dev), torch.from_numpy(yte).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seconds, acc = 0.0, []

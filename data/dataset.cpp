@@ -25,9 +25,45 @@ TensorDataset::TensorDataset(Tensor inputs, Tensor targets) : inputs_(std::move(
   targets_ = targets_.detach().contiguous();
 }
 
+Batch Dataset::get_batch_into(const Tensor& indices, Batch& /*buffer*/, int64_t /*capacity*/) const {
+  return get_batch(indices);
+}
+
 Batch TensorDataset::get_batch(const Tensor& indices) const {
   NoGradGuard no_grad;
   return {inputs_.index_select(0, indices), targets_.index_select(0, indices)};
+}
+
+namespace {
+
+// The rows of `source` at `indices` into the first rows of `buffer`, which is replaced by
+// a fresh tensor of `capacity` rows (at least the batch's) when its row shape, dtype,
+// device or size does not fit. Returns the rows written (a view when fewer than buffer's).
+Tensor gather_rows_into(const Tensor& source, const Tensor& indices, Tensor& buffer, int64_t capacity) {
+  const int64_t rows = indices.numel();
+  const bool fits = buffer.defined() && buffer.dtype() == source.dtype() && buffer.device() == source.device() &&
+                    buffer.is_contiguous() && buffer.dim() == source.dim() && buffer.shape()[0] >= rows &&
+                    std::equal(buffer.shape().begin() + 1, buffer.shape().end(), source.shape().begin() + 1);
+  if (!fits) {
+    Shape shape = source.shape();
+    shape[0] = std::max(rows, capacity);
+    buffer = Tensor::empty(shape, source.dtype(), source.device());
+  }
+  const Tensor out = rows == buffer.shape()[0] ? buffer : buffer.narrow(0, 0, rows);
+  backend_for(source.device()).index_select(source.view(), 0, indices.view(), out.view());
+  return out;
+}
+
+}  // namespace
+
+Batch TensorDataset::get_batch_into(const Tensor& indices, Batch& buffer, int64_t capacity) const {
+  if (!inputs_.device().is_cpu() || !targets_.device().is_cpu()) return get_batch(indices);
+  NoGradGuard no_grad;
+  if (indices.dtype() != DType::Int64 || indices.dim() != 1 || !indices.device().is_cpu())
+    fail("TensorDataset: batch indices must be a 1-D int64 tensor on the CPU, got {} {} on {}",
+         shape_str(indices.shape()), dtype_name(indices.dtype()), indices.device().str());
+  return {gather_rows_into(inputs_, indices, buffer.input, capacity),
+          gather_rows_into(targets_, indices, buffer.target, capacity)};
 }
 
 struct Mnist::Loaded {

@@ -21,6 +21,12 @@ class Dataset {
   virtual Batch get(int64_t index) const;  // one example: a batch of one, squeezed
   // The examples at `indices` (1-D int64, on the CPU) stacked into one batch.
   virtual Batch get_batch(const Tensor& indices) const = 0;
+  // The same batch, written into `buffer`'s memory where the dataset can (the loader's
+  // prefetch thread reuses its buffers: no allocation per batch). `buffer` holds what an
+  // earlier call left there, referenced by nobody else; a dataset that gathers in place
+  // (re)allocates it with `capacity` rows when it does not fit and returns its first
+  // indices.numel() rows. The default returns get_batch(indices) and leaves `buffer` alone.
+  virtual Batch get_batch_into(const Tensor& indices, Batch& buffer, int64_t capacity) const;
 };
 
 // Examples are rows of two tensors with the same first dim.
@@ -29,6 +35,7 @@ class TensorDataset : public Dataset {
   TensorDataset(Tensor inputs, Tensor targets);
   int64_t size() const override { return inputs_.shape()[0]; }
   Batch get_batch(const Tensor& indices) const override;
+  Batch get_batch_into(const Tensor& indices, Batch& buffer, int64_t capacity) const override;
   const Tensor& inputs() const { return inputs_; }
   const Tensor& targets() const { return targets_; }
 

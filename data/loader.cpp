@@ -1,6 +1,8 @@
 // The loader's epoch order, batch gathering, and the prefetch thread.
 #include "data/loader.h"
 
+#include <atomic>
+
 #include "core/grad_mode.h"
 #include "core/error.h"
 
@@ -37,8 +39,7 @@ Tensor DataLoader::epoch_order(int64_t epoch) const {
   return randperm(dataset_->size(), &gen);
 }
 
-Batch DataLoader::make_batch(int64_t index) const {
-  NoGradGuard no_grad;
+Tensor DataLoader::batch_indices(int64_t index) const {
   const int64_t global_start = index * options_.batch_size;
   const int64_t global_count = std::min(options_.batch_size, dataset_->size() - global_start);
   // This rank's contiguous slice: the first global_count % R ranks take one sample more.
@@ -46,9 +47,48 @@ Batch DataLoader::make_batch(int64_t index) const {
   const int64_t share = global_count / replicas, extra = global_count % replicas;
   const int64_t start = global_start + rank * share + std::min(rank, extra);
   const int64_t count = share + (rank < extra ? 1 : 0);
-  Batch batch = dataset_->get_batch(order_.narrow(0, start, count));
+  return order_.narrow(0, start, count);
+}
+
+Batch DataLoader::make_batch(int64_t index) const {
+  NoGradGuard no_grad;
+  Batch batch = dataset_->get_batch(batch_indices(index));
   if (!options_.device.is_cpu()) batch = {batch.input.to(options_.device), batch.target.to(options_.device)};
   return batch;
+}
+
+namespace {
+
+// Nothing outside the loader refers to this tensor's memory: no copy of its handle, no
+// view of its storage (a view the caller kept, an autograd graph that saved it).
+bool unreferenced(const Tensor& t) {
+  if (!t.defined()) return true;
+  if (t.impl_shared().use_count() != 1 || t.storage().use_count() != 1) return false;
+  // The counts were read relaxed: order the consumer's last reads before our writes.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return true;
+}
+
+}  // namespace
+
+Batch DataLoader::assemble_batch(int64_t index) {
+  if (!options_.device.is_cpu()) return make_batch(index);  // the copy to the device allocates anyway
+  NoGradGuard no_grad;
+  buffers_.resize(size_t(options_.prefetch) + 3);
+  // The next free buffer in turn; if the caller holds all of them, give up the oldest
+  // (the caller keeps its tensors) and let the dataset allocate a fresh one.
+  size_t chosen = next_buffer_;
+  for (size_t k = 0; k < buffers_.size(); ++k) {
+    const size_t i = (next_buffer_ + k) % buffers_.size();
+    if (unreferenced(buffers_[i].input) && unreferenced(buffers_[i].target)) {
+      chosen = i;
+      break;
+    }
+    if (k + 1 == buffers_.size()) buffers_[chosen] = Batch{};
+  }
+  next_buffer_ = (chosen + 1) % buffers_.size();
+  const int64_t capacity = (options_.batch_size + options_.num_replicas - 1) / options_.num_replicas;
+  return dataset_->get_batch_into(batch_indices(index), buffers_[chosen], capacity);
 }
 
 void DataLoader::stop() {
@@ -99,7 +139,7 @@ DataLoader::Iterator DataLoader::begin() {
     worker_ = std::thread([this, first = next_batch_] {
       try {
         for (int64_t i = first; i < num_batches(); ++i) {
-          Batch batch = make_batch(i);
+          Batch batch = assemble_batch(i);
           std::unique_lock lock(mutex_);
           space_.wait(lock, [&] { return stop_ || int64_t(queue_.size()) < options_.prefetch; });
           if (stop_) return;

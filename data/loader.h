@@ -1,6 +1,9 @@
 // DataLoader: shuffled (seeded) mini-batches of a Dataset, gathered by a
 // background thread one batch ahead, optionally delivered on a GPU. One iteration
 // at a time: a nested loop over the same loader is an error, not a shorter epoch.
+// The prefetch thread gathers CPU batches into a few buffers it reuses (no allocation
+// per batch); a buffer is reused only once nothing outside the loader refers to it, so a
+// batch the caller keeps is never overwritten (the loader allocates a fresh one instead).
 //
 //   data::DataLoader loader(train, {.batch_size = 64, .shuffle = true, .seed = 1});
 //   for (auto& [x, y] : loader) { ... }   // x (N, D) float32, y (N) int64
@@ -11,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "data/dataset.h"
 
@@ -22,7 +26,7 @@ struct LoaderOptions {
   uint64_t seed = 0;     // epoch e shuffles with seed + e: same seed, same orders
   bool drop_last = false;
   Device device = kCPU;  // batches are moved here by the prefetch thread
-  int prefetch = 2;      // batches prepared ahead (0: gather on the calling thread)
+  int prefetch = 2;      // batches prepared ahead (0: gather on the calling thread, a new batch each time)
   // Distributed training: every rank shuffles alike (same seed) and takes its share of
   // each global batch of batch_size samples: rank r of R gets the r-th contiguous slice
   // (sizes differ by at most one), so the ranks together see exactly the batches of
@@ -85,7 +89,9 @@ class DataLoader {
 
  private:
   std::optional<Batch> next();
+  Tensor batch_indices(int64_t index) const;  // this rank's sample indices of global batch `index`
   Batch make_batch(int64_t index) const;
+  Batch assemble_batch(int64_t index);  // make_batch into a reused buffer (prefetch thread)
   void stop();
   void finish_iteration(uint64_t iteration);
 
@@ -104,6 +110,10 @@ class DataLoader {
   std::deque<Batch> queue_;
   std::exception_ptr error_;
   bool stop_ = false;
+  // The prefetch thread's reusable batches (prefetch + 3: the queue, the batch being
+  // filled, and the consumer's current and next); only that thread touches them.
+  std::vector<Batch> buffers_;
+  size_t next_buffer_ = 0;
 };
 
 }  // namespace vgrad::data

@@ -1,5 +1,5 @@
 // Tests for data/: the DataLoader (every sample once per epoch, shapes and dtypes,
-// seeded orders, prefetch, error propagation), TensorDataset, the transforms, Mnist
+// seeded orders, prefetch into reused buffers, error propagation, destruction mid-epoch), TensorDataset, the transforms, Mnist
 // on tiny IDX files and on the real Fashion-MNIST data when installed, and CsvLog.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -264,6 +265,166 @@ TEST(Loader, OptionErrors) {
   EXPECT_ERROR(data::DataLoader(nullptr, {}), "dataset is null");
 }
 
+// ---------------- prefetch into reused buffers ----------------
+
+// Every batch of `epochs` epochs, as host values (inputs and labels).
+std::vector<std::pair<std::vector<float>, std::vector<int64_t>>> batches_of(data::DataLoader& loader, int epochs) {
+  std::vector<std::pair<std::vector<float>, std::vector<int64_t>>> out;
+  for (int e = 0; e < epochs; ++e)
+    for (auto& [x, y] : loader) out.emplace_back(x.to_vector<float>(), y.to_vector<int64_t>());
+  return out;
+}
+
+// The prefetch thread gathers into reused buffers; what it delivers must be exactly the
+// synchronous path's batches (prefetch 0 gathers afresh on the calling thread), for the
+// whole batch and the partial last one, every rank's share included.
+TEST(LoaderPrefetch, SameBatchesAsTheSynchronousPath) {
+  auto dataset = numbered(53, 5);
+  for (uint64_t seed : {0u, 3u, 11u})
+    for (int64_t batch : {1, 7, 8, 64})
+      for (bool drop_last : {false, true})
+        for (int prefetch : {1, 2, 4}) {
+          const data::LoaderOptions options{.batch_size = batch, .seed = seed, .drop_last = drop_last};
+          data::LoaderOptions sync_options = options, ahead_options = options;
+          sync_options.prefetch = 0;
+          ahead_options.prefetch = prefetch;
+          data::DataLoader sync(dataset, sync_options), ahead(dataset, ahead_options);
+          const auto expected = batches_of(sync, 3);
+          EXPECT_EQ(batches_of(ahead, 3), expected)
+              << "seed " << seed << " batch " << batch << " drop_last " << drop_last << " prefetch " << prefetch;
+          EXPECT_EQ(expected.size(), size_t(3 * sync.num_batches()));
+        }
+}
+
+TEST(LoaderPrefetch, SameSharesPerRankAsTheSynchronousPath) {
+  auto dataset = numbered(50, 2);
+  for (int64_t batch : {9, 13})  // last batches of 5 and 11: every rank's share holds a sample
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      data::DataLoader sync(dataset, {.batch_size = batch, .seed = 2, .prefetch = 0, .num_replicas = 3, .rank = rank});
+      data::DataLoader ahead(dataset, {.batch_size = batch, .seed = 2, .prefetch = 2, .num_replicas = 3, .rank = rank});
+      const auto expected = batches_of(sync, 2);
+      EXPECT_EQ(batches_of(ahead, 2), expected) << "batch " << batch << " rank " << rank;
+      // Rank r's first share of the epoch-0 order: the first global batch split 3 ways.
+      const auto order = sync.epoch_order(0).to_vector<int64_t>();
+      const int64_t share = batch / 3, extra = batch % 3;
+      const int64_t start = rank * share + std::min(rank, extra), count = share + (rank < extra ? 1 : 0);
+      EXPECT_EQ(expected[0].second, std::vector<int64_t>(order.begin() + start, order.begin() + start + count));
+    }
+}
+
+// In steady state the batches live in a fixed set of buffers (prefetch + 3), epoch after
+// epoch, the partial last batch included: no allocation per batch.
+TEST(LoaderPrefetch, ReusesAFixedSetOfBuffers) {
+  for (int prefetch : {1, 2}) {
+    data::DataLoader loader(numbered(203, 4), {.batch_size = 8, .seed = 1, .prefetch = prefetch});
+    std::set<const void*> inputs, targets;
+    int64_t batches = 0;
+    const auto allocations = [] {
+      const MemoryStats stats = memory_stats(kCPU);
+      return stats.system_allocations + stats.cache_hits;
+    };
+    uint64_t after_first_epoch = 0;
+    for (int epoch = 0; epoch < 4; ++epoch) {
+      for (auto& [x, y] : loader) {
+        inputs.insert(x.data_ptr());
+        targets.insert(y.data_ptr());
+        ++batches;
+      }
+      if (epoch == 0) after_first_epoch = allocations();
+    }
+    EXPECT_EQ(batches, 4 * 26);
+    // Only each epoch's shuffle (one randperm) is allocated, not a batch.
+    EXPECT_LE(allocations() - after_first_epoch, 3u * 2) << "prefetch " << prefetch;
+    EXPECT_GE(inputs.size(), 2u) << "prefetch " << prefetch;  // double-buffered: the next batch is filled beside
+    EXPECT_LE(inputs.size(), size_t(prefetch) + 3) << "prefetch " << prefetch;
+    EXPECT_EQ(targets.size(), inputs.size());
+  }
+}
+
+// A batch the caller keeps (a copy of the handle, or a view) is never overwritten: the
+// loader leaves that buffer alone and gathers into another.
+TEST(LoaderPrefetch, KeptBatchesAreNeverOverwritten) {
+  data::DataLoader loader(numbered(120, 3), {.batch_size = 10, .seed = 6, .prefetch = 2});
+  std::vector<Tensor> kept, kept_views;
+  std::vector<std::vector<float>> values;
+  for (auto& [x, y] : loader) {
+    (void)y;
+    kept.push_back(x);
+    kept_views.push_back(x.narrow(0, 1, 2));
+    values.push_back(x.to_vector<float>());
+  }
+  ASSERT_EQ(kept.size(), 12u);
+  run_epoch(loader);  // another epoch: the kept buffers must not be reused
+  std::set<const void*> distinct;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(kept[i].to_vector<float>(), values[i]) << "batch " << i;
+    const std::vector<float> view = kept_views[i].to_vector<float>();
+    EXPECT_EQ(view, std::vector<float>(values[i].begin() + 3, values[i].begin() + 9)) << "batch " << i;
+    distinct.insert(kept[i].data_ptr());
+  }
+  EXPECT_EQ(distinct.size(), kept.size());
+}
+
+// A TensorDataset that fails on one sample, in the in-place gather the prefetch thread uses.
+class FaultyInPlace : public data::TensorDataset {
+ public:
+  explicit FaultyInPlace(int64_t bad) : data::TensorDataset(*numbered(20)), bad_(bad) {}
+  data::Batch get_batch_into(const Tensor& indices, data::Batch& buffer, int64_t capacity) const override {
+    for (int64_t i : indices.to_vector<int64_t>())
+      if (i == bad_) fail("faulty dataset: sample {} is corrupt", i);
+    return data::TensorDataset::get_batch_into(indices, buffer, capacity);
+  }
+
+ private:
+  int64_t bad_;
+};
+
+TEST(LoaderPrefetch, ExceptionsInTheInPlaceGatherReachTheConsumer) {
+  for (int prefetch : {1, 2}) {
+    data::DataLoader loader(std::make_shared<FaultyInPlace>(13), {.batch_size = 4, .shuffle = false, .prefetch = prefetch});
+    std::vector<int64_t> labels;
+    EXPECT_ERROR(
+        {
+          for (auto& [x, y] : loader) {
+            (void)x;
+            for (int64_t label : y.to_vector<int64_t>()) labels.push_back(label);
+          }
+        },
+        "faulty dataset: sample 13 is corrupt");
+    EXPECT_EQ(labels, iota_vec(12)) << "prefetch " << prefetch;  // batches 0..2, whole and in order
+    EXPECT_ERROR(run_epoch(loader), "sample 13");                 // raised again, no hang
+  }
+}
+
+// A dataset whose gather is slow, so destruction finds the prefetch thread busy or
+// blocked on a full queue.
+class Slow : public data::TensorDataset {
+ public:
+  Slow() : data::TensorDataset(*numbered(400)) {}
+  data::Batch get_batch_into(const Tensor& indices, data::Batch& buffer, int64_t capacity) const override {
+    usleep(2000);
+    return data::TensorDataset::get_batch_into(indices, buffer, capacity);
+  }
+};
+
+TEST(LoaderPrefetch, DestroyedMidEpochWithoutHanging) {
+  for (int prefetch : {1, 2, 8})
+    for (int taken : {0, 1, 5}) {
+      auto loader = std::make_unique<data::DataLoader>(std::make_shared<Slow>(),
+                                                       data::LoaderOptions{.batch_size = 4, .prefetch = prefetch});
+      int seen = 0;
+      for (auto& [x, y] : *loader) {
+        EXPECT_EQ(x.shape()[0], 4);
+        (void)y;
+        if (seen++ == taken) break;
+      }
+      if (taken == 5) usleep(20000);  // let the prefetch thread fill its queue and block
+      loader.reset();                 // joins the prefetch thread: returns, does not hang
+      EXPECT_EQ(seen, taken + 1);
+    }
+}
+
+
 // ---------------- TensorDataset ----------------
 
 TEST(TensorDatasetTest, GetAndGetBatch) {
@@ -280,6 +441,27 @@ TEST(TensorDatasetTest, GetAndGetBatch) {
   EXPECT_EQ(b.target.to_vector<int64_t>(), (std::vector<int64_t>{5, 0, 5}));
   EXPECT_ERROR(ds->get(6), "index 6 out of range for 6 examples");
   EXPECT_ERROR(ds->get(-1), "index -1 out of range");
+}
+
+TEST(TensorDatasetTest, GetBatchIntoFillsAndReusesTheBuffer) {
+  auto ds = numbered(6, 2);
+  data::Batch buffer;
+  const data::Batch a = ds->get_batch_into(tensor(std::vector<int64_t>{5, 0, 5}, {3}), buffer, 4);
+  EXPECT_EQ(buffer.input.shape(), (Shape{4, 2}));  // capacity rows
+  EXPECT_EQ(a.input.shape(), (Shape{3, 2}));
+  EXPECT_EQ(a.input.to_vector<float>(), (std::vector<float>{10, 11, 0, 1, 10, 11}));
+  EXPECT_EQ(a.target.to_vector<int64_t>(), (std::vector<int64_t>{5, 0, 5}));
+  EXPECT_EQ(a.input.data_ptr(), buffer.input.data_ptr());
+  const void* memory = buffer.input.data_ptr();
+  const data::Batch b = ds->get_batch_into(tensor(std::vector<int64_t>{1, 2, 3, 4}, {4}), buffer, 4);
+  EXPECT_EQ(b.input.data_ptr(), memory);  // reused: it fits
+  EXPECT_EQ(b.input.to_vector<float>(), (std::vector<float>{2, 3, 4, 5, 6, 7, 8, 9}));
+  const data::Batch c = ds->get_batch_into(tensor(std::vector<int64_t>{0, 1, 2, 3, 4}, {5}), buffer, 4);
+  EXPECT_EQ(buffer.input.shape(), (Shape{5, 2}));  // grown to the batch
+  EXPECT_EQ(c.target.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_ERROR(ds->get_batch_into(tensor(std::vector<double>{1}, {1}), buffer, 4),
+               "TensorDataset: batch indices must be a 1-D int64 tensor on the CPU, got [1] float64");
+  EXPECT_ERROR(ds->get_batch_into(tensor(std::vector<int64_t>{6}, {1}), buffer, 4), "6");
 }
 
 TEST(TensorDatasetTest, ConstructionErrors) {
