@@ -1,6 +1,7 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
 // cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
-// through cuBLAS (cuda/gemm.cpp) and random numbers through cuRAND; the host waits only
+// through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
+// (cuda/cudnn.cpp) and random numbers through cuRAND; the host waits only
 // where it needs a value. Arguments were checked by core's Backend. Internal to cuda/.
 #pragma once
 #include <cublas_v2.h>

@@ -228,48 +228,40 @@ class CudnnConvolutions {
   }
 
   // The first algorithm the heuristics rank that runs with our math type, and its
-  // workspace under that math type; none leaves algorithm = -1.
-  void choose_algorithm(ConvPlan& plan, ConvPass pass, const CudnnTypes& types) {
-    auto take = [&](auto* perf, int count, auto workspace_of) {
-      for (int i = 0; i < count; ++i) {
-        if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-        VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, math_for(types, perf[i].mathType)));
-        size_t bytes = 0;
-        if (workspace_of(perf[i].algo, bytes) != CUDNN_STATUS_SUCCESS) continue;
-        plan.algorithm = int(perf[i].algo);
-        plan.workspace = bytes;
-        return;
-      }
-    };
+  // workspace under that math type; none leaves algorithm = -1. `descriptors` are the
+  // pass's own, in the order its ranking and workspace calls take them.
+  template <class Perf, int kCount, class Rank, class Workspace, class... Descriptors>
+  void choose(ConvPlan& plan, const CudnnTypes& types, Perf (&perf)[kCount], Rank rank, Workspace workspace,
+              Descriptors... descriptors) {
     int count = 0;
+    VGRAD_CUDNN_CHECK(rank(handle_, descriptors..., kCount, &count, perf));
+    for (int i = 0; i < count; ++i) {
+      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+      VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, math_for(types, perf[i].mathType)));
+      size_t bytes = 0;
+      if (workspace(handle_, descriptors..., perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+      plan.algorithm = int(perf[i].algo);
+      plan.workspace = bytes;
+      return;
+    }
+  }
+
+  void choose_algorithm(ConvPlan& plan, ConvPass pass, const CudnnTypes& types) {
     switch (pass) {
       case ConvPass::Forward: {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        VGRAD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle_, plan.x, plan.w, plan.conv, plan.y,
-                                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
-        take(perf, count, [&](cudnnConvolutionFwdAlgo_t algo, size_t& bytes) {
-          return cudnnGetConvolutionForwardWorkspaceSize(handle_, plan.x, plan.w, plan.conv, plan.y, algo, &bytes);
-        });
-        break;
+        return choose(plan, types, perf, cudnnGetConvolutionForwardAlgorithm_v7,
+                      cudnnGetConvolutionForwardWorkspaceSize, plan.x, plan.w, plan.conv, plan.y);
       }
-      case ConvPass::BackwardData: {
+      case ConvPass::BackwardData: {  // dx from dy
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        VGRAD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-            handle_, plan.w, plan.y, plan.conv, plan.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
-        take(perf, count, [&](cudnnConvolutionBwdDataAlgo_t algo, size_t& bytes) {
-          return cudnnGetConvolutionBackwardDataWorkspaceSize(handle_, plan.w, plan.y, plan.conv, plan.x, algo, &bytes);
-        });
-        break;
+        return choose(plan, types, perf, cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                      cudnnGetConvolutionBackwardDataWorkspaceSize, plan.w, plan.y, plan.conv, plan.x);
       }
-      case ConvPass::BackwardFilter: {
+      case ConvPass::BackwardFilter: {  // dweight from x and dy
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        VGRAD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-            handle_, plan.x, plan.y, plan.conv, plan.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
-        take(perf, count, [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t& bytes) {
-          return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_, plan.x, plan.y, plan.conv, plan.w, algo,
-                                                                &bytes);
-        });
-        break;
+        return choose(plan, types, perf, cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                      cudnnGetConvolutionBackwardFilterWorkspaceSize, plan.x, plan.y, plan.conv, plan.w);
       }
     }
   }

@@ -230,16 +230,26 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
                  2);
 }
 
-// x (N, C, H, W) -> (N, C, OH, OW), the max of each window; the argmax of each is kept
-// (as h·W + w in its plane, PyTorch's indices) and the gradient goes to that one
-// element (the first of tied maxima):   dx[n, c, indices] += g
+namespace {
+
+// A pooling op's input and window (PyTorch's limits); returns the stride, the kernel's
+// when none (0, 0) is given.
+Pair2 check_pool(const char* op, const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding) {
+  check_image(op, x);
+  if (kernel[0] < 1 || kernel[1] < 1) fail("{}: kernel {} must be >= 1", op, pair_str(kernel));
+  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
+    fail("{}: padding {} must be at most half the kernel {}", op, pair_str(padding), pair_str(kernel));
+  return stride[0] == 0 && stride[1] == 0 ? kernel : stride;
+}
+
+}  // namespace
+
+// x (N, C, H, W) -> (N, C, OH, OW), the max of each window; where it is is kept (as h·W + w
+// in its plane, PyTorch's indices: the first of tied maxima, the last NaN) and the gradient
+// goes to that one element:   dx[n, c, indices] += g
 Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pair2 dilation) {
   VGRAD_PROFILE_OP("max_pool2d");
-  check_image("max_pool2d", x);
-  if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-  if (kernel[0] < 1 || kernel[1] < 1) fail("max_pool2d: kernel {} must be >= 1", pair_str(kernel));
-  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
-    fail("max_pool2d: padding {} must be at most half the kernel {}", pair_str(padding), pair_str(kernel));
+  stride = check_pool("max_pool2d", x, kernel, stride, padding);
   const WindowGeometry g = window_geometry("max_pool2d", x.shape(), kernel[0], kernel[1], stride, padding, dilation);
   const Tensor xc = kernels::contiguous(x.detach());
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
@@ -261,11 +271,7 @@ Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pa
 // (PyTorch's count_include_pad=True):   dx = col2im(g / (KH·KW)) through unfold and mean
 Tensor avg_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding) {
   VGRAD_PROFILE_OP("avg_pool2d");
-  check_image("avg_pool2d", x);
-  if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-  if (kernel[0] < 1 || kernel[1] < 1) fail("avg_pool2d: kernel {} must be >= 1", pair_str(kernel));
-  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
-    fail("avg_pool2d: padding {} must be at most half the kernel {}", pair_str(padding), pair_str(kernel));
+  stride = check_pool("avg_pool2d", x, kernel, stride, padding);
   const Shape& s = x.shape();
   const WindowGeometry g =
       window_geometry("avg_pool2d", {s[0] * s[1], 1, s[2], s[3]}, kernel[0], kernel[1], stride, padding, {1, 1});
