@@ -77,6 +77,21 @@ Float32Pair to_float32(const Tensor& a, const Tensor& b) {
   return wide;
 }
 
+namespace {
+template <class Cast> LayerOperands cast_layer(const Tensor& x, const Tensor& weight, const Tensor& bias, Cast cast) {
+  LayerOperands out{cast(x), cast(weight), cast(bias)};
+  out.changed = !out.x.is_same(x) || !out.weight.is_same(weight) || !out.bias.is_same(bias);
+  return out;
+}
+}  // namespace
+
+LayerOperands to_low(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return cast_layer(x, weight, bias, [](const Tensor& t) { return to_low(t); });
+}
+LayerOperands to_float32(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return cast_layer(x, weight, bias, [](const Tensor& t) { return to_float32(t); });
+}
+
 void clear_cache() { state().cache.clear(); }
 
 size_t cache_bytes() {

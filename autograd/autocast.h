@@ -3,8 +3,9 @@
 // that follow it live here and in nn, and arrows point down. What it is not: a
 // dispatcher. Each listed op calls to_low or to_float32 on its inputs at entry.
 //   low dtype (bfloat16/float16): matmul, linear, einsum, attention's products,
-//     conv (when it exists: call to_low on input and weight at its entry)
-//   float32: softmax, log_softmax, losses, norms, exp, log, pow, sum, mean, var
+//     conv1d, conv2d (to_low on input, weight and bias at entry)
+//   float32: softmax, log_softmax, losses, batch_norm, layer_norm, group_norm, exp,
+//     log, pow, sum, mean, var
 //   everything else: the usual promotion to the widest input
 #pragma once
 #include <cstddef>
@@ -36,6 +37,17 @@ struct Float32Pair {
   bool changed;
 };
 Float32Pair to_float32(const Tensor& a, const Tensor& b);
+
+// The layers with an input, a weight and a bias (linear, conv, the norms): all three
+// cast by to_low or to_float32 (an undefined one stays undefined); `changed` says
+// whether any was, so the op calls itself again with them:
+//   if (const auto low = autocast::to_low(x, weight, bias); low.changed) return op(low.x, ...);
+struct LayerOperands {
+  Tensor x, weight, bias;
+  bool changed = false;
+};
+LayerOperands to_low(const Tensor& x, const Tensor& weight, const Tensor& bias);
+LayerOperands to_float32(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // Drops the cached weight casts (optimizer steps and leaving autocast do).
 void clear_cache();

@@ -312,14 +312,45 @@ void check_windows(const char* op, const View& x, const WindowGeometry& g, const
 
 void Backend::im2col(const View& x, const WindowGeometry& g, const View& col) {
   check_windows("im2col", x, g, col);
-  if (col.numel() > 0) im2col_impl(x, g, col);
+  if (col.numel() == 0) return;
+  Float32Scratch f32(*this);  // 16-bit images (autocast's conv on the im2col path)
+  im2col_impl(f32(x, Float32Scratch::kRead), g, f32(col, Float32Scratch::kWrite));
+  f32.finish();
 }
 
 void Backend::col2im(const View& col, const WindowGeometry& g, const View& x) {
   check_windows("col2im", x, g, col);
   if (x.numel() == 0) return;
   if (col.numel() == 0) return fill_impl(x, 0.0);
-  col2im_impl(col, g, x);
+  Float32Scratch f32(*this);
+  col2im_impl(f32(col, Float32Scratch::kRead), g, f32(x, Float32Scratch::kWrite));
+  f32.finish();
+}
+
+// x, weight and y of one dtype, contiguous, with the shapes the geometry gives; cuDNN
+// counts in int, so every size must fit one.
+bool Backend::conv2d(ConvPass pass, const View& x, const View& weight, const View& y, const ConvGeometry& g) {
+  const char* op = pass == ConvPass::Forward        ? "conv2d"
+                   : pass == ConvPass::BackwardData ? "conv2d backward (input)"
+                                                    : "conv2d backward (weight)";
+  const WindowGeometry& w = g.window;
+  check_image_geometry(op, x, w);
+  if (g.groups < 1 || w.channels % g.groups != 0 || g.filters % g.groups != 0)
+    fail("{}: groups {} must divide the channels {} and the filters {}", op, g.groups, w.channels, g.filters);
+  check_dtype(op, "weight", weight, x.dtype);
+  check_dtype(op, "output", y, x.dtype);
+  check_contiguous(op, "weight", weight);
+  check_contiguous(op, "output", y);
+  if (weight.ndim != 4 || weight.shape[0] != g.filters || weight.shape[1] != w.channels / g.groups ||
+      weight.shape[2] != w.kernel_h || weight.shape[3] != w.kernel_w)
+    fail("{}: weight {} should be [{}, {}, {}, {}]", op, dims(weight), g.filters, w.channels / g.groups, w.kernel_h,
+         w.kernel_w);
+  if (y.ndim != 4 || y.shape[0] != w.batch || y.shape[1] != g.filters || y.shape[2] != w.out_h || y.shape[3] != w.out_w)
+    fail("{}: output {} should be [{}, {}, {}, {}]", op, dims(y), w.batch, g.filters, w.out_h, w.out_w);
+  for (const View* v : {&x, &weight, &y})
+    if (v->numel() > INT_MAX) fail("{}: {} elements exceed the 32-bit limit of a direct convolution", op, dims(*v));
+  if (x.numel() == 0 || weight.numel() == 0 || y.numel() == 0) return false;
+  return conv2d_impl(pass, x, weight, y, g);
 }
 
 namespace {
@@ -344,7 +375,10 @@ void check_pool(const char* op, const View& x, const WindowGeometry& g, const Vi
 
 void Backend::max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices) {
   check_pool("max_pool2d", x, g, out, indices);
-  if (out.numel() > 0) max_pool2d_impl(x, g, out, indices);
+  if (out.numel() == 0) return;
+  Float32Scratch f32(*this);
+  max_pool2d_impl(f32(x, Float32Scratch::kRead), g, f32(out, Float32Scratch::kWrite), indices);
+  f32.finish();
 }
 
 // The indices come from max_pool2d with this geometry, so they are in range.
@@ -353,7 +387,9 @@ void Backend::max_pool2d_backward(const View& grad_out, const View& indices, con
   check_pool("max_pool2d backward", grad_x, g, grad_out, indices);
   if (grad_x.numel() == 0) return;
   if (grad_out.numel() == 0) return fill_impl(grad_x, 0.0);
-  max_pool2d_backward_impl(grad_out, indices, g, grad_x);
+  Float32Scratch f32(*this);
+  max_pool2d_backward_impl(f32(grad_out, Float32Scratch::kRead), indices, g, f32(grad_x, Float32Scratch::kWrite));
+  f32.finish();
 }
 
 // ---- softmax and cross-entropy ----
@@ -380,19 +416,29 @@ void Backend::softmax_backward(const View& y, const View& grad_y, const View& gr
   f32.finish();
 }
 
+namespace {
+
+// Scores (N, C), floating and contiguous, an output like them, and an int64 target of N.
+void check_scores_and_target(const char* op, const char* what, const View& scores, const char* out_what,
+                             const View& out, const View& target) {
+  if (scores.ndim != 2) fail("{}: {} must be (N, C), got {}", op, what, dims(scores));
+  check_floating_input(op, what, scores, 2);
+  check_like(op, out_what, out, scores, what);
+  check_index_vector(op, "target", target);
+  if (target.numel() != scores.shape[0])
+    fail("{}: target {} has {} entries for {} rows of {} {}", op, dims(target), target.numel(), scores.shape[0], what,
+         dims(scores));
+}
+
+}  // namespace
+
 void Backend::cross_entropy(const View& logits, const View& target, double smoothing, const View& probs,
                             const View& loss_rows) {
   const char* name = "cross_entropy";
-  if (logits.ndim != 2) fail("cross_entropy: logits must be (N, C), got {}", dims(logits));
-  check_floating_input(name, "logits", logits, 2);
-  check_like(name, "probs", probs, logits, "logits");
-  check_index_vector(name, "target", target);
+  check_scores_and_target(name, "logits", logits, "probs", probs, target);
   check_dtype(name, "loss", loss_rows, logits.dtype);
   if (loss_rows.ndim > 1) fail("cross_entropy: loss must be 1-D, got {}", dims(loss_rows));
   const int64_t rows = logits.shape[0], classes = logits.shape[1];
-  if (target.numel() != rows)
-    fail("cross_entropy: target {} has {} entries for {} rows of logits {}", dims(target), target.numel(), rows,
-         dims(logits));
   if (loss_rows.numel() != rows)
     fail("cross_entropy: loss {} has {} entries for {} rows", dims(loss_rows), loss_rows.numel(), rows);
   if (!(smoothing >= 0.0 && smoothing <= 1.0)) fail("cross_entropy: label smoothing {} is outside [0, 1]", smoothing);
@@ -409,13 +455,7 @@ void Backend::cross_entropy(const View& logits, const View& target, double smoot
 // The targets were range-checked by the forward that made `probs`.
 void Backend::cross_entropy_backward(const View& probs, const View& target, double smoothing, double scale,
                                      const View& grad_logits) {
-  const char* name = "cross_entropy backward";
-  if (probs.ndim != 2) fail("cross_entropy backward: probs must be (N, C), got {}", dims(probs));
-  check_floating_input(name, "probs", probs, 2);
-  check_like(name, "gradient", grad_logits, probs, "probs");
-  check_index_vector(name, "target", target);
-  if (target.numel() != probs.shape[0])
-    fail("cross_entropy backward: target {} has {} entries for {} rows", dims(target), target.numel(), probs.shape[0]);
+  check_scores_and_target("cross_entropy backward", "probs", probs, "gradient", grad_logits, target);
   if (probs.numel() == 0) return;
   Float32Scratch f32(*this);
   cross_entropy_backward_impl(f32(probs, Float32Scratch::kRead), target, smoothing, scale,

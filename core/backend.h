@@ -33,6 +33,8 @@ namespace vgrad {
   PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
   PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                     \
   PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                     \
+  PREFIX bool conv2d_impl(ConvPass pass, const View& x, const View& weight, const View& y,                     \
+                          const ConvGeometry& g) SUFFIX;                                                       \
   PREFIX void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices)     \
       SUFFIX;                                                                                                  \
   PREFIX void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,     \
@@ -92,9 +94,17 @@ class Backend {
   // x (N, C, H, W) = the sum of every col entry back at the pixel it was read from
   // (overwrites x; the adjoint of im2col, so dX = col2im(dcol)). Padding drops out.
   void col2im(const View& col, const WindowGeometry& g, const View& x);
+  // A direct convolution, where the device has a library for it (cuDNN): computes the one
+  // of x (N, C, H, W), weight (F, C/G, KH, KW) and y (N, F, OH, OW) that `pass` names
+  // from the other two (Forward: y; BackwardData: x = dx from y = dy; BackwardFilter:
+  // weight = dweight from x and y = dy), overwriting it. Returns false, writing nothing,
+  // where the device has none (the CPU; CUDA without cuDNN, or with it switched off by
+  // cuda::set_cudnn_enabled): the caller then uses im2col + GEMM.
+  bool conv2d(ConvPass pass, const View& x, const View& weight, const View& y, const ConvGeometry& g);
   // out (N, C, OH, OW) = the max of each window of x (padding never wins; a NaN is the
-  // max), and indices (int64, out's shape) = the first position holding it, as h·W + w
-  // in its (n, c) plane: PyTorch's return_indices (which takes the last NaN instead).
+  // max), and indices (int64, out's shape) = where it is, as h·W + w in its (n, c)
+  // plane: PyTorch's return_indices rule, the first of tied maxima and the last NaN
+  // (walking the window row by row, a value wins when it is greater or NaN).
   void max_pool2d(const View& x, const WindowGeometry& g, const View& out, const View& indices);
   // grad_x (N, C, H, W) = the sum of the grad_out entries whose index points at each
   // pixel (overwrites grad_x).
@@ -159,6 +169,12 @@ Backend& backend(int index);
 // Fall back to ordinary memory (never throw) when CUDA is unavailable.
 void* pinned_alloc(size_t bytes);
 void pinned_free(void* ptr);
+// cuDNN (cuda/cudnn.cpp): built in when CMake found it (VGRAD_CUDNN). The CUDA
+// backends use it for conv2d while enabled: by default, unless the environment sets
+// VGRAD_CUDNN=0; tests switch it to compare it with im2col + cuBLAS. Never throw.
+bool built_with_cudnn();
+bool cudnn_enabled();             // built with it, switched on, and it loads on this machine
+void set_cudnn_enabled(bool on);  // for this process; off falls back to im2col + cuBLAS
 }  // namespace cuda
 
 inline bool cuda_is_available() { return cuda::is_available(); }

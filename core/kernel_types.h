@@ -88,6 +88,16 @@ struct WindowGeometry {
   VGRAD_HOST_DEVICE constexpr int64_t col_cols() const { return batch * out_h * out_w; }
 };
 
+// A convolution x (N, C, H, W) ⊛ weight (F, C/groups, KH, KW) -> y (N, F, OH, OW), as
+// PyTorch's conv2d (cross-correlation); `window` slides the kernel over x (channels = C).
+struct ConvGeometry {
+  WindowGeometry window;
+  int64_t filters = 0, groups = 1;
+};
+
+// Which of conv2d's three tensors a direct convolution computes from the other two.
+enum class ConvPass { Forward, BackwardData, BackwardFilter };  // y, dx, dweight
+
 // A counter-based random stream: the same (seed, offset) gives the same numbers.
 struct RandomState {
   uint64_t seed = 0;

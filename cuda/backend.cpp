@@ -51,6 +51,8 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_allo
 }
 
 void CudaBackend::destroy_handles() noexcept {
+  destroy_cudnn(cudnn_);
+  cudnn_ = nullptr;
   if (curand_ != nullptr) (void)curandDestroyGenerator(curand_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
   if (device_result_ != nullptr) (void)cudaFree(device_result_);

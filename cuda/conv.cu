@@ -45,8 +45,9 @@ __global__ void __launch_bounds__(kBlock) col2im_kernel(const T* col, WindowGeom
   }
 }
 
-// The max of window (oh, ow) of one plane (NaN propagates) and the first position
-// holding it, h·W + w: the rule of Backend::max_pool2d, as the CPU's two passes.
+// The max of window (oh, ow) of one plane and where it is, h·W + w: PyTorch's rule of
+// Backend::max_pool2d (row by row, a value wins when it is greater or NaN; the first
+// valid value always does), as the CPU's.
 template <class T>
 __device__ __forceinline__ void max_of_window(const T* plane, const WindowGeometry& g, int64_t oh, int64_t ow, T& best,
                                               int64_t& where) {
@@ -59,7 +60,7 @@ __device__ __forceinline__ void max_of_window(const T* plane, const WindowGeomet
       const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
       if (iw < 0 || iw >= g.width) continue;
       const T v = plane[ih * g.width + iw];
-      if (at < 0 || (!is_nan(max_value) && (v > max_value || is_nan(v)))) {
+      if (at < 0 || v > max_value || is_nan(v)) {
         max_value = v;
         at = ih * g.width + iw;
       }
@@ -105,43 +106,47 @@ __global__ void __launch_bounds__(kBlock) max_pool_backward_kernel(const T* grad
 
 }  // namespace
 
-void max_pool2d(const Context& ctx, const View& x, const WindowGeometry& g, const View& out, const View& indices) {
-  const int64_t n = out.numel();
-  dispatch_floating(x.dtype, "max_pool2d", [&](auto tag) {
-    using T = decltype(tag);
-    max_pool_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, out.ptr<T>(),
-                                                                     indices.ptr<int64_t>(), n);
-  });
+namespace {
+
+// One grid-stride kernel over n elements, for the floating dtype T of `dtype`:
+// launch(T{}, grid) queues it; the launch is checked.
+template <class Launch>
+void launch_floating(const Context& ctx, DType dtype, const char* op, int64_t n, Launch&& launch) {
+  dispatch_floating(dtype, op, [&](auto tag) { launch(tag, grid_for(ctx, n)); });
   VGRAD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void max_pool2d(const Context& ctx, const View& x, const WindowGeometry& g, const View& out, const View& indices) {
+  launch_floating(ctx, x.dtype, "max_pool2d", out.numel(), [&](auto tag, unsigned grid) {
+    using T = decltype(tag);
+    max_pool_kernel<T>
+        <<<grid, kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, out.ptr<T>(), indices.ptr<int64_t>(), out.numel());
+  });
 }
 
 void max_pool2d_backward(const Context& ctx, const View& grad_out, const View& indices, const WindowGeometry& g,
                          const View& grad_x) {
-  const int64_t n = grad_x.numel();
-  dispatch_floating(grad_x.dtype, "max_pool2d backward", [&](auto tag) {
+  launch_floating(ctx, grad_x.dtype, "max_pool2d backward", grad_x.numel(), [&](auto tag, unsigned grid) {
     using T = decltype(tag);
-    max_pool_backward_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-        grad_out.ptr<const T>(), indices.ptr<const int64_t>(), g, grad_x.ptr<T>(), n);
+    max_pool_backward_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(grad_out.ptr<const T>(), indices.ptr<const int64_t>(),
+                                                                 g, grad_x.ptr<T>(), grad_x.numel());
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col) {
-  const int64_t n = col.numel();
-  dispatch_floating(x.dtype, "im2col", [&](auto tag) {
+  launch_floating(ctx, x.dtype, "im2col", col.numel(), [&](auto tag, unsigned grid) {
     using T = decltype(tag);
-    im2col_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, col.ptr<T>(), n);
+    im2col_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(x.ptr<const T>(), g, col.ptr<T>(), col.numel());
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 void col2im(const Context& ctx, const View& col, const WindowGeometry& g, const View& x) {
-  const int64_t n = x.numel();
-  dispatch_floating(x.dtype, "col2im", [&](auto tag) {
+  launch_floating(ctx, x.dtype, "col2im", x.numel(), [&](auto tag, unsigned grid) {
     using T = decltype(tag);
-    col2im_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(col.ptr<const T>(), g, x.ptr<T>(), n);
+    col2im_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(col.ptr<const T>(), g, x.ptr<T>(), x.numel());
   });
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace vgrad::cuda::kernels

@@ -1,6 +1,7 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
 // cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
-// through cuBLAS (cuda/gemm.cpp) and random numbers through cuRAND; the host waits only
+// through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
+// (cuda/cudnn.cpp) and random numbers through cuRAND; the host waits only
 // where it needs a value. Arguments were checked by core's Backend. Internal to cuda/.
 #pragma once
 #include <cublas_v2.h>
@@ -15,6 +16,10 @@
 #include "cuda/kernels.h"
 
 namespace vgrad::cuda {
+
+// cuDNN's handle and convolution plans on one device's stream (cuda/cudnn.cpp).
+class CudnnConvolutions;
+void destroy_cudnn(CudnnConvolutions* convolutions) noexcept;
 
 // Makes GPU `index` current for this thread (cuda/device.cpp).
 void select_device(int index);
@@ -94,6 +99,11 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   std::mutex result_mutex_;        // guards device_result_ / host_result_
   std::mutex cublas_mutex_;        // a cuBLAS handle must not be used by two threads at once
   std::mutex curand_mutex_;        // seed/offset/generate must not interleave
+  // Made at the first conv2d that asks for it; nullptr: no cuDNN in this build, or it
+  // did not start on this machine (conv2d_impl then declines).
+  CudnnConvolutions* cudnn_ = nullptr;
+  bool cudnn_tried_ = false;
+  std::mutex cudnn_mutex_;  // guards cudnn_ (one handle, one thread at a time)
 };
 
 }  // namespace vgrad::cuda

@@ -152,13 +152,19 @@ void launch_rows(const Context& ctx, int64_t rows, int64_t C, void (*warp)(Param
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
+// v as rows of its last dim (rows × C); false when there is nothing to do.
+bool as_rows(const View& v, int64_t& rows, int64_t& C) {
+  C = v.ndim == 0 ? 1 : v.shape[v.ndim - 1];
+  const int64_t n = v.numel();
+  rows = C == 0 ? 0 : n / C;
+  return n > 0 && C > 0;
+}
+
 }  // namespace
 
 void softmax(const Context& ctx, const View& x, const View& out, bool log) {
-  const int64_t C = x.ndim == 0 ? 1 : x.shape[x.ndim - 1];
-  const int64_t n = x.numel();
-  if (n == 0 || C == 0) return;
-  const int64_t rows = n / C;
+  int64_t rows = 0, C = 0;
+  if (!as_rows(x, rows, C)) return;
   dispatch_floating(x.dtype, log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = decltype(tag);
     launch_rows(ctx, rows, C, softmax_kernel<T, 32, kWarpRowsBlock>, softmax_kernel<T, kWideBlock, kWideBlock>,
@@ -167,10 +173,8 @@ void softmax(const Context& ctx, const View& x, const View& out, bool log) {
 }
 
 void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log) {
-  const int64_t C = y.ndim == 0 ? 1 : y.shape[y.ndim - 1];
-  const int64_t n = y.numel();
-  if (n == 0 || C == 0) return;
-  const int64_t rows = n / C;
+  int64_t rows = 0, C = 0;
+  if (!as_rows(y, rows, C)) return;
   dispatch_floating(y.dtype, log ? "log_softmax backward" : "softmax backward", [&](auto tag) {
     using T = decltype(tag);
     launch_rows(ctx, rows, C, softmax_backward_kernel<T, 32, kWarpRowsBlock>,

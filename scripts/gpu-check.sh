@@ -182,6 +182,18 @@ build() {
     extra+=("-DCMAKE_PREFIX_PATH=$prefix" "-DZLIB_ROOT=$prefix")
   fi
   t=$(left 200)  # configure + build: what the budget leaves after 200 s for tests and benchmark
+  # cuDNN (conv2d): the toolkit's when it has one; else the one PyTorch's wheel brought
+  # (nvidia/cudnn: include/ and lib/libcudnn.so.9), found by CMake through CUDNN_ROOT;
+  # else none, and conv2d runs on im2col + cuBLAS (the summary says which).
+  local nvcc_dir cudnn_root=''
+  nvcc_dir=$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
+  if ! ls "$nvcc_dir"/../include/cudnn.h "$nvcc_dir"/../targets/*/include/cudnn.h >/dev/null 2>&1; then
+    cudnn_root=$(py -c 'import nvidia.cudnn as c; print(list(c.__path__)[0])' 2>/dev/null)
+    if [ -n "$cudnn_root" ] && [ -f "$cudnn_root/include/cudnn.h" ]; then
+      export CUDNN_ROOT=$cudnn_root
+      vgrad_env+=("LD_LIBRARY_PATH=$cudnn_root/lib${libdir:+:$libdir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    fi
+  fi
   {
     echo "+ cmake ${gen[*]} -DVGRAD_CUDA=ON ${extra[*]}"
     timeout -k 10 "$t" bash -c '
@@ -193,7 +205,7 @@ build() {
     ' _ "$root" "$build_dir" "${CUDA_ARCHITECTURES:-90}" "$jobs" "${gen[@]}" "${extra[@]}"
   } >"$out/build.log" 2>&1
   rc=$?
-  record build $rc "$(grep -c 'error:' "$out/build.log") lines with 'error:', $(grep -c 'warning:' "$out/build.log") with 'warning:'; limit ${t}s"
+  record build $rc "$(grep -c 'error:' "$out/build.log") lines with 'error:', $(grep -c 'warning:' "$out/build.log") with 'warning:'; limit ${t}s; $(grep -m1 -o 'vgrad cuDNN: .*' "$out/build.log" || echo 'vgrad cuDNN: not configured')"
   if [ -n "${prefix:-}" ]; then  # show where each dependency came from
     grep -E '^(xtl|xsimd|xtensor|spdlog|fmt|nlohmann_json|GTest|CLI11|benchmark)_DIR|^ZLIB_(INCLUDE_DIR|LIBRARY_RELEASE)|^OPENBLAS_(INCLUDE_DIR|LIBRARY)' \
       "$build_dir/CMakeCache.txt" >"$out/deps.part" 2>/dev/null

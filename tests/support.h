@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,20 @@ inline Tensor uniform_tensor(const vgrad::Shape& shape, uint64_t seed, double lo
                              vgrad::DType dtype = vgrad::DType::Float32) {
   vgrad::Generator gen(seed);
   return vgrad::uniform(shape, low, high, {.dtype = dtype}, &gen);
+}
+
+// n values that tie often (integers 0..3) with NaN at every 7th position, −∞ at every
+// 11th and +∞ at every 13th: the hard cases of a max (max-pool's indices).
+inline std::vector<double> ties_nan_inf_values(int64_t n, uint64_t seed) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  std::vector<double> v = uniform_tensor({n}, seed, 0, 4, vgrad::DType::Float64).to_vector<double>();
+  for (size_t i = 0; i < v.size(); ++i) {
+    v[i] = std::floor(v[i]);
+    if (i % 7 == 3) v[i] = nan;
+    if (i % 11 == 5) v[i] = -inf;
+    if (i % 13 == 6) v[i] = inf;
+  }
+  return v;
 }
 
 // The same, argument order of the op tests: dtype before the range.

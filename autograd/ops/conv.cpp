@@ -6,11 +6,12 @@
 #include <array>
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/function.h"
+#include "autograd/ops.h"
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "autograd/ops.h"
 
 namespace vgrad {
 
@@ -46,7 +47,7 @@ WindowGeometry window_geometry(const char* op, const Shape& x, int64_t kernel_h,
 void check_image(const char* op, const Tensor& x) {
   if (x.dim() != 4) fail("{}: input must be 4-D (N, C, H, W), got {}", op, shape_str(x.shape()));
   if (!is_floating(x.dtype()))
-    fail("{}: input must be float32 or float64, got {} (convert with .to(vgrad::DType::Float32))", op,
+    fail("{}: input must be floating point, got {} (convert with .to(vgrad::DType::Float32))", op,
          dtype_name(x.dtype()));
 }
 
@@ -79,14 +80,61 @@ void grouped_gemm(const Tensor& a, bool trans_a, int64_t lda, int64_t stride_a, 
   backend_for(c.device()).gemm(args);
 }
 
+// The im2col + GEMM pieces of conv2d (every device; the CPU's only way), per group G:
+//   Y (F, N·OH·OW) = W_g (F/G, C/G·KH·KW) · col_g (C/G·KH·KW, N·OH·OW)
+//   dW_g = dY_g · col_gᵀ,   dx = col2im(W_gᵀ · dY_g)
+// with col = im2col(x) and dY (F, N·OH·OW) the gradient permuted to the GEMMs' layout.
+struct Im2colConv {
+  ConvGeometry g;
+  int64_t per_group() const { return g.filters / g.groups; }
+  int64_t taps() const { return g.window.col_rows() / g.groups; }  // K of the GEMMs: C/G·KH·KW
+
+  Tensor columns(const Tensor& x) const {
+    Tensor col = Tensor::empty({g.window.col_rows(), g.window.col_cols()}, x.dtype(), x.device());
+    backend_for(x.device()).im2col(x.view(), g.window, col.view());
+    return col;
+  }
+  // y (F, N, OH, OW)
+  Tensor forward(const Tensor& col, const Tensor& w) const {
+    const WindowGeometry& s = g.window;
+    const int64_t cols = s.col_cols(), k = taps(), m = per_group();
+    Tensor y = Tensor::empty({g.filters, s.batch, s.out_h, s.out_w}, col.dtype(), col.device());
+    grouped_gemm(w, false, k, m * k, col, false, cols, k * cols, y, m, cols, k, g.groups, false);
+    return y;
+  }
+  Tensor input_grad(const Tensor& dy, const Tensor& w) const {
+    const WindowGeometry& s = g.window;
+    const int64_t cols = s.col_cols(), k = taps(), m = per_group();
+    Tensor dcol = Tensor::empty({s.col_rows(), cols}, dy.dtype(), dy.device());
+    grouped_gemm(w, true, k, m * k, dy, false, cols, m * cols, dcol, k, cols, m, g.groups, false);
+    Tensor dx = Tensor::empty({s.batch, s.channels, s.height, s.width}, dy.dtype(), dy.device());
+    backend_for(dy.device()).col2im(dcol.view(), s, dx.view());
+    return dx;
+  }
+  Tensor weight_grad(const Tensor& dy, const Tensor& col, const Shape& weight_shape) const {
+    const int64_t cols = g.window.col_cols(), k = taps(), m = per_group();
+    Tensor dw = Tensor::empty(weight_shape, dy.dtype(), dy.device());
+    grouped_gemm(dy, false, cols, m * cols, col, true, cols, k * cols, dw, m, k, cols, g.groups, false);
+    return dw;
+  }
+};
+
+// out of `pass` computed by the device's own convolution (cuDNN), or undefined where it has none.
+Tensor direct_conv(ConvPass pass, const Tensor& x, const Tensor& w, const Tensor& y, const ConvGeometry& g) {
+  const Tensor& out = pass == ConvPass::Forward ? y : pass == ConvPass::BackwardData ? x : w;
+  return backend_for(out.device()).conv2d(pass, x.view(), w.view(), y.view(), g) ? out : Tensor();
+}
+
 }  // namespace
 
-// x (N, C, H, W) ⊛ weight (F, C/G, KH, KW) + bias (F) -> (N, F, OH, OW), as
-//   Y (F, N·OH·OW) = W_g (F/G, C/G·KH·KW) · col_g (C/G·KH·KW, N·OH·OW) per group G
-//   dW_g = dY_g · col_gᵀ,   db = Σ_{n,oh,ow} dY,   dx = col2im(W_gᵀ · dY_g)
+// x (N, C, H, W) ⊛ weight (F, C/G, KH, KW) + bias (F) -> (N, F, OH, OW), cross-correlation
+// as PyTorch's;   db = Σ_{n,oh,ow} dY, dx and dW as Im2colConv says. The device's own
+// convolution (cuDNN, Backend::conv2d) runs where it has one, im2col + GEMM elsewhere.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2 stride, Pair2 padding, Pair2 dilation,
               int64_t groups) {
   VGRAD_PROFILE_OP("conv2d");
+  if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
+    return conv2d(low.x, low.weight, low.bias, stride, padding, dilation, groups);
   check_image("conv2d", x);
   if (weight.dim() != 4) fail("conv2d: weight must be 4-D (out, in/groups, KH, KW), got {}", shape_str(weight.shape()));
   kernels::check_same_device(x, weight, "conv2d");
@@ -108,50 +156,61 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2 s
       fail("conv2d: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
            shape_str(weight.shape()), filters);
   }
-  const WindowGeometry g = window_geometry("conv2d", x.shape(), weight.shape()[2], weight.shape()[3], stride, padding,
-                                           dilation);
-  const int64_t n = g.batch, spatial = g.out_h * g.out_w, cols = g.col_cols();
-  const int64_t per_group = filters / groups, taps = weight.shape()[1] * g.kernel_h * g.kernel_w;  // taps = K of the GEMM
-  Backend& backend = backend_for(x.device());
+  ConvGeometry cg;
+  cg.window = window_geometry("conv2d", x.shape(), weight.shape()[2], weight.shape()[3], stride, padding, dilation);
+  cg.filters = filters, cg.groups = groups;
+  const WindowGeometry& g = cg.window;
+  const Im2colConv im2col_conv{cg};
   const Tensor w = kernels::contiguous(weight.detach());
   const Tensor xc = kernels::contiguous(x.detach());
-  Tensor col = Tensor::empty({g.col_rows(), cols}, x.dtype(), x.device());
-  backend.im2col(xc.view(), g, col.view());
-  Tensor y = Tensor::empty({filters, n, g.out_h, g.out_w}, x.dtype(), x.device());
-  grouped_gemm(w, false, taps, per_group * taps, col, false, cols, taps * cols, y, per_group, cols, taps, groups,
-               false);
-  // (F, N, OH, OW) -> (N, F, OH, OW), adding the bias in the same pass.
-  const Tensor y_nchw = make_view(y, {n, filters, g.out_h, g.out_w}, {spatial, n * spatial, g.out_w, 1}, 0);
+  Tensor y = direct_conv(ConvPass::Forward, xc, w,
+                         Tensor::empty({g.batch, filters, g.out_h, g.out_w}, x.dtype(), x.device()), cg);
+  const bool direct = y.defined();
+  Tensor col;  // the im2col path keeps the columns for dW; the direct one keeps x
+  if (!direct) {
+    col = im2col_conv.columns(xc);
+    // (F, N, OH, OW) -> (N, F, OH, OW), copied with the bias below.
+    const int64_t spatial = g.out_h * g.out_w;
+    y = make_view(im2col_conv.forward(col, w), {g.batch, filters, g.out_h, g.out_w},
+                  {spatial, g.batch * spatial, g.out_w, 1}, 0);
+  }
   Tensor out;
   if (bias.defined()) {
-    out = Tensor::empty(y_nchw.shape(), x.dtype(), x.device());
-    kernels::binary_into(BinaryOp::Add, y_nchw, bias.detach().reshape({filters, 1, 1}), out, "conv2d");
+    out = Tensor::empty(y.shape(), x.dtype(), x.device());
+    kernels::binary_into(BinaryOp::Add, y, bias.detach().reshape({filters, 1, 1}), out, "conv2d");
   } else {
-    out = kernels::contiguous(y_nchw);
+    out = kernels::contiguous(y);
   }
   if (!needs_grad({x, weight, bias})) return out;
   Context ctx("conv2d");
-  ctx.save_for_backward({col, w});
-  return record(out, {x, weight, bias}, std::move(ctx), [g, groups, per_group, taps](Context& c, const Tensor& dout) {
-    const Tensor col = c.saved(0), w = c.saved(1);
-    const int64_t filters = per_group * groups, cols = g.col_cols();
-    // dY (N, F, OH, OW) -> (F, N·OH·OW), the GEMMs' layout.
-    const Tensor dy = kernels::contiguous(dout.permute({1, 0, 2, 3}));
-    Tensor dx, dw, db;
+  ctx.save_for_backward({direct ? xc : col, w});
+  return record(out, {x, weight, bias}, std::move(ctx), [im2col_conv, direct](Context& c, const Tensor& dout) {
+    const Tensor saved = c.saved(0), w = c.saved(1);
+    const ConvGeometry& cg = im2col_conv.g;
+    const WindowGeometry& g = cg.window;
+    const Tensor dy = kernels::contiguous(dout);  // (N, F, OH, OW)
+    Tensor dx, dw, db, dy_gemm;
+    // dY (N, F, OH, OW) -> (F, N·OH·OW), the GEMMs' layout, made at most once.
+    auto gemm_layout = [&]() -> const Tensor& {
+      if (!dy_gemm.defined()) dy_gemm = kernels::contiguous(dout.permute({1, 0, 2, 3}));
+      return dy_gemm;
+    };
     if (c.needs_input_grad(0)) {
-      Tensor dcol = Tensor::empty({g.col_rows(), cols}, dy.dtype(), dy.device());
-      grouped_gemm(w, true, taps, per_group * taps, dy, false, cols, per_group * cols, dcol, taps, cols, per_group,
-                   groups, false);
-      dx = Tensor::empty({g.batch, g.channels, g.height, g.width}, dy.dtype(), dy.device());
-      backend_for(dy.device()).col2im(dcol.view(), g, dx.view());
+      if (direct)
+        dx = direct_conv(ConvPass::BackwardData,
+                         Tensor::empty({g.batch, g.channels, g.height, g.width}, dy.dtype(), dy.device()), w, dy, cg);
+      if (!dx.defined()) dx = im2col_conv.input_grad(gemm_layout(), w);
     }
     if (c.needs_input_grad(1)) {
-      dw = Tensor::empty(w.shape(), dy.dtype(), dy.device());
-      grouped_gemm(dy, false, cols, per_group * cols, col, true, cols, taps * cols, dw, per_group, taps, cols, groups,
-                   false);
+      if (direct)
+        dw = direct_conv(ConvPass::BackwardFilter, saved, Tensor::empty(w.shape(), dy.dtype(), dy.device()), dy, cg);
+      // cuDNN switched off since the forward: unfold x now.
+      if (!dw.defined())
+        dw = im2col_conv.weight_grad(gemm_layout(), direct ? im2col_conv.columns(saved) : saved, w.shape());
     }
-    if (c.needs_input_grad(2))
-      db = kernels::reduce(ReduceOp::Sum, dy.reshape({filters, cols}), {1}, false, 1.0, "conv2d backward");
+    if (c.needs_input_grad(2))  // over whole rows when the GEMMs' layout exists
+      db = dy_gemm.defined() ? kernels::reduce(ReduceOp::Sum, dy_gemm, {1, 2, 3}, false, 1.0, "conv2d backward")
+                             : kernels::reduce(ReduceOp::Sum, dy, {0, 2, 3}, false, 1.0, "conv2d backward");
     return std::vector<Tensor>{dx, dw, db};
   });
 }
@@ -159,6 +218,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2 s
 // x (N, C, L) ⊛ weight (F, C/G, K) + bias (F) -> (N, F, L_out): conv2d with H = 1.
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
               int64_t dilation, int64_t groups) {
+  // Cast before unsqueezing, so autocast's cache sees the weight itself.
+  if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
+    return conv1d(low.x, low.weight, low.bias, stride, padding, dilation, groups);
   if (x.dim() != 3) fail("conv1d: input must be 3-D (N, C, L), got {}", shape_str(x.shape()));
   if (weight.dim() != 3) fail("conv1d: weight must be 3-D (out, in/groups, K), got {}", shape_str(weight.shape()));
   if (groups >= 1 && x.shape()[1] != weight.shape()[1] * groups)
@@ -168,16 +230,26 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
                  2);
 }
 
-// x (N, C, H, W) -> (N, C, OH, OW), the max of each window; the argmax of each is kept
-// (as h·W + w in its plane, PyTorch's indices) and the gradient goes to that one
-// element (the first of tied maxima):   dx[n, c, indices] += g
+namespace {
+
+// A pooling op's input and window (PyTorch's limits); returns the stride, the kernel's
+// when none (0, 0) is given.
+Pair2 check_pool(const char* op, const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding) {
+  check_image(op, x);
+  if (kernel[0] < 1 || kernel[1] < 1) fail("{}: kernel {} must be >= 1", op, pair_str(kernel));
+  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
+    fail("{}: padding {} must be at most half the kernel {}", op, pair_str(padding), pair_str(kernel));
+  return stride[0] == 0 && stride[1] == 0 ? kernel : stride;
+}
+
+}  // namespace
+
+// x (N, C, H, W) -> (N, C, OH, OW), the max of each window; where it is is kept (as h·W + w
+// in its plane, PyTorch's indices: the first of tied maxima, the last NaN) and the gradient
+// goes to that one element:   dx[n, c, indices] += g
 Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pair2 dilation) {
   VGRAD_PROFILE_OP("max_pool2d");
-  check_image("max_pool2d", x);
-  if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-  if (kernel[0] < 1 || kernel[1] < 1) fail("max_pool2d: kernel {} must be >= 1", pair_str(kernel));
-  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
-    fail("max_pool2d: padding {} must be at most half the kernel {}", pair_str(padding), pair_str(kernel));
+  stride = check_pool("max_pool2d", x, kernel, stride, padding);
   const WindowGeometry g = window_geometry("max_pool2d", x.shape(), kernel[0], kernel[1], stride, padding, dilation);
   const Tensor xc = kernels::contiguous(x.detach());
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
@@ -199,11 +271,7 @@ Tensor max_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding, Pa
 // (PyTorch's count_include_pad=True):   dx = col2im(g / (KH·KW)) through unfold and mean
 Tensor avg_pool2d(const Tensor& x, Pair2 kernel, Pair2 stride, Pair2 padding) {
   VGRAD_PROFILE_OP("avg_pool2d");
-  check_image("avg_pool2d", x);
-  if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-  if (kernel[0] < 1 || kernel[1] < 1) fail("avg_pool2d: kernel {} must be >= 1", pair_str(kernel));
-  if (2 * padding[0] > kernel[0] || 2 * padding[1] > kernel[1])
-    fail("avg_pool2d: padding {} must be at most half the kernel {}", pair_str(padding), pair_str(kernel));
+  stride = check_pool("avg_pool2d", x, kernel, stride, padding);
   const Shape& s = x.shape();
   const WindowGeometry g =
       window_geometry("avg_pool2d", {s[0] * s[1], 1, s[2], s[3]}, kernel[0], kernel[1], stride, padding, {1, 1});

@@ -215,10 +215,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       weight.requires_grad() && autograd::GradMode::is_enabled())
     if (const Tensor low_x = autograd::autocast::to_low(x); low_x.dtype() == autograd::autocast::low_dtype())
       return linear_on_master_weight(low_x, weight, autograd::autocast::to_low(bias));
-  if (const Tensor low_x = autograd::autocast::to_low(x), low_w = autograd::autocast::to_low(weight),
-      low_b = autograd::autocast::to_low(bias);
-      !low_x.is_same(x) || !low_w.is_same(weight) || !low_b.is_same(bias))
-    return linear(low_x, low_w, low_b);
+  if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
+    return linear(low.x, low.weight, low.bias);
   if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
   if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
     fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),

@@ -15,5 +15,8 @@ Backend& backend(int index) {
 }
 void* pinned_alloc(size_t bytes) { return std::malloc(bytes); }
 void pinned_free(void* ptr) { std::free(ptr); }
+bool built_with_cudnn() { return false; }
+bool cudnn_enabled() { return false; }
+void set_cudnn_enabled(bool) {}
 
 }  // namespace vgrad::cuda

@@ -1,8 +1,9 @@
 // amp::Autocast op by op: the output dtype each list gives (low: matmul, linear,
-// einsum, attention's products; float32: softmax, log_softmax, losses, exp, log, pow,
-// reductions; others promote) and closeness to the float32 result; the weight-cast cache
-// (once per step, cleared by an optimizer step and by leaving the scope); gradients
-// reaching float32 master weights; backward run inside the scope.
+// einsum, attention's products, conv1d, conv2d; float32: softmax, log_softmax, losses,
+// exp, log, pow, reductions, batch_norm, layer_norm, group_norm; others promote) and
+// closeness to the float32 result; the weight-cast cache (once per step, cleared by an
+// optimizer step and by leaving the scope); gradients reaching float32 master weights;
+// backward run inside the scope.
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -47,10 +48,47 @@ TEST(Autocast, LowPrecisionOps) {
   }
 }
 
+// conv2d and conv1d join the low list (input, weight and bias cast); their gradients reach
+// the float32 weights, and a CNN block (conv -> batch_norm -> relu -> max_pool) leaves
+// batch_norm in float32.
+TEST(Autocast, ConvolutionsRunInTheLowDtype) {
+  for (DType low : kLowTypes) {
+    const Tensor x = uniform_tensor({2, 4, 7, 6}, 13, -1, 1), x1 = uniform_tensor({2, 4, 11}, 14, -1, 1);
+    Tensor w = uniform_tensor({6, 2, 3, 3}, 15, -0.5, 0.5).requires_grad_(),
+           b = uniform_tensor({6}, 16).requires_grad_();
+    const Tensor w1 = uniform_tensor({5, 4, 3}, 17, -0.5, 0.5);
+    const Tensor gamma = ones({6}), beta = zeros({6});
+    Tensor conv, conv_1d, block;
+    {
+      amp::Autocast autocast(low);
+      conv = conv2d(x, w, b, {2, 1}, {1, 1}, {1, 1}, 2);
+      conv_1d = conv1d(x1, w1, Tensor(), 2, 1);
+      const Tensor normed =
+          nn::F::batch_norm(conv2d(x, w, b, {1, 1}, {1, 1}, {1, 1}, 2), Tensor(), Tensor(), gamma, beta, true);
+      EXPECT_EQ(normed.dtype(), DType::Float32);
+      block = max_pool2d(relu(normed), {2, 2});
+      conv.sum().backward();
+    }
+    EXPECT_EQ(conv.dtype(), low);
+    EXPECT_EQ(conv_1d.dtype(), low);
+    EXPECT_EQ(block.dtype(), DType::Float32);
+    EXPECT_EQ(w.grad().dtype(), DType::Float32);  // reached the float32 master weight
+    EXPECT_EQ(b.grad().dtype(), DType::Float32);
+    expect_near_all(vals(conv), vals(conv2d(x, w.detach(), b.detach(), {2, 1}, {1, 1}, {1, 1}, 2)), tolerance(low),
+                    "conv2d");
+    expect_near_all(vals(conv_1d), vals(conv1d(x1, w1, Tensor(), 2, 1)), tolerance(low), "conv1d");
+    // dW = Σ over N·OH·OW windows of x: float32 accumulation of 16-bit products.
+    Tensor w32 = w.detach().requires_grad_();
+    conv2d(x, w32, b.detach(), {2, 1}, {1, 1}, {1, 1}, 2).sum().backward();
+    expect_near_all(vals(w.grad()), vals(w32.grad()), tolerance(low), "conv2d weight gradient");
+  }
+}
+
 TEST(Autocast, Float32OpsWidenSixteenBitInputs) {
   for (DType low : kLowTypes) {
     const Tensor x32 = uniform_tensor({6, 10}, 8, 0.5, 2), x = x32.to(low), x_exact = x.to(DType::Float32);
     const Tensor target = tensor(std::vector<int64_t>{0, 3, 9, 2, 1, 5});
+    const Tensor w = uniform_tensor({10}, 11, 0.5, 1.5), b = uniform_tensor({10}, 12);  // float32 norm parameters
     amp::Autocast autocast(low);
     const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> cases = {
         {"softmax", {softmax(x, 1), softmax(x_exact, 1)}},
@@ -63,6 +101,11 @@ TEST(Autocast, Float32OpsWidenSixteenBitInputs) {
         {"sum", {sum(x, {1}), sum(x_exact, {1})}},
         {"mean", {x.mean(), x_exact.mean()}},
         {"var", {var(x, {0}), var(x_exact, {0})}},
+        {"batch_norm",
+         {nn::F::batch_norm(x, Tensor(), Tensor(), w, b, true),
+          nn::F::batch_norm(x_exact, Tensor(), Tensor(), w, b, true)}},
+        {"layer_norm", {nn::F::layer_norm(x, 1, w, b), nn::F::layer_norm(x_exact, 1, w, b)}},
+        {"group_norm", {nn::F::group_norm(x, 2, w, b), nn::F::group_norm(x_exact, 2, w, b)}},
     };
     for (const auto& [name, pair] : cases) {
       EXPECT_EQ(pair.first.dtype(), DType::Float32) << name;

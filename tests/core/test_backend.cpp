@@ -82,6 +82,44 @@ TEST(Backend, GemmChecksSizesAndHandlesAnEmptySum) {
   EXPECT_ERROR(cpu_backend().gemm(g), "matmul: int64 tensors are not supported");
 }
 
+// x (2, 4, 5, 5) ⊛ weight (6, 2, 3, 3), 2 groups, padding 1 -> y (2, 6, 5, 5).
+ConvGeometry small_conv() {
+  ConvGeometry g;
+  g.window.batch = 2, g.window.channels = 4, g.window.height = 5, g.window.width = 5;
+  g.window.kernel_h = g.window.kernel_w = 3;
+  g.window.pad_h = g.window.pad_w = 1;
+  g.window.out_h = g.window.out_w = 5;
+  g.filters = 6, g.groups = 2;
+  return g;
+}
+
+TEST(Backend, DirectConvolutionIsCheckedOnEveryDeviceAndTheCpuHasNone) {
+  for (Device device : devices_present()) {
+    const ConvGeometry g = small_conv();
+    const Tensor x = ones({2, 4, 5, 5}, {.device = device}), w = ones({6, 2, 3, 3}, {.device = device});
+    Tensor y = full({2, 6, 5, 5}, -7.0, {.device = device});
+    Backend& backend = backend_for(device);
+    const Tensor bad_w = ones({6, 4, 3, 3}, {.device = device});
+    EXPECT_ERROR(backend.conv2d(ConvPass::Forward, x.view(), bad_w.view(), y.view(), g),
+                 "conv2d: weight [6, 4, 3, 3] should be [6, 2, 3, 3]");
+    const Tensor bad_y = ones({2, 6, 4, 5}, {.device = device});
+    EXPECT_ERROR(backend.conv2d(ConvPass::BackwardData, x.view(), w.view(), bad_y.view(), g),
+                 "conv2d backward (input): output [2, 6, 4, 5] should be [2, 6, 5, 5]");
+    const Tensor x64 = ones({2, 4, 5, 5}, {.dtype = DType::Float64, .device = device});
+    EXPECT_ERROR(backend.conv2d(ConvPass::BackwardFilter, x64.view(), w.view(), y.view(), g),
+                 "conv2d backward (weight): weight must be float64, got float32");
+    ConvGeometry three_groups = g;
+    three_groups.groups = 3;
+    EXPECT_ERROR(backend.conv2d(ConvPass::Forward, x.view(), w.view(), y.view(), three_groups),
+                 "conv2d: groups 3 must divide the channels 4 and the filters 6");
+    EXPECT_EQ(vgrad_test::vals(y), std::vector<double>(300, -7.0)) << device.str();
+    if (device.is_cpu()) {  // declines, writing nothing: conv2d then runs as im2col + GEMM
+      EXPECT_FALSE(backend.conv2d(ConvPass::Forward, x.view(), w.view(), y.view(), g));
+      EXPECT_EQ(vgrad_test::vals(y), std::vector<double>(300, -7.0));
+    }
+  }
+}
+
 TEST(DTypeTable, NamesSizesPromotionAndSafetensorsCodes) {
   EXPECT_STREQ(dtype_name(DType::Float32), "float32");
   EXPECT_EQ(dtype_size(DType::Float64), 8u);

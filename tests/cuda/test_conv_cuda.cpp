@@ -1,13 +1,19 @@
-// The CNN ops on the GPU against the CPU: conv2d (strides, padding, dilation, groups),
-// conv1d, pooling, norms, embedding; values and every gradient, float32 and float64.
-// Without a GPU they report SKIPPED (failing under VGRAD_REQUIRE_GPU=1).
+// The CNN ops on the GPU against the CPU: conv2d (strides, padding, dilation, groups)
+// through cuDNN and through im2col + cuBLAS, in every floating dtype, and the cuDNN seam
+// itself; conv1d, pooling (NaN and ties included), norms, embedding; values and every
+// gradient. Without a GPU they report SKIPPED (failing under VGRAD_REQUIRE_GPU=1).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "core/backend.h"
 #include "nn/functional.h"
 #include "support.h"
 
@@ -18,42 +24,54 @@ using vgrad_test::expect_near_all;
 using vgrad_test::uniform_tensor;
 using vgrad_test::vals;
 
-#define REQUIRE_GPU_FOR_CONV()                                                                \
-  do {                                                                                        \
-    if (!vgrad::cuda::is_available()) {                                                       \
-      const char* required = std::getenv("VGRAD_REQUIRE_GPU");                                \
-      if (required != nullptr && std::string(required) != "" && std::string(required) != "0") \
-        FAIL() << "no CUDA device, and VGRAD_REQUIRE_GPU=" << required << " requires one";    \
-      GTEST_SKIP() << "no CUDA device: GPU parity tests skipped";                             \
-    }                                                                                         \
-  } while (0)
+using Results = std::vector<std::vector<double>>;
+using Op = std::function<Tensor(const std::vector<Tensor>&)>;
 
-// Runs fn on CPU copies and on cuda:0 copies of `inputs` (floating ones require grad),
-// and compares the outputs and the gradients of Σ out·R.
-void expect_parity(const std::function<Tensor(const std::vector<Tensor>&)>& fn, const std::vector<Tensor>& inputs,
-                   double tol) {
-  std::vector<std::vector<double>> results[2];
-  for (int d = 0; d < 2; ++d) {
-    const Device device = d == 0 ? kCPU : cuda_device(0);
-    std::vector<Tensor> in;
-    for (const Tensor& t : inputs) {
-      Tensor copy = t.to(device);
-      if (is_floating(t.dtype())) copy.requires_grad_();
-      in.push_back(copy);
-    }
-    const Tensor out = fn(in);
-    const Tensor r = uniform_tensor(out.shape(), 99, -1, 1, out.dtype()).to(device);
-    (out * r).sum().backward();
-    results[d].push_back(vals(out.to(kCPU)));
-    for (const Tensor& t : in)
-      if (is_floating(t.dtype())) results[d].push_back(vals(t.grad().to(kCPU)));
+// fn on `device` copies of `inputs` (floating ones require grad, converted to `dtype`
+// when one is given): its output and the gradients of Σ out·R, R a fixed weighting
+// rounded to the inputs' dtype.
+Results outputs_and_grads(const Op& fn, const std::vector<Tensor>& inputs, Device device,
+                          std::optional<DType> dtype = std::nullopt) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : inputs) {
+    Tensor copy = (is_floating(t.dtype()) && dtype ? t.to(*dtype) : t).to(device);
+    if (is_floating(t.dtype())) copy.requires_grad_();
+    in.push_back(copy);
   }
-  for (size_t i = 0; i < results[0].size(); ++i)
-    expect_near_all(results[1][i], results[0][i], tol, i == 0 ? "output" : "gradient");
+  const Tensor out = fn(in);
+  const Tensor r = uniform_tensor(out.shape(), 99, -1, 1, DType::Float64).to(inputs[0].dtype()).to(out.dtype());
+  (out * r.to(device)).sum().backward();
+  Results results{vals(out.to(kCPU))};
+  for (const Tensor& t : in)
+    if (is_floating(t.dtype())) results.push_back(vals(t.grad().to(kCPU)));
+  return results;
 }
 
+void expect_results_near(const Results& got, const Results& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i)
+    expect_near_all(got[i], want[i], tol, (what + (i == 0 ? ": output" : ": gradient " + std::to_string(i))).c_str());
+}
+
+// fn on CPU copies and on cuda:0 copies of `inputs`: outputs and gradients agree.
+void expect_parity(const Op& fn, const std::vector<Tensor>& inputs, double tol) {
+  expect_results_near(outputs_and_grads(fn, inputs, cuda_device(0)), outputs_and_grads(fn, inputs, kCPU), tol, "cuda");
+}
+
+// cuDNN switched on or off for a scope (the previous setting comes back).
+class CudnnSwitch {
+ public:
+  explicit CudnnSwitch(bool on) : previous_(cuda::cudnn_enabled()) { cuda::set_cudnn_enabled(on); }
+  ~CudnnSwitch() { cuda::set_cudnn_enabled(previous_); }
+  CudnnSwitch(const CudnnSwitch&) = delete;
+  CudnnSwitch& operator=(const CudnnSwitch&) = delete;
+
+ private:
+  bool previous_;
+};
+
 TEST(CudaConv, Conv2dAllOptionsBothDtypes) {
-  REQUIRE_GPU_FOR_CONV();
+  REQUIRE_GPU();
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const double tol = dtype == DType::Float32 ? 1e-4 : 1e-10;
     const auto x = uniform_tensor({3, 4, 9, 8}, 1, -1, 1, dtype), b = uniform_tensor({6}, 3, -1, 1, dtype);
@@ -67,7 +85,7 @@ TEST(CudaConv, Conv2dAllOptionsBothDtypes) {
 }
 
 TEST(CudaConv, PoolingNormsEmbedding) {
-  REQUIRE_GPU_FOR_CONV();
+  REQUIRE_GPU();
   const double tol = 1e-4;
   const auto x = uniform_tensor({2, 4, 7, 6}, 7, -1, 1);
   expect_parity([](const auto& in) { return max_pool2d(in[0], {3, 3}, {2, 1}, {1, 1}); }, {x}, tol);
@@ -80,6 +98,136 @@ TEST(CudaConv, PoolingNormsEmbedding) {
   expect_parity([](const auto& in) { return nn::F::layer_norm(in[0], 1, Tensor(), Tensor()); }, {x}, tol);
   expect_parity([](const auto& in) { return embedding(in[0], in[1], 1); },
                 {uniform_tensor({5, 3}, 10), tensor(std::vector<int64_t>{2, 1, 2, 4, 0, 2}, {2, 3})}, tol);
+}
+
+// The run-time switch needs no GPU: it follows the setter, and is never on in a build
+// without cuDNN (nor in one without CUDA, whose stub answers false).
+TEST(CudnnSwitch, FollowsTheSetterWithinWhatTheBuildHas) {
+  {
+    CudnnSwitch off(false);
+    EXPECT_FALSE(cuda::cudnn_enabled());
+  }
+  {
+    CudnnSwitch on(true);
+    EXPECT_EQ(cuda::cudnn_enabled(), cuda::built_with_cudnn());
+  }
+  EXPECT_EQ(cuda::built_with_cudnn(), bool(VGRAD_TEST_CUDNN_CONFIGURED)) << "CMake's VGRAD_CUDNN decision";
+  if (!cuda::built_with_cuda()) {
+    EXPECT_FALSE(cuda::built_with_cudnn());
+  }
+}
+
+// conv2d over every option: cuDNN (Backend::conv2d), im2col + cuBLAS (cuDNN switched
+// off) and the CPU give the same outputs and gradients; in float32 and float64 to their
+// rounding, in bfloat16/float16 (float32 accumulation) against the CPU's float32 result
+// on the same rounded inputs.
+TEST(CudaConv, CudnnAndIm2colMatchTheCpuOverEveryOptionAndDtype) {
+  REQUIRE_GPU();
+  if (!cuda::built_with_cudnn()) GTEST_SKIP() << "this build has no cuDNN (VGRAD_CUDNN=OFF): nothing to compare";
+  struct Case {
+    const char* name;
+    Shape x, w;
+    Pair2 stride, padding, dilation;
+    int64_t groups;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 padding 1", {3, 4, 9, 8}, {6, 4, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1},
+      {"stride, padding, dilation, groups", {3, 4, 9, 8}, {6, 2, 3, 2}, {2, 1}, {2, 0}, {2, 1}, 2},
+      {"depthwise", {2, 6, 7, 7}, {6, 1, 3, 3}, {1, 2}, {1, 1}, {1, 1}, 6},
+      {"1x1", {2, 8, 5, 6}, {4, 8, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1},
+      {"mnist_cnn's second layer", {16, 32, 14, 14}, {64, 32, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1},
+  };
+  for (const Case& c : cases)
+    for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+      const std::string what = std::string(c.name) + ", " + dtype_name(dtype);
+      const std::vector<Tensor> inputs = {uniform_tensor(c.x, 1, -1, 1).to(dtype),
+                                          uniform_tensor(c.w, 2, -1, 1).to(dtype),
+                                          uniform_tensor({c.w[0]}, 3, -1, 1).to(dtype)};
+      const Op op = [&c](const std::vector<Tensor>& in) {
+        return conv2d(in[0], in[1], in[2], c.stride, c.padding, c.dilation, c.groups);
+      };
+      const bool half = is_half(dtype);
+      // 16-bit: the CPU's float32 on the same (rounded) values; rounding of y, dx, dw to 16 bits.
+      const Results cpu = outputs_and_grads(op, inputs, kCPU, half ? std::optional(DType::Float32) : std::nullopt);
+      const double tol = dtype == DType::Float64    ? 1e-10
+                         : dtype == DType::Float32  ? 1e-4
+                         : dtype == DType::BFloat16 ? 3e-2
+                                                    : 4e-3;
+      Results with_cudnn, with_im2col;
+      {
+        CudnnSwitch on(true);
+        with_cudnn = outputs_and_grads(op, inputs, cuda_device(0));
+      }
+      {
+        CudnnSwitch off(false);
+        with_im2col = outputs_and_grads(op, inputs, cuda_device(0));
+      }
+      expect_results_near(with_cudnn, cpu, tol, "cuDNN vs CPU, " + what);
+      expect_results_near(with_im2col, cpu, tol, "im2col vs CPU, " + what);
+    }
+}
+
+// The seam itself: with cuDNN on, Backend::conv2d runs all three passes (returns true and
+// writes what im2col + cuBLAS computes); switched off, it declines and writes nothing.
+TEST(CudaConv, CudnnRunsEveryPassWhenOnAndDeclinesWhenOff) {
+  REQUIRE_GPU();
+  if (!cuda::built_with_cudnn()) GTEST_SKIP() << "this build has no cuDNN (VGRAD_CUDNN=OFF)";
+  ConvGeometry g;
+  g.window.batch = 2, g.window.channels = 4, g.window.height = 6, g.window.width = 5;
+  g.window.kernel_h = g.window.kernel_w = 3;
+  g.window.pad_h = g.window.pad_w = 1;
+  g.window.out_h = 6, g.window.out_w = 5;
+  g.filters = 6, g.groups = 2;
+  const Device gpu = cuda_device(0);
+  Backend& backend = cuda::backend(0);
+  const Tensor x = uniform_tensor({2, 4, 6, 5}, 4, -1, 1).to(gpu), w = uniform_tensor({6, 2, 3, 3}, 5, -1, 1).to(gpu);
+  const Tensor dy = uniform_tensor({2, 6, 6, 5}, 6, -1, 1).to(gpu);
+  {
+    CudnnSwitch off(false);
+    Tensor untouched = full({2, 6, 6, 5}, -7.0, {.device = gpu});
+    EXPECT_FALSE(backend.conv2d(ConvPass::Forward, x.view(), w.view(), untouched.view(), g));
+    EXPECT_EQ(vals(untouched), std::vector<double>(360, -7.0));
+  }
+  CudnnSwitch on(true);
+  ASSERT_TRUE(cuda::cudnn_enabled());
+  Tensor y = Tensor::empty({2, 6, 6, 5}, DType::Float32, gpu), dx = Tensor::empty(x.shape(), DType::Float32, gpu);
+  Tensor dw = Tensor::empty(w.shape(), DType::Float32, gpu);
+  ASSERT_TRUE(backend.conv2d(ConvPass::Forward, x.view(), w.view(), y.view(), g)) << "cuDNN did not start";
+  ASSERT_TRUE(backend.conv2d(ConvPass::BackwardData, dx.view(), w.view(), dy.view(), g));
+  ASSERT_TRUE(backend.conv2d(ConvPass::BackwardFilter, x.view(), dw.view(), dy.view(), g));
+  // The same three through autograd on the CPU (im2col + GEMM): y, and dx, dw of Σ y·dy.
+  Tensor x_cpu = x.to(kCPU).requires_grad_(), w_cpu = w.to(kCPU).requires_grad_();
+  const Tensor y_cpu = conv2d(x_cpu, w_cpu, Tensor(), {1, 1}, {1, 1}, {1, 1}, 2);
+  (y_cpu * dy.to(kCPU)).sum().backward();
+  expect_near_all(vals(y), vals(y_cpu), 1e-4, "y");
+  expect_near_all(vals(dx), vals(x_cpu.grad()), 1e-4, "dx");
+  expect_near_all(vals(dw), vals(w_cpu.grad()), 1e-4, "dw");
+}
+
+// max_pool2d with NaN, ±∞ and ties: the GPU gives the CPU's values and indices (PyTorch's
+// rule, tests/autograd/ops/test_conv.cpp), seen through the gradient.
+TEST(CudaConv, MaxPoolNaNAndTiesMatchTheCpu) {
+  REQUIRE_GPU();
+  const std::vector<double> xv = vgrad_test::ties_nan_inf_values(2 * 3 * 9 * 10, 21);
+  for (DType dtype : {DType::Float32, DType::Float64})
+    for (const auto& [k, s, p] : {std::tuple<Pair2, Pair2, Pair2>{{2, 2}, {2, 2}, {0, 0}},
+                                  std::tuple<Pair2, Pair2, Pair2>{{3, 3}, {1, 1}, {1, 1}}}) {
+      Results results[2];
+      for (int d = 0; d < 2; ++d) {
+        Tensor x = tensor(xv, {2, 3, 9, 10}).to(dtype).to(d == 0 ? kCPU : cuda_device(0)).requires_grad_();
+        const Tensor out = max_pool2d(x, k, s, p);
+        (out * uniform_tensor(out.shape(), 22, -1, 1, dtype).to(x.device())).sum().backward();
+        results[d] = {vals(out.to(kCPU)), vals(x.grad().to(kCPU))};
+      }
+      ASSERT_EQ(results[1][0].size(), results[0][0].size());
+      for (size_t i = 0; i < results[0][0].size(); ++i)
+        if (std::isnan(results[0][0][i])) {
+          EXPECT_TRUE(std::isnan(results[1][0][i])) << "output " << i;
+        } else {
+          EXPECT_EQ(results[1][0][i], results[0][0][i]) << "output " << i;
+        }
+      expect_near_all(results[1][1], results[0][1], 1e-6, "gradient at the indices");
+    }
 }
 
 }  // namespace

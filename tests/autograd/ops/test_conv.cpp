@@ -204,6 +204,110 @@ TEST(MaxPool2d, TiedMaximaSendTheGradientToTheFirstOnly) {
   vgrad_test::expect_values(x.grad(), {1, 0, 0, 0});
 }
 
+// PyTorch's max_pool2d rule, written directly (aten/src/ATen/native/cpu/MaxPoolKernel.cpp):
+// from max = −∞ and the window's first valid position, walking it row by row, a value
+// wins when it is greater or NaN. Returns the values and, per output, the input index.
+struct PoolResult {
+  std::vector<double> values;
+  std::vector<int64_t> at;  // into x's flat storage
+};
+PoolResult pytorch_max_pool(const Tensor& x, Pair2 k, Pair2 s, Pair2 p, Pair2 d) {
+  const Shape& sh = x.shape();
+  const auto xv = vals(x);
+  const int64_t oh_n = (sh[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) / s[0] + 1;
+  const int64_t ow_n = (sh[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) / s[1] + 1;
+  PoolResult r;
+  for (int64_t nc = 0; nc < sh[0] * sh[1]; ++nc)
+    for (int64_t oh = 0; oh < oh_n; ++oh)
+      for (int64_t ow = 0; ow < ow_n; ++ow) {
+        double best = -std::numeric_limits<double>::infinity();
+        int64_t at = -1;
+        for (int64_t i = 0; i < k[0]; ++i)
+          for (int64_t j = 0; j < k[1]; ++j) {
+            const int64_t ih = oh * s[0] - p[0] + i * d[0], iw = ow * s[1] - p[1] + j * d[1];
+            if (ih < 0 || ih >= sh[2] || iw < 0 || iw >= sh[3]) continue;
+            const int64_t pos = (nc * sh[2] + ih) * sh[3] + iw;
+            if (at < 0) at = pos;
+            if (xv[size_t(pos)] > best || std::isnan(xv[size_t(pos)])) best = xv[size_t(pos)], at = pos;
+          }
+        r.values.push_back(best);
+        r.at.push_back(at);
+      }
+  return r;
+}
+
+void expect_same_or_both_nan(const std::vector<double>& got, const std::vector<double>& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::isnan(want[i])) {
+      EXPECT_TRUE(std::isnan(got[i])) << what << " at " << i << ": " << got[i];
+    } else {
+      EXPECT_EQ(got[i], want[i]) << what << " at " << i;
+    }
+}
+
+TEST(MaxPool2d, NaNAndInfinityGiveTorchsValuesAndIndices) {
+  // From torch 1.13.0 (CPU), F.max_pool2d(..., return_indices=True) on 2x2 inputs, kernel 2:
+  //   [nan, 1, nan, 2] -> nan at 2;   [1, nan, 3, 4] -> nan at 1;   [nan, nan, nan, nan] -> nan at 3
+  //   [-inf x4] -> -inf at 0;         [1, 5, 5, 2] -> 5 at 1;        [nan, 9, 1, 2] -> nan at 0
+  // and kernel 3, stride 1, padding 1 on [[1, nan, 2], [nan, 3, 4], [5, 6, 7]]:
+  //   values [nan x8, 7], indices [3, 3, 1, 3, 3, 1, 3, 3, 8].
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  struct Case {
+    std::vector<double> x;
+    double value;
+    int64_t index;
+  };
+  const std::vector<Case> cases = {{{nan, 1, nan, 2}, nan, 2},     {{1, nan, 3, 4}, nan, 1},
+                                   {{nan, nan, nan, nan}, nan, 3}, {{-inf, -inf, -inf, -inf}, -inf, 0},
+                                   {{1, 5, 5, 2}, 5, 1},           {{nan, 9, 1, 2}, nan, 0}};
+  for (DType dtype : {DType::Float32, DType::Float64})
+    for (const Case& c : cases) {
+      Tensor x = tensor(c.x, {1, 1, 2, 2}).to(dtype).requires_grad_();
+      const Tensor out = max_pool2d(x, {2, 2});  // the 2x2 stride-2 path
+      expect_same_or_both_nan(vals(out), {c.value}, "2x2 value");
+      out.sum().backward();
+      std::vector<double> one_hot(4, 0.0);
+      one_hot[size_t(c.index)] = 1;
+      EXPECT_EQ(vals(x.grad()), one_hot) << "2x2 index, " << dtype_name(dtype);
+    }
+  Tensor x = tensor(std::vector<double>{1, nan, 2, nan, 3, 4, 5, 6, 7}, {1, 1, 3, 3}).requires_grad_();
+  const Tensor out = max_pool2d(x, {3, 3}, {1, 1}, {1, 1});  // the general path
+  expect_same_or_both_nan(vals(out), {nan, nan, nan, nan, nan, nan, nan, nan, 7}, "3x3 values");
+  out.sum().backward();  // indices [3, 3, 1, 3, 3, 1, 3, 3, 8]: 6 to position 3, 2 to 1, 1 to 8
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{0, 2, 0, 6, 0, 0, 0, 0, 1}));
+  // All −∞ under padding: the first valid position, as torch ([0, 0, 0, 0] for a 2x2 input).
+  Tensor all_inf = full({1, 1, 2, 2}, -inf).requires_grad_();
+  max_pool2d(all_inf, {3, 3}, {1, 1}, {1, 1}).sum().backward();
+  EXPECT_EQ(vals(all_inf.grad()), (std::vector<double>{4, 0, 0, 0}));
+}
+
+TEST(MaxPool2d, EveryPathFollowsTorchsRuleOnTiesNaNAndInfinity) {
+  // Small integers tie often; NaN and ±∞ are sprinkled in. Windows overlap in most
+  // cases, so the gradient (a random weighting scattered to the indices) checks them all.
+  struct Case {
+    Pair2 k, s, p, d;
+  };
+  // Even W (the 2x2 path's flat pass over the plane) and odd W (its row by row pass).
+  for (const Shape& shape : {Shape{2, 3, 9, 10}, Shape{1, 2, 8, 7}})
+    for (DType dtype : {DType::Float32, DType::Float64})
+      for (const Case& c : {Case{{2, 2}, {2, 2}, {0, 0}, {1, 1}}, Case{{3, 3}, {1, 1}, {1, 1}, {1, 1}},
+                            Case{{3, 3}, {2, 2}, {1, 1}, {1, 1}}, Case{{2, 3}, {1, 2}, {1, 0}, {2, 1}},
+                            Case{{2, 2}, {1, 1}, {0, 0}, {1, 1}}}) {
+        const std::vector<double> xv = vgrad_test::ties_nan_inf_values(numel(shape), 21);
+        Tensor x = tensor(xv, shape).to(dtype).requires_grad_();
+        const PoolResult want = pytorch_max_pool(x.detach(), c.k, c.s, c.p, c.d);
+        const Tensor out = max_pool2d(x, c.k, c.s, c.p, c.d);
+        expect_same_or_both_nan(vals(out), want.values, "values");
+        const Tensor weighting = uniform_tensor(out.shape(), 22, -1, 1, dtype);
+        (out * weighting).sum().backward();
+        std::vector<double> grad(xv.size(), 0.0);
+        const auto wv = vals(weighting);
+        for (size_t i = 0; i < want.at.size(); ++i) grad[size_t(want.at[i])] += wv[i];
+        expect_near_all(vals(x.grad()), grad, 1e-6, "gradient at the indices");
+      }
+}
+
 TEST(AvgPool2d, MatchesNaiveLoopCountingPaddingAndGradchecks) {
   const Tensor x = uniform_tensor({2, 2, 6, 7}, 5, -1, 1, DType::Float64);
   struct Case { Pair2 k, s, p; };

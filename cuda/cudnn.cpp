@@ -1,0 +1,288 @@
+// conv2d on the GPU through cuDNN's convolution API (cudnnConvolutionForward,
+// BackwardData, BackwardFilter; deprecated in cuDNN 9 but supported): one plan per
+// (pass, dtype, geometry) with its descriptors and the algorithm cudnnGet*_v7 ranks
+// first, made once and cached; the workspace comes from the device's caching allocator.
+// A build without cuDNN (VGRAD_CUDNN=OFF) compiles only the switch, and conv2d_impl
+// declines so that autograd/ops/conv.cpp uses im2col + cuBLAS (cuda/conv.cu, gemm.cpp).
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "cuda/check.h"
+#include "cuda/cuda_backend.h"
+
+#ifdef VGRAD_WITH_CUDNN
+#include <cudnn.h>
+
+#include <array>
+#include <map>
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#endif
+
+namespace vgrad::cuda {
+namespace {
+
+// -1: not decided yet (the environment's VGRAD_CUDNN decides at the first question).
+std::atomic<int> cudnn_switch{-1};
+
+}  // namespace
+
+#ifdef VGRAD_WITH_CUDNN
+bool built_with_cudnn() { return true; }
+#else
+bool built_with_cudnn() { return false; }
+#endif
+
+bool cudnn_enabled() {
+  if (!built_with_cudnn()) return false;
+  int state = cudnn_switch.load();
+  if (state < 0) {
+    const char* env = std::getenv("VGRAD_CUDNN");
+    const std::string value = env == nullptr ? "" : env;
+    const int from_env = value == "0" || value == "off" || value == "OFF" || value == "false" ? 0 : 1;
+    cudnn_switch.compare_exchange_strong(state, from_env);
+    state = cudnn_switch.load();
+  }
+  return state == 1;
+}
+
+void set_cudnn_enabled(bool on) { cudnn_switch.store(on ? 1 : 0); }
+
+#ifndef VGRAD_WITH_CUDNN
+
+class CudnnConvolutions {};
+void destroy_cudnn(CudnnConvolutions*) noexcept {}
+bool CudaBackend::conv2d_impl(ConvPass, const View&, const View&, const View&, const ConvGeometry&) { return false; }
+
+#else
+
+namespace {
+
+void check_cudnn(cudnnStatus_t status, const char* call, const char* file, int line) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  char message[512] = "see cuDNN's log (CUDNN_LOGERR_DBG=1)";
+#if CUDNN_MAJOR >= 9
+  cudnnGetLastErrorString(message, sizeof(message));
+#endif
+  detail::throw_library_error("cuDNN", call, file, line, cudnnGetErrorString(status), message);
+}
+#define VGRAD_CUDNN_CHECK(call) check_cudnn((call), #call, __FILE__, __LINE__)
+
+// cuDNN's storage type, its compute type and the math it may use for one vgrad dtype:
+// float32 and float64 on FMA units only (no TF32, so the GPU matches the CPU's float32
+// within float32's rounding), 16-bit on tensor cores with float32 accumulation.
+struct CudnnTypes {
+  cudnnDataType_t data, compute;
+  cudnnMathType_t math;
+};
+CudnnTypes cudnn_types(DType dtype) {
+  switch (dtype) {
+    case DType::Float32:
+      return {CUDNN_DATA_FLOAT, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH};
+    case DType::Float64:
+      return {CUDNN_DATA_DOUBLE, CUDNN_DATA_DOUBLE, CUDNN_FMA_MATH};
+    case DType::BFloat16:
+      return {CUDNN_DATA_BFLOAT16, CUDNN_DATA_FLOAT, CUDNN_TENSOR_OP_MATH};
+    case DType::Float16:
+      return {CUDNN_DATA_HALF, CUDNN_DATA_FLOAT, CUDNN_TENSOR_OP_MATH};
+    case DType::Int64:
+      break;
+  }
+  fail("conv2d: cuDNN has no convolution for {}", dtype_name(dtype));
+}
+
+// A float32 math request keeps FMA whatever the heuristics rank (they may offer TF32);
+// 16-bit takes the math the algorithm was ranked with.
+cudnnMathType_t math_for(const CudnnTypes& types, cudnnMathType_t ranked) {
+  return types.math == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : ranked;
+}
+
+int as_int(int64_t v) { return static_cast<int>(v); }  // core checked every size fits an int
+
+}  // namespace
+
+// One geometry's descriptors, algorithm and workspace size, for one pass and dtype.
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  int algorithm = -1;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t; -1: none usable
+  size_t workspace = 0;
+
+  ConvPlan() = default;
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+  ~ConvPlan() {
+    if (x != nullptr) (void)cudnnDestroyTensorDescriptor(x);
+    if (y != nullptr) (void)cudnnDestroyTensorDescriptor(y);
+    if (w != nullptr) (void)cudnnDestroyFilterDescriptor(w);
+    if (conv != nullptr) (void)cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+class CudnnConvolutions {
+ public:
+  // nullptr (with a warning) where cuDNN does not load on this machine.
+  static CudnnConvolutions* create(cudaStream_t stream, int device) {
+    cudnnHandle_t handle = nullptr;
+    const cudnnStatus_t status = cudnnCreate(&handle);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      spdlog::warn("cuda:{}: cuDNN did not start ({}); conv2d uses im2col + cuBLAS", device,
+                   cudnnGetErrorString(status));
+      return nullptr;
+    }
+    if (cudnnSetStream(handle, stream) != CUDNN_STATUS_SUCCESS) {
+      (void)cudnnDestroy(handle);
+      return nullptr;
+    }
+    return new CudnnConvolutions(handle);
+  }
+  ~CudnnConvolutions() { (void)cudnnDestroy(handle_); }
+  CudnnConvolutions(const CudnnConvolutions&) = delete;
+  CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
+
+  // Runs `pass`; false when cuDNN offers no algorithm for it (the caller falls back).
+  bool run(ConvPass pass, const View& x, const View& w, const View& y, const ConvGeometry& g,
+           CachingAllocator& allocator) {
+    const ConvPlan& plan = plan_for(pass, x.dtype, g);
+    if (plan.algorithm < 0) return false;
+    void* workspace = plan.workspace > 0 ? allocator.allocate(plan.workspace) : nullptr;
+    // Stream-ordered: later work on the one stream runs after the convolution, so the
+    // block may go back to the cache as soon as the call is queued.
+    struct Release {
+      CachingAllocator& allocator;
+      void* ptr;
+      size_t bytes;
+      ~Release() {
+        if (ptr != nullptr) allocator.deallocate(ptr, bytes);
+      }
+    } release{allocator, workspace, plan.workspace};
+    const double one_d = 1.0, zero_d = 0.0;
+    const float one_f = 1.0f, zero_f = 0.0f;
+    const bool wide = x.dtype == DType::Float64;  // alpha/beta are double for double data
+    const void* alpha = wide ? static_cast<const void*>(&one_d) : &one_f;
+    const void* beta = wide ? static_cast<const void*>(&zero_d) : &zero_f;
+    switch (pass) {
+      case ConvPass::Forward:
+        VGRAD_CUDNN_CHECK(cudnnConvolutionForward(handle_, alpha, plan.x, x.data, plan.w, w.data, plan.conv,
+                                                  cudnnConvolutionFwdAlgo_t(plan.algorithm), workspace, plan.workspace,
+                                                  beta, plan.y, y.data));
+        break;
+      case ConvPass::BackwardData:
+        VGRAD_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, alpha, plan.w, w.data, plan.y, y.data, plan.conv,
+                                                       cudnnConvolutionBwdDataAlgo_t(plan.algorithm), workspace,
+                                                       plan.workspace, beta, plan.x, x.data));
+        break;
+      case ConvPass::BackwardFilter:
+        VGRAD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, alpha, plan.x, x.data, plan.y, y.data, plan.conv,
+                                                         cudnnConvolutionBwdFilterAlgo_t(plan.algorithm), workspace,
+                                                         plan.workspace, beta, plan.w, w.data));
+        break;
+    }
+    return true;
+  }
+
+ private:
+  using Key = std::array<int64_t, 16>;
+  explicit CudnnConvolutions(cudnnHandle_t handle) : handle_(handle) {}
+
+  const ConvPlan& plan_for(ConvPass pass, DType dtype, const ConvGeometry& g) {
+    const WindowGeometry& s = g.window;
+    const Key key{int64_t(pass), int64_t(dtype), s.batch,      s.channels, s.height,   s.width,
+                  g.filters,     s.kernel_h,     s.kernel_w,   s.stride_h, s.stride_w, s.pad_h,
+                  s.pad_w,       s.dilation_h,   s.dilation_w, g.groups};
+    auto found = plans_.find(key);
+    if (found != plans_.end()) return found->second;
+    ConvPlan& plan = plans_[key];
+    try {
+      describe(plan, dtype, g);
+      choose_algorithm(plan, pass, cudnn_types(dtype));
+    } catch (...) {
+      plans_.erase(key);
+      throw;
+    }
+    return plan;
+  }
+
+  static void describe(ConvPlan& plan, DType dtype, const ConvGeometry& g) {
+    const WindowGeometry& s = g.window;
+    const CudnnTypes types = cudnn_types(dtype);
+    VGRAD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.x));
+    VGRAD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.y));
+    VGRAD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan.w));
+    VGRAD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&plan.conv));
+    VGRAD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.x, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
+                                                 as_int(s.channels), as_int(s.height), as_int(s.width)));
+    VGRAD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.y, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
+                                                 as_int(g.filters), as_int(s.out_h), as_int(s.out_w)));
+    VGRAD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan.w, types.data, CUDNN_TENSOR_NCHW, as_int(g.filters),
+                                                 as_int(s.channels / g.groups), as_int(s.kernel_h),
+                                                 as_int(s.kernel_w)));
+    VGRAD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan.conv, as_int(s.pad_h), as_int(s.pad_w), as_int(s.stride_h),
+                                                      as_int(s.stride_w), as_int(s.dilation_h), as_int(s.dilation_w),
+                                                      CUDNN_CROSS_CORRELATION, types.compute));
+    VGRAD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(plan.conv, as_int(g.groups)));
+    VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, types.math));
+  }
+
+  // The first algorithm the heuristics rank that runs with our math type, and its
+  // workspace under that math type; none leaves algorithm = -1. `descriptors` are the
+  // pass's own, in the order its ranking and workspace calls take them.
+  template <class Perf, int kCount, class Rank, class Workspace, class... Descriptors>
+  void choose(ConvPlan& plan, const CudnnTypes& types, Perf (&perf)[kCount], Rank rank, Workspace workspace,
+              Descriptors... descriptors) {
+    int count = 0;
+    VGRAD_CUDNN_CHECK(rank(handle_, descriptors..., kCount, &count, perf));
+    for (int i = 0; i < count; ++i) {
+      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+      VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, math_for(types, perf[i].mathType)));
+      size_t bytes = 0;
+      if (workspace(handle_, descriptors..., perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+      plan.algorithm = int(perf[i].algo);
+      plan.workspace = bytes;
+      return;
+    }
+  }
+
+  void choose_algorithm(ConvPlan& plan, ConvPass pass, const CudnnTypes& types) {
+    switch (pass) {
+      case ConvPass::Forward: {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        return choose(plan, types, perf, cudnnGetConvolutionForwardAlgorithm_v7,
+                      cudnnGetConvolutionForwardWorkspaceSize, plan.x, plan.w, plan.conv, plan.y);
+      }
+      case ConvPass::BackwardData: {  // dx from dy
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        return choose(plan, types, perf, cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                      cudnnGetConvolutionBackwardDataWorkspaceSize, plan.w, plan.y, plan.conv, plan.x);
+      }
+      case ConvPass::BackwardFilter: {  // dweight from x and dy
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        return choose(plan, types, perf, cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                      cudnnGetConvolutionBackwardFilterWorkspaceSize, plan.x, plan.y, plan.conv, plan.w);
+      }
+    }
+  }
+
+  cudnnHandle_t handle_;
+  std::map<Key, ConvPlan> plans_;  // a model has a handful of conv shapes
+};
+
+void destroy_cudnn(CudnnConvolutions* convolutions) noexcept { delete convolutions; }
+
+bool CudaBackend::conv2d_impl(ConvPass pass, const View& x, const View& w, const View& y, const ConvGeometry& g) {
+  if (!cudnn_enabled()) return false;
+  activate();
+  std::lock_guard lock(cudnn_mutex_);  // a cuDNN handle must not be used by two threads at once
+  if (!cudnn_tried_) {
+    cudnn_tried_ = true;
+    cudnn_ = CudnnConvolutions::create(stream_, index_);
+  }
+  return cudnn_ != nullptr && cudnn_->run(pass, x, w, y, g, allocator_);
+}
+
+#endif
+
+}  // namespace vgrad::cuda
