@@ -2,13 +2,18 @@
 // of the MLP 784-256-128-10 (forward, weight grads, input grads of layers 2-3),
 // scaled to one Fashion-MNIST epoch (60,000 samples, last partial batch kept).
 // This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
-// Build: g++ -O2 -std=c++20 -Wall -Wextra bench/gemm_floor.cpp -lopenblas -o build/gemm_floor
+// --shapes: instead, a table of each of the step's GEMMs timed alone with OpenBLAS on 1
+// and 2 threads and with vgrad's own sgemm (core/cpu/sgemm.h) on 1 and 2 threads,
+// interleaved round by round, medians in microseconds per call.
 #include <cblas.h>
+
+#include "core/cpu/sgemm.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -135,8 +140,59 @@ void bench(int batch, int fixed_threads) {
   std::fflush(stdout);
 }
 
+// Median microseconds per call of each implementation on one shape, interleaved.
+void time_shape(const Gemm& g, const char* name, int batch) {
+  using vgrad::cpu::SgemmProblem;
+  SgemmProblem p;
+  p.trans_a = g.ta == CblasTrans, p.trans_b = g.tb == CblasTrans;
+  p.m = g.m, p.n = g.n, p.k = g.k, p.a = g.a, p.lda = g.lda, p.b = g.b, p.ldb = g.ldb, p.c = g.c, p.ldc = g.ldc;
+  const vgrad::cpu::SgemmKernels& kernels = vgrad::cpu::sgemm_kernels(vgrad::cpu::active_isa());
+  auto openblas = [&](int t) { return [&g, t] { openblas_set_num_threads(t); g.run(); }; };
+  auto ours = [&](int t) { return [&p, &kernels, t] { vgrad::cpu::sgemm(p, kernels, t); }; };
+  const std::function<void()> impls[4] = {openblas(1), openblas(2), ours(1), ours(2)};
+  const double macs = double(g.m) * g.n * g.k;
+  const int calls = std::max(2, int(5.0e7 / std::max(macs, 1.0)));  // ~2-4 ms per timing
+  std::vector<double> times[4];
+  for (int round = 0; round < 21; ++round)
+    for (int i = 0; i < 4; ++i) {
+      openblas_set_num_threads(i == 1 ? 2 : 1);
+      impls[i]();
+      const double t0 = now();
+      for (int c = 0; c < calls; ++c) impls[i]();
+      if (round > 0) times[i].push_back((now() - t0) / calls * 1e6);
+    }
+  std::printf("| %d | %s | %s%s | %d | %d | %d |", batch, name, p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n,
+              g.k);
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    std::printf(" %.1f |", t[t.size() / 2]);
+  }
+  std::printf(" %.1f |\n", macs / 1e3);
+  std::fflush(stdout);
+}
+
+void bench_shapes(int batch) {
+  Buffers b;
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v, size_t n) {
+    v.resize(n);
+    for (float& x : v) x = u(rng);
+  };
+  for (int l = 0; l < 4; ++l) fill(b.act[l], size_t(batch) * kDims[l]);
+  for (int l = 0; l < 3; ++l) {
+    fill(b.w[l], size_t(kDims[l + 1]) * kDims[l]);
+    fill(b.dw[l], size_t(kDims[l + 1]) * kDims[l]);
+    fill(b.delta[l], size_t(batch) * kDims[l + 1]);
+    fill(b.dact[l], size_t(batch) * kDims[l]);
+  }
+  const char* names[8] = {"fwd1", "fwd2", "fwd3", "dW3", "dX3", "dW2", "dX2", "dW1"};
+  const std::vector<Gemm> gemms = step_gemms(b, batch);
+  for (size_t i = 0; i < gemms.size(); ++i) time_shape(gemms[i], names[i], batch);
+}
+
 [[noreturn]] void usage() {
-  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T]\n");
+  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1]\n");
   std::exit(2);
 }
 
@@ -157,12 +213,15 @@ int main(int argc, char** argv) {
   }
   std::vector<int> batches;
   int threads = 0;
+  bool shapes = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) usage();
     if (arg == "--batch") {
       std::stringstream ss(argv[++i]);
       for (std::string item; std::getline(ss, item, ',');) batches.push_back(std::atoi(item.c_str()));
+    } else if (arg == "--shapes") {
+      shapes = std::atoi(argv[++i]) != 0;
     } else if (arg == "--threads") {
       threads = std::atoi(argv[++i]);
     } else {
@@ -170,8 +229,16 @@ int main(int argc, char** argv) {
     }
   }
   if (batches.empty()) batches = {32, 64, 128, 256};
+  if (shapes)
+    std::printf("OpenBLAS core %s, vgrad kernels %s; us per call (median of 20 interleaved rounds)\n"
+                "| batch | gemm | op | m | n | k | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | kMAC |\n"
+                "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                openblas_get_corename(), std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str());
   for (int bsz : batches) {
     if (bsz <= 0) usage();
-    bench(bsz, threads);
+    if (shapes)
+      bench_shapes(bsz);
+    else
+      bench(bsz, threads);
   }
 }

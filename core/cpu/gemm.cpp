@@ -1,4 +1,6 @@
-// GEMM through OpenBLAS's cblas, with transposes as flags (never copies).
+// GEMM: float32 through vgrad's own kernels (sgemm.h) where they measured faster, the
+// rest (float64, large float32 products) through OpenBLAS's cblas, with transposes as
+// flags (never copies).
 // OpenBLAS is loaded with dlopen on first use rather than linked: its DYNAMIC_ARCH
 // kernel choice happens when the library initialises, and on CPUs it does not
 // recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
@@ -12,8 +14,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/sgemm.h"
 #include "core/error.h"
 
 namespace vgrad::cpu {
@@ -62,6 +66,7 @@ const OpenBlas& openblas() {
 // 0.659/0.625 from 30M up and 0.667/0.553 from 1M up. Under load from other
 // processes the second thread hurts instead; quiet is what we tune for.
 constexpr double kThreadedGemmMinFlops = 4.0e6;
+constexpr int kMaxThreads = 1 << 16;  // sgemm: as many as the pool has
 
 void set_threads_for(double multiply_adds) {
   static const int max_threads = openblas().get_num_threads();
@@ -95,6 +100,15 @@ struct Float32Buffer {
   Float32Buffer(const Float32Buffer&) = delete;
   Float32Buffer& operator=(const Float32Buffer&) = delete;
 };
+
+// Which float32 products run on vgrad's kernels. RULE_NOTE
+bool use_own_sgemm(const GemmArgs& g) {
+  static const bool forced_openblas = [] {
+    const char* choice = std::getenv("VGRAD_GEMM");  // "openblas": every GEMM on OpenBLAS (A/B benchmarks)
+    return choice != nullptr && std::strcmp(choice, "openblas") == 0;
+  }();
+  return !forced_openblas && g.dtype == DType::Float32;
+}
 
 }  // namespace
 
@@ -149,6 +163,20 @@ void CpuBackend::gemm_half(const GemmArgs& g) {
 
 void CpuBackend::gemm_impl(const GemmArgs& g) {
   if (is_half(g.dtype)) return gemm_half(g);
+  if (use_own_sgemm(g)) {
+    const SgemmKernels& kernels = sgemm_kernels(active_isa());
+    for (int64_t i = 0; i < g.batch; ++i) {
+      SgemmProblem p;
+      p.trans_a = g.trans_a, p.trans_b = g.trans_b;
+      p.m = g.m, p.n = g.n, p.k = g.k;
+      p.a = static_cast<const float*>(g.a) + i * g.stride_a, p.lda = g.lda;
+      p.b = static_cast<const float*>(g.b) + i * g.stride_b, p.ldb = g.ldb;
+      p.c = static_cast<float*>(g.c) + i * g.stride_c, p.ldc = g.ldc;
+      p.alpha = float(g.alpha), p.beta = float(g.beta);
+      sgemm(p, kernels, kMaxThreads);
+    }
+    return;
+  }
   const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;

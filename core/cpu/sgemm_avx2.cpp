@@ -1,0 +1,63 @@
+// The float32 GEMM kernels for AVX2 + FMA (8 lanes): packed tile 6 x 16 (12 of the 16
+// ymm registers accumulate). Compiled with -mavx2 -mfma (CMakeLists.txt)
+// and called only when the CPU has them (isa.cpp); see sgemm_kernels.h for the rules of this file.
+#include "core/cpu/sgemm.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+namespace vgrad::cpu {
+namespace {
+
+struct Simd {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static __m256i first(int n) {
+    alignas(32) static const int32_t mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mask + 8 - n));
+  }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load_partial(const float* p, int n) { return _mm256_maskload_ps(p, first(n)); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void store_partial(float* p, V v, int n) { _mm256_maskstore_ps(p, first(n), v); }
+  static V broadcast(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  // The 8 x 8 transpose of AVX (unpack, shuffle, swap 128-bit halves).
+  static constexpr int kBlock = 8;
+  __attribute__((always_inline)) static void transpose_block(const float* src, int64_t ld_src, float* dst,
+                                                             int64_t ld_dst) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+      _mm256_storeu_ps(dst + i * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+      _mm256_storeu_ps(dst + (i + 4) * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+  }
+};
+
+}  // namespace
+}  // namespace vgrad::cpu
+
+#include "core/cpu/sgemm_kernels.h"
+
+namespace vgrad::cpu {
+const SgemmKernels* sgemm_kernels_avx2() {
+  static constexpr SgemmKernels kernels = make_kernels<Simd, 6, 2, 256>(Isa::Avx2);
+  return &kernels;
+}
+}  // namespace vgrad::cpu
+
+#else
+namespace vgrad::cpu {
+const SgemmKernels* sgemm_kernels_avx2() { return nullptr; }
+}  // namespace vgrad::cpu
+#endif
