@@ -4,7 +4,7 @@
 // This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
 // --shapes: instead, a table of each of the step's GEMMs timed alone with OpenBLAS on 1
 // and 2 threads and with vgrad's own sgemm (core/cpu/sgemm.h) on 1 and 2 threads,
-// interleaved round by round, medians in microseconds per call.
+// interleaved round by round, medians in microseconds per call (--square N: N x N x N).
 #include <cblas.h>
 
 #include "core/cpu/sgemm.h"
@@ -18,6 +18,8 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -61,6 +63,12 @@ std::vector<Gemm> step_gemms(Buffers& b, int batch) {
                    kDims[l + 1], b.w[l].data(), kDims[l], b.dact[l].data(), kDims[l]});
   }
   return g;
+}
+
+double thread_cpu() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
 }
 
 double now() {
@@ -152,22 +160,27 @@ void time_shape(const Gemm& g, const char* name, int batch) {
   const std::function<void()> impls[4] = {openblas(1), openblas(2), ours(1), ours(2)};
   const double macs = double(g.m) * g.n * g.k;
   const int calls = std::max(2, int(5.0e7 / std::max(macs, 1.0)));  // ~2-4 ms per timing
-  std::vector<double> times[4];
+  // Wall time for all four; the calling thread's CPU time too for the one-thread runs,
+  // which a shared machine's preemption does not inflate.
+  std::vector<double> wall[4], cpu[4];
   for (int round = 0; round < 21; ++round)
     for (int i = 0; i < 4; ++i) {
       openblas_set_num_threads(i == 1 ? 2 : 1);
       impls[i]();
-      const double t0 = now();
+      const double t0 = now(), c0 = thread_cpu();
       for (int c = 0; c < calls; ++c) impls[i]();
-      if (round > 0) times[i].push_back((now() - t0) / calls * 1e6);
+      if (round > 0) {
+        wall[i].push_back((now() - t0) / calls * 1e6);
+        cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+      }
     }
-  std::printf("| %d | %s | %s%s | %d | %d | %d |", batch, name, p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n,
-              g.k);
-  for (auto& t : times) {
-    std::sort(t.begin(), t.end());
-    std::printf(" %.1f |", t[t.size() / 2]);
-  }
-  std::printf(" %.1f |\n", macs / 1e3);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f |\n", batch, name,
+              p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]), median(wall[0]),
+              median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]), median(cpu[0]) / median(cpu[2]));
   std::fflush(stdout);
 }
 
@@ -191,8 +204,15 @@ void bench_shapes(int batch) {
   for (size_t i = 0; i < gemms.size(); ++i) time_shape(gemms[i], names[i], batch);
 }
 
+// Square products N x N x N (NN and NT), to place the switch to OpenBLAS for large GEMMs.
+void bench_square(int size) {
+  std::vector<float> a(size_t(size) * size, 0.5f), b(a), c(a);
+  for (auto [ta, tb, name] : {std::tuple{CblasNoTrans, CblasNoTrans, "NxN NN"}, {CblasNoTrans, CblasTrans, "NxN NT"}})
+    time_shape({ta, tb, size, size, size, a.data(), size, b.data(), size, c.data(), size}, name, 0);
+}
+
 [[noreturn]] void usage() {
-  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1]\n");
+  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1] [--square N[,N...]]\n");
   std::exit(2);
 }
 
@@ -214,12 +234,17 @@ int main(int argc, char** argv) {
   std::vector<int> batches;
   int threads = 0;
   bool shapes = false;
+  std::vector<int> squares;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) usage();
     if (arg == "--batch") {
       std::stringstream ss(argv[++i]);
       for (std::string item; std::getline(ss, item, ',');) batches.push_back(std::atoi(item.c_str()));
+    } else if (arg == "--square") {
+      std::stringstream ss(argv[++i]);
+      for (std::string item; std::getline(ss, item, ',');) squares.push_back(std::atoi(item.c_str()));
+      shapes = true;
     } else if (arg == "--shapes") {
       shapes = std::atoi(argv[++i]) != 0;
     } else if (arg == "--threads") {
@@ -228,11 +253,12 @@ int main(int argc, char** argv) {
       usage();
     }
   }
-  if (batches.empty()) batches = {32, 64, 128, 256};
+  if (batches.empty() && squares.empty()) batches = {32, 64, 128, 256};
   if (shapes)
-    std::printf("OpenBLAS core %s, vgrad kernels %s; us per call (median of 20 interleaved rounds)\n"
-                "| batch | gemm | op | m | n | k | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | kMAC |\n"
-                "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    std::printf("OpenBLAS core %s, vgrad kernels %s; us per call, median of 20 interleaved rounds; "
+                "1 thr: calling thread's CPU time / wall time; 2 thr: wall time\n"
+                "| batch | gemm | op | m | n | k | kMAC | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | "
+                "OpenBLAS/vgrad 1 thr CPU |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                 openblas_get_corename(), std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str());
   for (int bsz : batches) {
     if (bsz <= 0) usage();
@@ -241,4 +267,5 @@ int main(int argc, char** argv) {
     else
       bench(bsz, threads);
   }
+  for (int size : squares) bench_square(size);
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "core/error.h"
 
@@ -17,7 +18,13 @@
 namespace vgrad::cpu {
 namespace {
 
+using Clock = std::chrono::steady_clock;
 constexpr auto kSpin = std::chrono::microseconds(200);
+// Back-off: a job whose workers finish more than half the caller's own time (plus
+// kLateSlack) after the caller makes the next kAloneJobs jobs run on the caller alone
+// (about one training step of an MLP: 8 GEMMs, 2 rounds each), then threads are tried again.
+constexpr auto kLateSlack = std::chrono::microseconds(5);
+constexpr int kAloneJobs = 16;
 
 inline void cpu_relax() {
 #if defined(__x86_64__)
@@ -28,7 +35,20 @@ inline void cpu_relax() {
 }  // namespace
 
 ThreadPool& ThreadPool::instance() {
-  static ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
+  // OPENBLAS_NUM_THREADS too, so `OPENBLAS_NUM_THREADS=1 mpirun ...` (README) still
+  // keeps each rank on one thread now that most float32 GEMMs run here.
+  static ThreadPool pool([] {
+    for (const char* variable : {"VGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS"}) {
+      const char* setting = std::getenv(variable);
+      if (setting == nullptr || *setting == '\0') continue;
+      char* end = nullptr;
+      const long threads = std::strtol(setting, &end, 10);
+      if (*end != '\0' || threads < 1 || threads > 1024)
+        fail("{}={}: expected a thread count from 1 to 1024", variable, setting);
+      return int(threads);
+    }
+    return int(std::max(1u, std::thread::hardware_concurrency()));
+  }());
   return pool;
 }
 
@@ -57,10 +77,10 @@ void ThreadPool::worker_loop(int index) {
   uint32_t seen = 0;
   for (;;) {
     // Spin a while for the next job, then sleep until one is published.
-    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    const auto deadline = Clock::now() + kSpin;
     for (int polls = 0; generation_.load(std::memory_order_acquire) == seen; ++polls) {
       cpu_relax();
-      if (polls % 64 == 63 && std::chrono::steady_clock::now() > deadline) {
+      if (polls % 64 == 63 && Clock::now() > deadline) {
         sleepers_.fetch_add(1);
         generation_.wait(seen);
         sleepers_.fetch_sub(1);
@@ -75,7 +95,9 @@ void ThreadPool::worker_loop(int index) {
 void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
   const int helpers = std::min(threads - 1, int(workers_.size()));
-  if (!lock.owns_lock() || helpers <= 0 || pieces <= 1) {
+  const bool backing_off = lock.owns_lock() && alone_for_jobs_ > 0;
+  if (backing_off) --alone_for_jobs_;
+  if (!lock.owns_lock() || helpers <= 0 || pieces <= 1 || backing_off) {
     for (int i = 0; i < pieces; ++i) fn(context, i);
     return;
   }
@@ -87,8 +109,16 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   ticket_.store(uint64_t(job) << 32 | uint64_t(pieces) << 16);
   generation_.store(job);  // seq_cst: a worker going to sleep either sees it or is woken
   if (sleepers_.load() > 0) generation_.notify_all();
+  const auto start = Clock::now();
   take_pieces(job);
-  while (done_.load(std::memory_order_acquire) < pieces) cpu_relax();
+  const auto own_done = Clock::now();
+  for (int polls = 0; done_.load(std::memory_order_acquire) < pieces; ++polls) {
+    cpu_relax();
+    if (polls > 4096) std::this_thread::yield();  // a worker lost its core mid-piece
+  }
+  // A worker that finishes long after the caller had its core taken away (the other
+  // vCPU busy with another program): run the next jobs alone rather than wait again.
+  if (Clock::now() - own_done > (own_done - start) / 2 + kLateSlack) alone_for_jobs_ = kAloneJobs;
 }
 
 }  // namespace vgrad::cpu

@@ -13,7 +13,9 @@ namespace vgrad::cpu {
 
 class ThreadPool {
  public:
-  // The process-wide pool, sized to std::thread::hardware_concurrency().
+  // The process-wide pool, sized to std::thread::hardware_concurrency() unless
+  // VGRAD_CPU_THREADS (or else OPENBLAS_NUM_THREADS) says otherwise (1: every kernel on
+  // the calling thread).
   static ThreadPool& instance();
   explicit ThreadPool(int threads);  // threads counts the caller: threads - 1 workers
   ~ThreadPool();
@@ -23,7 +25,8 @@ class ThreadPool {
   int threads() const { return int(workers_.size()) + 1; }
   // Calls piece(i) for i in [0, pieces), on the calling thread and up to `threads` - 1
   // workers, and returns when all are done. A second caller while a job runs (another
-  // thread of the program) runs its pieces alone rather than wait.
+  // thread of the program) runs its pieces alone rather than wait; so do the next few
+  // jobs after one whose workers came late (their core busy elsewhere).
   template <class Fn> void run(int pieces, int threads, Fn&& piece) {
     run_erased(pieces, threads, [](void* fn, int i) { (*static_cast<Fn*>(fn))(i); }, &piece);
   }
@@ -45,6 +48,7 @@ class ThreadPool {
   Piece fn_ = nullptr;  // stable while any piece of the job is unclaimed or running
   void* context_ = nullptr;
   std::atomic<bool> stop_{false};
+  int alone_for_jobs_ = 0;  // jobs to run without workers after a late one (under busy_)
 };
 
 }  // namespace vgrad::cpu

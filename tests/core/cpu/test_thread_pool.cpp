@@ -50,6 +50,29 @@ TEST(ThreadPool, AfterSleepingWorkersWakeForTheNextJob) {
   EXPECT_EQ(45, sum.load());
 }
 
+TEST(ThreadPool, AfterALateWorkerTheNextJobsRunOnTheCaller) {
+  ThreadPool pool(2);
+  const auto caller = std::this_thread::get_id();
+  // The worker's piece takes 20 ms, the caller's none: the caller waits for a late worker.
+  std::atomic<bool> worker_ran{false};
+  pool.run(2, 2, [&](int) {
+    if (std::this_thread::get_id() != caller) {
+      worker_ran = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } else {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!worker_ran && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    }
+  });
+  ASSERT_TRUE(worker_ran);
+  std::atomic<int> off_caller{0};
+  for (int job = 0; job < 8; ++job)
+    pool.run(4, 2, [&](int) {
+      if (std::this_thread::get_id() != caller) ++off_caller;
+    });
+  EXPECT_EQ(0, off_caller.load());
+}
+
 TEST(ThreadPool, ConcurrentCallersAllFinish) {
   ThreadPool pool(2);
   std::atomic<long> total{0};
