@@ -101,13 +101,26 @@ struct Float32Buffer {
   Float32Buffer& operator=(const Float32Buffer&) = delete;
 };
 
-// Which float32 products run on vgrad's kernels. RULE_NOTE
+// Which float32 products run on vgrad's kernels (sgemm.h): all whose packed operands fit
+// in kOwnSgemmMaxPackedFloats (16 MiB; the MLP's largest, batch 256, packs 1.6 MiB).
+// Measured with bench/gemm_floor --shapes 1 (2-vCPU AMD EPYC Zen 5, calling thread's CPU
+// time per call, batch 64, OpenBLAS 0.3.21 with the preset OPENBLAS_CORETYPE=Haswell):
+//   fwd1 64x256x784 NT 235 us OpenBLAS / 152 ours; fwd2 64x128x256 37.4 / 19.7;
+//   dW1 256x784x64 TN 211 / 111; dW2 36.4 / 18.8; dX2 64x256x128 NN 37.1 / 19.6;
+//   dW3 2.3 / 1.6; dX3 1.8 / 1.0; fwd3 64x10x128 2.5 / 3.4 (the one loss, 1 us a step).
+// With OpenBLAS's own AVX-512 kernels (OPENBLAS_CORETYPE unset: Cooperlake) the two are
+// level (fwd1 143 / 152, dW1 121 / 114, wall time) and so are 1024^3 products (68 ms
+// each); beyond the limit whole-operand packing stops paying (memory, cache), and
+// OpenBLAS's blocked kernels take over. float64 always runs on OpenBLAS.
+constexpr double kOwnSgemmMaxPackedFloats = 4.0 * 1024 * 1024;
+
 bool use_own_sgemm(const GemmArgs& g) {
   static const bool forced_openblas = [] {
     const char* choice = std::getenv("VGRAD_GEMM");  // "openblas": every GEMM on OpenBLAS (A/B benchmarks)
     return choice != nullptr && std::strcmp(choice, "openblas") == 0;
   }();
-  return !forced_openblas && g.dtype == DType::Float32;
+  const double packed = double(g.m + 16) * double(g.k) + double(g.k) * double(g.n + 32);
+  return !forced_openblas && g.dtype == DType::Float32 && packed <= kOwnSgemmMaxPackedFloats;
 }
 
 }  // namespace
