@@ -177,7 +177,7 @@ void CpuBackend::gemm_half(const GemmArgs& g) {
 void CpuBackend::gemm_impl(const GemmArgs& g) {
   if (is_half(g.dtype)) return gemm_half(g);
   if (use_own_sgemm(g)) {
-    const SgemmKernels& kernels = sgemm_kernels(active_isa());
+    static const SgemmKernels& kernels = sgemm_kernels(active_isa());
     for (int64_t i = 0; i < g.batch; ++i) {
       SgemmProblem p;
       p.trans_a = g.trans_a, p.trans_b = g.trans_b;

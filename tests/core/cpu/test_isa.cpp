@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "support.h"
@@ -26,6 +27,13 @@ TEST(Isa, DetectedIsTheBestSupportedAndGenericAlwaysWorks) {
 #if defined(__x86_64__)
   EXPECT_EQ(bool(__builtin_cpu_supports("avx512f")) && bool(__builtin_cpu_supports("fma")), cpu_supports(Isa::Avx512));
 #endif
+}
+
+// The suite runs again under VGRAD_CPU_ISA=generic (tests/CMakeLists.txt): the setting
+// must reach the kernels, and without it the best ISA is used.
+TEST(Isa, ActiveFollowsTheEnvironment) {
+  const char* forced = std::getenv("VGRAD_CPU_ISA");
+  EXPECT_EQ(forced != nullptr && *forced != '\0' ? parse_isa(forced) : detected_isa(), active_isa());
 }
 
 }  // namespace
