@@ -103,7 +103,8 @@ int pick_threads(Gemm g) {
   return best_t;
 }
 
-void bench(int batch, int fixed_threads) {
+// The step's operands for one batch size, filled with uniform(-1, 1) values.
+Buffers make_buffers(int batch) {
   Buffers b;
   std::mt19937 rng(42);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -118,6 +119,11 @@ void bench(int batch, int fixed_threads) {
     fill(b.delta[l], size_t(batch) * kDims[l + 1]);
     fill(b.dact[l], size_t(batch) * kDims[l]);
   }
+  return b;
+}
+
+void bench(int batch, int fixed_threads) {
+  Buffers b = make_buffers(batch);
   std::vector<Gemm> full = step_gemms(b, batch);
   std::vector<int> threads;
   for (Gemm& g : full) threads.push_back(g.threads = fixed_threads > 0 ? fixed_threads : pick_threads(g));
@@ -185,20 +191,7 @@ void time_shape(const Gemm& g, const char* name, int batch) {
 }
 
 void bench_shapes(int batch) {
-  Buffers b;
-  std::mt19937 rng(42);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  auto fill = [&](std::vector<float>& v, size_t n) {
-    v.resize(n);
-    for (float& x : v) x = u(rng);
-  };
-  for (int l = 0; l < 4; ++l) fill(b.act[l], size_t(batch) * kDims[l]);
-  for (int l = 0; l < 3; ++l) {
-    fill(b.w[l], size_t(kDims[l + 1]) * kDims[l]);
-    fill(b.dw[l], size_t(kDims[l + 1]) * kDims[l]);
-    fill(b.delta[l], size_t(batch) * kDims[l + 1]);
-    fill(b.dact[l], size_t(batch) * kDims[l]);
-  }
+  Buffers b = make_buffers(batch);
   const char* names[8] = {"fwd1", "fwd2", "fwd3", "dW3", "dX3", "dW2", "dX2", "dW1"};
   const std::vector<Gemm> gemms = step_gemms(b, batch);
   for (size_t i = 0; i < gemms.size(); ++i) time_shape(gemms[i], names[i], batch);

@@ -7,23 +7,25 @@
 
 namespace vgrad::cpu {
 
-std::string_view isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Generic: return "generic";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512: return "avx512";
-  }
+namespace {
+
+struct IsaInfo {
+  Isa isa;
+  std::string_view name, requirement;
+};
+constexpr IsaInfo kIsas[] = {
+    {Isa::Generic, "generic", "none"}, {Isa::Avx2, "avx2", "avx2 and fma"}, {Isa::Avx512, "avx512", "avx512f and fma"}};
+
+const IsaInfo& info(Isa isa) {
+  for (const IsaInfo& entry : kIsas)
+    if (entry.isa == isa) return entry;
   fail("cpu isa: unknown value {}", int(isa));
 }
 
-std::string_view isa_requirement(Isa isa) {
-  switch (isa) {
-    case Isa::Generic: return "none";
-    case Isa::Avx2: return "avx2 and fma";
-    case Isa::Avx512: return "avx512f and fma";
-  }
-  fail("cpu isa: unknown value {}", int(isa));
-}
+}  // namespace
+
+std::string_view isa_name(Isa isa) { return info(isa).name; }
+std::string_view isa_requirement(Isa isa) { return info(isa).requirement; }
 
 bool cpu_supports(Isa isa) {
 #if defined(__x86_64__)
@@ -48,8 +50,8 @@ Isa detected_isa() {
 }
 
 Isa parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512})
-    if (name == isa_name(isa)) return isa;
+  for (const IsaInfo& entry : kIsas)
+    if (name == entry.name) return entry.isa;
   fail("VGRAD_CPU_ISA: unknown instruction set '{}' (expected generic, avx2 or avx512)", name);
 }
 

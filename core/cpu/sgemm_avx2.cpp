@@ -6,10 +6,12 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "core/cpu/avx_transpose.h"
+
 namespace vgrad::cpu {
 namespace {
 
-struct Simd {
+struct Simd : AvxTranspose {
   using V = __m256;
   static constexpr int kLanes = 8;
   static __m256i first(int n) {
@@ -24,24 +26,6 @@ struct Simd {
   static V broadcast(float x) { return _mm256_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  // The 8 x 8 transpose of AVX (unpack, shuffle, swap 128-bit halves).
-  static constexpr int kBlock = 8;
-  __attribute__((always_inline)) static void transpose_block(const float* src, int64_t ld_src, float* dst,
-                                                             int64_t ld_dst) {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
-    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    for (int i = 0; i < 8; i += 4) {
-      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; ++i) {
-      _mm256_storeu_ps(dst + i * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-      _mm256_storeu_ps(dst + (i + 4) * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-    }
-  }
 };
 
 }  // namespace
