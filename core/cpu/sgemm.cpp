@@ -11,9 +11,15 @@
 namespace vgrad::cpu {
 namespace {
 
-// Below this many multiply-adds one thread wins: a piece handed to the other core costs
-// a few microseconds of hand-off and packs its operand again. MEASURED_THRESHOLD_NOTE
-constexpr double kThreadedMinMultiplyAdds = 1.0e6;
+// Below this many multiply-adds one thread: a threaded call hands off twice (pack, then
+// multiply), a few microseconds, against ~10 us of work for batch 32's 1M-MAC shapes.
+// From 2M up (batch 64's 64x128x256 and the like, ~19 us on one thread) the split is
+// taken. Measured (bench/gemm_floor --shapes 1, 2-vCPU EPYC Zen 5) only under heavy
+// load from other programs (load average 11 on 2 vCPUs): there the pool's back-off
+// (thread_pool.cpp) kept 2 threads within -3%..+10% of 1 thread on every MLP shape
+// (fwd1 batch 256: 515 us 1 thr, 510 us 2 thr), where OpenBLAS's 2 threads took 1.1-450x
+// its 1-thread time. The gain on a quiet machine is not measured here.
+constexpr double kThreadedMinMultiplyAdds = 2.0e6;
 // Pieces per thread: more than one lets the caller take over the work of a worker that
 // wakes late (the other vCPU busy).
 constexpr int kPiecesPerThread = 2;

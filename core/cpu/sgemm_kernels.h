@@ -45,7 +45,7 @@ inline void store_tile(typename S::V (&acc)[kRows][kVectors], float* c, int64_t 
   }
 }
 
-// ---- packed path: C tile (kMr x kNr) from an A panel (kc x kMr) and a B panel (kc x kNr) ----
+// ---- C tile (kMr x kNr) from an A panel (kc x kMr) and a B panel (kc x kNr) ----
 
 template <class S, int kMr, int kVectors>
 void packed_micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t rows,
