@@ -111,7 +111,8 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   const uint32_t job = generation_.load() + 1;
   ticket_.store(uint64_t(job) << 32 | uint64_t(pieces) << 16);
   generation_.store(job);  // seq_cst: a worker going to sleep either sees it or is woken
-  if (sleepers_.load() > 0) generation_.notify_all();
+  const bool workers_asleep = sleepers_.load() > 0;
+  if (workers_asleep) generation_.notify_all();
   const auto start = Clock::now();
   take_pieces(job);
   const auto own_done = Clock::now();
@@ -119,9 +120,10 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
     cpu_relax();
     if (polls > 4096) std::this_thread::yield();  // a worker lost its core mid-piece
   }
-  // A worker that finishes long after the caller had its core taken away (the other
-  // vCPU busy with another program): run the next jobs alone rather than wait again.
-  if (Clock::now() - own_done > (own_done - start) / 2 + kLateSlack) alone_for_jobs_ = kAloneJobs;
+  // A worker that was awake (spinning) and still finishes long after the caller had its
+  // core taken away (the other vCPU busy with another program): run the next jobs alone
+  // rather than wait again. A worker woken from sleep is late by its wake-up, not by load.
+  if (!workers_asleep && Clock::now() - own_done > (own_done - start) / 2 + kLateSlack) alone_for_jobs_ = kAloneJobs;
 }
 
 }  // namespace vgrad::cpu
