@@ -2,17 +2,24 @@
 // of the MLP 784-256-128-10 (forward, weight grads, input grads of layers 2-3),
 // scaled to one Fashion-MNIST epoch (60,000 samples, last partial batch kept).
 // This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
-// Build: g++ -O2 -std=c++20 -Wall -Wextra bench/gemm_floor.cpp -lopenblas -o build/gemm_floor
+// --shapes: instead, a table of each of the step's GEMMs timed alone with OpenBLAS on 1
+// and 2 threads and with vgrad's own sgemm (core/cpu/sgemm.h) on 1 and 2 threads,
+// interleaved round by round, medians in microseconds per call (--square N: N x N x N).
 #include <cblas.h>
+
+#include "core/cpu/sgemm.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -58,6 +65,12 @@ std::vector<Gemm> step_gemms(Buffers& b, int batch) {
   return g;
 }
 
+double thread_cpu() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -90,7 +103,8 @@ int pick_threads(Gemm g) {
   return best_t;
 }
 
-void bench(int batch, int fixed_threads) {
+// The step's operands for one batch size, filled with uniform(-1, 1) values.
+Buffers make_buffers(int batch) {
   Buffers b;
   std::mt19937 rng(42);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -105,6 +119,11 @@ void bench(int batch, int fixed_threads) {
     fill(b.delta[l], size_t(batch) * kDims[l + 1]);
     fill(b.dact[l], size_t(batch) * kDims[l]);
   }
+  return b;
+}
+
+void bench(int batch, int fixed_threads) {
+  Buffers b = make_buffers(batch);
   std::vector<Gemm> full = step_gemms(b, batch);
   std::vector<int> threads;
   for (Gemm& g : full) threads.push_back(g.threads = fixed_threads > 0 ? fixed_threads : pick_threads(g));
@@ -135,8 +154,58 @@ void bench(int batch, int fixed_threads) {
   std::fflush(stdout);
 }
 
+// Median microseconds per call of each implementation on one shape, interleaved.
+void time_shape(const Gemm& g, const char* name, int batch) {
+  using vgrad::cpu::SgemmProblem;
+  SgemmProblem p;
+  p.trans_a = g.ta == CblasTrans, p.trans_b = g.tb == CblasTrans;
+  p.m = g.m, p.n = g.n, p.k = g.k, p.a = g.a, p.lda = g.lda, p.b = g.b, p.ldb = g.ldb, p.c = g.c, p.ldc = g.ldc;
+  const vgrad::cpu::SgemmKernels& kernels = vgrad::cpu::sgemm_kernels(vgrad::cpu::active_isa());
+  auto openblas = [&](int t) { return [&g, t] { openblas_set_num_threads(t); g.run(); }; };
+  auto ours = [&](int t) { return [&p, &kernels, t] { vgrad::cpu::sgemm(p, kernels, t); }; };
+  const std::function<void()> impls[4] = {openblas(1), openblas(2), ours(1), ours(2)};
+  const double macs = double(g.m) * g.n * g.k;
+  const int calls = std::max(2, int(5.0e7 / std::max(macs, 1.0)));  // ~2-4 ms per timing
+  // Wall time for all four; the calling thread's CPU time too for the one-thread runs,
+  // which a shared machine's preemption does not inflate.
+  std::vector<double> wall[4], cpu[4];
+  for (int round = 0; round < 21; ++round)
+    for (int i = 0; i < 4; ++i) {
+      openblas_set_num_threads(i == 1 ? 2 : 1);
+      impls[i]();
+      const double t0 = now(), c0 = thread_cpu();
+      for (int c = 0; c < calls; ++c) impls[i]();
+      if (round > 0) {
+        wall[i].push_back((now() - t0) / calls * 1e6);
+        cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+      }
+    }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f |\n", batch, name,
+              p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]), median(wall[0]),
+              median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]), median(cpu[0]) / median(cpu[2]));
+  std::fflush(stdout);
+}
+
+void bench_shapes(int batch) {
+  Buffers b = make_buffers(batch);
+  const char* names[8] = {"fwd1", "fwd2", "fwd3", "dW3", "dX3", "dW2", "dX2", "dW1"};
+  const std::vector<Gemm> gemms = step_gemms(b, batch);
+  for (size_t i = 0; i < gemms.size(); ++i) time_shape(gemms[i], names[i], batch);
+}
+
+// Square products N x N x N (NN and NT), to place the switch to OpenBLAS for large GEMMs.
+void bench_square(int size) {
+  std::vector<float> a(size_t(size) * size, 0.5f), b(a), c(a);
+  for (auto [ta, tb, name] : {std::tuple{CblasNoTrans, CblasNoTrans, "NxN NN"}, {CblasNoTrans, CblasTrans, "NxN NT"}})
+    time_shape({ta, tb, size, size, size, a.data(), size, b.data(), size, c.data(), size}, name, 0);
+}
+
 [[noreturn]] void usage() {
-  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T]\n");
+  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1] [--square N[,N...]]\n");
   std::exit(2);
 }
 
@@ -157,21 +226,39 @@ int main(int argc, char** argv) {
   }
   std::vector<int> batches;
   int threads = 0;
+  bool shapes = false;
+  std::vector<int> squares;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) usage();
     if (arg == "--batch") {
       std::stringstream ss(argv[++i]);
       for (std::string item; std::getline(ss, item, ',');) batches.push_back(std::atoi(item.c_str()));
+    } else if (arg == "--square") {
+      std::stringstream ss(argv[++i]);
+      for (std::string item; std::getline(ss, item, ',');) squares.push_back(std::atoi(item.c_str()));
+      shapes = true;
+    } else if (arg == "--shapes") {
+      shapes = std::atoi(argv[++i]) != 0;
     } else if (arg == "--threads") {
       threads = std::atoi(argv[++i]);
     } else {
       usage();
     }
   }
-  if (batches.empty()) batches = {32, 64, 128, 256};
+  if (batches.empty() && squares.empty()) batches = {32, 64, 128, 256};
+  if (shapes)
+    std::printf("OpenBLAS core %s, vgrad kernels %s; us per call, median of 20 interleaved rounds; "
+                "1 thr: calling thread's CPU time / wall time; 2 thr: wall time\n"
+                "| batch | gemm | op | m | n | k | kMAC | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | "
+                "OpenBLAS/vgrad 1 thr CPU |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                openblas_get_corename(), std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str());
   for (int bsz : batches) {
     if (bsz <= 0) usage();
-    bench(bsz, threads);
+    if (shapes)
+      bench_shapes(bsz);
+    else
+      bench(bsz, threads);
   }
+  for (int size : squares) bench_square(size);
 }

@@ -1,4 +1,6 @@
-// GEMM through OpenBLAS's cblas, with transposes as flags (never copies).
+// GEMM: float32 through vgrad's own kernels (sgemm.h) where they measured faster, the
+// rest (float64, large float32 products) through OpenBLAS's cblas, with transposes as
+// flags (never copies).
 // OpenBLAS is loaded with dlopen on first use rather than linked: its DYNAMIC_ARCH
 // kernel choice happens when the library initialises, and on CPUs it does not
 // recognise (seen here: a virtualised AVX-512 Xeon) it falls back to the SSE3
@@ -12,8 +14,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/sgemm.h"
 #include "core/error.h"
 
 namespace vgrad::cpu {
@@ -62,6 +66,7 @@ const OpenBlas& openblas() {
 // 0.659/0.625 from 30M up and 0.667/0.553 from 1M up. Under load from other
 // processes the second thread hurts instead; quiet is what we tune for.
 constexpr double kThreadedGemmMinFlops = 4.0e6;
+constexpr int kMaxThreads = 1 << 16;  // sgemm: as many as the pool has
 
 void set_threads_for(double multiply_adds) {
   static const int max_threads = openblas().get_num_threads();
@@ -95,6 +100,28 @@ struct Float32Buffer {
   Float32Buffer(const Float32Buffer&) = delete;
   Float32Buffer& operator=(const Float32Buffer&) = delete;
 };
+
+// Which float32 products run on vgrad's kernels (sgemm.h): all whose packed operands fit
+// in kOwnSgemmMaxPackedFloats (16 MiB; the MLP's largest, batch 256, packs 1.6 MiB).
+// Measured with bench/gemm_floor --shapes 1 (2-vCPU AMD EPYC Zen 5, calling thread's CPU
+// time per call, batch 64, OpenBLAS 0.3.21 with the preset OPENBLAS_CORETYPE=Haswell):
+//   fwd1 64x256x784 NT 235 us OpenBLAS / 152 ours; fwd2 64x128x256 37.4 / 19.7;
+//   dW1 256x784x64 TN 211 / 111; dW2 36.4 / 18.8; dX2 64x256x128 NN 37.1 / 19.6;
+//   dW3 2.3 / 1.6; dX3 1.8 / 1.0; fwd3 64x10x128 2.5 / 3.4 (the one loss, 1 us a step).
+// With OpenBLAS's own AVX-512 kernels (OPENBLAS_CORETYPE unset: Cooperlake) the two are
+// level (fwd1 143 / 152, dW1 121 / 114, wall time) and so are 1024^3 products (68 ms
+// each); beyond the limit whole-operand packing stops paying (memory, cache), and
+// OpenBLAS's blocked kernels take over. float64 always runs on OpenBLAS.
+constexpr double kOwnSgemmMaxPackedFloats = 4.0 * 1024 * 1024;
+
+bool use_own_sgemm(const GemmArgs& g) {
+  static const bool forced_openblas = [] {
+    const char* choice = std::getenv("VGRAD_GEMM");  // "openblas": every GEMM on OpenBLAS (A/B benchmarks)
+    return choice != nullptr && std::strcmp(choice, "openblas") == 0;
+  }();
+  const double packed = double(g.m + 16) * double(g.k) + double(g.k) * double(g.n + 32);
+  return !forced_openblas && g.dtype == DType::Float32 && packed <= kOwnSgemmMaxPackedFloats;
+}
 
 }  // namespace
 
@@ -149,6 +176,20 @@ void CpuBackend::gemm_half(const GemmArgs& g) {
 
 void CpuBackend::gemm_impl(const GemmArgs& g) {
   if (is_half(g.dtype)) return gemm_half(g);
+  if (use_own_sgemm(g)) {
+    static const SgemmKernels& kernels = sgemm_kernels(active_isa());
+    for (int64_t i = 0; i < g.batch; ++i) {
+      SgemmProblem p;
+      p.trans_a = g.trans_a, p.trans_b = g.trans_b;
+      p.m = g.m, p.n = g.n, p.k = g.k;
+      p.a = static_cast<const float*>(g.a) + i * g.stride_a, p.lda = g.lda;
+      p.b = static_cast<const float*>(g.b) + i * g.stride_b, p.ldb = g.ldb;
+      p.c = static_cast<float*>(g.c) + i * g.stride_c, p.ldc = g.ldc;
+      p.alpha = float(g.alpha), p.beta = float(g.beta);
+      sgemm(p, kernels, kMaxThreads);
+    }
+    return;
+  }
   const OpenBlas& lib = openblas();
   set_threads_for(double(g.m) * double(g.n) * double(g.k));
   const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;

@@ -1,0 +1,45 @@
+// The float32 GEMM kernels for AVX-512F (16 lanes): packed tile 8 x 32 (16 accumulators).
+// Compiled with -mavx512f -mfma (CMakeLists.txt) and called only when
+// the CPU has them (isa.cpp); see sgemm_kernels.h for the rules of this file.
+#include "core/cpu/sgemm.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "core/cpu/avx_transpose.h"
+
+namespace vgrad::cpu {
+namespace {
+
+struct Simd : AvxTranspose {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static __mmask16 first(int n) { return __mmask16((1u << n) - 1u); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store_partial(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  static V broadcast(float x) { return _mm512_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+};
+
+}  // namespace
+}  // namespace vgrad::cpu
+
+#include "core/cpu/sgemm_kernels.h"
+
+namespace vgrad::cpu {
+const SgemmKernels* sgemm_kernels_avx512() {
+  // kc 128: a 128 x 32 B panel (16 KiB) stays in L1 beside the A panel streaming past.
+  static constexpr SgemmKernels kernels = make_kernels<Simd, 8, 2, 128>(Isa::Avx512);
+  return &kernels;
+}
+}  // namespace vgrad::cpu
+
+#else
+namespace vgrad::cpu {
+const SgemmKernels* sgemm_kernels_avx512() { return nullptr; }
+}  // namespace vgrad::cpu
+#endif
