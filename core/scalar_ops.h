@@ -175,7 +175,10 @@ template <class T> struct Gelu {  // exact form: x * Phi(x)
 template <class T> struct Affine {  // int64: core passes integral a and b only
   static constexpr bool kIntegral = true;
   T a, b;
-  VGRAD_HOST_DEVICE T operator()(T x) const { return T(a * x + b); }
+  VGRAD_HOST_DEVICE T operator()(T x) const {
+    if constexpr (std::is_integral_v<T>) return T(Wrapping<T>(a) * Wrapping<T>(x) + Wrapping<T>(b));  // neg(INT64_MIN)
+    else return T(a * x + b);
+  }
 };
 template <class T> struct PowScalar {
   static constexpr bool kIntegral = false;
@@ -202,7 +205,7 @@ template <class T> struct LeakyRelu {  // NaN * slope is NaN
 };
 template <class T> struct Square {
   static constexpr bool kIntegral = true;
-  VGRAD_HOST_DEVICE T operator()(T x) const { return x * x; }
+  VGRAD_HOST_DEVICE T operator()(T x) const { return T(Wrapping<T>(x) * Wrapping<T>(x)); }
 };
 template <class T> struct Reciprocal {
   static constexpr bool kIntegral = false;

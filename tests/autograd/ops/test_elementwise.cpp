@@ -473,6 +473,7 @@ TEST(Int64, OverflowWraps) {
   EXPECT_EQ((a * b).to_vector<int64_t>(), (std::vector<int64_t>{kMax, kMin, -2}));
   EXPECT_EQ((-a).to_vector<int64_t>(), (std::vector<int64_t>{kMin + 1, kMin, kMin + 1}));
   EXPECT_EQ(abs(a).to_vector<int64_t>(), (std::vector<int64_t>{kMax, kMin, kMax}));
+  EXPECT_EQ((a * 3 + 1).to_vector<int64_t>(), (std::vector<int64_t>{kMax - 1, kMin + 1, kMax - 1}));
 }
 
 TEST(Int64, ScalarsAndPromotion) {
