@@ -146,7 +146,8 @@ Tensor low_input_for_master(const Tensor& x, const Tensor& weight) {
 // last use: dx first (only when x needs a gradient: otherwise the cast is not kept at all),
 // then the cast is let go, then dW (16-bit GEMMs, float32 accumulation) is widened into the
 // float32 gradient a block of W's rows at a time. Same values as the composed path (cast node
-// + linear or matmul); a step's peak memory below float32's. low_bias: linear's, or undefined.
+// + linear or matmul); a step's peak memory about float32's, below the composed path's
+// (tests/amp/test_autocast.cpp). low_bias: linear's, or undefined.
 //   OutIn (linear):  x (…, D_in)·Wᵀ + b;  dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 //   InOut (matmul):  x (…, D_in)·W;       dx = g·Wᵀ,  dW = xᵀ·g
 Tensor on_master_weight(MasterLayout layout, const Tensor& low_x, const Tensor& weight, const Tensor& low_bias) {
