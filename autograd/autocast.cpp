@@ -71,25 +71,19 @@ Tensor to_float32(const Tensor& x) {
   return to_dtype(x, DType::Float32);
 }
 
-Float32Pair to_float32(const Tensor& a, const Tensor& b) {
-  Float32Pair wide{to_float32(a), to_float32(b), false};
-  wide.changed = !wide.first.is_same(a) || !wide.second.is_same(b);
-  return wide;
-}
-
 namespace {
-template <class Cast> LayerOperands cast_layer(const Tensor& x, const Tensor& weight, const Tensor& bias, Cast cast) {
-  LayerOperands out{cast(x), cast(weight), cast(bias)};
-  out.changed = !out.x.is_same(x) || !out.weight.is_same(weight) || !out.bias.is_same(bias);
+template <class Cast> CastOperands cast_operands(const Tensor& a, const Tensor& b, const Tensor& c, Cast cast) {
+  CastOperands out{cast(a), cast(b), cast(c)};
+  out.changed = !out.first.is_same(a) || !out.second.is_same(b) || !out.third.is_same(c);
   return out;
 }
 }  // namespace
 
-LayerOperands to_low(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return cast_layer(x, weight, bias, [](const Tensor& t) { return to_low(t); });
+CastOperands to_low(const Tensor& a, const Tensor& b, const Tensor& c) {
+  return cast_operands(a, b, c, [](const Tensor& t) { return to_low(t); });
 }
-LayerOperands to_float32(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return cast_layer(x, weight, bias, [](const Tensor& t) { return to_float32(t); });
+CastOperands to_float32(const Tensor& a, const Tensor& b, const Tensor& c) {
+  return cast_operands(a, b, c, [](const Tensor& t) { return to_float32(t); });
 }
 
 void clear_cache() { state().cache.clear(); }

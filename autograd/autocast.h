@@ -25,29 +25,21 @@ void set_state(bool enabled, DType low_dtype);
 // cast once and cached, keyed by identity and version, so a step casts each weight
 // once; the cast is differentiable, and the gradient reaches the float32 weight. The cache
 // does not own the casts: one lives while the graph (or the caller) uses it, and linear
-// lets its weight's cast go in backward once dx is computed (autograd/ops/matmul.cpp).
+// and matmul let a weight's cast go in backward once dx is computed (autograd/ops/matmul.cpp).
 Tensor to_low(const Tensor& x);
 // For the float32 ops: a 16-bit x widened to float32 (differentiably).
 Tensor to_float32(const Tensor& x);
-// The same for an op of two tensors, and whether either was widened (the op then calls
-// itself again on the widened pair):
-//   if (const auto wide = to_float32(a, b); wide.changed) return op(wide.first, wide.second);
-struct Float32Pair {
-  Tensor first, second;
-  bool changed;
-};
-Float32Pair to_float32(const Tensor& a, const Tensor& b);
-
-// The layers with an input, a weight and a bias (linear, conv, the norms): all three
-// cast by to_low or to_float32 (an undefined one stays undefined); `changed` says
-// whether any was, so the op calls itself again with them:
-//   if (const auto low = autocast::to_low(x, weight, bias); low.changed) return op(low.x, ...);
-struct LayerOperands {
-  Tensor x, weight, bias;
+// The same for an op's tensor operands together: a binary op's two, or a layer's input,
+// weight and bias (linear, conv, the norms; an undefined one stays undefined). `changed`
+// says whether any was cast, and the op then calls itself again on the cast operands:
+//   if (const auto wide = autocast::to_float32(a, b); wide.changed) return op(wide.first, wide.second);
+//   if (const auto low = autocast::to_low(x, weight, bias); low.changed) return op(low.first, low.second, low.third);
+struct CastOperands {
+  Tensor first, second, third;  // third stays undefined for a pair
   bool changed = false;
 };
-LayerOperands to_low(const Tensor& x, const Tensor& weight, const Tensor& bias);
-LayerOperands to_float32(const Tensor& x, const Tensor& weight, const Tensor& bias);
+CastOperands to_low(const Tensor& a, const Tensor& b, const Tensor& c = Tensor());
+CastOperands to_float32(const Tensor& a, const Tensor& b, const Tensor& c = Tensor());
 
 // Drops the cached weight casts (optimizer steps and leaving autocast do).
 void clear_cache();

@@ -16,8 +16,8 @@ Tensor finish(Tensor t, const TensorOptions& options) {
 }
 
 template <class T>
-Tensor from_host(const std::vector<T>& values, const Shape& shape, const TensorOptions& options) {
-  const Shape s = shape.empty() ? Shape{static_cast<int64_t>(values.size())} : shape;
+Tensor from_host(const std::vector<T>& values, const ShapeArg& shape, const TensorOptions& options) {
+  const Shape s = shape.resolve(values.size());
   if (numel(s) != static_cast<int64_t>(values.size()))
     fail("tensor: {} values do not fill shape {} ({} elements)", values.size(), shape_str(s), numel(s));
   Tensor host = Tensor::empty(s, dtype_of<T>(), options.device);
@@ -54,16 +54,16 @@ Tensor eye(int64_t n, TensorOptions options) {
   return from_host(values, {n, n}, options);
 }
 
-Tensor tensor(const std::vector<float>& values, const Shape& shape, TensorOptions options) {
+Tensor tensor(const std::vector<float>& values, const ShapeArg& shape, TensorOptions options) {
   return from_host(values, shape, options);
 }
-Tensor tensor(const std::vector<double>& values, const Shape& shape, TensorOptions options) {
+Tensor tensor(const std::vector<double>& values, const ShapeArg& shape, TensorOptions options) {
   return from_host(values, shape, options);
 }
-Tensor tensor(const std::vector<int64_t>& values, const Shape& shape, TensorOptions options) {
+Tensor tensor(const std::vector<int64_t>& values, const ShapeArg& shape, TensorOptions options) {
   return from_host(values, shape, options);
 }
-Tensor tensor(std::initializer_list<float> values, const Shape& shape, TensorOptions options) {
+Tensor tensor(std::initializer_list<float> values, const ShapeArg& shape, TensorOptions options) {
   return from_host(std::vector<float>(values), shape, options);
 }
 

@@ -24,18 +24,39 @@ Tensor arange(double start, double end, double step = 1.0, TensorOptions options
 Tensor arange(int64_t end, TensorOptions options = {.dtype = DType::Int64});
 Tensor eye(int64_t n, TensorOptions options = {});
 Tensor scalar_tensor(double value, TensorOptions options = {});
-// From host values. An empty shape means 1-D (n values -> [n], one value -> [1]); the
-// element count must match a given shape. A 0-d tensor comes from scalar_tensor(value).
-Tensor tensor(const std::vector<float>& values, const Shape& shape = {}, TensorOptions options = {});
-Tensor tensor(const std::vector<double>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Float64});
-Tensor tensor(const std::vector<int64_t>& values, const Shape& shape = {}, TensorOptions options = {.dtype = DType::Int64});
-Tensor tensor(std::initializer_list<float> values, const Shape& shape = {}, TensorOptions options = {});
+// tensor()'s shape: given (the element count must match; {} is a 0-d scalar, as
+// torch.tensor(3.0)), or left out: 1-D, n values -> [n], as torch.tensor([...]).
+// NOTE: no default constructor on purpose, so that `{}` reaches the initializer-list
+// constructor (the empty shape) instead of meaning "left out".
+class ShapeArg {
+ public:
+  ShapeArg(std::initializer_list<int64_t> dims) : dims_(dims), given_(true) {}
+  ShapeArg(const Shape& dims) : dims_(dims), given_(true) {}
+  static ShapeArg left_out() { return ShapeArg(LeftOut{}); }
+  // The shape for `count` values.
+  Shape resolve(size_t count) const { return given_ ? dims_ : Shape{static_cast<int64_t>(count)}; }
+
+ private:
+  struct LeftOut {};
+  explicit ShapeArg(LeftOut) {}
+  Shape dims_;
+  bool given_ = false;
+};
+
+// From host values:
+//   tensor({1.f, 2.f}) -> [2];   tensor({3.f}) -> [1];   tensor({3.f}, {}) -> 0-d;   tensor(v, {2, 3}) -> [2, 3]
+Tensor tensor(const std::vector<float>& values, const ShapeArg& shape = ShapeArg::left_out(), TensorOptions options = {});
+Tensor tensor(const std::vector<double>& values, const ShapeArg& shape = ShapeArg::left_out(),
+              TensorOptions options = {.dtype = DType::Float64});
+Tensor tensor(const std::vector<int64_t>& values, const ShapeArg& shape = ShapeArg::left_out(),
+              TensorOptions options = {.dtype = DType::Int64});
+Tensor tensor(std::initializer_list<float> values, const ShapeArg& shape = ShapeArg::left_out(), TensorOptions options = {});
 // A braced list, as LibTorch's torch::tensor: integers give int64, floating literals the
 // default float32 (a std::vector<double> gives float64). Mixed {1, 2.5} does not compile.
 //   tensor({1, 2, 3}) -> int64 [3];   tensor({0.5, 1.5}) -> float32 [2];   tensor({5.f}) -> float32 [1]
 template <class T>
   requires std::is_arithmetic_v<T>
-Tensor tensor(std::initializer_list<T> values, const Shape& shape = {},
+Tensor tensor(std::initializer_list<T> values, const ShapeArg& shape = ShapeArg::left_out(),
               TensorOptions options = {.dtype = std::is_integral_v<T> ? DType::Int64 : DType::Float32}) {
   if constexpr (std::is_integral_v<T>)
     return tensor(std::vector<int64_t>(values.begin(), values.end()), shape, options);

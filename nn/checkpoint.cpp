@@ -21,8 +21,9 @@ void save_tensors(const std::string& path, const std::map<std::string, Tensor>& 
   safetensors::save(path, entries, metadata);
 }
 
-std::map<std::string, Tensor> load_tensors(const std::string& path) {
-  const safetensors::File file = safetensors::load(path);
+std::map<std::string, Tensor> load_tensors(const std::string& path) { return tensors_of(safetensors::load(path), path); }
+
+std::map<std::string, Tensor> tensors_of(const safetensors::File& file, const std::string& path) {
   std::map<std::string, Tensor> out;
   for (const auto& [name, entry] : file.tensors) {
     DType dtype;

@@ -7,6 +7,10 @@
 
 #include "nn/module.h"
 
+namespace vgrad::safetensors {
+struct File;
+}  // namespace vgrad::safetensors
+
 namespace vgrad::nn {
 
 // Tensors to and from a safetensors file (float32 "F32", float64 "F64", int64 "I64", bfloat16
@@ -14,6 +18,9 @@ namespace vgrad::nn {
 void save_tensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                   const std::map<std::string, std::string>& metadata = {});
 std::map<std::string, Tensor> load_tensors(const std::string& path);
+// The tensors of a file already read (safetensors::load), for a caller that reads its
+// metadata too; `path` names the file in errors.
+std::map<std::string, Tensor> tensors_of(const safetensors::File& file, const std::string& path);
 
 // The model's parameters (its state_dict).
 void save(const Module& module, const std::string& path);

@@ -113,7 +113,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
                   const Tensor& bias, bool training, double momentum, double eps) {
   VGRAD_PROFILE_OP("batch_norm");
   if (const auto wide = autograd::autocast::to_float32(x, weight, bias); wide.changed)
-    return batch_norm(wide.x, running_mean, running_var, wide.weight, wide.bias, training, momentum, eps);
+    return batch_norm(wide.first, running_mean, running_var, wide.second, wide.third, training, momentum, eps);
   if (x.dim() < 2) fail("batch_norm: input must be (N, C, ...), got {}", shape_str(x.shape()));
   const int64_t channels = x.shape()[1];
   check_channels("batch_norm", "weight", weight, channels, x);
@@ -146,7 +146,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 Tensor layer_norm(const Tensor& x, int64_t normalized_dims, const Tensor& weight, const Tensor& bias, double eps) {
   VGRAD_PROFILE_OP("layer_norm");
   if (const auto wide = autograd::autocast::to_float32(x, weight, bias); wide.changed)
-    return layer_norm(wide.x, normalized_dims, wide.weight, wide.bias, eps);
+    return layer_norm(wide.first, normalized_dims, wide.second, wide.third, eps);
   if (normalized_dims < 1 || normalized_dims > x.dim())
     fail("layer_norm: cannot normalize the last {} dims of input {}", normalized_dims, shape_str(x.shape()));
   const Shape normalized(x.shape().end() - normalized_dims, x.shape().end());
@@ -162,7 +162,7 @@ Tensor layer_norm(const Tensor& x, int64_t normalized_dims, const Tensor& weight
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
   VGRAD_PROFILE_OP("group_norm");
   if (const auto wide = autograd::autocast::to_float32(x, weight, bias); wide.changed)
-    return group_norm(wide.x, groups, wide.weight, wide.bias, eps);
+    return group_norm(wide.first, groups, wide.second, wide.third, eps);
   if (x.dim() < 2) fail("group_norm: input must be (N, C, ...), got {}", shape_str(x.shape()));
   const int64_t channels = x.shape()[1];
   if (groups < 1 || channels % groups != 0)

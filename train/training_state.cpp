@@ -199,7 +199,7 @@ void load_training_state(const std::string& path, TrainingState& state) {
   if (meta.text(kFormatKey) != kFormatVersion)
     fail("checkpoint: {}: training-state format {} is not the one this vgrad reads ({})", path, meta.text(kFormatKey),
          kFormatVersion);
-  const std::map<std::string, Tensor> tensors = nn::load_tensors(path);
+  const std::map<std::string, Tensor> tensors = nn::tensors_of(file, path);  // the file is read once
 
   // ---- read and check everything; nothing changes until all of it passes ----
   std::map<std::string, Tensor> model_tensors, grads;

@@ -134,7 +134,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2 s
               int64_t groups) {
   VGRAD_PROFILE_OP("conv2d");
   if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
-    return conv2d(low.x, low.weight, low.bias, stride, padding, dilation, groups);
+    return conv2d(low.first, low.second, low.third, stride, padding, dilation, groups);
   check_image("conv2d", x);
   if (weight.dim() != 4) fail("conv2d: weight must be 4-D (out, in/groups, KH, KW), got {}", shape_str(weight.shape()));
   kernels::check_same_device(x, weight, "conv2d");
@@ -220,7 +220,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
               int64_t dilation, int64_t groups) {
   // Cast before unsqueezing, so autocast's cache sees the weight itself.
   if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
-    return conv1d(low.x, low.weight, low.bias, stride, padding, dilation, groups);
+    return conv1d(low.first, low.second, low.third, stride, padding, dilation, groups);
   if (x.dim() != 3) fail("conv1d: input must be 3-D (N, C, L), got {}", shape_str(x.shape()));
   if (weight.dim() != 3) fail("conv1d: weight must be 3-D (out, in/groups, K), got {}", shape_str(weight.shape()));
   if (groups >= 1 && x.shape()[1] != weight.shape()[1] * groups)

@@ -123,13 +123,80 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 
 }  // namespace
 
+namespace {
+
+// How a float32 master weight W multiplies x: linear's W (D_out, D_in) as x·Wᵀ, matmul's W
+// (D_in, D_out) as x·W.
+enum class MasterLayout { OutIn, InOut };
+
+// x in the low dtype when `weight` is a float32 master weight under autocast (a 2-D leaf that
+// requires grad, while autograd records) and x casts to the low dtype; undefined otherwise,
+// and the op takes its composed path (cast node, then 16-bit operands).
+Tensor low_input_for_master(const Tensor& x, const Tensor& weight) {
+  if (!autograd::autocast::is_enabled() || weight.dtype() != DType::Float32 || weight.dim() != 2 ||
+      !weight.is_leaf() || !weight.requires_grad() || !autograd::GradMode::is_enabled())
+    return Tensor();
+  const Tensor low_x = autograd::autocast::to_low(x);
+  return low_x.dtype() == autograd::autocast::low_dtype() ? low_x : Tensor();
+}
+
+// linear or matmul under autocast on a float32 master weight: the GEMMs run on its 16-bit
+// cast (cached: once per step), as PyTorch's, but the node's input is the float32 weight
+// itself, so backward never holds a 16-bit dW beside its float32 copy, nor the cast after its
+// last use: dx first (only when x needs a gradient: otherwise the cast is not kept at all),
+// then the cast is let go, then dW (16-bit GEMMs, float32 accumulation) is widened into the
+// float32 gradient a block of W's rows at a time. Same values as the composed path (cast node
+// + linear or matmul); a step's peak memory about float32's, below the composed path's
+// (tests/amp/test_autocast.cpp). low_bias: linear's, or undefined.
+//   OutIn (linear):  x (…, D_in)·Wᵀ + b;  dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
+//   InOut (matmul):  x (…, D_in)·W;       dx = g·Wᵀ,  dW = xᵀ·g
+Tensor on_master_weight(MasterLayout layout, const Tensor& low_x, const Tensor& weight, const Tensor& low_bias) {
+  const bool in_out = layout == MasterLayout::InOut;
+  const Tensor low_weight = autograd::autocast::to_low(weight);
+  Tensor out;
+  {
+    NoGradGuard no_grad;  // the op itself checks the shapes, naming them
+    out = in_out ? matmul(low_x, low_weight) : linear(low_x, low_weight, low_bias);
+  }
+  Context ctx(in_out ? "matmul" : "linear");
+  ctx.save_for_backward({low_x, weight});
+  auto cast = std::make_shared<Tensor>(needs_grad({low_x}) ? low_weight : Tensor());  // for dx only
+  return record(out, {low_x, weight, low_bias}, std::move(ctx), [cast, in_out](Context& c, const Tensor& grad_output) {
+    const Tensor input = c.saved(0), master = c.saved(1);
+    const int64_t in_features = master.shape()[in_out ? 0 : 1], out_features = master.shape()[in_out ? 1 : 0];
+    const Tensor g = reshape(grad_output, {-1, out_features}), x = reshape(input, {-1, in_features});
+    Tensor dx, dw, db;
+    if (c.needs_input_grad(0)) {
+      // A second backward (retain_graph) finds the cast gone and casts again.
+      const Tensor low_w = cast->defined() ? *cast : kernels::cast(master, grad_output.dtype());
+      dx = reshape(matmul_forward(g, in_out ? transpose(low_w, 0, 1) : low_w), input.shape());
+    }
+    *cast = Tensor();
+    // db before dW: the row sum widens g to float32 scratch, which should not meet the float32 dW.
+    if (c.needs_input_grad(2)) db = kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward");  // linear's only
+    if (c.needs_input_grad(1)) {  // dW's rows: 256 KiB (at least 128 rows) of 16-bit rows at a time
+      const Tensor& row_side = in_out ? x : g;  // dW = row_sideᵀ·col_side
+      const Tensor& col_side = in_out ? g : x;
+      dw = Tensor::empty(master.shape(), DType::Float32, master.device());
+      const int64_t rows = std::max<int64_t>(128, (int64_t(256) << 10) / std::max<int64_t>(1, master.shape()[1] * 2));
+      for (int64_t first = 0; first < master.shape()[0]; first += rows) {
+        const int64_t count = std::min(rows, master.shape()[0] - first);
+        dw.narrow(0, first, count).copy_(matmul_forward(transpose(row_side.narrow(1, first, count), 0, 1), col_side));
+      }
+    }
+    return std::vector<Tensor>{dx, dw, db};
+  });
+}
+
+}  // namespace
+
 // a (…, N, K) @ b (…, K, M) -> (…, N, M);   da = g·bᵀ,   db = aᵀ·g   (batch dims broadcast;
 // the engine sums gradients over broadcast batch dims)
 Tensor matmul(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("matmul");
-  if (const Tensor low_a = autograd::autocast::to_low(a), low_b = autograd::autocast::to_low(b);
-      !low_a.is_same(a) || !low_b.is_same(b))
-    return matmul(low_a, low_b);
+  if (const Tensor low_a = low_input_for_master(a, b); low_a.defined())
+    return on_master_weight(MasterLayout::InOut, low_a, b, Tensor());
+  if (const auto low = autograd::autocast::to_low(a, b); low.changed) return matmul(low.first, low.second);
   if (a.dim() == 0 || b.dim() == 0)
     fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));
   // Mixed dtypes promote as elementwise ops do (int64 < float32 < float64); the
@@ -161,62 +228,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
 }
 
-namespace {
-
-// linear under autocast on a float32 master weight (a leaf that requires grad): the GEMMs run
-// on its 16-bit cast (cached: once per step), as PyTorch's, but the node's input is the
-// float32 weight itself, so backward never holds a 16-bit dW beside its float32 copy, nor
-// the cast after its last use: dx = g·W16 first (only when x needs a gradient: otherwise
-// the cast is not kept at all), then the cast is let go, then dW = gᵀ·x (16-bit GEMM,
-// float32 accumulation) is widened into the float32 gradient a block of rows at a time.
-// Same values as the composed path (cast node + linear); a step's peak memory below float32's.
-Tensor linear_on_master_weight(const Tensor& low_x, const Tensor& weight, const Tensor& low_bias) {
-  const Tensor low_weight = autograd::autocast::to_low(weight);
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = linear(low_x, low_weight, low_bias);  // checks the shapes, naming them
-  }
-  Context ctx("linear");
-  ctx.save_for_backward({low_x, weight});
-  auto cast = std::make_shared<Tensor>(needs_grad({low_x}) ? low_weight : Tensor());  // for dx only
-  return record(out, {low_x, weight, low_bias}, std::move(ctx), [cast](Context& c, const Tensor& grad_output) {
-    const Tensor input = c.saved(0), master = c.saved(1);
-    const int64_t in_features = master.shape()[1], out_features = master.shape()[0];
-    const Tensor g = reshape(grad_output, {-1, out_features}), x = reshape(input, {-1, in_features});
-    Tensor dx, dw, db;
-    if (c.needs_input_grad(0)) {
-      // A second backward (retain_graph) finds the cast gone and casts again.
-      const Tensor low_w = cast->defined() ? *cast : kernels::cast(master, grad_output.dtype());
-      dx = reshape(matmul_forward(g, low_w), input.shape());  // dX = Δ·W
-    }
-    *cast = Tensor();
-    // db before dW: the row sum widens g to float32 scratch, which should not meet the float32 dW.
-    if (c.needs_input_grad(2)) db = kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward");  // db = Σ_rows Δ
-    if (c.needs_input_grad(1)) {  // dW = Δᵀ·X, 256 KiB (at least 128 rows) of 16-bit rows at a time
-      dw = Tensor::empty(master.shape(), DType::Float32, master.device());
-      const int64_t rows = std::max<int64_t>(128, (int64_t(256) << 10) / std::max<int64_t>(1, in_features * 2));
-      for (int64_t first = 0; first < out_features; first += rows) {
-        const int64_t count = std::min(rows, out_features - first);
-        dw.narrow(0, first, count).copy_(matmul_forward(transpose(g.narrow(1, first, count), 0, 1), x));
-      }
-    }
-    return std::vector<Tensor>{dx, dw, db};
-  });
-}
-
-}  // namespace
-
 // x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM with the bias
 // broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   VGRAD_PROFILE_OP("linear");
-  if (autograd::autocast::is_enabled() && weight.dtype() == DType::Float32 && weight.dim() == 2 && weight.is_leaf() &&
-      weight.requires_grad() && autograd::GradMode::is_enabled())
-    if (const Tensor low_x = autograd::autocast::to_low(x); low_x.dtype() == autograd::autocast::low_dtype())
-      return linear_on_master_weight(low_x, weight, autograd::autocast::to_low(bias));
+  if (const Tensor low_x = low_input_for_master(x, weight); low_x.defined())
+    return on_master_weight(MasterLayout::OutIn, low_x, weight, autograd::autocast::to_low(bias));
   if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
-    return linear(low.x, low.weight, low.bias);
+    return linear(low.first, low.second, low.third);
   if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
   if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
     fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),
@@ -275,9 +294,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 // Two-operand einsum, lowered to permute/reshape/batched matmul (all differentiable).
 Tensor einsum(const std::string& equation_in, const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("einsum");
-  if (const Tensor low_a = autograd::autocast::to_low(a), low_b = autograd::autocast::to_low(b);
-      !low_a.is_same(a) || !low_b.is_same(b))
-    return einsum(equation_in, low_a, low_b);
+  if (const auto low = autograd::autocast::to_low(a, b); low.changed) return einsum(equation_in, low.first, low.second);
   std::string equation;
   for (char ch : equation_in)
     if (ch != ' ') equation += ch;

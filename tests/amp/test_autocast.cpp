@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "amp/autocast.h"
+#include "autograd/node.h"
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
@@ -178,6 +179,93 @@ TEST(Autocast, LinearOnAMasterWeightMatchesTheComposedCasts) {
     // dW goes through 16-bit GEMMs over blocks of rows: float32 accumulation, then rounded.
     expect_near_all(vals(fused_dw), vals(w.grad()), low == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024, "dW");
   }
+}
+
+// matmul(x, W) on a float32 master weight W (D_in, D_out) shares linear's path under autocast:
+// the same values as the composed path (cast node, then matmul on 16-bit operands) for x
+// and W, with x of 3, 2 and 1 dims, and with x needing no gradient.
+TEST(Autocast, MatmulOnAMasterWeightMatchesTheComposedCasts) {
+  for (DType low : kLowTypes) {
+    for (const Shape& x_shape : {Shape{3, 5, 40}, Shape{7, 40}, Shape{40}}) {
+      for (bool x_needs_grad : {true, false}) {
+        SCOPED_TRACE(std::string(dtype_name(low)) + " x " + shape_str(x_shape) + (x_needs_grad ? "" : " (no dx)"));
+        Tensor w = uniform_tensor({40, 300}, 21).requires_grad_();
+        Tensor x = uniform_tensor(x_shape, 23).requires_grad_(x_needs_grad);
+        Shape out_shape = x_shape;
+        out_shape.back() = 300;
+        const Tensor weights = uniform_tensor(out_shape, 24);
+        Tensor fused_out;
+        {
+          amp::Autocast autocast(low);
+          fused_out = matmul(x, w);
+          EXPECT_EQ(fused_out.dtype(), low);
+          EXPECT_EQ(fused_out.grad_fn()->name(), "matmul");
+          (fused_out.to(DType::Float32) * weights).sum().backward();
+        }
+        const Tensor fused_dw = w.grad().clone();
+        const Tensor fused_dx = x_needs_grad ? x.grad().clone() : Tensor();
+        EXPECT_EQ(fused_dw.dtype(), DType::Float32);
+        EXPECT_EQ(fused_dw.shape(), (Shape{40, 300}));
+        w.zero_grad();
+        if (x_needs_grad) x.zero_grad();
+        const Tensor composed_out = matmul(x.to(low), w.to(low));  // no autocast: plain 16-bit matmul
+        (composed_out.to(DType::Float32) * weights).sum().backward();
+        EXPECT_EQ(vals(fused_out), vals(composed_out));
+        if (x_needs_grad) {
+          EXPECT_EQ(fused_dx.dtype(), DType::Float32);
+          EXPECT_EQ(vals(fused_dx), vals(x.grad()));
+        }
+        // dW goes through 16-bit GEMMs over blocks of rows: float32 accumulation, then rounded.
+        expect_near_all(vals(fused_dw), vals(w.grad()), low == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024, "dW");
+        EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);  // no cast outlives backward
+      }
+    }
+  }
+  // Shape errors still name matmul and its operands.
+  Tensor w = uniform_tensor({40, 300}, 21).requires_grad_();
+  amp::Autocast autocast(DType::BFloat16);
+  EXPECT_ERROR(matmul(uniform_tensor({3, 41}, 25), w), "matmul: [3, 41] @ [40, 300]: inner dimensions differ (41 vs 40)");
+}
+
+// A step through matmuls on float32 master weights (512-2048-2048-10 as x·W, batch 128) peaks
+// below the old path's (cast node, 16-bit GEMMs, a 16-bit dW beside the float32 one), and
+// leaves only the float32 gradients behind, as the float32 step does.
+TEST(Autocast, MatmulOnMasterWeightsPeaksBelowTheComposedPath) {
+  manual_seed(4);
+  const std::vector<Tensor> weights = {uniform_tensor({512, 2048}, 41, -0.05, 0.05).requires_grad_(),
+                                       uniform_tensor({2048, 2048}, 42, -0.03, 0.03).requires_grad_(),
+                                       uniform_tensor({2048, 10}, 43, -0.03, 0.03).requires_grad_()};
+  const Tensor x = uniform_tensor({128, 512}, 44), y = (uniform_tensor({128}, 45, 0, 9.99)).to(DType::Int64);
+  enum class Path { Float32, Composed, Master };
+  auto step = [&](Path path) {
+    for (Tensor w : weights) w.zero_grad();
+    reset_peak_memory(kCPU);
+    const uint64_t before = memory_allocated(kCPU);
+    {
+      std::optional<amp::Autocast> autocast;
+      if (path != Path::Float32) autocast.emplace(DType::BFloat16);
+      Tensor h = x;
+      for (size_t i = 0; i < weights.size(); ++i) {
+        // The composed path: the cached cast (a node, not a leaf) reaches matmul.
+        const Tensor w = path == Path::Composed ? autograd::autocast::to_low(weights[i]) : weights[i];
+        h = matmul(h, w);
+        if (i + 1 < weights.size()) h = relu(h);
+      }
+      nn::cross_entropy(h, y).backward();
+    }
+    for (const Tensor& w : weights) EXPECT_EQ(w.grad().dtype(), DType::Float32);
+    return std::pair{memory_allocated(kCPU) - before, max_memory_allocated(kCPU) - before};
+  };
+  const auto [wide_after, wide_peak] = step(Path::Float32);
+  const auto [composed_after, composed_peak] = step(Path::Composed);
+  const auto [master_after, master_peak] = step(Path::Master);
+  RecordProperty("peak_bytes_float32", std::to_string(wide_peak));  // --gtest_output=xml shows them
+  RecordProperty("peak_bytes_composed", std::to_string(composed_peak));
+  RecordProperty("peak_bytes_master", std::to_string(master_peak));
+  EXPECT_EQ(master_after, wide_after) << "bytes left after backward: float32 gradients only";
+  EXPECT_LT(master_peak, composed_peak) << "master-weight path's peak " << master_peak << " B, composed path's "
+                                        << composed_peak << " B (float32's " << wide_peak << " B)";
+  EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);
 }
 
 // A training step's memory under bf16 autocast (784-4096-4096-10 shrunk to 512-2048-2048-10,

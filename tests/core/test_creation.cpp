@@ -24,10 +24,33 @@ TEST(Creation, BracedListsAreOneDimensionalWithLibTorchDtypes) {
   EXPECT_EQ(tensor({0.5, 1.5}).dtype(), DType::Float32);                             // as torch::tensor({0.5, 1.5})
   EXPECT_EQ(vals(tensor({0.5, 1.5})), (std::vector<double>{0.5, 1.5}));
   EXPECT_EQ(tensor({1, 2, 3, 4}, {2, 2}).shape(), (Shape{2, 2}));
-  EXPECT_EQ(tensor({1, 2}, {}, {.dtype = DType::Float64}).dtype(), DType::Float64);
-  EXPECT_EQ(tensor(std::vector<double>{2.5}).shape(), (Shape{1}));
-  EXPECT_EQ(scalar_tensor(2.5).dim(), 0);  // the way to a 0-d tensor
+  EXPECT_EQ(tensor({1, 2}, {2}, {.dtype = DType::Float64}).dtype(), DType::Float64);
+  EXPECT_EQ(tensor(std::vector<double>{2.5}).shape(), (Shape{1}));  // shape left out: 1-D, as torch.tensor([2.5])
+  EXPECT_EQ(scalar_tensor(2.5).dim(), 0);
+  EXPECT_ERROR(tensor({1, 2, 3}, {}), "tensor: 3 values do not fill shape [] (1 elements)");
   EXPECT_ERROR(tensor({1, 2, 3}, {2, 2}), "tensor: 3 values do not fill shape [2, 2] (4 elements)");
+}
+
+// An empty shape given is a 0-d scalar, as torch.tensor(3.0); the shape left out is 1-D.
+TEST(Creation, EmptyShapeGivesAScalar) {
+  const Tensor scalar = tensor({3.5f}, {});
+  EXPECT_EQ(scalar.dim(), 0);
+  EXPECT_EQ(scalar.numel(), 1);
+  EXPECT_EQ(scalar.item(), 3.5);
+  const Shape empty;
+  for (const Tensor& t : {tensor(std::vector<float>{-1.5f}, empty), tensor(std::vector<double>{0.25}, {}),
+                          tensor(std::vector<int64_t>{7}, {}), tensor({7}, {}), tensor({0.5}, {}, {.dtype = DType::BFloat16})})
+    EXPECT_EQ(t.shape(), Shape{}) << t.str();
+  EXPECT_EQ(tensor(std::vector<int64_t>{7}, {}).dtype(), DType::Int64);
+  EXPECT_EQ(tensor({0.5}, {}, {.dtype = DType::BFloat16}).dtype(), DType::BFloat16);
+  EXPECT_EQ(tensor({4.f}).shape(), (Shape{1}));
+  EXPECT_EQ(tensor(std::vector<float>{}).shape(), (Shape{0}));
+  EXPECT_ERROR(tensor(std::vector<float>{}, {}), "tensor: 0 values do not fill shape [] (1 elements)");
+  // A scalar made this way is a 0-d root for backward, as one from scalar_tensor.
+  Tensor x = tensor({2.0f}, {}, {.requires_grad = true});
+  (x * x * 3.0f).backward();
+  EXPECT_EQ(x.grad().dim(), 0);
+  EXPECT_EQ(x.grad().item(), 12.0);
 }
 
 TEST(Comparisons, WithANumberGiveMasksInTheInputDtype) {

@@ -182,11 +182,11 @@ TEST(HalfTensor, CreationPrintingAndAutograd) {
     EXPECT_EQ(r.dtype(), dtype);
     EXPECT_NEAR(r.to(DType::Float32).mean().item(), 0.0, 0.1);
     EXPECT_EQ(arange(5, {.dtype = dtype}).to(DType::Float32).sum().item(), 10.0);
-    const std::string text = tensor({1.0f / 3, -2.5f}, {}, {.dtype = dtype}).str();
+    const std::string text = tensor({1.0f / 3, -2.5f}, {2}, {.dtype = dtype}).str();
     EXPECT_TRUE(vgrad_test::contains(text, std::string("dtype=") + dtype_name(dtype))) << text;
     EXPECT_TRUE(vgrad_test::contains(text, dtype == DType::BFloat16 ? "0.334" : "0.3333")) << text;
     // Gradients come back in the leaf's dtype.
-    Tensor x = tensor({1.5f, -2.0f, 3.0f}, {}, {.dtype = dtype, .requires_grad = true});
+    Tensor x = tensor({1.5f, -2.0f, 3.0f}, {3}, {.dtype = dtype, .requires_grad = true});
     (x * x).sum().backward();
     EXPECT_EQ(x.grad().dtype(), dtype);
     EXPECT_EQ(vals(x.grad()), (std::vector<double>{3.0, -4.0, 6.0}));

@@ -240,6 +240,37 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
   EXPECT_ERROR(train::save_training_state(path("x"), mismatched), "SGD parameter 0 ([8, 6]) is not a parameter of the model");
 }
 
+// Bytes this process has read through read() and its kin (/proc/self/io's rchar), or -1
+// where the kernel does not say.
+int64_t bytes_read_so_far() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  int64_t value = 0;
+  while (io >> key >> value)
+    if (key == "rchar:") return value;
+  return -1;
+}
+
+// load_training_state reads its file once: metadata and tensors come from the same read,
+// so the bytes read while loading are the file's size, not twice it.
+TEST_F(TrainingStateTest, LoadReadsTheCheckpointOnce) {
+  manual_seed(2);
+  vgrad_test::Mlp model(64, 2048, 10);  // ~600 KB of weights: the file dwarfs any other read
+  train::TrainingState state{.model = &model, .epoch = 3};
+  train::save_training_state(path("ckpt"), state);
+  const auto file_size = static_cast<int64_t>(std::filesystem::file_size(path("ckpt")));
+  vgrad_test::Mlp loaded(64, 2048, 10);
+  train::TrainingState target{.model = &loaded};
+  const int64_t before = bytes_read_so_far();
+  if (before < 0) GTEST_SKIP() << "/proc/self/io does not report rchar here";
+  train::load_training_state(path("ckpt"), target);
+  const int64_t read = bytes_read_so_far() - before;
+  EXPECT_GE(read, file_size);
+  EXPECT_LT(read, file_size + file_size / 2) << "read " << read << " bytes of a " << file_size << "-byte file";
+  EXPECT_EQ(target.epoch, 3);
+  EXPECT_EQ(loaded.fc1->weight.to_vector<double>(), model.fc1->weight.to_vector<double>());
+}
+
 // --checkpoint's target is checked before training; every refusal names the path and why.
 TEST_F(TrainingStateTest, CheckCanSaveRefusesMissingAndUnwritableDirectoriesUpFront) {
   train::check_can_save(path("ok.safetensors"));
