@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 #include "cuda/libraries.h"
@@ -105,42 +106,46 @@ TEST(CudaLibraries, SearchesTheConfiguredFolderWhenTheLibraryPathHasNone) {
 std::string mapped_cuda_libraries() {
   std::ifstream maps("/proc/self/maps");
   std::string line, found;
-  for (const char* name : {"libcublas.so", "libcublasLt.so", "libcurand.so", "libcudnn", "libnccl.so", "libcudart.so"}) {
+  for (const std::string_view name :
+       {"/libcublas.so", "/libcublasLt.so", "/libcurand.so", "/libcudnn", "/libnccl.so", "/libcudart.so"}) {
     maps.clear();
     maps.seekg(0);
     while (std::getline(maps, line)) {
-      const size_t at = line.find(std::string("/") + name);
+      const size_t at = line.find(name);
       if (at == std::string::npos) continue;
-      found += " " + line.substr(at + 1);
+      found.append(" ").append(line, at + 1);  // the file name (line's end)
       break;
     }
   }
   return found;
 }
 
-// In a fresh process (the "threadsafe" death-test style re-runs this test alone): one CPU
-// training step, with the device query every program makes, maps no CUDA library; the
-// first cuBLAS call then maps libcublas (so the check can see one).
+// One CPU training step, with the device query every program makes, then the first cuBLAS
+// call; reports the CUDA libraries mapped after each and exits 0 if none was mapped before
+// cuBLAS and libcublas was after.
+[[noreturn]] void train_on_cpu_then_call_cublas() {
+  (void)cuda::is_available();
+  manual_seed(1);
+  vgrad_test::Mlp model{6, 10, 3};
+  optim::SGD sgd(model.parameters(), {.lr = 0.1});
+  const Tensor x = randn({8, 6});
+  const Tensor y = affine(rand({8}), 3.0, 0.0).to(DType::Int64);
+  nn::cross_entropy(model(x), y).backward();
+  sgd.step();
+  const std::string after_step = mapped_cuda_libraries();
+  (void)cuda::cublas();
+  const std::string after_cublas = mapped_cuda_libraries();
+  std::fprintf(stderr, "after a CPU step:%s\nafter cublas():%s\n", after_step.empty() ? " none" : after_step.c_str(),
+               after_cublas.c_str());
+  std::exit(after_step.empty() && after_cublas.find("libcublas.so") != std::string::npos ? 0 : 1);
+}
+
+// In a fresh process: the "threadsafe" death-test style re-runs this test alone, so no
+// earlier test of this binary has loaded a library yet.
 TEST(CudaLibraries, CpuTrainingMapsNoCudaLibraryUntilTheFirstCublasCall) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        (void)cuda::is_available();
-        manual_seed(1);
-        vgrad_test::Mlp model{6, 10, 3};
-        optim::SGD sgd(model.parameters(), {.lr = 0.1});
-        const Tensor x = randn({8, 6});
-        const Tensor y = affine(rand({8}), 3.0, 0.0).to(DType::Int64);
-        nn::cross_entropy(model(x), y).backward();
-        sgd.step();
-        const std::string after_step = mapped_cuda_libraries();
-        (void)cuda::cublas();
-        const std::string after_cublas = mapped_cuda_libraries();
-        std::fprintf(stderr, "after a CPU step:%s\nafter cublas():%s\n", after_step.empty() ? " none" : after_step.c_str(),
-                     after_cublas.c_str());
-        std::exit(after_step.empty() && after_cublas.find("libcublas.so") != std::string::npos ? 0 : 1);
-      },
-      testing::ExitedWithCode(0), "after a CPU step: none\nafter cublas\\(\\):.* libcublas.so.[0-9]+");
+  EXPECT_EXIT(train_on_cpu_then_call_cublas(), testing::ExitedWithCode(0),
+              "after a CPU step: none\nafter cublas\\(\\):.* libcublas.so.[0-9]+");
 }
 
 }  // namespace
