@@ -47,52 +47,50 @@ void* SharedLibrary::address(const char* symbol) const {
 static_assert(sizeof(static_cast<decltype(Cublas::gemm_ex)>(&cublasGemmEx)) > 0);
 static_assert(sizeof(static_cast<decltype(Cublas::gemm_strided_batched_ex)>(&cublasGemmStridedBatchedEx)) > 0);
 
+namespace {
+// A library's table, bound by `bind_all(library, table)`.
+template <class Table, class BindAll>
+Table load(const char* soname, const char* fallback_dir, const char* what, BindAll bind_all) {
+  const SharedLibrary library(soname, fallback_dir, what);
+  Table table;
+  bind_all(library, table);
+  return table;
+}
+}  // namespace
+
 const Cublas& cublas() {
-  static const Cublas loaded = [] {
-    const SharedLibrary library("libcublas.so." VGRAD_STRINGIFY(CUBLAS_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR,
-                                "the CUDA toolkit's cuBLAS");
-    Cublas table;
-    VGRAD_CUBLAS_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION)
-    library.bind(table.gemm_ex, "cublasGemmEx");
-    library.bind(table.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx");
-    return table;
-  }();
+  static const Cublas loaded =
+      load<Cublas>("libcublas.so." VGRAD_STRINGIFY(CUBLAS_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR,
+                   "the CUDA toolkit's cuBLAS", [](const SharedLibrary& library, Cublas& table) {
+                     VGRAD_CUBLAS_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION)
+                     library.bind(table.gemm_ex, "cublasGemmEx");
+                     library.bind(table.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx");
+                   });
   return loaded;
 }
 
 const Curand& curand() {
-  static const Curand loaded = [] {
-    const SharedLibrary library("libcurand.so." VGRAD_STRINGIFY(CURAND_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR,
-                                "the CUDA toolkit's cuRAND");
-    Curand table;
-    VGRAD_CURAND_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION)
-    return table;
-  }();
+  static const Curand loaded = load<Curand>(
+      "libcurand.so." VGRAD_STRINGIFY(CURAND_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR, "the CUDA toolkit's cuRAND",
+      [](const SharedLibrary& library, Curand& table) { VGRAD_CURAND_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION) });
   return loaded;
 }
 
 #if VGRAD_WITH_CUDNN
 const Cudnn& cudnn() {
-  static const Cudnn loaded = [] {
-    const SharedLibrary library("libcudnn.so." VGRAD_STRINGIFY(CUDNN_MAJOR), VGRAD_CUDNN_LIBRARY_DIR,
-                                "cuDNN " VGRAD_STRINGIFY(CUDNN_MAJOR) " (or set VGRAD_CUDNN=0)");
-    Cudnn table;
-    VGRAD_CUDNN_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION)
-    return table;
-  }();
+  static const Cudnn loaded =
+      load<Cudnn>("libcudnn.so." VGRAD_STRINGIFY(CUDNN_MAJOR), VGRAD_CUDNN_LIBRARY_DIR,
+                  "cuDNN " VGRAD_STRINGIFY(CUDNN_MAJOR) " (or set VGRAD_CUDNN=0)",
+                  [](const SharedLibrary& library, Cudnn& table) { VGRAD_CUDNN_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION) });
   return loaded;
 }
 #endif
 
 #if VGRAD_WITH_NCCL
 const Nccl& nccl() {
-  static const Nccl loaded = [] {
-    const SharedLibrary library("libnccl.so." VGRAD_STRINGIFY(NCCL_MAJOR), VGRAD_NCCL_LIBRARY_DIR,
-                                "NCCL " VGRAD_STRINGIFY(NCCL_MAJOR));
-    Nccl table;
-    VGRAD_NCCL_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION)
-    return table;
-  }();
+  static const Nccl loaded =
+      load<Nccl>("libnccl.so." VGRAD_STRINGIFY(NCCL_MAJOR), VGRAD_NCCL_LIBRARY_DIR, "NCCL " VGRAD_STRINGIFY(NCCL_MAJOR),
+                 [](const SharedLibrary& library, Nccl& table) { VGRAD_NCCL_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION) });
   return loaded;
 }
 #endif
