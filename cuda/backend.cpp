@@ -10,6 +10,7 @@
 
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/libraries.h"
 
 namespace vgrad::cuda {
 namespace {
@@ -38,10 +39,10 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_allo
     VGRAD_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, index));
     if (sm_count_ < 1) sm_count_ = 1;
     VGRAD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    VGRAD_CUBLAS_CHECK(cublasCreate(&cublas_));
-    VGRAD_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-    VGRAD_CURAND_CHECK(curandCreateGenerator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
-    VGRAD_CURAND_CHECK(curandSetStream(curand_, stream_));
+    VGRAD_CUBLAS_CHECK(cublas().create(&cublas_));
+    VGRAD_CUBLAS_CHECK(cublas().set_stream(cublas_, stream_));
+    VGRAD_CURAND_CHECK(curand().create_generator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
+    VGRAD_CURAND_CHECK(curand().set_stream(curand_, stream_));
     VGRAD_CUDA_CHECK(cudaMalloc(&device_result_, 64));
     VGRAD_CUDA_CHECK(cudaHostAlloc(&host_result_, 64, cudaHostAllocDefault));
   } catch (...) {
@@ -53,8 +54,8 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_allo
 void CudaBackend::destroy_handles() noexcept {
   destroy_cudnn(cudnn_);
   cudnn_ = nullptr;
-  if (curand_ != nullptr) (void)curandDestroyGenerator(curand_);
-  if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+  if (curand_ != nullptr) (void)curand().destroy_generator(curand_);
+  if (cublas_ != nullptr) (void)cublas().destroy(cublas_);
   if (device_result_ != nullptr) (void)cudaFree(device_result_);
   if (host_result_ != nullptr) (void)cudaFreeHost(host_result_);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
@@ -204,20 +205,19 @@ void CudaBackend::adam_update_impl(const View& param, const View& grad, const Vi
 // The offset counts 32-bit outputs; a double uses two, so state.offset advances by the
 // words consumed, which keeps consecutive draws disjoint.
 uint64_t CudaBackend::generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state) {
-  VGRAD_CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(curand_, state.seed));
-  VGRAD_CURAND_CHECK(curandSetGeneratorOffset(curand_, state.offset));
+  VGRAD_CURAND_CHECK(curand().set_seed(curand_, state.seed));
+  VGRAD_CURAND_CHECK(curand().set_offset(curand_, state.offset));
   if (dtype == DType::Float32) {
-    VGRAD_CURAND_CHECK(curandGenerateUniform(curand_, static_cast<float*>(data), static_cast<size_t>(n)));
+    VGRAD_CURAND_CHECK(curand().generate_uniform(curand_, static_cast<float*>(data), static_cast<size_t>(n)));
     return static_cast<uint64_t>(n);
   }
-  VGRAD_CURAND_CHECK(curandGenerateUniformDouble(curand_, static_cast<double*>(data), static_cast<size_t>(n)));
+  VGRAD_CURAND_CHECK(curand().generate_uniform_double(curand_, static_cast<double*>(data), static_cast<size_t>(n)));
   return 2 * static_cast<uint64_t>(n);
 }
 
 // cuRAND uniforms into out (through a contiguous temporary when out is strided or
 // unaligned), turned in place into what the caller wants by `transform`.
-template <class Transform>
-void CudaBackend::uniform_then(const View& out, RandomState& state, Transform transform) {
+template <class Transform> void CudaBackend::uniform_then(const View& out, RandomState& state, Transform transform) {
   activate();
   std::lock_guard lock(curand_mutex_);
   const int64_t n = out.numel();
@@ -232,13 +232,13 @@ void CudaBackend::uniform_then(const View& out, RandomState& state, Transform tr
 }
 
 void CudaBackend::uniform_impl(const View& out, double low, double high, RandomState& state) {
-  uniform_then(out, state, [&](void* data, int64_t n) {
-    kernels::uniform_transform(context(), data, out.dtype, n, low, high);
-  });
+  uniform_then(out, state,
+               [&](void* data, int64_t n) { kernels::uniform_transform(context(), data, out.dtype, n, low, high); });
 }
 
 void CudaBackend::dropout_mask_impl(const View& out, double p, RandomState& state) {
-  uniform_then(out, state, [&](void* data, int64_t n) { kernels::dropout_transform(context(), data, out.dtype, n, p); });
+  uniform_then(out, state,
+               [&](void* data, int64_t n) { kernels::dropout_transform(context(), data, out.dtype, n, p); });
 }
 
 // cuRAND's Box-Muller makes normals in pairs: an odd count (or an unaligned or strided
@@ -256,16 +256,16 @@ void CudaBackend::normal_impl(const View& out, double mean, double stddev, Rando
     temp.emplace(allocator_, out.dtype, 1, shape);
   }
   void* data = direct ? out.data : temp->view().data;
-  VGRAD_CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(curand_, state.seed));
-  VGRAD_CURAND_CHECK(curandSetGeneratorOffset(curand_, state.offset));
+  VGRAD_CURAND_CHECK(curand().set_seed(curand_, state.seed));
+  VGRAD_CURAND_CHECK(curand().set_offset(curand_, state.offset));
   uint64_t words = 0;
   if (out.dtype == DType::Float32) {
-    VGRAD_CURAND_CHECK(curandGenerateNormal(curand_, static_cast<float*>(data), static_cast<size_t>(count),
-                                            static_cast<float>(mean), static_cast<float>(stddev)));
+    VGRAD_CURAND_CHECK(curand().generate_normal(curand_, static_cast<float*>(data), static_cast<size_t>(count),
+                                                static_cast<float>(mean), static_cast<float>(stddev)));
     words = static_cast<uint64_t>(count);
   } else {
-    VGRAD_CURAND_CHECK(curandGenerateNormalDouble(curand_, static_cast<double*>(data), static_cast<size_t>(count), mean,
-                                                  stddev));
+    VGRAD_CURAND_CHECK(
+        curand().generate_normal_double(curand_, static_cast<double*>(data), static_cast<size_t>(count), mean, stddev));
     words = 2 * static_cast<uint64_t>(count);
   }
   if (temp) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "cuda/libraries.h"
 
 namespace vgrad::cuda::detail {
 
@@ -26,6 +27,10 @@ void throw_library_error(const char* library, const char* call, const char* file
 }
 
 void throw_error(const std::string& message) { throw Error(message); }
+
+void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line) {
+  throw_library_error("cuBLAS", call, file, line, cublas().get_status_name(status), cublas().get_status_string(status));
+}
 
 const char* curand_status_name(curandStatus_t status) {
   switch (status) {

@@ -19,6 +19,8 @@ namespace vgrad::cuda::detail {
 
 const char* curand_status_name(curandStatus_t status);
 const char* curand_status_text(curandStatus_t status);
+// Throws for a failed cuBLAS call, with cuBLAS's own name and text of the status.
+[[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line);
 
 inline void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
   if (status == cudaSuccess) return;
@@ -30,7 +32,7 @@ inline void check_cuda(cudaError_t status, const char* call, const char* file, i
 
 inline void check_cublas(cublasStatus_t status, const char* call, const char* file, int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  throw_library_error("cuBLAS", call, file, line, cublasGetStatusName(status), cublasGetStatusString(status));
+  throw_cublas_error(status, call, file, line);
 }
 
 inline void check_curand(curandStatus_t status, const char* call, const char* file, int line) {

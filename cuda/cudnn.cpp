@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "cuda/libraries.h"
 #endif
 
 namespace vgrad::cuda {
@@ -64,9 +65,9 @@ void check_cudnn(cudnnStatus_t status, const char* call, const char* file, int l
   if (status == CUDNN_STATUS_SUCCESS) return;
   char message[512] = "see cuDNN's log (CUDNN_LOGERR_DBG=1)";
 #if CUDNN_MAJOR >= 9
-  cudnnGetLastErrorString(message, sizeof(message));
+  cudnn().get_last_error_string(message, sizeof(message));
 #endif
-  detail::throw_library_error("cuDNN", call, file, line, cudnnGetErrorString(status), message);
+  detail::throw_library_error("cuDNN", call, file, line, cudnn().get_error_string(status), message);
 }
 #define VGRAD_CUDNN_CHECK(call) check_cudnn((call), #call, __FILE__, __LINE__)
 
@@ -115,10 +116,10 @@ struct ConvPlan {
   ConvPlan(const ConvPlan&) = delete;
   ConvPlan& operator=(const ConvPlan&) = delete;
   ~ConvPlan() {
-    if (x != nullptr) (void)cudnnDestroyTensorDescriptor(x);
-    if (y != nullptr) (void)cudnnDestroyTensorDescriptor(y);
-    if (w != nullptr) (void)cudnnDestroyFilterDescriptor(w);
-    if (conv != nullptr) (void)cudnnDestroyConvolutionDescriptor(conv);
+    if (x != nullptr) (void)cudnn().destroy_tensor_descriptor(x);
+    if (y != nullptr) (void)cudnn().destroy_tensor_descriptor(y);
+    if (w != nullptr) (void)cudnn().destroy_filter_descriptor(w);
+    if (conv != nullptr) (void)cudnn().destroy_convolution_descriptor(conv);
   }
 };
 
@@ -126,20 +127,26 @@ class CudnnConvolutions {
  public:
   // nullptr (with a warning) where cuDNN does not load on this machine.
   static CudnnConvolutions* create(cudaStream_t stream, int device) {
-    cudnnHandle_t handle = nullptr;
-    const cudnnStatus_t status = cudnnCreate(&handle);
-    if (status != CUDNN_STATUS_SUCCESS) {
-      spdlog::warn("cuda:{}: cuDNN did not start ({}); conv2d uses im2col + cuBLAS", device,
-                   cudnnGetErrorString(status));
+    try {
+      (void)cudnn();  // dlopen's libcudnn here, at the first conv2d (cuda/libraries.h)
+    } catch (const Error& error) {
+      spdlog::warn("cuda:{}: {}; conv2d uses im2col + cuBLAS", device, error.what());
       return nullptr;
     }
-    if (cudnnSetStream(handle, stream) != CUDNN_STATUS_SUCCESS) {
-      (void)cudnnDestroy(handle);
+    cudnnHandle_t handle = nullptr;
+    const cudnnStatus_t status = cudnn().create(&handle);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      spdlog::warn("cuda:{}: cuDNN did not start ({}); conv2d uses im2col + cuBLAS", device,
+                   cudnn().get_error_string(status));
+      return nullptr;
+    }
+    if (cudnn().set_stream(handle, stream) != CUDNN_STATUS_SUCCESS) {
+      (void)cudnn().destroy(handle);
       return nullptr;
     }
     return new CudnnConvolutions(handle);
   }
-  ~CudnnConvolutions() { (void)cudnnDestroy(handle_); }
+  ~CudnnConvolutions() { (void)cudnn().destroy(handle_); }
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
 
@@ -166,19 +173,19 @@ class CudnnConvolutions {
     const void* beta = wide ? static_cast<const void*>(&zero_d) : &zero_f;
     switch (pass) {
       case ConvPass::Forward:
-        VGRAD_CUDNN_CHECK(cudnnConvolutionForward(handle_, alpha, plan.x, x.data, plan.w, w.data, plan.conv,
-                                                  cudnnConvolutionFwdAlgo_t(plan.algorithm), workspace, plan.workspace,
-                                                  beta, plan.y, y.data));
+        VGRAD_CUDNN_CHECK(cudnn().convolution_forward(handle_, alpha, plan.x, x.data, plan.w, w.data, plan.conv,
+                                                      cudnnConvolutionFwdAlgo_t(plan.algorithm), workspace,
+                                                      plan.workspace, beta, plan.y, y.data));
         break;
       case ConvPass::BackwardData:
-        VGRAD_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, alpha, plan.w, w.data, plan.y, y.data, plan.conv,
-                                                       cudnnConvolutionBwdDataAlgo_t(plan.algorithm), workspace,
-                                                       plan.workspace, beta, plan.x, x.data));
+        VGRAD_CUDNN_CHECK(cudnn().convolution_backward_data(handle_, alpha, plan.w, w.data, plan.y, y.data, plan.conv,
+                                                            cudnnConvolutionBwdDataAlgo_t(plan.algorithm), workspace,
+                                                            plan.workspace, beta, plan.x, x.data));
         break;
       case ConvPass::BackwardFilter:
-        VGRAD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, alpha, plan.x, x.data, plan.y, y.data, plan.conv,
-                                                         cudnnConvolutionBwdFilterAlgo_t(plan.algorithm), workspace,
-                                                         plan.workspace, beta, plan.w, w.data));
+        VGRAD_CUDNN_CHECK(cudnn().convolution_backward_filter(handle_, alpha, plan.x, x.data, plan.y, y.data, plan.conv,
+                                                              cudnnConvolutionBwdFilterAlgo_t(plan.algorithm),
+                                                              workspace, plan.workspace, beta, plan.w, w.data));
         break;
     }
     return true;
@@ -209,22 +216,22 @@ class CudnnConvolutions {
   static void describe(ConvPlan& plan, DType dtype, const ConvGeometry& g) {
     const WindowGeometry& s = g.window;
     const CudnnTypes types = cudnn_types(dtype);
-    VGRAD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.x));
-    VGRAD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.y));
-    VGRAD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan.w));
-    VGRAD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&plan.conv));
-    VGRAD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.x, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
-                                                 as_int(s.channels), as_int(s.height), as_int(s.width)));
-    VGRAD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.y, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
-                                                 as_int(g.filters), as_int(s.out_h), as_int(s.out_w)));
-    VGRAD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan.w, types.data, CUDNN_TENSOR_NCHW, as_int(g.filters),
-                                                 as_int(s.channels / g.groups), as_int(s.kernel_h),
-                                                 as_int(s.kernel_w)));
-    VGRAD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan.conv, as_int(s.pad_h), as_int(s.pad_w), as_int(s.stride_h),
-                                                      as_int(s.stride_w), as_int(s.dilation_h), as_int(s.dilation_w),
-                                                      CUDNN_CROSS_CORRELATION, types.compute));
-    VGRAD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(plan.conv, as_int(g.groups)));
-    VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, types.math));
+    VGRAD_CUDNN_CHECK(cudnn().create_tensor_descriptor(&plan.x));
+    VGRAD_CUDNN_CHECK(cudnn().create_tensor_descriptor(&plan.y));
+    VGRAD_CUDNN_CHECK(cudnn().create_filter_descriptor(&plan.w));
+    VGRAD_CUDNN_CHECK(cudnn().create_convolution_descriptor(&plan.conv));
+    VGRAD_CUDNN_CHECK(cudnn().set_tensor_4d_descriptor(plan.x, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
+                                                       as_int(s.channels), as_int(s.height), as_int(s.width)));
+    VGRAD_CUDNN_CHECK(cudnn().set_tensor_4d_descriptor(plan.y, CUDNN_TENSOR_NCHW, types.data, as_int(s.batch),
+                                                       as_int(g.filters), as_int(s.out_h), as_int(s.out_w)));
+    VGRAD_CUDNN_CHECK(cudnn().set_filter_4d_descriptor(plan.w, types.data, CUDNN_TENSOR_NCHW, as_int(g.filters),
+                                                       as_int(s.channels / g.groups), as_int(s.kernel_h),
+                                                       as_int(s.kernel_w)));
+    VGRAD_CUDNN_CHECK(cudnn().set_convolution_2d_descriptor(
+        plan.conv, as_int(s.pad_h), as_int(s.pad_w), as_int(s.stride_h), as_int(s.stride_w), as_int(s.dilation_h),
+        as_int(s.dilation_w), CUDNN_CROSS_CORRELATION, types.compute));
+    VGRAD_CUDNN_CHECK(cudnn().set_convolution_group_count(plan.conv, as_int(g.groups)));
+    VGRAD_CUDNN_CHECK(cudnn().set_convolution_math_type(plan.conv, types.math));
   }
 
   // The first algorithm the heuristics rank that runs with our math type, and its
@@ -237,7 +244,7 @@ class CudnnConvolutions {
     VGRAD_CUDNN_CHECK(rank(handle_, descriptors..., kCount, &count, perf));
     for (int i = 0; i < count; ++i) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      VGRAD_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, math_for(types, perf[i].mathType)));
+      VGRAD_CUDNN_CHECK(cudnn().set_convolution_math_type(plan.conv, math_for(types, perf[i].mathType)));
       size_t bytes = 0;
       if (workspace(handle_, descriptors..., perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
       plan.algorithm = int(perf[i].algo);
@@ -250,18 +257,18 @@ class CudnnConvolutions {
     switch (pass) {
       case ConvPass::Forward: {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        return choose(plan, types, perf, cudnnGetConvolutionForwardAlgorithm_v7,
-                      cudnnGetConvolutionForwardWorkspaceSize, plan.x, plan.w, plan.conv, plan.y);
+        return choose(plan, types, perf, cudnn().get_convolution_forward_algorithm_v7,
+                      cudnn().get_convolution_forward_workspace_size, plan.x, plan.w, plan.conv, plan.y);
       }
       case ConvPass::BackwardData: {  // dx from dy
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        return choose(plan, types, perf, cudnnGetConvolutionBackwardDataAlgorithm_v7,
-                      cudnnGetConvolutionBackwardDataWorkspaceSize, plan.w, plan.y, plan.conv, plan.x);
+        return choose(plan, types, perf, cudnn().get_convolution_backward_data_algorithm_v7,
+                      cudnn().get_convolution_backward_data_workspace_size, plan.w, plan.y, plan.conv, plan.x);
       }
       case ConvPass::BackwardFilter: {  // dweight from x and dy
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        return choose(plan, types, perf, cudnnGetConvolutionBackwardFilterAlgorithm_v7,
-                      cudnnGetConvolutionBackwardFilterWorkspaceSize, plan.x, plan.y, plan.conv, plan.w);
+        return choose(plan, types, perf, cudnn().get_convolution_backward_filter_algorithm_v7,
+                      cudnn().get_convolution_backward_filter_workspace_size, plan.x, plan.y, plan.conv, plan.w);
       }
     }
   }

@@ -5,19 +5,20 @@
 // Side by side with core/cpu/gemm.cpp.
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/libraries.h"
 
 namespace vgrad::cuda {
 namespace {
 
 // The cuBLAS entry points of one element type.
-template <class T> struct Cublas;
-template <> struct Cublas<float> {
-  static constexpr auto gemm = &cublasSgemm;
-  static constexpr auto gemm_batched = &cublasSgemmStridedBatched;
+template <class T> struct Gemm;
+template <> struct Gemm<float> {
+  static auto single() { return cublas().sgemm; }
+  static auto batched() { return cublas().sgemm_strided_batched; }
 };
-template <> struct Cublas<double> {
-  static constexpr auto gemm = &cublasDgemm;
-  static constexpr auto gemm_batched = &cublasDgemmStridedBatched;
+template <> struct Gemm<double> {
+  static auto single() { return cublas().dgemm; }
+  static auto batched() { return cublas().dgemm_strided_batched; }
 };
 
 template <class T> void gemm_typed(cublasHandle_t handle, const GemmArgs& g) {
@@ -30,10 +31,10 @@ template <class T> void gemm_typed(cublasHandle_t handle, const GemmArgs& g) {
   const auto* b = static_cast<const T*>(g.b);
   auto* c = static_cast<T*>(g.c);
   if (g.batch == 1) {
-    VGRAD_CUBLAS_CHECK(Cublas<T>::gemm(handle, op_first, op_second, m, n, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+    VGRAD_CUBLAS_CHECK(Gemm<T>::single()(handle, op_first, op_second, m, n, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
   } else {
-    VGRAD_CUBLAS_CHECK(Cublas<T>::gemm_batched(handle, op_first, op_second, m, n, k, &alpha, b, ldb, g.stride_b, a,
-                                               lda, g.stride_a, &beta, c, ldc, g.stride_c, static_cast<int>(g.batch)));
+    VGRAD_CUBLAS_CHECK(Gemm<T>::batched()(handle, op_first, op_second, m, n, k, &alpha, b, ldb, g.stride_b, a, lda,
+                                          g.stride_a, &beta, c, ldc, g.stride_c, static_cast<int>(g.batch)));
   }
 }
 
@@ -46,13 +47,12 @@ void gemm_half(cublasHandle_t handle, const GemmArgs& g) {
   const float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
   const cudaDataType_t type = g.dtype == DType::BFloat16 ? CUDA_R_16BF : CUDA_R_16F;
   if (g.batch == 1) {
-    VGRAD_CUBLAS_CHECK(cublasGemmEx(handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb, g.a, type, lda,
-                                    &beta, g.c, type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    VGRAD_CUBLAS_CHECK(cublas().gemm_ex(handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb, g.a, type, lda,
+                                        &beta, g.c, type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   } else {
-    VGRAD_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb,
-                                                  g.stride_b, g.a, type, lda, g.stride_a, &beta, g.c, type, ldc,
-                                                  g.stride_c, static_cast<int>(g.batch), CUBLAS_COMPUTE_32F,
-                                                  CUBLAS_GEMM_DEFAULT));
+    VGRAD_CUBLAS_CHECK(cublas().gemm_strided_batched_ex(
+        handle, op_first, op_second, m, n, k, &alpha, g.b, type, ldb, g.stride_b, g.a, type, lda, g.stride_a, &beta,
+        g.c, type, ldc, g.stride_c, static_cast<int>(g.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 
@@ -61,9 +61,12 @@ void gemm_half(cublasHandle_t handle, const GemmArgs& g) {
 void CudaBackend::gemm_impl(const GemmArgs& g) {
   activate();
   std::lock_guard lock(cublas_mutex_);
-  if (g.dtype == DType::Float32) gemm_typed<float>(cublas_, g);
-  else if (g.dtype == DType::Float64) gemm_typed<double>(cublas_, g);
-  else gemm_half(cublas_, g);
+  if (g.dtype == DType::Float32)
+    gemm_typed<float>(cublas_, g);
+  else if (g.dtype == DType::Float64)
+    gemm_typed<double>(cublas_, g);
+  else
+    gemm_half(cublas_, g);
 }
 
 }  // namespace vgrad::cuda

@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+
+#include "cuda/libraries.h"  // NCCL is opened at the first communicator, not linked
 #endif
 
 namespace vgrad::distributed {
@@ -50,19 +52,19 @@ class NcclCommunicator final : public Communicator {
     (void)cuda::backend(local_rank());  // initialises the device the vgrad way first
     check(cudaSetDevice(local_rank()), "cudaSetDevice");
     ncclUniqueId id{};
-    if (rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    if (rank() == 0) check(cuda::nccl().get_unique_id(&id), "ncclGetUniqueId");
     if (bootstrap_) {
       Tensor words = zeros({int64_t((sizeof(id) + 7) / 8)}, {.dtype = DType::Int64});
       std::memcpy(words.data<int64_t>(), &id, sizeof(id));
       bootstrap_->broadcast(words, 0);
       std::memcpy(&id, words.data<int64_t>(), sizeof(id));
     }
-    check(ncclCommInitRank(&comm_, world_size(), id, rank()), "ncclCommInitRank");
+    check(cuda::nccl().comm_init_rank(&comm_, world_size(), id, rank()), "ncclCommInitRank");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
   ~NcclCommunicator() override {
-    if (comm_ != nullptr) (void)ncclCommDestroy(comm_);
+    if (comm_ != nullptr) (void)cuda::nccl().comm_destroy(comm_);
     if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   }
 
@@ -70,7 +72,7 @@ class NcclCommunicator final : public Communicator {
   Device device() const override { return device_; }
 
   [[noreturn]] void abort(const std::string& why) override {
-    if (comm_ != nullptr) (void)ncclCommAbort(comm_);
+    if (comm_ != nullptr) (void)cuda::nccl().comm_abort(comm_);
     comm_ = nullptr;
     if (bootstrap_) bootstrap_->abort(why);
     std::fprintf(stderr, "vgrad.distributed: %s: %s; exiting\n", where().c_str(), why.c_str());
@@ -80,20 +82,20 @@ class NcclCommunicator final : public Communicator {
  protected:
   void all_reduce_sum(const Tensor& tensor) override {
     run("all_reduce (sum)", tensor, [&] {
-      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_type(tensor.dtype()),
-                           ncclSum, comm_, stream_);
+      return cuda::nccl().all_reduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
+                                     nccl_type(tensor.dtype()), ncclSum, comm_, stream_);
     });
   }
   void broadcast_from(const Tensor& tensor, int root) override {
     run("broadcast", tensor, [&] {
-      return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_type(tensor.dtype()),
-                           root, comm_, stream_);
+      return cuda::nccl().broadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()),
+                                    nccl_type(tensor.dtype()), root, comm_, stream_);
     });
   }
   void all_gather_into(const Tensor& tensor, const Tensor& out) override {
     run("all_gather", tensor, [&] {
-      return ncclAllGather(tensor.data_ptr(), out.data_ptr(), size_t(tensor.numel()), nccl_type(tensor.dtype()),
-                           comm_, stream_);
+      return cuda::nccl().all_gather(tensor.data_ptr(), out.data_ptr(), size_t(tensor.numel()),
+                                     nccl_type(tensor.dtype()), comm_, stream_);
     });
   }
   void barrier_impl() override { bootstrap_->barrier(); }
@@ -104,7 +106,7 @@ class NcclCommunicator final : public Communicator {
     if (code != cudaSuccess) fail("{}: {} failed: {}", where(), call, cudaGetErrorString(code));
   }
   void check(ncclResult_t code, const char* call) const {
-    if (code != ncclSuccess) fail("{}: {} failed: {}", where(), call, ncclGetErrorString(code));
+    if (code != ncclSuccess) fail("{}: {} failed: {}", where(), call, cuda::nccl().get_error_string(code));
   }
 
   // Orders the call after the kernels that wrote the tensor, then waits for it with a deadline.
