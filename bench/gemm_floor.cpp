@@ -4,10 +4,13 @@
 // This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
 // --shapes: instead, a table of each of the step's GEMMs timed alone with OpenBLAS on 1
 // and 2 threads and with vgrad's own sgemm (core/cpu/sgemm.h) on 1 and 2 threads,
-// interleaved round by round, medians in microseconds per call (--square N: N x N x N).
+// interleaved round by round, medians in microseconds per call (--square N: N x N x N),
+// how many of vgrad's 2-thread calls its pool's back-off ran on one thread, and how many
+// pieces per call its worker ran.
 #include <cblas.h>
 
 #include "core/cpu/sgemm.h"
+#include "core/cpu/thread_pool.h"
 
 #include <algorithm>
 #include <chrono>
@@ -167,26 +170,36 @@ void time_shape(const Gemm& g, const char* name, int batch) {
   const double macs = double(g.m) * g.n * g.k;
   const int calls = std::max(2, int(5.0e7 / std::max(macs, 1.0)));  // ~2-4 ms per timing
   // Wall time for all four; the calling thread's CPU time too for the one-thread runs,
-  // which a shared machine's preemption does not inflate.
+  // which a shared machine's preemption does not inflate. OpenBLAS's pair first, then
+  // vgrad's: OpenBLAS's threads keep spinning on the other core for a while after a
+  // call, which would make vgrad's pool back off (thread_pool.cpp) and time one thread.
   std::vector<double> wall[4], cpu[4];
-  for (int round = 0; round < 21; ++round)
-    for (int i = 0; i < 4; ++i) {
-      openblas_set_num_threads(i == 1 ? 2 : 1);
-      impls[i]();
-      const double t0 = now(), c0 = thread_cpu();
-      for (int c = 0; c < calls; ++c) impls[i]();
-      if (round > 0) {
-        wall[i].push_back((now() - t0) / calls * 1e6);
-        cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+  vgrad::cpu::ThreadPool& pool = vgrad::cpu::ThreadPool::instance();
+  const vgrad::cpu::ThreadPool::Counts before = pool.counts();
+  for (int pair : {0, 2})
+    for (int round = 0; round < 21; ++round)
+      for (int i = pair; i < pair + 2; ++i) {
+        openblas_set_num_threads(i == 1 ? 2 : 1);
+        if (i == 3) pool.end_back_off();  // each round gives the threads a fresh chance
+        impls[i]();
+        const double t0 = now(), c0 = thread_cpu();
+        for (int c = 0; c < calls; ++c) impls[i]();
+        if (round > 0) {
+          wall[i].push_back((now() - t0) / calls * 1e6);
+          cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+        }
       }
-    }
+  const uint64_t backed_off = pool.counts().backed_off_jobs - before.backed_off_jobs;
+  const double worker_share = double(pool.counts().worker_pieces - before.worker_pieces) /
+                              double(std::max<uint64_t>(1, pool.counts().threaded_jobs - before.threaded_jobs));
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f |\n", batch, name,
-              p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]), median(wall[0]),
-              median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]), median(cpu[0]) / median(cpu[2]));
+  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f | %llu / %.2f |\n", batch,
+              name, p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]),
+              median(wall[0]), median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]),
+              median(cpu[0]) / median(cpu[2]), static_cast<unsigned long long>(backed_off), worker_share);
   std::fflush(stdout);
 }
 
@@ -251,7 +264,8 @@ int main(int argc, char** argv) {
     std::printf("OpenBLAS core %s, vgrad kernels %s; us per call, median of 20 interleaved rounds; "
                 "1 thr: calling thread's CPU time / wall time; 2 thr: wall time\n"
                 "| batch | gemm | op | m | n | k | kMAC | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | "
-                "OpenBLAS/vgrad 1 thr CPU |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "OpenBLAS/vgrad 1 thr CPU | vgrad 2 thr: calls backed off / worker pieces per call |\n"
+                "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                 openblas_get_corename(), std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str());
   for (int bsz : batches) {
     if (bsz <= 0) usage();

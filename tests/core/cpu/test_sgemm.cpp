@@ -2,14 +2,17 @@
 // float64 triple loop, on odd shapes, all four transposes, alpha/beta, padded leading
 // dimensions; and threaded runs giving the same bits as one thread.
 #include "core/cpu/sgemm.h"
+#include "core/cpu/thread_pool.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.h"
@@ -133,17 +136,38 @@ TEST_P(SgemmIsa, MatchesNaiveAcrossBlocksAndOnTheMlpShapes) {
   check_case({false, true, 128, 10, 128, 0, 1.0f, 0.0f}, kernels(), 2);  // forward, layer 3
 }
 
-// Threads split C into disjoint tiles computed in the same order: the same bits as one thread.
+// Threads split C into disjoint tiles computed in the same order: the same bits as one
+// thread. Split along columns (n >= m) and along rows (m > n). The pool may run a job on
+// the caller alone (a back-off, or a worker that came late), which would compare one
+// thread with itself: each case is run until the worker took part (the back-off ended
+// before each try) and that it did is asserted.
 TEST_P(SgemmIsa, ThreadedGivesTheSameBitsAsOneThread) {
-  const Case cases[] = {{false, true, 64, 256, 784, 0, 1.0f, 0.0f},  {true, false, 256, 784, 64, 0, 1.0f, 0.0f},
-                        {false, false, 130, 250, 128, 2, 0.5f, 1.5f}, {true, true, 301, 99, 77, 1, 1.0f, 0.0f},
-                        {false, true, 257, 33, 500, 0, -1.0f, 1.0f}};
+  // Products of 10M multiply-adds and more: long enough for a worker woken from its
+  // sleep, or given its core back by a busy machine, to come in before the caller is done.
+  const Case cases[] = {{false, true, 64, 256, 784, 0, 1.0f, 0.0f},   {true, false, 256, 784, 64, 0, 1.0f, 0.0f},
+                        {false, false, 130, 250, 700, 2, 0.5f, 1.5f}, {true, true, 1001, 99, 277, 1, 1.0f, 0.0f},
+                        {false, true, 1025, 33, 700, 0, -1.0f, 1.0f}};
+  ThreadPool& pool = ThreadPool::instance();
+  if (pool.threads() < 2) GTEST_SKIP() << "the CPU pool has one thread (VGRAD_CPU_THREADS or one CPU)";
   for (const Case& t : cases) {
     ASSERT_GT(sgemm_threads_for(Operands(t, 1).problem, 2), 1) << describe(t) << " is too small to be threaded";
-    Operands one(t, 7), two(t, 7);
+    Operands one(t, 7);
     sgemm(one.problem, kernels(), 1);
-    sgemm(two.problem, kernels(), 2);
-    EXPECT_EQ(0, std::memcmp(one.c.data(), two.c.data(), one.c.size() * sizeof(float))) << describe(t);
+    // Tries alternately back to back (the worker still spinning from the last call) and
+    // after a pause (the worker asleep: the wake-up lets it preempt another program).
+    Operands two(t, 7);
+    const std::vector<float> c_before = two.c;
+    bool worker_took_part = false;
+    for (int attempt = 0; attempt < 200 && !worker_took_part; ++attempt) {
+      if (attempt % 2 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      std::memcpy(two.c.data(), c_before.data(), c_before.size() * sizeof(float));
+      pool.end_back_off();
+      const uint64_t worker_pieces = pool.counts().worker_pieces;
+      sgemm(two.problem, kernels(), 2);
+      worker_took_part = pool.counts().worker_pieces > worker_pieces;
+      ASSERT_EQ(0, std::memcmp(one.c.data(), two.c.data(), one.c.size() * sizeof(float))) << describe(t);
+    }
+    EXPECT_TRUE(worker_took_part) << describe(t) << ": in 200 tries the pool's worker never ran a piece";
   }
 }
 
