@@ -12,15 +12,16 @@
 namespace vgrad::cpu {
 namespace {
 
-// Below this many multiply-adds one thread: a threaded call hands off once, a few
-// microseconds, against ~10 us of work for batch 32's 1M-MAC shapes.
-// From 2M up (batch 64's 64x128x256 and the like, ~19 us on one thread) the split is
-// taken. Measured (bench/gemm_floor --shapes 1, 2-vCPU EPYC Zen 5) only under heavy
-// load from other programs (load average 11 on 2 vCPUs): there the pool's back-off
-// (thread_pool.cpp) kept 2 threads within -3%..+10% of 1 thread on every MLP shape
-// (fwd1 batch 256: 515 us 1 thr, 510 us 2 thr), where OpenBLAS's 2 threads took 1.1-450x
-// its 1-thread time. The gain on a quiet machine is not measured here.
-constexpr double kThreadedMinMultiplyAdds = 2.0e6;
+// Below this many multiply-adds one thread: a threaded call hands off once, ~0.4 us
+// (measured when the other vCPU is busy and the caller runs every piece), against ~10 us
+// of work for batch 32's 1M-MAC shapes. Measured (bench/gemm_floor --per-call 1000
+// --batch 32, 2-vCPU EPYC Zen 5, median us, 1 thread -> 2 threads in the calls the
+// worker shared): fwd2 32x128x256 10.2 -> 6.5, dX2 32x256x128 10.0 -> 6.4; with the
+// other vCPU busy (most calls on this shared machine) 10.4 -> 10.8. From 2M up (batch
+// 64's 64x128x256 and the like) 18.5 -> 11. The pool's back-off (thread_pool.cpp) keeps
+// a busy machine from paying more than that: under load average 11, 2 threads stayed
+// within -3%..+10% of 1 thread on every MLP shape.
+constexpr double kThreadedMinMultiplyAdds = 1.0e6;
 // Pieces per thread: more than one lets the caller take over the work of a worker that
 // wakes late (the other vCPU busy).
 constexpr int kPiecesPerThread = 2;

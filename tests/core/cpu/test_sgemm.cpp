@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -180,9 +181,13 @@ TEST_P(SgemmIsa, ThreadedGivesTheSameBitsAsOneThread) {
 INSTANTIATE_TEST_SUITE_P(EachIsa, SgemmIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
+// From 1M multiply-adds (batch 32's 32x128x256 layer) a product is split between threads.
 TEST(Sgemm, OneThreadBelowTheThreshold) {
-  Case small{false, true, 10, 10, 10, 0, 1.0f, 0.0f};
-  EXPECT_EQ(1, sgemm_threads_for(Operands(small, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 10, 10, 10, 0, 1.0f, 0.0f}, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 32, 128, 240, 0, 1.0f, 0.0f}, 1).problem, 2));
+  const int pool_threads = ThreadPool::instance().threads();
+  EXPECT_EQ(std::min(2, pool_threads), sgemm_threads_for(Operands({false, true, 32, 128, 256, 0, 1.0f, 0.0f}, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 32, 128, 256, 0, 1.0f, 0.0f}, 1).problem, 1));
 }
 
 TEST(Sgemm, UnsupportedIsaIsAnErrorNamingTheFeature) {
