@@ -109,8 +109,10 @@ int sgemm_threads_for(const SgemmProblem& p, int max_threads) {
   return std::max(1, std::min(max_threads, ThreadPool::instance().threads()));
 }
 
-void sgemm(const SgemmProblem& p, const SgemmKernels& kernels, int max_threads) {
+void sgemm(const SgemmProblem& p, const SgemmKernels& wide_kernels, int max_threads) {
   if (p.m == 0 || p.n == 0) return;
+  const SgemmKernels& kernels =
+      wide_kernels.narrow != nullptr && p.n <= wide_kernels.narrow->nr ? *wide_kernels.narrow : wide_kernels;
   const uint64_t call = last_call.fetch_add(1, std::memory_order_relaxed) + 1;
   // Split the side whose operand is the larger (B when n >= m): that operand is then
   // packed once in all, in shares, and the smaller one whole by each thread.

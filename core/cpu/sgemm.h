@@ -36,6 +36,9 @@ struct SgemmKernels {
   void (*pack_b)(const SgemmProblem& p, int64_t panel_begin, int64_t panel_end, float* packed_b);
   void (*multiply)(const SgemmProblem& p, const float* packed_a, const float* packed_b, int64_t row_panel_begin,
                    int64_t row_panel_end, int64_t col_panel_begin, int64_t col_panel_end);
+  // Kernels with a narrower register tile for products of at most narrow->nr columns (the
+  // MLP's 10-class layer would waste two thirds of a 32-wide tile); nullptr: none.
+  const SgemmKernels* narrow = nullptr;
   size_t packed_a_floats(const SgemmProblem& p) const { return size_t((p.m + mr - 1) / mr * mr * p.k); }
   size_t packed_b_floats(const SgemmProblem& p) const { return size_t((p.n + nr - 1) / nr * nr * p.k); }
 };

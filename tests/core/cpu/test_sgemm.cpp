@@ -120,6 +120,21 @@ TEST_P(SgemmIsa, MatchesNaiveOnOddShapesTransposesAndPadding) {
           for (int64_t k : sizes) check_case({trans_a, trans_b, m, n, k, (m + n + k) % 3 == 0 ? 5 : 0, 1.0f, 0.0f}, kernels(), 1);
 }
 
+// At most 16 columns (the 10-class layer): AVX-512 switches to its narrow 16 x 16 tile.
+TEST_P(SgemmIsa, MatchesNaiveOnNarrowProducts) {
+  if (GetParam() == Isa::Avx512) {
+    ASSERT_NE(nullptr, kernels().narrow);
+    EXPECT_EQ(16, kernels().narrow->nr);
+  } else {
+    EXPECT_EQ(nullptr, kernels().narrow);
+  }
+  for (bool trans_a : {false, true})
+    for (bool trans_b : {false, true})
+      for (int64_t m : {1, 15, 16, 17, 40})
+        for (int64_t n : {10, 16})
+          for (int64_t k : {1, 9, 130}) check_case({trans_a, trans_b, m, n, k, m % 2, 1.0f, k == 9 ? 0.5f : 0.0f}, kernels(), 1);
+}
+
 TEST_P(SgemmIsa, AlphaBetaAndLeadingDimensionsWiderThanRows) {
   for (bool trans_a : {false, true})
     for (bool trans_b : {false, true})
@@ -150,7 +165,7 @@ TEST_P(SgemmIsa, ThreadedGivesTheSameBitsAsOneThread) {
   // sleep, or given its core back by a busy machine, to come in before the caller is done.
   const Case cases[] = {{false, true, 64, 256, 784, 0, 1.0f, 0.0f},   {true, false, 256, 784, 64, 0, 1.0f, 0.0f},
                         {false, false, 130, 250, 700, 2, 0.5f, 1.5f}, {true, true, 1001, 99, 277, 1, 1.0f, 0.0f},
-                        {false, true, 1025, 33, 700, 0, -1.0f, 1.0f}};
+                        {false, true, 1025, 33, 700, 0, -1.0f, 1.0f}, {false, true, 1025, 10, 700, 0, 1.0f, 0.0f}};
   ThreadPool& pool = ThreadPool::instance();
   if (pool.threads() < 2) GTEST_SKIP() << "the CPU pool has one thread (VGRAD_CPU_THREADS or one CPU)";
   for (const Case& t : cases) {
