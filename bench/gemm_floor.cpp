@@ -4,10 +4,13 @@
 // This is the "floor" vgrad's epoch time is compared to. One JSON line per batch.
 // --shapes: instead, a table of each of the step's GEMMs timed alone with OpenBLAS on 1
 // and 2 threads and with vgrad's own sgemm (core/cpu/sgemm.h) on 1 and 2 threads,
-// interleaved round by round, medians in microseconds per call (--square N: N x N x N).
+// interleaved round by round, medians in microseconds per call (--square N: N x N x N),
+// how many of vgrad's 2-thread calls its pool's back-off ran on one thread, and how many
+// pieces per call its worker ran. --per-call N: vgrad's calls one by one (bench_per_call).
 #include <cblas.h>
 
 #include "core/cpu/sgemm.h"
+#include "core/cpu/thread_pool.h"
 
 #include <algorithm>
 #include <chrono>
@@ -167,27 +170,78 @@ void time_shape(const Gemm& g, const char* name, int batch) {
   const double macs = double(g.m) * g.n * g.k;
   const int calls = std::max(2, int(5.0e7 / std::max(macs, 1.0)));  // ~2-4 ms per timing
   // Wall time for all four; the calling thread's CPU time too for the one-thread runs,
-  // which a shared machine's preemption does not inflate.
+  // which a shared machine's preemption does not inflate. OpenBLAS's pair first, then
+  // vgrad's: OpenBLAS's threads keep spinning on the other core for a while after a
+  // call, which would make vgrad's pool back off (thread_pool.cpp) and time one thread.
   std::vector<double> wall[4], cpu[4];
-  for (int round = 0; round < 21; ++round)
-    for (int i = 0; i < 4; ++i) {
-      openblas_set_num_threads(i == 1 ? 2 : 1);
-      impls[i]();
-      const double t0 = now(), c0 = thread_cpu();
-      for (int c = 0; c < calls; ++c) impls[i]();
-      if (round > 0) {
-        wall[i].push_back((now() - t0) / calls * 1e6);
-        cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+  vgrad::cpu::ThreadPool& pool = vgrad::cpu::ThreadPool::instance();
+  const vgrad::cpu::ThreadPool::Counts before = pool.counts();
+  for (int pair : {0, 2})
+    for (int round = 0; round < 21; ++round)
+      for (int i = pair; i < pair + 2; ++i) {
+        openblas_set_num_threads(i == 1 ? 2 : 1);
+        if (i == 3) pool.end_back_off();  // each round gives the threads a fresh chance
+        impls[i]();
+        const double t0 = now(), c0 = thread_cpu();
+        for (int c = 0; c < calls; ++c) impls[i]();
+        if (round > 0) {
+          wall[i].push_back((now() - t0) / calls * 1e6);
+          cpu[i].push_back((thread_cpu() - c0) / calls * 1e6);
+        }
       }
-    }
+  const uint64_t backed_off = pool.counts().backed_off_jobs - before.backed_off_jobs;
+  const double worker_share = double(pool.counts().worker_pieces - before.worker_pieces) /
+                              double(std::max<uint64_t>(1, pool.counts().threaded_jobs - before.threaded_jobs));
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f |\n", batch, name,
-              p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]), median(wall[0]),
-              median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]), median(cpu[0]) / median(cpu[2]));
+  std::printf("| %d | %s | %s%s | %d | %d | %d | %.1f | %.1f / %.1f | %.1f | %.1f / %.1f | %.1f | %.1f | %llu / %.2f |\n", batch,
+              name, p.trans_a ? "T" : "N", p.trans_b ? "T" : "N", g.m, g.n, g.k, macs / 1e3, median(cpu[0]),
+              median(wall[0]), median(wall[1]), median(cpu[2]), median(wall[2]), median(wall[3]),
+              median(cpu[0]) / median(cpu[2]), static_cast<unsigned long long>(backed_off), worker_share);
   std::fflush(stdout);
+}
+
+// --per-call N: vgrad's sgemm alone on each of the step's shapes, N single calls each on
+// 1 and 2 threads (interleaved, the back-off ended before each 2-thread call), as min /
+// 10th percentile / median microseconds, and the median of the 2-thread calls in which
+// the worker took at least half the pieces: on a shared machine the other vCPU is often
+// busy, and the medians alone then show one thread twice.
+void bench_per_call(int batch, int calls) {
+  using vgrad::cpu::ThreadPool;
+  Buffers b = make_buffers(batch);
+  const char* names[8] = {"fwd1", "fwd2", "fwd3", "dW3", "dX3", "dW2", "dX2", "dW1"};
+  const std::vector<Gemm> gemms = step_gemms(b, batch);
+  const vgrad::cpu::SgemmKernels& kernels = vgrad::cpu::sgemm_kernels(vgrad::cpu::active_isa());
+  ThreadPool& pool = ThreadPool::instance();
+  for (size_t s = 0; s < gemms.size(); ++s) {
+    const Gemm& g = gemms[s];
+    vgrad::cpu::SgemmProblem p;
+    p.trans_a = g.ta == CblasTrans, p.trans_b = g.tb == CblasTrans;
+    p.m = g.m, p.n = g.n, p.k = g.k, p.a = g.a, p.lda = g.lda, p.b = g.b, p.ldb = g.ldb, p.c = g.c, p.ldc = g.ldc;
+    std::vector<double> one, two, two_shared;
+    for (int c = 0; c < calls; ++c)
+      for (int threads : {1, 2}) {
+        pool.end_back_off();
+        const uint64_t before = pool.counts().worker_pieces;
+        const double t0 = now();
+        vgrad::cpu::sgemm(p, kernels, threads);
+        const double us = (now() - t0) * 1e6;
+        (threads == 1 ? one : two).push_back(us);
+        // Half the pieces: the driver makes min(panels, 4) of them.
+        if (threads == 2 && 2 * (pool.counts().worker_pieces - before) >= 4) two_shared.push_back(us);
+      }
+    auto at = [](std::vector<double> v, double q) {
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      return v[size_t(q * double(v.size() - 1))];
+    };
+    std::printf("| %d | %s | %d | %d | %d | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %zu | %.1f |\n", batch, names[s], g.m,
+                g.n, g.k, at(one, 0), at(one, 0.1), at(one, 0.5), at(two, 0), at(two, 0.1), at(two, 0.5),
+                two_shared.size(), at(two_shared, 0.5));
+    std::fflush(stdout);
+  }
 }
 
 void bench_shapes(int batch) {
@@ -205,7 +259,8 @@ void bench_square(int size) {
 }
 
 [[noreturn]] void usage() {
-  std::fprintf(stderr, "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1] [--square N[,N...]]\n");
+  std::fprintf(stderr,
+               "usage: gemm_floor [--batch B[,B...]]... [--threads T] [--shapes 1] [--per-call N] [--square N[,N...]]\n");
   std::exit(2);
 }
 
@@ -227,6 +282,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches;
   int threads = 0;
   bool shapes = false;
+  int per_call = 0;
   std::vector<int> squares;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -240,6 +296,9 @@ int main(int argc, char** argv) {
       shapes = true;
     } else if (arg == "--shapes") {
       shapes = std::atoi(argv[++i]) != 0;
+    } else if (arg == "--per-call") {
+      per_call = std::atoi(argv[++i]);
+      if (per_call <= 0) usage();
     } else if (arg == "--threads") {
       threads = std::atoi(argv[++i]);
     } else {
@@ -251,11 +310,20 @@ int main(int argc, char** argv) {
     std::printf("OpenBLAS core %s, vgrad kernels %s; us per call, median of 20 interleaved rounds; "
                 "1 thr: calling thread's CPU time / wall time; 2 thr: wall time\n"
                 "| batch | gemm | op | m | n | k | kMAC | OpenBLAS 1 thr | OpenBLAS 2 thr | vgrad 1 thr | vgrad 2 thr | "
-                "OpenBLAS/vgrad 1 thr CPU |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "OpenBLAS/vgrad 1 thr CPU | vgrad 2 thr: calls backed off / worker pieces per call |\n"
+                "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                 openblas_get_corename(), std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str());
+  if (per_call > 0)
+    std::printf("vgrad kernels %s; us per single call over %d calls: min / p10 / median; 'shared': the 2-thread calls "
+                "in which the worker ran at least half the pieces\n"
+                "| batch | gemm | m | n | k | 1 thr | 2 thr | shared calls | shared median |\n"
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+                std::string(vgrad::cpu::isa_name(vgrad::cpu::active_isa())).c_str(), per_call);
   for (int bsz : batches) {
     if (bsz <= 0) usage();
-    if (shapes)
+    if (per_call > 0)
+      bench_per_call(bsz, per_call);
+    else if (shapes)
       bench_shapes(bsz);
     else
       bench(bsz, threads);

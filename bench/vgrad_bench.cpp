@@ -12,6 +12,8 @@
 #include <map>
 #include <vgrad/vgrad.h>
 
+#include "core/cpu/thread_pool.h"
+
 using namespace vgrad;
 
 namespace {
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
     }
     std::vector<double> times;
     double final_loss = 0;
+    const cpu::ThreadPool::Counts pool_before = cpu::ThreadPool::instance().counts();
     for (int e = 0; e < epochs; ++e) {
       auto [seconds, loss] = train_epoch(opt, batch);
       times.push_back(seconds);
@@ -138,6 +141,13 @@ int main(int argc, char** argv) {
                        device.str(), gather, fmt::join(hidden, ","), batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{}}})", memory_stats(device).system_allocations);
+    // The CPU pool over the timed epochs: jobs offered to the workers, how many of them its
+    // back-off ran on the caller alone, and the pieces the workers took.
+    const cpu::ThreadPool::Counts pool = cpu::ThreadPool::instance().counts();
+    json.insert(json.size() - 1, fmt::format(R"(,"pool_threaded_jobs":{},"pool_backed_off_jobs":{},"pool_worker_pieces":{})",
+                                             pool.threaded_jobs - pool_before.threaded_jobs,
+                                             pool.backed_off_jobs - pool_before.backed_off_jobs,
+                                             pool.worker_pieces - pool_before.worker_pieces));
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

@@ -107,7 +107,8 @@ struct Float32Buffer {
 // time per call, batch 64, OpenBLAS 0.3.21 with the preset OPENBLAS_CORETYPE=Haswell):
 //   fwd1 64x256x784 NT 235 us OpenBLAS / 152 ours; fwd2 64x128x256 37.4 / 19.7;
 //   dW1 256x784x64 TN 211 / 111; dW2 36.4 / 18.8; dX2 64x256x128 NN 37.1 / 19.6;
-//   dW3 2.3 / 1.6; dX3 1.8 / 1.0; fwd3 64x10x128 2.5 / 3.4 (the one loss, 1 us a step).
+//   dW3 2.3 / 1.6; dX3 1.8 / 1.0; fwd3 64x10x128 2.5 / 3.4 (2.0 since AVX-512's narrow
+//   16 x 16 tile for n <= 16; bench/gemm_floor --per-call).
 // With OpenBLAS's own AVX-512 kernels (OPENBLAS_CORETYPE unset: Cooperlake) the two are
 // level (fwd1 143 / 152, dW1 121 / 114, wall time) and so are 1024^3 products (68 ms
 // each); beyond the limit whole-operand packing stops paying (memory, cache), and

@@ -26,9 +26,9 @@ struct SgemmProblem {
   float alpha = 1.0f, beta = 0.0f;
 };
 
-// One ISA's kernels. Both operands are packed whole first (the transposes happen there),
-// op(A) in panels of mr rows and op(B) in panels of nr columns (zero-padded, k blocked),
-// then C is computed tile by tile; threads share the packing and split the tiles.
+// One ISA's kernels. The operands are packed (the transposes happen there), op(A) in
+// panels of mr rows and op(B) in panels of nr columns (zero-padded, k blocked), then C is
+// computed tile by tile; sgemm.cpp's driver says which thread packs what.
 struct SgemmKernels {
   Isa isa;
   int64_t mr, nr;  // the register tile: rows x columns of C
@@ -36,6 +36,9 @@ struct SgemmKernels {
   void (*pack_b)(const SgemmProblem& p, int64_t panel_begin, int64_t panel_end, float* packed_b);
   void (*multiply)(const SgemmProblem& p, const float* packed_a, const float* packed_b, int64_t row_panel_begin,
                    int64_t row_panel_end, int64_t col_panel_begin, int64_t col_panel_end);
+  // Kernels with a narrower register tile for products of at most narrow->nr columns (the
+  // MLP's 10-class layer would waste two thirds of a 32-wide tile); nullptr: none.
+  const SgemmKernels* narrow = nullptr;
   size_t packed_a_floats(const SgemmProblem& p) const { return size_t((p.m + mr - 1) / mr * mr * p.k); }
   size_t packed_b_floats(const SgemmProblem& p) const { return size_t((p.n + nr - 1) / nr * nr * p.k); }
 };
@@ -49,7 +52,8 @@ const SgemmKernels& sgemm_kernels(Isa isa);
 
 // Runs p with `kernels` on up to max_threads threads of the CPU pool (1: the calling
 // thread only). Splits only products big enough to pay for it (sgemm.cpp says why).
-// The packed operands live in a per-thread scratch of (m + mr)·k + k·(n + nr) floats.
+// Each thread packs into its own scratch: the smaller operand whole, ((m or n) + 32)·k
+// floats, and one panel of the other at a time.
 void sgemm(const SgemmProblem& p, const SgemmKernels& kernels, int max_threads);
 // The threads sgemm would use for p given max_threads (for benchmarks and tests).
 int sgemm_threads_for(const SgemmProblem& p, int max_threads);

@@ -169,13 +169,14 @@ void multiply_packed(const SgemmProblem& p, const float* packed_a, const float* 
 
 // The table for one ISA, with its tile and block sizes.
 template <class S, int kMr, int kVectors, int64_t kKc>
-constexpr SgemmKernels make_kernels(Isa isa) {
+constexpr SgemmKernels make_kernels(Isa isa, const SgemmKernels* narrow = nullptr) {
   return SgemmKernels{isa,
                       kMr,
                       kVectors * S::kLanes,
                       &pack_a_panels<S, kMr, kKc>,
                       &pack_b_panels<S, kVectors * S::kLanes, kKc>,
-                      &multiply_packed<S, kMr, kVectors, kKc>};
+                      &multiply_packed<S, kMr, kVectors, kKc>,
+                      narrow};
 }
 
 }  // namespace

@@ -66,11 +66,22 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::take_pieces(uint32_t job) {
+void ThreadPool::end_back_off() {
+  std::lock_guard<std::mutex> lock(busy_);
+  alone_for_jobs_ = 0;
+}
+
+ThreadPool::Counts ThreadPool::counts() const {
+  return {threaded_jobs_.load(std::memory_order_relaxed), backed_off_jobs_.load(std::memory_order_relaxed),
+          worker_pieces_.load(std::memory_order_relaxed)};
+}
+
+void ThreadPool::take_pieces(uint32_t job, bool on_worker) {
   uint64_t ticket = ticket_.load();
   while (uint32_t(ticket >> 32) == job && (ticket & 0xffff) < ((ticket >> 16) & 0xffff)) {
     if (!ticket_.compare_exchange_weak(ticket, ticket + 1)) continue;  // ticket reloaded
     fn_(context_, int(ticket & 0xffff));
+    if (on_worker) worker_pieces_.fetch_add(1, std::memory_order_relaxed);
     done_.fetch_add(1, std::memory_order_release);
     ticket = ticket_.load();
   }
@@ -91,7 +102,7 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    if (index < helpers_.load()) take_pieces(seen);
+    if (index < helpers_.load()) take_pieces(seen, true);
   }
 }
 
@@ -100,6 +111,10 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   const int helpers = std::min(threads - 1, int(workers_.size()));
   const bool backing_off = lock.owns_lock() && alone_for_jobs_ > 0;
   if (backing_off) --alone_for_jobs_;
+  if (helpers > 0 && pieces > 1) {
+    threaded_jobs_.fetch_add(1, std::memory_order_relaxed);
+    if (backing_off) backed_off_jobs_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!lock.owns_lock() || helpers <= 0 || pieces <= 1 || backing_off) {
     for (int i = 0; i < pieces; ++i) fn(context, i);
     return;
@@ -114,7 +129,7 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   const bool workers_asleep = sleepers_.load() > 0;
   if (workers_asleep) generation_.notify_all();
   const auto start = Clock::now();
-  take_pieces(job);
+  take_pieces(job, false);
   const auto own_done = Clock::now();
   for (int polls = 0; done_.load(std::memory_order_acquire) < pieces; ++polls) {
     cpu_relax();

@@ -31,11 +31,20 @@ class ThreadPool {
     run_erased(pieces, threads, [](void* fn, int i) { (*static_cast<Fn*>(fn))(i); }, &piece);
   }
 
+  // Ends a back-off now (benchmarks and tests that must see the threads run).
+  void end_back_off();
+  // Counts since the pool started: jobs asked for more than one thread, those of them
+  // run on the caller alone because of a back-off, and pieces that workers ran.
+  struct Counts {
+    uint64_t threaded_jobs = 0, backed_off_jobs = 0, worker_pieces = 0;
+  };
+  Counts counts() const;
+
  private:
   using Piece = void (*)(void*, int);
   void run_erased(int pieces, int threads, Piece fn, void* context);
   void worker_loop(int index);
-  void take_pieces(uint32_t job);
+  void take_pieces(uint32_t job, bool on_worker);
 
   std::vector<std::thread> workers_;
   std::mutex busy_;  // held by the caller of the running job
@@ -49,6 +58,7 @@ class ThreadPool {
   void* context_ = nullptr;
   std::atomic<bool> stop_{false};
   int alone_for_jobs_ = 0;  // jobs to run without workers after a late one (under busy_)
+  std::atomic<uint64_t> threaded_jobs_{0}, backed_off_jobs_{0}, worker_pieces_{0};
 };
 
 }  // namespace vgrad::cpu

@@ -2,14 +2,18 @@
 // float64 triple loop, on odd shapes, all four transposes, alpha/beta, padded leading
 // dimensions; and threaded runs giving the same bits as one thread.
 #include "core/cpu/sgemm.h"
+#include "core/cpu/thread_pool.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.h"
@@ -116,6 +120,21 @@ TEST_P(SgemmIsa, MatchesNaiveOnOddShapesTransposesAndPadding) {
           for (int64_t k : sizes) check_case({trans_a, trans_b, m, n, k, (m + n + k) % 3 == 0 ? 5 : 0, 1.0f, 0.0f}, kernels(), 1);
 }
 
+// At most 16 columns (the 10-class layer): AVX-512 switches to its narrow 16 x 16 tile.
+TEST_P(SgemmIsa, MatchesNaiveOnNarrowProducts) {
+  if (GetParam() == Isa::Avx512) {
+    ASSERT_NE(nullptr, kernels().narrow);
+    EXPECT_EQ(16, kernels().narrow->nr);
+  } else {
+    EXPECT_EQ(nullptr, kernels().narrow);
+  }
+  for (bool trans_a : {false, true})
+    for (bool trans_b : {false, true})
+      for (int64_t m : {1, 15, 16, 17, 40})
+        for (int64_t n : {10, 16})
+          for (int64_t k : {1, 9, 130}) check_case({trans_a, trans_b, m, n, k, m % 2, 1.0f, k == 9 ? 0.5f : 0.0f}, kernels(), 1);
+}
+
 TEST_P(SgemmIsa, AlphaBetaAndLeadingDimensionsWiderThanRows) {
   for (bool trans_a : {false, true})
     for (bool trans_b : {false, true})
@@ -126,33 +145,64 @@ TEST_P(SgemmIsa, AlphaBetaAndLeadingDimensionsWiderThanRows) {
 // Larger than one cache block in every direction (k > kc, m > mc) and the MLP's shapes.
 TEST_P(SgemmIsa, MatchesNaiveAcrossBlocksAndOnTheMlpShapes) {
   for (bool trans_a : {false, true})
-    for (bool trans_b : {false, true}) check_case({trans_a, trans_b, 300, 70, 530, 3, 1.0f, 0.5f}, kernels(), 1);
+    for (bool trans_b : {false, true}) {
+      check_case({trans_a, trans_b, 300, 70, 530, 3, 1.0f, 0.5f}, kernels(), 1);
+      check_case({trans_a, trans_b, 20, 40, 2100, 1, 1.0f, 0.5f}, kernels(), 1);  // k > AVX-512's kc (1024)
+    }
   check_case({false, true, 64, 256, 784, 0, 1.0f, 0.0f}, kernels(), 2);  // forward, layer 1
   check_case({true, false, 256, 784, 64, 0, 1.0f, 1.0f}, kernels(), 2);  // weight gradient, accumulated
   check_case({false, false, 64, 256, 128, 0, 1.0f, 0.0f}, kernels(), 2);  // input gradient
   check_case({false, true, 128, 10, 128, 0, 1.0f, 0.0f}, kernels(), 2);  // forward, layer 3
 }
 
-// Threads split C into disjoint tiles computed in the same order: the same bits as one thread.
+// Threads split C into disjoint tiles computed in the same order: the same bits as one
+// thread. Split along columns (n >= m) and along rows (m > n). The pool may run a job on
+// the caller alone (a back-off, or a worker that came late), which would compare one
+// thread with itself: each case is run until the worker took part (the back-off ended
+// before each try) and that it did is asserted.
 TEST_P(SgemmIsa, ThreadedGivesTheSameBitsAsOneThread) {
-  const Case cases[] = {{false, true, 64, 256, 784, 0, 1.0f, 0.0f},  {true, false, 256, 784, 64, 0, 1.0f, 0.0f},
-                        {false, false, 130, 250, 128, 2, 0.5f, 1.5f}, {true, true, 301, 99, 77, 1, 1.0f, 0.0f},
-                        {false, true, 257, 33, 500, 0, -1.0f, 1.0f}};
+  // Products of 10M multiply-adds and more: long enough for a worker woken from its
+  // sleep, or given its core back by a busy machine, to come in before the caller is done.
+  const Case cases[] = {{false, true, 64, 256, 784, 0, 1.0f, 0.0f},   {true, false, 256, 784, 64, 0, 1.0f, 0.0f},
+                        {false, false, 130, 250, 700, 2, 0.5f, 1.5f}, {true, true, 1001, 99, 277, 1, 1.0f, 0.0f},
+                        {false, true, 1025, 33, 700, 0, -1.0f, 1.0f}, {false, true, 1025, 10, 700, 0, 1.0f, 0.0f}};
+  ThreadPool& pool = ThreadPool::instance();
+  if (pool.threads() < 2) GTEST_SKIP() << "the CPU pool has one thread (VGRAD_CPU_THREADS or one CPU)";
   for (const Case& t : cases) {
     ASSERT_GT(sgemm_threads_for(Operands(t, 1).problem, 2), 1) << describe(t) << " is too small to be threaded";
-    Operands one(t, 7), two(t, 7);
+    Operands one(t, 7);
     sgemm(one.problem, kernels(), 1);
-    sgemm(two.problem, kernels(), 2);
-    EXPECT_EQ(0, std::memcmp(one.c.data(), two.c.data(), one.c.size() * sizeof(float))) << describe(t);
+    // Tries alternately back to back (the worker still spinning from the last call) and
+    // after a pause (the worker asleep: the wake-up lets it preempt another program), for
+    // up to 20 s: on a starved machine (load 9 on 2 vCPUs) 200 tries in 0.7 s once all
+    // missed.
+    Operands two(t, 7);
+    const std::vector<float> c_before = two.c;
+    bool worker_took_part = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int attempt = 0; !worker_took_part && std::chrono::steady_clock::now() < deadline; ++attempt) {
+      if (attempt % 2 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      std::memcpy(two.c.data(), c_before.data(), c_before.size() * sizeof(float));
+      pool.end_back_off();
+      const uint64_t worker_pieces = pool.counts().worker_pieces;
+      sgemm(two.problem, kernels(), 2);
+      worker_took_part = pool.counts().worker_pieces > worker_pieces;
+      ASSERT_EQ(0, std::memcmp(one.c.data(), two.c.data(), one.c.size() * sizeof(float))) << describe(t);
+    }
+    EXPECT_TRUE(worker_took_part) << describe(t) << ": in 20 s of tries the pool's worker never ran a piece";
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(EachIsa, SgemmIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
+// From 1M multiply-adds (batch 32's 32x128x256 layer) a product is split between threads.
 TEST(Sgemm, OneThreadBelowTheThreshold) {
-  Case small{false, true, 10, 10, 10, 0, 1.0f, 0.0f};
-  EXPECT_EQ(1, sgemm_threads_for(Operands(small, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 10, 10, 10, 0, 1.0f, 0.0f}, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 32, 128, 240, 0, 1.0f, 0.0f}, 1).problem, 2));
+  const int pool_threads = ThreadPool::instance().threads();
+  EXPECT_EQ(std::min(2, pool_threads), sgemm_threads_for(Operands({false, true, 32, 128, 256, 0, 1.0f, 0.0f}, 1).problem, 2));
+  EXPECT_EQ(1, sgemm_threads_for(Operands({false, true, 32, 128, 256, 0, 1.0f, 0.0f}, 1).problem, 1));
 }
 
 TEST(Sgemm, UnsupportedIsaIsAnErrorNamingTheFeature) {

@@ -66,11 +66,44 @@ TEST(ThreadPool, AfterALateWorkerTheNextJobsRunOnTheCaller) {
   });
   ASSERT_TRUE(worker_ran);
   std::atomic<int> off_caller{0};
+  const ThreadPool::Counts before = pool.counts();
   for (int job = 0; job < 8; ++job)
     pool.run(4, 2, [&](int) {
       if (std::this_thread::get_id() != caller) ++off_caller;
     });
   EXPECT_EQ(0, off_caller.load());
+  EXPECT_EQ(8u, pool.counts().backed_off_jobs - before.backed_off_jobs);
+  EXPECT_EQ(8u, pool.counts().threaded_jobs - before.threaded_jobs);
+  EXPECT_EQ(before.worker_pieces, pool.counts().worker_pieces);
+  // end_back_off: the next job is offered to the worker again; the caller's piece waits
+  // until the worker has taken the other.
+  pool.end_back_off();
+  std::atomic<bool> worker_ran_again{false};
+  pool.run(2, 2, [&](int) {
+    if (std::this_thread::get_id() != caller) {
+      worker_ran_again = true;
+    } else {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!worker_ran_again && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    }
+  });
+  EXPECT_TRUE(worker_ran_again);
+  EXPECT_EQ(before.worker_pieces + 1, pool.counts().worker_pieces);
+}
+
+TEST(ThreadPool, CountsPiecesRunByWorkers) {
+  ThreadPool pool(2);
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int> on_worker{0};
+  for (int job = 0; job < 20; ++job)
+    pool.run(8, 2, [&](int) {
+      if (std::this_thread::get_id() != caller) ++on_worker;
+    });
+  const ThreadPool::Counts counts = pool.counts();
+  EXPECT_EQ(uint64_t(on_worker.load()), counts.worker_pieces);
+  EXPECT_EQ(20u, counts.threaded_jobs);
+  pool.run(8, 1, [](int) {});  // one thread asked for: not a threaded job
+  EXPECT_EQ(20u, pool.counts().threaded_jobs);
 }
 
 TEST(ThreadPool, ConcurrentCallersAllFinish) {

@@ -1,0 +1,79 @@
+// The float32 SGD update (core/cpu/optim.h): each ISA path forced in turn and on one and
+// two threads gives the bits of PyTorch's rule written out element by element, for plain
+// SGD, weight decay, momentum (first and later steps), dampening and Nesterov, on sizes
+// around the vector widths and above the threading threshold.
+#include "core/cpu/optim.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cpu/thread_pool.h"
+
+namespace vgrad::cpu {
+namespace {
+
+// PyTorch's SGD on one element, float arithmetic in the library's order.
+void reference_step(float& w, float g, float& buf, const SgdParams& p) {
+  const float lr = float(p.lr), wd = float(p.weight_decay), mom = float(p.momentum), damp = float(1 - p.dampening);
+  const float d = g + wd * w;
+  if (p.momentum == 0) {
+    w -= lr * d;
+    return;
+  }
+  const float b = p.first_step ? d : mom * buf + damp * d;
+  buf = b;
+  w -= lr * (p.nesterov ? 1.0f * d + mom * b : 0.0f * d + 1.0f * b);
+}
+
+class SgdIsa : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!cpu_supports(GetParam())) GTEST_SKIP() << "this CPU lacks " << isa_requirement(GetParam());
+  }
+};
+
+TEST_P(SgdIsa, SameBitsAsTheElementwiseRuleOnEveryThreadCount) {
+  const SgdParams settings[] = {{0.1, 0, 0, 0, false, false},     {0.05, 0, 0, 0.01, false, false},
+                                {0.1, 0.9, 0, 0, false, true},    {0.1, 0.9, 0, 0, false, false},
+                                {0.1, 0.9, 0.5, 1e-3, false, false}, {0.1, 0.9, 0, 1e-3, true, false}};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t n : {int64_t(1), int64_t(15), int64_t(17), int64_t(100), int64_t(200 * 1024 + 3)})
+    for (const SgdParams& p : settings)
+      for (int threads : {1, 2}) {
+        std::vector<float> w(static_cast<size_t>(n)), g(w.size()), buf(w.size());
+        for (size_t i = 0; i < w.size(); ++i) w[i] = u(rng), g[i] = u(rng), buf[i] = u(rng);
+        std::vector<float> w_expected = w, buf_expected = buf;
+        for (size_t i = 0; i < w.size(); ++i) reference_step(w_expected[i], g[i], buf_expected[i], p);
+        sgd_update_float32(GetParam(), threads, w.data(), g.data(), p.momentum == 0 ? nullptr : buf.data(), n, p);
+        const std::string what = std::string(isa_name(GetParam())) + " n=" + std::to_string(n) + " threads=" +
+                                 std::to_string(threads) + " momentum=" + std::to_string(p.momentum) +
+                                 (p.nesterov ? " nesterov" : "") + (p.first_step ? " first step" : "");
+        EXPECT_EQ(0, std::memcmp(w.data(), w_expected.data(), w.size() * sizeof(float))) << what;
+        if (p.momentum != 0) {
+          EXPECT_EQ(0, std::memcmp(buf.data(), buf_expected.data(), buf.size() * sizeof(float))) << what;
+        }
+      }
+}
+
+TEST(SgdUpdate, LargeParametersUseTheWorker) {
+  ThreadPool& pool = ThreadPool::instance();
+  if (pool.threads() < 2) GTEST_SKIP() << "the CPU pool has one thread";
+  std::vector<float> w(200 * 1024, 1.0f), g(w.size(), 0.5f);
+  const uint64_t jobs = pool.counts().threaded_jobs;
+  sgd_update_float32(Isa::Generic, 2, w.data(), g.data(), nullptr, int64_t(w.size()), {0.1, 0, 0, 0, false, false});
+  EXPECT_EQ(jobs + 1, pool.counts().threaded_jobs);
+  EXPECT_EQ(1.0f - 0.1f * 0.5f, w.back());
+  sgd_update_float32(Isa::Generic, 2, w.data(), g.data(), nullptr, 1000, {0.1, 0, 0, 0, false, false});
+  EXPECT_EQ(jobs + 1, pool.counts().threaded_jobs) << "a small parameter is updated on the caller alone";
+}
+
+INSTANTIATE_TEST_SUITE_P(EachIsa, SgdIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+}  // namespace
+}  // namespace vgrad::cpu
