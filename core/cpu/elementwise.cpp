@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/half_convert.h"
 #include "core/cpu/strided.h"
 #include "core/error.h"
 #include "core/scalar_ops.h"
@@ -25,7 +26,47 @@ void CpuBackend::fill_impl(const View& out, double value) {
   });
 }
 
+namespace {
+
+// float32 <-> float16/bfloat16: rows contiguous in both go through the bulk vector
+// conversions (half_convert.h: the scalar code's bits, several times faster), strided
+// rows through Half's scalar conversions.
+template <class Half>
+void narrow_rows(const View& src, const View& out, void (*bulk)(const float*, uint16_t*, int64_t)) {
+  for_each_row<2>({out, src}, [&](auto p, int64_t n, auto s) {
+    const float* in = reinterpret_cast<const float*>(p[1]);
+    uint16_t* o = reinterpret_cast<uint16_t*>(p[0]);
+    const int64_t so = s[0] / int64_t(sizeof(uint16_t)), si = s[1] / int64_t(sizeof(float));
+    if (so == 1 && si == 1) return bulk(in, o, n);
+    for (int64_t i = 0; i < n; ++i) o[i * so] = Half(in[i * si]).bits;
+  });
+}
+template <class Half>
+void widen_rows(const View& src, const View& out, void (*bulk)(const uint16_t*, float*, int64_t)) {
+  for_each_row<2>({out, src}, [&](auto p, int64_t n, auto s) {
+    const uint16_t* in = reinterpret_cast<const uint16_t*>(p[1]);
+    float* o = reinterpret_cast<float*>(p[0]);
+    const int64_t so = s[0] / int64_t(sizeof(float)), si = s[1] / int64_t(sizeof(uint16_t));
+    if (so == 1 && si == 1) return bulk(in, o, n);
+    for (int64_t i = 0; i < n; ++i) o[i * so] = float(Half::from_bits(in[i * si]));
+  });
+}
+
+// False when src -> out is no float32 <-> 16-bit float conversion.
+bool copy_half_rows(const View& src, const View& out) {
+  const DType from = src.dtype, to = out.dtype;
+  if (from == DType::Float32 && to == DType::Float16) narrow_rows<Float16>(src, out, float16_from_float);
+  else if (from == DType::Float32 && to == DType::BFloat16) narrow_rows<BFloat16>(src, out, bfloat16_from_float);
+  else if (from == DType::Float16 && to == DType::Float32) widen_rows<Float16>(src, out, float16_to_float);
+  else if (from == DType::BFloat16 && to == DType::Float32) widen_rows<BFloat16>(src, out, bfloat16_to_float);
+  else return false;
+  return true;
+}
+
+}  // namespace
+
 void CpuBackend::copy_impl(const View& src, const View& out) {
+  if (copy_half_rows(src, out)) return;
   visit_dtype(out.dtype, [&](auto out_zero) {
     using TOut = decltype(out_zero);
     visit_dtype(src.dtype, [&](auto in_zero) {
