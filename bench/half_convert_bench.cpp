@@ -23,48 +23,51 @@ namespace {
 
 constexpr int64_t kElements = int64_t(1) << 20;
 
-using Narrow = void (*)(const HalfConverters&, const float*, uint16_t*, int64_t);
-using Widen = void (*)(const HalfConverters&, const uint16_t*, float*, int64_t);
+template <class From, class To>
+using Convert = void (*)(const HalfConverters&, const From*, To*, int64_t);
 
-void narrow(benchmark::State& st, Isa isa, Narrow convert) {
+template <class From, class To>
+void convert(benchmark::State& st, Isa isa, Convert<From, To> convert_all, const std::vector<From>& src) {
   const HalfConverters& kernels = half_converters(isa);
+  std::vector<To> dst(src.size());
+  for (auto _ : st) {
+    convert_all(kernels, src.data(), dst.data(), int64_t(src.size()));
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(src.size()));
+  st.SetBytesProcessed(st.iterations() * int64_t(src.size() * (sizeof(From) + sizeof(To))));
+}
+
+// Normal floats, and 16-bit patterns that are finite in both formats, either sign.
+std::vector<float> float_inputs() {
   std::vector<float> src(kElements);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (float& x : src) x = normal(rng);
-  std::vector<uint16_t> dst(kElements);
-  for (auto _ : st) {
-    convert(kernels, src.data(), dst.data(), kElements);
-    benchmark::DoNotOptimize(dst.data());
-    benchmark::ClobberMemory();
-  }
-  st.SetItemsProcessed(st.iterations() * kElements);
-  st.SetBytesProcessed(st.iterations() * kElements * int64_t(sizeof(float) + sizeof(uint16_t)));
+  return src;
 }
-
-void widen(benchmark::State& st, Isa isa, Widen convert) {
-  const HalfConverters& kernels = half_converters(isa);
+std::vector<uint16_t> half_inputs() {
   std::vector<uint16_t> src(kElements);
   std::mt19937 rng(1);
-  for (uint16_t& h : src) h = uint16_t(rng() & 0xbfffu);  // finite values of both formats, either sign
-  std::vector<float> dst(kElements);
-  for (auto _ : st) {
-    convert(kernels, src.data(), dst.data(), kElements);
-    benchmark::DoNotOptimize(dst.data());
-    benchmark::ClobberMemory();
-  }
-  st.SetItemsProcessed(st.iterations() * kElements);
-  st.SetBytesProcessed(st.iterations() * kElements * int64_t(sizeof(float) + sizeof(uint16_t)));
+  for (uint16_t& h : src) h = uint16_t(rng() & 0xbfffu);
+  return src;
 }
 
 void register_all() {
+  static const std::vector<float> floats = float_inputs();
+  static const std::vector<uint16_t> halves = half_inputs();
   for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
     if (!cpu_supports(isa)) continue;
     const std::string name(isa_name(isa));
-    benchmark::RegisterBenchmark(("narrow/float16/" + name).c_str(), narrow, isa, Narrow(float16_from_float));
-    benchmark::RegisterBenchmark(("widen/float16/" + name).c_str(), widen, isa, Widen(float16_to_float));
-    benchmark::RegisterBenchmark(("narrow/bfloat16/" + name).c_str(), narrow, isa, Narrow(bfloat16_from_float));
-    benchmark::RegisterBenchmark(("widen/bfloat16/" + name).c_str(), widen, isa, Widen(bfloat16_to_float));
+    benchmark::RegisterBenchmark(("narrow/float16/" + name).c_str(), convert<float, uint16_t>, isa,
+                                 Convert<float, uint16_t>(float16_from_float), floats);
+    benchmark::RegisterBenchmark(("widen/float16/" + name).c_str(), convert<uint16_t, float>, isa,
+                                 Convert<uint16_t, float>(float16_to_float), halves);
+    benchmark::RegisterBenchmark(("narrow/bfloat16/" + name).c_str(), convert<float, uint16_t>, isa,
+                                 Convert<float, uint16_t>(bfloat16_from_float), floats);
+    benchmark::RegisterBenchmark(("widen/bfloat16/" + name).c_str(), convert<uint16_t, float>, isa,
+                                 Convert<uint16_t, float>(bfloat16_to_float), halves);
   }
 }
 
