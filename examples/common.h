@@ -35,11 +35,13 @@ struct TrainingFlags {
   int64_t batch_size = 64;
   double lr = 0.1, momentum = 0.0, weight_decay = 0.0;
   std::string optimizer = "sgd";
+  std::string lr_schedule = "none";
   int accumulate = 1;
   uint64_t seed = 0;
   std::string data_dir = data::Mnist::default_directory(), device_name = "cpu";
   std::string checkpoint{}, metrics{}, resume{};  // {}: -Wmissing-field-initializers
   int64_t limit = 0;
+  int stop_after = 0;  // 0: train all --epochs
   bool detect_anomaly = false;
 
   void add_to(CLI::App& app) {
@@ -49,6 +51,10 @@ struct TrainingFlags {
     app.add_option("--momentum", momentum, "SGD momentum");
     app.add_option("--weight-decay", weight_decay, "weight decay");
     app.add_option("--optimizer", optimizer, "sgd, adam or adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+    app.add_option("--lr-schedule", lr_schedule,
+                   "none (constant --lr), step (x0.7 each epoch, as PyTorch's MNIST example) or cosine (from --lr "
+                   "to 0 over --epochs, no warm-up; a resumed run needs the same --lr-schedule and --epochs)")
+        ->check(CLI::IsMember({"none", "step", "cosine"}));
     app.add_option("--accumulate", accumulate, "micro-batches per optimizer step (gradient accumulation)")
         ->check(CLI::PositiveNumber);
     app.add_option("--seed", seed, "seed for initialisation and shuffling");
@@ -59,6 +65,10 @@ struct TrainingFlags {
     app.add_option("--resume", resume,
                    "continue the run saved in this checkpoint (model, optimizer state and hyper-parameters, "
                    "data order, RNG) up to --epochs");
+    app.add_option("--stop-after", stop_after,
+                   "stop after this epoch as an interrupted run would: the schedule still spans --epochs, and "
+                   "--resume with the same --epochs continues it exactly")
+        ->check(CLI::PositiveNumber);
     app.add_option("--limit", limit, "use only the first N training and test examples (quick runs, tests)")
         ->check(CLI::PositiveNumber);
     app.add_flag("--detect-anomaly", detect_anomaly,
@@ -99,6 +109,18 @@ inline std::unique_ptr<optim::Optimizer> make_optimizer(const TrainingFlags& fla
   return std::make_unique<optim::AdamW>(std::move(parameters), options);
 }
 
+// --lr-schedule over a run of flags.epochs epochs of steps_per_epoch optimizer steps each
+// (call step() after every optimizer step); nullptr for none. The checkpoint saves its step
+// count and base lr (train/training_state.h), so a resumed run continues the same curve when
+// given the same --lr-schedule and --epochs.
+inline std::unique_ptr<optim::Scheduler> make_scheduler(const TrainingFlags& flags, optim::Optimizer& optimizer,
+                                                        int64_t steps_per_epoch) {
+  if (flags.lr_schedule == "step") return std::make_unique<optim::StepLR>(optimizer, steps_per_epoch, 0.7);
+  if (flags.lr_schedule == "cosine")
+    return std::make_unique<optim::CosineWithWarmup>(optimizer, 0, int64_t(flags.epochs) * steps_per_epoch);
+  return nullptr;
+}
+
 // Records what a checkpoint's reader needs besides the weights (the input normalisation, the
 // classes, which program wrote it), then continues the run saved in `resume`, if one is named.
 inline void describe_and_resume(train::TrainingState& state, const MnistData& data, const std::string& program,
@@ -111,6 +133,13 @@ inline void describe_and_resume(train::TrainingState& state, const MnistData& da
   train::load_training_state(resume, state);
   spdlog::info("resumed {} after epoch {} (step {}); its optimizer settings replace the command line's", resume,
                state.epoch, state.step);
+}
+
+// True (after saying so) when --stop-after says the run ends after `epoch`.
+inline bool stop_after(const TrainingFlags& flags, int epoch) {
+  if (flags.stop_after == 0 || epoch < flags.stop_after || epoch >= flags.epochs) return false;
+  spdlog::info("stopping after epoch {} of {} (--stop-after)", epoch, flags.epochs);
+  return true;
 }
 
 // True (after saying so) when a resumed run already holds all the epochs asked for.

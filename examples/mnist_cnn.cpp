@@ -44,14 +44,11 @@ int main(int argc, char** argv) {
   std::vector<int64_t> channels{16, 32};
   int64_t hidden = 128;
   double dropout = 0.25;
-  examples::TrainingFlags flags{.epochs = 6, .lr = 1e-3, .optimizer = "adam"};
-  std::string schedule = "cosine";
+  examples::TrainingFlags flags{.epochs = 6, .lr = 1e-3, .optimizer = "adam", .lr_schedule = "cosine"};
   app.add_option("--channels", channels, "channels of the two conv layers")->delimiter(',')->expected(2);
   app.add_option("--hidden", hidden, "width of the hidden fully connected layer")->check(CLI::PositiveNumber);
   app.add_option("--dropout", dropout, "dropout before the last layer");
   flags.add_to(app);
-  app.add_option("--schedule", schedule, "learning rate: cosine (decays to 0 over --epochs, per step) or constant")
-      ->check(CLI::IsMember({"cosine", "constant"}));
   CLI11_PARSE(app, argc, argv);
 
   return examples::run([&] {
@@ -72,8 +69,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<optim::Optimizer> opt = examples::make_optimizer(flags, model.parameters());
     optim::GradientAccumulation step(*opt, flags.accumulate);
     const int64_t steps_per_epoch = (train_loader.num_batches() + flags.accumulate - 1) / flags.accumulate;
-    std::unique_ptr<optim::Scheduler> scheduler;
-    if (schedule == "cosine") scheduler = std::make_unique<optim::CosineWithWarmup>(*opt, 0, flags.epochs * steps_per_epoch);
+    const std::unique_ptr<optim::Scheduler> scheduler = examples::make_scheduler(flags, *opt, steps_per_epoch);
     train::TrainingState state{.model = &model, .optimizer = opt.get(), .scheduler = scheduler.get(),
                                .accumulation = &step, .loader = &train_loader};
     state.info.architecture = {{"conv_channels", fmt::format("{},{}", channels[0], channels[1])},
@@ -106,8 +102,9 @@ int main(int argc, char** argv) {
       const double seconds = meter.stop();
       run_log.epoch(epoch, meter.mean_loss(), examples::accuracy(model, test_loader), seconds, data.train_set->size());
       if (!flags.checkpoint.empty()) train::save_training_state(flags.checkpoint, state);
+      if (examples::stop_after(flags, epoch)) break;
     }
-    run_log.done(flags.epochs);
+    run_log.done(int(state.epoch));
     return 0;
   });
 }

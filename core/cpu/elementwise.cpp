@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/half_convert.h"
 #include "core/cpu/strided.h"
 #include "core/error.h"
 #include "core/scalar_ops.h"
@@ -25,7 +26,41 @@ void CpuBackend::fill_impl(const View& out, double value) {
   });
 }
 
+namespace {
+
+// float32 <-> float16/bfloat16: rows contiguous in both go through the bulk vector
+// conversions (half_convert.h: the scalar code's bits, several times faster), strided
+// rows through Half's scalar conversions.
+template <class From, class To, class Scalar>
+void convert_rows(const View& src, const View& out, void (*bulk)(const From*, To*, int64_t), Scalar scalar) {
+  for_each_row<2>({out, src}, [&](auto p, int64_t n, auto s) {
+    const From* in = reinterpret_cast<const From*>(p[1]);
+    To* o = reinterpret_cast<To*>(p[0]);
+    const int64_t so = s[0] / int64_t(sizeof(To)), si = s[1] / int64_t(sizeof(From));
+    if (so == 1 && si == 1) return bulk(in, o, n);
+    for (int64_t i = 0; i < n; ++i) o[i * so] = scalar(in[i * si]);
+  });
+}
+
+// False when src -> out is no float32 <-> 16-bit float conversion.
+bool copy_half_rows(const View& src, const View& out) {
+  const DType from = src.dtype, to = out.dtype;
+  if (from == DType::Float32 && to == DType::Float16)
+    convert_rows(src, out, float16_from_float, [](float x) { return Float16(x).bits; });
+  else if (from == DType::Float32 && to == DType::BFloat16)
+    convert_rows(src, out, bfloat16_from_float, [](float x) { return BFloat16(x).bits; });
+  else if (from == DType::Float16 && to == DType::Float32)
+    convert_rows(src, out, float16_to_float, [](uint16_t h) { return float(Float16::from_bits(h)); });
+  else if (from == DType::BFloat16 && to == DType::Float32)
+    convert_rows(src, out, bfloat16_to_float, [](uint16_t h) { return float(BFloat16::from_bits(h)); });
+  else return false;
+  return true;
+}
+
+}  // namespace
+
 void CpuBackend::copy_impl(const View& src, const View& out) {
+  if (copy_half_rows(src, out)) return;
   visit_dtype(out.dtype, [&](auto out_zero) {
     using TOut = decltype(out_zero);
     visit_dtype(src.dtype, [&](auto in_zero) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # mnist_mlp under mpirun with 2 ranks, on a 2000-example slice of Fashion-MNIST (seconds):
-#  - exact resume: --epochs 4 straight and --epochs 2 then --resume to 4 write byte-identical
+#  - exact resume: --epochs 4 straight and --epochs 4 --stop-after 2 (an interrupted run: the default cosine
+#    schedule spans all 4) then --resume to 4 write byte-identical
 #    checkpoints (rank 0 writes them; momentum SGD with accumulation, and Adam);
 #  - --accumulate 3 with batches of 50 per micro-batch reaches the test accuracy of one process
 #    with batches of 150 (the same samples per step) at every epoch (to the printed 0.01%);
@@ -20,7 +21,7 @@ two_ranks() { timeout 120 "$mpirun" -np 2 "$bin" --distributed "${common[@]}" "$
 check_resume() {
   local name=$1; shift
   two_ranks "$@" --epochs 4 --checkpoint "$dir/$name-straight.safetensors" > "$dir/log" 2>&1 &&
-    two_ranks "$@" --epochs 2 --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1 &&
+    two_ranks "$@" --epochs 4 --stop-after 2 --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1 &&
     two_ranks "$@" --epochs 4 --resume "$dir/$name-resumed.safetensors" \
       --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1
   local rc=$?

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mnist_mlp end to end, on a 2000-example slice of Fashion-MNIST (seconds): --epochs 4
-# straight and --epochs 2 then --epochs 4 --resume write byte-identical checkpoints,
-# with momentum SGD (plus accumulation) and with Adam; --checkpoint into a missing
+# straight and 2 epochs then --epochs 4 --resume write byte-identical checkpoints,
+# with momentum SGD (plus accumulation), with Adam, and under each --lr-schedule (the
+# scheduler's step count travels in the checkpoint); --checkpoint into a missing
 # directory fails before any training; --detect-anomaly names the op that made a NaN.
 # Usage: mnist_resume.sh <mnist_mlp binary> [data dir]. Exits 77 (CTest: skipped) without data.
 set -euo pipefail
@@ -10,10 +11,16 @@ data=${2:-}
 source "$(dirname "$0")/mnist_data.sh"
 common=(--data-dir "$data" --limit 2000 --hidden 32 --batch-size 50 --seed 3)
 
+# The first half stops as an interrupted run would (--stop-after 2 of --epochs 4: a
+# schedule spans all 4); `extend` instead finishes a 2-epoch run, then asks for 4, which
+# equals 4 straight only at a constant lr.
 check_resume() {
-  local name=$1; shift
+  local name=$1 how=$2; shift 2
+  local first=(--epochs 4 --stop-after 2)
+  [[ $how == extend ]] && first=(--epochs 2)
   "$bin" "${common[@]}" "$@" --epochs 4 --checkpoint "$dir/$name-straight.safetensors" > "$dir/log" 2>&1
-  "$bin" "${common[@]}" "$@" --epochs 2 --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1
+  "$bin" "${common[@]}" "$@" "${first[@]}" --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1
+  if grep -q "epoch  3 " "$dir/log"; then echo "FAIL ($name): the first half trained epoch 3"; exit 1; fi
   "$bin" "${common[@]}" "$@" --epochs 4 --resume "$dir/$name-resumed.safetensors" \
     --checkpoint "$dir/$name-resumed.safetensors" > "$dir/log" 2>&1
   grep -q "resumed .* after epoch 2" "$dir/log" || { echo "FAIL ($name): the third run did not resume"; cat "$dir/log"; exit 1; }
@@ -25,8 +32,20 @@ check_resume() {
     exit 1
   fi
 }
-check_resume sgd --optimizer sgd --lr 0.05 --momentum 0.9 --accumulate 3
-check_resume adam --optimizer adam --lr 0.001
+check_resume sgd interrupt --optimizer sgd --lr 0.05 --momentum 0.9 --accumulate 3  # the default cosine schedule
+check_resume adam extend --optimizer adam --lr 0.001 --lr-schedule none
+check_resume cosine interrupt --optimizer sgd --lr 0.1 --lr-schedule cosine --accumulate 3
+check_resume step interrupt --optimizer sgd --lr 0.1 --momentum 0.9 --lr-schedule step
+# A schedule changes the run: the cosine checkpoint is not the constant-lr one.
+"$bin" "${common[@]}" --optimizer sgd --lr 0.1 --lr-schedule none --accumulate 3 --epochs 4 --checkpoint "$dir/constant.safetensors" > "$dir/log" 2>&1
+if cmp -s "$dir/constant.safetensors" "$dir/cosine-straight.safetensors"; then
+  echo "FAIL: --lr-schedule cosine trained the same weights as a constant lr"; exit 1
+fi
+if "$bin" "${common[@]}" --epochs 1 --lr-schedule linear > "$dir/log" 2>&1; then
+  echo "FAIL: --lr-schedule linear was accepted"; exit 1
+fi
+grep -q "lr-schedule" "$dir/log" || { echo "FAIL: the bad --lr-schedule is not named"; cat "$dir/log"; exit 1; }
+echo "ok: --lr-schedule changes the run and refuses an unknown schedule"
 
 # The checkpoint's directory is checked before the first epoch, not after it.
 if "$bin" "${common[@]}" --epochs 1 --checkpoint "$dir/missing/ckpt.safetensors" > "$dir/log" 2>&1; then
