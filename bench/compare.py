@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- compare.py: begin (generated) -->", "<!-- compare.py: end -->"
 CNN_BEGIN, CNN_END = "<!-- compare.py cnn: begin (generated) -->", "<!-- compare.py cnn: end -->"
 ALL_PEERS = "vgrad,vgrad1,jax,torch,compile,floor,fma"
-CNN_PEERS = "vgrad,jax,jax1,torch"
+CNN_PEERS = "vgrad,jax,jaxnhwc,torch"
 
 
 def find_binary(name):
@@ -41,7 +41,7 @@ p.add_argument("--epochs", type=int, help="timed epochs per run (after a warm-up
 p.add_argument("--steps", type=int, default=300, help="cnn: steps timed per epoch, scaled to the whole epoch "
                "(0: the whole epoch of 938)")
 p.add_argument("--warmup-steps", type=int, default=50, help="cnn: untimed steps before the timed epochs")
-p.add_argument("--cnn-peers", default=CNN_PEERS, help=f"cnn: which to run, of {CNN_PEERS} (jax1: JAX pinned to one core)")
+p.add_argument("--cnn-peers", default=CNN_PEERS, help=f"cnn: which to run, of {CNN_PEERS} (jax: NCHW, jaxnhwc: NHWC activations)")
 p.add_argument("--conv-bench", help="cnn: conv_bench binary (default: build/bench/conv_bench)")
 p.add_argument("--profile-steps", type=int, default=200, help="cnn: steps of vgrad's per-op profile (0 skips it)")
 p.add_argument("--batches", default="32,64,128,256", help="batch sizes run with plain SGD")

@@ -38,11 +38,11 @@ def peer_commands(args, python):
     runs = {}
     if "vgrad" in peers:
         runs["vgrad"] = ([args.conv_bench, "--batch", str(BATCH)] + timing, {})
-    jax = [python, os.path.join(ROOT, "bench/jax_cnn.py"), "--batch", str(BATCH)] + timing
+    jax = [python, os.path.join(ROOT, "bench/jax_cnn.py"), "--batch", str(BATCH), "--threads", "0"] + timing
     if "jax" in peers:
-        runs["JAX jit default"] = (jax + ["--threads", "0"], {})
-    if "jax1" in peers:
-        runs["JAX jit 1 core"] = (jax + ["--threads", "1"], {})
+        runs["JAX jit NCHW"] = (jax + ["--layout", "nchw"], {})
+    if "jaxnhwc" in peers:  # the same model with NHWC activations inside the step: XLA's CPU convolutions may prefer it
+        runs["JAX jit NHWC"] = (jax + ["--layout", "nhwc"], {})
     if "torch" in peers:
         # OMP_WAIT_POLICY=PASSIVE: OpenMP's spinning threads are 5-15x slower on a shared 2-core machine.
         for t in args.threads.split(","):
@@ -86,8 +86,11 @@ def group_profile(table):
 
 
 def main(args, python, versions, notes, run, load_average, write_section, markers):
+    known = {"vgrad", "jax", "jaxnhwc", "torch"}
+    if set(args.cnn_peers.split(",")) - known:
+        sys.exit(f"compare.py: --cnn-peers: unknown {sorted(set(args.cnn_peers.split(',')) - known)}; known: {sorted(known)}")
     groups = {"PyTorch eager best": tuple(f"PyTorch eager {t} thr" for t in args.threads.split(",")),
-              "JAX jit best": ("JAX jit default", "JAX jit 1 core")}
+              "JAX jit best": ("JAX jit NCHW", "JAX jit NHWC")}
     load_start, started = load_average(), datetime.datetime.now()
     results, round_loads = [], []
     for rnd in range(args.rounds):
@@ -116,7 +119,7 @@ def main(args, python, versions, notes, run, load_average, write_section, marker
         return max((results[r][peer].get("peak_rss_mb") or 0 for r in range(rounds) if peer in results[r]),
                    default=0) or None
 
-    ran = [p for p in ["vgrad", "JAX jit default", "JAX jit 1 core", *groups["PyTorch eager best"]]
+    ran = [p for p in ["vgrad", *groups["JAX jit best"], *groups["PyTorch eager best"]]
            if any(p in results[r] for r in range(rounds))]
     summary = ["vgrad", "JAX jit best", "PyTorch eager best", "conv GEMM floor"]
     torch_ratio, jax_ratio = median_of(ratios("vgrad", "PyTorch eager best")), median_of(ratios("vgrad", "JAX jit best"))
@@ -142,7 +145,7 @@ def main(args, python, versions, notes, run, load_average, write_section, marker
                 cells.append("failed")
                 failures.append(f"{peer}, round {rnd + 1}: {r['error']}")
             else:
-                chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""
+                chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 thr", "NHWC"
                 cells.append(fmt(r["epoch_s_median"]) + chosen)
         md.append(f"| {peer} | " + " | ".join(cells) + f" | {fmt(median_of(figures(peer)))} | "
                   f"{fmt(spread(figures(peer)), 2)} | {fmt(peak(peer), 0)} |")
@@ -153,7 +156,7 @@ def main(args, python, versions, notes, run, load_average, write_section, marker
                f"vgrad/JAX jit {fmt(jax_ratio, 2)}; vgrad/conv GEMM floor {fmt(floor_ratio, 2)}.",
                f"- Peak memory: vgrad {fmt(vgrad_peak, 0)} MB, PyTorch eager {fmt(torch_peak, 0)} MB "
                f"(vgrad/PyTorch {fmt(vgrad_peak / torch_peak if vgrad_peak and torch_peak else None, 2)}), "
-               f"JAX {fmt(peak('JAX jit default') or peak('JAX jit 1 core'), 0)} MB. Resident sets include each "
+               f"JAX {fmt(peak('JAX jit NCHW') or peak('JAX jit NHWC'), 0)} MB. Resident sets include each "
                f"runtime's libraries (PyPI's torch loads its CUDA libraries' host code too)."]
     if table:
         totals, total = group_profile(table)
@@ -188,7 +191,8 @@ def main(args, python, versions, notes, run, load_average, write_section, marker
               f"cosine decay, batch {BATCH}, Fashion-MNIST (60k, one mean/std); {args.warmup_steps} untimed steps, "
               f"then {args.epochs} epochs timed over {steps}. vgrad batches through its DataLoader (prefetch "
               "thread), PyTorch and JAX index their in-memory tensors; JAX jits the whole step (gather, forward, "
-              "backward, Adam); PyTorch with OMP_WAIT_POLICY=PASSIVE."]
+              "backward, Adam) with XLA's default threads; PyTorch with OMP_WAIT_POLICY=PASSIVE; best-of rows take "
+              "each round's faster setting."]
     section = "\n".join(["## CNN epoch: vgrad vs PyTorch eager and JAX jit (issue 12)", "", *header, "", *md, "",
                          "### Reading the table (issue 12's targets)", "", *reading,
                          *([""] + ["- " + n for n in notes_now] if notes_now else []),

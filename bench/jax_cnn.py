@@ -13,7 +13,9 @@ XLA program. Prints one JSON line (s/epoch, peak RSS) like the other peers.
 
 --steps N times only the first N steps of each epoch and scales the time to the full epoch
 (all peers scale the same way). --threads 1 pins the process to one CPU and turns off XLA's
-intra-op thread pool before jax loads; 0 keeps XLA's default (all cores)."""
+intra-op thread pool before jax loads; 0 keeps XLA's default (all cores). --layout nhwc keeps
+the activations NHWC inside the step (the same model, weights and flattening order as PyTorch's;
+XLA's CPU convolutions may run faster so)."""
 import argparse, json, math, os, resource, statistics, sys, time
 
 p = argparse.ArgumentParser()
@@ -23,6 +25,8 @@ p.add_argument("--steps", type=int, default=0, help="time only this many steps p
 p.add_argument("--warmup-steps", type=int, default=50, help="untimed steps first (compiles the step)")
 p.add_argument("--threads", type=int, default=0, help="1: one core, no intra-op pool; 0: XLA's default")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+p.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
+               help="activation layout inside the step (the model is the same; XLA's CPU convolutions may prefer NHWC)")
 args = p.parse_args()
 if args.threads == 1:  # before jax loads: XLA reads its flags once
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -67,19 +71,29 @@ running = {"bn1": (jnp.zeros(16), jnp.ones(16)), "bn2": (jnp.zeros(32), jnp.ones
 adam = (jax.tree_util.tree_map(jnp.zeros_like, params), jax.tree_util.tree_map(jnp.zeros_like, params))
 
 
+NHWC = args.layout == "nhwc"
+CH = 3 if NHWC else 1  # the channel axis of activations
+SPATIAL = (0, 1, 2) if NHWC else (0, 2, 3)
+
+
+def per_channel(v):
+    return v[None, None, None, :] if NHWC else v[None, :, None, None]
+
+
 def conv(h, wb):
-    w, b = wb
-    out = lax.conv_general_dilated(h, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    return out + b[None, :, None, None]
+    w, b = wb  # OIHW, as PyTorch's weight
+    dims = ("NHWC", "OIHW", "NHWC") if NHWC else ("NCHW", "OIHW", "NCHW")
+    out = lax.conv_general_dilated(h, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dims)
+    return out + per_channel(b)
 
 
 def batch_norm(h, wb, stats, eps=1e-5, momentum=0.1):
     """Training-mode BatchNorm2d: batch statistics; returns (output, new running stats)."""
-    mean = h.mean(axis=(0, 2, 3))
-    var = h.var(axis=(0, 2, 3))
-    count = h.shape[0] * h.shape[2] * h.shape[3]
-    out = (h - mean[None, :, None, None]) * lax.rsqrt(var + eps)[None, :, None, None]
-    out = out * wb[0][None, :, None, None] + wb[1][None, :, None, None]
+    mean = h.mean(axis=SPATIAL)
+    var = h.var(axis=SPATIAL)
+    count = h.size // h.shape[CH]
+    out = (h - per_channel(mean)) * per_channel(lax.rsqrt(var + eps))
+    out = out * per_channel(wb[0]) + per_channel(wb[1])
     run_mean, run_var = stats
     stats = ((1 - momentum) * run_mean + momentum * mean,
              (1 - momentum) * run_var + momentum * var * count / (count - 1))
@@ -87,14 +101,20 @@ def batch_norm(h, wb, stats, eps=1e-5, momentum=0.1):
 
 
 def max_pool(h):
-    return lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+    window = (1, 2, 2, 1) if NHWC else (1, 1, 2, 2)
+    return lax.reduce_window(h, -jnp.inf, lax.max, window, window, "VALID")
 
 
 def loss_fn(params, running, xb, yb, key):
+    if NHWC:
+        xb = xb.reshape(xb.shape[0], 28, 28, 1)  # one channel: the same bytes
     h, s1 = batch_norm(conv(xb, params["conv1"]), params["bn1"], running["bn1"])
     h = max_pool(jax.nn.relu(h))
     h, s2 = batch_norm(conv(h, params["conv2"]), params["bn2"], running["bn2"])
-    h = max_pool(jax.nn.relu(h)).reshape(h.shape[0], -1)
+    h = max_pool(jax.nn.relu(h))
+    if NHWC:  # flatten in PyTorch's (C, H, W) order, so fc1's weight means the same
+        h = h.transpose(0, 3, 1, 2)
+    h = h.reshape(h.shape[0], -1)
     h = jax.nn.relu(h @ params["fc1"][0].T + params["fc1"][1])
     keep = jax.random.bernoulli(key, 0.75, h.shape)
     h = jnp.where(keep, h / 0.75, 0.0)
@@ -148,7 +168,7 @@ runs = [train(timed_steps) for _ in range(args.epochs)]
 times = [round(s * steps_per_epoch / timed_steps, 4) for s, _ in runs]
 med = statistics.median(times)
 print(json.dumps({"impl": "jax", "version": jax.__version__, "threads": args.threads or os.cpu_count(),
-                  "model": "cnn", "batch": args.batch, "steps_timed": timed_steps, "epoch_s": times,
+                  "model": "cnn", "layout": args.layout, "batch": args.batch, "steps_timed": timed_steps, "epoch_s": times,
                   "epoch_s_median": round(med, 4), "samples_per_s": round(n / med, 1),
                   "final_loss": round(runs[-1][1], 5),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
