@@ -38,7 +38,7 @@ def peer_commands(args, python):
     runs = {}
     if "vgrad" in peers:
         runs["vgrad"] = ([args.conv_bench, "--batch", str(BATCH)] + timing, {})
-    jax = [python, os.path.join(ROOT, "bench/jax_cnn.py"), "--batch", str(BATCH), "--threads", "0"] + timing
+    jax = [python, os.path.join(ROOT, "bench/jax_cnn.py"), "--batch", str(BATCH)] + timing
     if "jax" in peers:
         runs["JAX jit NCHW"] = (jax + ["--layout", "nchw"], {})
     if "jaxnhwc" in peers:  # the same model with NHWC activations inside the step: XLA's CPU convolutions may prefer it

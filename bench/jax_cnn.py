@@ -12,8 +12,7 @@ XLA program. Prints one JSON line (s/epoch, peak RSS) like the other peers.
     python bench/jax_cnn.py --epochs 3 --steps 300
 
 --steps N times only the first N steps of each epoch and scales the time to the full epoch
-(all peers scale the same way). --threads 1 pins the process to one CPU and turns off XLA's
-intra-op thread pool before jax loads; 0 keeps XLA's default (all cores). --layout nhwc keeps
+(all peers scale the same way). XLA keeps its default threads (all cores). --layout nhwc keeps
 the activations NHWC inside the step (the same model, weights and flattening order as PyTorch's;
 XLA's CPU convolutions may run faster so)."""
 import argparse, json, math, os, resource, statistics, sys, time
@@ -23,17 +22,10 @@ p.add_argument("--batch", type=int, default=64)
 p.add_argument("--epochs", type=int, default=3, help="timed epochs, after a warm-up of --warmup-steps steps")
 p.add_argument("--steps", type=int, default=0, help="time only this many steps per epoch (0: the whole epoch)")
 p.add_argument("--warmup-steps", type=int, default=50, help="untimed steps first (compiles the step)")
-p.add_argument("--threads", type=int, default=0, help="1: one core, no intra-op pool; 0: XLA's default")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 p.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
                help="activation layout inside the step (the model is the same; XLA's CPU convolutions may prefer NHWC)")
 args = p.parse_args()
-if args.threads == 1:  # before jax loads: XLA reads its flags once
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-elif args.threads != 0:
-    p.error("--threads is 1 (one core) or 0 (XLA's default)")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
@@ -167,7 +159,7 @@ if timed_steps == steps_per_epoch and n % args.batch:  # compile the last partia
 runs = [train(timed_steps) for _ in range(args.epochs)]
 times = [round(s * steps_per_epoch / timed_steps, 4) for s, _ in runs]
 med = statistics.median(times)
-print(json.dumps({"impl": "jax", "version": jax.__version__, "threads": args.threads or os.cpu_count(),
+print(json.dumps({"impl": "jax", "version": jax.__version__, "threads": os.cpu_count(),
                   "model": "cnn", "layout": args.layout, "batch": args.batch, "steps_timed": timed_steps, "epoch_s": times,
                   "epoch_s_median": round(med, 4), "samples_per_s": round(n / med, 1),
                   "final_loss": round(runs[-1][1], 5),
