@@ -89,7 +89,8 @@ void profile_model(int steps, int64_t batch, Device device) {
 
 // Seconds of the convolution GEMMs of one training step of the model alone (through
 // Backend::gemm, on preallocated buffers): per conv layer the forward W·col, the weight
-// gradient dY·colᵀ and, for conv2 only (conv1's input needs no gradient), Wᵀ·dY.
+// gradient dY·colᵀ (as col·dYᵀ where col has more rows than dY, as conv2d computes it)
+// and, for conv2 only (conv1's input needs no gradient), Wᵀ·dY.
 double conv_gemm_step_seconds(int64_t batch, int repeats, Device device) {
   Backend& backend = backend_for(device);
   struct Layer { int64_t in, out, side; bool input_grad; };
@@ -105,6 +106,9 @@ double conv_gemm_step_seconds(int64_t batch, int repeats, Device device) {
                      .ldb = cols, .c = y.data_ptr(), .ldc = cols};
     GemmArgs weight_grad{.trans_b = true, .m = layer.out, .n = rows, .k = cols, .a = dy.data_ptr(), .lda = cols,
                          .b = col.data_ptr(), .ldb = cols, .c = dw.data_ptr(), .ldc = rows};
+    if (rows > layer.out)
+      weight_grad = {.trans_b = true, .m = rows, .n = layer.out, .k = cols, .a = col.data_ptr(), .lda = cols,
+                     .b = dy.data_ptr(), .ldb = cols, .c = dw.data_ptr(), .ldc = layer.out};
     GemmArgs input_grad{.trans_a = true, .m = rows, .n = cols, .k = layer.out, .a = w.data_ptr(), .lda = rows,
                         .b = dy.data_ptr(), .ldb = cols, .c = dcol.data_ptr(), .ldc = cols};
     total += time_median(repeats, backend, [&] {

@@ -19,8 +19,8 @@ template <class T, class F> double plane_sum(const T* p, int64_t size, F f) {
   T lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= size; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) lanes[j] += f(p[i + j], i + j);
-  for (; i < size; ++i) lanes[0] += f(p[i], i);
+    for (int j = 0; j < kLanes; ++j) lanes[j] += f(p[i + j]);
+  for (; i < size; ++i) lanes[0] += f(p[i]);
   double total = 0;
   for (T lane : lanes) total += double(lane);
   return total;
@@ -42,12 +42,12 @@ void batch_norm_typed(const View& xv, const View& weight, const View& bias, doub
   T* y = yv.ptr<T>();
   parallel_for(s.channels, [&](int64_t c) {
     double sum = 0;
-    for (int64_t n = 0; n < s.batch; ++n) sum += plane_sum(x + s.offset(n, c), s.plane, [](T v, int64_t) { return v; });
+    for (int64_t n = 0; n < s.batch; ++n) sum += plane_sum(x + s.offset(n, c), s.plane, [](T v) { return v; });
     const double mean = sum / double(s.count());
     const T m = T(mean);
     double squares = 0;
     for (int64_t n = 0; n < s.batch; ++n)
-      squares += plane_sum(x + s.offset(n, c), s.plane, [m](T v, int64_t) { return (v - m) * (v - m); });
+      squares += plane_sum(x + s.offset(n, c), s.plane, [m](T v) { return (v - m) * (v - m); });
     const double var = squares / double(s.count());
     const double scale = (weight.data ? double(weight.ptr<T>()[c]) : 1.0) / std::sqrt(var + eps);
     const double shift = (bias.data ? double(bias.ptr<T>()[c]) : 0.0) - mean * scale;
@@ -73,12 +73,25 @@ void batch_norm_backward_typed(const View& dy_v, const View& xv, const View& mea
   parallel_for(s.channels, [&](int64_t c) {
     const T m = mean_v.ptr<T>()[c];
     const double invstd = 1.0 / std::sqrt(double(var_v.ptr<T>()[c]) + eps);
-    double sum_dy = 0, sum_dy_xc = 0;  // Σdy, Σdy·(x − mean)
+    double sum_dy = 0, sum_dy_xc = 0;  // Σdy, Σdy·(x − mean), in one pass over dy and x
     for (int64_t n = 0; n < s.batch; ++n) {
       const T* g = dy + s.offset(n, c);
       const T* in = x + s.offset(n, c);
-      sum_dy += plane_sum(g, s.plane, [](T v, int64_t) { return v; });
-      sum_dy_xc += plane_sum(g, s.plane, [in, m](T v, int64_t i) { return v * (in[i] - m); });
+      T lanes_dy[kLanes] = {}, lanes_dy_xc[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= s.plane; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) {
+          lanes_dy[j] += g[i + j];
+          lanes_dy_xc[j] += g[i + j] * (in[i + j] - m);
+        }
+      for (; i < s.plane; ++i) {
+        lanes_dy[0] += g[i];
+        lanes_dy_xc[0] += g[i] * (in[i] - m);
+      }
+      for (int j = 0; j < kLanes; ++j) {
+        sum_dy += double(lanes_dy[j]);
+        sum_dy_xc += double(lanes_dy_xc[j]);
+      }
     }
     dbias_v.ptr<T>()[c] = T(sum_dy);
     dweight_v.ptr<T>()[c] = T(sum_dy_xc * invstd);
