@@ -178,6 +178,18 @@ def write_section(path, begin, end, section):
         fh.write(new)
 
 
+def round_cell(r, label, failures):
+    """One run's cell in an every-round table: s/epoch (with the setting a best-of row
+    chose), "–" when not run, "failed" (its error appended to failures under label)."""
+    if r is None:
+        return "–"
+    if "error" in r:
+        failures.append(f"{label}: {r['error']}")
+        return "failed"
+    chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr", "NHWC"
+    return f"{r['epoch_s_median']:.3f}{chosen}"
+
+
 # Best-of groups: a peer's best thread setting, chosen per round.
 GROUPS = {"JAX jit best": ("JAX jit 1 core", "JAX jit default"),
           "PyTorch eager best": tuple(f"PyTorch eager {t} thr" for t in threads)}
@@ -252,15 +264,8 @@ def report(acc, final):
                 continue
             cells = []
             for rnd in range(rounds):
-                r = results[rnd][config].get(peer)
-                if r is None:
-                    cells.append("–")
-                elif "error" in r:
-                    cells.append("failed")
-                    failures.append(f"{peer}, batch {config_name(config)}, round {rnd + 1}: {r['error']}")
-                else:
-                    chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr"
-                    cells.append(fmt(r["epoch_s_median"]) + chosen)
+                cells.append(round_cell(results[rnd][config].get(peer), f"{peer}, batch {config_name(config)}, "
+                                        f"round {rnd + 1}", failures))
             peaks = [results[r][config][peer].get("peak_rss_mb") for r in range(rounds) if peer in results[r][config]]
             peak = max((x for x in peaks if x), default=None)
             md.append(f"| {config_name(config)} | {peer} | " + " | ".join(cells) +
@@ -342,7 +347,7 @@ def report(acc, final):
 
 if args.model == "cnn":
     import compare_cnn  # bench/compare_cnn.py: the CNN's rounds and its section
-    compare_cnn.main(args, python, versions, notes, run, load_average, write_section, (CNN_BEGIN, CNN_END))
+    compare_cnn.main(args, python, versions, notes, run, load_average, write_section, round_cell, (CNN_BEGIN, CNN_END))
     sys.exit(0)
 
 load_start = load_average()

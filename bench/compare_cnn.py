@@ -85,7 +85,7 @@ def group_profile(table):
     return totals, total
 
 
-def main(args, python, versions, notes, run, load_average, write_section, markers):
+def main(args, python, versions, notes, run, load_average, write_section, round_cell, markers):
     known = {"vgrad", "jax", "jaxnhwc", "torch"}
     if set(args.cnn_peers.split(",")) - known:
         sys.exit(f"compare.py: --cnn-peers: unknown {sorted(set(args.cnn_peers.split(',')) - known)}; known: {sorted(known)}")
@@ -136,17 +136,7 @@ def main(args, python, versions, notes, run, load_average, write_section, marker
           "|---" + "|---:" * (rounds + 3) + "|"]
     failures = []
     for peer in ran + [g for g in groups if any(g in results[r] for r in range(rounds))] + ["conv GEMM floor"]:
-        cells = []
-        for rnd in range(rounds):
-            r = results[rnd].get(peer)
-            if r is None:
-                cells.append("–")
-            elif "error" in r:
-                cells.append("failed")
-                failures.append(f"{peer}, round {rnd + 1}: {r['error']}")
-            else:
-                chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 thr", "NHWC"
-                cells.append(fmt(r["epoch_s_median"]) + chosen)
+        cells = [round_cell(results[rnd].get(peer), f"{peer}, round {rnd + 1}", failures) for rnd in range(rounds)]
         md.append(f"| {peer} | " + " | ".join(cells) + f" | {fmt(median_of(figures(peer)))} | "
                   f"{fmt(spread(figures(peer)), 2)} | {fmt(peak(peer), 0)} |")
 
