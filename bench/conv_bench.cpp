@@ -219,12 +219,15 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     (void)conv2d(x, w, b, {1, 1}, {pad, pad});
   };
+  // A dense output gradient, as a training step's (a .sum()'s would be an expanded
+  // stride-0 tensor that every backward copy reads the slow way).
+  const Tensor grad_out = randn({n, f, h + 2 * pad - k + 1, h + 2 * pad - k + 1}).to(device);
   auto run_step = [&](bool input_grad) {
     x.requires_grad_(input_grad);
     w.zero_grad();
     b.zero_grad();
     if (input_grad) x.zero_grad();
-    conv2d(x, w, b, {1, 1}, {pad, pad}).sum().backward();
+    conv2d(x, w, b, {1, 1}, {pad, pad}).backward(grad_out);
   };
   const double forward = time_median(repeats, backend, run_forward);
   const double step = time_median(repeats, backend, [&] { run_step(true); });
