@@ -7,12 +7,20 @@ Peers: vgrad (default threads, and pinned to one core), JAX with jit (bench/jax_
 one core, and XLA's default), PyTorch eager (bench/torch_mlp.py, 1 and 2 threads),
 torch.compile, the OpenBLAS GEMM floor (bench/gemm_floor) and the FMA-peak bound
 (bench/fma_peak, once per round). A peer that fails is reported, not fatal.
-Example: bench/compare.py --out docs/benchmarks.md (binaries default to build/bench/)"""
+Example: bench/compare.py --out docs/benchmarks.md (binaries default to build/bench/)
+
+--model cnn runs issue 12's comparison instead: examples/mnist_cnn's CNN at batch 64 in vgrad
+(bench/conv_bench --epochs, which also times the convolution GEMMs alone: the floor), JAX jit
+(bench/jax_cnn.py) and PyTorch eager (bench/torch_cnn.py, 1 and 2 threads), interleaved over
+--rounds, then vgrad's per-op profile once; its section goes between its own markers.
+Example: bench/compare.py --model cnn --python /path/to/venv/bin/python --out docs/benchmarks.md"""
 import argparse, ctypes, datetime, json, os, platform, shlex, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- compare.py: begin (generated) -->", "<!-- compare.py: end -->"
+CNN_BEGIN, CNN_END = "<!-- compare.py cnn: begin (generated) -->", "<!-- compare.py cnn: end -->"
 ALL_PEERS = "vgrad,vgrad1,jax,torch,compile,floor,fma"
+CNN_PEERS = "vgrad,jax,jaxnhwc,torch"
 
 
 def find_binary(name):
@@ -28,7 +36,14 @@ p.add_argument("--floor", help="gemm_floor binary (default: build/bench/gemm_flo
 p.add_argument("--fma", help="fma_peak binary (default: build/bench/fma_peak)")
 p.add_argument("--python", help="interpreter with torch and jax (default: from scripts/bench-venv.sh)")
 p.add_argument("--rounds", type=int, default=3, help="every config and peer this many times, interleaved")
-p.add_argument("--epochs", type=int, default=5, help="timed epochs per run (after 1 warm-up)")
+p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="mlp: issue 16's MLP; cnn: issue 12's CNN")
+p.add_argument("--epochs", type=int, help="timed epochs per run (after a warm-up; default 5, cnn: 3)")
+p.add_argument("--steps", type=int, default=300, help="cnn: steps timed per epoch, scaled to the whole epoch "
+               "(0: the whole epoch of 938)")
+p.add_argument("--warmup-steps", type=int, default=50, help="cnn: untimed steps before the timed epochs")
+p.add_argument("--cnn-peers", default=CNN_PEERS, help=f"cnn: which to run, of {CNN_PEERS} (jax: NCHW, jaxnhwc: NHWC activations)")
+p.add_argument("--conv-bench", help="cnn: conv_bench binary (default: build/bench/conv_bench)")
+p.add_argument("--profile-steps", type=int, default=200, help="cnn: steps of vgrad's per-op profile (0 skips it)")
 p.add_argument("--batches", default="32,64,128,256", help="batch sizes run with plain SGD")
 p.add_argument("--momentum-batches", default="64", help="batch sizes also run with --momentum ('' for none)")
 p.add_argument("--momentum", type=float, default=0.9)
@@ -44,6 +59,8 @@ args = p.parse_args()
 args.vgrad = args.vgrad or find_binary("vgrad_bench")
 args.floor = args.floor or find_binary("gemm_floor")
 args.fma = args.fma or find_binary("fma_peak")
+args.epochs = args.epochs or (3 if args.model == "cnn" else 5)
+args.conv_bench = args.conv_bench or find_binary("conv_bench")
 if args.quick:
     args.rounds, args.epochs = 1, 2
 peers = set(args.peers.split(","))
@@ -147,6 +164,32 @@ def peer_commands(batch, momentum):
     return runs
 
 
+def write_section(path, begin, end, section):
+    """Puts section between the markers begin and end in the Markdown file at path, keeping
+    the rest; the first time, right after the file's title line."""
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:  # first time: after the title, before the rest
+        head, _, rest = old.partition("\n")
+        new = f"{head}\n\n{block}\n\n{rest.lstrip()}"
+    with open(path, "w") as fh:
+        fh.write(new)
+
+
+def round_cell(r, label, failures):
+    """One run's cell in an every-round table: s/epoch (with the setting a best-of row
+    chose), "–" when not run, "failed" (its error appended to failures under label)."""
+    if r is None:
+        return "–"
+    if "error" in r:
+        failures.append(f"{label}: {r['error']}")
+        return "failed"
+    chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr", "NHWC"
+    return f"{r['epoch_s_median']:.3f}{chosen}"
+
+
 # Best-of groups: a peer's best thread setting, chosen per round.
 GROUPS = {"JAX jit best": ("JAX jit 1 core", "JAX jit default"),
           "PyTorch eager best": tuple(f"PyTorch eager {t} thr" for t in threads)}
@@ -221,15 +264,8 @@ def report(acc, final):
                 continue
             cells = []
             for rnd in range(rounds):
-                r = results[rnd][config].get(peer)
-                if r is None:
-                    cells.append("–")
-                elif "error" in r:
-                    cells.append("failed")
-                    failures.append(f"{peer}, batch {config_name(config)}, round {rnd + 1}: {r['error']}")
-                else:
-                    chosen = f" ({r['chosen'].split(' ', 2)[-1]})" if "chosen" in r else ""  # "1 core", "2 thr"
-                    cells.append(fmt(r["epoch_s_median"]) + chosen)
+                cells.append(round_cell(results[rnd][config].get(peer), f"{peer}, batch {config_name(config)}, "
+                                        f"round {rnd + 1}", failures))
             peaks = [results[r][config][peer].get("peak_rss_mb") for r in range(rounds) if peer in results[r][config]]
             peak = max((x for x in peaks if x), default=None)
             md.append(f"| {config_name(config)} | {peer} | " + " | ".join(cells) +
@@ -304,18 +340,15 @@ def report(acc, final):
         print(section)
 
     if args.out:
-        old = open(args.out).read() if os.path.exists(args.out) else "# Benchmarks\n"
-        block = f"{BEGIN}\n{section}\n{END}"
-        if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-        else:  # first time: after the title, before the rest
-            head, _, rest = old.partition("\n")
-            new = f"{head}\n\n{block}\n\n{rest.lstrip()}"
-        with open(args.out, "w") as fh:
-            fh.write(new)
+        write_section(args.out, BEGIN, END, section)
 
 
 
+
+if args.model == "cnn":
+    import compare_cnn  # bench/compare_cnn.py: the CNN's rounds and its section
+    compare_cnn.main(args, python, versions, notes, run, load_average, write_section, round_cell, (CNN_BEGIN, CNN_END))
+    sys.exit(0)
 
 load_start = load_average()
 started = datetime.datetime.now()

@@ -4,6 +4,13 @@
 // of --repeats runs. Prints one JSON line, like bench/torch_conv.py for PyTorch.
 // --profile-steps N also trains examples/mnist_cnn's model for N steps on random
 // batches under vgrad::profiler and prints its per-op table to stderr.
+// --epochs N instead trains that model on Fashion-MNIST (Adam lr 1e-3, cosine decay,
+// the DataLoader as in the example) for N timed epochs after --warmup-steps steps and
+// prints one JSON line like bench/torch_cnn.py and bench/jax_cnn.py (the peers of
+// bench/compare.py --model cnn), with the convolution GEMMs' time alone per epoch as the
+// floor. --steps S times only S steps per epoch, scaled to the whole epoch.
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -39,7 +46,7 @@ struct Cnn : nn::Module {
         fc1(register_module("fc1", std::make_shared<nn::Linear>(32 * 7 * 7, 128))),
         fc2(register_module("fc2", std::make_shared<nn::Linear>(128, 10))) {}
   Tensor forward(const Tensor& x) override {
-    Tensor h = max_pool2d(relu((*bn1)((*conv1)(x))), {2, 2});
+    Tensor h = max_pool2d(relu((*bn1)((*conv1)(x.reshape({-1, 1, 28, 28})))), {2, 2});
     h = max_pool2d(relu((*bn2)((*conv2)(h))), {2, 2});
     return (*fc2)(nn::F::dropout(relu((*fc1)(h.flatten(1))), 0.25, true));
   }
@@ -80,13 +87,107 @@ void profile_model(int steps, int64_t batch, Device device) {
                profile.table().c_str());
 }
 
+// Seconds of the convolution GEMMs of one training step of the model alone (through
+// Backend::gemm, on preallocated buffers): per conv layer the forward W·col, the weight
+// gradient dY·colᵀ (as col·dYᵀ where col has more rows than dY, as conv2d computes it)
+// and, for conv2 only (conv1's input needs no gradient), Wᵀ·dY.
+double conv_gemm_step_seconds(int64_t batch, int repeats, Device device) {
+  Backend& backend = backend_for(device);
+  struct Layer { int64_t in, out, side; bool input_grad; };
+  double total = 0;
+  for (const Layer& layer : {Layer{1, 16, 28, false}, Layer{16, 32, 14, true}}) {
+    const int64_t rows = layer.in * 9, cols = batch * layer.side * layer.side;
+    const Tensor w = randn({layer.out, rows}).to(device), col = randn({rows, cols}).to(device);
+    const Tensor dy = randn({layer.out, cols}).to(device);
+    Tensor y = Tensor::empty({layer.out, cols}, DType::Float32, device);
+    Tensor dw = Tensor::empty({layer.out, rows}, DType::Float32, device);
+    Tensor dcol = Tensor::empty({rows, cols}, DType::Float32, device);
+    GemmArgs forward{.m = layer.out, .n = cols, .k = rows, .a = w.data_ptr(), .lda = rows, .b = col.data_ptr(),
+                     .ldb = cols, .c = y.data_ptr(), .ldc = cols};
+    GemmArgs weight_grad{.trans_b = true, .m = layer.out, .n = rows, .k = cols, .a = dy.data_ptr(), .lda = cols,
+                         .b = col.data_ptr(), .ldb = cols, .c = dw.data_ptr(), .ldc = rows};
+    if (rows > layer.out)
+      weight_grad = {.trans_b = true, .m = rows, .n = layer.out, .k = cols, .a = col.data_ptr(), .lda = cols,
+                     .b = dy.data_ptr(), .ldb = cols, .c = dw.data_ptr(), .ldc = layer.out};
+    GemmArgs input_grad{.trans_a = true, .m = rows, .n = cols, .k = layer.out, .a = w.data_ptr(), .lda = rows,
+                        .b = dy.data_ptr(), .ldb = cols, .c = dcol.data_ptr(), .ldc = cols};
+    total += time_median(repeats, backend, [&] {
+      backend.gemm(forward);
+      backend.gemm(weight_grad);
+      if (layer.input_grad) backend.gemm(input_grad);
+    });
+  }
+  return total;
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;
+}
+
+// Trains the model on Fashion-MNIST and prints one JSON line (see the top of the file).
+void train_epochs(int epochs, int steps, int warmup_steps, int64_t batch, const std::string& data_dir, Device device) {
+  data::Mnist train(data_dir, "train");
+  const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as the peers
+  Tensor x = train.inputs();
+  normalizer.apply_(x);
+  const auto dataset = std::make_shared<data::TensorDataset>(x, train.targets());
+  data::DataLoader loader(dataset, {.batch_size = batch, .shuffle = true, .seed = 0, .device = device});
+  const int64_t steps_per_epoch = loader.num_batches();
+  const int64_t timed_steps = steps > 0 ? std::min<int64_t>(steps, steps_per_epoch) : steps_per_epoch;
+  Cnn model;
+  model.to(device);
+  optim::Adam opt(model.parameters(), optim::AdamOptions{.lr = 1e-3});
+  optim::CosineWithWarmup schedule(opt, 0, warmup_steps + epochs * timed_steps);
+  // Trains up to `count` steps of a new epoch; returns (seconds, mean loss).
+  auto run = [&](int64_t count) {
+    const auto start = std::chrono::steady_clock::now();
+    Tensor total = zeros({}, {.device = device});
+    int64_t done = 0, samples = 0;
+    for (auto& [inputs, targets] : loader) {
+      if (done++ == count) break;
+      Tensor loss = nn::cross_entropy(model(inputs), targets);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      schedule.step();
+      NoGradGuard no_grad;
+      total.add_(loss.detach(), double(targets.shape()[0]));
+      samples += targets.shape()[0];
+    }
+    const double mean_loss = total.item() / double(samples);  // one host read per epoch
+    return std::pair{std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), mean_loss};
+  };
+  run(warmup_steps);
+  std::vector<double> seconds;
+  double last_loss = 0;
+  for (int e = 0; e < epochs; ++e) {
+    const auto [s, loss] = run(timed_steps);
+    seconds.push_back(s * double(steps_per_epoch) / double(timed_steps));
+    last_loss = loss;
+    std::fprintf(stderr, "epoch %d  %.3f s  loss %.4f\n", e + 1, seconds.back(), loss);
+  }
+  const double peak = peak_rss_mb();  // before the floor's buffers
+  const double floor = conv_gemm_step_seconds(batch, 20, device) * double(steps_per_epoch);
+  std::vector<double> sorted = seconds;
+  std::sort(sorted.begin(), sorted.end());
+  std::string list;
+  for (double s : seconds) list += (list.empty() ? "" : ", ") + fmt::format("{:.4f}", s);
+  std::printf("%s\n", fmt::format(R"({{"impl": "vgrad", "model": "cnn", "device": "{}", "batch": {}, "steps_timed": {}, )"
+                                  R"("epoch_s": [{}], "epoch_s_median": {:.4f}, "final_loss": {:.5f}, )"
+                                  R"("conv_gemm_floor_s": {:.4f}, "peak_rss_mb": {:.1f}}})",
+                                  device.str(), batch, timed_steps, list, sorted[sorted.size() / 2], last_loss, floor,
+                                  peak).c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"vgrad conv2d benchmark (JSON output)"};
   int64_t n = 64, c = 16, f = 32, h = 14, k = 3, pad = 1;
-  int repeats = 30, profile_steps = 0;
-  std::string device_name = "cpu";
+  int repeats = 30, profile_steps = 0, epochs = 0, steps = 0, warmup_steps = 50;
+  std::string device_name = "cpu", data_dir = data::Mnist::default_directory();
   app.add_option("--batch", n);
   app.add_option("--in", c);
   app.add_option("--out", f);
@@ -96,9 +197,18 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats);
   app.add_option("--device", device_name);
   app.add_option("--profile-steps", profile_steps, "also profile this many training steps of mnist_cnn's model");
+  app.add_option("--epochs", epochs, "train mnist_cnn's model on Fashion-MNIST this many timed epochs (JSON)");
+  app.add_option("--steps", steps, "with --epochs: time only this many steps per epoch (0: all)");
+  app.add_option("--warmup-steps", warmup_steps, "with --epochs: untimed steps first");
+  app.add_option("--data-dir", data_dir, "with --epochs: the IDX files");
   CLI11_PARSE(app, argc, argv);
 
   const Device device(device_name);
+  if (epochs > 0) {
+    manual_seed(0);
+    train_epochs(epochs, steps, warmup_steps, n, data_dir, device);
+    return 0;
+  }
   Backend& backend = backend_for(device);
   manual_seed(0);
   Tensor x = randn({n, c, h, h}).to(device), w = randn({f, c, k, k}).to(device), b = randn({f}).to(device);
@@ -109,12 +219,15 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     (void)conv2d(x, w, b, {1, 1}, {pad, pad});
   };
+  // A dense output gradient, as a training step's (a .sum()'s would be an expanded
+  // stride-0 tensor that every backward copy reads the slow way).
+  const Tensor grad_out = randn({n, f, h + 2 * pad - k + 1, h + 2 * pad - k + 1}).to(device);
   auto run_step = [&](bool input_grad) {
     x.requires_grad_(input_grad);
     w.zero_grad();
     b.zero_grad();
     if (input_grad) x.zero_grad();
-    conv2d(x, w, b, {1, 1}, {pad, pad}).sum().backward();
+    conv2d(x, w, b, {1, 1}, {pad, pad}).backward(grad_out);
   };
   const double forward = time_median(repeats, backend, run_forward);
   const double step = time_median(repeats, backend, [&] { run_step(true); });

@@ -392,6 +392,56 @@ void Backend::max_pool2d_backward(const View& grad_out, const View& indices, con
   f32.finish();
 }
 
+// ---- normalization ----
+
+namespace {
+
+// A per-channel View beside x (N, C, ...): C contiguous values of x's dtype; an optional
+// one (weight) may be empty (data null).
+void check_per_channel(const char* op, const char* what, const View& v, const View& x, bool optional = false) {
+  if (optional && v.data == nullptr) return;
+  check_dtype(op, what, v, x.dtype);
+  check_contiguous(op, what, v);
+  if (v.numel() != x.shape[1])
+    fail("{}: {} {} should have {} values, one per channel of input {}", op, what, dims(v), x.shape[1], dims(x));
+}
+
+// Float32 and float64 only: 16-bit data composes (a fused kernel would gain little there).
+bool fused_norm_dtype(DType dtype) { return dtype == DType::Float32 || dtype == DType::Float64; }
+
+}  // namespace
+
+bool Backend::batch_norm(const View& x, const View& weight, const View& bias, double eps, const View& y,
+                         const View& mean, const View& var) {
+  if (!fused_norm_dtype(x.dtype)) return false;
+  const char* op = "batch_norm";
+  check_floating_input(op, "input", x, 2);
+  if (x.numel() == 0) fail("{}: input {} has no values to take statistics of", op, dims(x));
+  check_like(op, "output", y, x, "input");
+  check_per_channel(op, "mean", mean, x);
+  check_per_channel(op, "var", var, x);
+  check_per_channel(op, "weight", weight, x, true);
+  check_per_channel(op, "bias", bias, x, true);
+  return batch_norm_impl(x, weight, bias, eps, y, mean, var);
+}
+
+bool Backend::batch_norm_backward(const View& grad_y, const View& x, const View& mean, const View& var,
+                                  const View& weight, double eps, const View& grad_x, const View& grad_weight,
+                                  const View& grad_bias) {
+  if (!fused_norm_dtype(x.dtype)) return false;
+  const char* op = "batch_norm backward";
+  check_floating_input(op, "input", x, 2);
+  if (x.numel() == 0) fail("{}: input {} has no values", op, dims(x));
+  check_like(op, "grad_output", grad_y, x, "input");
+  check_like(op, "grad_input", grad_x, x, "input");
+  check_per_channel(op, "mean", mean, x);
+  check_per_channel(op, "var", var, x);
+  check_per_channel(op, "weight", weight, x, true);
+  check_per_channel(op, "grad_weight", grad_weight, x);
+  check_per_channel(op, "grad_bias", grad_bias, x);
+  return batch_norm_backward_impl(grad_y, x, mean, var, weight, eps, grad_x, grad_weight, grad_bias);
+}
+
 // ---- softmax and cross-entropy ----
 
 void Backend::softmax(const View& x, const View& out, bool log) {

@@ -39,6 +39,11 @@ namespace vgrad {
       SUFFIX;                                                                                                  \
   PREFIX void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,     \
                                        const View& grad_x) SUFFIX;                                             \
+  PREFIX bool batch_norm_impl(const View& x, const View& weight, const View& bias, double eps, const View& y,    \
+                              const View& mean, const View& var) SUFFIX;                                       \
+  PREFIX bool batch_norm_backward_impl(const View& grad_y, const View& x, const View& mean, const View& var,     \
+                                       const View& weight, double eps, const View& grad_x,                     \
+                                       const View& grad_weight, const View& grad_bias) SUFFIX;                 \
   PREFIX void softmax_impl(const View& x, const View& out, bool log) SUFFIX;                                   \
   PREFIX void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) SUFFIX;   \
   PREFIX void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,  \
@@ -109,6 +114,20 @@ class Backend {
   // grad_x (N, C, H, W) = the sum of the grad_out entries whose index points at each
   // pixel (overwrites grad_x).
   void max_pool2d_backward(const View& grad_out, const View& indices, const WindowGeometry& g, const View& grad_x);
+
+  // ---- normalization (norm), contiguous x (N, C, ...) of float32 or float64 ----
+  // Training-mode batch norm, per channel c over its M = N·(spatial size) values: mean[c],
+  // the biased var[c] and y = (x − mean)·(var + eps)^−½·weight[c] + bias[c]. weight and
+  // bias (C) may be empty Views (data null: 1 and 0); mean, var (C) and y are of x's dtype.
+  // Returns false, writing nothing, where the device has no fused kernel (CUDA for now;
+  // 16-bit dtypes): the caller composes it from reductions (autograd/ops/norm.cpp).
+  bool batch_norm(const View& x, const View& weight, const View& bias, double eps, const View& y, const View& mean,
+                  const View& var);
+  // Its gradients from grad_y (x's shape), with x̂ = (x − mean)·invstd, invstd = (var + eps)^−½:
+  // grad_bias = Σ grad_y, grad_weight = Σ grad_y·x̂ (both always written) and
+  // grad_x = weight·invstd/M · (M·grad_y − grad_bias − x̂·grad_weight). False as batch_norm.
+  bool batch_norm_backward(const View& grad_y, const View& x, const View& mean, const View& var, const View& weight,
+                           double eps, const View& grad_x, const View& grad_weight, const View& grad_bias);
 
   // ---- softmax and losses (softmax), over the last dim of contiguous (rows, C) data ----
   void softmax(const View& x, const View& out, bool log);

@@ -146,6 +146,18 @@ void CudaBackend::max_pool2d_backward_impl(const View& grad_out, const View& ind
   kernels::max_pool2d_backward(context(), grad_out, indices, g, grad_x);
 }
 
+// No fused batch-norm kernel on the GPU yet (none could be tested here): batch_norm
+// composes it from reductions and elementwise kernels (autograd/ops/norm.cpp).
+bool CudaBackend::batch_norm_impl(const View&, const View&, const View&, double, const View&, const View&,
+                                  const View&) {
+  return false;
+}
+
+bool CudaBackend::batch_norm_backward_impl(const View&, const View&, const View&, const View&, const View&, double,
+                                           const View&, const View&, const View&) {
+  return false;
+}
+
 void CudaBackend::softmax_impl(const View& x, const View& out, bool log) {
   activate();
   kernels::softmax(context(), x, out, log);

@@ -15,11 +15,11 @@
 #include <cudnn.h>
 
 #include <array>
-#include <map>
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "cuda/libraries.h"
+#include "cuda/plan_cache.h"
 #endif
 
 namespace vgrad::cuda {
@@ -200,9 +200,8 @@ class CudnnConvolutions {
     const Key key{int64_t(pass), int64_t(dtype), s.batch,      s.channels, s.height,   s.width,
                   g.filters,     s.kernel_h,     s.kernel_w,   s.stride_h, s.stride_w, s.pad_h,
                   s.pad_w,       s.dilation_h,   s.dilation_w, g.groups};
-    auto found = plans_.find(key);
-    if (found != plans_.end()) return found->second;
-    ConvPlan& plan = plans_[key];
+    if (ConvPlan* found = plans_.find(key)) return *found;
+    ConvPlan& plan = plans_.emplace(key);
     try {
       describe(plan, dtype, g);
       choose_algorithm(plan, pass, cudnn_types(dtype));
@@ -274,7 +273,12 @@ class CudnnConvolutions {
   }
 
   cudnnHandle_t handle_;
-  std::map<Key, ConvPlan> plans_;  // a model has a handful of conv shapes
+  // A model has a handful of conv shapes, but every batch size (a last partial batch,
+  // evaluation batches) and input size adds three plans (one per pass): past
+  // kMaxPlans the least recently used goes (its descriptors are host-side; a call
+  // already queued does not need them).
+  static constexpr size_t kMaxPlans = 256;
+  PlanCache<Key, ConvPlan> plans_{kMaxPlans};
 };
 
 void destroy_cudnn(CudnnConvolutions* convolutions) noexcept { delete convolutions; }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
@@ -107,6 +108,43 @@ void check_channels(const char* op, const char* what, const Tensor& t, int64_t c
          shape_str(x.shape()), channels);
 }
 
+View view_or_empty(const Tensor& t) { return t.defined() ? t.view() : View{}; }
+
+// Training-mode batch norm through the device's fused kernel (Backend::batch_norm): the
+// output, and the batch's mean and biased var (C) for the running statistics; nothing
+// where the device has none (CUDA) or the operands need the composed path's promotion.
+//   x̂ = (x − mean)·invstd;  dx = w·invstd/M·(M·g − Σg − x̂·Σg·x̂),  dw = Σg·x̂,  db = Σg
+struct FusedBatchNorm {
+  Tensor out, mean, var;
+};
+std::optional<FusedBatchNorm> fused_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  for (const Tensor* t : {&weight, &bias})
+    if (t->defined() && (t->dtype() != x.dtype() || t->device() != x.device())) return std::nullopt;
+  const int64_t channels = x.shape()[1];
+  const Tensor xc = kernels::contiguous(x.detach());
+  const Tensor w = weight.defined() ? kernels::contiguous(weight.detach()) : Tensor();
+  const Tensor b = bias.defined() ? kernels::contiguous(bias.detach()) : Tensor();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({channels}, x.dtype(), x.device()), var = Tensor::empty({channels}, x.dtype(), x.device());
+  if (!backend_for(x.device()).batch_norm(xc.view(), view_or_empty(w), view_or_empty(b), eps, out.view(), mean.view(),
+                                          var.view()))
+    return std::nullopt;
+  if (!needs_grad({x, weight, bias})) return FusedBatchNorm{out, mean, var};
+  Context ctx("batch_norm");
+  ctx.save_for_backward({xc, mean, var, w});
+  out = record(out, {x, weight, bias}, std::move(ctx), [eps](Context& c, const Tensor& dout) {
+    const Tensor xs = c.saved(0), w = c.saved(3), dy = kernels::contiguous(dout);
+    const int64_t channels = xs.shape()[1];
+    Tensor dx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
+    Tensor dw = Tensor::empty({channels}, xs.dtype(), xs.device()), db = Tensor::empty({channels}, xs.dtype(), xs.device());
+    backend_for(xs.device()).batch_norm_backward(dy.view(), xs.view(), c.saved(1).view(), c.saved(2).view(),
+                                                 view_or_empty(w), eps, dx.view(), dw.view(), db.view());
+    return std::vector<Tensor>{c.needs_input_grad(0) ? dx : Tensor(), c.needs_input_grad(1) ? dw : Tensor(),
+                               c.needs_input_grad(2) ? db : Tensor()};
+  });
+  return FusedBatchNorm{out, mean, var};
+}
+
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
@@ -126,14 +164,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   Tensor mean, var;
   if (training) {
     if (n <= 1) fail("batch_norm: training needs more than one value per channel, got input {}", shape_str(x.shape()));
-    mean = vgrad::mean(x, axes, true);
-    var = vgrad::var(x, axes, 0, true);
+    const std::optional<FusedBatchNorm> fused = fused_batch_norm(x, weight, bias, eps);
+    if (fused) {
+      mean = fused->mean;
+      var = fused->var;
+    } else {
+      mean = vgrad::mean(x, axes, true);
+      var = vgrad::var(x, axes, 0, true);
+    }
     if (running_mean.defined() && running_var.defined()) {
       NoGradGuard no_grad;
       Tensor rm = running_mean, rv = running_var;
       rm.mul_(1 - momentum).add_(mean.detach().reshape({channels}), momentum);
       rv.mul_(1 - momentum).add_(var.detach().reshape({channels}), momentum * double(n) / double(n - 1));
     }
+    if (fused) return fused->out;
   } else {
     if (!running_mean.defined() || !running_var.defined())
       fail("batch_norm: evaluation needs running_mean and running_var (or use batch statistics: training=true)");

@@ -4,79 +4,90 @@
 // Side by side with cuda/conv.cu.
 #include <algorithm>
 #include <bit>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/thread_pool.h"
 
 namespace vgrad::cpu {
 namespace {
 
-// Calls row(c, kh, kw, n, oh, ih, col_row) for every (row of col, image, output row),
-// with ih the input row read (possibly outside [0, H)) and col_row the OW entries.
-// Shared by both directions, so they agree on the layout by construction.
-template <class T, class Row>
-void for_each_window_row(const WindowGeometry& g, T* col, Row&& row) {
-  const int64_t spatial = g.out_h * g.out_w, cols = g.col_cols();
-  int64_t r = 0;
-  for (int64_t c = 0; c < g.channels; ++c)
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++r)
-        for (int64_t n = 0; n < g.batch; ++n)
-          for (int64_t oh = 0; oh < g.out_h; ++oh)
-            row(c, kh, kw, n, oh * g.stride_h - g.pad_h + kh * g.dilation_h,
-                col + r * cols + n * spatial + oh * g.out_w);
-}
-
-// The output columns [lo, hi) whose input column ow·stride − pad + kw·dilation is inside [0, W).
-inline void valid_columns(const WindowGeometry& g, int64_t kw, int64_t& lo, int64_t& hi) {
-  const int64_t shift = kw * g.dilation_w - g.pad_w;  // iw = ow·stride + shift
-  lo = shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w;
-  hi = g.width - shift <= 0 ? 0 : (g.width - shift - 1) / g.stride_w + 1;
+// The output columns [lo, hi) of one kernel column kw whose input column
+// iw = ow·stride + shift (shift = kw·dilation − pad) is inside [0, W).
+struct ColumnSpan {
+  int64_t lo, hi, shift;
+};
+inline ColumnSpan valid_columns(const WindowGeometry& g, int64_t kw) {
+  const int64_t shift = kw * g.dilation_w - g.pad_w;
+  int64_t lo = shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w;
+  int64_t hi = g.width - shift <= 0 ? 0 : (g.width - shift - 1) / g.stride_w + 1;
   hi = std::min(hi, g.out_w);
   lo = std::min(lo, hi);
+  return {lo, hi, shift};
 }
 
+// Calls row(c, span, n, ih, col_row) for every (image, output row) of col's row
+// r = (c, kh, kw), with span kw's valid output columns (worked out once per r: its
+// divisions cost more than a short row's copy), ih the input row read (possibly outside
+// [0, H)) and col_row the OW entries. Shared by both directions, so they agree on the
+// layout by construction.
+template <class T, class Row>
+void for_each_window_row(const WindowGeometry& g, int64_t r, T* col, Row&& row) {
+  const int64_t spatial = g.out_h * g.out_w, cols = g.col_cols();
+  const int64_t kw = r % g.kernel_w, kh = r / g.kernel_w % g.kernel_h, c = r / (g.kernel_w * g.kernel_h);
+  const ColumnSpan span = valid_columns(g, kw);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t oh = 0; oh < g.out_h; ++oh)
+      row(c, span, n, oh * g.stride_h - g.pad_h + kh * g.dilation_h, col + r * cols + n * spatial + oh * g.out_w);
+}
+
+// One col row per piece on the thread pool. The rows are short (OW entries, 14 in a
+// small CNN): plain loops rather than memcpy/fill calls per row.
 template <class T> void im2col_typed(const View& x_view, const WindowGeometry& g, const View& col_view) {
   const T* x = x_view.ptr<T>();
-  const T pad = T(0);
   const int64_t plane = g.height * g.width;
-  for_each_window_row(g, col_view.ptr<T>(), [&](int64_t c, int64_t, int64_t kw, int64_t n, int64_t ih, T* out) {
-    if (ih < 0 || ih >= g.height) {
-      std::fill(out, out + g.out_w, pad);
-      return;
-    }
-    int64_t lo, hi;
-    valid_columns(g, kw, lo, hi);
-    const T* in = x + (n * g.channels + c) * plane + ih * g.width;
-    const int64_t shift = kw * g.dilation_w - g.pad_w;  // iw = ow·stride + shift
-    std::fill(out, out + lo, pad);
-    if (g.stride_w == 1) {
-      std::memcpy(out + lo, in + lo + shift, size_t(hi - lo) * sizeof(T));
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * g.stride_w + shift];
-    }
-    std::fill(out + hi, out + g.out_w, pad);
+  parallel_for(g.col_rows(), [&](int64_t r) {
+    for_each_window_row(g, r, col_view.ptr<T>(), [&](int64_t c, ColumnSpan span, int64_t n, int64_t ih, T* out) {
+      if (ih < 0 || ih >= g.height) {
+        for (int64_t ow = 0; ow < g.out_w; ++ow) out[ow] = T(0);
+        return;
+      }
+      const T* in = x + (n * g.channels + c) * plane + ih * g.width;
+      for (int64_t ow = 0; ow < span.lo; ++ow) out[ow] = T(0);
+      if (g.stride_w == 1) {
+        const T* src = in + span.shift;
+        for (int64_t ow = span.lo; ow < span.hi; ++ow) out[ow] = src[ow];
+      } else {
+        for (int64_t ow = span.lo; ow < span.hi; ++ow) out[ow] = in[ow * g.stride_w + span.shift];
+      }
+      for (int64_t ow = span.hi; ow < g.out_w; ++ow) out[ow] = T(0);
+    });
   });
 }
 
+// One input channel per piece (its KH·KW col rows all add into its planes, in the same
+// order whatever the thread count).
 template <class T> void col2im_typed(const View& col_view, const WindowGeometry& g, const View& x_view) {
   T* x = x_view.ptr<T>();
-  std::fill(x, x + x_view.numel(), T(0));
-  const int64_t plane = g.height * g.width;
-  for_each_window_row(g, col_view.ptr<T>(), [&](int64_t c, int64_t, int64_t kw, int64_t n, int64_t ih, T* in) {
-    if (ih < 0 || ih >= g.height) return;
-    int64_t lo, hi;
-    valid_columns(g, kw, lo, hi);
-    T* out = x + (n * g.channels + c) * plane + ih * g.width;
-    const int64_t shift = kw * g.dilation_w - g.pad_w;
-    if (g.stride_w == 1) {
-      for (int64_t ow = lo; ow < hi; ++ow) out[ow + shift] += in[ow];
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) out[ow * g.stride_w + shift] += in[ow];
+  const int64_t plane = g.height * g.width, taps = g.kernel_h * g.kernel_w;
+  parallel_for(g.channels, [&](int64_t channel) {
+    for (int64_t n = 0; n < g.batch; ++n) {
+      T* p = x + (n * g.channels + channel) * plane;
+      for (int64_t i = 0; i < plane; ++i) p[i] = T(0);
     }
+    for (int64_t r = channel * taps; r < (channel + 1) * taps; ++r)
+      for_each_window_row(g, r, col_view.ptr<T>(), [&](int64_t c, ColumnSpan span, int64_t n, int64_t ih, T* in) {
+        if (ih < 0 || ih >= g.height) return;
+        T* out = x + (n * g.channels + c) * plane + ih * g.width;
+        if (g.stride_w == 1) {
+          T* dst = out + span.shift;
+          for (int64_t ow = span.lo; ow < span.hi; ++ow) dst[ow] += in[ow];
+        } else {
+          for (int64_t ow = span.lo; ow < span.hi; ++ow) out[ow * g.stride_w + span.shift] += in[ow];
+        }
+      });
   });
 }
 
@@ -171,9 +182,8 @@ template <class T> void max_pool_windows(const T* x, const WindowGeometry& g, T*
       const int64_t ih = top + kh * g.dilation_h;
       if (ih < 0 || ih >= g.height) continue;
       for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        int64_t lo, hi;
-        valid_columns(g, kw, lo, hi);
-        const T* row = x + ih * g.width + kw * g.dilation_w - g.pad_w;
+        const auto [lo, hi, shift] = valid_columns(g, kw);
+        const T* row = x + ih * g.width + shift;
         const Tap tap = Tap(kh * g.kernel_w + kw);
         if (g.stride_w == 1) {
           for (int64_t ow = lo; ow < hi; ++ow) take_if_wins(row[ow], tap, best[ow], at[ow]);

@@ -61,4 +61,16 @@ class ThreadPool {
   std::atomic<uint64_t> threaded_jobs_{0}, backed_off_jobs_{0}, worker_pieces_{0};
 };
 
+// Calls item(i) for every i in [0, count) on the process-wide pool, in at most 1024
+// contiguous ranges (any count, where run() takes at most 65535 pieces). For kernels
+// whose items are independent (a channel, a row of im2col's output).
+template <class Fn> void parallel_for(int64_t count, Fn&& item) {
+  if (count <= 0) return;
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t pieces = count < 1024 ? count : 1024;
+  pool.run(int(pieces), pool.threads(), [&](int piece) {
+    for (int64_t i = piece * count / pieces; i < (piece + 1) * count / pieces; ++i) item(i);
+  });
+}
+
 }  // namespace vgrad::cpu

@@ -118,5 +118,16 @@ TEST(ThreadPool, ConcurrentCallersAllFinish) {
   EXPECT_EQ(4L * 200 * 10, total.load());
 }
 
+// parallel_for: every index exactly once, past run()'s 65535-piece limit and below it.
+TEST(ThreadPool, ParallelForCoversEveryIndexOnce) {
+  for (int64_t count : {int64_t(0), int64_t(1), int64_t(7), int64_t(1024), int64_t(100003)}) {
+    std::vector<std::atomic<int>> seen(static_cast<size_t>(count));
+    parallel_for(count, [&](int64_t i) { ++seen[size_t(i)]; });
+    int64_t wrong = 0;
+    for (const auto& s : seen) wrong += s.load() != 1;
+    EXPECT_EQ(0, wrong) << "count " << count;
+  }
+}
+
 }  // namespace
 }  // namespace vgrad::cpu
