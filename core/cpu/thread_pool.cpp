@@ -21,13 +21,19 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kSpin = std::chrono::microseconds(200);
 // Back-off: a job whose workers finish more than half the caller's own time (plus
-// kLateSlack) after the caller makes the next kAloneJobs jobs run on the caller alone
-// (about 16 training steps of an MLP: 8 GEMMs, 2 rounds each), then threads are tried again.
-// Under load average 8 on the 2 vCPUs (vgrad_bench, 2 interleaved rounds, s/epoch at
-// batch 32/64/256): 16 jobs 1.15,0.96 / 0.80,0.79 / 0.94,0.80; 256 jobs 0.95,0.98 /
-// 0.80,0.79 / 0.86,0.76; one thread 0.90,0.86 / 0.72,0.77 / 0.75,0.65.
+// kLateSlack) after the caller makes the next jobs run on the caller alone, then threads
+// are tried again. How many: kMinAloneJobs after an isolated late job, doubled by each late
+// job that follows a back-off up to kMaxAloneJobs (about 16 training steps of an MLP),
+// halved again by each kMinAloneJobs jobs in a row the workers finish in time. A fixed 256 after every late job
+// kept batch 128 and 256 on one thread almost all the time on this shared 2-vCPU machine
+// (vgrad_bench --batch 128: 8370 of 8442 threaded jobs backed off, 0.296 s/epoch vs 0.318
+// one thread): a worker that lost its core now and then (descheduled for 50 us to
+// 7 ms, seen with the loader's prefetch thread on or off) cost 256 jobs each time. Under sustained load (load average 8: vgrad_bench, s/epoch at
+// batch 32/64/256) the 256-job back-off gave 0.95-0.98 / 0.79-0.80 / 0.76-0.86, one thread
+// 0.86-0.90 / 0.72-0.77 / 0.65-0.75, 16 jobs 0.96-1.15 / 0.79-0.80 / 0.80-0.94: the doubling
+// reaches the long back-off there within a few late jobs.
 constexpr auto kLateSlack = std::chrono::microseconds(5);
-constexpr int kAloneJobs = 256;
+constexpr int kMinAloneJobs = 16, kMaxAloneJobs = 256, kUnjudgedJobsAfterSleep = 4;
 
 inline void cpu_relax() {
 #if defined(__x86_64__)
@@ -69,6 +75,8 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::end_back_off() {
   std::lock_guard<std::mutex> lock(busy_);
   alone_for_jobs_ = 0;
+  alone_penalty_ = 0;
+  on_time_jobs_ = 0;
 }
 
 ThreadPool::Counts ThreadPool::counts() const {
@@ -137,8 +145,24 @@ void ThreadPool::run_erased(int pieces, int threads, Piece fn, void* context) {
   }
   // A worker that was awake (spinning) and still finishes long after the caller had its
   // core taken away (the other vCPU busy with another program): run the next jobs alone
-  // rather than wait again. A worker woken from sleep is late by its wake-up, not by load.
-  if (!workers_asleep && Clock::now() - own_done > (own_done - start) / 2 + kLateSlack) alone_for_jobs_ = kAloneJobs;
+  // rather than wait again. A worker woken from sleep is late by its wake-up, not by load,
+  // and so are the first jobs after it (its core clocks up again): those are not judged.
+  if (workers_asleep) {
+    unjudged_jobs_ = kUnjudgedJobsAfterSleep;
+    return;
+  }
+  if (unjudged_jobs_ > 0) {
+    --unjudged_jobs_;
+    return;
+  }
+  if (Clock::now() - own_done > (own_done - start) / 2 + kLateSlack) {
+    alone_penalty_ = std::clamp(alone_penalty_ * 2, kMinAloneJobs, kMaxAloneJobs);
+    alone_for_jobs_ = alone_penalty_;
+    on_time_jobs_ = 0;
+  } else if (++on_time_jobs_ == kMinAloneJobs) {
+    alone_penalty_ /= 2;
+    on_time_jobs_ = 0;
+  }
 }
 
 }  // namespace vgrad::cpu

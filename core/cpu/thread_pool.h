@@ -58,6 +58,9 @@ class ThreadPool {
   void* context_ = nullptr;
   std::atomic<bool> stop_{false};
   int alone_for_jobs_ = 0;  // jobs to run without workers after a late one (under busy_)
+  int alone_penalty_ = 0;   // the last back-off's length: doubles while workers stay late (under busy_)
+  int on_time_jobs_ = 0;    // judged jobs in a row the workers finished in time (under busy_)
+  int unjudged_jobs_ = 0;   // jobs not judged after workers were woken (under busy_)
   std::atomic<uint64_t> threaded_jobs_{0}, backed_off_jobs_{0}, worker_pieces_{0};
 };
 
