@@ -13,6 +13,8 @@ p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 p.add_argument("--device", default="cpu", help="cpu or cuda (data stays resident on it)")
 p.add_argument("--hidden", default="256,128", help="hidden layer widths")
+p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+               help="torch.autocast for forward and loss (fp16 with torch.amp.GradScaler)")
 p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up epoch)")
 args = p.parse_args()
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
@@ -44,6 +46,8 @@ model = nn.Sequential(*layers, nn.Linear(width, 10)).to(dev)
 if args.compile:
     model = torch.compile(model)
 gen = torch.Generator().manual_seed(0)
+low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")  # bfloat16 needs no loss scaling
 
 
 def train_epoch(opt, batch):
@@ -52,17 +56,19 @@ def train_epoch(opt, batch):
     perm = torch.randperm(n, generator=gen).to(dev)
     for i in range(0, n, batch):
         idx = perm[i:i + batch]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        with torch.autocast(dev.type, dtype=low, enabled=low is not None):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         total += loss.detach() * idx.numel()  # summed on the device: one host read per epoch
     total = total.item()
     return time.perf_counter() - t0, total / n
 
 
 out = {"impl": "torch.compile" if args.compile else "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
-       "hidden": args.hidden}
+       "hidden": args.hidden, "amp": args.amp}
 if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
     xte, yte = load(args.data, "t10k")
     xte, yte = torch.from_numpy((xte - mean) / std).to(dev), torch.from_numpy(yte).to(dev)
@@ -79,10 +85,14 @@ if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, pl
 else:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)
     train_epoch(opt, args.batch)  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     runs = [train_epoch(opt, args.batch) for _ in range(args.epochs)]
     times = [round(t, 4) for t, _ in runs]
     med = statistics.median(times)
     out.update(batch=args.batch, momentum=args.momentum, epoch_s=times, epoch_s_median=round(med, 4),
                samples_per_s=round(n / med, 1), final_loss=round(runs[-1][1], 5))
+if dev.type == "cuda" and args.to_accuracy is None:
+    out["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 1048576, 1)
 out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 print(json.dumps(out))

@@ -3,6 +3,8 @@
 // epoch, last partial batch kept. Prints one JSON line, like bench/torch_mlp.py.
 // Batches come from data::DataLoader, whose prefetch thread gathers the next batch while
 // this one trains (--gather step: index_select on the training thread, as before issue 16).
+// --amp bf16|fp16: forward and loss under amp::Autocast (fp16 with amp::GradScaler), as
+// torch_mlp.py --amp; the JSON line then also gives the device's peak allocated memory.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -55,6 +57,9 @@ int main(int argc, char** argv) {
   std::string gather = "loader";
   app.add_option("--gather", gather, "loader: the DataLoader's prefetch thread (CPU only); step: on the training thread")
       ->check(CLI::IsMember({"loader", "step"}));
+  std::string amp_mode = "off";
+  app.add_option("--amp", amp_mode, "mixed precision: off, bf16, or fp16 (with loss scaling)")
+      ->check(CLI::IsMember({"off", "bf16", "fp16"}));
   bool profile = false;
   app.add_flag("--profile", profile, "print vgrad::profiler's table for one epoch (to stderr)");
   CLI11_PARSE(app, argc, argv);
@@ -75,11 +80,20 @@ int main(int argc, char** argv) {
   const auto dataset = std::make_shared<data::TensorDataset>(x, y);
   std::map<int64_t, std::unique_ptr<data::DataLoader>> loaders;  // one per batch size: its epochs reshuffle
 
+  std::optional<DType> low_dtype;
+  if (amp_mode != "off") low_dtype = amp_mode == "bf16" ? DType::BFloat16 : DType::Float16;
+  amp::GradScaler scaler({.enabled = amp_mode == "fp16"});  // bfloat16 needs no loss scaling
   auto train_step = [&](optim::Optimizer& opt, const Tensor& inputs, const Tensor& targets, Tensor& total) {
-    Tensor loss = nn::cross_entropy((*model)(inputs), targets);
+    Tensor loss;
+    {
+      std::optional<amp::Autocast> autocast;
+      if (low_dtype) autocast.emplace(*low_dtype);
+      loss = nn::cross_entropy((*model)(inputs), targets);
+    }
     opt.zero_grad();
-    loss.backward();
-    opt.step();
+    scaler.scale(loss).backward();
+    scaler.step(opt);
+    scaler.update();
     NoGradGuard no_grad;
     total.add_(loss.detach(), double(targets.numel()));
   };
@@ -131,16 +145,18 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     double final_loss = 0;
     const cpu::ThreadPool::Counts pool_before = cpu::ThreadPool::instance().counts();
+    reset_peak_memory(device);
     for (int e = 0; e < epochs; ++e) {
       auto [seconds, loss] = train_epoch(opt, batch);
       times.push_back(seconds);
       final_loss = loss;
     }
     const double med = median(times);
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","hidden":"{}","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, fmt::join(hidden, ","), batch, momentum, fmt::join(times, ","), med, double(n) / med,
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","hidden":"{}","amp":"{}","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), gather, fmt::join(hidden, ","), amp_mode, batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
-    json += fmt::format(R"(,"system_allocations_per_epoch":{}}})", memory_stats(device).system_allocations);
+    json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f}}})",
+                        memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0);
     // The CPU pool over the timed epochs: jobs offered to the workers, how many of them its
     // back-off ran on the caller alone, and the pieces the workers took.
     const cpu::ThreadPool::Counts pool = cpu::ThreadPool::instance().counts();

@@ -32,7 +32,8 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
-# GPU_CHECK_BENCH ("64:256,128 1024:4096,4096"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# GPU_CHECK_BENCH (batch:hidden[:amp] runs, default "64:256,128 1024:4096,4096
+# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -116,7 +117,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096}
+configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -230,33 +231,36 @@ run_tests() {
 }
 
 bench() {
-  local cfg batch hidden t rc impl note
+  local cfg batch hidden amp rest t rc impl note
   : >"$out/bench.jsonl"
   : >"$out/bench.log"
   [ -n "${data:-}" ] || data=/usr/share/datasets/fashion-mnist
   for cfg in $configs; do
     batch=${cfg%%:*}
-    hidden=${cfg#*:}
+    rest=${cfg#*:}
+    hidden=${rest%%:*}
+    amp=off
+    [ "$rest" != "$hidden" ] && amp=${rest#*:}
     for impl in vgrad torch; do
       t=$(cap 150 15)
-      echo "+ $impl --device $device --batch $batch --hidden $hidden --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
+      echo "+ $impl --device $device --batch $batch --hidden $hidden --amp $amp --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
       if [ $impl = vgrad ]; then
         timeout -k 5 "$t" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch "$batch" --hidden "$hidden" \
-          --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
+          --amp "$amp" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
       else
         timeout -k 5 "$t" env -u LD_LIBRARY_PATH "$python" bench/torch_mlp.py --device "$device" --batch "$batch" \
-          --hidden "$hidden" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
+          --hidden "$hidden" --amp "$amp" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
       fi
       rc=$?
       cat "$out/row.tmp" >>"$out/bench.log"
       # One row per run: {"run": ..., "rc": ..., "result": <the program's JSON line or null>}
-      printf '{"impl":"%s","batch":%s,"hidden":"%s","rc":%s,"result":%s}\n' "$impl" "$batch" "$hidden" "$rc" \
+      printf '{"impl":"%s","batch":%s,"hidden":"%s","amp":"%s","rc":%s,"result":%s}\n' "$impl" "$batch" "$hidden" "$amp" "$rc" \
         "$(grep -m1 '^{' "$out/row.tmp" || echo null)" >>"$out/bench.jsonl"
       if [ $rc = 0 ]; then note="$(grep -o '"epoch_s_median": *[0-9.]*' "$out/row.tmp")"
       elif [ $rc = 124 ]; then note="timed out after ${t}s"
       elif [ $impl = vgrad ] && [ ! -x "$build_dir/bench/vgrad_bench" ]; then note="vgrad_bench was not built"
       else note="$(tail -1 "$out/bench.log" | cut -c1-150)"; fi
-      record "bench $impl b$batch h$hidden" $rc "$note"
+      record "bench $impl b$batch h$hidden $amp" $rc "$note"
     done
   done
   rm -f "$out/row.tmp"
@@ -272,19 +276,23 @@ for line in open(sys.argv[1]):
         continue
     result = row["result"]
     ok = row["rc"] == 0 and isinstance(result, dict) and "epoch_s_median" in result
-    runs[(row["batch"], row["hidden"], row["impl"])] = result["epoch_s_median"] if ok else None
+    runs[(row["batch"], row["hidden"], row.get("amp", "off"), row["impl"])] = result if ok else None
 
 
-def cell(seconds):
-    return "failed" if seconds is None else "%.4f" % seconds
+def cell(result):
+    return "failed" if result is None else "%.4f" % result["epoch_s_median"]
 
 
-print("| batch | hidden | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch |")
-print("| --- | --- | --- | --- | --- |")
-for batch, hidden in sorted({(b, h) for b, h, _ in runs}, key=lambda k: (k[0], k[1])):
-    v, t = runs.get((batch, hidden, "vgrad")), runs.get((batch, hidden, "torch"))
-    ratio = "%.2f" % (v / t) if v and t else "-"
-    print("| %s | %s | %s | %s | %s |" % (batch, hidden, cell(v), cell(t), ratio))
+def peak(result):
+    return "-" if result is None or "peak_allocated_mib" not in result else "%.0f" % result["peak_allocated_mib"]
+
+
+print("| batch | hidden | amp | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
+    v, t = runs.get(config + ("vgrad",)), runs.get(config + ("torch",))
+    ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if v and t else "-"
+    print("| %s | %s | %s | %s | %s | %s | %s / %s |" % (config + (cell(v), cell(t), ratio, peak(v), peak(t))))
 EOF
 }
 
