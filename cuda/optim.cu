@@ -1,9 +1,11 @@
 // Fused optimizer steps, one kernel per step, following PyTorch's update rules op for
 // op (torch.optim.SGD and Adam/AdamW, single-tensor form) so results match closely.
+// Adam's element rule is core/optim_step.h, shared with the CPU.
 // Scalars are rounded to the tensor dtype once, on the host, as PyTorch does.
 // Side by side with core/cpu/optim.cpp.
 #include <cmath>
 
+#include "core/optim_step.h"
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -31,37 +33,12 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// torch.lerp's formula (the branch keeps it exact at both ends).
-template <class T> __device__ __forceinline__ T lerp(T start, T end, T weight) {
-  return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
-}
-
-// AdamW: p *= 1 - lr * wd;   Adam: g += wd * p
-// m = lerp(m, g, 1 - beta1);  v = v * beta2 + (1 - beta2) * g * g
-// p += -step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
 template <class T>
 __global__ void __launch_bounds__(kBlock)
-    adam_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n, T one_minus_beta1, T beta2,
-                T one_minus_beta2, T eps, T weight_decay, bool decoupled, T decay_factor, T neg_step_size,
-                T bias_correction2_sqrt) {
+    adam_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n, AdamStep<T> update) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
-    T p = param[i];
-    T g = grad[i];
-    if (weight_decay != T(0)) {
-      if (decoupled) {
-        p = p * decay_factor;
-      } else {
-        g = g + weight_decay * p;
-      }
-    }
-    const T m = lerp(exp_avg[i], g, one_minus_beta1);
-    const T v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;
-    const T denom = sqrt_(v) / bias_correction2_sqrt + eps;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    param[i] = p + neg_step_size * (m / denom);
-  }
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step)
+    update(param[i], grad[i], exp_avg[i], exp_avg_sq[i]);
 }
 
 }  // namespace
@@ -84,17 +61,11 @@ void adam_update(const Context& ctx, const View& param, const View& grad, const 
                  const View& exp_avg_sq, const AdamParams& c) {
   const int64_t n = param.numel();
   if (n == 0) return;
-  const double steps = static_cast<double>(c.step);
-  const double bias_correction1 = 1.0 - std::pow(c.beta1, steps);
-  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, steps));
   dispatch_floating(param.dtype, "adam_update", [&](auto tag) {
     using T = decltype(tag);
     adam_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
         static_cast<T*>(param.data), static_cast<const T*>(grad.data), static_cast<T*>(exp_avg.data),
-        static_cast<T*>(exp_avg_sq.data), n, static_cast<T>(1.0 - c.beta1), static_cast<T>(c.beta2),
-        static_cast<T>(1.0 - c.beta2), static_cast<T>(c.eps), static_cast<T>(c.weight_decay), c.decoupled,
-        static_cast<T>(1.0 - c.lr * c.weight_decay), static_cast<T>(-(c.lr / bias_correction1)),
-        static_cast<T>(bias_correction2_sqrt));
+        static_cast<T*>(exp_avg_sq.data), n, AdamStep<T>::from(c));
   });
   VGRAD_CUDA_CHECK_LAUNCH();
 }

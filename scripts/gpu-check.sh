@@ -18,6 +18,8 @@
 #   summary.md     stage results, test counts, failed/skipped tests, table, environment
 #   build.log      configure + build output (warnings counted in summary.md)
 #   tests.log      ctest --output-on-failure;  tests-full.log  every test's full output
+#   examples.log   mnist_mlp on the GPU in float32, bf16 and fp16 (10 epochs, seeds 1 and 2)
+#                  and mnist_cnn at its defaults (cuDNN); their last lines are in summary.md
 #   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands and stderr
 #
 # The GPU machine has nvcc 13, CMake, ninja, the CUDA libraries and python3 with PyTorch, but
@@ -121,6 +123,7 @@ configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:bf16 1024:40
 python=${PYTHON:-python3}
 worst=0
 stages=()
+examples_summary=()
 
 # Seconds left before the budget, less what later stages keep for themselves.
 left() { local n=$((budget - SECONDS - ${1:-0})); [ $n -lt 10 ] && n=10; echo $n; }
@@ -200,7 +203,7 @@ build() {
     timeout -k 10 "$t" bash -c '
       cmake -S "$1" -B "$2" "${@:5}" -DCMAKE_BUILD_TYPE=Release -DVGRAD_CUDA=ON \
         -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
-        -DCMAKE_CUDA_ARCHITECTURES="$3" -DVGRAD_WERROR=OFF -DVGRAD_BUILD_EXAMPLES=OFF || exit $?
+        -DCMAKE_CUDA_ARCHITECTURES="$3" -DVGRAD_WERROR=OFF -DVGRAD_BUILD_EXAMPLES=ON || exit $?
       # Keep going past a failing file: the tests that did build still run.
       if [ -f "$2/build.ninja" ]; then cmake --build "$2" -j"$4" -- -k 0; else cmake --build "$2" -j"$4" -- -k; fi
     ' _ "$root" "$build_dir" "${CUDA_ARCHITECTURES:-90}" "$jobs" "${gen[@]}" "${extra[@]}"
@@ -215,7 +218,7 @@ build() {
 
 run_tests() {
   local t rc line
-  t=$(cap 240 110)  # leave 110 s for the benchmark
+  t=$(cap 240 200)  # leave 200 s for the examples and the benchmark
   # The two real-data tests read Debian's dataset folder: on the bare GPU machine, point it
   # at the bundle's copy (a throwaway machine; only when the folder is absent).
   if [ -n "${data:-}" ] && [ ! -e /usr/share/datasets/fashion-mnist ] && mkdir -p /usr/share/datasets 2>/dev/null; then
@@ -228,6 +231,30 @@ run_tests() {
   line=$(grep -E 'tests passed, [0-9]+ tests failed out of' "$out/tests.log" | tail -1)
   [ $rc = 124 ] && line="timed out after ${t}s; ${line:-no ctest summary}"
   record tests $rc "VGRAD_REQUIRE_GPU=1: ${line:-no ctest summary (see tests.log)}"
+}
+
+# The examples a user runs first, on the GPU: mixed precision against float32 (the same
+# seeds), and the CNN through cuDNN. Each run's step-memory line and last two lines go to
+# the summary.
+examples() {
+  local args rc t status=0
+  : >"$out/examples.log"
+  [ -n "${data:-}" ] || data=/usr/share/datasets/fashion-mnist
+  for args in "mnist_mlp --amp off --seed 1" "mnist_mlp --amp bf16 --seed 1" "mnist_mlp --amp fp16 --seed 1" \
+              "mnist_mlp --amp off --seed 2" "mnist_mlp --amp bf16 --seed 2" "mnist_mlp --amp fp16 --seed 2" \
+              "mnist_cnn"; do
+    t=$(cap 90 100)  # leave 100 s for the benchmark
+    echo "+ $args --device $device --data-dir $data (limit ${t}s)" >>"$out/examples.log"
+    # shellcheck disable=SC2086  # args holds the program and its flags
+    timeout -k 5 "$t" "${vgrad_env[@]}" "$build_dir/examples/"$args --device "$device" --data-dir "$data" \
+      >"$out/example.tmp" 2>&1
+    rc=$?
+    cat "$out/example.tmp" >>"$out/examples.log"
+    [ $rc -gt $status ] && status=$rc
+    examples_summary+=("$args: $( [ $rc = 0 ] || echo "status $rc; ")$( { grep -m1 'one step at batch' "$out/example.tmp"; grep -E 'epoch +[0-9]+ +train|done:|rror' "$out/example.tmp" | tail -2; } | sed -E 's/^\[[^]]*\] \[[a-z]*\] //' | tr '\n' ' ')")
+  done
+  rm -f "$out/example.tmp"
+  record examples $status "mnist_mlp x6, mnist_cnn on $device; see examples.log"
 }
 
 bench() {
@@ -311,6 +338,11 @@ summarize() {
       sed -n '/The following tests FAILED:/,$p; /The following tests did not run:/,/^$/p' "$out/tests.log" | head -60
       echo '```'
     fi
+    if [ ${#examples_summary[@]} -gt 0 ]; then
+      echo
+      echo "## Examples on $device (one step's peak memory, last epoch, best accuracy)"
+      printf -- '- %s\n' "${examples_summary[@]}"
+    fi
     if [ -f "$out/bench.md" ]; then
       echo
       echo "## Benchmark ($device, $epochs timed epochs after one warm-up; median s/epoch)"
@@ -347,6 +379,7 @@ check() {  # $1: bundle (GPU machine) or system (Debian packages installed)
   else record gpu 1 "nvidia-smi: $(nvidia-smi -L 2>&1 | head -1)"; fi
   build
   run_tests
+  examples
   bench
   summarize
   echo "gpu-check: logs in $out; exit status $worst"

@@ -9,6 +9,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/strided.h"
 #include "core/cpu/thread_pool.h"
+#include "core/optim_step.h"
 
 namespace vgrad::cpu {
 namespace {
@@ -109,18 +110,9 @@ void CpuBackend::adam_update_impl(const View& param, const View& grad, const Vie
       const T* g = grad.ptr<T>();
       T* m = exp_avg.ptr<T>();
       T* v = exp_avg_sq.ptr<T>();
-      const double bias1 = 1 - std::pow(p.beta1, double(p.step)), bias2 = 1 - std::pow(p.beta2, double(p.step));
-      const T step_size = T(p.lr / bias1), inv_sqrt_bias2 = T(1 / std::sqrt(bias2));
-      const T b1 = T(p.beta1), b2 = T(p.beta2), eps = T(p.eps), wd = T(p.weight_decay), lr = T(p.lr);
+      const AdamStep<T> step = AdamStep<T>::from(p);
       const int64_t n = param.numel();
-      for (int64_t i = 0; i < n; ++i) {
-        T gi = g[i];
-        if (p.decoupled) w[i] *= T(1) - lr * wd;
-        else gi += wd * w[i];
-        m[i] = b1 * m[i] + (T(1) - b1) * gi;
-        v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
-        w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
-      }
+      for (int64_t i = 0; i < n; ++i) step(w[i], g[i], m[i], v[i]);
     }
   });
 }

@@ -34,7 +34,8 @@ Results outputs_and_grads(const Op& fn, const std::vector<Tensor>& inputs, Devic
                           std::optional<DType> dtype = std::nullopt) {
   std::vector<Tensor> in;
   for (const Tensor& t : inputs) {
-    Tensor copy = (is_floating(t.dtype()) && dtype ? t.to(*dtype) : t).to(device);
+    // detach: t.to(kCPU) may be t itself, whose requires_grad must stay off for the other device's run
+    Tensor copy = (is_floating(t.dtype()) && dtype ? t.to(*dtype) : t).to(device).detach();
     if (is_floating(t.dtype())) copy.requires_grad_();
     in.push_back(copy);
   }

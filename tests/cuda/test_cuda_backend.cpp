@@ -327,8 +327,7 @@ TEST(CudaBackend, UnaryOnInt64) {
   const std::vector<UnaryCase> cases = {
       {UnaryOp::Neg, "neg", -5, 6, 0, 0},        {UnaryOp::Abs, "abs", -5, 6, 0, 0},
       {UnaryOp::Sign, "sign", -5, 6, 0, 0},      {UnaryOp::Relu, "relu", -5, 6, 0, 0},
-      {UnaryOp::Affine, "affine", -5, 6, 2, -3}, {UnaryOp::Clamp, "clamp", -5, 6, -2, 3},
-      {UnaryOp::Square, "square", -5, 6, 0, 0},
+      {UnaryOp::Affine, "affine", -5, 6, 2, -3}, {UnaryOp::Square, "square", -5, 6, 0, 0},
   };
   for (const auto& c : cases) {
     Twin x(DType::Int64, random_values(50, c.low, c.high, 5, true));
@@ -338,7 +337,9 @@ TEST(CudaBackend, UnaryOnInt64) {
     out.expect_match({0, 0}, join({c.name, " int64"}));
   }
   Twin x(DType::Int64, std::vector<double>(4, 1.0));
+  // The seam refuses what the tensor layer refuses (as the CPU does: tests/core/test_backend.cpp).
   EXPECT_ERROR(gpu().unary(UnaryOp::Exp, x.gpu_view({4}), x.gpu_view({4}), 0, 0), "exp: not defined for int64");
+  EXPECT_ERROR(gpu().unary(UnaryOp::Clamp, x.gpu_view({4}), x.gpu_view({4}), -2, 3), "clamp: not defined for int64");
 }
 
 struct BinaryCase {
@@ -401,7 +402,7 @@ TEST(CudaBackend, EveryBinaryOpWithBroadcastAndStrides) {
 
 TEST(CudaBackend, BinaryOnInt64) {
   REQUIRE_GPU();
-  const BinaryOp ops[] = {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul,  BinaryOp::Div,
+  const BinaryOp ops[] = {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Pow,
                           BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Eq, BinaryOp::Ne,
                           BinaryOp::Lt, BinaryOp::Le, BinaryOp::Gt, BinaryOp::Ge, BinaryOp::ReluBackward};
   auto divisors = random_values(8, 1, 4, 32, true);
@@ -415,6 +416,10 @@ TEST(CudaBackend, BinaryOnInt64) {
     gpu().binary(op, a.gpu_view({6, 8}), b.gpu_view({6, 8}, {0, 1}), out.gpu_view({6, 8}));
     out.expect_match({0, 0}, join({"int64 binary op ", std::to_string(static_cast<int>(op))}));
   }
+  // True division of integers is a floating op (the tensor layer promotes): the seam refuses it.
+  Twin a(DType::Int64, {6.0, 7.0});
+  EXPECT_ERROR(gpu().binary(BinaryOp::Div, a.gpu_view({2}), a.gpu_view({2}), a.gpu_view({2})),
+               "div: not defined for int64");
 }
 
 TEST(CudaBackend, WhereWithBroadcastCondition) {
@@ -503,12 +508,12 @@ TEST(CudaBackend, SumOfSquares) {
     const double c = cpu().sum_of_squares(x.cpu_view({100003}));
     const double g = gpu().sum_of_squares(x.gpu_view({100003}));
     EXPECT_NEAR(g, c, 1e-10 * c) << dtype_label(dtype);
-    // a strided view (every third element), against a host sum
-    const double gs = gpu().sum_of_squares(x.gpu_view({33334}, {3}));
-    double expected = 0;
-    const auto values = x.cpu_values();
-    for (int64_t i = 0; i < 33334; ++i) expected += values[static_cast<size_t>(3 * i)] * values[static_cast<size_t>(3 * i)];
-    EXPECT_NEAR(gs, expected, 1e-10 * expected) << "strided " << dtype_label(dtype);
+    // against a host sum in long double
+    long double expected = 0;
+    for (double v : x.cpu_values()) expected += static_cast<long double>(v) * v;
+    EXPECT_NEAR(g, static_cast<double>(expected), 1e-6 * static_cast<double>(expected)) << dtype_label(dtype);
+    // The seam takes contiguous input only (callers make it so), on every device.
+    EXPECT_ERROR(gpu().sum_of_squares(x.gpu_view({33334}, {3})), "sum_of_squares: input [33334] must be contiguous");
   }
 }
 
@@ -563,7 +568,7 @@ TEST(CudaBackend, GemmWithEmptyInnerDimensionScalesC) {
   const auto after = c.gpu_values();
   for (size_t i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(after[i], 0.5 * before[i]);
   g.dtype = DType::Int64;
-  EXPECT_ERROR(gpu().gemm(g), "gemm: int64 is not supported");
+  EXPECT_ERROR(gpu().gemm(g), "matmul: int64 tensors are not supported");
 }
 
 void softmax_both(int64_t rows, int64_t cols, bool log, DType dtype) {
@@ -861,14 +866,14 @@ TEST(CudaAllocator, SteadyStateOpsMakeNoSystemAllocations) {
   REQUIRE_GPU();
   Twin x(DType::Float32, random_values(300000, 0, 1, 171));
   Twin total(DType::Float32, {0.0});
-  Twin ints(DType::Int64, std::vector<double>(300000, 1.0));
+  Twin ones(DType::Float32, std::vector<double>(300000, 1.0));
   Twin out(DType::Float32, std::vector<double>(300000, 0.0));
   RandomState state{1, 0};
   auto step = [&] {
     gpu().reduce(ReduceOp::Sum, x.gpu_view({300000}), total.gpu_view({1}), 1.0);
-    gpu().binary(BinaryOp::Add, x.gpu_view({300000}), ints.gpu_view({300000}), out.gpu_view({300000}));
+    gpu().binary(BinaryOp::Add, x.gpu_view({300000}), ones.gpu_view({300000}), out.gpu_view({300000}));
     gpu().uniform(out.gpu_view({150000}, {2}), 0, 1, state);
-    (void)gpu().sum_of_squares(x.gpu_view({100000}, {3}));
+    (void)gpu().sum_of_squares(x.gpu_view({100000}));
   };
   step();
   gpu().synchronize();
