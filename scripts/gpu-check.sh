@@ -14,7 +14,7 @@
 #   carry:     [".gpu"]
 #   timeout_s: 600
 # The script keeps itself inside GPU_CHECK_BUDGET_S (default 540 s) so that its summary is
-# written before the 600 s limit. What comes back from $OUT (7 files, each capped at 15 MiB):
+# written before the 600 s limit. What comes back from $OUT (8 files, each capped at 15 MiB):
 #   summary.md     stage results, test counts, failed/skipped tests, table, environment
 #   build.log      configure + build output (warnings counted in summary.md)
 #   tests.log      ctest --output-on-failure;  tests-full.log  every test's full output
