@@ -64,6 +64,43 @@ __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=
 }
 #endif
 
+// Adam's element rule (core/optim_step.h) over [begin, end), compiled likewise. The rule is
+// copied so that its settings stay in registers and its branches, on those settings alone,
+// are unswitched out of the loop; sqrt vectorises because this file is compiled with
+// -fno-math-errno (CMakeLists.txt). IEEE sqrt and division round as the scalar code does.
+template <class T>
+__attribute__((always_inline)) inline void adam_range(T* __restrict w, const T* __restrict g, T* __restrict m,
+                                                      T* __restrict v, int64_t begin, int64_t end,
+                                                      const AdamStep<T>& rule) {
+  const AdamStep<T> step = rule;
+  for (int64_t i = begin; i < end; ++i) step(w[i], g[i], m[i], v[i]);
+}
+using AdamRange = void (*)(float*, const float*, float*, float*, int64_t, int64_t, const AdamStep<float>&);
+void adam_range_generic(float* w, const float* g, float* m, float* v, int64_t begin, int64_t end,
+                        const AdamStep<float>& step) {
+  adam_range(w, g, m, v, begin, end, step);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2"), optimize("fp-contract=off"))) void adam_range_avx2(
+    float* w, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamStep<float>& step) {
+  adam_range(w, g, m, v, begin, end, step);
+}
+__attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) void
+adam_range_avx512(float* w, const float* g, float* m, float* v, int64_t begin, int64_t end,
+                  const AdamStep<float>& step) {
+  adam_range(w, g, m, v, begin, end, step);
+}
+#endif
+
+AdamRange adam_range_for(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::Avx512) return &adam_range_avx512;
+  if (isa == Isa::Avx2) return &adam_range_avx2;
+#endif
+  (void)isa;
+  return &adam_range_generic;
+}
+
 SgdRange sgd_range_for(Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::Avx512) return &sgd_range_avx512;
@@ -78,17 +115,30 @@ SgdRange sgd_range_for(Isa isa) {
 // second (32K).
 constexpr int64_t kThreadedMinFloats = 64 * 1024;
 
+// range(begin, end) over [0, n): on the caller alone below kThreadedMinFloats, else in
+// pieces of whole cache lines over up to max_threads of the pool's threads.
+template <class Range> void split_over_pool(int max_threads, int64_t n, const Range& range) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int threads = n < kThreadedMinFloats ? 1 : std::max(1, std::min(max_threads, pool.threads()));
+  if (threads == 1) return range(int64_t{0}, n);
+  const int pieces = 2 * threads;
+  auto bound = [&](int piece) { return piece == pieces ? n : n * piece / pieces / 16 * 16; };
+  pool.run(pieces, threads, [&](int piece) { range(bound(piece), bound(piece + 1)); });
+}
+
 }  // namespace
 
 void sgd_update_float32(Isa isa, int max_threads, float* w, const float* g, float* momentum_buffer, int64_t n,
                         const SgdParams& p) {
   const SgdRange range = sgd_range_for(isa);
-  ThreadPool& pool = ThreadPool::instance();
-  const int threads = n < kThreadedMinFloats ? 1 : std::max(1, std::min(max_threads, pool.threads()));
-  if (threads == 1) return range(w, g, momentum_buffer, 0, n, p);
-  const int pieces = 2 * threads;
-  auto bound = [&](int piece) { return piece == pieces ? n : n * piece / pieces / 16 * 16; };
-  pool.run(pieces, threads, [&](int piece) { range(w, g, momentum_buffer, bound(piece), bound(piece + 1), p); });
+  split_over_pool(max_threads, n, [&](int64_t begin, int64_t end) { range(w, g, momentum_buffer, begin, end, p); });
+}
+
+void adam_update_float32(Isa isa, int max_threads, float* w, const float* g, float* exp_avg, float* exp_avg_sq,
+                         int64_t n, const AdamParams& p) {
+  const AdamRange range = adam_range_for(isa);
+  const AdamStep<float> step = AdamStep<float>::from(p);
+  split_over_pool(max_threads, n, [&](int64_t begin, int64_t end) { range(w, g, exp_avg, exp_avg_sq, begin, end, step); });
 }
 
 void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
@@ -103,17 +153,14 @@ void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View
 
 void CpuBackend::adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
                              const AdamParams& p) {
+  if (param.dtype == DType::Float32)
+    return adam_update_float32(active_isa(), 1 << 16, param.ptr<float>(), grad.ptr<float>(), exp_avg.ptr<float>(),
+                               exp_avg_sq.ptr<float>(), param.numel(), p);
   visit_wide_dtype(param.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if constexpr (!is_int<T>) {
-      T* w = param.ptr<T>();
-      const T* g = grad.ptr<T>();
-      T* m = exp_avg.ptr<T>();
-      T* v = exp_avg_sq.ptr<T>();
-      const AdamStep<T> step = AdamStep<T>::from(p);
-      const int64_t n = param.numel();
-      for (int64_t i = 0; i < n; ++i) step(w[i], g[i], m[i], v[i]);
-    }
+    if constexpr (!is_int<T>)
+      adam_range(param.ptr<T>(), grad.ptr<T>(), exp_avg.ptr<T>(), exp_avg_sq.ptr<T>(), 0, param.numel(),
+                 AdamStep<T>::from(p));
   });
 }
 

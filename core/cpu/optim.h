@@ -1,5 +1,6 @@
-// The float32 SGD update of core/cpu/optim.cpp, callable with a chosen instruction set and
-// thread count (for its tests and benchmarks; the backend calls it with active_isa()).
+// The float32 SGD and Adam updates of core/cpu/optim.cpp, callable with a chosen instruction
+// set and thread count (for their tests and benchmarks; the backend calls them with
+// active_isa()).
 #pragma once
 #include <cstdint>
 
@@ -13,5 +14,10 @@ namespace vgrad::cpu {
 // and thread count: each element's arithmetic is the same and done once.
 void sgd_update_float32(Isa isa, int max_threads, float* w, const float* g, float* momentum_buffer, int64_t n,
                         const SgdParams& p);
+
+// Adam/AdamW (core/optim_step.h's element rule) over n contiguous floats: the same bits
+// for every isa and thread count.
+void adam_update_float32(Isa isa, int max_threads, float* w, const float* g, float* exp_avg, float* exp_avg_sq,
+                         int64_t n, const AdamParams& p);
 
 }  // namespace vgrad::cpu

@@ -1,11 +1,13 @@
-// The float32 SGD update (core/cpu/optim.h): each ISA path forced in turn and on one and
-// two threads gives the bits of PyTorch's rule written out element by element, for plain
-// SGD, weight decay, momentum (first and later steps), dampening and Nesterov, on sizes
-// around the vector widths and above the threading threshold.
+// The float32 SGD and Adam updates (core/cpu/optim.h): each ISA path forced in turn and on
+// one and two threads gives the bits of PyTorch's rule written out element by element, for
+// plain SGD, weight decay, momentum (first and later steps), dampening and Nesterov, and
+// for Adam, Adam with weight decay and AdamW over several steps, on sizes around the vector
+// widths and above the threading threshold.
 #include "core/cpu/optim.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -71,6 +73,55 @@ TEST(SgdUpdate, LargeParametersUseTheWorker) {
   sgd_update_float32(Isa::Generic, 2, w.data(), g.data(), nullptr, 1000, {0.1, 0, 0, 0, false, false});
   EXPECT_EQ(jobs + 1, pool.counts().threaded_jobs) << "a small parameter is updated on the caller alone";
 }
+
+// PyTorch's single-tensor Adam on one element: its scalars are Python floats (double),
+// rounded to float when they meet the tensors.
+void reference_adam(float& w, float g, float& m, float& v, const AdamParams& p) {
+  const double t = double(p.step);
+  if (p.weight_decay != 0) {
+    if (p.decoupled) w = w * float(1 - p.lr * p.weight_decay);
+    else g = g + float(p.weight_decay) * w;
+  }
+  const float weight = float(1 - p.beta1);  // torch.lerp(m, g, weight), weight < 0.5
+  m = m + weight * (g - m);
+  v = v * float(p.beta2) + float(1 - p.beta2) * g * g;
+  const float denom = std::sqrt(v) / float(std::sqrt(1 - std::pow(p.beta2, t))) + float(p.eps);
+  w = w + float(-(p.lr / (1 - std::pow(p.beta1, t)))) * (m / denom);
+}
+
+using AdamIsa = SgdIsa;
+
+TEST_P(AdamIsa, SameBitsAsTheElementwiseRuleOnEveryThreadCount) {
+  AdamParams settings[3];
+  settings[1].weight_decay = 0.01;
+  settings[2].weight_decay = 0.01;
+  settings[2].decoupled = true;
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t n : {int64_t(1), int64_t(15), int64_t(17), int64_t(100), int64_t(200 * 1024 + 3)})
+    for (AdamParams p : settings)
+      for (int threads : {1, 2}) {
+        std::vector<float> w(static_cast<size_t>(n)), m(w.size(), 0.0f), v(w.size(), 0.0f);
+        for (float& x : w) x = u(rng);
+        std::vector<float> w_expected = w, m_expected = m, v_expected = v;
+        for (int64_t step = 1; step <= 3; ++step) {
+          std::vector<float> g(w.size());
+          for (float& x : g) x = u(rng);
+          p.step = step;
+          for (size_t i = 0; i < w.size(); ++i) reference_adam(w_expected[i], g[i], m_expected[i], v_expected[i], p);
+          adam_update_float32(GetParam(), threads, w.data(), g.data(), m.data(), v.data(), n, p);
+        }
+        const std::string what = std::string(isa_name(GetParam())) + " n=" + std::to_string(n) + " threads=" +
+                                 std::to_string(threads) + " weight decay=" + std::to_string(p.weight_decay) +
+                                 (p.decoupled ? " (AdamW)" : "");
+        EXPECT_EQ(0, std::memcmp(w.data(), w_expected.data(), w.size() * sizeof(float))) << what;
+        EXPECT_EQ(0, std::memcmp(m.data(), m_expected.data(), m.size() * sizeof(float))) << what;
+        EXPECT_EQ(0, std::memcmp(v.data(), v_expected.data(), v.size() * sizeof(float))) << what;
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(EachIsa, AdamIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(EachIsa, SgdIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
