@@ -85,12 +85,9 @@ void register_all() {
   }
 }
 
+// Registered at start-up, as BENCHMARK() does, so Google Benchmark's own main runs them.
+[[maybe_unused]] const bool kRegistered = (register_all(), true);
+
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+BENCHMARK_MAIN();
