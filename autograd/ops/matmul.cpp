@@ -153,8 +153,10 @@ Tensor low_input_for_master(const Tensor& x, const Tensor& weight) {
 // last use: dx first (only when x needs a gradient: otherwise the cast is not kept at all),
 // then the cast is let go, then dW (16-bit GEMMs, float32 accumulation) is widened into the
 // float32 gradient a block of W's rows at a time. Same values as the composed path (cast node
-// + linear or matmul); a step's peak memory about float32's, below the composed path's
-// (tests/amp/test_autocast.cpp). low_bias: linear's, or undefined.
+// + linear or matmul), but for W·x on a batched x, where the composed dW rounds each batch's
+// product to 16-bit before summing them and this one rounds the float32 sum once; a step's
+// peak memory about float32's, below the composed path's (tests/amp/test_autocast.cpp).
+// low_bias: linear's, or undefined.
 //   OutIn (linear):        x (…, D_in)·Wᵀ + b;  dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
 //   InOut (matmul):        x (…, D_in)·W;       dx = g·Wᵀ,  dW = xᵀ·g
 //   WeightFirst (matmul):  W·x (…, D_in, N);    dx = Wᵀ·g,  dW = g·xᵀ (OutIn's, with x's and g's
