@@ -96,6 +96,10 @@ void map2(const View& a, const View& b, const View& out, F f) {
 // loop over the buffer, and the block rounded back. Each element is still computed in
 // float32 from exactly widened operands and rounded once, so the bits are those of a loop
 // converting one element at a time (the bulk conversions give the scalar code's bits).
+// NOTE: each block is read before it is written: an in-place op (output = an input) is
+// exact, but an output that partly overlaps an input at a shift (a[1:] += a[:-1]) sees
+// the old values, not those the element-by-element loop had just written (no device
+// promises either; CUDA's threads differ too).
 
 template <class T> constexpr bool is_half_float = false;
 template <HalfFormat Format> constexpr bool is_half_float<HalfFloat<Format>> = true;
