@@ -126,8 +126,15 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 namespace {
 
 // How a float32 master weight W multiplies x: linear's W (D_out, D_in) as x·Wᵀ, matmul's W
-// (D_in, D_out) as x·W.
-enum class MasterLayout { OutIn, InOut };
+// (D_in, D_out) as x·W, or matmul's W (D_out, D_in) first, as W·x.
+enum class MasterLayout { OutIn, InOut, WeightFirst };
+
+// t as rows of `features` values, (R, features): t (…, features), or for W·x, x (…, features, N)
+// as its transpose's rows (a 1-D x is one row).
+Tensor feature_rows(const Tensor& t, int64_t features, MasterLayout layout) {
+  if (layout == MasterLayout::WeightFirst && t.dim() >= 2) return reshape(transpose(t, -1, -2), {-1, features});
+  return reshape(t, {-1, features});
+}
 
 // x in the low dtype when `weight` is a float32 master weight under autocast (a 2-D leaf that
 // requires grad, while autograd records) and x casts to the low dtype; undefined otherwise,
@@ -146,32 +153,45 @@ Tensor low_input_for_master(const Tensor& x, const Tensor& weight) {
 // last use: dx first (only when x needs a gradient: otherwise the cast is not kept at all),
 // then the cast is let go, then dW (16-bit GEMMs, float32 accumulation) is widened into the
 // float32 gradient a block of W's rows at a time. Same values as the composed path (cast node
-// + linear or matmul); a step's peak memory about float32's, below the composed path's
-// (tests/amp/test_autocast.cpp). low_bias: linear's, or undefined.
-//   OutIn (linear):  x (…, D_in)·Wᵀ + b;  dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
-//   InOut (matmul):  x (…, D_in)·W;       dx = g·Wᵀ,  dW = xᵀ·g
+// + linear or matmul), but for W·x on a batched x, where the composed dW rounds each batch's
+// product to 16-bit before summing them and this one rounds the float32 sum once; a step's
+// peak memory about float32's, below the composed path's (tests/amp/test_autocast.cpp).
+// low_bias: linear's, or undefined.
+//   OutIn (linear):        x (…, D_in)·Wᵀ + b;  dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
+//   InOut (matmul):        x (…, D_in)·W;       dx = g·Wᵀ,  dW = xᵀ·g
+//   WeightFirst (matmul):  W·x (…, D_in, N);    dx = Wᵀ·g,  dW = g·xᵀ (OutIn's, with x's and g's
+//                          columns as rows: a batched x and g are copied to rows first)
 Tensor on_master_weight(MasterLayout layout, const Tensor& low_x, const Tensor& weight, const Tensor& low_bias) {
-  const bool in_out = layout == MasterLayout::InOut;
+  const bool in_out = layout == MasterLayout::InOut, weight_first = layout == MasterLayout::WeightFirst;
   const Tensor low_weight = autograd::autocast::to_low(weight);
   Tensor out;
   {
     NoGradGuard no_grad;  // the op itself checks the shapes, naming them
-    out = in_out ? matmul(low_x, low_weight) : linear(low_x, low_weight, low_bias);
+    out = in_out ? matmul(low_x, low_weight)
+          : weight_first ? matmul(low_weight, low_x)
+                         : linear(low_x, low_weight, low_bias);
   }
-  Context ctx(in_out ? "matmul" : "linear");
+  Context ctx(layout == MasterLayout::OutIn ? "linear" : "matmul");
   ctx.save_for_backward({low_x, weight});
   auto cast = std::make_shared<Tensor>(needs_grad({low_x}) ? low_weight : Tensor());  // for dx only
-  return record(out, {low_x, weight, low_bias}, std::move(ctx), [cast, in_out](Context& c, const Tensor& grad_output) {
+  return record(out, {low_x, weight, low_bias}, std::move(ctx), [cast, layout](Context& c, const Tensor& grad_output) {
+    const bool in_out = layout == MasterLayout::InOut, weight_first = layout == MasterLayout::WeightFirst;
     const Tensor input = c.saved(0), master = c.saved(1);
     const int64_t in_features = master.shape()[in_out ? 0 : 1], out_features = master.shape()[in_out ? 1 : 0];
-    const Tensor g = reshape(grad_output, {-1, out_features}), x = reshape(input, {-1, in_features});
     Tensor dx, dw, db;
     if (c.needs_input_grad(0)) {
       // A second backward (retain_graph) finds the cast gone and casts again.
       const Tensor low_w = cast->defined() ? *cast : kernels::cast(master, grad_output.dtype());
-      dx = reshape(matmul_forward(g, in_out ? transpose(low_w, 0, 1) : low_w), input.shape());
+      if (weight_first)  // as matmul's own backward: Wᵀ·g over g's batch (a 1-D x: g is one column)
+        dx = reshape(matmul_forward(transpose(low_w, 0, 1), input.dim() == 1 ? reshape(grad_output, {-1, 1}) : grad_output),
+                     input.shape());
+      else
+        dx = reshape(matmul_forward(reshape(grad_output, {-1, out_features}), in_out ? transpose(low_w, 0, 1) : low_w),
+                     input.shape());
     }
     *cast = Tensor();
+    if (!c.needs_input_grad(1) && !c.needs_input_grad(2)) return std::vector<Tensor>{dx, dw, db};
+    const Tensor g = feature_rows(grad_output, out_features, layout), x = feature_rows(input, in_features, layout);
     // db before dW: the row sum widens g to float32 scratch, which should not meet the float32 dW.
     if (c.needs_input_grad(2)) db = kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward");  // linear's only
     if (c.needs_input_grad(1)) {  // dW's rows: 256 KiB (at least 128 rows) of 16-bit rows at a time
@@ -196,6 +216,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("matmul");
   if (const Tensor low_a = low_input_for_master(a, b); low_a.defined())
     return on_master_weight(MasterLayout::InOut, low_a, b, Tensor());
+  if (const Tensor low_b = low_input_for_master(b, a); low_b.defined())
+    return on_master_weight(MasterLayout::WeightFirst, low_b, a, Tensor());
   if (const auto low = autograd::autocast::to_low(a, b); low.changed) return matmul(low.first, low.second);
   if (a.dim() == 0 || b.dim() == 0)
     fail("matmul: {} @ {}: both operands need at least 1 dim", shape_str(a.shape()), shape_str(b.shape()));

@@ -1,9 +1,10 @@
 // CPU elementwise primitives: fill, copy (dtype conversion), unary and binary ops
 // through the scalar functors of core/scalar_ops.h (the xsimd forms where faster),
-// and where. 16-bit floats load into float32, go through the float functor and store
-// rounded (map1/map2 convert through BFloat16/Float16's conversions). Side by side with
-// cuda/elementwise.cu.
+// and where. 16-bit floats go through the float functor in float32 blocks and store
+// rounded (strided.h's map1_blocked/map2_blocked); where selects their bits. Side by side
+// with cuda/elementwise.cu.
 #include <algorithm>
+#include <type_traits>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/half_convert.h"
@@ -74,7 +75,11 @@ void CpuBackend::unary_impl(UnaryOp op, const View& x, const View& out, double a
   if (vector_unary(op, x, out)) return;
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if (!scalar::visit_unary<compute_t<T>>(op, a, b, [&](const auto& f) { map1<T, T>(x, out, f); }))
+    const bool defined = scalar::visit_unary<compute_t<T>>(op, a, b, [&](const auto& f) {
+      if constexpr (is_half_float<T>) map1_blocked<T>(x, out, f);
+      else map1<T, T>(x, out, f);
+    });
+    if (!defined)
       fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
   });
 }
@@ -82,7 +87,11 @@ void CpuBackend::unary_impl(UnaryOp op, const View& x, const View& out, double a
 void CpuBackend::binary_impl(BinaryOp op, const View& a, const View& b, const View& out) {
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
-    if (!scalar::visit_binary<compute_t<T>>(op, [&](const auto& f) { map2<T>(a, b, out, f); }))
+    const bool defined = scalar::visit_binary<compute_t<T>>(op, [&](const auto& f) {
+      if constexpr (is_half_float<T>) map2_blocked<T>(a, b, out, f);
+      else map2<T>(a, b, out, f);
+    });
+    if (!defined)
       fail("{}: not defined for {}", op_name(op), dtype_name(out.dtype));
   });
 }
@@ -90,14 +99,22 @@ void CpuBackend::binary_impl(BinaryOp op, const View& a, const View& b, const Vi
 void CpuBackend::where_impl(const View& cond, const View& a, const View& b, const View& out) {
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
+    // 16-bit: select bits, testing the condition on its bits (nonzero but for ±0, as
+    // float(c) != 0 is; NaN counts as true) rather than widening it.
+    using Bits = std::conditional_t<is_half_float<T>, uint16_t, T>;
     for_each_row<4>({out, cond, a, b}, [&](auto p, int64_t n, auto s) {
-      T* o = reinterpret_cast<T*>(p[0]);
-      const T* c = reinterpret_cast<const T*>(p[1]);
-      const T* x = reinterpret_cast<const T*>(p[2]);
-      const T* y = reinterpret_cast<const T*>(p[3]);
-      const int64_t z = sizeof(T);
-      for (int64_t i = 0; i < n; ++i)
-        o[i * s[0] / z] = c[i * s[1] / z] != T(0) ? x[i * s[2] / z] : y[i * s[3] / z];
+      Bits* o = reinterpret_cast<Bits*>(p[0]);
+      const Bits* c = reinterpret_cast<const Bits*>(p[1]);
+      const Bits* x = reinterpret_cast<const Bits*>(p[2]);
+      const Bits* y = reinterpret_cast<const Bits*>(p[3]);
+      const int64_t z = sizeof(Bits), so = s[0] / z, sc = s[1] / z, sx = s[2] / z, sy = s[3] / z;
+      for (int64_t i = 0; i < n; ++i) {
+        const Bits ci = c[i * sc];
+        bool pick_x;
+        if constexpr (is_half_float<T>) pick_x = (ci & 0x7fffu) != 0;
+        else pick_x = ci != T(0);
+        o[i * so] = pick_x ? x[i * sx] : y[i * sy];
+      }
     });
   });
 }

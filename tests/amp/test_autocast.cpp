@@ -181,61 +181,90 @@ TEST(Autocast, LinearOnAMasterWeightMatchesTheComposedCasts) {
   }
 }
 
-// matmul(x, W) on a float32 master weight W (D_in, D_out) shares linear's path under autocast:
-// the same values as the composed path (cast node, then matmul on 16-bit operands) for x
-// and W, with x of 3, 2 and 1 dims, and with x needing no gradient.
-TEST(Autocast, MatmulOnAMasterWeightMatchesTheComposedCasts) {
+// matmul(x, W) on a float32 master weight W (D_in, D_out), and matmul(W, x) on W (D_out,
+// D_in) first, share linear's path under autocast: the same values as the composed path
+// (cast node, then matmul on 16-bit operands) for x and W, with x of 3, 2 and 1 dims, and with
+// x needing no gradient.
+void expect_master_matmul_matches_composed_casts(bool weight_first) {
+  const auto product = [&](const Tensor& x, const Tensor& w) { return weight_first ? matmul(w, x) : matmul(x, w); };
+  const Shape w_shape = weight_first ? Shape{300, 40} : Shape{40, 300};
+  const std::vector<Shape> x_shapes = weight_first ? std::vector<Shape>{{3, 40, 5}, {40, 7}, {40}}
+                                                   : std::vector<Shape>{{3, 5, 40}, {7, 40}, {40}};
   for (DType low : kLowTypes) {
-    for (const Shape& x_shape : {Shape{3, 5, 40}, Shape{7, 40}, Shape{40}}) {
+    for (const Shape& x_shape : x_shapes) {
       for (bool x_needs_grad : {true, false}) {
-        SCOPED_TRACE(std::string(dtype_name(low)) + " x " + shape_str(x_shape) + (x_needs_grad ? "" : " (no dx)"));
-        Tensor w = uniform_tensor({40, 300}, 21).requires_grad_();
+        SCOPED_TRACE(std::string(dtype_name(low)) + " x " + shape_str(x_shape) + (x_needs_grad ? "" : " (no dx)") +
+                     (weight_first ? " W·x" : " x·W"));
+        Tensor w = uniform_tensor(w_shape, 21).requires_grad_();
         Tensor x = uniform_tensor(x_shape, 23).requires_grad_(x_needs_grad);
-        Shape out_shape = x_shape;
-        out_shape.back() = 300;
-        const Tensor weights = uniform_tensor(out_shape, 24);
-        Tensor fused_out;
+        Tensor fused_out, weights;
         {
           amp::Autocast autocast(low);
-          fused_out = matmul(x, w);
+          fused_out = product(x, w);
           EXPECT_EQ(fused_out.dtype(), low);
           EXPECT_EQ(fused_out.grad_fn()->name(), "matmul");
+          weights = uniform_tensor(fused_out.shape(), 24);
           (fused_out.to(DType::Float32) * weights).sum().backward();
         }
         const Tensor fused_dw = w.grad().clone();
         const Tensor fused_dx = x_needs_grad ? x.grad().clone() : Tensor();
         EXPECT_EQ(fused_dw.dtype(), DType::Float32);
-        EXPECT_EQ(fused_dw.shape(), (Shape{40, 300}));
+        EXPECT_EQ(fused_dw.shape(), w_shape);
         w.zero_grad();
         if (x_needs_grad) x.zero_grad();
-        const Tensor composed_out = matmul(x.to(low), w.to(low));  // no autocast: plain 16-bit matmul
+        const Tensor composed_out = product(x.to(low), w.to(low));  // no autocast: plain 16-bit matmul
         (composed_out.to(DType::Float32) * weights).sum().backward();
         EXPECT_EQ(vals(fused_out), vals(composed_out));
         if (x_needs_grad) {
           EXPECT_EQ(fused_dx.dtype(), DType::Float32);
           EXPECT_EQ(vals(fused_dx), vals(x.grad()));
         }
-        // dW goes through 16-bit GEMMs over blocks of rows: float32 accumulation, then rounded.
-        expect_near_all(vals(fused_dw), vals(w.grad()), low == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024, "dW");
+        // dW goes through 16-bit GEMMs over blocks of rows: float32 accumulation, then rounded
+        // once. So it is checked against float32 products of the 16-bit operands: the composed
+        // W·x on a batched x rounds each batch's dW to 16-bit before summing them, and there
+        // cancellation puts it a dozen units of roundoff away.
+        Tensor w_rounded = w.detach().to(low).to(DType::Float32).requires_grad_();
+        (product(x.detach().to(low).to(DType::Float32), w_rounded) * weights.to(low).to(DType::Float32)).sum().backward();
+        const double tol = low == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024;
+        expect_near_all(vals(fused_dw), vals(w_rounded.grad()), tol, "dW");
+        if (!weight_first || x_shape.size() < 3) expect_near_all(vals(fused_dw), vals(w.grad()), tol, "dW, composed");
         EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);  // no cast outlives backward
       }
     }
   }
+}
+
+TEST(Autocast, MatmulOnAMasterWeightMatchesTheComposedCasts) {
+  expect_master_matmul_matches_composed_casts(false);
   // Shape errors still name matmul and its operands.
   Tensor w = uniform_tensor({40, 300}, 21).requires_grad_();
   amp::Autocast autocast(DType::BFloat16);
   EXPECT_ERROR(matmul(uniform_tensor({3, 41}, 25), w), "matmul: [3, 41] @ [40, 300]: inner dimensions differ (41 vs 40)");
 }
 
-// A step through matmuls on float32 master weights (512-2048-2048-10 as x·W, batch 128) peaks
-// below the old path's (cast node, 16-bit GEMMs, a 16-bit dW beside the float32 one), and
-// leaves only the float32 gradients behind, as the float32 step does.
-TEST(Autocast, MatmulOnMasterWeightsPeaksBelowTheComposedPath) {
+TEST(Autocast, WeightFirstMatmulOnAMasterWeightMatchesTheComposedCasts) {
+  expect_master_matmul_matches_composed_casts(true);
+  Tensor w = uniform_tensor({300, 40}, 21).requires_grad_();
+  amp::Autocast autocast(DType::BFloat16);
+  EXPECT_ERROR(matmul(w, uniform_tensor({41, 3}, 25)), "matmul: [300, 40] @ [41, 3]: inner dimensions differ (40 vs 41)");
+}
+
+// A step through matmuls on float32 master weights (512-2048-2048-10 as x·W, batch 128; or
+// as W·x on feature-major activations) peaks below the old path's (cast node, 16-bit GEMMs, a
+// 16-bit dW beside the float32 one), and leaves only the float32 gradients behind, as the
+// float32 step does.
+void expect_master_matmul_step_peaks_below_composed(bool weight_first) {
+  SCOPED_TRACE(weight_first ? "W·x" : "x·W");
   manual_seed(4);
-  const std::vector<Tensor> weights = {uniform_tensor({512, 2048}, 41, -0.05, 0.05).requires_grad_(),
-                                       uniform_tensor({2048, 2048}, 42, -0.03, 0.03).requires_grad_(),
-                                       uniform_tensor({2048, 10}, 43, -0.03, 0.03).requires_grad_()};
+  const std::vector<int64_t> widths = {512, 2048, 2048, 10};
+  const double ranges[] = {0.05, 0.03, 0.03};
+  std::vector<Tensor> weights;
+  for (size_t i = 0; i + 1 < widths.size(); ++i) {
+    const Shape shape = weight_first ? Shape{widths[i + 1], widths[i]} : Shape{widths[i], widths[i + 1]};
+    weights.push_back(uniform_tensor(shape, 41 + i, -ranges[i], ranges[i]).requires_grad_());
+  }
   const Tensor x = uniform_tensor({128, 512}, 44), y = (uniform_tensor({128}, 45, 0, 9.99)).to(DType::Int64);
+  const Tensor columns = x.transpose(0, 1).contiguous();  // W·x: features first, (512, 128)
   enum class Path { Float32, Composed, Master };
   auto step = [&](Path path) {
     for (Tensor w : weights) w.zero_grad();
@@ -244,14 +273,14 @@ TEST(Autocast, MatmulOnMasterWeightsPeaksBelowTheComposedPath) {
     {
       std::optional<amp::Autocast> autocast;
       if (path != Path::Float32) autocast.emplace(DType::BFloat16);
-      Tensor h = x;
+      Tensor h = weight_first ? columns : x;
       for (size_t i = 0; i < weights.size(); ++i) {
         // The composed path: the cached cast (a node, not a leaf) reaches matmul.
         const Tensor w = path == Path::Composed ? autograd::autocast::to_low(weights[i]) : weights[i];
-        h = matmul(h, w);
+        h = weight_first ? matmul(w, h) : matmul(h, w);
         if (i + 1 < weights.size()) h = relu(h);
       }
-      nn::cross_entropy(h, y).backward();
+      nn::cross_entropy(weight_first ? h.transpose(0, 1) : h, y).backward();
     }
     for (const Tensor& w : weights) EXPECT_EQ(w.grad().dtype(), DType::Float32);
     return std::pair{memory_allocated(kCPU) - before, max_memory_allocated(kCPU) - before};
@@ -259,13 +288,20 @@ TEST(Autocast, MatmulOnMasterWeightsPeaksBelowTheComposedPath) {
   const auto [wide_after, wide_peak] = step(Path::Float32);
   const auto [composed_after, composed_peak] = step(Path::Composed);
   const auto [master_after, master_peak] = step(Path::Master);
-  RecordProperty("peak_bytes_float32", std::to_string(wide_peak));  // --gtest_output=xml shows them
-  RecordProperty("peak_bytes_composed", std::to_string(composed_peak));
-  RecordProperty("peak_bytes_master", std::to_string(master_peak));
+  const std::string order = weight_first ? "_weight_first" : "";
+  ::testing::Test::RecordProperty("peak_bytes_float32" + order, std::to_string(wide_peak));  // --gtest_output=xml shows them
+  ::testing::Test::RecordProperty("peak_bytes_composed" + order, std::to_string(composed_peak));
+  ::testing::Test::RecordProperty("peak_bytes_master" + order, std::to_string(master_peak));
   EXPECT_EQ(master_after, wide_after) << "bytes left after backward: float32 gradients only";
   EXPECT_LT(master_peak, composed_peak) << "master-weight path's peak " << master_peak << " B, composed path's "
                                         << composed_peak << " B (float32's " << wide_peak << " B)";
   EXPECT_EQ(autograd::autocast::cache_bytes(), 0u);
+}
+
+TEST(Autocast, MatmulOnMasterWeightsPeaksBelowTheComposedPath) { expect_master_matmul_step_peaks_below_composed(false); }
+
+TEST(Autocast, WeightFirstMatmulOnMasterWeightsPeaksBelowTheComposedPath) {
+  expect_master_matmul_step_peaks_below_composed(true);
 }
 
 // A training step's memory under bf16 autocast (784-4096-4096-10 shrunk to 512-2048-2048-10,
