@@ -46,7 +46,8 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_allo
     VGRAD_CURAND_CHECK(curand().create_generator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
     VGRAD_CURAND_CHECK(curand().set_stream(curand_, stream_));
     VGRAD_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&device_results_), sizeof(kernels::DeviceResults)));
-    VGRAD_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_results_), sizeof(kernels::DeviceResults), cudaHostAllocDefault));
+    VGRAD_CUDA_CHECK(
+        cudaHostAlloc(reinterpret_cast<void**>(&host_results_), sizeof(kernels::DeviceResults), cudaHostAllocDefault));
     kernels::reset_index_error(context());
   } catch (...) {
     destroy_handles();
@@ -84,7 +85,8 @@ void CudaBackend::wait_locked(bool read_results) {
   kernels::reset_index_error(context());  // queued: the next checks start clean
   const auto check = static_cast<int>(found.first >> kernels::kIndexPositionBits);
   const auto position = static_cast<int64_t>(found.first & ((1ull << kernels::kIndexPositionBits) - 1));
-  if (check >= pending) fail("cuda:{}: internal error: index error record names check {} of {}", index_, check, pending);
+  if (check >= pending)
+    fail("cuda:{}: internal error: index error record names check {} of {}", index_, check, pending);
   fail_index_out_of_range(pending_checks_[static_cast<size_t>(check)], position, found.value);
 }
 

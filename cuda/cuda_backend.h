@@ -108,7 +108,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   std::array<IndexCheck, kIndexChecksPerWait> pending_checks_{};
   int pending_count_ = 0;
   std::atomic<int64_t> host_waits_{0};
-  std::mutex result_mutex_;  // guards the results, the pending checks and every wait
+  std::mutex result_mutex_;        // guards the results, the pending checks and every wait
   std::mutex cublas_mutex_;        // a cuBLAS handle must not be used by two threads at once
   std::mutex curand_mutex_;        // seed/offset/generate must not interleave
   // Made at the first conv2d that asks for it; nullptr: no cuDNN in this build, or it

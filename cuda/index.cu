@@ -100,9 +100,9 @@ struct MinCombine {
 // first bad one is its smallest) and lowers record->first with it; the last block to
 // finish, seeing every block's atomicMin, stores the value when this check's position
 // is the record's first, and resets the block counter for the next check.
-__global__ void __launch_bounds__(kBlock) check_index_kernel(const int64_t* index, int64_t stride, int64_t n,
-                                                             int64_t limit, unsigned long long tag,
-                                                             IndexErrorRecord* record) {
+__global__ void __launch_bounds__(kBlock)
+    check_index_kernel(const int64_t* index, int64_t stride, int64_t n, int64_t limit, unsigned long long tag,
+                       IndexErrorRecord* record) {
   unsigned long long first = kNoIndexError;
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
@@ -136,7 +136,7 @@ void check_index(const Context& ctx, const View& index, int64_t limit, int check
   const int64_t stride = index.ndim == 0 ? 0 : index.strides[0];
   const unsigned long long tag = static_cast<unsigned long long>(check) << kIndexPositionBits;
   check_index_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(static_cast<const int64_t*>(index.data), stride, n,
-                                                                   limit, tag, &ctx.results->index_error);
+                                                                  limit, tag, &ctx.results->index_error);
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 

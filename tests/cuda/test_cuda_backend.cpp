@@ -679,9 +679,9 @@ TEST(CudaBackend, IndexSelectAlongEachDim) {
   Twin x(DType::Float32, random_values(5 * 4, -1, 1, 132));
   Twin bad(DType::Int64, {0, 7, 1});
   Twin out(DType::Float32, std::vector<double>(5 * 3, 0.0));
-  EXPECT_ERROR((gpu().index_select(x.gpu_view({5, 4}), 1, bad.gpu_view({3}), out.gpu_view({5, 3})),
-                gpu().synchronize()),
-               "index 7 out of range", "(position 1)");
+  EXPECT_ERROR(
+      (gpu().index_select(x.gpu_view({5, 4}), 1, bad.gpu_view({3}), out.gpu_view({5, 3})), gpu().synchronize()),
+      "index 7 out of range", "(position 1)");
 }
 
 TEST(CudaBackend, IndexAddAccumulatesRepeatedIndices) {
