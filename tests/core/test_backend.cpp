@@ -50,6 +50,27 @@ TEST(Backend, CrossEntropyRefusesABadTargetBeforeWritingOnTheCpu) {
   EXPECT_EQ(vgrad_test::vals(loss), std::vector<double>(2, 5.0));
 }
 
+TEST(Backend, SumOfSquaresOfManyTensorsAddsEachOwnSumInTurn) {
+  const Tensor a = tensor({1.f, 2.f, 3.f}), b = tensor(std::vector<double>{0.5, -4}), empty = zeros({0});
+  const Tensor c = tensor({2.f, 2.f}).to(DType::BFloat16);
+  const std::vector<View> views = {a.view(), empty.view(), b.view(), c.view()};
+  EXPECT_EQ(cpu_backend().sum_of_squares(views.data(), views.size()), ((0.0 + 14.0) + 16.25) + 8.0);
+  EXPECT_EQ(cpu_backend().sum_of_squares(views.data(), 0), 0.0);
+  const Tensor strided = ones({4, 2}).transpose(0, 1);
+  const std::vector<View> bad = {a.view(), strided.view()};
+  EXPECT_ERROR(cpu_backend().sum_of_squares(bad.data(), bad.size()), "sum_of_squares: input [2, 4] must be contiguous");
+}
+
+TEST(Backend, CheckIndexNamesTheOpTheLimitAndTheFirstBadPosition) {
+  const Tensor index = tensor(std::vector<int64_t>{0, 2, 5, -1});
+  EXPECT_ERROR(cpu_backend().check_index({.op = "embedding", .limit = 5, .dim = 0}, index.view()),
+               "embedding: index 5 out of range for dim 0 of size 5 (position 2)");
+  EXPECT_ERROR(cpu_backend().check_index({.op = "nll_loss", .limit = 3, .class_targets = true}, index.view()),
+               "nll_loss: target 5 out of range for 3 classes (row 2)");
+  EXPECT_NO_THROW(cpu_backend().check_index({.op = "x", .limit = 6}, index.narrow(0, 0, 3).view()));
+  EXPECT_ERROR(cpu_backend().check_index({.op = "x", .limit = 6}, ones({2}).view()), "x: index must be int64, got float32");
+}
+
 TEST(Backend, ElementwiseChecksShapesDtypesAndInt64Rules) {
   Backend& cpu = cpu_backend();
   const Tensor a = ones({2, 3}), b = ones({4}), d = ones({2, 3}, {.dtype = DType::Float64});
