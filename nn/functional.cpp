@@ -300,9 +300,10 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
   check_targets(log_probs, target, "nll_loss");
   refuse_empty_mean(log_probs, reduction, "nll_loss");
   const int64_t classes = log_probs.shape()[1];
-  // On a GPU a bad target is reported at the next host read (Backend::check_index).
-  backend_for(target.device()).check_index({.op = "nll_loss", .limit = classes, .class_targets = true}, target.view());
   const Tensor picked = sum(mul(log_probs, one_hot(target, classes, log_probs.dtype())), {1});
+  // A bad target only zeroes its row of one_hot. Checked after it: on a GPU its arange is a
+  // host copy (a wait), and the bad target is reported at the next one (Backend::check_index).
+  backend_for(target.device()).check_index({.op = "nll_loss", .limit = classes, .class_targets = true}, target.view());
   return reduce_loss(neg(picked), reduction);
 }
 
