@@ -155,10 +155,6 @@ class Backend::Float32Scratch {
   std::vector<std::pair<View, View>> written_;  // (float32 scratch, 16-bit target)
 };
 
-int64_t Backend::first_out_of_range(const View& index, int64_t limit, int64_t& value) {
-  return index.numel() == 0 ? -1 : first_out_of_range_impl(index, limit, value);
-}
-
 // ---- elementwise ----
 
 void Backend::fill(const View& out, double value) {
@@ -234,12 +230,15 @@ void Backend::reduce(ReduceOp op, const View& in, const View& out, double scale)
   f32.finish();
 }
 
-double Backend::sum_of_squares(const View& x) {
-  check_floating("sum_of_squares", "input", x);
-  check_contiguous("sum_of_squares", "input", x);
-  if (x.numel() == 0) return 0.0;
+double Backend::sum_of_squares(const View* xs, size_t count) {
+  std::vector<View> inputs;  // the non-empty ones, 16-bit as float32 copies
   Float32Scratch f32(*this);
-  return sum_of_squares_impl(f32(x, Float32Scratch::kRead));
+  for (size_t i = 0; i < count; ++i) {
+    check_floating("sum_of_squares", "input", xs[i]);
+    check_contiguous("sum_of_squares", "input", xs[i]);
+    if (xs[i].numel() > 0) inputs.push_back(f32(xs[i], Float32Scratch::kRead));
+  }
+  return inputs.empty() ? 0.0 : sum_of_squares_impl(inputs.data(), inputs.size());
 }
 
 // ---- GEMM ----
@@ -493,9 +492,7 @@ void Backend::cross_entropy(const View& logits, const View& target, double smoot
     fail("cross_entropy: loss {} has {} entries for {} rows", dims(loss_rows), loss_rows.numel(), rows);
   if (!(smoothing >= 0.0 && smoothing <= 1.0)) fail("cross_entropy: label smoothing {} is outside [0, 1]", smoothing);
   if (rows == 0) return;
-  int64_t value = 0;
-  const int64_t row = first_out_of_range(target, classes, value);
-  if (row >= 0) fail("cross_entropy: target {} out of range for {} classes (row {})", value, classes, row);
+  check_index({.op = name, .limit = classes, .class_targets = true}, target);
   Float32Scratch f32(*this);
   cross_entropy_impl(f32(logits, Float32Scratch::kRead), target, smoothing, f32(probs, Float32Scratch::kWrite),
                      f32(loss_rows, Float32Scratch::kWrite));
@@ -515,21 +512,27 @@ void Backend::cross_entropy_backward(const View& probs, const View& target, doub
 
 // ---- gather / scatter ----
 
-void Backend::check_index_range(const char* op, const View& index, int dim, int64_t size) {
-  int64_t value = 0;
-  const int64_t position = first_out_of_range(index, size, value);
-  if (position >= 0) fail("{}: index {} out of range for dim {} of size {} (position {})", op, value, dim, size, position);
+void fail_index_out_of_range(const IndexCheck& check, int64_t position, int64_t value) {
+  if (check.class_targets)
+    fail("{}: target {} out of range for {} classes (row {})", check.op, value, check.limit, position);
+  fail("{}: index {} out of range for dim {} of size {} (position {})", check.op, value, check.dim, check.limit,
+       position);
+}
+
+void Backend::check_index(const IndexCheck& check, const View& index) {
+  check_index_vector(check.op, check.class_targets ? "target" : "index", index);
+  if (index.numel() > 0) check_index_impl(check, index);
 }
 
 void Backend::index_select(const View& x, int dim, const View& index, const View& out) {
   check_indexed("index_select", "output", x, dim, index, out);
-  check_index_range("index_select", index, dim, x.shape[dim]);
+  check_index({.op = "index_select", .limit = x.shape[dim], .dim = dim}, index);
   if (out.numel() > 0) index_select_impl(x, dim, index, out);
 }
 
 void Backend::index_add(const View& out, int dim, const View& index, const View& src) {
   check_indexed("index_add", "source", out, dim, index, src);
-  check_index_range("index_add", index, dim, out.shape[dim]);
+  check_index({.op = "index_add", .limit = out.shape[dim], .dim = dim}, index);
   if (src.numel() == 0) return;
   Float32Scratch f32(*this);
   index_add_impl(f32(out, Float32Scratch::kReadWrite), dim, index, f32(src, Float32Scratch::kRead));

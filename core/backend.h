@@ -20,8 +20,23 @@ namespace vgrad {
 // them `virtual ... = 0`, CpuBackend and CudaBackend `... override`. Arguments are
 // already checked (shapes, dtypes, contiguity, index ranges), outputs are not empty,
 // and elementwise operands are broadcast to out's shape (same ndim, stride 0 where they
-// repeat). first_out_of_range_impl: the first position i of a 1-D int64 `index` whose
-// value is outside [0, limit), or -1, with the value found there.
+// repeat). check_index_impl: refuses a value of a non-empty 1-D int64 `index` outside
+// [0, check.limit) with fail_index_out_of_range, at once on the CPU and at the next host
+// wait on CUDA (see Backend::check_index).
+// An index range check, and what its error names: `op` (a string literal: CUDA reports it
+// later), and either the indexed dim (index_select, index_add, embedding) or, with
+// `class_targets`, the classes of a loss. Valid values are [0, limit).
+struct IndexCheck {
+  const char* op;
+  int64_t limit;
+  int dim = 0;
+  bool class_targets = false;
+};
+// Throws the error of `check` for `value` at `position` of the index:
+//   index_select: index 7 out of range for dim 1 of size 4 (position 1)
+//   cross_entropy: target 12 out of range for 10 classes (row 3)
+[[noreturn]] void fail_index_out_of_range(const IndexCheck& check, int64_t position, int64_t value);
+
 #define VGRAD_BACKEND_IMPLS(PREFIX, SUFFIX)                                                                     \
   PREFIX void fill_impl(const View& out, double value) SUFFIX;                                                 \
   PREFIX void copy_impl(const View& src, const View& out) SUFFIX;                                              \
@@ -29,7 +44,7 @@ namespace vgrad {
   PREFIX void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) SUFFIX;                  \
   PREFIX void where_impl(const View& cond, const View& a, const View& b, const View& out) SUFFIX;              \
   PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                  \
-  PREFIX double sum_of_squares_impl(const View& x) SUFFIX;                                                     \
+  PREFIX double sum_of_squares_impl(const View* xs, size_t count) SUFFIX;                                      \
   PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
   PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                     \
   PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                     \
@@ -52,7 +67,7 @@ namespace vgrad {
                                           double scale, const View& grad_logits) SUFFIX;                       \
   PREFIX void index_select_impl(const View& x, int dim, const View& index, const View& out) SUFFIX;            \
   PREFIX void index_add_impl(const View& out, int dim, const View& index, const View& src) SUFFIX;             \
-  PREFIX int64_t first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) SUFFIX;             \
+  PREFIX void check_index_impl(const IndexCheck& check, const View& index) SUFFIX;                             \
   PREFIX void uniform_impl(const View& out, double low, double high, RandomState& state) SUFFIX;               \
   PREFIX void normal_impl(const View& out, double mean, double stddev, RandomState& state) SUFFIX;             \
   PREFIX void dropout_mask_impl(const View& out, double p, RandomState& state) SUFFIX;                         \
@@ -87,8 +102,11 @@ class Backend {
   // out has in's ndim, 1 in reduced dims; Sum is multiplied by `scale` (mean = 1/n).
   // Sum/Max/Min write in's dtype, ArgMax/ArgMin int64 (over one reduced dim).
   void reduce(ReduceOp op, const View& in, const View& out, double scale = 1.0);
-  // Sum of squares of a contiguous tensor, accumulated in double (for clip_grad_norm).
-  double sum_of_squares(const View& x);
+  // The sum of the squares of every element of `count` contiguous floating tensors,
+  // accumulated in double (for clip_grad_norm's global norm). The CPU adds each tensor's
+  // own sum in turn; CUDA accumulates all of them on the device and reads once.
+  double sum_of_squares(const View* xs, size_t count);
+  double sum_of_squares(const View& x) { return sum_of_squares(&x, 1); }
 
   // ---- matrix products (gemm) ----
   void gemm(const GemmArgs& args);
@@ -142,6 +160,17 @@ class Backend {
                               const View& grad_logits);
 
   // ---- gather / scatter (index) ----
+  // Refuses a value of `index` (1-D int64) outside [0, check.limit), naming the first bad
+  // position and its value (fail_index_out_of_range). index_select, index_add and
+  // cross_entropy run it first; nll_loss calls it directly.
+  // NOTE: a deliberate difference between devices, as in PyTorch (whose device-side
+  // asserts surface later): the CPU throws here, before anything is written. CUDA never
+  // waits for the scan: a kernel records the first bad position and value in a device
+  // record, the ops run on with the bad elements skipped (never read or written out of
+  // bounds; a gather writes 0 there), and the error is thrown at the device's next host
+  // wait, before any value reaches the host: item(), a copy to the CPU, synchronize(),
+  // sum_of_squares, and at the latest when cuda::kIndexChecksPerWait checks are pending.
+  void check_index(const IndexCheck& check, const View& index);
   // out = x gathered along `dim` at index (int64, 1-D). Indices are checked first.
   void index_select(const View& x, int dim, const View& index, const View& out);
   // out[.., index[i], ..] += src[.., i, ..] along dim (the gradient of index_select).
@@ -163,11 +192,6 @@ class Backend {
 
  private:
   class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
-
-  // first_out_of_range_impl, and -1 for an empty index.
-  int64_t first_out_of_range(const View& index, int64_t limit, int64_t& value);
-  // Refuses an index with a value outside [0, size), naming op, value, dim and position.
-  void check_index_range(const char* op, const View& index, int dim, int64_t size);
 };
 
 // The single dispatch point: CPU, or the CUDA backend (a stub that throws when
@@ -194,6 +218,14 @@ void pinned_free(void* ptr);
 bool built_with_cudnn();
 bool cudnn_enabled();             // built with it, switched on, and it loads on this machine
 void set_cudnn_enabled(bool on);  // for this process; off falls back to im2col + cuBLAS
+// How many times the host has waited for GPU `index`'s stream: every transfer (item(),
+// to(), tensor creation from host values), synchronize(), sum_of_squares and the
+// periodic index-error check. For tests and profiling; 0 without that GPU. Never throws.
+int64_t host_wait_count(int index);
+// The pending index checks (Backend::check_index) after which a GPU waits to report a
+// bad index even when nothing else reads from it: a loop that never reads from the
+// device stops within this many checks of its first bad index.
+constexpr int kIndexChecksPerWait = 64;
 }  // namespace cuda
 
 inline bool cuda_is_available() { return cuda::is_available(); }

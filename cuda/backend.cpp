@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <utility>
 
+#include "core/error.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/libraries.h"
@@ -43,8 +45,10 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_allo
     VGRAD_CUBLAS_CHECK(cublas().set_stream(cublas_, stream_));
     VGRAD_CURAND_CHECK(curand().create_generator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
     VGRAD_CURAND_CHECK(curand().set_stream(curand_, stream_));
-    VGRAD_CUDA_CHECK(cudaMalloc(&device_result_, 64));
-    VGRAD_CUDA_CHECK(cudaHostAlloc(&host_result_, 64, cudaHostAllocDefault));
+    VGRAD_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&device_results_), sizeof(kernels::DeviceResults)));
+    VGRAD_CUDA_CHECK(
+        cudaHostAlloc(reinterpret_cast<void**>(&host_results_), sizeof(kernels::DeviceResults), cudaHostAllocDefault));
+    kernels::reset_index_error(context());
   } catch (...) {
     destroy_handles();
     throw;
@@ -56,35 +60,56 @@ void CudaBackend::destroy_handles() noexcept {
   cudnn_ = nullptr;
   if (curand_ != nullptr) (void)curand().destroy_generator(curand_);
   if (cublas_ != nullptr) (void)cublas().destroy(cublas_);
-  if (device_result_ != nullptr) (void)cudaFree(device_result_);
-  if (host_result_ != nullptr) (void)cudaFreeHost(host_result_);
+  if (device_results_ != nullptr) (void)cudaFree(device_results_);
+  if (host_results_ != nullptr) (void)cudaFreeHost(host_results_);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   curand_ = nullptr;
   cublas_ = nullptr;
-  device_result_ = host_result_ = nullptr;
+  device_results_ = host_results_ = nullptr;
   stream_ = nullptr;
   (void)cudaGetLastError();
 }
 
-// ---- transfers ----
+// ---- waits and transfers ----
+
+void CudaBackend::wait_locked(bool read_results) {
+  const int pending = std::exchange(pending_count_, 0);
+  if (read_results || pending > 0)
+    VGRAD_CUDA_CHECK(cudaMemcpyAsync(host_results_, device_results_, sizeof(kernels::DeviceResults),
+                                     cudaMemcpyDeviceToHost, stream_));
+  host_waits_.fetch_add(1, std::memory_order_relaxed);
+  VGRAD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (pending == 0) return;
+  const kernels::IndexErrorRecord found = host_results_->index_error;
+  if (found.first == kernels::kNoIndexError) return;
+  kernels::reset_index_error(context());  // queued: the next checks start clean
+  const auto check = static_cast<int>(found.first >> kernels::kIndexPositionBits);
+  const auto position = static_cast<int64_t>(found.first & ((1ull << kernels::kIndexPositionBits) - 1));
+  if (check >= pending)
+    fail("cuda:{}: internal error: index error record names check {} of {}", index_, check, pending);
+  fail_index_out_of_range(pending_checks_[static_cast<size_t>(check)], position, found.value);
+}
 
 void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   activate();
+  std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
-  VGRAD_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host may reuse src at once
+  wait_locked(false);  // the host may reuse src at once
 }
 
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   activate();
+  std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  VGRAD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait_locked(false);
 }
 
 void CudaBackend::synchronize() {
   activate();
-  VGRAD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::lock_guard lock(result_mutex_);
+  wait_locked(false);
 }
 
 // ---- the op families: the kernels do the work ----
@@ -119,10 +144,12 @@ void CudaBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doub
   kernels::reduce(context(), op, in, out, scale);
 }
 
-double CudaBackend::sum_of_squares_impl(const View& x) {
+double CudaBackend::sum_of_squares_impl(const View* xs, size_t count) {
   activate();
   std::lock_guard lock(result_mutex_);
-  return kernels::sum_of_squares(context(), x);
+  kernels::sum_of_squares(context(), xs, count);
+  wait_locked(true);
+  return host_results_->sum_of_squares;
 }
 
 void CudaBackend::im2col_impl(const View& x, const WindowGeometry& g, const View& col) {
@@ -171,7 +198,6 @@ void CudaBackend::softmax_backward_impl(const View& y, const View& grad_y, const
 void CudaBackend::cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,
                                      const View& loss_rows) {
   activate();
-  std::lock_guard lock(result_mutex_);
   kernels::cross_entropy(context(), logits, target, smoothing, probs, loss_rows);
 }
 
@@ -183,20 +209,22 @@ void CudaBackend::cross_entropy_backward_impl(const View& probs, const View& tar
 
 void CudaBackend::index_select_impl(const View& x, int dim, const View& index, const View& out) {
   activate();
-  std::lock_guard lock(result_mutex_);
   kernels::index_select(context(), x, dim, index, out);
 }
 
 void CudaBackend::index_add_impl(const View& out, int dim, const View& index, const View& src) {
   activate();
-  std::lock_guard lock(result_mutex_);
   kernels::index_add(context(), out, dim, index, src);
 }
 
-int64_t CudaBackend::first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) {
+// Queued, never waited for: the error comes at the next wait (Backend::check_index), or
+// at this one when kIndexChecksPerWait checks are pending.
+void CudaBackend::check_index_impl(const IndexCheck& check, const View& index) {
   activate();
   std::lock_guard lock(result_mutex_);
-  return kernels::first_out_of_range(context(), index, limit, value);
+  kernels::check_index(context(), index, check.limit, pending_count_);
+  pending_checks_[static_cast<size_t>(pending_count_++)] = check;
+  if (pending_count_ == kIndexChecksPerWait) wait_locked(false);
 }
 
 void CudaBackend::sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer,

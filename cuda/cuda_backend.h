@@ -1,14 +1,18 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
 // cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
 // through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
-// (cuda/cudnn.cpp) and random numbers through cuRAND; the host waits only
-// where it needs a value. Arguments were checked by core's Backend. Internal to cuda/.
+// (cuda/cudnn.cpp) and random numbers through cuRAND; the host waits only where it
+// needs a value (wait_locked, the one place, counted), and a bad index found by
+// check_index is thrown there (Backend::check_index). Arguments were checked by core's
+// Backend. Internal to cuda/.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <mutex>
 #include <optional>
 
@@ -41,6 +45,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
+  int64_t host_waits() const { return host_waits_.load(std::memory_order_relaxed); }
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
@@ -79,10 +84,13 @@ class CudaBackend final : public Backend, private kernels::Scratch {
     ctx.stream = stream_;
     ctx.sm_count = sm_count_;
     ctx.scratch = this;
-    ctx.device_result = device_result_;
-    ctx.host_result = host_result_;
+    ctx.results = device_results_;
     return ctx;
   }
+  // Waits for the stream (result_mutex_ held). Copies the device results to
+  // host_results_ first when `read_results` or index checks are pending, and throws the
+  // first pending bad index, if any (resetting the record, so it is reported once).
+  void wait_locked(bool read_results);
   // cuRAND uniforms in (0, 1] into n contiguous values; returns the 32-bit words used.
   uint64_t generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state);
   template <class Transform> void uniform_then(const View& out, RandomState& state, Transform transform);
@@ -94,9 +102,13 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   curandGenerator_t curand_ = nullptr;
-  void* device_result_ = nullptr;  // 64 bytes: error flags, sum_of_squares
-  void* host_result_ = nullptr;    // 64 bytes, pinned
-  std::mutex result_mutex_;        // guards device_result_ / host_result_
+  kernels::DeviceResults* device_results_ = nullptr;
+  kernels::DeviceResults* host_results_ = nullptr;  // pinned
+  // The index checks queued since the last wait; the device record numbers them.
+  std::array<IndexCheck, kIndexChecksPerWait> pending_checks_{};
+  int pending_count_ = 0;
+  std::atomic<int64_t> host_waits_{0};
+  std::mutex result_mutex_;        // guards the results, the pending checks and every wait
   std::mutex cublas_mutex_;        // a cuBLAS handle must not be used by two threads at once
   std::mutex curand_mutex_;        // seed/offset/generate must not interleave
   // Made at the first conv2d that asks for it; nullptr: no cuDNN in this build, or it

@@ -141,6 +141,15 @@ Backend& backend(int index) {
   return *instance;
 }
 
+int64_t host_wait_count(int index) {
+  if (index < 0 || index >= device_count() || index >= kMaxDevices) return 0;
+  try {
+    return static_cast<CudaBackend&>(backend(index)).host_waits();
+  } catch (...) {  // the backend did not start: it never waited
+    return 0;
+  }
+}
+
 void* pinned_alloc(size_t bytes) {
   if (bytes > 0 && is_available()) {
     void* ptr = nullptr;

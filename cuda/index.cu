@@ -1,7 +1,8 @@
 // Gather and scatter-add along one dim: index_select (batching, embedding lookups) and
 // index_add, its gradient, with atomics because an index may repeat; and the range
-// scan core runs first, so a bad index is refused before anything is written (a bad
-// one reaching a kernel anyway is skipped, never dereferenced). Side by side with
+// check core runs first, which records a bad index on the device for the host to report
+// at its next wait (Backend::check_index), so the gathers run on regardless: a bad index
+// is never dereferenced (index_select writes 0, index_add skips it). Side by side with
 // core/cpu/index.cpp.
 #include "cuda/kernel_utils.cuh"
 
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kBlock) index_select_kernel(const Word* x, con
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t out_off, x_off, position;
     index_offsets(g, index, i, out_off, x_off, position);
-    if (x_off >= 0) out[out_off] = x[x_off];
+    out[out_off] = x_off >= 0 ? x[x_off] : Word{0};
   }
 }
 
@@ -89,33 +90,60 @@ __global__ void __launch_bounds__(kBlock) index_add_kernel(T* out, const int64_t
   }
 }
 
-// The smallest position whose index is outside [0, limit) lowers *bad (atomicMin).
+struct MinCombine {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a < b ? a : b;
+  }
+};
+
+// Each block finds its first bad position (a thread's grid-stride positions rise, so its
+// first bad one is its smallest) and lowers record->first with it; the last block to
+// finish, seeing every block's atomicMin, stores the value when this check's position
+// is the record's first, and resets the block counter for the next check.
 __global__ void __launch_bounds__(kBlock)
-    out_of_range_kernel(const int64_t* index, int64_t stride, int64_t n, int64_t limit, unsigned long long* bad) {
+    check_index_kernel(const int64_t* index, int64_t stride, int64_t n, int64_t limit, unsigned long long tag,
+                       IndexErrorRecord* record) {
+  unsigned long long first = kNoIndexError;
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
     const int64_t v = index[i * stride];
-    if (v < 0 || v >= limit) atomicMin(bad, static_cast<unsigned long long>(i));
+    if (v < 0 || v >= limit) {
+      first = tag | static_cast<unsigned long long>(i);
+      break;
+    }
   }
+  first = group_reduce<kBlock>(first, MinCombine{});
+  if (threadIdx.x != 0) return;
+  if (first != kNoIndexError) atomicMin(&record->first, first);
+  __threadfence();  // this block's atomicMin before its count
+  if (atomicAdd(&record->blocks_done, 1u) != gridDim.x - 1) return;
+  const unsigned long long found = atomicAdd(&record->first, 0ull);  // read at L2, past any stale cache
+  if (found != kNoIndexError && (found >> kIndexPositionBits) == (tag >> kIndexPositionBits)) {
+    const auto position = static_cast<int64_t>(found & ((1ull << kIndexPositionBits) - 1));
+    record->value = index[position * stride];
+  }
+  record->blocks_done = 0;
 }
 
 }  // namespace
 
-int64_t first_out_of_range(const Context& ctx, const View& index, int64_t limit, int64_t& value) {
+void check_index(const Context& ctx, const View& index, int64_t limit, int check) {
   const int64_t n = index.numel();
-  if (n == 0) return -1;
+  if (n == 0) return;
+  if (n >= (int64_t{1} << kIndexPositionBits) || check < 0 || check >= (1 << (64 - kIndexPositionBits)))
+    detail::throw_error("cuda check_index: " + std::to_string(n) + " indices or check " + std::to_string(check) +
+                        " exceed the error record's fields");
   const int64_t stride = index.ndim == 0 ? 0 : index.strides[0];
-  const auto* data = static_cast<const int64_t*>(index.data);
-  unsigned long long* bad = reset_flag(ctx);
-  out_of_range_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(data, stride, n, limit, bad);
+  const unsigned long long tag = static_cast<unsigned long long>(check) << kIndexPositionBits;
+  check_index_kernel<<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(static_cast<const int64_t*>(index.data), stride, n,
+                                                                  limit, tag, &ctx.results->index_error);
   VGRAD_CUDA_CHECK_LAUNCH();
-  const int64_t position = read_flag(ctx);
-  if (position >= 0) {
-    VGRAD_CUDA_CHECK(cudaMemcpyAsync(&value, data + position * stride, sizeof(int64_t), cudaMemcpyDeviceToHost,
-                                     ctx.stream));
-    VGRAD_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  }
-  return position;
+}
+
+void reset_index_error(const Context& ctx) {
+  IndexErrorRecord* record = &ctx.results->index_error;
+  VGRAD_CUDA_CHECK(cudaMemsetAsync(&record->first, 0xFF, sizeof(record->first), ctx.stream));
+  VGRAD_CUDA_CHECK(cudaMemsetAsync(&record->blocks_done, 0, sizeof(record->blocks_done), ctx.stream));
 }
 
 void index_select(const Context& ctx, const View& x, int dim, const View& index, const View& out) {

@@ -120,23 +120,6 @@ template <int kGroup, class V, class Combine> __device__ __forceinline__ V group
   }
 }
 
-// Error flags: an int64 in ctx.device_result that kernels lower with atomicMin (as
-// unsigned, so "none" is -1 == UINT64_MAX). read_flag synchronizes the stream.
-inline unsigned long long* reset_flag(const Context& ctx) {
-  auto* flag = static_cast<unsigned long long*>(ctx.device_result);
-  VGRAD_CUDA_CHECK(cudaMemsetAsync(flag, 0xFF, sizeof(unsigned long long), ctx.stream));
-  return flag;
-}
-
-inline int64_t read_flag(const Context& ctx) {
-  VGRAD_CUDA_CHECK(
-      cudaMemcpyAsync(ctx.host_result, ctx.device_result, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx.stream));
-  VGRAD_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  int64_t value;
-  std::memcpy(&value, ctx.host_result, sizeof(int64_t));
-  return value;
-}
-
 struct SumCombine {
   template <class T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
 };

@@ -2,8 +2,9 @@
 // methods: core's own View, op enums and parameter structs (core/kernel_types.h,
 // core/scalar_ops.h),
 // with no mirror of them. Not part of the public API. Arguments were checked by
-// core's Backend; all work is queued on ctx.stream, and only the functions
-// documented "synchronizes" wait for the device.
+// core's Backend; all work is queued on ctx.stream, and none of them waits for the
+// device: values the host wants land in ctx.results, which CudaBackend reads back at
+// its next wait.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -26,14 +27,29 @@ class Scratch {
   ~Scratch() = default;
 };
 
+// The first bad index of the checks pending since the host last looked: `first` packs
+// (check number << kIndexPositionBits) | position, lowered with atomicMin, so it is the
+// first bad position of the first check (in stream order) that had one.
+constexpr int kIndexPositionBits = 40;
+constexpr unsigned long long kNoIndexError = ~0ull;
+struct IndexErrorRecord {
+  unsigned long long first;  // kNoIndexError when every index was in range
+  int64_t value;             // the value at `first`
+  unsigned int blocks_done;  // the scan's last-block counter, 0 between scans
+};
+
+// What the kernels leave for the host to read at the backend's next wait (device memory,
+// mirrored in pinned host memory). The backend serializes their use.
+struct DeviceResults {
+  double sum_of_squares;
+  IndexErrorRecord index_error;
+};
+
 struct Context {
   cudaStream_t stream = nullptr;
   int sm_count = 1;
   Scratch* scratch = nullptr;
-  // 64 bytes of device memory and 64 bytes of pinned host memory for values the host
-  // must read back (error flags, sum_of_squares). The caller serializes their use.
-  void* device_result = nullptr;
-  void* host_result = nullptr;
+  DeviceResults* results = nullptr;  // device memory
 };
 
 // ---- elementwise (elementwise.cu); operands have out's shape (0 strides where they repeat) ----
@@ -48,7 +64,8 @@ void where(const Context& ctx, const View& cond, const View& a, const View& b, c
 // out has in's ndim with 1 in reduced dims; Sum/Max/Min write in's dtype, Arg* int64.
 // The reduced extent is not empty (core handles that).
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale);
-double sum_of_squares(const Context& ctx, const View& x);  // contiguous; synchronizes
+// results->sum_of_squares = the sum of the squares of `count` contiguous, non-empty tensors.
+void sum_of_squares(const Context& ctx, const View* xs, size_t count);
 
 // ---- sliding windows (conv.cu), contiguous NCHW; see WindowGeometry ----
 void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col);
@@ -60,13 +77,15 @@ void max_pool2d_backward(const Context& ctx, const View& grad_out, const View& i
 // ---- softmax and cross-entropy (softmax.cu), rows of C contiguous elements ----
 void softmax(const Context& ctx, const View& x, const View& out, bool log);
 void softmax_backward(const Context& ctx, const View& y, const View& grad_y, const View& grad_x, bool log);
-// Targets are in [0, C) (core checked them with first_out_of_range).
+// A target outside [0, C) (check_index reports it later) gives a NaN loss and loses its
+// one-hot in backward; it is never dereferenced.
 void cross_entropy(const Context& ctx, const View& logits, const View& target, double smoothing,
                       const View& probs, const View& loss_rows);
 void cross_entropy_backward(const Context& ctx, const View& probs, const View& target, double smoothing,
                             double scale, const View& grad_logits);
 
-// ---- gather / scatter-add (index.cu); indices are in range (core checked them) ----
+// ---- gather / scatter-add (index.cu); a bad index (check_index reports it later) is
+// never dereferenced: index_select writes 0 there, index_add skips it ----
 void index_select(const Context& ctx, const View& x, int dim, const View& index, const View& out);
 void index_add(const Context& ctx, const View& out, int dim, const View& index, const View& src);
 
@@ -80,9 +99,12 @@ void sgd_update(const Context& ctx, const View& param, const View& grad, const V
 void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg,
                  const View& exp_avg_sq, const AdamParams& params);
 
-// ---- index range scan (index.cu) ----
-// The first position of the 1-D int64 `index` whose value is outside [0, limit), or -1,
-// with that value. Synchronizes.
-int64_t first_out_of_range(const Context& ctx, const View& index, int64_t limit, int64_t& value);
+// ---- index range check (index.cu) ----
+// Lowers results->index_error.first to (check << kIndexPositionBits) | i for the first
+// position i of the 1-D int64 `index` whose value is outside [0, limit), and stores that
+// value when it is the record's first. check < 2^(64 - kIndexPositionBits).
+void check_index(const Context& ctx, const View& index, int64_t limit, int check);
+// Sets results->index_error to "none".
+void reset_index_error(const Context& ctx);
 
 }  // namespace vgrad::cuda::kernels

@@ -232,11 +232,13 @@ template <class T> __global__ void __launch_bounds__(kBlock) sum_of_squares_kern
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void __launch_bounds__(kBlock) sum_partials_kernel(const double* partial, int64_t count, double* result) {
+// *result = the partials' sum, or *result plus it when `accumulate` (tensors after the first).
+__global__ void __launch_bounds__(kBlock)
+    sum_partials_kernel(const double* partial, int64_t count, double* result, bool accumulate) {
   double acc = 0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
   acc = group_reduce<kBlock>(acc, SumCombine{});
-  if (threadIdx.x == 0) *result = acc;
+  if (threadIdx.x == 0) *result = accumulate ? *result + acc : acc;
 }
 
 }  // namespace
@@ -257,24 +259,22 @@ void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, do
   });
 }
 
-double sum_of_squares(const Context& ctx, const View& x) {
-  const int64_t n = x.numel();
-  if (n == 0) return 0.0;
-  const unsigned grid = grid_for(ctx, n);
-  ScratchBuffer partial(ctx, grid * sizeof(double));
-  double* result = static_cast<double*>(ctx.device_result);
-  visit_wide_dtype(x.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    sum_of_squares_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(static_cast<const T*>(x.data), n, partial.as<double>());
-  });
-  VGRAD_CUDA_CHECK_LAUNCH();
-  sum_partials_kernel<<<1, kBlock, 0, ctx.stream>>>(partial.as<double>(), grid, result);
-  VGRAD_CUDA_CHECK_LAUNCH();
-  VGRAD_CUDA_CHECK(cudaMemcpyAsync(ctx.host_result, result, sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
-  VGRAD_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  double value;
-  std::memcpy(&value, ctx.host_result, sizeof(double));
-  return value;
+// One partial pass and one summing block per tensor, all into results->sum_of_squares:
+// the host reads the total once, whatever the count.
+void sum_of_squares(const Context& ctx, const View* xs, size_t count) {
+  for (size_t k = 0; k < count; ++k) {
+    const View& x = xs[k];
+    const int64_t n = x.numel();
+    const unsigned grid = grid_for(ctx, n);
+    ScratchBuffer partial(ctx, grid * sizeof(double));
+    visit_wide_dtype(x.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      sum_of_squares_kernel<T><<<grid, kBlock, 0, ctx.stream>>>(static_cast<const T*>(x.data), n, partial.as<double>());
+    });
+    VGRAD_CUDA_CHECK_LAUNCH();
+    sum_partials_kernel<<<1, kBlock, 0, ctx.stream>>>(partial.as<double>(), grid, &ctx.results->sum_of_squares, k > 0);
+    VGRAD_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace vgrad::cuda::kernels

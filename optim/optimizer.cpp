@@ -1,7 +1,10 @@
 // Optimizer steps as fused backend kernels; clipping; gradient accumulation.
 #include "optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "autograd/autocast.h"
 #include "core/grad_mode.h"
@@ -236,10 +239,22 @@ void Adam::load_state_dict(const std::map<std::string, Tensor>& state) {
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
-  double total = 0;
+  // The gradients of each device in one sum_of_squares: one host read per GPU, however
+  // many parameters. Devices in the order they first appear; on the CPU the sum is taken
+  // in parameter order, as before.
+  std::vector<std::pair<Device, std::vector<Tensor>>> by_device;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
-    if (g.defined()) total += backend_for(g.device()).sum_of_squares(g.contiguous().view());
+    if (!g.defined()) continue;
+    auto group = std::find_if(by_device.begin(), by_device.end(), [&](const auto& d) { return d.first == g.device(); });
+    if (group == by_device.end()) group = by_device.insert(by_device.end(), {g.device(), {}});
+    group->second.push_back(g.contiguous());
+  }
+  double total = 0;
+  for (const auto& [device, grads] : by_device) {
+    std::vector<View> views;
+    for (const Tensor& g : grads) views.push_back(g.view());
+    total += backend_for(device).sum_of_squares(views.data(), views.size());
   }
   const double norm = std::sqrt(total);
   if (norm > max_norm && norm > 0) {

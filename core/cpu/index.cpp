@@ -1,20 +1,17 @@
 // CPU gather (index_select) and scatter-add (index_add) along one dim, and the
-// index range scan that core runs before either. Side by side with cuda/index.cu.
+// index range check that core runs before either. Side by side with cuda/index.cu.
 #include <cstring>
 
 #include "core/cpu/cpu_backend.h"
 
 namespace vgrad::cpu {
 
-int64_t CpuBackend::first_out_of_range_impl(const View& index, int64_t limit, int64_t& value) {
+// The CPU refuses a bad index at once, naming the first (core's Backend::check_index).
+void CpuBackend::check_index_impl(const IndexCheck& check, const View& index) {
   const int64_t* idx = index.ptr<int64_t>();
   const int64_t stride = index.ndim == 0 ? 0 : index.strides[0];
   for (int64_t i = 0; i < index.numel(); ++i)
-    if (idx[i * stride] < 0 || idx[i * stride] >= limit) {
-      value = idx[i * stride];
-      return i;
-    }
-  return -1;
+    if (idx[i * stride] < 0 || idx[i * stride] >= check.limit) fail_index_out_of_range(check, i, idx[i * stride]);
 }
 
 void CpuBackend::index_select_impl(const View& x, int dim, const View& index, const View& out) {

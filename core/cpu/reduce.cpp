@@ -135,14 +135,20 @@ void CpuBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doubl
   });
 }
 
-double CpuBackend::sum_of_squares_impl(const View& x) {
+// Each tensor's own sum, then their sum in order: what clip_grad_norm added up before it
+// took them all at once, bit for bit.
+double CpuBackend::sum_of_squares_impl(const View* xs, size_t count) {
   double total = 0;
-  visit_wide_dtype(x.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    const T* v = x.ptr<T>();
-    const int64_t count = x.numel();
-    for (int64_t i = 0; i < count; ++i) total += double(v[i]) * double(v[i]);
-  });
+  for (size_t k = 0; k < count; ++k) {
+    double sum = 0;
+    visit_wide_dtype(xs[k].dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const T* v = xs[k].ptr<T>();
+      const int64_t n = xs[k].numel();
+      for (int64_t i = 0; i < n; ++i) sum += double(v[i]) * double(v[i]);
+    });
+    total += sum;
+  }
   return total;
 }
 

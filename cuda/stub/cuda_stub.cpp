@@ -18,5 +18,6 @@ void pinned_free(void* ptr) { std::free(ptr); }
 bool built_with_cudnn() { return false; }
 bool cudnn_enabled() { return false; }
 void set_cudnn_enabled(bool) {}
+int64_t host_wait_count(int) { return 0; }
 
 }  // namespace vgrad::cuda

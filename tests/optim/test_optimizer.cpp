@@ -346,6 +346,22 @@ TEST(ClipGradNorm, ReturnsTheNormAndScales) {
   for (double g : vals(f.grad())) EXPECT_NEAR(g, 2.0 / 4.0, 1e-6);  // 2 · (1 / 4)
 }
 
+// The norm is each gradient's own double sum of squares, added in parameter order: the
+// same bits as before all gradients went to the backend in one call.
+TEST(ClipGradNorm, CpuNormIsThePerParameterSumInOrder) {
+  std::vector<Tensor> params;
+  double total = 0;
+  for (int64_t n : {1000, 3, 257, 64 * 64}) {
+    Tensor p = zeros({n}).requires_grad_();
+    p.set_grad(vgrad_test::uniform_tensor({n}, static_cast<uint64_t>(n), -3, 3));
+    double sum = 0;
+    for (float g : p.grad().to_vector<float>()) sum += double(g) * double(g);
+    total += sum;
+    params.push_back(p);
+  }
+  EXPECT_EQ(optim::clip_grad_norm(params, 1e9), std::sqrt(total));
+}
+
 // ---------------- schedulers ----------------
 
 TEST(Schedulers, StepLR) {

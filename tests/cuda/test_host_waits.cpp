@@ -1,0 +1,262 @@
+// What a GPU step costs the host: index ranges checked on the device and reported at the
+// next host read (Backend::check_index; docs/gpu.md, "Bad indices on a GPU"), and the waits
+// counted by cuda::host_wait_count: none in a training step, one in clip_grad_norm.
+// Every message is compared with the CPU's own for the same call. SKIPPED without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/grad_mode.h"
+#include "nn/functional.h"
+#include "optim/optimizer.h"
+#include "support.h"
+
+namespace {
+
+using namespace vgrad;
+using vgrad_test::vals;
+
+Device gpu() { return cuda_device(0); }
+int64_t waits() { return cuda::host_wait_count(0); }
+
+Tensor indices(const std::vector<int64_t>& values, Device device) { return tensor(values).to(device); }
+
+// The message the CPU throws at once for `op` (run on CPU tensors).
+std::string cpu_error(const std::function<void()>& op) {
+  try {
+    op();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "the CPU accepted a bad index";
+  return "";
+}
+
+// `read` throws exactly `expected` (the CPU's message), and a second read does not: the
+// error is reported once.
+void expect_reported_by(const std::function<void()>& read, const std::string& expected, const std::string& what) {
+  try {
+    read();
+    ADD_FAILURE() << what << ": no error at the host read";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()), expected) << what;
+  }
+  EXPECT_NO_THROW(read()) << what << ": reported twice";
+}
+
+// The host reads that report a pending bad index, each given the tensor the bad op made.
+const std::vector<std::pair<std::string, std::function<void(const Tensor&)>>>& host_reads() {
+  static const std::vector<std::pair<std::string, std::function<void(const Tensor&)>>> reads = {
+      {"item()", [](const Tensor& t) { (void)sum(t).item(); }},
+      {"to(kCPU)", [](const Tensor& t) { (void)t.to(kCPU); }},
+      {"synchronize()", [](const Tensor&) { backend_for(cuda_device(0)).synchronize(); }},
+      {"sum_of_squares", [](const Tensor& t) { (void)backend_for(cuda_device(0)).sum_of_squares(t.view()); }},
+  };
+  return reads;
+}
+
+TEST(CudaIndexCheck, IndexSelectReportsTheCpuMessageAtEveryKindOfHostRead) {
+  REQUIRE_GPU();
+  const Tensor x_cpu = arange(0, 20, 1).reshape({5, 4});
+  const Tensor bad_cpu = tensor(std::vector<int64_t>{0, 7, 1});
+  const std::string expected = cpu_error([&] { (void)x_cpu.index_select(1, bad_cpu); });
+  EXPECT_EQ(expected, "index_select: index 7 out of range for dim 1 of size 4 (position 1)");
+  const Tensor x = x_cpu.to(gpu()), bad = bad_cpu.to(gpu());
+  for (const auto& [name, read] : host_reads()) {
+    Tensor out;
+    EXPECT_NO_THROW(out = x.index_select(1, bad)) << name << ": the GPU must not wait for the check";
+    expect_reported_by([&] { read(out); }, expected, name);
+    // The bad column was skipped and written as 0; the others were gathered.
+    EXPECT_EQ(vals(out), (std::vector<double>{0, 0, 1, 4, 0, 5, 8, 0, 9, 12, 0, 13, 16, 0, 17})) << name;
+  }
+}
+
+TEST(CudaIndexCheck, IndexAddSkipsTheBadIndexAndReportsIt) {
+  REQUIRE_GPU();
+  const Tensor src_cpu = ones({3, 2});
+  const Tensor bad_cpu = tensor(std::vector<int64_t>{1, -2, 1});
+  Tensor acc_cpu = zeros({4, 2});
+  const std::string expected =
+      cpu_error([&] { cpu_backend().index_add(acc_cpu.view(), 0, bad_cpu.view(), src_cpu.view()); });
+  EXPECT_EQ(expected, "index_add: index -2 out of range for dim 0 of size 4 (position 1)");
+  Tensor acc = zeros({4, 2}, {.device = gpu()});
+  const Tensor src = src_cpu.to(gpu()), bad = bad_cpu.to(gpu());
+  EXPECT_NO_THROW(backend_for(gpu()).index_add(acc.view(), 0, bad.view(), src.view()));
+  expect_reported_by([&] { backend_for(gpu()).synchronize(); }, expected, "index_add");
+  EXPECT_EQ(vals(acc), (std::vector<double>{0, 0, 2, 2, 0, 0, 0, 0}));
+}
+
+TEST(CudaIndexCheck, CrossEntropyAndNllLossReportTheBadRowAfterBackward) {
+  REQUIRE_GPU();
+  const Tensor logits_cpu = vgrad_test::uniform_tensor({6, 10}, 7);
+  const Tensor target_cpu = tensor(std::vector<int64_t>{1, 2, 3, 12, 4, 15});
+  const std::string ce_expected = cpu_error([&] { (void)nn::cross_entropy(logits_cpu, target_cpu); });
+  EXPECT_EQ(ce_expected, "cross_entropy: target 12 out of range for 10 classes (row 3)");
+  const std::string nll_expected = cpu_error([&] { (void)nn::F::nll_loss(log_softmax(logits_cpu, 1), target_cpu); });
+  EXPECT_EQ(nll_expected, "nll_loss: target 12 out of range for 10 classes (row 3)");
+
+  const Tensor logits = logits_cpu.to(gpu()).detach().requires_grad_(), target = target_cpu.to(gpu());
+  Tensor loss;
+  EXPECT_NO_THROW({
+    loss = nn::cross_entropy(logits, target);
+    loss.backward();  // the bad rows lose their one-hot; nothing is read out of bounds
+  });
+  expect_reported_by([&] { (void)loss.item(); }, ce_expected, "cross_entropy");
+  EXPECT_TRUE(std::isnan(loss.item())) << "a bad row's loss is NaN, never a plausible number";
+
+  EXPECT_NO_THROW(loss = nn::F::nll_loss(log_softmax(logits, 1), target));
+  expect_reported_by([&] { (void)loss.to(kCPU); }, nll_expected, "nll_loss");
+}
+
+TEST(CudaIndexCheck, EmbeddingReportsTheCpuMessage) {
+  REQUIRE_GPU();
+  const Tensor weight_cpu = vgrad_test::uniform_tensor({5, 3}, 8);
+  const Tensor ids_cpu = tensor(std::vector<int64_t>{0, 4, 9, 1}, {2, 2});
+  const std::string expected = cpu_error([&] { (void)embedding(weight_cpu, ids_cpu); });
+  EXPECT_EQ(expected, "index_select: index 9 out of range for dim 0 of size 5 (position 2)");
+  const Tensor weight = weight_cpu.to(gpu()).detach().requires_grad_(), ids = ids_cpu.to(gpu());
+  Tensor out;
+  EXPECT_NO_THROW({
+    out = embedding(weight, ids);
+    sum(out).backward();  // index_add with the same bad index: skipped, and its check queued too
+  });
+  expect_reported_by([&] { (void)out.to(kCPU); }, expected, "embedding");
+  // The gradient counts each good lookup once; the bad one added nothing.
+  EXPECT_EQ(vals(weight.grad()), (std::vector<double>{1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1}));
+}
+
+TEST(CudaIndexCheck, TheFirstBadCheckWinsAndLaterOpsRunSafely) {
+  REQUIRE_GPU();
+  Backend& device = backend_for(gpu());
+  device.synchronize();
+  const Tensor x = vgrad_test::uniform_tensor({8, 16}, 9).to(gpu());
+  const Tensor first_bad = indices({0, 1, 8, 9}, gpu());  // positions 2 and 3 bad: 2 is reported
+  const Tensor target = indices({0, 99}, gpu());
+  Tensor y = x.index_select(0, first_bad);
+  for (int i = 0; i < 3; ++i) y = relu(matmul(matmul(y, transpose(x, 0, 1)), x));  // computes on the zeros
+  const Tensor loss = nn::cross_entropy(y.narrow(0, 0, 2), target);  // a second bad check, later in stream order
+  expect_reported_by([&] { (void)loss.item(); },
+                     "index_select: index 8 out of range for dim 0 of size 8 (position 2)", "first of two");
+  // Nothing crashed: the device still computes, and agrees with the CPU.
+  const Tensor good = indices({7, 0, 3}, gpu());
+  EXPECT_EQ(vals(x.index_select(0, good)), vals(x.to(kCPU).index_select(0, tensor(std::vector<int64_t>{7, 0, 3}))));
+}
+
+TEST(CudaIndexCheck, TheFirstBadPositionWinsAcrossBlocks) {
+  REQUIRE_GPU();
+  // A million indices: many blocks race to lower the record; the smallest position wins,
+  // with its own value.
+  const int64_t n = int64_t{1} << 20;
+  std::vector<int64_t> values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = i % 3;
+  values[999999] = -5;
+  values[700001] = 17;
+  values[123457] = 3;
+  values[123458] = 4;
+  const Tensor table = arange(0, 6, 1).reshape({3, 2}).to(gpu());
+  const Tensor index = tensor(values).to(gpu());
+  Tensor out;
+  EXPECT_NO_THROW(out = table.index_select(0, index));
+  expect_reported_by([&] { backend_for(gpu()).synchronize(); },
+                     "index_select: index 3 out of range for dim 0 of size 3 (position 123457)", "a million indices");
+}
+
+TEST(CudaIndexCheck, PendingChecksAreReadAtLeastEvery64) {
+  REQUIRE_GPU();
+  static_assert(cuda::kIndexChecksPerWait == 64);
+  Backend& device = backend_for(gpu());
+  const Tensor x = arange(0, 12, 1).reshape({4, 3}).to(gpu());
+  const Tensor good = indices({3, 1}, gpu()), bad = indices({2, 4}, gpu());
+  device.synchronize();
+  const int64_t start = waits();
+  for (int i = 0; i < cuda::kIndexChecksPerWait - 1; ++i) (void)x.index_select(0, good);
+  EXPECT_EQ(waits() - start, 0) << "63 good checks: no wait";
+  (void)x.index_select(0, good);
+  EXPECT_EQ(waits() - start, 1) << "the 64th check waits once";
+  // A loop that never reads stops within 64 checks of its bad index.
+  (void)x.index_select(0, good);
+  (void)x.index_select(0, bad);
+  for (int i = 2; i < cuda::kIndexChecksPerWait - 1; ++i) EXPECT_NO_THROW((void)x.index_select(0, good)) << i;
+  EXPECT_ERROR((void)x.index_select(0, good), "index_select: index 4 out of range for dim 0 of size 4 (position 1)");
+  EXPECT_EQ(waits() - start, 2);
+}
+
+// A small classifier trained as bench/vgrad_bench.cpp does on a GPU: data and batch
+// order on the device, index_select for each batch.
+struct GpuTraining {
+  // Module::to moves the parameters in place: the optimizer sees them on the GPU.
+  GpuTraining() : model(20, 32, 10), sgd(model.parameters(), {.lr = 0.1}) {
+    model.to(gpu());
+    x = vgrad_test::uniform_tensor({256, 20}, 10).to(gpu());
+    y = argmax(x.narrow(1, 0, 10), 1);  // the class is the largest of the first 10 features
+    Generator gen(4);
+    order = randperm(256, &gen).to(gpu());
+  }
+  double full_loss() {
+    NoGradGuard no_grad;
+    return nn::cross_entropy(model(x), y).item();
+  }
+  Tensor step(int64_t i) {
+    const Tensor batch = order.narrow(0, (i * 64) % 256, 64);
+    const Tensor loss = nn::cross_entropy(model(x.index_select(0, batch)), y.index_select(0, batch));
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+    return loss;
+  }
+  vgrad_test::Mlp model;
+  optim::SGD sgd;
+  Tensor x, y, order;
+};
+
+TEST(CudaHostWaits, ATrainingStepNeverWaitsForTheDevice) {
+  REQUIRE_GPU();
+  GpuTraining training;
+  const double first = training.full_loss();
+  (void)training.step(0).item();  // the first step's allocations, before counting
+  backend_for(gpu()).synchronize();
+  const int64_t start = waits();
+  Tensor loss;
+  for (int64_t i = 1; i <= 8; ++i) loss = training.step(i);  // 24 index checks, under 64
+  EXPECT_EQ(waits() - start, 0) << "8 steps of index_select x2 + MLP + cross_entropy + backward + SGD";
+  const double last = loss.item();
+  EXPECT_EQ(waits() - start, 1) << "item() is one wait";
+  EXPECT_TRUE(std::isfinite(last));
+  EXPECT_LT(training.full_loss(), first) << "the steps trained";
+}
+
+TEST(CudaHostWaits, ClipGradNormReadsOnceAndMatchesTheCpu) {
+  REQUIRE_GPU();
+  GpuTraining training;
+  const Tensor loss = nn::cross_entropy(training.model(training.x), training.y);
+  training.sgd.zero_grad();
+  loss.backward();
+  const auto params = training.model.parameters();
+  ASSERT_EQ(params.size(), 4u);
+  std::vector<std::vector<double>> before;
+  double squares = 0;
+  for (const Tensor& p : params) {
+    before.push_back(vals(p.grad()));
+    for (double g : before.back()) squares += g * g;
+  }
+  const double expected_norm = std::sqrt(squares);
+  ASSERT_GT(expected_norm, 0.01);
+  const double max_norm = expected_norm / 4;
+  backend_for(gpu()).synchronize();
+  const int64_t start = waits();
+  const double norm = optim::clip_grad_norm(params, max_norm);
+  EXPECT_EQ(waits() - start, 1) << "one read for 4 parameters";
+  EXPECT_NEAR(norm, expected_norm, 1e-10 * expected_norm);  // the same float32 values, summed in double
+  const double scale = max_norm / (norm + 1e-6);
+  for (size_t k = 0; k < params.size(); ++k) {
+    const std::vector<double> after = vals(params[k].grad());
+    for (size_t i = 0; i < after.size(); ++i) EXPECT_NEAR(after[i], before[k][i] * scale, 1e-6) << k << ", " << i;
+  }
+}
+
+}  // namespace
