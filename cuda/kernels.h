@@ -79,6 +79,10 @@ void sgd_update(const Context& ctx, const View& param, const View& grad, const V
                 const SgdParams& params);
 void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg,
                  const View& exp_avg_sq, const AdamParams& params);
+// The many-parameter forms: one launch per dtype (float32, float64) for all `count` entries,
+// each non-empty; the same bits as one sgd_update/adam_update per entry.
+void sgd_update_many(const Context& ctx, const SgdUpdate* updates, size_t count);
+void adam_update_many(const Context& ctx, const AdamUpdate* updates, size_t count);
 
 // ---- index range scan (index.cu) ----
 // The first position of the 1-D int64 `index` whose value is outside [0, limit), or -1,
