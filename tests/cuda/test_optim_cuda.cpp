@@ -82,7 +82,7 @@ TEST(CudaOptimMany, OptimizersMatchPerParameterSteps) {
     else optimizer = std::make_unique<optim::Adam>(params, optim::AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01}, name == "AdamW");
     std::vector<Tensor> buffers, second;
     for (int64_t s = 0; s < 3; ++s) {
-      const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 50 + s);
+      const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 50 + s, false);
       for (size_t j = 0; j < sizes.size(); ++j) {
         params[j].set_grad(grads.param[j]);
         if (s == 0) {
