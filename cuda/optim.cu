@@ -30,10 +30,17 @@ template <class T> struct SgdTensor {
   bool use_momentum, nesterov, first_step;
 
   static SgdTensor from(const View& param, const View& grad, const View& buffer, const SgdParams& c) {
-    return {static_cast<T*>(param.data),  static_cast<const T*>(grad.data), static_cast<T*>(buffer.data),
-            param.numel(),                static_cast<T>(c.lr),             static_cast<T>(c.momentum),
-            static_cast<T>(1.0 - c.dampening), static_cast<T>(c.weight_decay), c.momentum != 0.0,
-            c.nesterov,                   c.first_step};
+    return {static_cast<T*>(param.data),
+            static_cast<const T*>(grad.data),
+            static_cast<T*>(buffer.data),
+            param.numel(),
+            static_cast<T>(c.lr),
+            static_cast<T>(c.momentum),
+            static_cast<T>(1.0 - c.dampening),
+            static_cast<T>(c.weight_decay),
+            c.momentum != 0.0,
+            c.nesterov,
+            c.first_step};
   }
   static SgdTensor from(const SgdUpdate& u) { return from(u.param, u.grad, u.momentum_buffer, u.params); }
 
@@ -60,8 +67,12 @@ template <class T> struct AdamTensor {
 
   static AdamTensor from(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
                          const AdamParams& c) {
-    return {static_cast<T*>(param.data),   static_cast<const T*>(grad.data), static_cast<T*>(exp_avg.data),
-            static_cast<T*>(exp_avg_sq.data), param.numel(),                AdamStep<T>::from(c)};
+    return {static_cast<T*>(param.data),
+            static_cast<const T*>(grad.data),
+            static_cast<T*>(exp_avg.data),
+            static_cast<T*>(exp_avg_sq.data),
+            param.numel(),
+            AdamStep<T>::from(c)};
   }
   static AdamTensor from(const AdamUpdate& u) { return from(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.params); }
 
@@ -79,15 +90,16 @@ template <class Tensor> __global__ void __launch_bounds__(kBlock) update_kernel(
 // chunks in a grid-stride loop and finds its parameter by binary search.
 constexpr int64_t kChunk = 8 * kBlock;
 
-template <class Tensor>
-__global__ void __launch_bounds__(kBlock)
+template <class Tensor> __global__ void __launch_bounds__(kBlock)
     update_many_kernel(const Tensor* tensors, const int64_t* first_chunk, int count, int64_t chunks) {
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     int lo = 0, hi = count - 1;  // the last parameter whose first chunk is <= chunk
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (first_chunk[mid] <= chunk) lo = mid;
-      else hi = mid - 1;
+      if (first_chunk[mid] <= chunk)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     // A copy in registers: the parameter's stores could alias the table for the compiler.
     const Tensor t = tensors[lo];
@@ -118,20 +130,21 @@ void launch_many(const Context& ctx, DType dtype, const Update* updates, size_t 
     chunks += (tensors.back().n + kChunk - 1) / kChunk;
   }
   if (tensors.empty()) return;
-  if (tensors.size() > size_t{INT32_MAX}) detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
+  if (tensors.size() > size_t{INT32_MAX})
+    detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
   static_assert(alignof(Tensor) <= 16 && alignof(int64_t) <= 16, "the table's parts are 16-byte aligned");
   const size_t chunk_bytes = (first_chunk.size() * sizeof(int64_t) + 15) / 16 * 16;
   std::vector<unsigned char> table(chunk_bytes + tensors.size() * sizeof(Tensor));
   std::memcpy(table.data(), first_chunk.data(), first_chunk.size() * sizeof(int64_t));
   std::memcpy(table.data() + chunk_bytes, tensors.data(), tensors.size() * sizeof(Tensor));
   ScratchBuffer device_table(ctx, table.size());
-  VGRAD_CUDA_CHECK(
-      cudaMemcpyAsync(device_table.as<unsigned char>(), table.data(), table.size(), cudaMemcpyHostToDevice, ctx.stream));
+  VGRAD_CUDA_CHECK(cudaMemcpyAsync(device_table.as<unsigned char>(), table.data(), table.size(), cudaMemcpyHostToDevice,
+                                   ctx.stream));
   const int64_t cap = int64_t{ctx.sm_count} * (2048 / kBlock);
   const auto grid = static_cast<unsigned>(chunks < cap ? chunks : cap);
-  update_many_kernel<Tensor><<<grid, kBlock, 0, ctx.stream>>>(
-      reinterpret_cast<const Tensor*>(device_table.as<unsigned char>() + chunk_bytes),
-      device_table.as<const int64_t>(), static_cast<int>(tensors.size()), chunks);
+  update_many_kernel<Tensor>
+      <<<grid, kBlock, 0, ctx.stream>>>(reinterpret_cast<const Tensor*>(device_table.as<unsigned char>() + chunk_bytes),
+                                        device_table.as<const int64_t>(), static_cast<int>(tensors.size()), chunks);
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
@@ -145,8 +158,8 @@ void sgd_update(const Context& ctx, const View& param, const View& grad, const V
   });
 }
 
-void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg,
-                 const View& exp_avg_sq, const AdamParams& c) {
+void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
+                 const AdamParams& c) {
   if (param.numel() == 0) return;
   dispatch_floating(param.dtype, "adam_update", [&](auto tag) {
     launch_one(ctx, AdamTensor<decltype(tag)>::from(param, grad, exp_avg, exp_avg_sq, c));

@@ -53,7 +53,8 @@ void update_all(std::vector<Tensor>& params, const std::string& optimizer, MakeE
     Tensor& p = params[i];
     const Tensor g = grad_for_update(p, i, optimizer.c_str());
     if (!g.defined()) continue;
-    auto it = std::find_if(devices.begin(), devices.end(), [&](const DeviceUpdates& d) { return d.device == p.device(); });
+    auto it =
+        std::find_if(devices.begin(), devices.end(), [&](const DeviceUpdates& d) { return d.device == p.device(); });
     if (it == devices.end()) it = devices.insert(devices.end(), DeviceUpdates{p.device(), {}});
     it->updates.push_back(entry(p, g, i));
     grads.push_back(g);
@@ -115,7 +116,8 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : 
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].defined() || params_[i].numel() == 0) continue;
     const auto [first, fresh] = seen.emplace(params_[i].view().data, i);
-    if (!fresh) fail("{}: parameter {} is parameter {} again (each parameter may be listed once)", kind, i, first->second);
+    if (!fresh)
+      fail("{}: parameter {} is parameter {} again (each parameter may be listed once)", kind, i, first->second);
   }
 }
 
@@ -233,7 +235,8 @@ void Adam::step() {
       exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
       exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
     }
-    const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, ++steps[i]};
+    const AdamParams args{lr_,     options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
+                          decoupled_, ++steps[i]};
     return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
   });
   steps_ = std::move(steps);

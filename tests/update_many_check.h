@@ -5,10 +5,9 @@
 // tests/core/test_backend.cpp (the CPU's default loop) and tests/cuda/test_optim_cuda.cpp
 // (the one-launch kernel).
 #pragma once
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <cstring>
+#include <gtest/gtest.h>
 #include <string>
 #include <vector>
 
@@ -67,52 +66,51 @@ inline void expect_same_bits(const ParamSet& got, const ParamSet& want, bool che
   }
 }
 
-// `steps` SGD steps with fresh random gradients (momentum buffers start on the first step),
-// many form vs one call per parameter; the parameters also moved (the check can fail).
+// `steps` rounds of step(s, many, one, gradients) from the same random start: the many form
+// on `many`, one call per parameter on `one`; then the bits must agree and have moved.
+template <class Step> void expect_many_matches_one(vgrad::Device device, const std::vector<int64_t>& sizes,
+                                                   const std::vector<vgrad::DType>& dtypes, uint64_t seed, int steps,
+                                                   bool check_state1, Step step, const std::string& what) {
+  const ParamSet start = random_params(sizes, dtypes, device, seed);
+  ParamSet many = clone_params(start), one = clone_params(start);
+  for (int s = 0; s < steps; ++s) step(s, many, one, random_params(sizes, dtypes, device, 100 * seed + s, false));
+  expect_same_bits(many, one, check_state1, what);
+  EXPECT_NE(bytes_of(many.param.back()), bytes_of(start.param.back())) << what << ": the steps changed nothing";
+}
+
+// SGD with fresh random gradients each step (momentum buffers start on the first step).
 inline void expect_sgd_many_matches_one(vgrad::Device device, const std::vector<int64_t>& sizes,
                                         const std::vector<vgrad::DType>& dtypes, vgrad::SgdParams p, int steps,
                                         const std::string& what) {
-  const ParamSet start = random_params(sizes, dtypes, device, 11);
-  ParamSet many = clone_params(start), one = clone_params(start);
   vgrad::Backend& backend = vgrad::backend_for(device);
-  for (int s = 0; s < steps; ++s) {
+  const auto buffer = [&](const vgrad::Tensor& state) { return p.momentum != 0 ? state.view() : vgrad::View{}; };
+  const auto step = [&](int s, ParamSet& many, ParamSet& one, const ParamSet& grads) {
     p.first_step = s == 0;
-    const ParamSet grads = random_params(sizes, dtypes, device, 100 + s, false);
     std::vector<vgrad::SgdUpdate> updates;
     for (size_t j = 0; j < sizes.size(); ++j) {
-      const vgrad::View buffer = p.momentum != 0 ? many.state0[j].view() : vgrad::View{};
-      updates.push_back({many.param[j].view(), grads.param[j].view(), buffer, p});
-      backend.sgd_update(one.param[j].view(), grads.param[j].view(),
-                         p.momentum != 0 ? one.state0[j].view() : vgrad::View{}, p);
+      updates.push_back({many.param[j].view(), grads.param[j].view(), buffer(many.state0[j]), p});
+      backend.sgd_update(one.param[j].view(), grads.param[j].view(), buffer(one.state0[j]), p);
     }
     backend.sgd_update_many(updates);
-  }
-  expect_same_bits(many, one, false, what);
-  EXPECT_NE(bytes_of(many.param.back()), bytes_of(start.param.back())) << what << ": the steps changed nothing";
+  };
+  expect_many_matches_one(device, sizes, dtypes, 11, steps, false, step, what);
 }
 
 // The same for Adam/AdamW; parameter j starts at step 1 + j % 3, so the step counts differ.
 inline void expect_adam_many_matches_one(vgrad::Device device, const std::vector<int64_t>& sizes,
                                          const std::vector<vgrad::DType>& dtypes, vgrad::AdamParams p, int steps,
                                          const std::string& what) {
-  const ParamSet start = random_params(sizes, dtypes, device, 13);
-  ParamSet many = clone_params(start), one = clone_params(start);
   vgrad::Backend& backend = vgrad::backend_for(device);
-  for (int s = 0; s < steps; ++s) {
-    const ParamSet grads = random_params(sizes, dtypes, device, 200 + s, false);
+  const auto step = [&](int s, ParamSet& many, ParamSet& one, const ParamSet& grads) {
     std::vector<vgrad::AdamUpdate> updates;
     for (size_t j = 0; j < sizes.size(); ++j) {
-      vgrad::AdamParams mine = p;
-      mine.step = 1 + s + static_cast<int64_t>(j % 3);
-      updates.push_back({many.param[j].view(), grads.param[j].view(), many.state0[j].view(), many.state1[j].view(),
-                         mine});
-      backend.adam_update(one.param[j].view(), grads.param[j].view(), one.state0[j].view(), one.state1[j].view(),
-                          mine);
+      p.step = 1 + s + static_cast<int64_t>(j % 3);
+      updates.push_back({many.param[j].view(), grads.param[j].view(), many.state0[j].view(), many.state1[j].view(), p});
+      backend.adam_update(one.param[j].view(), grads.param[j].view(), one.state0[j].view(), one.state1[j].view(), p);
     }
     backend.adam_update_many(updates);
-  }
-  expect_same_bits(many, one, true, what);
-  EXPECT_NE(bytes_of(many.param.back()), bytes_of(start.param.back())) << what << ": the steps changed nothing";
+  };
+  expect_many_matches_one(device, sizes, dtypes, 13, steps, true, step, what);
 }
 
 }  // namespace vgrad_test

@@ -151,7 +151,8 @@ TEST(Backend, ManyParameterStepsCheckEveryEntryBeforeWriting) {
     const SgdParams sgd{0.1, 0, 0, 0, false, true};
     const std::vector<SgdUpdate> bad_grad{{first.view(), grad.view(), View{}, sgd},
                                           {second.view(), short_grad.view(), View{}, sgd}};
-    EXPECT_ERROR(backend.sgd_update_many(bad_grad), "sgd_update (parameter 1): gradient [4] does not match parameter [5]");
+    EXPECT_ERROR(backend.sgd_update_many(bad_grad),
+                 "sgd_update (parameter 1): gradient [4] does not match parameter [5]");
     const std::vector<SgdUpdate> no_buffer{{first.view(), grad.view(), View{}, sgd},
                                            {second.view(), grad.view(), View{}, {0.1, 0.9, 0, 0, false, true}}};
     EXPECT_ERROR(backend.sgd_update_many(no_buffer), "sgd_update (parameter 1): momentum 0.9 needs a momentum buffer");

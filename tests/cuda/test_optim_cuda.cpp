@@ -4,9 +4,8 @@
 // hundreds of parameters of odd sizes in float32 and float64 (and bfloat16, which takes the
 // per-parameter path) and one parameter of more chunks than the launch has blocks; and the
 // optimizers, which now step through it, against per-parameter updates. SKIPPED without a GPU.
-#include <gtest/gtest.h>
-
 #include <cstdint>
+#include <gtest/gtest.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,7 +56,8 @@ TEST(CudaOptimMany, AdamAndAdamWGiveThePerParameterBits) {
   for (const bool decoupled : {false, true})
     for (const double weight_decay : {0.0, 0.05}) {
       const AdamParams p{1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled, 1};
-      const std::string what = std::string(decoupled ? "AdamW" : "Adam") + " weight decay " + std::to_string(weight_decay);
+      const std::string what =
+          std::string(decoupled ? "AdamW" : "Adam") + " weight decay " + std::to_string(weight_decay);
       vgrad_test::expect_adam_many_matches_one(gpu, many_odd_sizes(), kWide, p, 4, what);
       vgrad_test::expect_adam_many_matches_one(gpu, {5, 2047, 2048, 2049}, kWideAndHalf, p, 3, what + " with bfloat16");
     }
@@ -78,8 +78,11 @@ TEST(CudaOptimMany, OptimizersMatchPerParameterSteps) {
     }
     std::unique_ptr<optim::Optimizer> optimizer;
     const std::string name = kind;
-    if (name == "SGD") optimizer = std::make_unique<optim::SGD>(params, optim::SGDOptions{0.1, 0.9, 0, 1e-3, true});
-    else optimizer = std::make_unique<optim::Adam>(params, optim::AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01}, name == "AdamW");
+    if (name == "SGD")
+      optimizer = std::make_unique<optim::SGD>(params, optim::SGDOptions{0.1, 0.9, 0, 1e-3, true});
+    else
+      optimizer =
+          std::make_unique<optim::Adam>(params, optim::AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01}, name == "AdamW");
     std::vector<Tensor> buffers, second;
     for (int64_t s = 0; s < 3; ++s) {
       const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 50 + s, false);
@@ -93,8 +96,8 @@ TEST(CudaOptimMany, OptimizersMatchPerParameterSteps) {
           backend_for(gpu).sgd_update(reference[j].view(), grads.param[j].view(), buffers[j].view(),
                                       {0.1, 0.9, 0, 1e-3, true, s == 0});
         else
-          backend_for(gpu).adam_update(reference[j].view(), grads.param[j].view(), buffers[j].view(),
-                                       second[j].view(), {1e-2, 0.9, 0.999, 1e-8, 0.01, name == "AdamW", s + 1});
+          backend_for(gpu).adam_update(reference[j].view(), grads.param[j].view(), buffers[j].view(), second[j].view(),
+                                       {1e-2, 0.9, 0.999, 1e-8, 0.01, name == "AdamW", s + 1});
       }
       optimizer->step();
     }

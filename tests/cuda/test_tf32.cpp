@@ -5,11 +5,10 @@
 // a cuDNN convolution) matches a float64 reference within float32 accumulation error with TF32
 // off; with it on, the error is at least 1e-4 relative (TF32 keeps 10 mantissa bits) and within
 // TF32's bound; switching it off again gives the first result's bits back.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <gtest/gtest.h>
 #include <string>
 #include <vector>
 
@@ -104,9 +103,8 @@ enum class Bounds { Elementwise, Normwise };
 // float64 reference: off within float32's bound (2e-5 relative for a GEMM, 5e-5 for cuDNN); on
 // at least 1e-4 relative (random data: about 3e-4 rounding to nearest) and within TF32's bound;
 // off again bit-identical.
-template <class Op>
-void expect_tf32_only_when_on(ScopedSwitch (*tf32)(bool), Op op, const std::vector<Tensor>& inputs, int64_t k,
-                              Bounds bounds, const std::string& what) {
+template <class Op> void expect_tf32_only_when_on(ScopedSwitch (*tf32)(bool), Op op, const std::vector<Tensor>& inputs,
+                                                  int64_t k, Bounds bounds, const std::string& what) {
   std::vector<Tensor> wide, absolute;
   for (const Tensor& t : inputs) {
     wide.push_back(t.to(DType::Float64));
@@ -146,18 +144,18 @@ TEST(CudaTf32, MatmulIsFloat32UnlessSwitchedOnAndThenTf32) {
   REQUIRE_GPU();
   const Device gpu = cuda_device(0);
   const auto product = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
-  expect_tf32_only_when_on(&tf32_matmul, product,
-                           {uniform_tensor({256, 4096}, 1, -1, 1).to(gpu), uniform_tensor({4096, 256}, 2, -1, 1).to(gpu)},
-                           4096, Bounds::Elementwise, "matmul 256x4096 · 4096x256");
   expect_tf32_only_when_on(
       &tf32_matmul, product,
-      {uniform_tensor({3, 128, 1024}, 3, -1, 1).to(gpu), uniform_tensor({3, 1024, 96}, 4, -1, 1).to(gpu)}, 1024, Bounds::Elementwise,
-      "batched matmul 3 x 128x1024 · 1024x96");
+      {uniform_tensor({256, 4096}, 1, -1, 1).to(gpu), uniform_tensor({4096, 256}, 2, -1, 1).to(gpu)}, 4096,
+      Bounds::Elementwise, "matmul 256x4096 · 4096x256");
+  expect_tf32_only_when_on(
+      &tf32_matmul, product,
+      {uniform_tensor({3, 128, 1024}, 3, -1, 1).to(gpu), uniform_tensor({3, 1024, 96}, 4, -1, 1).to(gpu)}, 1024,
+      Bounds::Elementwise, "batched matmul 3 x 128x1024 · 1024x96");
   // The conv switch leaves matmul alone.
-  const ScopedSwitch conv_on = tf32_conv(true);
   const Tensor a = uniform_tensor({64, 2048}, 5, -1, 1).to(gpu), b = uniform_tensor({2048, 64}, 6, -1, 1).to(gpu);
   const Tensor exact = matmul(a, b);
-  const ScopedSwitch matmul_off = tf32_matmul(false);
+  const ScopedSwitch conv_on = tf32_conv(true);
   EXPECT_EQ(bytes_of(matmul(a, b)), bytes_of(exact));
 }
 
@@ -181,10 +179,10 @@ TEST(CudaTf32, Im2colConvolutionFollowsTheMatmulSwitch) {
   const Device gpu = cuda_device(0);
   const ScopedSwitch no_cudnn{&cuda::cudnn_enabled, &cuda::set_cudnn_enabled, false};
   const auto convolution = [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], Tensor(), {1, 1}, {1, 1}); };
-  expect_tf32_only_when_on(&tf32_matmul, convolution,
-                           {uniform_tensor({4, 128, 12, 12}, 9, -1, 1).to(gpu),
-                            uniform_tensor({64, 128, 3, 3}, 10, -1, 1).to(gpu)},
-                           1152, Bounds::Elementwise, "im2col conv2d 128->64 3x3");
+  expect_tf32_only_when_on(
+      &tf32_matmul, convolution,
+      {uniform_tensor({4, 128, 12, 12}, 9, -1, 1).to(gpu), uniform_tensor({64, 128, 3, 3}, 10, -1, 1).to(gpu)}, 1152,
+      Bounds::Elementwise, "im2col conv2d 128->64 3x3");
 }
 
 }  // namespace

@@ -410,7 +410,8 @@ TEST(OptimizerErrors, BadOptionsAndParameters) {
   EXPECT_ERROR(optim::SGD({strided}, {}), "parameter 0 is not contiguous");
   EXPECT_ERROR(optim::AdamW({p}, {.lr = std::nan("")}), "AdamW: learning rate nan is not a finite number");
   const Tensor other = make_param();
-  EXPECT_ERROR(optim::SGD({p, other, p}, {}), "SGD: parameter 2 is parameter 0 again (each parameter may be listed once)");
+  EXPECT_ERROR(optim::SGD({p, other, p}, {}),
+               "SGD: parameter 2 is parameter 0 again (each parameter may be listed once)");
 }
 
 TEST(OptimizerErrors, NoParametersIsAnErrorNamingTheOptimizer) {
