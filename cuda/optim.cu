@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/optim_step.h"
+#include "cuda/chunks.h"
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -86,26 +87,18 @@ template <class Tensor> __global__ void __launch_bounds__(kBlock) update_kernel(
 }
 
 // Many parameters: each is cut into chunks of kChunk elements, numbered across all of them
-// (parameter j owns chunks first_chunk[j] .. first_chunk[j + 1] - 1); each block takes
-// chunks in a grid-stride loop and finds its parameter by binary search.
+// (cuda/chunks.h); each block takes chunks in a grid-stride loop and finds its parameter by
+// binary search.
 constexpr int64_t kChunk = 8 * kBlock;
 
-template <class Tensor> __global__ void __launch_bounds__(kBlock)
+template <class Tensor>
+__global__ void __launch_bounds__(kBlock)
     update_many_kernel(const Tensor* tensors, const int64_t* first_chunk, int count, int64_t chunks) {
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    int lo = 0, hi = count - 1;  // the last parameter whose first chunk is <= chunk
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (first_chunk[mid] <= chunk)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
+    const ChunkRange range = find_chunk(first_chunk, count, chunk, kChunk, [&](int j) { return tensors[j].n; });
     // A copy in registers: the parameter's stores could alias the table for the compiler.
-    const Tensor t = tensors[lo];
-    const int64_t begin = (chunk - first_chunk[lo]) * kChunk;
-    const int64_t end = begin + kChunk < t.n ? begin + kChunk : t.n;
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) t.update(i);
+    const Tensor t = tensors[range.tensor];
+    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) t.update(i);
   }
 }
 
@@ -121,17 +114,17 @@ template <class T, template <class> class TensorOf, class Update>
 void launch_many(const Context& ctx, DType dtype, const Update* updates, size_t count) {
   using Tensor = TensorOf<T>;
   std::vector<Tensor> tensors;
-  std::vector<int64_t> first_chunk;
-  int64_t chunks = 0;
+  std::vector<int64_t> sizes;
   for (size_t i = 0; i < count; ++i) {
     if (updates[i].param.dtype != dtype) continue;
     tensors.push_back(Tensor::from(updates[i]));
-    first_chunk.push_back(chunks);
-    chunks += (tensors.back().n + kChunk - 1) / kChunk;
+    sizes.push_back(tensors.back().n);
   }
   if (tensors.empty()) return;
   if (tensors.size() > size_t{INT32_MAX})
     detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
+  std::vector<int64_t> first_chunk(tensors.size());
+  const int64_t chunks = number_chunks(sizes.data(), static_cast<int>(sizes.size()), kChunk, first_chunk.data());
   static_assert(alignof(Tensor) <= 16 && alignof(int64_t) <= 16, "the table's parts are 16-byte aligned");
   const size_t chunk_bytes = (first_chunk.size() * sizeof(int64_t) + 15) / 16 * 16;
   std::vector<unsigned char> table(chunk_bytes + tensors.size() * sizeof(Tensor));
