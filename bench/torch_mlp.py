@@ -15,6 +15,8 @@ p.add_argument("--device", default="cpu", help="cpu or cuda (data stays resident
 p.add_argument("--hidden", default="256,128", help="hidden layer widths")
 p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
                help="torch.autocast for forward and loss (fp16 with torch.amp.GradScaler)")
+p.add_argument("--tf32", action="store_true",
+               help="allow TF32 for float32 matmul and cuDNN (both off otherwise, vgrad's default)")
 p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up epoch)")
 args = p.parse_args()
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
@@ -30,6 +32,8 @@ import torch.nn.functional as F
 torch.set_num_threads(args.threads)
 torch.set_num_interop_threads(1)
 torch.manual_seed(0)
+torch.backends.cuda.matmul.allow_tf32 = args.tf32
+torch.backends.cudnn.allow_tf32 = args.tf32
 
 
 xtr, ytr = load(args.data, "train")
@@ -68,7 +72,7 @@ def train_epoch(opt, batch):
 
 
 out = {"impl": "torch.compile" if args.compile else "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
-       "hidden": args.hidden, "amp": args.amp}
+       "hidden": args.hidden, "amp": args.amp, "tf32": args.tf32}
 if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
     xte, yte = load(args.data, "t10k")
     xte, yte = torch.from_numpy((xte - mean) / std).to(dev), torch.from_numpy(yte).to(dev)

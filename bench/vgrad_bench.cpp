@@ -5,6 +5,7 @@
 // this one trains (--gather step: index_select on the training thread, as before issue 16).
 // --amp bf16|fp16: forward and loss under amp::Autocast (fp16 with amp::GradScaler), as
 // torch_mlp.py --amp; the JSON line then also gives the device's peak allocated memory.
+// --tf32: float32 matmul and convolution on TF32 tensor cores (CUDA), as torch_mlp.py --tf32.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -62,7 +63,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"off", "bf16", "fp16"}));
   bool profile = false;
   app.add_flag("--profile", profile, "print vgrad::profiler's table for one epoch (to stderr)");
+  bool tf32 = false;
+  app.add_flag("--tf32", tf32, "float32 matmul and convolution on TF32 tensor cores (CUDA; off by default)");
   CLI11_PARSE(app, argc, argv);
+  cuda::set_tf32_matmul_enabled(tf32);
+  cuda::set_tf32_conv_enabled(tf32);
 
   const Device device(device_name);
   manual_seed(0);
@@ -152,8 +157,8 @@ int main(int argc, char** argv) {
       final_loss = loss;
     }
     const double med = median(times);
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","hidden":"{}","amp":"{}","batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, fmt::join(hidden, ","), amp_mode, batch, momentum, fmt::join(times, ","), med, double(n) / med,
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","hidden":"{}","amp":"{}","tf32":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), gather, fmt::join(hidden, ","), amp_mode, tf32, batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f}}})",
                         memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0);

@@ -569,18 +569,59 @@ void Backend::dropout_mask(const View& out, double p, RandomState& state) {
 
 // ---- optimizers ----
 
-void Backend::sgd_update(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
-  const char* name = "sgd_update";
+namespace {
+
+void check_sgd_update(const char* name, const View& param, const View& grad, const View& momentum_buffer,
+                      const SgdParams& p) {
   check_floating(name, "parameter", param);
   check_contiguous(name, "parameter", param);
   check_same_size(name, "gradient", grad, param);
   if (p.momentum != 0.0) {
     if (momentum_buffer.data == nullptr && param.numel() > 0)
-      fail("sgd_update: momentum {} needs a momentum buffer", p.momentum);
+      fail("{}: momentum {} needs a momentum buffer", name, p.momentum);
     check_same_size(name, "momentum buffer", momentum_buffer, param);
   }
   if (p.nesterov && (p.momentum <= 0.0 || p.dampening != 0.0))
-    fail("sgd_update: Nesterov momentum requires a momentum and zero dampening");
+    fail("{}: Nesterov momentum requires a momentum and zero dampening", name);
+}
+
+void check_adam_update(const char* name, const View& param, const View& grad, const View& exp_avg,
+                       const View& exp_avg_sq, const AdamParams& p) {
+  check_floating(name, "parameter", param);
+  check_contiguous(name, "parameter", param);
+  check_same_size(name, "gradient", grad, param);
+  check_same_size(name, "exp_avg", exp_avg, param);
+  check_same_size(name, "exp_avg_sq", exp_avg_sq, param);
+  if (p.step < 1) fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
+}
+
+// One launch updates every parameter at once, so no two may overlap (a parameter listed
+// twice would be updated twice in sequence by the one-parameter form, racing in a launch).
+template <class Update> void check_disjoint_params(const char* op, std::span<const Update> updates) {
+  struct Range {
+    uintptr_t begin, end;
+    size_t entry;
+  };
+  std::vector<Range> ranges;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const View& p = updates[i].param;
+    if (p.numel() == 0) continue;
+    const auto begin = reinterpret_cast<uintptr_t>(p.data);
+    ranges.push_back({begin, begin + static_cast<uintptr_t>(p.numel()) * dtype_size(p.dtype), i});
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      fail("{}: parameters {} and {} share memory (a parameter may be listed only once)", op,
+           std::min(ranges[i - 1].entry, ranges[i].entry), std::max(ranges[i - 1].entry, ranges[i].entry));
+}
+
+std::string entry_name(const char* op, size_t i) { return std::string(op) + " (parameter " + std::to_string(i) + ")"; }
+
+}  // namespace
+
+void Backend::sgd_update(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
+  check_sgd_update("sgd_update", param, grad, momentum_buffer, p);
   if (param.numel() == 0) return;
   Float32Scratch f32(*this);
   sgd_update_impl(f32(param, Float32Scratch::kReadWrite), f32(grad, Float32Scratch::kRead),
@@ -590,18 +631,51 @@ void Backend::sgd_update(const View& param, const View& grad, const View& moment
 
 void Backend::adam_update(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
                           const AdamParams& p) {
-  const char* name = p.decoupled ? "adamw_update" : "adam_update";
-  check_floating(name, "parameter", param);
-  check_contiguous(name, "parameter", param);
-  check_same_size(name, "gradient", grad, param);
-  check_same_size(name, "exp_avg", exp_avg, param);
-  check_same_size(name, "exp_avg_sq", exp_avg_sq, param);
-  if (p.step < 1) fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
+  check_adam_update(p.decoupled ? "adamw_update" : "adam_update", param, grad, exp_avg, exp_avg_sq, p);
   if (param.numel() == 0) return;
   Float32Scratch f32(*this);
   adam_update_impl(f32(param, Float32Scratch::kReadWrite), f32(grad, Float32Scratch::kRead),
                    f32(exp_avg, Float32Scratch::kReadWrite), f32(exp_avg_sq, Float32Scratch::kReadWrite), p);
   f32.finish();
+}
+
+void Backend::sgd_update_many(std::span<const SgdUpdate> updates) {
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const SgdUpdate& u = updates[i];
+    check_sgd_update(entry_name("sgd_update", i).c_str(), u.param, u.grad, u.momentum_buffer, u.params);
+  }
+  check_disjoint_params("sgd_update", updates);
+  std::vector<SgdUpdate> wide;
+  for (const SgdUpdate& u : updates) {
+    if (u.param.numel() == 0) continue;
+    if (is_half(u.param.dtype)) sgd_update(u.param, u.grad, u.momentum_buffer, u.params);
+    else wide.push_back(u);
+  }
+  if (!wide.empty()) sgd_update_many_impl(wide);
+}
+
+void Backend::adam_update_many(std::span<const AdamUpdate> updates) {
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const AdamUpdate& u = updates[i];
+    check_adam_update(entry_name(u.params.decoupled ? "adamw_update" : "adam_update", i).c_str(), u.param, u.grad,
+                      u.exp_avg, u.exp_avg_sq, u.params);
+  }
+  check_disjoint_params("adam_update", updates);
+  std::vector<AdamUpdate> wide;
+  for (const AdamUpdate& u : updates) {
+    if (u.param.numel() == 0) continue;
+    if (is_half(u.param.dtype)) adam_update(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.params);
+    else wide.push_back(u);
+  }
+  if (!wide.empty()) adam_update_many_impl(wide);
+}
+
+void Backend::sgd_update_many_impl(std::span<const SgdUpdate> updates) {
+  for (const SgdUpdate& u : updates) sgd_update_impl(u.param, u.grad, u.momentum_buffer, u.params);
+}
+
+void Backend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
+  for (const AdamUpdate& u : updates) adam_update_impl(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.params);
 }
 
 // ---- dispatch ----

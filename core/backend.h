@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "core/allocator.h"
 #include "core/device.h"
@@ -186,9 +187,21 @@ class Backend {
   void sgd_update(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p);
   void adam_update(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
                    const AdamParams& p);
+  // The same steps for many parameters at once (PyTorch's foreach/fused optimizers): every
+  // entry is checked as the one-parameter form checks it (errors name the entry: "sgd_update
+  // (parameter 3): ..."), and parameters may not share memory, all before any device writes;
+  // then each entry gets exactly the bits the one-parameter form would give it. CUDA updates
+  // the float32 and float64 entries in one launch per dtype.
+  void sgd_update_many(std::span<const SgdUpdate> updates);
+  void adam_update_many(std::span<const AdamUpdate> updates);
 
  protected:
   VGRAD_BACKEND_IMPLS(virtual, = 0)
+  // The many-parameter steps after the checks, for float32/float64 entries that are not
+  // empty (16-bit ones take the one-parameter path). By default one *_update_impl per entry,
+  // which is what the CPU keeps; CUDA overrides them (cuda/optim.cu).
+  virtual void sgd_update_many_impl(std::span<const SgdUpdate> updates);
+  virtual void adam_update_many_impl(std::span<const AdamUpdate> updates);
 
  private:
   class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
@@ -226,6 +239,17 @@ int64_t host_wait_count(int index);
 // bad index even when nothing else reads from it: a loop that never reads from the
 // device stops within this many checks of its first bad index.
 constexpr int kIndexChecksPerWait = 64;
+// TF32 (cuda/tf32.cpp): float32 products on tensor cores with inputs rounded to TF32's 10
+// mantissa bits (about 1e-3 relative per product; accumulation stays float32). Off by
+// default, so float32 on the GPU matches the CPU within float32 rounding; both switches act
+// for this process, on every GPU, from the next call. Matmul: every float32 GEMM through
+// cuBLAS (matmul, linear, and conv2d's im2col path). Conv: float32 convolutions through cuDNN
+// (PyTorch: torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32; the
+// latter is on by default there, off here: docs/gpu.md). A build without CUDA answers false.
+bool tf32_matmul_enabled();
+void set_tf32_matmul_enabled(bool on);
+bool tf32_conv_enabled();
+void set_tf32_conv_enabled(bool on);
 }  // namespace cuda
 
 inline bool cuda_is_available() { return cuda::is_available(); }

@@ -116,4 +116,16 @@ struct AdamParams {
   int64_t step = 1;        // 1-based, for bias correction
 };
 
+// One parameter's share of a many-parameter step (Backend::sgd_update_many and
+// adam_update_many): its tensors and its own scalars (first_step and step differ per
+// parameter, as in PyTorch's per-parameter state).
+struct SgdUpdate {
+  View param, grad, momentum_buffer;  // momentum_buffer: data null without momentum
+  SgdParams params;
+};
+struct AdamUpdate {
+  View param, grad, exp_avg, exp_avg_sq;
+  AdamParams params;
+};
+
 }  // namespace vgrad

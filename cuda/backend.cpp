@@ -239,6 +239,16 @@ void CudaBackend::adam_update_impl(const View& param, const View& grad, const Vi
   kernels::adam_update(context(), param, grad, exp_avg, exp_avg_sq, p);
 }
 
+void CudaBackend::sgd_update_many_impl(std::span<const SgdUpdate> updates) {
+  activate();
+  kernels::sgd_update_many(context(), updates.data(), updates.size());
+}
+
+void CudaBackend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
+  activate();
+  kernels::adam_update_many(context(), updates.data(), updates.size());
+}
+
 // ---- random numbers ----
 
 // Philox4x32-10, positioned at (seed, offset): the same pair gives the same numbers.

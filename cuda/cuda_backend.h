@@ -49,6 +49,8 @@ class CudaBackend final : public Backend, private kernels::Scratch {
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
+  void sgd_update_many_impl(std::span<const SgdUpdate> updates) override;    // one launch per dtype
+  void adam_update_many_impl(std::span<const AdamUpdate> updates) override;  // (cuda/optim.cu)
 
  private:
   // A contiguous device temporary from the caching allocator, returned at scope exit

@@ -1,6 +1,6 @@
 // conv2d on the GPU through cuDNN's convolution API (cudnnConvolutionForward,
 // BackwardData, BackwardFilter; deprecated in cuDNN 9 but supported): one plan per
-// (pass, dtype, geometry) with its descriptors and the algorithm cudnnGet*_v7 ranks
+// (pass, dtype, geometry, TF32 or not) with its descriptors and the algorithm cudnnGet*_v7 ranks
 // first, made once and cached; the workspace comes from the device's caching allocator.
 // A build without cuDNN (VGRAD_CUDNN=OFF) compiles only the switch, and conv2d_impl
 // declines so that autograd/ops/conv.cpp uses im2col + cuBLAS (cuda/conv.cu, gemm.cpp).
@@ -14,7 +14,6 @@
 #ifdef VGRAD_WITH_CUDNN
 #include <cudnn.h>
 
-#include <array>
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
@@ -72,16 +71,18 @@ void check_cudnn(cudnnStatus_t status, const char* call, const char* file, int l
 #define VGRAD_CUDNN_CHECK(call) check_cudnn((call), #call, __FILE__, __LINE__)
 
 // cuDNN's storage type, its compute type and the math it may use for one vgrad dtype:
-// float32 and float64 on FMA units only (no TF32, so the GPU matches the CPU's float32
-// within float32's rounding), 16-bit on tensor cores with float32 accumulation.
+// float32 and float64 on FMA units only (so the GPU matches the CPU's float32 within
+// float32's rounding), unless TF32 is switched on for float32 (cuda::set_tf32_conv_enabled:
+// CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores, as PyTorch's allow_tf32 does);
+// 16-bit on tensor cores with float32 accumulation.
 struct CudnnTypes {
   cudnnDataType_t data, compute;
   cudnnMathType_t math;
 };
-CudnnTypes cudnn_types(DType dtype) {
+CudnnTypes cudnn_types(DType dtype, bool tf32) {
   switch (dtype) {
     case DType::Float32:
-      return {CUDNN_DATA_FLOAT, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH};
+      return {CUDNN_DATA_FLOAT, CUDNN_DATA_FLOAT, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH};
     case DType::Float64:
       return {CUDNN_DATA_DOUBLE, CUDNN_DATA_DOUBLE, CUDNN_FMA_MATH};
     case DType::BFloat16:
@@ -94,8 +95,8 @@ CudnnTypes cudnn_types(DType dtype) {
   fail("conv2d: cuDNN has no convolution for {}", dtype_name(dtype));
 }
 
-// A float32 math request keeps FMA whatever the heuristics rank (they may offer TF32);
-// 16-bit takes the math the algorithm was ranked with.
+// An FMA request keeps FMA whatever the heuristics rank (they may offer TF32); otherwise
+// (16-bit, float32 with TF32) the algorithm runs with the math it was ranked with.
 cudnnMathType_t math_for(const CudnnTypes& types, cudnnMathType_t ranked) {
   return types.math == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : ranked;
 }
@@ -192,19 +193,17 @@ class CudnnConvolutions {
   }
 
  private:
-  using Key = std::array<int64_t, 16>;
   explicit CudnnConvolutions(cudnnHandle_t handle) : handle_(handle) {}
 
   const ConvPlan& plan_for(ConvPass pass, DType dtype, const ConvGeometry& g) {
-    const WindowGeometry& s = g.window;
-    const Key key{int64_t(pass), int64_t(dtype), s.batch,      s.channels, s.height,   s.width,
-                  g.filters,     s.kernel_h,     s.kernel_w,   s.stride_h, s.stride_w, s.pad_h,
-                  s.pad_w,       s.dilation_h,   s.dilation_w, g.groups};
+    const bool tf32 = dtype == DType::Float32 && tf32_conv_enabled();
+    const ConvPlanKey key = conv_plan_key(pass, dtype, g, tf32);
     if (ConvPlan* found = plans_.find(key)) return *found;
     ConvPlan& plan = plans_.emplace(key);
     try {
-      describe(plan, dtype, g);
-      choose_algorithm(plan, pass, cudnn_types(dtype));
+      const CudnnTypes types = cudnn_types(dtype, tf32);
+      describe(plan, types, g);
+      choose_algorithm(plan, pass, types);
     } catch (...) {
       plans_.erase(key);
       throw;
@@ -212,9 +211,8 @@ class CudnnConvolutions {
     return plan;
   }
 
-  static void describe(ConvPlan& plan, DType dtype, const ConvGeometry& g) {
+  static void describe(ConvPlan& plan, const CudnnTypes& types, const ConvGeometry& g) {
     const WindowGeometry& s = g.window;
-    const CudnnTypes types = cudnn_types(dtype);
     VGRAD_CUDNN_CHECK(cudnn().create_tensor_descriptor(&plan.x));
     VGRAD_CUDNN_CHECK(cudnn().create_tensor_descriptor(&plan.y));
     VGRAD_CUDNN_CHECK(cudnn().create_filter_descriptor(&plan.w));
@@ -278,7 +276,7 @@ class CudnnConvolutions {
   // kMaxPlans the least recently used goes (its descriptors are host-side; a call
   // already queued does not need them).
   static constexpr size_t kMaxPlans = 256;
-  PlanCache<Key, ConvPlan> plans_{kMaxPlans};
+  PlanCache<ConvPlanKey, ConvPlan> plans_{kMaxPlans};
 };
 
 void destroy_cudnn(CudnnConvolutions* convolutions) noexcept { delete convolutions; }

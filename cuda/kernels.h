@@ -98,6 +98,10 @@ void sgd_update(const Context& ctx, const View& param, const View& grad, const V
                 const SgdParams& params);
 void adam_update(const Context& ctx, const View& param, const View& grad, const View& exp_avg,
                  const View& exp_avg_sq, const AdamParams& params);
+// The many-parameter forms: one launch per dtype (float32, float64) for all `count` entries,
+// each non-empty; the same bits as one sgd_update/adam_update per entry.
+void sgd_update_many(const Context& ctx, const SgdUpdate* updates, size_t count);
+void adam_update_many(const Context& ctx, const AdamUpdate* updates, size_t count);
 
 // ---- index range check (index.cu) ----
 // Lowers results->index_error.first to (check << kIndexPositionBits) | i for the first

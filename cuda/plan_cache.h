@@ -4,17 +4,21 @@
 // last partial batch, evaluation batches) would otherwise grow the cache without limit.
 // Values are built in place and never move (std::list nodes), so a reference returned
 // by find() or emplace() stays valid until that entry is evicted or erased: the next
-// emplace() at the earliest. Header-only and free of CUDA, so the CPU build tests it.
+// emplace() at the earliest. Header-only and free of CUDA, so the CPU build tests it, with
+// the convolution plans' key.
 // Not thread-safe: the owner locks (cudnn.cpp holds its backend's cuDNN mutex).
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <map>
 #include <tuple>
 #include <utility>
 
 #include "core/error.h"
+#include "core/kernel_types.h"
 
 namespace vgrad::cuda {
 
@@ -65,5 +69,17 @@ class PlanCache {
   Entries entries_;
   std::map<Key, typename Entries::iterator> index_;
 };
+
+// The key of one cuDNN convolution plan (cuda/cudnn.cpp): the pass, the dtype, every size of
+// the geometry, and whether TF32 math is allowed, so that a plan chosen with TF32 is never
+// reused once cuda::set_tf32_conv_enabled(false) (and the other way round). `tf32` is only
+// meaningful for float32; callers pass false for the other dtypes.
+using ConvPlanKey = std::array<int64_t, 17>;
+inline ConvPlanKey conv_plan_key(ConvPass pass, DType dtype, const ConvGeometry& g, bool tf32) {
+  const WindowGeometry& s = g.window;
+  return {int64_t(pass), int64_t(dtype), s.batch,    s.channels,   s.height,     s.width,
+          g.filters,     s.kernel_h,     s.kernel_w, s.stride_h,   s.stride_w,   s.pad_h,
+          s.pad_w,       s.dilation_h,   s.dilation_w, g.groups,   int64_t(tf32)};
+}
 
 }  // namespace vgrad::cuda

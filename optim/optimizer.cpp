@@ -31,20 +31,38 @@ Tensor grad_for_update(const Tensor& p, size_t index, const char* optimizer) {
   return g.contiguous();
 }
 
-// What every step does around its fused kernel: no recording, a fresh weight-cast cache
-// (the weights change: the next forward casts them afresh), and for each parameter with a
-// gradient, update(p, g, index) and then a version bump for the tensors saved from p.
-template <class Update>
-void update_each(std::vector<Tensor>& params, const std::string& optimizer, Update&& update) {
+void update_many(Backend& backend, const std::vector<SgdUpdate>& updates) { backend.sgd_update_many(updates); }
+void update_many(Backend& backend, const std::vector<AdamUpdate>& updates) { backend.adam_update_many(updates); }
+
+// What every step does around its fused kernels: no recording, a fresh weight-cast cache
+// (the weights change: the next forward casts them afresh), one many-parameter update per
+// device over the parameters with a gradient (`entry(p, g, i)` makes each one's Update; CUDA
+// runs them in one launch per dtype), and then a version bump for the tensors saved from
+// each updated p.
+template <class Update, class MakeEntry>
+void update_all(std::vector<Tensor>& params, const std::string& optimizer, MakeEntry&& entry) {
   NoGradGuard no_grad;
   autograd::autocast::clear_cache();
+  struct DeviceUpdates {
+    Device device;
+    std::vector<Update> updates;
+  };
+  std::vector<DeviceUpdates> devices;
+  std::vector<Tensor> grads;  // alive until the updates have run (contiguous copies among them)
+  std::vector<size_t> updated;
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor& p = params[i];
     const Tensor g = grad_for_update(p, i, optimizer.c_str());
     if (!g.defined()) continue;
-    update(p, g, i);
-    p.storage()->bump_version();
+    auto it =
+        std::find_if(devices.begin(), devices.end(), [&](const DeviceUpdates& d) { return d.device == p.device(); });
+    if (it == devices.end()) it = devices.insert(devices.end(), DeviceUpdates{p.device(), {}});
+    it->updates.push_back(entry(p, g, i));
+    grads.push_back(g);
+    updated.push_back(i);
   }
+  for (const DeviceUpdates& d : devices) update_many(backend_for(d.device), d.updates);
+  for (size_t i : updated) params[i].storage()->bump_version();
 }
 
 Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::string& key, const Tensor& like,
@@ -94,6 +112,14 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : 
   if (params_.empty())
     fail("{}: no parameters to optimize (the parameter list is empty)", kind);
   check_lr(lr, kind);
+  // A step updates every parameter at once (one launch on a GPU): one listed twice would race.
+  std::map<const void*, size_t> seen;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].defined() || params_[i].numel() == 0) continue;
+    const auto [first, fresh] = seen.emplace(params_[i].view().data, i);
+    if (!fresh)
+      fail("{}: parameter {} is parameter {} again (each parameter may be listed once)", kind, i, first->second);
+  }
 }
 
 void Optimizer::set_lr(double lr) {
@@ -149,14 +175,14 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
-  update_each(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
+  update_all<SgdUpdate>(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
     SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false};
     if (options_.momentum != 0 && !momentum_buffers_[i].defined()) {
       momentum_buffers_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
       args.first_step = true;
     }
     const View buffer = momentum_buffers_[i].defined() ? momentum_buffers_[i].view() : View{};
-    backend_for(p.device()).sgd_update(p.view(), g.view(), buffer, args);
+    return SgdUpdate{p.view(), g.view(), buffer, args};
   });
 }
 
@@ -204,14 +230,17 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
-  update_each(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
+  std::vector<int64_t> steps = steps_;  // committed once the updates have run
+  update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
     if (!exp_avg_[i].defined()) {
       exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
       exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
     }
-    const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, ++steps_[i]};
-    backend_for(p.device()).adam_update(p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args);
+    const AdamParams args{lr_,     options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
+                          decoupled_, ++steps[i]};
+    return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
   });
+  steps_ = std::move(steps);
 }
 
 std::map<std::string, Tensor> Adam::state_dict() const {

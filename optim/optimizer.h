@@ -1,6 +1,8 @@
 // Optimizers over a list of parameters: SGD (momentum, dampening, Nesterov,
 // weight decay), Adam and AdamW, with PyTorch's exact update rules. Each step is
-// one fused kernel per parameter, on the parameter's device, with no host trips.
+// one many-parameter update per device (Backend::sgd_update_many / adam_update_many: on a
+// GPU one fused launch per dtype, PyTorch's fused/foreach form; on the CPU one fused loop
+// per parameter), with no host trips. A parameter may be listed only once.
 #pragma once
 #include <map>
 #include <memory>

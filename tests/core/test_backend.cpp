@@ -1,6 +1,7 @@
 // Tests of the backend seam: Backend's checked entry points refuse bad arguments
 // before any device writes (outputs stay untouched), on every device present; the
-// dtype table; the op table's names and int64 rules.
+// dtype table; the op table's names and int64 rules; the many-parameter optimizer steps
+// (checked first, then the same bits as one step per parameter).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/scalar_ops.h"
 #include "support.h"
+#include "update_many_check.h"
 
 namespace {
 
@@ -138,6 +140,66 @@ TEST(Backend, DirectConvolutionIsCheckedOnEveryDeviceAndTheCpuHasNone) {
       EXPECT_FALSE(backend.conv2d(ConvPass::Forward, x.view(), w.view(), y.view(), g));
       EXPECT_EQ(vgrad_test::vals(y), std::vector<double>(300, -7.0));
     }
+  }
+}
+
+// The many-parameter steps give each parameter the bits of its own one-parameter step: on
+// the CPU through Backend's default loop; on a GPU through one launch per dtype (more cases
+// in tests/cuda/test_optim_cuda.cpp). Sizes around the CPU's vector widths and threading
+// threshold; bfloat16 takes the one-parameter path everywhere.
+TEST(Backend, ManyParameterStepsGiveTheBitsOfOneStepPerParameterOnEveryDevice) {
+  const std::vector<int64_t> sizes{1, 15, 17, 300, 4099, 200 * 1024 + 3};
+  const std::vector<DType> dtypes{DType::Float32, DType::Float64, DType::BFloat16};
+  for (Device device : devices_present()) {
+    const std::string on = " on " + device.str();
+    for (const SgdParams& p : {SgdParams{0.1, 0, 0, 0, false, true}, SgdParams{0.05, 0, 0, 1e-2, false, true},
+                               SgdParams{0.1, 0.9, 0.5, 1e-3, false, true}, SgdParams{0.1, 0.9, 0, 1e-3, true, true}})
+      vgrad_test::expect_sgd_many_matches_one(device, sizes, dtypes, p, 3,
+                                              "SGD momentum " + std::to_string(p.momentum) + on);
+    for (const bool decoupled : {false, true})
+      vgrad_test::expect_adam_many_matches_one(device, sizes, dtypes, {1e-2, 0.9, 0.999, 1e-8, 0.05, decoupled, 1}, 3,
+                                               (decoupled ? "AdamW" : "Adam") + on);
+  }
+}
+
+TEST(Backend, ManyParameterStepsCheckEveryEntryBeforeWriting) {
+  for (Device device : devices_present()) {
+    Backend& backend = backend_for(device);
+    Tensor first = full({5}, 1.0, {.device = device}), second = full({5}, 2.0, {.device = device});
+    const Tensor grad = ones({5}, {.device = device}), short_grad = ones({4}, {.device = device});
+    Tensor m = zeros({5}, {.device = device}), v = zeros({5}, {.device = device});
+    Tensor m2 = zeros({5}, {.device = device}), v2 = zeros({5}, {.device = device});
+    const SgdParams sgd{0.1, 0, 0, 0, false, true};
+    const std::vector<SgdUpdate> bad_grad{{first.view(), grad.view(), View{}, sgd},
+                                          {second.view(), short_grad.view(), View{}, sgd}};
+    EXPECT_ERROR(backend.sgd_update_many(bad_grad),
+                 "sgd_update (parameter 1): gradient [4] does not match parameter [5]");
+    const std::vector<SgdUpdate> no_buffer{{first.view(), grad.view(), View{}, sgd},
+                                           {second.view(), grad.view(), View{}, {0.1, 0.9, 0, 0, false, true}}};
+    EXPECT_ERROR(backend.sgd_update_many(no_buffer), "sgd_update (parameter 1): momentum 0.9 needs a momentum buffer");
+    const std::vector<SgdUpdate> twice{{first.view(), grad.view(), View{}, sgd},
+                                       {second.view(), grad.view(), View{}, sgd},
+                                       {first.view(), grad.view(), View{}, sgd}};
+    EXPECT_ERROR(backend.sgd_update_many(twice),
+                 "sgd_update: parameters 0 and 2 share memory (a parameter may be listed only once)");
+    const AdamParams adam{1e-3, 0.9, 0.999, 1e-8, 0, true, 1};
+    AdamParams step_zero = adam;
+    step_zero.step = 0;
+    const std::vector<AdamUpdate> bad_step{{first.view(), grad.view(), m.view(), v.view(), adam},
+                                           {second.view(), grad.view(), m2.view(), v2.view(), step_zero}};
+    EXPECT_ERROR(backend.adam_update_many(bad_step),
+                 "adamw_update (parameter 1): step 0 must be >= 1 (bias correction is 1-based)");
+    // Nothing was written by the refused calls.
+    EXPECT_EQ(vgrad_test::vals(first), std::vector<double>(5, 1.0)) << device.str();
+    EXPECT_EQ(vgrad_test::vals(second), std::vector<double>(5, 2.0)) << device.str();
+    EXPECT_EQ(vgrad_test::vals(m), std::vector<double>(5, 0.0)) << device.str();
+    // An empty list, and empty parameters among others, are fine.
+    backend.sgd_update_many({});
+    Tensor empty = zeros({0}, {.device = device});
+    const std::vector<SgdUpdate> with_empty{{empty.view(), empty.view(), View{}, sgd},
+                                            {first.view(), grad.view(), View{}, sgd}};
+    backend.sgd_update_many(with_empty);
+    EXPECT_EQ(vgrad_test::vals(first), std::vector<double>(5, double(0.9f))) << device.str();
   }
 }
 

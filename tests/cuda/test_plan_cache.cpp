@@ -1,5 +1,6 @@
 // cuda/plan_cache.h: cuDNN's per-shape plan cache is bounded and evicts the least
-// recently used entry; runs without a GPU (the class has no CUDA in it).
+// recently used entry, and the convolution plans' key holds every setting a plan depends
+// on (TF32 included); runs without a GPU (the header has no CUDA in it).
 #include <gtest/gtest.h>
 
 #include <array>
@@ -73,6 +74,36 @@ TEST(PlanCache, EraseAndBadUse) {
   cache.emplace(1);
   EXPECT_THROW(cache.emplace(1), std::exception);
   EXPECT_THROW((PlanCache<int, Counted>(0)), std::exception);
+}
+
+// The convolution plans' key separates TF32 from float32 math, so switching TF32 off never
+// finds the plan (math type, algorithm) chosen while it was on; and every size is in it.
+TEST(ConvPlanKey, HoldsTheTf32SettingBesideThePassDtypeAndGeometry) {
+  ConvGeometry g;
+  g.window.batch = 8, g.window.channels = 16, g.window.height = 12, g.window.width = 10;
+  g.window.kernel_h = g.window.kernel_w = 3, g.window.out_h = 12, g.window.out_w = 10;
+  g.window.pad_h = g.window.pad_w = 1;
+  g.filters = 32;
+  const ConvPlanKey exact = conv_plan_key(ConvPass::Forward, DType::Float32, g, false);
+  const ConvPlanKey tf32 = conv_plan_key(ConvPass::Forward, DType::Float32, g, true);
+  EXPECT_NE(exact, tf32);
+  PlanCache<ConvPlanKey, Counted> cache(4);
+  cache.emplace(tf32).value = 1;
+  EXPECT_EQ(cache.find(exact), nullptr) << "TF32 off must not reuse the TF32 plan";
+  cache.emplace(exact).value = 2;
+  EXPECT_EQ(cache.find(tf32)->value, 1);
+  EXPECT_EQ(cache.find(exact)->value, 2);
+
+  EXPECT_NE(conv_plan_key(ConvPass::BackwardData, DType::Float32, g, false), exact);
+  EXPECT_NE(conv_plan_key(ConvPass::Forward, DType::Float64, g, false), exact);
+  for (int64_t* size : {&g.window.batch, &g.window.channels, &g.window.height, &g.window.width, &g.window.kernel_h,
+                        &g.window.kernel_w, &g.window.stride_h, &g.window.stride_w, &g.window.pad_h, &g.window.pad_w,
+                        &g.window.dilation_h, &g.window.dilation_w, &g.filters, &g.groups}) {
+    ++*size;
+    EXPECT_NE(conv_plan_key(ConvPass::Forward, DType::Float32, g, false), exact);
+    --*size;
+  }
+  EXPECT_EQ(conv_plan_key(ConvPass::Forward, DType::Float32, g, false), exact);
 }
 
 }  // namespace

@@ -425,6 +425,9 @@ TEST(OptimizerErrors, BadOptionsAndParameters) {
   Tensor strided = zeros({4, 4}).t().requires_grad_();
   EXPECT_ERROR(optim::SGD({strided}, {}), "parameter 0 is not contiguous");
   EXPECT_ERROR(optim::AdamW({p}, {.lr = std::nan("")}), "AdamW: learning rate nan is not a finite number");
+  const Tensor other = make_param();
+  EXPECT_ERROR(optim::SGD({p, other, p}, {}),
+               "SGD: parameter 2 is parameter 0 again (each parameter may be listed once)");
 }
 
 TEST(OptimizerErrors, NoParametersIsAnErrorNamingTheOptimizer) {

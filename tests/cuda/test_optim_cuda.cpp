@@ -1,0 +1,111 @@
+// The many-parameter optimizer steps on the GPU (cuda/optim.cu's one launch per dtype):
+// bit-identical parameters and states to one per-parameter kernel each, over several steps,
+// for SGD (plain, weight decay, momentum with dampening, Nesterov) and Adam/AdamW, with
+// hundreds of parameters of odd sizes in float32 and float64 (and bfloat16, which takes the
+// per-parameter path) and one parameter of more chunks than the launch has blocks; and the
+// optimizers, which now step through it, against per-parameter updates. SKIPPED without a GPU.
+#include <cstdint>
+#include <gtest/gtest.h>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "optim/optimizer.h"
+#include "support.h"
+#include "update_many_check.h"
+
+namespace {
+
+using namespace vgrad;
+using vgrad_test::bytes_of;
+
+// 300 parameters of odd sizes (1 to ~5000, several over one 2048-element chunk), then one of
+// 5,000,003 elements: 2442 chunks, more than the 8 blocks per SM of a launch on any GPU up to
+// 300 SMs, so blocks loop over chunks.
+std::vector<int64_t> many_odd_sizes() {
+  std::vector<int64_t> sizes;
+  for (int64_t j = 0; j < 300; ++j) sizes.push_back(1 + (j * 7919) % 5003);
+  sizes.push_back(5'000'003);
+  return sizes;
+}
+
+const std::vector<DType> kWide{DType::Float32, DType::Float64};
+const std::vector<DType> kWideAndHalf{DType::Float32, DType::Float64, DType::BFloat16};
+
+TEST(CudaOptimMany, SgdGivesThePerParameterBitsForEveryVariant) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  const struct {
+    SgdParams params;
+    const char* what;
+  } variants[] = {{{0.1, 0, 0, 0, false, true}, "plain"},
+                  {{0.05, 0, 0, 1e-2, false, true}, "weight decay"},
+                  {{0.1, 0.9, 0.3, 1e-3, false, true}, "momentum, dampening, weight decay"},
+                  {{0.1, 0.9, 0, 1e-3, true, true}, "Nesterov, weight decay"}};
+  for (const auto& v : variants) {
+    vgrad_test::expect_sgd_many_matches_one(gpu, many_odd_sizes(), kWide, v.params, 4, std::string("SGD ") + v.what);
+    vgrad_test::expect_sgd_many_matches_one(gpu, {3, 2049, 17, 4096}, kWideAndHalf, v.params, 3,
+                                            std::string("SGD with bfloat16 ") + v.what);
+  }
+}
+
+TEST(CudaOptimMany, AdamAndAdamWGiveThePerParameterBits) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  for (const bool decoupled : {false, true})
+    for (const double weight_decay : {0.0, 0.05}) {
+      const AdamParams p{1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled, 1};
+      const std::string what =
+          std::string(decoupled ? "AdamW" : "Adam") + " weight decay " + std::to_string(weight_decay);
+      vgrad_test::expect_adam_many_matches_one(gpu, many_odd_sizes(), kWide, p, 4, what);
+      vgrad_test::expect_adam_many_matches_one(gpu, {5, 2047, 2048, 2049}, kWideAndHalf, p, 3, what + " with bfloat16");
+    }
+}
+
+// The optimizers step every CUDA parameter through the many form: the same bits as one
+// per-parameter kernel each, on a model's worth of float32 parameters.
+TEST(CudaOptimMany, OptimizersMatchPerParameterSteps) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  const std::vector<int64_t> sizes{784 * 257, 257, 257 * 129, 129, 129 * 10, 10};
+  for (const char* kind : {"SGD", "Adam", "AdamW"}) {
+    const vgrad_test::ParamSet start = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 5);
+    std::vector<Tensor> params, reference;
+    for (const Tensor& p : start.param) {
+      params.push_back(p.clone().requires_grad_());
+      reference.push_back(p.clone());
+    }
+    std::unique_ptr<optim::Optimizer> optimizer;
+    const std::string name = kind;
+    if (name == "SGD")
+      optimizer = std::make_unique<optim::SGD>(params, optim::SGDOptions{0.1, 0.9, 0, 1e-3, true});
+    else
+      optimizer =
+          std::make_unique<optim::Adam>(params, optim::AdamOptions{1e-2, 0.9, 0.999, 1e-8, 0.01}, name == "AdamW");
+    std::vector<Tensor> buffers, second;
+    for (int64_t s = 0; s < 3; ++s) {
+      const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 50 + s, false);
+      for (size_t j = 0; j < sizes.size(); ++j) {
+        params[j].set_grad(grads.param[j]);
+        if (s == 0) {
+          buffers.push_back(zeros({sizes[j]}, {.device = gpu}));
+          second.push_back(zeros({sizes[j]}, {.device = gpu}));
+        }
+        if (name == "SGD")
+          backend_for(gpu).sgd_update(reference[j].view(), grads.param[j].view(), buffers[j].view(),
+                                      {0.1, 0.9, 0, 1e-3, true, s == 0});
+        else
+          backend_for(gpu).adam_update(reference[j].view(), grads.param[j].view(), buffers[j].view(), second[j].view(),
+                                       {1e-2, 0.9, 0.999, 1e-8, 0.01, name == "AdamW", s + 1});
+      }
+      optimizer->step();
+    }
+    for (size_t j = 0; j < sizes.size(); ++j) {
+      EXPECT_EQ(bytes_of(params[j]), bytes_of(reference[j])) << kind << " parameter " << j;
+      EXPECT_NE(bytes_of(params[j]), bytes_of(start.param[j])) << kind << " parameter " << j << " did not move";
+    }
+  }
+}
+
+}  // namespace
