@@ -20,7 +20,8 @@
 #   tests.log      ctest --output-on-failure;  tests-full.log  every test's full output
 #   examples.log   mnist_mlp on the GPU in float32, bf16 and fp16 (10 epochs, seeds 1 and 2)
 #                  and mnist_cnn at its defaults (cuDNN); their last lines are in summary.md
-#   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands and stderr
+#   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands, stderr and
+#                  vgrad's per-op profile of one batch-64 epoch
 #
 # The GPU machine has nvcc 13, CMake, ninja, the CUDA libraries and python3 with PyTorch, but
 # none of vgrad's Debian -dev packages and no registry. The bundle (.gpu/, ignored by git) is:
@@ -34,8 +35,9 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
-# GPU_CHECK_BENCH (batch:hidden[:amp] runs, default "64:256,128 1024:4096,4096
-# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp) or tf32 (--tf32);
+# default "64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
+# 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -119,7 +121,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -258,7 +260,7 @@ examples() {
 }
 
 bench() {
-  local cfg batch hidden amp rest t rc impl note
+  local cfg batch hidden amp rest t rc impl note flags
   : >"$out/bench.jsonl"
   : >"$out/bench.log"
   [ -n "${data:-}" ] || data=/usr/share/datasets/fashion-mnist
@@ -268,15 +270,17 @@ bench() {
     hidden=${rest%%:*}
     amp=off
     [ "$rest" != "$hidden" ] && amp=${rest#*:}
+    flags=(--amp "$amp")
+    [ "$amp" = tf32 ] && flags=(--amp off --tf32)
     for impl in vgrad torch; do
       t=$(cap 150 15)
-      echo "+ $impl --device $device --batch $batch --hidden $hidden --amp $amp --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
+      echo "+ $impl --device $device --batch $batch --hidden $hidden ${flags[*]} --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
       if [ $impl = vgrad ]; then
         timeout -k 5 "$t" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch "$batch" --hidden "$hidden" \
-          --amp "$amp" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
+          "${flags[@]}" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
       else
         timeout -k 5 "$t" env -u LD_LIBRARY_PATH "$python" bench/torch_mlp.py --device "$device" --batch "$batch" \
-          --hidden "$hidden" --amp "$amp" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
+          --hidden "$hidden" "${flags[@]}" --epochs "$epochs" --data "$data" >"$out/row.tmp" 2>>"$out/bench.log"
       fi
       rc=$?
       cat "$out/row.tmp" >>"$out/bench.log"
@@ -291,6 +295,10 @@ bench() {
     done
   done
   rm -f "$out/row.tmp"
+  # Where a launch-bound step goes: vgrad's profiler over one batch-64 epoch (into bench.log).
+  echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile" >>"$out/bench.log"
+  timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
+    --profile --data "$data" >>"$out/bench.log" 2>&1
   # The table (Python 3.11-safe: no quotes nested inside f-string expressions).
   py - "$out/bench.jsonl" >"$out/bench.md" 2>>"$out/bench.log" <<'EOF' || echo "(table failed: see bench.log)" >"$out/bench.md"
 import json, sys
@@ -314,7 +322,7 @@ def peak(result):
     return "-" if result is None or "peak_allocated_mib" not in result else "%.0f" % result["peak_allocated_mib"]
 
 
-print("| batch | hidden | amp | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
+print("| batch | hidden | mode | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
     v, t = runs.get(config + ("vgrad",)), runs.get(config + ("torch",))
