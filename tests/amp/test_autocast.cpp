@@ -13,6 +13,7 @@
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
+#include "low_precision.h"
 #include "support.h"
 
 namespace {
@@ -22,10 +23,8 @@ using vgrad_test::expect_near_all;
 using vgrad_test::uniform_tensor;
 using vgrad_test::vals;
 
-constexpr DType kLowTypes[] = {DType::BFloat16, DType::Float16};
-// Inputs rounded to the low dtype once, products summed in float32, the result rounded
-// once: a few units of the low dtype's roundoff, relative to the result's size.
-double tolerance(DType low) { return low == DType::BFloat16 ? 3e-2 : 4e-3; }
+using vgrad_test::kLowTypes;
+const auto tolerance = vgrad_test::low_precision_tolerance;
 
 TEST(Autocast, LowPrecisionOps) {
   for (DType low : kLowTypes) {

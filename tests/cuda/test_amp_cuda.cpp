@@ -16,6 +16,7 @@
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
+#include "amp/low_precision.h"
 #include "support.h"
 
 namespace {
@@ -25,9 +26,8 @@ using vgrad_test::expect_near_all;
 using vgrad_test::uniform_tensor;
 using vgrad_test::vals;
 
-constexpr DType kLowTypes[] = {DType::BFloat16, DType::Float16};
-// A few units of the low dtype's roundoff, relative to the result (as tests/amp/test_autocast.cpp).
-double tolerance(DType low) { return low == DType::BFloat16 ? 3e-2 : 4e-3; }
+using vgrad_test::kLowTypes;
+const auto tolerance = vgrad_test::low_precision_tolerance;
 
 // The low list on each device: matmul, linear, einsum, attention, conv2d (cuDNN where built).
 std::vector<std::pair<std::string, Tensor>> low_list(Device device, DType low) {
