@@ -1,4 +1,4 @@
-// The CPU worker pool (thread_pool.h). Wait policy: a worker spins for kSpin after each
+// The CPU worker pool (thread_pool.h). Wait policy: a worker spins for 200 us after each
 // job, so the GEMMs of one training step (tens of microseconds apart) find it awake, then
 // sleeps on a futex (std::atomic::wait) so an idle program does not burn the other core.
 // Measured on the 2-vCPU EPYC (Zen 5): waking a sleeping worker costs ~30-60 us here,
@@ -19,7 +19,6 @@ namespace vgrad::cpu {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr auto kSpin = std::chrono::microseconds(200);
 // Back-off: a job whose workers finish more than half the caller's own time (plus
 // kLateSlack) after the caller makes the next jobs run on the caller alone, then threads
 // are tried again. How many: kMinAloneJobs after an isolated late job, doubled by each late
@@ -61,7 +60,7 @@ ThreadPool& ThreadPool::instance() {
   return pool;
 }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, std::chrono::microseconds spin) : spin_(spin) {
   for (int i = 0; i + 1 < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -99,7 +98,7 @@ void ThreadPool::worker_loop(int index) {
   uint32_t seen = 0;
   for (;;) {
     // Spin a while for the next job, then sleep until one is published.
-    const auto deadline = Clock::now() + kSpin;
+    const auto deadline = Clock::now() + spin_;
     for (int polls = 0; generation_.load(std::memory_order_acquire) == seen; ++polls) {
       cpu_relax();
       if (polls % 64 == 63 && Clock::now() > deadline) {

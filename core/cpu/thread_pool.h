@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <chrono>
 #include <vector>
 
 namespace vgrad::cpu {
@@ -17,7 +18,9 @@ class ThreadPool {
   // VGRAD_CPU_THREADS (or else OPENBLAS_NUM_THREADS) says otherwise (1: every kernel on
   // the calling thread).
   static ThreadPool& instance();
-  explicit ThreadPool(int threads);  // threads counts the caller: threads - 1 workers
+  // threads counts the caller: threads - 1 workers. An idle worker spins for `spin` before
+  // it sleeps (tests keep workers awake with a long one).
+  explicit ThreadPool(int threads, std::chrono::microseconds spin = std::chrono::microseconds(200));
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -47,6 +50,7 @@ class ThreadPool {
   void take_pieces(uint32_t job, bool on_worker);
 
   std::vector<std::thread> workers_;
+  const std::chrono::microseconds spin_;
   std::mutex busy_;  // held by the caller of the running job
   // generation_ wakes the workers (a futex word); ticket_ holds the running job as one
   // word, job id << 32 | pieces << 16 | next piece, so a worker that claims a piece by

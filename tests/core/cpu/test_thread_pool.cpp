@@ -51,7 +51,10 @@ TEST(ThreadPool, AfterSleepingWorkersWakeForTheNextJob) {
 }
 
 TEST(ThreadPool, AfterALateWorkerTheNextJobsRunOnTheCaller) {
-  ThreadPool pool(2);
+  // A job that had to wake a sleeping worker is not judged (the worker is late by its
+  // wake-up): the worker spins for a minute instead of sleeping, so that on a loaded
+  // machine too the late job below is judged.
+  ThreadPool pool(2, std::chrono::minutes(1));
   const auto caller = std::this_thread::get_id();
   // The worker's piece takes 20 ms, the caller's none: the caller waits for a late worker.
   std::atomic<bool> worker_ran{false};
@@ -88,7 +91,9 @@ TEST(ThreadPool, AfterALateWorkerTheNextJobsRunOnTheCaller) {
     }
   });
   EXPECT_TRUE(worker_ran_again);
-  EXPECT_EQ(before.worker_pieces + 1, pool.counts().worker_pieces);
+  // The worker ran the other piece, or both when the caller lost its core before taking one.
+  EXPECT_LE(before.worker_pieces + 1, pool.counts().worker_pieces);
+  EXPECT_GE(before.worker_pieces + 2, pool.counts().worker_pieces);
 }
 
 TEST(ThreadPool, CountsPiecesRunByWorkers) {
