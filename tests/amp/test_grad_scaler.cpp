@@ -84,4 +84,25 @@ TEST(GradScaler, UnscaleBeforeClippingAndMisuseErrors) {
   EXPECT_EQ(disabled.get_scale(), 1.0);
 }
 
+// Each way a gradient overflows skips the step, whatever the element's place and dtype; a
+// large finite gradient (whose sum would overflow float32) does not; an empty one is ignored.
+TEST(GradScaler, SkipsOnNaNPlusOrMinusInfinityAnywhereButNotOnLargeFiniteValues) {
+  for (DType dtype : {DType::Float32, DType::BFloat16, DType::Float16})
+    for (const float poison : {NAN, INFINITY, -INFINITY, 3e38f})
+      for (int64_t place : {0, 17, 99}) {
+        std::vector<float> c(100, 1.0f);
+        c[size_t(place)] = poison;
+        Tensor w = zeros({100}, {.dtype = dtype}).requires_grad_(), empty = zeros({0}).requires_grad_();
+        optim::SGD sgd({w, empty}, {.lr = 1.0});
+        amp::GradScaler scaler({.init_scale = 1.0});
+        // A finite 3e38 overflows float16 to Inf in the gradient itself (bfloat16 has
+        // float32's range): skipped there too.
+        const bool overflow = !std::isfinite(poison) || dtype == DType::Float16;
+        scaler.scale(sum(w * tensor(c, {100}).to(dtype)) + sum(empty)).backward();
+        EXPECT_EQ(scaler.step(sgd), !overflow) << dtype_name(dtype) << " " << poison << " at " << place;
+        scaler.update();
+        EXPECT_EQ(scaler.get_scale(), overflow ? 0.5 : 1.0) << dtype_name(dtype) << " " << poison;
+      }
+}
+
 }  // namespace
