@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -616,7 +617,12 @@ template <class Update> void check_disjoint_params(const char* op, std::span<con
            std::min(ranges[i - 1].entry, ranges[i].entry), std::max(ranges[i - 1].entry, ranges[i].entry));
 }
 
-std::string entry_name(const char* op, size_t i) { return std::string(op) + " (parameter " + std::to_string(i) + ")"; }
+// "op (parameter i)", for the checks' messages: on the stack, since a step checks every
+// parameter and only a failing check reads it.
+struct EntryName {
+  EntryName(const char* op, size_t i) { std::snprintf(text, sizeof text, "%s (parameter %zu)", op, i); }
+  char text[48];
+};
 
 }  // namespace
 
@@ -642,7 +648,7 @@ void Backend::adam_update(const View& param, const View& grad, const View& exp_a
 void Backend::sgd_update_many(std::span<const SgdUpdate> updates) {
   for (size_t i = 0; i < updates.size(); ++i) {
     const SgdUpdate& u = updates[i];
-    check_sgd_update(entry_name("sgd_update", i).c_str(), u.param, u.grad, u.momentum_buffer, u.params);
+    check_sgd_update(EntryName("sgd_update", i).text, u.param, u.grad, u.momentum_buffer, u.params);
   }
   check_disjoint_params("sgd_update", updates);
   std::vector<SgdUpdate> wide;
@@ -657,7 +663,7 @@ void Backend::sgd_update_many(std::span<const SgdUpdate> updates) {
 void Backend::adam_update_many(std::span<const AdamUpdate> updates) {
   for (size_t i = 0; i < updates.size(); ++i) {
     const AdamUpdate& u = updates[i];
-    check_adam_update(entry_name(u.params.decoupled ? "adamw_update" : "adam_update", i).c_str(), u.param, u.grad,
+    check_adam_update(EntryName(u.params.decoupled ? "adamw_update" : "adam_update", i).text, u.param, u.grad,
                       u.exp_avg, u.exp_avg_sq, u.params);
   }
   check_disjoint_params("adam_update", updates);
