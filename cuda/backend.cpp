@@ -1,7 +1,8 @@
 // CudaBackend's life cycle, transfers, and the thin *_impl methods that queue the
 // kernels of each op family (cuda/elementwise.cu, reduce.cu, conv.cu, softmax.cu, index.cu,
-// random.cu, optim.cu); GEMM is in cuda/gemm.cpp. Random numbers come from cuRAND's
-// Philox, positioned at (seed, offset). Compiled by the host compiler, not nvcc.
+// random.cu, optim.cu); GEMM is in cuda/gemm.cpp. Uniform and dropout draws come from
+// vgrad's counter-based stream (random.cu), normal draws from cuRAND's Philox, both
+// positioned at (seed, offset). Compiled by the host compiler, not nvcc.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -251,46 +252,22 @@ void CudaBackend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
 
 // ---- random numbers ----
 
-// Philox4x32-10, positioned at (seed, offset): the same pair gives the same numbers.
-// The offset counts 32-bit outputs; a double uses two, so state.offset advances by the
-// words consumed, which keeps consecutive draws disjoint.
-uint64_t CudaBackend::generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state) {
-  VGRAD_CURAND_CHECK(curand().set_seed(curand_, state.seed));
-  VGRAD_CURAND_CHECK(curand().set_offset(curand_, state.offset));
-  if (dtype == DType::Float32) {
-    VGRAD_CURAND_CHECK(curand().generate_uniform(curand_, static_cast<float*>(data), static_cast<size_t>(n)));
-    return static_cast<uint64_t>(n);
-  }
-  VGRAD_CURAND_CHECK(curand().generate_uniform_double(curand_, static_cast<double*>(data), static_cast<size_t>(n)));
-  return 2 * static_cast<uint64_t>(n);
-}
-
-// cuRAND uniforms into out (through a contiguous temporary when out is strided or
-// unaligned), turned in place into what the caller wants by `transform`.
-template <class Transform> void CudaBackend::uniform_then(const View& out, RandomState& state, Transform transform) {
-  activate();
-  std::lock_guard lock(curand_mutex_);
-  const int64_t n = out.numel();
-  const bool direct = out.is_contiguous() && aligned16(out.data);
-  std::optional<Temp> temp;
-  if (!direct) temp.emplace(allocator_, out.dtype, out.ndim, out.shape);
-  void* data = direct ? out.data : temp->view().data;
-  const uint64_t words = generate_uniform(data, out.dtype, n, state);
-  transform(data, n);
-  if (temp) kernels::copy(context(), temp->view(), out);
-  state.offset += words;
-}
-
+// Uniform and dropout draws: one kernel each, vgrad's stream (the CPU's bits); the
+// offset advances by one per element, as on the CPU.
 void CudaBackend::uniform_impl(const View& out, double low, double high, RandomState& state) {
-  uniform_then(out, state,
-               [&](void* data, int64_t n) { kernels::uniform_transform(context(), data, out.dtype, n, low, high); });
+  activate();
+  kernels::uniform(context(), out, low, high, state.seed, state.offset);
+  state.offset += static_cast<uint64_t>(out.numel());
 }
 
 void CudaBackend::dropout_mask_impl(const View& out, double p, RandomState& state) {
-  uniform_then(out, state,
-               [&](void* data, int64_t n) { kernels::dropout_transform(context(), data, out.dtype, n, p); });
+  activate();
+  kernels::dropout_mask(context(), out, p, state.seed, state.offset);
+  state.offset += static_cast<uint64_t>(out.numel());
 }
 
+// Normal draws: cuRAND's Philox4x32-10 at (seed, offset), where the offset counts 32-bit
+// outputs (a double uses two), so state.offset advances by the words consumed.
 // cuRAND's Box-Muller makes normals in pairs: an odd count (or an unaligned or strided
 // output) goes through an even-sized temporary.
 void CudaBackend::normal_impl(const View& out, double mean, double stddev, RandomState& state) {

@@ -1,7 +1,7 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
 // cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
 // through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
-// (cuda/cudnn.cpp) and random numbers through cuRAND; the host waits only where it
+// (cuda/cudnn.cpp) and normal draws through cuRAND; the host waits only where it
 // needs a value (wait_locked, the one place, counted), and a bad index found by
 // check_index is thrown there (Backend::check_index). Arguments were checked by core's
 // Backend. Internal to cuda/.
@@ -93,9 +93,6 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   // host_results_ first when `read_results` or index checks are pending, and throws the
   // first pending bad index, if any (resetting the record, so it is reported once).
   void wait_locked(bool read_results);
-  // cuRAND uniforms in (0, 1] into n contiguous values; returns the 32-bit words used.
-  uint64_t generate_uniform(void* data, DType dtype, int64_t n, const RandomState& state);
-  template <class Transform> void uniform_then(const View& out, RandomState& state, Transform transform);
   void destroy_handles() noexcept;
 
   int index_;
@@ -112,7 +109,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   std::atomic<int64_t> host_waits_{0};
   std::mutex result_mutex_;        // guards the results, the pending checks and every wait
   std::mutex cublas_mutex_;        // a cuBLAS handle must not be used by two threads at once
-  std::mutex curand_mutex_;        // seed/offset/generate must not interleave
+  std::mutex curand_mutex_;        // seed/offset/generate (normal) must not interleave
   // Made at the first conv2d that asks for it; nullptr: no cuDNN in this build, or it
   // did not start on this machine (conv2d_impl then declines).
   CudnnConvolutions* cudnn_ = nullptr;

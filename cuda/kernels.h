@@ -89,9 +89,10 @@ void cross_entropy_backward(const Context& ctx, const View& probs, const View& t
 void index_select(const Context& ctx, const View& x, int dim, const View& index, const View& out);
 void index_add(const Context& ctx, const View& out, int dim, const View& index, const View& src);
 
-// ---- random post-processing (random.cu), on n contiguous cuRAND uniforms in (0, 1] ----
-void uniform_transform(const Context& ctx, void* data, DType dtype, int64_t n, double low, double high);
-void dropout_transform(const Context& ctx, void* data, DType dtype, int64_t n, double p);
+// ---- random draws (random.cu) from vgrad's stream at (seed, offset): element i of out
+// in row-major order uses counter offset + i, any strides ----
+void uniform(const Context& ctx, const View& out, double low, double high, uint64_t seed, uint64_t offset);
+void dropout_mask(const Context& ctx, const View& out, double p, uint64_t seed, uint64_t offset);
 
 // ---- fused optimizer steps (optim.cu), contiguous, one floating dtype ----
 void sgd_update(const Context& ctx, const View& param, const View& grad, const View& momentum_buffer,

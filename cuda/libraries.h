@@ -75,15 +75,13 @@ struct Cublas {
                                             long long int, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
 };
 
-#define VGRAD_CURAND_FUNCTIONS(X)                         \
-  X(create_generator, curandCreateGenerator)              \
-  X(destroy_generator, curandDestroyGenerator)            \
-  X(set_stream, curandSetStream)                          \
-  X(set_seed, curandSetPseudoRandomGeneratorSeed)         \
-  X(set_offset, curandSetGeneratorOffset)                 \
-  X(generate_uniform, curandGenerateUniform)              \
-  X(generate_uniform_double, curandGenerateUniformDouble) \
-  X(generate_normal, curandGenerateNormal)                \
+#define VGRAD_CURAND_FUNCTIONS(X)                 \
+  X(create_generator, curandCreateGenerator)      \
+  X(destroy_generator, curandDestroyGenerator)    \
+  X(set_stream, curandSetStream)                  \
+  X(set_seed, curandSetPseudoRandomGeneratorSeed) \
+  X(set_offset, curandSetGeneratorOffset)         \
+  X(generate_normal, curandGenerateNormal)        \
   X(generate_normal_double, curandGenerateNormalDouble)
 
 struct Curand {

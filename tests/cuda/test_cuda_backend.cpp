@@ -438,6 +438,44 @@ TEST(CudaBackend, WhereWithBroadcastCondition) {
   }
 }
 
+// Contiguous operands take 16-byte accesses where every pointer is aligned and one
+// element at a time where a view starts off its alignment; either way every element of
+// the view, and nothing around it, is written (the 42s before and after must stay).
+TEST(CudaBackend, Elementwise16ByteAccessesAndTails) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float32, DType::Float64, DType::Int64, DType::BFloat16, DType::Float16}) {
+    const bool integers = dtype == DType::Int64;
+    for (int64_t n : {1, 3, 4, 7, 8, 9, 17, 1000, 4099}) {
+      for (int64_t offset : {0, 1, 8}) {  // 8 elements is aligned for every dtype, 1 for none
+        for (int64_t shift : {0, 1}) {    // the inputs one element further: misaligned
+          const int64_t total = offset + shift + n + 5;
+          const std::string label = join({dtype_label(dtype), " n=", std::to_string(n), " offset=",
+                                          std::to_string(offset), " shift=", std::to_string(shift)});
+          Twin a(dtype, random_values(total, -3, 3, 7, integers));
+          Twin b(dtype, random_values(total, 0.5, 3, 8, integers));
+          Twin wide(DType::Float64, random_values(total, -3, 3, 9, integers));
+          Twin out(dtype, std::vector<double>(static_cast<size_t>(total), 42.0));
+          auto on_both = [&](const std::string& op, auto run) {
+            run(cpu(), [&](Twin& t, int64_t at) { return t.cpu_view({n}, {}, at); });
+            run(gpu(), [&](Twin& t, int64_t at) { return t.gpu_view({n}, {}, at); });
+            out.expect_match({0, 0}, join({op, " ", label}));
+          };
+          const int64_t in_at = offset + shift;
+          on_both("mul", [&](Backend& be, auto view) {
+            be.binary(BinaryOp::Mul, view(a, in_at), view(b, in_at), view(out, offset));
+          });
+          on_both("neg", [&](Backend& be, auto view) { be.unary(UnaryOp::Neg, view(a, in_at), view(out, offset)); });
+          on_both("where", [&](Backend& be, auto view) {
+            be.where(view(b, in_at), view(a, in_at), view(b, in_at), view(out, offset));
+          });
+          on_both("copy from float64", [&](Backend& be, auto view) { be.copy(view(wide, in_at), view(out, offset)); });
+          on_both("fill", [&](Backend& be, auto view) { be.fill(view(out, offset), 2.5); });
+        }
+      }
+    }
+  }
+}
+
 void reduce_both(ReduceOp op, Twin& in, const std::vector<int64_t>& in_shape, const std::vector<int64_t>& in_strides,
                  const std::vector<int64_t>& out_shape, double scale, const std::string& label) {
   int64_t out_count = 1;
@@ -773,41 +811,48 @@ TEST(CudaBackend, AdamAndAdamWUpdatesMatchCpu) {
   }
 }
 
-// cuRAND streams cannot equal the CPU's: check ranges, moments, reproducibility and offsets.
-TEST(CudaBackend, UniformIsSeededAndInRange) {
+// Uniform and dropout draws come from one counter-based stream on both devices
+// (core/random_stream.h): the GPU must give the CPU's bits, contiguous or strided, in every
+// floating dtype, and advance the offset alike.
+TEST(CudaBackend, UniformDrawsTheCpuBits) {
   REQUIRE_GPU();
-  const int64_t n = 100001;  // odd
-  Twin out(DType::Float32, std::vector<double>(n, 0.0));
-  RandomState state{42, 0};
-  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, state);
-  EXPECT_GE(state.offset, static_cast<uint64_t>(n));
-  const auto first = out.gpu_values();
-  double mean = 0;
-  for (double v : first) {
-    ASSERT_GE(v, -2.0);
-    ASSERT_LT(v, 3.0);
-    mean += v / static_cast<double>(n);
-  }
-  EXPECT_NEAR(mean, 0.5, 0.03);
-  RandomState again{42, 0};
-  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, again);
-  EXPECT_EQ(out.gpu_values(), first);
-  EXPECT_EQ(again.offset, state.offset);
-  gpu().uniform(out.gpu_view({n}), -2.0, 3.0, state);  // the next draw differs
-  EXPECT_NE(out.gpu_values(), first);
-  // float64 into a strided view (every other element)
-  Twin strided(DType::Float64, std::vector<double>(2 * 1000, -7.0));
-  RandomState s64{7, 0};
-  gpu().uniform(strided.gpu_view({1000}, {2}), 0.0, 1.0, s64);
-  const auto values = strided.gpu_values();
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i % 2) {
-      EXPECT_EQ(values[i], -7.0);
-    } else {
-      EXPECT_GE(values[i], 0.0);
-      EXPECT_LT(values[i], 1.0);
+  for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    const int64_t n = 100001;  // odd, and more than one grid's worth of threads on small GPUs
+    Twin out(dtype, std::vector<double>(n, -9.0));
+    RandomState cpu_state{42, 5}, gpu_state{42, 5};
+    cpu().uniform(out.cpu_view({n}), -2.0, 3.0, cpu_state);
+    gpu().uniform(out.gpu_view({n}), -2.0, 3.0, gpu_state);
+    EXPECT_EQ(out.gpu_values(), out.cpu_values()) << dtype_label(dtype);
+    EXPECT_EQ(gpu_state.offset, cpu_state.offset);
+    EXPECT_EQ(cpu_state.offset, 5u + static_cast<uint64_t>(n));
+    double mean = 0;
+    for (double v : out.gpu_values()) {
+      ASSERT_GE(v, -2.0);
+      ASSERT_LE(v, 3.0);  // a 16-bit rounding may reach the bound
+      mean += v / static_cast<double>(n);
     }
+    EXPECT_NEAR(mean, 0.5, 0.03) << dtype_label(dtype);
+    // The next draw differs; the same state again gives the same bits.
+    const auto first = out.gpu_values();
+    gpu().uniform(out.gpu_view({n}), -2.0, 3.0, gpu_state);
+    EXPECT_NE(out.gpu_values(), first);
+    RandomState again{42, 5};
+    gpu().uniform(out.gpu_view({n}), -2.0, 3.0, again);
+    EXPECT_EQ(out.gpu_values(), first);
   }
+  // A transposed (5, 7) view of a 7x5 buffer, and every other element of a row: element i
+  // in row-major order of the view takes counter offset + i on both devices.
+  Twin grid(DType::Float32, std::vector<double>(35, -7.0));
+  RandomState a{7, 0}, b{7, 0};
+  cpu().uniform(grid.cpu_view({5, 7}, {1, 5}), 0.0, 1.0, a);
+  gpu().uniform(grid.gpu_view({5, 7}, {1, 5}), 0.0, 1.0, b);
+  EXPECT_EQ(grid.gpu_values(), grid.cpu_values());
+  Twin every_other(DType::Float64, std::vector<double>(2 * 1000, -7.0));
+  cpu().uniform(every_other.cpu_view({1000}, {2}), 0.0, 1.0, a);
+  gpu().uniform(every_other.gpu_view({1000}, {2}), 0.0, 1.0, b);
+  const auto values = every_other.gpu_values();
+  EXPECT_EQ(values, every_other.cpu_values());
+  for (size_t i = 1; i < values.size(); i += 2) ASSERT_EQ(values[i], -7.0);  // untouched
 }
 
 TEST(CudaBackend, NormalHasTheRightMomentsForOddSizes) {
@@ -831,22 +876,33 @@ TEST(CudaBackend, NormalHasTheRightMomentsForOddSizes) {
   }
 }
 
-TEST(CudaBackend, DropoutMaskIsScaledAndKeepsOneMinusP) {
+TEST(CudaBackend, DropoutMaskDrawsTheCpuBits) {
   REQUIRE_GPU();
-  const int64_t n = 100000;
-  Twin mask(DType::Float32, std::vector<double>(n, 0.0));
-  RandomState state{11, 0};
-  gpu().dropout_mask(mask.gpu_view({n}), 0.3, state);
-  const float keep = static_cast<float>(1.0 / 0.7);
-  int64_t kept = 0;
-  for (double v : mask.gpu_values()) {
-    ASSERT_TRUE(v == 0.0 || v == static_cast<double>(keep)) << v;
-    kept += v != 0.0;
+  for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    const int64_t n = 100000;
+    Twin mask(dtype, std::vector<double>(n, -1.0));
+    RandomState cpu_state{11, 3}, gpu_state{11, 3};
+    cpu().dropout_mask(mask.cpu_view({n}), 0.3, cpu_state);
+    gpu().dropout_mask(mask.gpu_view({n}), 0.3, gpu_state);
+    const auto values = mask.gpu_values();
+    EXPECT_EQ(values, mask.cpu_values()) << dtype_label(dtype);
+    EXPECT_EQ(gpu_state.offset, cpu_state.offset);
+    Twin keep_value(dtype, {1.0 / 0.7});  // 1/(1-p), rounded to the dtype
+    const double keep = keep_value.cpu_values()[0];
+    int64_t kept = 0;
+    for (double v : values) {
+      ASSERT_TRUE(v == 0.0 || v == keep) << v;
+      kept += v != 0.0;
+    }
+    EXPECT_NEAR(static_cast<double>(kept) / static_cast<double>(n), 0.7, 0.01) << dtype_label(dtype);
   }
-  EXPECT_NEAR(static_cast<double>(kept) / static_cast<double>(n), 0.7, 0.01);
-  gpu().dropout_mask(mask.gpu_view({n}), 0.0, state);
-  for (double v : mask.gpu_values()) ASSERT_EQ(v, 1.0);
-  gpu().dropout_mask(mask.gpu_view({n}), 1.0, state);
+  const int64_t n = 1000;
+  Twin mask(DType::Float32, std::vector<double>(2 * n, -1.0));
+  RandomState state{11, 0};
+  gpu().dropout_mask(mask.gpu_view({n}, {2}), 0.0, state);  // strided: every other element
+  auto values = mask.gpu_values();
+  for (size_t i = 0; i < values.size(); ++i) ASSERT_EQ(values[i], i % 2 ? -1.0 : 1.0) << i;
+  gpu().dropout_mask(mask.gpu_view({2 * n}), 1.0, state);
   for (double v : mask.gpu_values()) ASSERT_EQ(v, 0.0);
 }
 
