@@ -1,11 +1,13 @@
 // conv2d on the GPU through cuDNN's convolution API (cudnnConvolutionForward,
 // BackwardData, BackwardFilter; deprecated in cuDNN 9 but supported): one plan per
 // (pass, dtype, geometry, TF32 or not) with its descriptors and the algorithm cudnnGet*_v7 ranks
-// first, made once and cached; the workspace comes from the device's caching allocator.
+// first (for float32 never one that converts to 16 bits; with TF32 on, the first that uses
+// tensor cores), made once and cached; the workspace comes from the device's caching allocator.
 // A build without cuDNN (VGRAD_CUDNN=OFF) compiles only the switch, and conv2d_impl
 // declines so that autograd/ops/conv.cpp uses im2col + cuBLAS (cuda/conv.cu, gemm.cpp).
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <string>
 
 #include "cuda/check.h"
@@ -35,8 +37,30 @@ bool built_with_cudnn() { return true; }
 bool built_with_cudnn() { return false; }
 #endif
 
+namespace {
+
+// Whether cuDNN's library opens on this machine: asked once, a failure is an answer here
+// (conv2d then runs im2col + cuBLAS), not an error.
+bool cudnn_loads() {
+#ifdef VGRAD_WITH_CUDNN
+  static const bool loads = [] {
+    try {
+      (void)cudnn();
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return loads;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
 bool cudnn_enabled() {
-  if (!built_with_cudnn()) return false;
+  if (!built_with_cudnn() || !cudnn_loads()) return false;
   int state = cudnn_switch.load();
   if (state < 0) {
     const char* env = std::getenv("VGRAD_CUDNN");
@@ -239,14 +263,23 @@ class CudnnConvolutions {
               Descriptors... descriptors) {
     int count = 0;
     VGRAD_CUDNN_CHECK(rank(handle_, descriptors..., kCount, &count, perf));
-    for (int i = 0; i < count; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      VGRAD_CUDNN_CHECK(cudnn().set_convolution_math_type(plan.conv, math_for(types, perf[i].mathType)));
-      size_t bytes = 0;
-      if (workspace(handle_, descriptors..., perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-      plan.algorithm = int(perf[i].algo);
-      plan.workspace = bytes;
-      return;
+    // float32 data never runs an algorithm that may convert it to 16 bits; with TF32 on,
+    // the first tensor-core algorithm is taken over better-ranked FMA ones (the switch
+    // asks for tensor cores), and an FMA one only when no tensor-core one runs.
+    const bool float32 = types.data == CUDNN_DATA_FLOAT;
+    const bool tf32 = float32 && types.math != CUDNN_FMA_MATH;
+    for (const bool tensor_cores_only : {tf32, false}) {
+      for (int i = 0; i < count; ++i) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+        if (float32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+        if (tensor_cores_only && perf[i].mathType == CUDNN_FMA_MATH) continue;
+        VGRAD_CUDNN_CHECK(cudnn().set_convolution_math_type(plan.conv, math_for(types, perf[i].mathType)));
+        size_t bytes = 0;
+        if (workspace(handle_, descriptors..., perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+        plan.algorithm = int(perf[i].algo);
+        plan.workspace = bytes;
+        return;
+      }
     }
   }
 

@@ -123,6 +123,15 @@ inline bool gpu_required() {
   return required != nullptr && std::string(required) != "" && std::string(required) != "0";
 }
 
+// The CPU, then cuda:0 where a GPU is: the device list of a parity test. Under
+// VGRAD_REQUIRE_GPU a missing GPU fails the calling test instead of leaving it CPU-only.
+inline std::vector<vgrad::Device> cpu_and_gpu() {
+  std::vector<vgrad::Device> devices{vgrad::kCPU};
+  if (vgrad::cuda_is_available()) devices.push_back(vgrad::cuda_device(0));
+  else if (gpu_required()) ADD_FAILURE() << "no CUDA device, and VGRAD_REQUIRE_GPU requires one";
+  return devices;
+}
+
 // |got - want| <= tol * (1 + |want|) element by element.
 inline void expect_near_all(const std::vector<double>& got, const std::vector<double>& want, double tol,
                             const char* what = "") {

@@ -21,6 +21,8 @@ using namespace vgrad;
 std::vector<Device> devices_present() {
   std::vector<Device> devices{kCPU};
   for (int i = 0; i < cuda_device_count(); ++i) devices.push_back(cuda_device(i));
+  if (devices.size() == 1 && vgrad_test::gpu_required())
+    ADD_FAILURE() << "no CUDA device, and VGRAD_REQUIRE_GPU requires one";
   return devices;
 }
 

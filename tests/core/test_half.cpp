@@ -90,11 +90,7 @@ TEST(HalfDType, TableAndPromotion) {
   EXPECT_EQ((a + tensor(std::vector<int64_t>{1, 2})).dtype(), DType::BFloat16);
 }
 
-std::vector<Device> devices() {
-  std::vector<Device> out{kCPU};
-  if (cuda::is_available()) out.push_back(cuda_device(0));
-  return out;
-}
+std::vector<Device> devices() { return vgrad_test::cpu_and_gpu(); }
 
 // A 16-bit op result against float32's, rounded once: within `ulps` roundings.
 void expect_close_to_float32(const Tensor& got, const Tensor& want32, DType dtype, double ulps, const char* what) {
@@ -220,7 +216,7 @@ TEST_F(HalfSafetensors, LoadsPyTorchsFileAndRoundTripsOurs) {
 }
 
 TEST(HalfOnCuda, RunsWhereAGpuIs) {
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: the 16-bit tests above ran on the CPU only";
+  REQUIRE_GPU();  // without one, the 16-bit tests above ran on the CPU only
   const Tensor x = uniform_tensor({5, 7}, 9).to(DType::BFloat16);
   EXPECT_EQ(vals(exp(x.to(cuda_device(0)))), vals(exp(x)));
 }

@@ -43,7 +43,7 @@ void check_accounting(Device device) {
 TEST(MemoryAccounting, CpuAllocatedPeakReservedAndSummary) { check_accounting(kCPU); }
 
 TEST(MemoryAccounting, CudaAllocatedPeakReservedAndSummary) {
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  REQUIRE_GPU();
   check_accounting(cuda_device(0));
 }
 

@@ -164,9 +164,7 @@ class Twin {
   void* device_ = nullptr;
 };
 
-std::string dtype_label(DType dtype) {
-  return dtype == DType::Float32 ? "float32" : dtype == DType::Float64 ? "float64" : "int64";
-}
+std::string dtype_label(DType dtype) { return dtype_name(dtype); }
 
 // Joins label pieces (g++ 12 gives a false -Wrestrict on `"literal" + std::string`).
 std::string join(std::initializer_list<std::string> parts) {

@@ -228,9 +228,7 @@ TEST_P(ElementwiseOp, NaNPropagatesAsPyTorch) {
 // log1p/expm1 keep the digits that log(1 + x) and exp(x) - 1 lose near 0.
 TEST(Log1pExpm1, MatchTheCLibraryNearZeroOnEveryDevice) {
   const std::vector<double> x = {-0.5, -1e-9, 0.0, 1e-12, 3e-8, 0.25, 2.0};
-  std::vector<Device> devices{kCPU};
-  if (cuda_is_available()) devices.push_back(cuda_device(0));
-  for (Device device : devices)
+  for (Device device : vgrad_test::cpu_and_gpu())
     for (DType dtype : {DType::Float32, DType::Float64}) {
       const Tensor t = tensor(x).to(dtype).to(device);
       const auto l = vgrad_test::vals(log1p(t)), e = vgrad_test::vals(expm1(t));
