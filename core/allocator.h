@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -29,7 +30,9 @@ struct MemoryStats {
 // A pool's fences, for blocks that the device may still use after the host frees them (a
 // block of a GPU's copy-stream pool, read by kernels on its compute stream). On each free
 // the pool records a fence where that use is queued, keeps the block pending, and reuses it
-// only once the fence is done (docs/gpu.md, "Streams"). All four must not throw.
+// only once the fence is done (docs/gpu.md, "Streams"). A pool's fences must be done in the
+// order recorded (one stream): allocate polls the oldest first and stops at one not done.
+// All four must not throw.
 struct FenceHooks {
   void* (*record)(int device_index);             // after the work queued so far; nullptr: nothing to wait for
   bool (*done)(void* fence, int device_index);   // polled by allocate; never blocks
@@ -59,8 +62,9 @@ class CachingAllocator {
     size_t size;
     void* fence;
   };
-  // With the lock held: pending blocks whose fence is done (all of them, waiting, when
-  // `wait`) move to the free lists; then, for release, every free block goes to the system.
+  // With the lock held: the pending blocks whose fence is done, oldest first up to the
+  // first not done (all of them, waiting, when `wait`), move to the free lists; and for
+  // release, every free block goes back to the system.
   void collect_pending_locked(bool wait);
   void release_free_locked();
 
@@ -70,7 +74,7 @@ class CachingAllocator {
   const FenceHooks* fences_;  // nullptr: a freed block is free at once
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_blocks_;
-  std::vector<PendingBlock> pending_;  // in the order freed
+  std::deque<PendingBlock> pending_;  // in the order freed
   MemoryStats stats_;
 };
 

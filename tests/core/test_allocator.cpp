@@ -218,21 +218,34 @@ TEST_F(FencedAllocator, APendingBlockIsNotReusedBeforeItsFenceAndIsAfter) {
   pool.deallocate(third, 600);
 }
 
-TEST_F(FencedAllocator, OnlyBlocksWhoseFenceIsDoneAreFreed) {
+TEST_F(FencedAllocator, PendingBlocksAreFreedInTheOrderTheirFencesWereRecorded) {
   void* a = pool.allocate(1000);
   void* b = pool.allocate(1000);
+  void* c = pool.allocate(1000);
   pool.deallocate(a, 1000);  // fence 1
   pool.deallocate(b, 1000);  // fence 2
-  Fences::completed = {2};   // out of order: the pool must not assume one stream's order
-  EXPECT_EQ(pool.allocate(1000), b);
-  void* c = pool.allocate(1000);
-  EXPECT_NE(c, a) << "fence 1 is not done";
-  EXPECT_EQ(pool.stats().bytes_pending, 1024u);
-  Fences::completed.insert(1);
+  pool.deallocate(c, 1000);  // fence 3
+  Fences::reached = 2;
+  EXPECT_EQ(pool.allocate(1000), b) << "fences 1 and 2 are done: a and b are free, the last freed first";
   EXPECT_EQ(pool.allocate(1000), a);
-  EXPECT_EQ(Fences::released, (std::vector<int64_t>{2, 1}));
-  EXPECT_EQ(Raw::allocations, 3);
-  for (void* block : {a, b, c}) pool.deallocate(block, 1000);
+  EXPECT_EQ(Fences::released, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(pool.stats().bytes_pending, 1024u) << "c waits for fence 3";
+  Fences::polls = 0;
+  void* d = pool.allocate(1000);
+  EXPECT_NE(d, c);
+  EXPECT_EQ(Fences::polls, 1) << "polling stops at the oldest fence not done";
+  // One stream finishes its fences in order, so a later one done before an earlier is not
+  // looked at: the pool keeps it pending until the earlier one is done too.
+  pool.deallocate(a, 1000);  // fence 4
+  Fences::completed = {4};
+  void* f = pool.allocate(1000);
+  EXPECT_NE(f, a);
+  Fences::reached = 3;
+  EXPECT_EQ(Raw::allocations, 5);
+  void* e = pool.allocate(1000);
+  EXPECT_EQ(e, a) << "fences 3 and 4 are done: c and a are free";
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  for (void* block : {b, d, e, f}) pool.deallocate(block, 1000);
 }
 
 TEST_F(FencedAllocator, StatsCountPendingBlocksAsCachedNotInUse) {
