@@ -329,6 +329,25 @@ TEST_F(FencedAllocator, DestructionWaitsForPendingBlocksAndReturnsThem) {
   EXPECT_EQ(Fences::released, (std::vector<int64_t>{1, 2}));
 }
 
+// A tensor made from a named pool (the DataLoader's page-locked staging, a GPU's upload
+// pool) takes its memory from that pool and gives it back there, not to the device's own.
+TEST_F(Allocator, ATensorFromANamedPoolGivesItsMemoryBackThere) {
+  const vgrad::MemoryStats cpu_before = vgrad::memory_stats(vgrad::kCPU);
+  {
+    vgrad::Tensor t = vgrad::Tensor::empty({4, 8}, vgrad::DType::Float32, vgrad::kCPU, allocator);
+    EXPECT_EQ(&t.storage()->pool(), &allocator);
+    EXPECT_EQ(allocator.stats().bytes_in_use, 512u);
+    EXPECT_EQ(vgrad::memory_stats(vgrad::kCPU).bytes_in_use, cpu_before.bytes_in_use);
+    t.fill_(2.5);
+    EXPECT_EQ(t.sum().item(), 80.0);
+    const vgrad::Tensor view = t.narrow(0, 1, 2);  // a view keeps the pool's block alive
+    EXPECT_EQ(&view.storage()->pool(), &allocator);
+  }
+  EXPECT_EQ(allocator.stats().bytes_in_use, 0u);
+  EXPECT_EQ(allocator.stats().bytes_cached, 512u);
+  EXPECT_EQ(Raw::allocations, 1);
+}
+
 // The CPU backend's instance, under tensors: a loop that makes same-shape tensors is
 // served from the cache after its first pass.
 TEST(CpuAllocator, SameShapeTensorsReuseTheirBlocks) {

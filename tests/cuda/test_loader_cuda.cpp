@@ -6,6 +6,7 @@
 // fences), checked against the CPU. SKIPPED without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
