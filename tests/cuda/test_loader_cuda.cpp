@@ -66,6 +66,7 @@ void expect_same_batches(const std::shared_ptr<const data::Dataset>& source, int
       const data::Batch& expected = *cpu_it;
       ASSERT_EQ(x.device(), gpu());
       ASSERT_EQ(y.device(), gpu());
+      EXPECT_EQ(&x.storage()->pool(), &backend_for(gpu()).upload_allocator()) << "uploaded by the copy stream";
       EXPECT_EQ(x.shape(), expected.input.shape()) << "epoch " << epoch << ", batch " << batches;
       EXPECT_EQ(bytes(x), bytes(expected.input)) << "epoch " << epoch << ", batch " << batches;
       EXPECT_EQ(bytes(y), bytes(expected.target)) << "epoch " << epoch << ", batch " << batches;
