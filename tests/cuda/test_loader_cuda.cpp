@@ -164,8 +164,8 @@ TEST(CudaLoader, ABadIndexOfTheTrainingThreadIsReportedThereNotByTheLoader) {
 }
 
 // Many small batches, each freed at once while a slow kernel queued before its last use
-// still runs: a block of the upload pool must not be uploaded into before the kernels that
-// read it are done. Every batch is copied, by a kernel, into one device tensor compared with
+// still runs, and the cache emptied now and then: a block of the upload pool must not be
+// uploaded into before the kernels that read it are done. Every batch is copied, by a kernel, into one device tensor compared with
 // the CPU loader's batches bit for bit.
 TEST(CudaLoader, BatchesFreedWhileKernelsStillReadThemAreNeverOverwritten) {
   REQUIRE_GPU();
@@ -189,6 +189,9 @@ TEST(CudaLoader, BatchesFreedWhileKernelsStillReadThemAreNeverOverwritten) {
       seen_targets.narrow(0, row, y.shape()[0]).copy_(y);
       row += x.shape()[0];
       most_pending = std::max(most_pending, memory_stats(gpu()).bytes_pending);
+      // Now and then give the cache back while the loader allocates: release_cached waits
+      // for the pending blocks, and the next uploads get fresh cudaMalloc blocks.
+      if (row % 512 == 0) empty_cache(gpu());
     }
   }
   ASSERT_EQ(row, n);
