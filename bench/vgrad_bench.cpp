@@ -6,6 +6,10 @@
 // --amp bf16|fp16: forward and loss under amp::Autocast (fp16 with amp::GradScaler), as
 // torch_mlp.py --amp; the JSON line then also gives the device's peak allocated memory.
 // --tf32: float32 matmul and convolution on TF32 tensor cores (CUDA), as torch_mlp.py --tf32.
+// --host-data sync|async (a GPU): the training set stays in host memory and the DataLoader
+// feeds it; sync copies each batch with to(device) on the training thread (a host wait on
+// the compute stream per batch, as the loader did before its copy stream), async lets the
+// loader upload it through page-locked staging on the copy stream (docs/gpu.md, "Streams").
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -63,6 +67,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"off", "bf16", "fp16"}));
   bool profile = false;
   app.add_flag("--profile", profile, "print vgrad::profiler's table for one epoch (to stderr)");
+  std::string host_data = "off";
+  app.add_option("--host-data", host_data,
+                 "a GPU: off (the training set on the device), sync (batches from host memory, to(device) on the "
+                 "training thread) or async (the loader's copy stream)")
+      ->check(CLI::IsMember({"off", "sync", "async"}));
   bool tf32 = false;
   app.add_flag("--tf32", tf32, "float32 matmul and convolution on TF32 tensor cores (CUDA; off by default)");
   CLI11_PARSE(app, argc, argv);
@@ -75,13 +84,16 @@ int main(int argc, char** argv) {
   const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as bench/torch_mlp.py
   Tensor x = train.inputs(), y = train.targets();
   normalizer.apply_(x);
-  x = x.to(device);
-  y = y.to(device);
+  if (host_data == "off") {
+    x = x.to(device);
+    y = y.to(device);
+  }
   const int64_t n = x.shape()[0];
   auto model = make_model(hidden);
   model->to(device);
   Generator shuffle(0);
-  if (!device.is_cpu()) gather = "step";  // the loader gathers on the CPU
+  if (!device.is_cpu()) gather = host_data == "off" ? "step" : "loader";  // the loader gathers on the CPU
+  const Device loader_device = host_data == "async" ? device : kCPU;
   const auto dataset = std::make_shared<data::TensorDataset>(x, y);
   std::map<int64_t, std::unique_ptr<data::DataLoader>> loaders;  // one per batch size: its epochs reshuffle
 
@@ -107,8 +119,12 @@ int main(int argc, char** argv) {
     Tensor total = zeros({}, {.device = device});
     if (gather == "loader") {
       auto& loader = loaders[b];
-      if (!loader) loader = std::make_unique<data::DataLoader>(dataset, data::LoaderOptions{.batch_size = b});
-      for (auto& [inputs, targets] : *loader) train_step(opt, inputs, targets, total);
+      if (!loader)
+        loader = std::make_unique<data::DataLoader>(dataset, data::LoaderOptions{.batch_size = b, .device = loader_device});
+      for (auto& [inputs, targets] : *loader) {
+        if (inputs.device() == device) train_step(opt, inputs, targets, total);
+        else train_step(opt, inputs.to(device), targets.to(device), total);  // --host-data sync
+      }
     } else {
       const Tensor perm = randperm(n, &shuffle).to(device);
       for (int64_t i = 0; i < n; i += b) {
@@ -151,17 +167,20 @@ int main(int argc, char** argv) {
     double final_loss = 0;
     const cpu::ThreadPool::Counts pool_before = cpu::ThreadPool::instance().counts();
     reset_peak_memory(device);
+    const int64_t waits_before = device.is_cpu() ? 0 : cuda::host_wait_count(device.index);
     for (int e = 0; e < epochs; ++e) {
       auto [seconds, loss] = train_epoch(opt, batch);
       times.push_back(seconds);
       final_loss = loss;
     }
     const double med = median(times);
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","hidden":"{}","amp":"{}","tf32":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, fmt::join(hidden, ","), amp_mode, tf32, batch, momentum, fmt::join(times, ","), med, double(n) / med,
+    const int64_t host_waits = device.is_cpu() ? 0 : cuda::host_wait_count(device.index) - waits_before;
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
-    json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f}}})",
-                        memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0);
+    json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f},"host_waits_per_epoch":{:.1f}}})",
+                        memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0,
+                        double(host_waits) / double(epochs));
     // The CPU pool over the timed epochs: jobs offered to the workers, how many of them its
     // back-off ran on the caller alone, and the pieces the workers took.
     const cpu::ThreadPool::Counts pool = cpu::ThreadPool::instance().counts();

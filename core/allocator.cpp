@@ -1,4 +1,5 @@
-// The caching allocator: per-size free lists over a raw allocate/free pair (each device supplies its own).
+// The caching allocator: per-size free lists over a raw allocate/free pair (each device
+// supplies its own), and the pending list of a pool with fences.
 #include "core/allocator.h"
 
 #include <cstdlib>
@@ -10,8 +11,8 @@
 
 namespace vgrad {
 
-CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index)
-    : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index) {}
+CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, const FenceHooks* fences)
+    : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index), fences_(fences) {}
 
 CachingAllocator::~CachingAllocator() { release_cached(); }
 
@@ -29,6 +30,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   profiler::note_allocation(static_cast<int64_t>(bytes));
   std::lock_guard lock(mutex_);
+  if (!pending_.empty()) collect_pending_locked(false);
   void* ptr = nullptr;
   auto it = free_blocks_.find(size);
   if (it != free_blocks_.end() && !it->second.empty()) {
@@ -38,11 +40,10 @@ void* CachingAllocator::allocate(size_t bytes) {
     stats_.bytes_cached -= size;
   } else {
     ptr = raw_alloc_(size, device_index_);
-    if (ptr == nullptr && stats_.bytes_cached > 0) {  // out of memory: give the cache back and retry
-      for (auto& [block_size, blocks] : free_blocks_)
-        for (void* block : blocks) raw_free_(block, device_index_);
-      free_blocks_.clear();
-      stats_.bytes_cached = 0;
+    if (ptr == nullptr && stats_.bytes_cached > 0) {
+      // Out of memory: wait for the pending blocks, give the whole cache back and retry.
+      collect_pending_locked(true);
+      release_free_locked();
       ptr = raw_alloc_(size, device_index_);
     }
     if (ptr == nullptr) fail("allocator: out of memory allocating {} bytes ({} bytes in use)", size, stats_.bytes_in_use);
@@ -57,18 +58,54 @@ void CachingAllocator::deallocate(void* ptr, size_t bytes) {
   if (ptr == nullptr) return;
   profiler::note_deallocation(static_cast<int64_t>(bytes));
   const size_t size = round_size(bytes);
+  void* fence = fences_ != nullptr ? fences_->record(device_index_) : nullptr;
   std::lock_guard lock(mutex_);
-  free_blocks_[size].push_back(ptr);
   stats_.bytes_in_use -= size;
   stats_.bytes_cached += size;
+  if (fence == nullptr) {
+    free_blocks_[size].push_back(ptr);
+    return;
+  }
+  // NOTE: a push_back that throws (no host memory) would lose the block and leak the
+  // fence; wait for it instead, so the block is simply free.
+  try {
+    pending_.push_back({ptr, size, fence});
+    stats_.bytes_pending += size;
+  } catch (...) {
+    fences_->wait(fence, device_index_);
+    fences_->release(fence, device_index_);
+    free_blocks_[size].push_back(ptr);
+  }
+}
+
+// Oldest first, stopping at the first fence not done: a pool's fences are recorded on one
+// stream, so they are done in order, and polling stays O(1) per allocation however far
+// the device is behind.
+void CachingAllocator::collect_pending_locked(bool wait) {
+  while (!pending_.empty()) {
+    const PendingBlock block = pending_.front();
+    if (wait) fences_->wait(block.fence, device_index_);
+    else if (!fences_->done(block.fence, device_index_)) return;
+    fences_->release(block.fence, device_index_);
+    pending_.pop_front();
+    free_blocks_[block.size].push_back(block.ptr);
+    stats_.bytes_pending -= block.size;
+  }
+}
+
+void CachingAllocator::release_free_locked() {
+  for (auto& [size, blocks] : free_blocks_)
+    for (void* block : blocks) {
+      raw_free_(block, device_index_);
+      stats_.bytes_cached -= size;
+    }
+  free_blocks_.clear();
 }
 
 void CachingAllocator::release_cached() {
   std::lock_guard lock(mutex_);
-  for (auto& [size, blocks] : free_blocks_)
-    for (void* block : blocks) raw_free_(block, device_index_);
-  free_blocks_.clear();
-  stats_.bytes_cached = 0;
+  if (!pending_.empty()) collect_pending_locked(true);
+  release_free_locked();
 }
 
 MemoryStats CachingAllocator::stats() const {
@@ -81,9 +118,39 @@ void CachingAllocator::reset_peak() {
   stats_.peak_bytes_in_use = stats_.bytes_in_use;
 }
 
-MemoryStats memory_stats(Device device) { return backend_for(device).allocator().stats(); }
-void empty_cache(Device device) { backend_for(device).allocator().release_cached(); }
-void reset_peak_memory(Device device) { backend_for(device).allocator().reset_peak(); }
+MemoryStats& operator+=(MemoryStats& total, const MemoryStats& pool) {
+  total.system_allocations += pool.system_allocations;
+  total.cache_hits += pool.cache_hits;
+  total.bytes_in_use += pool.bytes_in_use;
+  total.peak_bytes_in_use += pool.peak_bytes_in_use;
+  total.bytes_cached += pool.bytes_cached;
+  total.bytes_pending += pool.bytes_pending;
+  return total;
+}
+
+namespace {
+
+// A device's pools: the compute pool, and the upload pool where it has its own (a GPU's
+// copy stream).
+template <class Visit> void for_each_pool(Device device, Visit visit) {
+  Backend& backend = backend_for(device);
+  visit(backend.allocator());
+  if (&backend.upload_allocator() != &backend.allocator()) visit(backend.upload_allocator());
+}
+
+}  // namespace
+
+MemoryStats memory_stats(Device device) {
+  MemoryStats total;
+  for_each_pool(device, [&](CachingAllocator& pool) { total += pool.stats(); });
+  return total;
+}
+void empty_cache(Device device) {
+  for_each_pool(device, [](CachingAllocator& pool) { pool.release_cached(); });
+}
+void reset_peak_memory(Device device) {
+  for_each_pool(device, [](CachingAllocator& pool) { pool.reset_peak(); });
+}
 
 std::string memory_summary(Device device) {
   const MemoryStats s = memory_stats(device);

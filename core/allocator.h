@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -20,34 +21,66 @@ struct MemoryStats {
   uint64_t cache_hits = 0;          // allocations served from the cache
   uint64_t bytes_in_use = 0;        // held by live storages
   uint64_t peak_bytes_in_use = 0;
-  uint64_t bytes_cached = 0;        // free blocks kept for reuse
+  uint64_t bytes_cached = 0;        // free blocks kept for reuse (the pending ones included)
+  uint64_t bytes_pending = 0;       // of those, freed but still in use on the device (their fence is not done)
   // Held from the system: in use plus cached (torch.cuda.memory_reserved).
   uint64_t bytes_reserved() const { return bytes_in_use + bytes_cached; }
 };
 
-// Size-bucketed cache over a raw allocate/free pair. Thread-safe.
+// A pool's fences, for blocks that the device may still use after the host frees them (a
+// block of a GPU's copy-stream pool, read by kernels on its compute stream). On each free
+// the pool records a fence where that use is queued, keeps the block pending, and reuses it
+// only once the fence is done (docs/gpu.md, "Streams"). A pool's fences must be done in the
+// order recorded (one stream): allocate polls the oldest first and stops at one not done.
+// All four must not throw.
+struct FenceHooks {
+  void* (*record)(int device_index);             // after the work queued so far; nullptr: nothing to wait for
+  bool (*done)(void* fence, int device_index);   // polled by allocate; never blocks
+  void (*wait)(void* fence, int device_index);   // blocks (only when out of memory, and in release_cached)
+  void (*release)(void* fence, int device_index);  // after done or wait: the fence is not used again
+};
+
+// Size-bucketed cache over a raw allocate/free pair, optionally with fences. Thread-safe.
 class CachingAllocator {
  public:
   using RawAlloc = void* (*)(size_t bytes, int device_index);
   using RawFree = void (*)(void* ptr, int device_index);
-  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index);
+  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, const FenceHooks* fences = nullptr);
   ~CachingAllocator();
 
   void* allocate(size_t bytes);
   void deallocate(void* ptr, size_t bytes);
-  void release_cached();  // returns every cached block to the system
+  // Returns every cached block to the system, waiting first for the pending ones' fences.
+  void release_cached();
   MemoryStats stats() const;
   void reset_peak();  // the peak restarts from the bytes in use now
   static size_t round_size(size_t bytes);  // the bucket a request falls in
 
  private:
+  struct PendingBlock {
+    void* ptr;
+    size_t size;
+    void* fence;
+  };
+  // With the lock held: the pending blocks whose fence is done, oldest first up to the
+  // first not done (all of them, waiting, when `wait`), move to the free lists; and for
+  // release, every free block goes back to the system.
+  void collect_pending_locked(bool wait);
+  void release_free_locked();
+
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   int device_index_;
+  const FenceHooks* fences_;  // nullptr: a freed block is free at once
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_blocks_;
+  std::deque<PendingBlock> pending_;  // in the order freed
   MemoryStats stats_;
 };
+
+// Stats of several pools added up (a device's compute and copy-stream pools); the peak is
+// the sum of the pools' peaks, an upper bound of the device's peak.
+MemoryStats& operator+=(MemoryStats& total, const MemoryStats& pool);
 
 MemoryStats memory_stats(Device device);
 void empty_cache(Device device);

@@ -684,6 +684,38 @@ void Backend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
   for (const AdamUpdate& u : updates) adam_update_impl(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.params);
 }
 
+// ---- asynchronous uploads: the CPU copies at once, so its fences are always empty ----
+
+DeviceFence Backend::upload(std::span<const HostCopy> copies) {
+  for (const HostCopy& copy : copies) copy_from_host(copy.dst, copy.src, copy.bytes);
+  return {};
+}
+
+void Backend::fence_wait_host(void*) { fail("{}: internal error: a fence this device never made", device().str()); }
+void Backend::fence_make_compute_wait(void* handle) { fence_wait_host(handle); }
+void Backend::fence_release(void*) noexcept {}
+
+DeviceFence& DeviceFence::operator=(DeviceFence&& other) noexcept {
+  if (this != &other) {
+    if (handle_ != nullptr) backend_->fence_release(handle_);
+    backend_ = other.backend_;
+    handle_ = std::exchange(other.handle_, nullptr);
+  }
+  return *this;
+}
+
+DeviceFence::~DeviceFence() {
+  if (handle_ != nullptr) backend_->fence_release(handle_);
+}
+
+void DeviceFence::wait_host() const {
+  if (handle_ != nullptr) backend_->fence_wait_host(handle_);
+}
+
+void DeviceFence::make_compute_wait() const {
+  if (handle_ != nullptr) backend_->fence_make_compute_wait(handle_);
+}
+
 // ---- dispatch ----
 
 Backend& backend_for(Device device) { return device.is_cpu() ? cpu_backend() : cuda::backend(device.index); }

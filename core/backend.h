@@ -77,6 +77,41 @@ struct IndexCheck {
   PREFIX void adam_update_impl(const View& param, const View& grad, const View& exp_avg,                       \
                                const View& exp_avg_sq, const AdamParams& p) SUFFIX;
 
+class Backend;
+
+// A point in a device's queued work (a CUDA event on its copy stream, Backend::upload);
+// empty when there is nothing to wait for (the CPU copies at once). Move-only; its
+// destructor gives the event back without waiting.
+class DeviceFence {
+ public:
+  DeviceFence() = default;
+  DeviceFence(Backend* backend, void* handle) : backend_(backend), handle_(handle) {}
+  DeviceFence(DeviceFence&& other) noexcept : backend_(other.backend_), handle_(other.handle_) {
+    other.handle_ = nullptr;
+  }
+  DeviceFence& operator=(DeviceFence&& other) noexcept;
+  DeviceFence(const DeviceFence&) = delete;
+  DeviceFence& operator=(const DeviceFence&) = delete;
+  ~DeviceFence();
+
+  bool empty() const { return handle_ == nullptr; }
+  // The host waits until the device has reached it, and for nothing else (not the compute stream).
+  void wait_host() const;
+  // Work queued on the device's compute stream from now on waits for it on the device: no host wait.
+  void make_compute_wait() const;
+
+ private:
+  Backend* backend_ = nullptr;
+  void* handle_ = nullptr;
+};
+
+// One contiguous host->device copy of an upload.
+struct HostCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -87,6 +122,17 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+
+  // ---- asynchronous uploads: the DataLoader's batches (docs/gpu.md, "Streams") ----
+  // The pool an upload's destinations come from. A GPU keeps one for its copy stream: its
+  // blocks are read by kernels on the compute stream, so a freed one is reused only after
+  // a fence recorded there is done. Elsewhere the device's allocator().
+  virtual CachingAllocator& upload_allocator() { return allocator(); }
+  // Queues the copies, from page-locked host memory (cuda::pinned_alloc) to destinations
+  // from upload_allocator(), in order on the copy stream, and returns the fence after the
+  // last: wait_host() before the host reuses a source, make_compute_wait() before the
+  // compute stream reads a destination. The CPU copies at once and returns an empty fence.
+  virtual DeviceFence upload(std::span<const HostCopy> copies);
 
   // ---- elementwise (core/cpu/elementwise.cpp, cuda/elementwise.cu) ----
   void fill(const View& out, double value);
@@ -205,6 +251,11 @@ class Backend {
 
  private:
   class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
+  // A non-empty DeviceFence's handle, on the device that made it (never called on the CPU).
+  friend class DeviceFence;
+  virtual void fence_wait_host(void* handle);
+  virtual void fence_make_compute_wait(void* handle);
+  virtual void fence_release(void* handle) noexcept;
 };
 
 // The single dispatch point: CPU, or the CUDA backend (a stub that throws when

@@ -5,10 +5,12 @@
 
 namespace vgrad {
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  data_ = backend_for(device).allocator().allocate(nbytes == 0 ? 1 : nbytes);
+Storage::Storage(size_t nbytes, Device device) : Storage(nbytes, device, backend_for(device).allocator()) {}
+
+Storage::Storage(size_t nbytes, Device device, CachingAllocator& pool) : pool_(&pool), nbytes_(nbytes), device_(device) {
+  data_ = pool_->allocate(nbytes == 0 ? 1 : nbytes);
 }
 
-Storage::~Storage() { backend_for(device_).allocator().deallocate(data_, nbytes_ == 0 ? 1 : nbytes_); }
+Storage::~Storage() { pool_->deallocate(data_, nbytes_ == 0 ? 1 : nbytes_); }
 
 }  // namespace vgrad

@@ -19,12 +19,17 @@ TensorImpl& Tensor::impl() const {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return empty(shape, dtype, device, backend_for(device).allocator());
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, CachingAllocator& pool) {
   if (shape.size() > static_cast<size_t>(kMaxDims))
     fail("tensor: {} dims exceed the maximum of {}", shape.size(), kMaxDims);
   for (size_t d = 0; d < shape.size(); ++d)
     if (shape[d] < 0) fail("tensor: negative size {} in shape {} (dim {})", shape[d], shape_str(shape), d);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(vgrad::numel(shape)) * dtype_size(dtype), device);
+  impl->storage =
+      std::make_shared<Storage>(static_cast<size_t>(vgrad::numel(shape)) * dtype_size(dtype), device, pool);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -47,6 +47,9 @@ class Tensor {
 
   // Uninitialised storage of the given shape (contents unspecified).
   static Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = kCPU);
+  // The same from `pool`, which hands out `device` memory and outlives the tensor (the
+  // DataLoader's page-locked staging, a GPU's upload pool: Backend::upload_allocator).
+  static Tensor empty(const Shape& shape, DType dtype, Device device, CachingAllocator& pool);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const { return impl().shape; }

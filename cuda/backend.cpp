@@ -20,7 +20,18 @@ namespace {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+CudaBackend& backend_of(int device) { return static_cast<CudaBackend&>(backend(device)); }
+
+const FenceHooks kUploadPoolFences{
+    [](int device) { return backend_of(device).record_compute_fence(); },
+    [](void* event, int) { return CudaBackend::fence_done(event); },
+    [](void* event, int) { CudaBackend::fence_wait(event); },
+    [](void* event, int device) { backend_of(device).release_event(event); },
+};
+
 }  // namespace
+
+const FenceHooks* upload_pool_fences() { return &kUploadPoolFences; }
 
 View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape) {
   View v;
@@ -36,12 +47,16 @@ View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape) {
   return v;
 }
 
-CudaBackend::CudaBackend(int index) : index_(index), allocator_(&raw_device_alloc, &raw_device_free, index) {
+CudaBackend::CudaBackend(int index)
+    : index_(index),
+      allocator_(&raw_device_alloc, &raw_device_free, index),
+      upload_allocator_(&raw_device_alloc, &raw_device_free, index, upload_pool_fences()) {
   try {
     VGRAD_CUDA_CHECK(cudaSetDevice(index));
     VGRAD_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, index));
     if (sm_count_ < 1) sm_count_ = 1;
     VGRAD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    VGRAD_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
     VGRAD_CUBLAS_CHECK(cublas().create(&cublas_));
     VGRAD_CUBLAS_CHECK(cublas().set_stream(cublas_, stream_));
     VGRAD_CURAND_CHECK(curand().create_generator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
@@ -64,6 +79,10 @@ void CudaBackend::destroy_handles() noexcept {
   if (device_results_ != nullptr) (void)cudaFree(device_results_);
   if (host_results_ != nullptr) (void)cudaFreeHost(host_results_);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+  if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
+  for (cudaEvent_t event : spare_events_) (void)cudaEventDestroy(event);
+  spare_events_.clear();
+  copy_stream_ = nullptr;
   curand_ = nullptr;
   cublas_ = nullptr;
   device_results_ = host_results_ = nullptr;
@@ -105,6 +124,83 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   wait_locked(false);
+}
+
+// ---- the copy stream: uploads and their fences (docs/gpu.md, "Streams") ----
+
+cudaEvent_t CudaBackend::acquire_event() {
+  {
+    std::lock_guard lock(event_mutex_);
+    if (!spare_events_.empty()) {
+      cudaEvent_t event = spare_events_.back();
+      spare_events_.pop_back();
+      return event;
+    }
+  }
+  cudaEvent_t event = nullptr;
+  VGRAD_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  return event;
+}
+
+void CudaBackend::release_event(void* event) noexcept {
+  try {
+    std::lock_guard lock(event_mutex_);
+    spare_events_.push_back(static_cast<cudaEvent_t>(event));
+  } catch (...) {
+    (void)cudaEventDestroy(static_cast<cudaEvent_t>(event));
+  }
+}
+
+// The copies run on the copy stream, so they overlap the kernels queued on the compute
+// stream; the event after the last one is what the host (to reuse the sources) and the
+// compute stream (to read the destinations) wait for.
+DeviceFence CudaBackend::upload(std::span<const HostCopy> copies) {
+  activate();
+  for (const HostCopy& copy : copies)
+    if (copy.bytes > 0)
+      VGRAD_CUDA_CHECK(cudaMemcpyAsync(copy.dst, copy.src, copy.bytes, cudaMemcpyHostToDevice, copy_stream_));
+  cudaEvent_t event = acquire_event();
+  const cudaError_t status = cudaEventRecord(event, copy_stream_);
+  if (status != cudaSuccess) release_event(event);
+  VGRAD_CUDA_CHECK(status);
+  return DeviceFence(this, event);
+}
+
+// NOTE: waits for the copy stream only. It neither counts as a host wait (those are the
+// compute stream's) nor reports a pending bad index of the compute stream's ops.
+void CudaBackend::fence_wait_host(void* event) { VGRAD_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+
+void CudaBackend::fence_make_compute_wait(void* event) {
+  activate();
+  VGRAD_CUDA_CHECK(cudaStreamWaitEvent(stream_, static_cast<cudaEvent_t>(event), 0));
+}
+
+void* CudaBackend::record_compute_fence() noexcept {
+  try {
+    activate();
+    cudaEvent_t event = acquire_event();
+    if (cudaEventRecord(event, stream_) == cudaSuccess) return event;
+    (void)cudaGetLastError();
+    release_event(event);
+  } catch (...) {  // no event to be had: fall through
+  }
+  // No fence: wait for the compute stream now, so the block is free when returned.
+  if (cudaStreamSynchronize(stream_) != cudaSuccess) (void)cudaGetLastError();
+  return nullptr;
+}
+
+bool CudaBackend::fence_done(void* event) noexcept {
+  const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (status == cudaSuccess) return true;
+  // NOTE: cudaErrorNotReady is not a failure, but clear it from the last-error slot so the
+  // next launch check does not report it (PyTorch's allocator does the same). Any other
+  // error is the device's, reported by the next checked call; the block is then free.
+  (void)cudaGetLastError();
+  return status != cudaErrorNotReady;
+}
+
+void CudaBackend::fence_wait(void* event) noexcept {
+  if (cudaEventSynchronize(static_cast<cudaEvent_t>(event)) != cudaSuccess) (void)cudaGetLastError();
 }
 
 void CudaBackend::synchronize() {

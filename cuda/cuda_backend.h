@@ -1,5 +1,6 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
-// cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking stream per device, GEMM
+// cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking compute stream per device
+// (a second one, the copy stream, carries only the DataLoader's uploads), GEMM
 // through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
 // (cuda/cudnn.cpp) and normal draws through cuRAND; the host waits only where it
 // needs a value (wait_locked, the one place, counted), and a bad index found by
@@ -15,6 +16,8 @@
 #include <atomic>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <vector>
 
 #include "core/backend.h"
 #include "cuda/kernels.h"
@@ -32,6 +35,8 @@ void* raw_device_alloc(size_t bytes, int device);
 void raw_device_free(void* ptr, int device);
 // A contiguous View of `shape` over data.
 View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);
+// The fences of the upload pools: CUDA events on the device's compute stream (backend.cpp).
+const FenceHooks* upload_pool_fences();
 
 class CudaBackend final : public Backend, private kernels::Scratch {
  public:
@@ -42,10 +47,19 @@ class CudaBackend final : public Backend, private kernels::Scratch {
 
   Device device() const override { return cuda_device(index_); }
   CachingAllocator& allocator() override { return allocator_; }
+  CachingAllocator& upload_allocator() override { return upload_allocator_; }
+  DeviceFence upload(std::span<const HostCopy> copies) override;
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
   int64_t host_waits() const { return host_waits_.load(std::memory_order_relaxed); }
+  // The upload pool's fences (upload_pool_fences): an event after the work queued on the
+  // compute stream so far (nullptr when none could be recorded: the stream was waited for
+  // instead), polled, waited for and given back. Never throw.
+  void* record_compute_fence() noexcept;
+  static bool fence_done(void* event) noexcept;
+  static void fence_wait(void* event) noexcept;
+  void release_event(void* event) noexcept;
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
@@ -80,6 +94,11 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   void* allocate(size_t bytes) override { return allocator_.allocate(bytes); }
   void deallocate(void* ptr, size_t bytes) override { allocator_.deallocate(ptr, bytes); }
 
+  void fence_wait_host(void* event) override;
+  void fence_make_compute_wait(void* event) override;
+  void fence_release(void* event) noexcept override { release_event(event); }
+  cudaEvent_t acquire_event();  // from the pool of spare events (the device active)
+
   void activate() const { select_device(index_); }
   kernels::Context context() {
     kernels::Context ctx;
@@ -97,8 +116,14 @@ class CudaBackend final : public Backend, private kernels::Scratch {
 
   int index_;
   CachingAllocator allocator_;
+  // The copy stream's destinations: a block freed here may still be read by kernels queued
+  // on the compute stream, so it is reused only after a fence recorded there is done.
+  CachingAllocator upload_allocator_;
   int sm_count_ = 1;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;       // compute: every kernel, cuBLAS, cuRAND, cuDNN
+  cudaStream_t copy_stream_ = nullptr;  // uploads only (Backend::upload)
+  std::vector<cudaEvent_t> spare_events_;  // made with cudaEventDisableTiming, reused
+  std::mutex event_mutex_;                 // guards spare_events_
   cublasHandle_t cublas_ = nullptr;
   curandGenerator_t curand_ = nullptr;
   kernels::DeviceResults* device_results_ = nullptr;

@@ -1,6 +1,8 @@
-// The loader's epoch order, batch gathering, and the prefetch thread.
+// The loader's epoch order, batch gathering, the page-locked staging and uploads of GPU
+// batches, and the prefetch thread.
 #include "data/loader.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include "core/grad_mode.h"
@@ -69,10 +71,83 @@ bool unreferenced(const Tensor& t) {
   return true;
 }
 
+// The page-locked host memory of the staging buffers (cuda::pinned_alloc: ordinary memory
+// where CUDA is unavailable). Never destroyed: a loader may be, at exit, after it.
+CachingAllocator& pinned_pool() {
+  static auto* pool = new CachingAllocator([](size_t bytes, int) { return cuda::pinned_alloc(bytes); },
+                                           [](void* ptr, int) { cuda::pinned_free(ptr); }, 0);
+  return *pool;
+}
+
+bool is_staged(const Tensor& t) { return t.defined() && &t.storage()->pool() == &pinned_pool(); }
+
+// `t` (on the CPU) in the page-locked buffer `staged`: where the dataset gathered it, or
+// copied there, `staged` replaced first by one of `capacity` rows when it does not fit.
+Tensor stage(const Tensor& t, Tensor& staged, int64_t capacity) {
+  if (is_staged(staged) && t.storage() == staged.storage() && t.is_contiguous()) return t;
+  const int64_t rows = t.dim() > 0 ? t.shape()[0] : 0;
+  const bool fits = is_staged(staged) && staged.dtype() == t.dtype() && staged.dim() == t.dim() &&
+                    (t.dim() == 0 || (staged.shape()[0] >= rows &&
+                                      std::equal(t.shape().begin() + 1, t.shape().end(), staged.shape().begin() + 1)));
+  if (!fits) {
+    Shape shape = t.shape();
+    if (t.dim() > 0) shape[0] = std::max(rows, capacity);
+    staged = Tensor::empty(shape, t.dtype(), kCPU, pinned_pool());
+  }
+  const Tensor out = t.dim() == 0 || rows == staged.shape()[0] ? staged : staged.narrow(0, 0, rows);
+  cpu_backend().copy(t.view(), out.view());
+  return out;
+}
+
+size_t nbytes(const Tensor& t) { return static_cast<size_t>(t.numel()) * dtype_size(t.dtype()); }
+
 }  // namespace
 
-Batch DataLoader::assemble_batch(int64_t index) {
-  if (!options_.device.is_cpu()) return make_batch(index);  // the copy to the device allocates anyway
+int64_t DataLoader::buffer_rows() const { return (options_.batch_size + options_.num_replicas - 1) / options_.num_replicas; }
+
+DataLoader::Prepared DataLoader::assemble_batch(int64_t index) {
+  if (options_.device.is_cpu()) return {gather_into_buffer(index), nullptr};
+  return upload_batch(index);
+}
+
+// The batch's CPU tensors go into a staging buffer (gathered there directly by datasets
+// that gather into a buffer), and from there to fresh tensors of the device's upload pool
+// in one upload on its copy stream. Gathering into a staging buffer again first waits for
+// the upload that last read it (prefetch + 1 batches ago: normally long done).
+DataLoader::Prepared DataLoader::upload_batch(int64_t index) {
+  NoGradGuard no_grad;
+  staging_.resize(size_t(options_.prefetch) + 1);
+  Staging& slot = staging_[next_staging_];
+  next_staging_ = (next_staging_ + 1) % staging_.size();
+  if (slot.uploaded) {
+    slot.uploaded->wait_host();
+    slot.uploaded.reset();
+  }
+  const Batch gathered = dataset_->get_batch_into(batch_indices(index), slot.host, buffer_rows());
+  if (!gathered.input.device().is_cpu() || !gathered.target.device().is_cpu())  // a dataset on the device
+    return {{gathered.input.to(options_.device), gathered.target.to(options_.device)}, nullptr};
+  const Tensor input = stage(gathered.input, slot.host.input, buffer_rows());
+  const Tensor target = stage(gathered.target, slot.host.target, buffer_rows());
+  Backend& device = backend_for(options_.device);
+  Batch batch{Tensor::empty(input.shape(), input.dtype(), options_.device, device.upload_allocator()),
+              Tensor::empty(target.shape(), target.dtype(), options_.device, device.upload_allocator())};
+  const HostCopy copies[] = {{batch.input.data_ptr(), input.data_ptr(), nbytes(input)},
+                             {batch.target.data_ptr(), target.data_ptr(), nbytes(target)}};
+  slot.uploaded = std::make_shared<DeviceFence>(device.upload(copies));
+  return {std::move(batch), slot.uploaded};
+}
+
+void DataLoader::wait_for_uploads() noexcept {
+  for (Staging& slot : staging_) {
+    try {
+      if (slot.uploaded) slot.uploaded->wait_host();
+    } catch (...) {  // a failed copy no longer reads the buffer; the device error shows at its next use
+    }
+    slot.uploaded.reset();
+  }
+}
+
+Batch DataLoader::gather_into_buffer(int64_t index) {
   NoGradGuard no_grad;
   buffers_.resize(size_t(options_.prefetch) + 3);
   // The next free buffer in turn; if the caller holds all of them, give up the oldest
@@ -87,8 +162,7 @@ Batch DataLoader::assemble_batch(int64_t index) {
     if (k + 1 == buffers_.size()) buffers_[chosen] = Batch{};
   }
   next_buffer_ = (chosen + 1) % buffers_.size();
-  const int64_t capacity = (options_.batch_size + options_.num_replicas - 1) / options_.num_replicas;
-  return dataset_->get_batch_into(batch_indices(index), buffers_[chosen], capacity);
+  return dataset_->get_batch_into(batch_indices(index), buffers_[chosen], buffer_rows());
 }
 
 void DataLoader::stop() {
@@ -99,6 +173,7 @@ void DataLoader::stop() {
   space_.notify_all();
   if (worker_.joinable()) worker_.join();
   queue_.clear();
+  wait_for_uploads();
   stop_ = false;
   error_ = nullptr;
 }
@@ -139,7 +214,7 @@ DataLoader::Iterator DataLoader::begin() {
     worker_ = std::thread([this, first = next_batch_] {
       try {
         for (int64_t i = first; i < num_batches(); ++i) {
-          Batch batch = assemble_batch(i);
+          Prepared batch = assemble_batch(i);
           std::unique_lock lock(mutex_);
           space_.wait(lock, [&] { return stop_ || int64_t(queue_.size()) < options_.prefetch; });
           if (stop_) return;
@@ -168,10 +243,13 @@ std::optional<Batch> DataLoader::next() {
   std::unique_lock lock(mutex_);
   ready_.wait(lock, [&] { return !queue_.empty() || error_; });
   if (queue_.empty() && error_) std::rethrow_exception(error_);
-  Batch batch = std::move(queue_.front());
+  Prepared prepared = std::move(queue_.front());
   queue_.pop_front();
   space_.notify_one();
-  return batch;
+  lock.unlock();
+  // The compute stream waits (on the GPU) for the upload before the caller's first kernel reads it.
+  if (prepared.uploaded) prepared.uploaded->make_compute_wait();
+  return std::move(prepared.batch);
 }
 
 DataLoader::Iterator::Iterator(Iterator&& other) noexcept

@@ -4,6 +4,9 @@
 // The prefetch thread gathers CPU batches into a few buffers it reuses (no allocation
 // per batch); a buffer is reused only once nothing outside the loader refers to it, so a
 // batch the caller keeps is never overwritten (the loader allocates a fresh one instead).
+// On a GPU it gathers into page-locked staging buffers instead and uploads each batch on
+// the device's copy stream; next() makes the compute stream wait for that copy on the GPU,
+// so the host never waits for the compute stream per batch (docs/gpu.md, "Streams").
 //
 //   data::DataLoader loader(train, {.batch_size = 64, .shuffle = true, .seed = 1});
 //   for (auto& [x, y] : loader) { ... }   // x (N, D) float32, y (N) int64
@@ -16,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/backend.h"
 #include "data/dataset.h"
 
 namespace vgrad::data {
@@ -25,7 +29,7 @@ struct LoaderOptions {
   bool shuffle = true;
   uint64_t seed = 0;     // epoch e shuffles with seed + e: same seed, same orders
   bool drop_last = false;
-  Device device = kCPU;  // batches are moved here by the prefetch thread
+  Device device = kCPU;  // batches are moved here (a GPU: uploaded by the prefetch thread)
   int prefetch = 2;      // batches prepared ahead (0: gather on the calling thread, a new batch each time)
   // Distributed training: every rank shuffles alike (same seed) and takes its share of
   // each global batch of batch_size samples: rank r of R gets the r-th contiguous slice
@@ -88,10 +92,26 @@ class DataLoader {
   Iterator end() { return Iterator(this, 0); }
 
  private:
+  // A batch ready to hand out, and on a GPU the fence of its upload.
+  struct Prepared {
+    Batch batch;
+    std::shared_ptr<DeviceFence> uploaded;
+  };
+  // Page-locked host tensors a GPU batch is gathered into, and the fence of the upload
+  // that last read them (the host waits for it before gathering into them again).
+  struct Staging {
+    Batch host;
+    std::shared_ptr<DeviceFence> uploaded;
+  };
+
   std::optional<Batch> next();
   Tensor batch_indices(int64_t index) const;  // this rank's sample indices of global batch `index`
   Batch make_batch(int64_t index) const;
-  Batch assemble_batch(int64_t index);  // make_batch into a reused buffer (prefetch thread)
+  int64_t buffer_rows() const;  // the rows of a reused buffer: this rank's largest share of a batch
+  Batch gather_into_buffer(int64_t index);  // make_batch's CPU batch, into a reused buffer (prefetch thread)
+  Prepared assemble_batch(int64_t index);    // the same, uploaded to a GPU through staging when asked
+  Prepared upload_batch(int64_t index);
+  void wait_for_uploads() noexcept;  // the staging buffers are free (stop)
   void stop();
   void finish_iteration(uint64_t iteration);
 
@@ -107,13 +127,17 @@ class DataLoader {
   std::thread worker_;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
-  std::deque<Batch> queue_;
+  std::deque<Prepared> queue_;
   std::exception_ptr error_;
   bool stop_ = false;
   // The prefetch thread's reusable batches (prefetch + 3: the queue, the batch being
   // filled, and the consumer's current and next); only that thread touches them.
   std::vector<Batch> buffers_;
   size_t next_buffer_ = 0;
+  // On a GPU, prefetch + 1 staging buffers used in turn (only the prefetch thread, and
+  // stop() after joining it, touch them).
+  std::vector<Staging> staging_;
+  size_t next_staging_ = 0;
 };
 
 }  // namespace vgrad::data

@@ -35,9 +35,11 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
-# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp) or tf32 (--tf32);
-# default "64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
-# 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32), or
+# hostsync / hostasync (vgrad only: the training set in host memory, fed by the DataLoader,
+# --host-data sync|async: a host wait per batch vs the copy stream); default "64:256,128
+# 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32
+# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -121,7 +123,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -260,7 +262,7 @@ examples() {
 }
 
 bench() {
-  local cfg batch hidden amp rest t rc impl note flags
+  local cfg batch hidden amp rest t rc impl impls note flags
   : >"$out/bench.jsonl"
   : >"$out/bench.log"
   [ -n "${data:-}" ] || data=/usr/share/datasets/fashion-mnist
@@ -272,7 +274,12 @@ bench() {
     [ "$rest" != "$hidden" ] && amp=${rest#*:}
     flags=(--amp "$amp")
     [ "$amp" = tf32 ] && flags=(--amp off --tf32)
-    for impl in vgrad torch; do
+    impls="vgrad torch"
+    case $amp in  # torch_mlp.py keeps its data on the device: no peer for these
+      hostsync) flags=(--amp off --host-data sync); impls=vgrad ;;
+      hostasync) flags=(--amp off --host-data async); impls=vgrad ;;
+    esac
+    for impl in $impls; do
       t=$(cap 150 15)
       echo "+ $impl --device $device --batch $batch --hidden $hidden ${flags[*]} --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
       if [ $impl = vgrad ]; then
@@ -315,18 +322,26 @@ for line in open(sys.argv[1]):
 
 
 def cell(result):
-    return "failed" if result is None else "%.4f" % result["epoch_s_median"]
+    if result == "not run":
+        return "-"
+    if result is None:
+        return "failed"
+    if result.get("host_data", "off") != "off":  # the loader's before/after: its host waits too
+        return "%.4f (%.0f host waits/epoch)" % (result["epoch_s_median"], result.get("host_waits_per_epoch", -1))
+    return "%.4f" % result["epoch_s_median"]
 
 
 def peak(result):
-    return "-" if result is None or "peak_allocated_mib" not in result else "%.0f" % result["peak_allocated_mib"]
+    if result is None or result == "not run" or "peak_allocated_mib" not in result:
+        return "-"
+    return "%.0f" % result["peak_allocated_mib"]
 
 
 print("| batch | hidden | mode | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
-    v, t = runs.get(config + ("vgrad",)), runs.get(config + ("torch",))
-    ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if v and t else "-"
+    v, t = runs.get(config + ("vgrad",), "not run"), runs.get(config + ("torch",), "not run")
+    ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if isinstance(v, dict) and isinstance(t, dict) else "-"
     print("| %s | %s | %s | %s | %s | %s | %s / %s |" % (config + (cell(v), cell(t), ratio, peak(v), peak(t))))
 EOF
 }

@@ -1,9 +1,12 @@
 // Tests of the caching allocator (core/allocator.h) over a counting raw allocator:
 // size buckets (round_size), reuse of freed blocks, the stats counters, release_cached,
-// the out-of-memory retry, and no system allocation in a steady state; then the CPU's
-// own instance under tensors. The CUDA instance is tested in tests/cuda.
+// the out-of-memory retry, and no system allocation in a steady state; a pool with fake
+// fences (a GPU's upload pool: freed blocks pending until the device is done with them);
+// then the CPU's own instance under tensors. The CUDA instances are tested in tests/cuda.
 #include <cstdlib>
+#include <algorithm>
 #include <set>
+#include <vector>
 
 #include "core/allocator.h"
 #include "support.h"
@@ -156,6 +159,193 @@ TEST_F(Allocator, DestructionReturnsTheCache) {
     EXPECT_EQ(Raw::frees, 0);
   }
   EXPECT_EQ(Raw::frees, 2);
+}
+
+// Fake fences: each is a number, done once the test says the device reached it. Records
+// every call, so the tests can see which fences were polled, waited for and released.
+struct Fences {
+  static inline int64_t recorded = 0;  // fence k is the k-th record, 1-based
+  static inline int64_t reached = 0;   // fences up to this one are done
+  static inline std::set<int64_t> completed;  // and these
+  static inline std::vector<int64_t> waited, released;
+  static inline int64_t polls = 0;
+  static inline bool refuse_record = false;  // record returns nullptr (nothing to wait for)
+  static int64_t number(void* fence) { return reinterpret_cast<intptr_t>(fence); }
+  static void* record(int) {
+    if (refuse_record) return nullptr;
+    return reinterpret_cast<void*>(static_cast<intptr_t>(++recorded));
+  }
+  static bool done(void* fence, int) {
+    ++polls;
+    return number(fence) <= reached || completed.count(number(fence)) > 0;
+  }
+  static void wait(void* fence, int) {
+    waited.push_back(number(fence));
+    reached = std::max(reached, number(fence));
+  }
+  static void release(void* fence, int) { released.push_back(number(fence)); }
+  static constexpr vgrad::FenceHooks hooks{record, done, wait, release};
+};
+
+class FencedAllocator : public Allocator {
+ protected:
+  void SetUp() override {
+    Allocator::SetUp();
+    Fences::recorded = Fences::reached = Fences::polls = 0;
+    Fences::completed.clear();
+    Fences::waited.clear();
+    Fences::released.clear();
+    Fences::refuse_record = false;
+  }
+  CachingAllocator pool{Raw::alloc, Raw::free, 0, &Fences::hooks};
+};
+
+TEST_F(FencedAllocator, APendingBlockIsNotReusedBeforeItsFenceAndIsAfter) {
+  void* block = pool.allocate(1000);
+  pool.deallocate(block, 1000);  // fence 1: the device may still read the block
+  EXPECT_EQ(Fences::recorded, 1);
+  void* second = pool.allocate(1000);
+  EXPECT_NE(second, block) << "the fence was not done: the block must not be handed out";
+  EXPECT_EQ(Raw::allocations, 2);
+  EXPECT_EQ(Fences::polls, 1);
+  EXPECT_TRUE(Fences::waited.empty()) << "allocate polls, it never blocks while memory is left";
+  Fences::reached = 1;
+  void* third = pool.allocate(600);  // the same 1024-byte bucket
+  EXPECT_EQ(third, block) << "its fence is done: the block is reused";
+  EXPECT_EQ(Raw::allocations, 2);
+  EXPECT_EQ(Fences::released, (std::vector<int64_t>{1}));
+  pool.deallocate(second, 1000);
+  pool.deallocate(third, 600);
+}
+
+TEST_F(FencedAllocator, PendingBlocksAreFreedInTheOrderTheirFencesWereRecorded) {
+  void* a = pool.allocate(1000);
+  void* b = pool.allocate(1000);
+  void* c = pool.allocate(1000);
+  pool.deallocate(a, 1000);  // fence 1
+  pool.deallocate(b, 1000);  // fence 2
+  pool.deallocate(c, 1000);  // fence 3
+  Fences::reached = 2;
+  EXPECT_EQ(pool.allocate(1000), b) << "fences 1 and 2 are done: a and b are free, the last freed first";
+  EXPECT_EQ(pool.allocate(1000), a);
+  EXPECT_EQ(Fences::released, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(pool.stats().bytes_pending, 1024u) << "c waits for fence 3";
+  Fences::polls = 0;
+  void* d = pool.allocate(1000);
+  EXPECT_NE(d, c);
+  EXPECT_EQ(Fences::polls, 1) << "polling stops at the oldest fence not done";
+  // One stream finishes its fences in order, so a later one done before an earlier is not
+  // looked at: the pool keeps it pending until the earlier one is done too.
+  pool.deallocate(a, 1000);  // fence 4
+  Fences::completed = {4};
+  void* f = pool.allocate(1000);
+  EXPECT_NE(f, a);
+  Fences::reached = 3;
+  EXPECT_EQ(Raw::allocations, 5);
+  void* e = pool.allocate(1000);
+  EXPECT_EQ(e, a) << "fences 3 and 4 are done: c and a are free";
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  for (void* block : {b, d, e, f}) pool.deallocate(block, 1000);
+}
+
+TEST_F(FencedAllocator, StatsCountPendingBlocksAsCachedNotInUse) {
+  void* a = pool.allocate(1000);  // 1024
+  void* b = pool.allocate(5000);  // 5120
+  pool.deallocate(b, 5000);
+  vgrad::MemoryStats stats = pool.stats();
+  EXPECT_EQ(stats.bytes_in_use, 1024u);
+  EXPECT_EQ(stats.bytes_cached, 5120u);
+  EXPECT_EQ(stats.bytes_pending, 5120u);
+  EXPECT_EQ(stats.bytes_reserved(), 1024u + 5120u);
+  Fences::reached = 1;
+  void* c = pool.allocate(100);  // another bucket; collects b
+  stats = pool.stats();
+  EXPECT_EQ(stats.bytes_pending, 0u);
+  EXPECT_EQ(stats.bytes_cached, 5120u);
+  EXPECT_EQ(stats.bytes_in_use, 1024u + 512u);
+  EXPECT_EQ(stats.peak_bytes_in_use, 1024u + 5120u);
+  EXPECT_EQ(stats.bytes_reserved(), 1024u + 512u + 5120u);
+  EXPECT_EQ(pool.allocate(5000), b);
+  EXPECT_EQ(pool.stats().cache_hits, 1u);
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  pool.deallocate(a, 1000);
+  pool.deallocate(b, 5000);
+  pool.deallocate(c, 100);
+  EXPECT_EQ(pool.stats().bytes_pending, 1024u + 5120u + 512u);
+  EXPECT_EQ(pool.stats().bytes_in_use, 0u);
+}
+
+TEST_F(FencedAllocator, ReleaseCachedWaitsForPendingBlocksThenFreesEverything) {
+  void* a = pool.allocate(1000);
+  void* b = pool.allocate(3000);
+  void* kept = pool.allocate(100);
+  pool.deallocate(a, 1000);  // fence 1
+  pool.deallocate(b, 3000);  // fence 2
+  pool.release_cached();
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1, 2})) << "empty_cache blocks until the device is done";
+  EXPECT_EQ(Fences::released, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(Raw::frees, 2);
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  EXPECT_EQ(pool.stats().bytes_in_use, 512u);
+  pool.deallocate(kept, 100);
+}
+
+TEST_F(FencedAllocator, OutOfMemoryWaitsForPendingBlocksAndRetries) {
+  void* a = pool.allocate(8000);
+  pool.deallocate(a, 8000);  // 8192 bytes pending behind fence 1
+  Raw::refusals = 1;         // the system refuses the next request once
+  void* block = pool.allocate(20000);
+  EXPECT_NE(block, nullptr);
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1})) << "only out of memory makes allocate block";
+  EXPECT_EQ(Raw::frees, 1) << "the waited-for block went back to the system before the retry";
+  const vgrad::MemoryStats stats = pool.stats();
+  EXPECT_EQ(stats.bytes_pending, 0u);
+  EXPECT_EQ(stats.bytes_cached, 0u);
+  EXPECT_EQ(stats.bytes_in_use, CachingAllocator::round_size(20000));
+  EXPECT_EQ(stats.system_allocations, 2u);
+  pool.deallocate(block, 20000);
+}
+
+TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {
+  Fences::refuse_record = true;  // e.g. CUDA could not record one and waited for the stream instead
+  void* block = pool.allocate(1000);
+  pool.deallocate(block, 1000);
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  EXPECT_EQ(pool.allocate(1000), block);
+  EXPECT_EQ(Fences::polls, 0);
+  pool.deallocate(block, 1000);
+}
+
+TEST_F(FencedAllocator, DestructionWaitsForPendingBlocksAndReturnsThem) {
+  {
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0, &Fences::hooks);
+    scoped.deallocate(scoped.allocate(100), 100);
+    scoped.deallocate(scoped.allocate(10000), 10000);
+    EXPECT_EQ(Raw::frees, 0);
+  }
+  EXPECT_EQ(Raw::frees, 2);
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(Fences::released, (std::vector<int64_t>{1, 2}));
+}
+
+// A tensor made from a named pool (the DataLoader's page-locked staging, a GPU's upload
+// pool) takes its memory from that pool and gives it back there, not to the device's own.
+TEST_F(Allocator, ATensorFromANamedPoolGivesItsMemoryBackThere) {
+  const vgrad::MemoryStats cpu_before = vgrad::memory_stats(vgrad::kCPU);
+  {
+    vgrad::Tensor t = vgrad::Tensor::empty({4, 8}, vgrad::DType::Float32, vgrad::kCPU, allocator);
+    EXPECT_EQ(&t.storage()->pool(), &allocator);
+    EXPECT_EQ(allocator.stats().bytes_in_use, 512u);
+    EXPECT_EQ(vgrad::memory_stats(vgrad::kCPU).bytes_in_use, cpu_before.bytes_in_use);
+    t.fill_(2.5);
+    EXPECT_EQ(t.sum().item(), 80.0);
+    const vgrad::Tensor view = t.narrow(0, 1, 2);  // a view keeps the pool's block alive
+    EXPECT_EQ(&view.storage()->pool(), &allocator);
+  }
+  EXPECT_EQ(allocator.stats().bytes_in_use, 0u);
+  EXPECT_EQ(allocator.stats().bytes_cached, 512u);
+  EXPECT_EQ(Raw::allocations, 1);
 }
 
 // The CPU backend's instance, under tensors: a loop that makes same-shape tensors is

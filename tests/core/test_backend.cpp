@@ -28,6 +28,30 @@ std::vector<Device> devices_present() {
 
 // The CPU refuses a bad index before writing. A GPU reports it at the next host read
 // instead (tests/cuda/test_host_waits.cpp): the one documented difference.
+// The CPU's side of the upload seam (the DataLoader's GPU path; docs/gpu.md, "Streams"): it
+// copies at once into its one pool, and its fence is empty, so waiting on it does nothing.
+TEST(Backend, TheCpuUploadsAtOnceWithAnEmptyFence) {
+  Backend& cpu = cpu_backend();
+  EXPECT_EQ(&cpu.upload_allocator(), &cpu.allocator()) << "the CPU has one pool";
+  const std::vector<float> a{1.5f, -2, 3};
+  const std::vector<int64_t> b{7, 8};
+  const Tensor x = Tensor::empty({3}, DType::Float32, kCPU, cpu.upload_allocator());
+  const Tensor y = Tensor::empty({2}, DType::Int64, kCPU, cpu.upload_allocator());
+  const HostCopy copies[] = {{x.data_ptr(), a.data(), sizeof(float) * a.size()},
+                             {y.data_ptr(), b.data(), sizeof(int64_t) * b.size()}};
+  DeviceFence fence = cpu.upload(copies);
+  EXPECT_TRUE(fence.empty());
+  EXPECT_NO_THROW(fence.wait_host());
+  EXPECT_NO_THROW(fence.make_compute_wait());
+  EXPECT_EQ(x.to_vector<float>(), a);
+  EXPECT_EQ(y.to_vector<int64_t>(), b);
+  // memory_stats adds a device's pools: the CPU's one pool is counted once.
+  const MemoryStats total = memory_stats(kCPU), pool = cpu.allocator().stats();
+  EXPECT_EQ(total.bytes_in_use, pool.bytes_in_use);
+  EXPECT_EQ(total.bytes_cached, pool.bytes_cached);
+  EXPECT_EQ(total.system_allocations, pool.system_allocations);
+}
+
 TEST(Backend, BadIndexLeavesTheOutputUntouchedOnTheCpu) {
   const Device device = kCPU;
   const Tensor x = arange(0, 12, 1, {.device = device}).reshape({4, 3});

@@ -955,4 +955,41 @@ TEST(CudaAllocator, OutOfMemoryIsAnErrorNamingTheSize) {
   gpu().allocator().deallocate(p, 1024);
 }
 
+// The upload pool (the copy stream's destinations): a block freed while the compute stream
+// still has work queued on it stays pending, is not handed out again, and is once that work
+// is done; no new cudaMalloc then.
+TEST(CudaAllocator, TheUploadPoolReusesABlockOnlyAfterTheComputeStreamIsDoneWithIt) {
+  REQUIRE_GPU();
+  CachingAllocator& pool = gpu().upload_allocator();
+  ASSERT_NE(&pool, &gpu().allocator()) << "the copy stream has its own pool";
+  const Device device = gpu().device();
+  const Tensor slow = vgrad_test::uniform_tensor({2048, 2048}, 3).to(device);
+  empty_cache(device);
+  gpu().synchronize();
+  void* first = nullptr;
+  {
+    Tensor block = Tensor::empty({1024}, DType::Float32, device, pool);
+    first = block.data_ptr();
+    Tensor load;
+    for (int i = 0; i < 5; ++i) load = matmul(slow, slow);  // milliseconds of queued work
+    block.fill_(1.0);  // the block's last use, behind them
+  }
+  EXPECT_EQ(pool.stats().bytes_pending, 4096u) << "freed while its fill was still queued";
+  EXPECT_EQ(pool.stats().bytes_in_use, 0u);
+  void* second = nullptr;
+  {
+    const Tensor other = Tensor::empty({1024}, DType::Float32, device, pool);
+    second = other.data_ptr();
+    EXPECT_NE(second, first) << "handed out again while the compute stream still used it";
+  }
+  gpu().synchronize();
+  const uint64_t system_allocations = pool.stats().system_allocations;
+  const Tensor again = Tensor::empty({1024}, DType::Float32, device, pool);
+  EXPECT_TRUE(again.data_ptr() == first || again.data_ptr() == second);
+  EXPECT_EQ(pool.stats().system_allocations, system_allocations);
+  EXPECT_EQ(pool.stats().bytes_pending, 0u) << "both fences are done after synchronize()";
+  EXPECT_EQ(memory_stats(device).bytes_in_use, gpu().allocator().stats().bytes_in_use + 4096u)
+      << "memory_stats adds the upload pool";
+}
+
 }  // namespace
