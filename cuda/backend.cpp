@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -248,6 +249,21 @@ void CudaBackend::sgd_update_many_impl(std::span<const SgdUpdate> updates) {
 void CudaBackend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
   activate();
   kernels::adam_update_many(context(), updates.data(), updates.size());
+}
+
+// A table lives in the device allocator's memory (never a capture's private pool: the
+// cache may keep it past the graph) and goes back to it when the cache and every step
+// reading it let go; later work on the stream is ordered after those steps.
+const void* CudaBackend::table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) {
+  const std::shared_ptr<const DeviceTable> table =
+      optim_tables_.find_or_upload(bytes, true, [&](const std::vector<unsigned char>& contents) {
+        void* data = allocator_.allocate(contents.size());
+        auto uploaded = std::make_shared<const DeviceTable>(
+            data, [this, data, size = contents.size()] { allocator_.deallocate(data, size); });
+        kernels::store_table(ctx, data, contents.data(), contents.size());
+        return uploaded;
+      });
+  return table->data();
 }
 
 // ---- random numbers ----

@@ -18,6 +18,7 @@
 
 #include "core/backend.h"
 #include "cuda/kernels.h"
+#include "cuda/optim_table.h"
 
 namespace vgrad::cuda {
 
@@ -33,7 +34,7 @@ void raw_device_free(void* ptr, int device);
 // A contiguous View of `shape` over data.
 View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);
 
-class CudaBackend final : public Backend, private kernels::Scratch {
+class CudaBackend final : public Backend, private kernels::Scratch, private kernels::OptimTables {
  public:
   explicit CudaBackend(int index);
   ~CudaBackend() override { destroy_handles(); }
@@ -80,6 +81,9 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   void* allocate(size_t bytes) override { return allocator_.allocate(bytes); }
   void deallocate(void* ptr, size_t bytes) override { allocator_.deallocate(ptr, bytes); }
 
+  // OptimTables: the optimizer's device tables, from optim_tables_ (cuda/backend.cpp).
+  const void* table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) override;
+
   void activate() const { select_device(index_); }
   kernels::Context context() {
     kernels::Context ctx;
@@ -87,6 +91,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
     ctx.sm_count = sm_count_;
     ctx.scratch = this;
     ctx.results = device_results_;
+    ctx.tables = this;
     return ctx;
   }
   // Waits for the stream (result_mutex_ held). Copies the device results to
@@ -97,6 +102,9 @@ class CudaBackend final : public Backend, private kernels::Scratch {
 
   int index_;
   CachingAllocator allocator_;
+  // The tables of the last few parameter sets stepped (cuda/optim_table.h); after
+  // allocator_, so they go back to it before it goes.
+  TableCache optim_tables_{8};
   int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
