@@ -10,9 +10,12 @@
 
 namespace vgrad {
 
+class CachingAllocator;
+
 class Storage {
  public:
-  Storage(size_t nbytes, Device device);  // allocates from the device's caching allocator
+  // Allocates from the device's caching allocator (a CUDA graph's pool during its capture).
+  Storage(size_t nbytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -26,6 +29,9 @@ class Storage {
   void bump_version() { ++version_; }
 
  private:
+  // The CUDA graph pool it came from (Backend::capture_pool), kept alive by it and freed
+  // to it; null: the device's allocator.
+  std::shared_ptr<CachingAllocator> pool_;
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;

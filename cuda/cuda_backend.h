@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "core/backend.h"
 #include "cuda/kernels.h"
@@ -48,6 +50,25 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   void synchronize() override;
   int64_t host_waits() const { return host_waits_.load(std::memory_order_relaxed); }
 
+  // ---- CUDA graph capture (cuda/graph.cpp, for cuda::Graph) ----
+  std::shared_ptr<CachingAllocator> capture_pool() override;
+  // Waits for the stream (pending index checks are reported now), then records its work,
+  // with every allocation from `pool`, until end_capture.
+  void begin_capture(std::shared_ptr<CachingAllocator> pool);
+  // What a capture recorded: its graph, what its replays read that must stay alive (the
+  // optimizer tables written in it), and its index checks, numbered from 0.
+  struct CapturedWork {
+    cudaGraph_t graph = nullptr;
+    std::vector<std::shared_ptr<const void>> keep_alive;
+    std::vector<IndexCheck> checks;
+  };
+  // Ends the capture (also after a failed step: then pass `failed`, and the graph is
+  // dropped). Throws if CUDA ends it with an error.
+  CapturedWork end_capture(bool failed);
+  // Queues `exec` on the stream; its index checks (from `owner`'s capture) become the pending
+  // ones, reported at the next wait. Waits once only if other checks are pending.
+  void launch_graph(cudaGraphExec_t exec, const void* owner, const std::vector<IndexCheck>& checks);
+
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
   void sgd_update_many_impl(std::span<const SgdUpdate> updates) override;    // one launch per dtype
@@ -78,11 +99,14 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   };
 
   // Scratch, for the kernels' own temporaries.
-  void* allocate(size_t bytes) override { return allocator_.allocate(bytes); }
-  void deallocate(void* ptr, size_t bytes) override { allocator_.deallocate(ptr, bytes); }
+  void* allocate(size_t bytes) override { return temporary_allocator().allocate(bytes); }
+  void deallocate(void* ptr, size_t bytes) override { temporary_allocator().deallocate(ptr, bytes); }
 
   // OptimTables: the optimizer's device tables, from optim_tables_ (cuda/backend.cpp).
   const void* table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) override;
+
+  // Throws "cuda:0: <what> inside a CUDA graph capture: <why>" while capturing.
+  void refuse_in_capture(const char* what, const char* why) const;
 
   void activate() const { select_device(index_); }
   kernels::Context context() {
@@ -123,6 +147,16 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   CudnnConvolutions* cudnn_ = nullptr;
   bool cudnn_tried_ = false;
   std::mutex cudnn_mutex_;  // guards cudnn_ (one handle, one thread at a time)
+  // The capture in progress, if any (cuda/graph.cpp).
+  struct Capture {
+    std::shared_ptr<CachingAllocator> pool;
+    std::vector<std::shared_ptr<const void>> keep_alive;
+  };
+  std::optional<Capture> capture_;
+  std::atomic<bool> capturing_{false};  // capture_ is set: the cheap test before the lock
+  mutable std::mutex capture_mutex_;    // guards capture_; never held while taking result_mutex_
+  // The graph whose index checks are the pending ones (result_mutex_); null: eager checks.
+  const void* installed_checks_ = nullptr;
 };
 
 }  // namespace vgrad::cuda

@@ -35,8 +35,9 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
-# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp) or tf32 (--tf32);
-# default "64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
+# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32) or
+# graph (vgrad --cuda-graph: each step one cuda::Graph replay; PyTorch runs eager beside it);
+# default "64:256,128 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
 # 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -121,7 +122,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -273,6 +274,10 @@ bench() {
     flags=(--amp "$amp")
     [ "$amp" = tf32 ] && flags=(--amp off --tf32)
     for impl in vgrad torch; do
+      if [ "$amp" = graph ]; then  # torch_mlp.py has no graph mode: its eager run is the reference
+        flags=(--amp off)
+        [ $impl = vgrad ] && flags=(--amp off --cuda-graph)
+      fi
       t=$(cap 150 15)
       echo "+ $impl --device $device --batch $batch --hidden $hidden ${flags[*]} --epochs $epochs (limit ${t}s)" >>"$out/bench.log"
       if [ $impl = vgrad ]; then
