@@ -47,7 +47,8 @@ class Graph {
   void capture(const std::function<void()>& step, Device device = cuda_device(0));
   // Queues the recorded work again, on the same memory. No host wait.
   void replay();
-  // Drops the recorded work and the graph's hold on its pool.
+  // Waits for the last replay, then drops the recorded work and the graph's hold on its
+  // pool (so does the destructor). Not inside another capture.
   void reset();
   bool captured() const;
   int64_t replay_count() const;

@@ -68,6 +68,9 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   // Queues `exec` on the stream; its index checks (from `owner`'s capture) become the pending
   // ones, reported at the next wait. Waits once only if other checks are pending.
   void launch_graph(cudaGraphExec_t exec, const void* owner, const std::vector<IndexCheck>& checks);
+  // Waits until the stream's work is done (a graph's replays, before its memory goes),
+  // leaving pending index checks for the next wait to report. Counted; never throws.
+  void finish_work() noexcept;
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp

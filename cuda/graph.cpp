@@ -134,6 +134,12 @@ void CudaBackend::launch_graph(cudaGraphExec_t exec, const void* owner, const st
   VGRAD_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
 }
 
+void CudaBackend::finish_work() noexcept {
+  if (cudaSetDevice(index_) != cudaSuccess) (void)cudaGetLastError();
+  host_waits_.fetch_add(1, std::memory_order_relaxed);
+  if (cudaStreamSynchronize(stream_) != cudaSuccess) (void)cudaGetLastError();
+}
+
 // ---- cuda::Graph ----
 
 struct Graph::State {
@@ -153,7 +159,7 @@ struct Graph::State {
 };
 
 Graph::Graph() = default;
-Graph::~Graph() = default;
+Graph::~Graph() { reset(); }
 
 void Graph::capture(const std::function<void()>& step, Device device) {
   if (state_) fail("cuda::Graph: capture() on a graph that holds a captured step; reset() it first");
@@ -183,7 +189,7 @@ void Graph::replay() {
 }
 
 void Graph::reset() {
-  if (state_) state_->backend->synchronize();  // its last replay is done before its memory goes
+  if (state_ && state_->replays > 0) state_->backend->finish_work();  // the last replay is done first
   state_.reset();
 }
 
