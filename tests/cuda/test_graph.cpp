@@ -65,6 +65,17 @@ struct Data {
   Tensor x, y;
 };
 
+// A StaticTraining that ran its first step eagerly: the warm-up a capture needs.
+struct WarmedUp {
+  WarmedUp() : t(init) {
+    t.load(0, data.x, data.y);
+    t.step();
+  }
+  vgrad_test::Mlp init{20, 32, 10};
+  Data data;
+  StaticTraining t;
+};
+
 TEST(CudaGraph, SgdReplaysGiveTheBitsOfEagerSteps) {
   REQUIRE_GPU();
   vgrad_test::Mlp init(20, 32, 10);
@@ -100,11 +111,9 @@ TEST(CudaGraph, SgdReplaysGiveTheBitsOfEagerSteps) {
 
 TEST(CudaGraph, AReplayMakesNoHostWait) {
   REQUIRE_GPU();
-  vgrad_test::Mlp init(20, 32, 10);
-  const Data data;
-  StaticTraining t(init);
-  t.load(0, data.x, data.y);
-  t.step();
+  WarmedUp warm;
+  StaticTraining& t = warm.t;
+  const Data& data = warm.data;
   cuda::Graph graph;
   graph.capture([&] { t.step(); });
   graph.replay();  // the first replay may install the graph's index checks
@@ -123,11 +132,8 @@ TEST(CudaGraph, AReplayMakesNoHostWait) {
 // and the device goes on working eagerly.
 TEST(CudaGraph, WhatWouldWaitOrReplayStaleIsRefusedInCapture) {
   REQUIRE_GPU();
-  vgrad_test::Mlp init(20, 32, 10);
-  const Data data;
-  StaticTraining t(init);
-  t.load(0, data.x, data.y);
-  t.step();
+  WarmedUp warm;
+  StaticTraining& t = warm.t;
   const Tensor on_device = ones({4}, {.device = gpu()});
   const std::vector<std::pair<std::string, std::function<void()>>> refused = {
       {"a copy to host memory (item(), to(kCPU))", [&] { (void)sum(on_device).item(); }},
@@ -179,9 +185,8 @@ TEST(CudaGraph, OptimizerStepsThatWouldReplayStaleScalarsAreRefused) {
     EXPECT_ERROR(graph.capture(step), "Adam: step() inside a CUDA graph capture", "bias corrections");
   }
   {
-    StaticTraining t(init);
-    t.load(0, data.x, data.y);
-    t.step();
+    WarmedUp warm;
+    StaticTraining& t = warm.t;
     cuda::Graph graph;
     graph.capture([&] { t.step(); });
     EXPECT_ERROR(t.sgd.set_lr(0.01), "SGD: set_lr after a CUDA graph captured step()", "keep lr 0.05");
@@ -223,13 +228,10 @@ TEST(CudaGraph, ABadIndexInAReplayIsReportedAtTheNextRead) {
 
 TEST(CudaGraph, ThePoolIsPrivateAndGoesWithTheGraph) {
   REQUIRE_GPU();
-  vgrad_test::Mlp init(20, 32, 10);
-  const Data data;
   const uint64_t before = cuda::graph_pool_stats(0).bytes_reserved();
   {
-    StaticTraining t(init);
-    t.load(0, data.x, data.y);
-    t.step();
+    WarmedUp warm;
+    StaticTraining& t = warm.t;
     cuda::Graph graph;
     const MemoryStats main_before = memory_stats(gpu());
     graph.capture([&] { t.step(); });
