@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
   cuda::set_tf32_conv_enabled(tf32);
 
   const Device device(device_name);
+  if (cuda_graph && (!device.is_cuda() || amp_mode != "off" || target > 0)) {
+    std::fprintf(stderr, "--cuda-graph needs --device cuda, --amp off and no --to-accuracy\n");
+    return 2;
+  }
   manual_seed(0);
   data::Mnist train(data_dir, "train");
   const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as bench/torch_mlp.py
@@ -86,10 +90,6 @@ int main(int argc, char** argv) {
   model->to(device);
   Generator shuffle(0);
   if (!device.is_cpu()) gather = "step";  // the loader gathers on the CPU
-  if (cuda_graph && (!device.is_cuda() || amp_mode != "off" || target > 0)) {
-    std::fprintf(stderr, "--cuda-graph needs --device cuda, --amp off and no --to-accuracy\n");
-    return 2;
-  }
   const auto dataset = std::make_shared<data::TensorDataset>(x, y);
   std::map<int64_t, std::unique_ptr<data::DataLoader>> loaders;  // one per batch size: its epochs reshuffle
 
