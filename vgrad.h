@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "autograd/function.h"
 #include "autograd/gradcheck.h"
+#include "core/cuda_graph.h"
 #include "core/grad_mode.h"
 #include "autograd/ops.h"
 #include "core/profiler.h"

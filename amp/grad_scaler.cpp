@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/grad_mode.h"
 
@@ -21,6 +22,10 @@ GradScaler::GradScaler(GradScalerOptions options) : options_(options), scale_(fl
 
 Tensor GradScaler::scale(const Tensor& loss) const {
   if (!options_.enabled) return loss;
+  if (loss.device().is_cuda() && backend_for(loss.device()).capture_pool() != nullptr)
+    fail("GradScaler: scale() inside a CUDA graph capture: the scale {} is a host value every replay would repeat, "
+         "and step() reads the device",
+         scale_);
   return loss * double(scale_);
 }
 

@@ -10,6 +10,8 @@
 // feeds it; sync copies each batch with to(device) on the training thread (a host wait on
 // the compute stream per batch, as the loader did before its copy stream), async lets the
 // loader upload it through page-locked staging on the copy stream (docs/gpu.md, "Streams").
+// --cuda-graph: after the warm-up epoch, each full batch is copied into static inputs and the
+// step (forward, backward, SGD) is one cuda::Graph replay (the last partial batch runs eagerly).
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -74,11 +76,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"off", "sync", "async"}));
   bool tf32 = false;
   app.add_flag("--tf32", tf32, "float32 matmul and convolution on TF32 tensor cores (CUDA; off by default)");
+  bool cuda_graph = false;
+  app.add_flag("--cuda-graph", cuda_graph, "CUDA: replay each full batch's step as one captured cuda::Graph");
   CLI11_PARSE(app, argc, argv);
   cuda::set_tf32_matmul_enabled(tf32);
   cuda::set_tf32_conv_enabled(tf32);
 
   const Device device(device_name);
+  if (cuda_graph && (!device.is_cuda() || amp_mode != "off" || target > 0)) {
+    std::fprintf(stderr, "--cuda-graph needs --device cuda, --amp off and no --to-accuracy\n");
+    return 2;
+  }
   manual_seed(0);
   data::Mnist train(data_dir, "train");
   const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as bench/torch_mlp.py
@@ -114,6 +122,30 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     total.add_(loss.detach(), double(targets.numel()));
   };
+  // --cuda-graph: the static inputs a replay reads, and the loss it writes.
+  cuda::Graph graph;
+  bool graph_ready = false;  // after the warm-up epoch
+  Tensor static_x, static_y, graph_loss;
+  auto graph_step = [&](optim::Optimizer& opt, const Tensor& inputs, const Tensor& targets, Tensor& total) {
+    NoGradGuard no_grad;
+    if (!graph.captured()) {
+      static_x = zeros(inputs.shape(), {.device = device});
+      static_y = zeros(targets.shape(), {.dtype = DType::Int64, .device = device});
+    }
+    static_x.copy_(inputs);
+    static_y.copy_(targets);
+    if (!graph.captured()) {
+      graph.capture([&] {
+        EnableGradGuard grad_on;
+        opt.zero_grad();
+        graph_loss = nn::cross_entropy((*model)(static_x), static_y);
+        graph_loss.backward();
+        opt.step();
+      });
+    }
+    graph.replay();
+    total.add_(graph_loss.detach(), double(targets.numel()));
+  };
   auto train_epoch = [&](optim::Optimizer& opt, int64_t b) {
     const auto start = std::chrono::steady_clock::now();
     Tensor total = zeros({}, {.device = device});
@@ -129,7 +161,10 @@ int main(int argc, char** argv) {
       const Tensor perm = randperm(n, &shuffle).to(device);
       for (int64_t i = 0; i < n; i += b) {
         const Tensor idx = perm.narrow(0, i, std::min(b, n - i));
-        train_step(opt, x.index_select(0, idx), y.index_select(0, idx), total);
+        if (cuda_graph && graph_ready && idx.numel() == b)
+          graph_step(opt, x.index_select(0, idx), y.index_select(0, idx), total);
+        else
+          train_step(opt, x.index_select(0, idx), y.index_select(0, idx), total);
       }
     }
     const double loss = total.item() / double(n);  // one host read per epoch
@@ -157,6 +192,7 @@ int main(int argc, char** argv) {
   } else {
     optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = momentum});
     train_epoch(opt, batch);  // warm-up
+    graph_ready = true;
     if (profile) {
       profiler::Profile recording;
       const double seconds = train_epoch(opt, batch).first;
@@ -175,8 +211,8 @@ int main(int argc, char** argv) {
     }
     const double med = median(times);
     const int64_t host_waits = device.is_cpu() ? 0 : cuda::host_wait_count(device.index) - waits_before;
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, batch, momentum, fmt::join(times, ","), med, double(n) / med,
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph, batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f},"host_waits_per_epoch":{:.1f}}})",
                         memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0,

@@ -117,7 +117,7 @@ class Backend::Float32Scratch {
   enum Access { kRead, kWrite, kReadWrite };
   explicit Float32Scratch(Backend& backend) : backend_(backend) {}
   ~Float32Scratch() {
-    for (const Block& block : blocks_) backend_.allocator().deallocate(block.data, block.bytes);
+    for (const Block& block : blocks_) backend_.temporary_allocator().deallocate(block.data, block.bytes);
   }
   Float32Scratch(const Float32Scratch&) = delete;
   Float32Scratch& operator=(const Float32Scratch&) = delete;
@@ -134,7 +134,7 @@ class Backend::Float32Scratch {
       stride *= v.shape[d];
     }
     const size_t bytes = static_cast<size_t>(v.numel()) * sizeof(float);
-    scratch.data = backend_.allocator().allocate(bytes == 0 ? 1 : bytes);
+    scratch.data = backend_.temporary_allocator().allocate(bytes == 0 ? 1 : bytes);
     blocks_.push_back({scratch.data, bytes == 0 ? 1 : bytes});
     if (access != kWrite && v.numel() > 0) backend_.copy_impl(v, scratch);
     if (access != kRead) written_.push_back({scratch, v});

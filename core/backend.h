@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "core/allocator.h"
@@ -117,6 +118,17 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual CachingAllocator& allocator() = 0;
+  // While a CUDA graph captures work on this device (cuda::Graph, core/cuda_graph.h): the
+  // graph's private pool, which every block allocated meanwhile comes from (Storage keeps
+  // the pool it came from), so no allocation outside the graph gets memory its replays
+  // write. Null otherwise, and always on the CPU.
+  virtual std::shared_ptr<CachingAllocator> capture_pool() { return nullptr; }
+  // Where temporaries come from now: the capture pool during a capture, else allocator().
+  // A temporary goes back before the call that took it returns, so to the same one.
+  CachingAllocator& temporary_allocator() {
+    const std::shared_ptr<CachingAllocator> pool = capture_pool();  // kept alive by the capture
+    return pool ? *pool : allocator();
+  }
 
   // Host <-> device transfers of contiguous bytes; synchronous for the host.
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;

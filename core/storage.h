@@ -15,7 +15,8 @@ class CachingAllocator;
 
 class Storage {
  public:
-  Storage(size_t nbytes, Device device);  // allocates from the device's caching allocator
+  // Allocates from the device's caching allocator (a CUDA graph's pool during its capture).
+  Storage(size_t nbytes, Device device);
   // From `pool` (which must hand out `device` memory and outlive the storage).
   Storage(size_t nbytes, Device device, CachingAllocator& pool);
   ~Storage();
@@ -32,7 +33,10 @@ class Storage {
   void bump_version() { ++version_; }
 
  private:
-  CachingAllocator* pool_;
+  CachingAllocator* pool_;  // where data_ came from and goes back
+  // The CUDA graph pool pool_ is, kept alive while this storage lives (Backend::capture_pool);
+  // null otherwise.
+  std::shared_ptr<CachingAllocator> graph_pool_;
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;

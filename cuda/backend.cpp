@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -93,6 +94,8 @@ void CudaBackend::destroy_handles() noexcept {
 // ---- waits and transfers ----
 
 void CudaBackend::wait_locked(bool read_results) {
+  refuse_in_capture("a host wait", "the host cannot wait for work that is only being recorded");
+  installed_checks_ = nullptr;
   const int pending = std::exchange(pending_count_, 0);
   if (read_results || pending > 0)
     VGRAD_CUDA_CHECK(cudaMemcpyAsync(host_results_, device_results_, sizeof(kernels::DeviceResults),
@@ -112,6 +115,8 @@ void CudaBackend::wait_locked(bool read_results) {
 
 void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  refuse_in_capture("a copy from host memory (a tensor made from host values, to(cuda))",
+                    "a replay would read the host memory again, long gone; copy into a static input made before");
   activate();
   std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
@@ -120,6 +125,8 @@ void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
 
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  refuse_in_capture("a copy to host memory (item(), to(kCPU))",
+                    "nothing has run yet; read the outputs after replay()");
   activate();
   std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
@@ -155,6 +162,7 @@ void CudaBackend::release_event(void* event) noexcept {
 // stream; the event after the last one is what the host (to reuse the sources) and the
 // compute stream (to read the destinations) wait for.
 DeviceFence CudaBackend::upload(std::span<const HostCopy> copies) {
+  refuse_in_capture("an upload (the DataLoader's batches)", "copy each batch into the graph's static inputs instead");
   activate();
   for (const HostCopy& copy : copies)
     if (copy.bytes > 0)
@@ -171,6 +179,7 @@ DeviceFence CudaBackend::upload(std::span<const HostCopy> copies) {
 void CudaBackend::fence_wait_host(void* event) { VGRAD_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
 
 void CudaBackend::fence_make_compute_wait(void* event) {
+  refuse_in_capture("a DataLoader batch", "copy each batch into the graph's static inputs instead");
   activate();
   VGRAD_CUDA_CHECK(cudaStreamWaitEvent(stream_, static_cast<cudaEvent_t>(event), 0));
 }
@@ -204,6 +213,7 @@ void CudaBackend::fence_wait(void* event) noexcept {
 }
 
 void CudaBackend::synchronize() {
+  refuse_in_capture("synchronize()", "the host cannot wait for work that is only being recorded");
   activate();
   std::lock_guard lock(result_mutex_);
   wait_locked(false);
@@ -242,6 +252,7 @@ void CudaBackend::reduce_impl(ReduceOp op, const View& in, const View& out, doub
 }
 
 double CudaBackend::sum_of_squares_impl(const View* xs, size_t count) {
+  refuse_in_capture("sum_of_squares (clip_grad_norm)", "the host would read a norm that is only being recorded");
   activate();
   std::lock_guard lock(result_mutex_);
   kernels::sum_of_squares(context(), xs, count);
@@ -319,8 +330,11 @@ void CudaBackend::index_add_impl(const View& out, int dim, const View& index, co
 void CudaBackend::check_index_impl(const IndexCheck& check, const View& index) {
   activate();
   std::lock_guard lock(result_mutex_);
+  if (pending_count_ == kIndexChecksPerWait - 1)
+    refuse_in_capture(check.op, "one captured graph holds at most 63 index checks (each replay reports them)");
   kernels::check_index(context(), index, check.limit, pending_count_);
   pending_checks_[static_cast<size_t>(pending_count_++)] = check;
+  installed_checks_ = nullptr;  // eager checks now pending (or, in a capture, the graph's own)
   if (pending_count_ == kIndexChecksPerWait) wait_locked(false);
 }
 
@@ -346,17 +360,43 @@ void CudaBackend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
   kernels::adam_update_many(context(), updates.data(), updates.size());
 }
 
+// A table lives in the device allocator's memory (never a capture's private pool: the
+// cache may keep it past the graph) and goes back to it when the cache and every step
+// reading it let go; later work on the stream is ordered after those steps.
+// In a capture, a new table comes from the capture's pool, is not kept (it holds nothing
+// until a replay writes it) and lives as long as the graph.
+const void* CudaBackend::table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) {
+  const std::shared_ptr<CachingAllocator> pool = capture_pool();
+  CachingAllocator& memory = pool ? *pool : allocator_;
+  const std::shared_ptr<const DeviceTable> table =
+      optim_tables_.find_or_upload(bytes, pool == nullptr, [&](const std::vector<unsigned char>& contents) {
+        void* data = memory.allocate(contents.size());
+        // The pool (if any) is held by the table: the graph may go before it.
+        auto uploaded = std::make_shared<const DeviceTable>(
+            data, [owner = &memory, pool, data, size = contents.size()] { owner->deallocate(data, size); });
+        kernels::store_table(ctx, data, contents.data(), contents.size());
+        return uploaded;
+      });
+  if (pool) {
+    std::lock_guard lock(capture_mutex_);
+    if (capture_) capture_->keep_alive.push_back(table);
+  }
+  return table->data();
+}
+
 // ---- random numbers ----
 
 // Uniform and dropout draws: one kernel each, vgrad's stream (the CPU's bits); the
 // offset advances by one per element, as on the CPU.
 void CudaBackend::uniform_impl(const View& out, double low, double high, RandomState& state) {
+  refuse_in_capture("random numbers (uniform)", "each replay would draw the same numbers");
   activate();
   kernels::uniform(context(), out, low, high, state.seed, state.offset);
   state.offset += static_cast<uint64_t>(out.numel());
 }
 
 void CudaBackend::dropout_mask_impl(const View& out, double p, RandomState& state) {
+  refuse_in_capture("random numbers (dropout)", "each replay would draw the same mask");
   activate();
   kernels::dropout_mask(context(), out, p, state.seed, state.offset);
   state.offset += static_cast<uint64_t>(out.numel());
@@ -369,6 +409,7 @@ void CudaBackend::dropout_mask_impl(const View& out, double p, RandomState& stat
 void CudaBackend::normal_impl(const View& out, double mean, double stddev, RandomState& state) {
   const int64_t n = out.numel();
   if (n == 0) return;
+  refuse_in_capture("random numbers (normal)", "each replay would draw the same numbers");
   activate();
   std::lock_guard lock(curand_mutex_);
   const int64_t count = n + (n % 2);

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -21,6 +22,7 @@
 
 #include "core/backend.h"
 #include "cuda/kernels.h"
+#include "cuda/optim_table.h"
 
 namespace vgrad::cuda {
 
@@ -38,7 +40,7 @@ View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);
 // The fences of the upload pools: CUDA events on the device's compute stream (backend.cpp).
 const FenceHooks* upload_pool_fences();
 
-class CudaBackend final : public Backend, private kernels::Scratch {
+class CudaBackend final : public Backend, private kernels::Scratch, private kernels::OptimTables {
  public:
   explicit CudaBackend(int index);
   ~CudaBackend() override { destroy_handles(); }
@@ -60,6 +62,28 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   static bool fence_done(void* event) noexcept;
   static void fence_wait(void* event) noexcept;
   void release_event(void* event) noexcept;
+
+  // ---- CUDA graph capture (cuda/graph.cpp, for cuda::Graph) ----
+  std::shared_ptr<CachingAllocator> capture_pool() override;
+  // Waits for the stream (pending index checks are reported now), then records its work,
+  // with every allocation from `pool`, until end_capture.
+  void begin_capture(std::shared_ptr<CachingAllocator> pool);
+  // What a capture recorded: its graph, what its replays read that must stay alive (the
+  // optimizer tables written in it), and its index checks, numbered from 0.
+  struct CapturedWork {
+    cudaGraph_t graph = nullptr;
+    std::vector<std::shared_ptr<const void>> keep_alive;
+    std::vector<IndexCheck> checks;
+  };
+  // Ends the capture (also after a failed step: then pass `failed`, and the graph is
+  // dropped). Throws if CUDA ends it with an error.
+  CapturedWork end_capture(bool failed);
+  // Queues `exec` on the stream; its index checks (from `owner`'s capture) become the pending
+  // ones, reported at the next wait. Waits once only if other checks are pending.
+  void launch_graph(cudaGraphExec_t exec, const void* owner, const std::vector<IndexCheck>& checks);
+  // Waits until the stream's work is done (a graph's replays, before its memory goes),
+  // leaving pending index checks for the next wait to report. Counted; never throws.
+  void finish_work() noexcept;
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
@@ -91,8 +115,14 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   };
 
   // Scratch, for the kernels' own temporaries.
-  void* allocate(size_t bytes) override { return allocator_.allocate(bytes); }
-  void deallocate(void* ptr, size_t bytes) override { allocator_.deallocate(ptr, bytes); }
+  void* allocate(size_t bytes) override { return temporary_allocator().allocate(bytes); }
+  void deallocate(void* ptr, size_t bytes) override { temporary_allocator().deallocate(ptr, bytes); }
+
+  // OptimTables: the optimizer's device tables, from optim_tables_ (cuda/backend.cpp).
+  const void* table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) override;
+
+  // Throws "cuda:0: <what> inside a CUDA graph capture: <why>" while capturing.
+  void refuse_in_capture(const char* what, const char* why) const;
 
   void fence_wait_host(void* event) override;
   void fence_make_compute_wait(void* event) override;
@@ -106,6 +136,7 @@ class CudaBackend final : public Backend, private kernels::Scratch {
     ctx.sm_count = sm_count_;
     ctx.scratch = this;
     ctx.results = device_results_;
+    ctx.tables = this;
     return ctx;
   }
   // Waits for the stream (result_mutex_ held). Copies the device results to
@@ -119,6 +150,9 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   // The copy stream's destinations: a block freed here may still be read by kernels queued
   // on the compute stream, so it is reused only after a fence recorded there is done.
   CachingAllocator upload_allocator_;
+  // The tables of the last few parameter sets stepped (cuda/optim_table.h); after
+  // allocator_, so they go back to it before it goes.
+  TableCache optim_tables_{8};
   int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;       // compute: every kernel, cuBLAS, cuRAND, cuDNN
   cudaStream_t copy_stream_ = nullptr;  // uploads only (Backend::upload)
@@ -140,6 +174,16 @@ class CudaBackend final : public Backend, private kernels::Scratch {
   CudnnConvolutions* cudnn_ = nullptr;
   bool cudnn_tried_ = false;
   std::mutex cudnn_mutex_;  // guards cudnn_ (one handle, one thread at a time)
+  // The capture in progress, if any (cuda/graph.cpp).
+  struct Capture {
+    std::shared_ptr<CachingAllocator> pool;
+    std::vector<std::shared_ptr<const void>> keep_alive;
+  };
+  std::optional<Capture> capture_;
+  std::atomic<bool> capturing_{false};  // capture_ is set: the cheap test before the lock
+  mutable std::mutex capture_mutex_;    // guards capture_; never held while taking result_mutex_
+  // The graph whose index checks are the pending ones (result_mutex_); null: eager checks.
+  const void* installed_checks_ = nullptr;
 };
 
 }  // namespace vgrad::cuda

@@ -322,7 +322,8 @@ bool CudaBackend::conv2d_impl(ConvPass pass, const View& x, const View& w, const
     cudnn_tried_ = true;
     cudnn_ = CudnnConvolutions::create(stream_, index_);
   }
-  return cudnn_ != nullptr && cudnn_->run(pass, x, w, y, g, allocator_);
+  // The workspace is a temporary: from a CUDA graph's pool while one captures.
+  return cudnn_ != nullptr && cudnn_->run(pass, x, w, y, g, temporary_allocator());
 }
 
 #endif

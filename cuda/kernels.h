@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "core/kernel_types.h"
 #include "core/scalar_ops.h"
@@ -45,11 +46,26 @@ struct DeviceResults {
   IndexErrorRecord index_error;
 };
 
+struct Context;
+
+// The many-parameter optimizer steps' device tables (cuda/optim_table.h), kept by the
+// backend between steps: table() gives device memory holding `bytes` (whole 16-byte words),
+// written with store_table on ctx.stream the first time those bytes are asked for, and
+// valid for work queued on ctx.stream after it.
+class OptimTables {
+ public:
+  virtual const void* table(const Context& ctx, const std::vector<unsigned char>& bytes) = 0;
+
+ protected:
+  ~OptimTables() = default;
+};
+
 struct Context {
   cudaStream_t stream = nullptr;
   int sm_count = 1;
   Scratch* scratch = nullptr;
   DeviceResults* results = nullptr;  // device memory
+  OptimTables* tables = nullptr;
 };
 
 // ---- elementwise (elementwise.cu); operands have out's shape (0 strides where they repeat) ----
@@ -103,6 +119,9 @@ void adam_update(const Context& ctx, const View& param, const View& grad, const 
 // each non-empty; the same bits as one sgd_update/adam_update per entry.
 void sgd_update_many(const Context& ctx, const SgdUpdate* updates, size_t count);
 void adam_update_many(const Context& ctx, const AdamUpdate* updates, size_t count);
+// Writes `size` bytes (whole 16-byte words) from the host to device memory `dst` through
+// kernel arguments: nothing reads `bytes` after the call, and a CUDA graph may capture it.
+void store_table(const Context& ctx, void* dst, const unsigned char* bytes, size_t size);
 
 // ---- index range check (index.cu) ----
 // Lowers results->index_error.first to (check << kIndexPositionBits) | i for the first

@@ -1,41 +1,50 @@
 // Fused optimizer steps, following PyTorch's update rules op for op (torch.optim.SGD and
 // Adam/AdamW) so results match closely: one kernel per parameter (sgd_update, adam_update),
 // or one launch for many parameters of a dtype (sgd_update_many, adam_update_many: the
-// foreach/fused form). Both run the same element rule, one `update(i)` per optimizer, so
+// foreach/fused form). Both run the same element rule, one `update(t, i)` per optimizer, so
 // they give the same bits. Adam's rule is core/optim_step.h, shared with the CPU. Scalars
-// are rounded to the tensor dtype once, on the host, as PyTorch does.
-// Side by side with core/cpu/optim.cpp.
+// are rounded to the tensor dtype once, on the host, as PyTorch does, and travel as kernel
+// arguments; the many form's table of pointers stays on the device between steps
+// (cuda/optim_table.h). Side by side with core/cpu/optim.cpp.
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core/optim_step.h"
-#include "cuda/chunks.h"
 #include "cuda/kernel_utils.cuh"
+#include "cuda/optim_table.h"
 
 namespace vgrad::cuda::kernels {
 namespace {
+
+TensorPointers pointers_of(const SgdUpdate& u) {
+  return {u.param.data, u.grad.data, u.momentum_buffer.data, nullptr, u.param.numel()};
+}
+TensorPointers pointers_of(const AdamUpdate& u) {
+  return {u.param.data, u.grad.data, u.exp_avg.data, u.exp_avg_sq.data, u.param.numel()};
+}
+
+// Parameters whose steps share every scalar share a launch (in steady state: all of a dtype).
+bool same_scalars(const SgdParams& a, const SgdParams& b) {
+  return a.lr == b.lr && a.momentum == b.momentum && a.dampening == b.dampening && a.weight_decay == b.weight_decay &&
+         a.nesterov == b.nesterov && a.first_step == b.first_step;
+}
+bool same_scalars(const AdamParams& a, const AdamParams& b) {
+  return a.lr == b.lr && a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps &&
+         a.weight_decay == b.weight_decay && a.decoupled == b.decoupled && a.step == b.step;
+}
 
 // One parameter's SGD step, element by element:
 // d = g + wd * p
 // momentum: buf = first_step ? d : momentum * buf + (1 - dampening) * d
 //           d = nesterov ? d + momentum * buf : buf
 // p -= lr * d
-template <class T> struct SgdTensor {
-  using Scalar = T;
-  T* param;
-  const T* grad;
-  T* buffer;  // null without momentum
-  int64_t n;
+template <class T> struct SgdRule {
   T lr, momentum, one_minus_dampening, weight_decay;
   bool use_momentum, nesterov, first_step;
 
-  static SgdTensor from(const View& param, const View& grad, const View& buffer, const SgdParams& c) {
-    return {static_cast<T*>(param.data),
-            static_cast<const T*>(grad.data),
-            static_cast<T*>(buffer.data),
-            param.numel(),
-            static_cast<T>(c.lr),
+  static SgdRule from(const SgdParams& c) {
+    return {static_cast<T>(c.lr),
             static_cast<T>(c.momentum),
             static_cast<T>(1.0 - c.dampening),
             static_cast<T>(c.weight_decay),
@@ -43,11 +52,12 @@ template <class T> struct SgdTensor {
             c.nesterov,
             c.first_step};
   }
-  static SgdTensor from(const SgdUpdate& u) { return from(u.param, u.grad, u.momentum_buffer, u.params); }
 
-  __device__ __forceinline__ void update(int64_t i) const {
+  __device__ __forceinline__ void update(const TensorPointers& t, int64_t i) const {
+    T* const param = static_cast<T*>(t.param);
+    T* const buffer = static_cast<T*>(t.state1);  // null without momentum
     const T p = param[i];
-    T d = grad[i];
+    T d = static_cast<const T*>(t.grad)[i];
     if (weight_decay != T(0)) d = d + weight_decay * p;
     if (use_momentum) {
       const T b = first_step ? d : buffer[i] * momentum + one_minus_dampening * d;
@@ -58,32 +68,24 @@ template <class T> struct SgdTensor {
   }
 };
 
-template <class T> struct AdamTensor {
-  using Scalar = T;
-  T* param;
-  const T* grad;
-  T *exp_avg, *exp_avg_sq;
-  int64_t n;
+template <class T> struct AdamRule {
   AdamStep<T> step;
 
-  static AdamTensor from(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
-                         const AdamParams& c) {
-    return {static_cast<T*>(param.data),
-            static_cast<const T*>(grad.data),
-            static_cast<T*>(exp_avg.data),
-            static_cast<T*>(exp_avg_sq.data),
-            param.numel(),
-            AdamStep<T>::from(c)};
-  }
-  static AdamTensor from(const AdamUpdate& u) { return from(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.params); }
+  static AdamRule from(const AdamParams& c) { return {AdamStep<T>::from(c)}; }
 
-  __device__ __forceinline__ void update(int64_t i) const { step(param[i], grad[i], exp_avg[i], exp_avg_sq[i]); }
+  __device__ __forceinline__ void update(const TensorPointers& t, int64_t i) const {
+    step(static_cast<T*>(t.param)[i], static_cast<const T*>(t.grad)[i], static_cast<T*>(t.state1)[i],
+         static_cast<T*>(t.state2)[i]);
+  }
 };
 
+template <class T> SgdRule<T> rule_for(const SgdParams& c) { return SgdRule<T>::from(c); }
+template <class T> AdamRule<T> rule_for(const AdamParams& c) { return AdamRule<T>::from(c); }
+
 // One parameter: a grid-stride loop over its elements.
-template <class Tensor> __global__ void __launch_bounds__(kBlock) update_kernel(Tensor t) {
+template <class Rule> __global__ void __launch_bounds__(kBlock) update_kernel(TensorPointers t, Rule rule) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < t.n; i += step) t.update(i);
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < t.n; i += step) rule.update(t, i);
 }
 
 // Many parameters: each is cut into chunks of kChunk elements, numbered across all of them
@@ -91,63 +93,81 @@ template <class Tensor> __global__ void __launch_bounds__(kBlock) update_kernel(
 // binary search.
 constexpr int64_t kChunk = 8 * kBlock;
 
-template <class Tensor>
-__global__ void __launch_bounds__(kBlock)
-    update_many_kernel(const Tensor* tensors, const int64_t* first_chunk, int count, int64_t chunks) {
+template <class Rule>
+__global__ void __launch_bounds__(kBlock) update_many_kernel(const TensorPointers* tensors, const int64_t* first_chunk,
+                                                              int count, int64_t chunks, Rule rule) {
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const ChunkRange range = find_chunk(first_chunk, count, chunk, kChunk, [&](int j) { return tensors[j].n; });
     // A copy in registers: the parameter's stores could alias the table for the compiler.
-    const Tensor t = tensors[range.tensor];
-    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) t.update(i);
+    const TensorPointers t = tensors[range.tensor];
+    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) rule.update(t, i);
   }
 }
 
-template <class Tensor> void launch_one(const Context& ctx, const Tensor& t) {
-  update_kernel<Tensor><<<grid_for(ctx, t.n), kBlock, 0, ctx.stream>>>(t);
+template <class Rule> void launch_one(const Context& ctx, const TensorPointers& t, const Rule& rule) {
+  update_kernel<Rule><<<grid_for(ctx, t.n), kBlock, 0, ctx.stream>>>(t, rule);
   VGRAD_CUDA_CHECK_LAUNCH();
 }
 
-// One launch for every entry of `updates` whose dtype is T's (all are non-empty). The table
-// (first chunks, then the parameters) goes to the device with one copy from pageable memory,
-// which CUDA stages before cudaMemcpyAsync returns, so the host vector may go at once.
-template <class T, template <class> class TensorOf, class Update>
-void launch_many(const Context& ctx, DType dtype, const Update* updates, size_t count) {
-  using Tensor = TensorOf<T>;
-  std::vector<Tensor> tensors;
-  std::vector<int64_t> sizes;
-  for (size_t i = 0; i < count; ++i) {
-    if (updates[i].param.dtype != dtype) continue;
-    tensors.push_back(Tensor::from(updates[i]));
-    sizes.push_back(tensors.back().n);
+// A table's bytes, written by kernels whose arguments carry them (at most kStoreWords
+// 16-byte words a launch, under the 4 KB kernel-argument limit): no host memory is read
+// after the launch returns, so a CUDA graph that captured it replays it safely.
+constexpr int kStoreWords = 240;
+struct StoreWords {
+  uint4 words[kStoreWords];
+  int count;
+};
+
+__global__ void store_words_kernel(uint4* dst, StoreWords piece) {
+  for (int i = threadIdx.x; i < piece.count; i += blockDim.x) dst[i] = piece.words[i];
+}
+
+// One launch per group of `updates` of dtype T whose scalars agree (all are non-empty):
+// normally one per dtype. The group's table comes from ctx.tables: uploaded when its
+// parameter set is new, reused as it is afterwards.
+template <class T, class Update> void launch_many(const Context& ctx, DType dtype, const Update* updates, size_t count) {
+  if (ctx.tables == nullptr) detail::throw_error("cuda: internal error: no optimizer tables in the kernel context");
+  std::vector<bool> done(count, false);
+  for (size_t first = 0; first < count; ++first) {
+    if (done[first] || updates[first].param.dtype != dtype) continue;
+    std::vector<TensorPointers> tensors;
+    for (size_t i = first; i < count; ++i)
+      if (!done[i] && updates[i].param.dtype == dtype && same_scalars(updates[i].params, updates[first].params)) {
+        done[i] = true;
+        tensors.push_back(pointers_of(updates[i]));
+      }
+    if (tensors.size() > size_t{INT32_MAX})
+      detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
+    const HostTable table = build_table(tensors, kChunk);
+    const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
+    const int64_t cap = int64_t{ctx.sm_count} * (2048 / kBlock);
+    const auto grid = static_cast<unsigned>(table.chunks < cap ? table.chunks : cap);
+    update_many_kernel<<<grid, kBlock, 0, ctx.stream>>>(
+        reinterpret_cast<const TensorPointers*>(device_table + table.pointers_offset),
+        reinterpret_cast<const int64_t*>(device_table), table.count, table.chunks, rule_for<T>(updates[first].params));
+    VGRAD_CUDA_CHECK_LAUNCH();
   }
-  if (tensors.empty()) return;
-  if (tensors.size() > size_t{INT32_MAX})
-    detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
-  std::vector<int64_t> first_chunk(tensors.size());
-  const int64_t chunks = number_chunks(sizes.data(), static_cast<int>(sizes.size()), kChunk, first_chunk.data());
-  static_assert(alignof(Tensor) <= 16 && alignof(int64_t) <= 16, "the table's parts are 16-byte aligned");
-  const size_t chunk_bytes = (first_chunk.size() * sizeof(int64_t) + 15) / 16 * 16;
-  std::vector<unsigned char> table(chunk_bytes + tensors.size() * sizeof(Tensor));
-  std::memcpy(table.data(), first_chunk.data(), first_chunk.size() * sizeof(int64_t));
-  std::memcpy(table.data() + chunk_bytes, tensors.data(), tensors.size() * sizeof(Tensor));
-  ScratchBuffer device_table(ctx, table.size());
-  VGRAD_CUDA_CHECK(cudaMemcpyAsync(device_table.as<unsigned char>(), table.data(), table.size(), cudaMemcpyHostToDevice,
-                                   ctx.stream));
-  const int64_t cap = int64_t{ctx.sm_count} * (2048 / kBlock);
-  const auto grid = static_cast<unsigned>(chunks < cap ? chunks : cap);
-  update_many_kernel<Tensor>
-      <<<grid, kBlock, 0, ctx.stream>>>(reinterpret_cast<const Tensor*>(device_table.as<unsigned char>() + chunk_bytes),
-                                        device_table.as<const int64_t>(), static_cast<int>(tensors.size()), chunks);
-  VGRAD_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
+
+void store_table(const Context& ctx, void* dst, const unsigned char* bytes, size_t size) {
+  if (size % sizeof(uint4) != 0) detail::throw_error("cuda: internal error: a table is not whole 16-byte words");
+  const size_t words = size / sizeof(uint4);
+  for (size_t done = 0; done < words; done += kStoreWords) {
+    StoreWords piece;
+    piece.count = static_cast<int>(words - done < size_t{kStoreWords} ? words - done : size_t{kStoreWords});
+    std::memcpy(piece.words, bytes + done * sizeof(uint4), static_cast<size_t>(piece.count) * sizeof(uint4));
+    store_words_kernel<<<1, kBlock, 0, ctx.stream>>>(static_cast<uint4*>(dst) + done, piece);
+    VGRAD_CUDA_CHECK_LAUNCH();
+  }
+}
 
 void sgd_update(const Context& ctx, const View& param, const View& grad, const View& momentum_buffer,
                 const SgdParams& c) {
   if (param.numel() == 0) return;
   dispatch_floating(param.dtype, "sgd_update", [&](auto tag) {
-    launch_one(ctx, SgdTensor<decltype(tag)>::from(param, grad, momentum_buffer, c));
+    launch_one(ctx, pointers_of(SgdUpdate{param, grad, momentum_buffer, c}), SgdRule<decltype(tag)>::from(c));
   });
 }
 
@@ -155,18 +175,18 @@ void adam_update(const Context& ctx, const View& param, const View& grad, const 
                  const AdamParams& c) {
   if (param.numel() == 0) return;
   dispatch_floating(param.dtype, "adam_update", [&](auto tag) {
-    launch_one(ctx, AdamTensor<decltype(tag)>::from(param, grad, exp_avg, exp_avg_sq, c));
+    launch_one(ctx, pointers_of(AdamUpdate{param, grad, exp_avg, exp_avg_sq, c}), AdamRule<decltype(tag)>::from(c));
   });
 }
 
 void sgd_update_many(const Context& ctx, const SgdUpdate* updates, size_t count) {
-  launch_many<float, SgdTensor>(ctx, DType::Float32, updates, count);
-  launch_many<double, SgdTensor>(ctx, DType::Float64, updates, count);
+  launch_many<float>(ctx, DType::Float32, updates, count);
+  launch_many<double>(ctx, DType::Float64, updates, count);
 }
 
 void adam_update_many(const Context& ctx, const AdamUpdate* updates, size_t count) {
-  launch_many<float, AdamTensor>(ctx, DType::Float32, updates, count);
-  launch_many<double, AdamTensor>(ctx, DType::Float64, updates, count);
+  launch_many<float>(ctx, DType::Float32, updates, count);
+  launch_many<double>(ctx, DType::Float64, updates, count);
 }
 
 }  // namespace vgrad::cuda::kernels

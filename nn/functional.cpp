@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <tuple>
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
@@ -287,10 +290,29 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   });
 }
 
+namespace {
+
+// 0..classes-1 as int64 on `device`, made once per (device, classes) and kept: arange copies
+// host values, which on a GPU is a host wait (and, inside a CUDA graph capture, a refused
+// pageable copy), so a training step's one_hot must not build it every call. Never freed
+// (a few bytes per class count; a static destructor would outlive the CUDA backends).
+Tensor class_range(int64_t classes, Device device) {
+  static std::mutex mutex;
+  static auto* ranges = new std::map<std::tuple<int, int, int64_t>, Tensor>();
+  std::lock_guard lock(mutex);
+  Tensor& range = (*ranges)[{static_cast<int>(device.type), device.index, classes}];
+  if (!range.defined()) {
+    NoGradGuard no_grad;
+    range = arange(0.0, double(classes), 1.0, {.dtype = DType::Int64, .device = device});
+  }
+  return range;
+}
+
+}  // namespace
+
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
   if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
-  const Tensor range = arange(0.0, double(classes), 1.0, {.dtype = DType::Int64, .device = target.device()});
-  return kernels::cast(eq(unsqueeze(target, -1), range), dtype);
+  return kernels::cast(eq(unsqueeze(target, -1), class_range(classes, target.device())), dtype);
 }
 
 // −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product
@@ -301,8 +323,8 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
   refuse_empty_mean(log_probs, reduction, "nll_loss");
   const int64_t classes = log_probs.shape()[1];
   const Tensor picked = sum(mul(log_probs, one_hot(target, classes, log_probs.dtype())), {1});
-  // A bad target only zeroes its row of one_hot. Checked after it: on a GPU its arange is a
-  // host copy (a wait), and the bad target is reported at the next one (Backend::check_index).
+  // A bad target only zeroes its row of one_hot; on a GPU it is reported at the next host
+  // read (Backend::check_index), so a step with nll_loss makes no host wait.
   backend_for(target.device()).check_index({.op = "nll_loss", .limit = classes, .class_targets = true}, target.view());
   return reduce_loss(neg(picked), reduction);
 }

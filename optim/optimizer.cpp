@@ -31,6 +31,14 @@ Tensor grad_for_update(const Tensor& p, size_t index, const char* optimizer) {
   return g.contiguous();
 }
 
+// True while a CUDA graph capture records work on the device of any of `params`
+// (core/cuda_graph.h): a step recorded there replays its host scalars unchanged.
+bool capturing(const std::vector<Tensor>& params) {
+  for (const Tensor& p : params)
+    if (p.defined() && p.device().is_cuda() && backend_for(p.device()).capture_pool() != nullptr) return true;
+  return false;
+}
+
 void update_many(Backend& backend, const std::vector<SgdUpdate>& updates) { backend.sgd_update_many(updates); }
 void update_many(Backend& backend, const std::vector<AdamUpdate>& updates) { backend.adam_update_many(updates); }
 
@@ -122,7 +130,15 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : 
   }
 }
 
+void Optimizer::refuse_after_capture(const char* what) const {
+  if (captured_)
+    fail("{}: {} after a CUDA graph captured step(): its replays keep lr {} and the state they captured; make a "
+         "new optimizer and capture again",
+         name(), what, lr_);
+}
+
 void Optimizer::set_lr(double lr) {
+  refuse_after_capture("set_lr");
   check_lr(lr, name());
   lr_ = lr;
 }
@@ -153,6 +169,7 @@ std::map<std::string, double> SGD::hyperparameters() const {
 }
 
 void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
+  refuse_after_capture("load_hyperparameters");
   std::map<std::string, double> numbers = values;
   bool nesterov = options_.nesterov;
   if (auto it = numbers.find("nesterov"); it != numbers.end()) {
@@ -175,6 +192,15 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
+  if (capturing(params_)) {
+    // lr and the momentum are the same at every replay; the first step is not.
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (options_.momentum != 0 && params_[i].grad().defined() && !momentum_buffers_[i].defined())
+        fail("SGD: step() inside a CUDA graph capture is the first step of parameter {}: its momentum buffer starts "
+             "there, and every replay would start it again; run a step before capturing",
+             i);
+    captured_ = true;
+  }
   update_all<SgdUpdate>(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
     SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false};
     if (options_.momentum != 0 && !momentum_buffers_[i].defined()) {
@@ -194,6 +220,7 @@ std::map<std::string, Tensor> SGD::state_dict() const {
 }
 
 void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
+  refuse_after_capture("load_state_dict");
   for (size_t i = 0; i < params_.size(); ++i)
     momentum_buffers_[i] = state_tensor(state, "state." + std::to_string(i) + ".momentum_buffer", params_[i], "SGD");
 }
@@ -230,6 +257,10 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
+  if (capturing(params_))
+    fail("{}: step() inside a CUDA graph capture: its step count and bias corrections are host values every replay "
+         "would repeat unchanged (capturable {} is not implemented); capture the forward and backward only",
+         name(), name());
   std::vector<int64_t> steps = steps_;  // committed once the updates have run
   update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
     if (!exp_avg_[i].defined()) {

@@ -34,8 +34,13 @@ class Optimizer {
   virtual std::string name() const = 0;
 
  protected:
+  // Throws "<name>: <what> after a CUDA graph captured step() ..." once a step was captured
+  // (core/cuda_graph.h): a replay would silently keep the old value.
+  void refuse_after_capture(const char* what) const;
+
   std::vector<Tensor> params_;
   double lr_;
+  bool captured_ = false;  // a CUDA graph captured step(): lr and state are fixed
 };
 
 struct SGDOptions {

@@ -36,9 +36,11 @@
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
 # GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32), or
-# hostsync / hostasync (vgrad only: the training set in host memory, fed by the DataLoader,
-# --host-data sync|async: a host wait per batch vs the copy stream); default "64:256,128
-# 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32
+# one of these, vgrad only (PyTorch's column then comes from the off run, eager):
+# hostsync / hostasync (the training set in host memory, fed by the DataLoader,
+# --host-data sync|async: a host wait per batch vs the copy stream) and graph (--cuda-graph:
+# each step one cuda::Graph replay); default "64:256,128 64:256,128:hostsync
+# 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32
 # 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -123,7 +125,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:hostsync 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -275,9 +277,10 @@ bench() {
     flags=(--amp "$amp")
     [ "$amp" = tf32 ] && flags=(--amp off --tf32)
     impls="vgrad torch"
-    case $amp in  # torch_mlp.py keeps its data on the device: no peer for these
+    case $amp in  # vgrad only: torch_mlp.py has no peer for these (its eager off run is the reference)
       hostsync) flags=(--amp off --host-data sync); impls=vgrad ;;
       hostasync) flags=(--amp off --host-data async); impls=vgrad ;;
+      graph) flags=(--amp off --cuda-graph); impls=vgrad ;;
     esac
     for impl in $impls; do
       t=$(cap 150 15)
@@ -321,6 +324,9 @@ for line in open(sys.argv[1]):
     runs[(row["batch"], row["hidden"], row.get("amp", "off"), row["impl"])] = result if ok else None
 
 
+VGRAD_ONLY = ("hostsync", "hostasync", "graph")
+
+
 def cell(result):
     if result == "not run":
         return "-"
@@ -341,8 +347,11 @@ print("| batch | hidden | mode | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
     v, t = runs.get(config + ("vgrad",), "not run"), runs.get(config + ("torch",), "not run")
+    reference = ""
+    if t == "not run" and config[2] in VGRAD_ONLY:  # PyTorch's eager run of the same model
+        t, reference = runs.get(config[:2] + ("off", "torch"), "not run"), " (eager, the off run)"
     ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if isinstance(v, dict) and isinstance(t, dict) else "-"
-    print("| %s | %s | %s | %s | %s | %s | %s / %s |" % (config + (cell(v), cell(t), ratio, peak(v), peak(t))))
+    print("| %s | %s | %s | %s | %s%s | %s | %s / %s |" % (config + (cell(v), cell(t), reference, ratio, peak(v), peak(t))))
 EOF
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/backend.h"
+#include "core/cuda_graph.h"
 
 namespace vgrad::cuda {
 
@@ -23,5 +24,19 @@ bool tf32_matmul_enabled() { return false; }  // no GPU math to switch
 void set_tf32_matmul_enabled(bool) {}
 bool tf32_conv_enabled() { return false; }
 void set_tf32_conv_enabled(bool) {}
+
+
+// cuda::Graph: nothing to capture without a GPU.
+struct Graph::State {};
+Graph::Graph() = default;
+Graph::~Graph() = default;
+void Graph::capture(const std::function<void()>&, Device device) {
+  fail("cuda::Graph: {}: this build has no CUDA support (reconfigure with -DVGRAD_CUDA=ON)", device.str());
+}
+void Graph::replay() { fail("cuda::Graph: replay() before capture()"); }
+void Graph::reset() {}
+bool Graph::captured() const { return false; }
+int64_t Graph::replay_count() const { return 0; }
+MemoryStats graph_pool_stats(int) { return {}; }
 
 }  // namespace vgrad::cuda

@@ -1,6 +1,7 @@
 // What a GPU step costs the host: index ranges checked on the device and reported at the
 // next host read (Backend::check_index; docs/gpu.md, "Bad indices on a GPU"), and the waits
-// counted by cuda::host_wait_count: none in a training step, one in clip_grad_norm.
+// counted by cuda::host_wait_count: none in a training step (nll_loss included), one in
+// clip_grad_norm.
 // Every message is compared with the CPU's own for the same call. SKIPPED without a GPU.
 #include <gtest/gtest.h>
 
@@ -228,6 +229,34 @@ TEST(CudaHostWaits, ATrainingStepNeverWaitsForTheDevice) {
   EXPECT_EQ(waits() - start, 1) << "item() is one wait";
   EXPECT_TRUE(std::isfinite(last));
   EXPECT_LT(training.full_loss(), first) << "the steps trained";
+}
+
+TEST(CudaHostWaits, NllLossStepsNeverWaitAndMatchTheCpu) {
+  REQUIRE_GPU();
+  const Tensor logits_cpu = vgrad_test::uniform_tensor({16, 10}, 21);
+  const Tensor target_cpu = tensor(std::vector<int64_t>{0, 9, 3, 3, 1, 7, 2, 8, 5, 4, 6, 0, 9, 1, 2, 3});
+  Tensor logits = logits_cpu.to(gpu()).detach().requires_grad_();
+  const Tensor target = target_cpu.to(gpu());
+  const auto nll_step = [&] {
+    logits.zero_grad();
+    const Tensor loss = nn::F::nll_loss(log_softmax(logits, 1), target);
+    loss.backward();
+    return loss;
+  };
+  (void)nll_step().item();  // the first call makes the class range, one host copy
+  backend_for(gpu()).synchronize();
+  const int64_t start = waits();
+  Tensor loss;
+  for (int i = 0; i < 8; ++i) loss = nll_step();
+  EXPECT_EQ(waits() - start, 0) << "8 steps of log_softmax + nll_loss + backward";
+
+  Tensor logits_ref = logits_cpu.detach().requires_grad_();
+  const Tensor loss_ref = nn::F::nll_loss(log_softmax(logits_ref, 1), target_cpu);
+  loss_ref.backward();
+  EXPECT_NEAR(loss.item(), loss_ref.item(), 1e-6);
+  const std::vector<double> grad = vals(logits.grad()), grad_ref = vals(logits_ref.grad());
+  ASSERT_EQ(grad.size(), grad_ref.size());
+  for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(grad[i], grad_ref[i], 1e-7) << i;
 }
 
 TEST(CudaHostWaits, ClipGradNormReadsOnceAndMatchesTheCpu) {

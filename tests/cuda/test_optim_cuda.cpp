@@ -108,4 +108,65 @@ TEST(CudaOptimMany, OptimizersMatchPerParameterSteps) {
   }
 }
 
+// The device table is kept while the parameter set stays (here: the same gradient tensors
+// every step), and the per-step scalars are kernel arguments: a new lr each step must be the
+// one used, never one baked into a kept table.
+TEST(CudaOptimMany, AChangedLearningRateIsUsedWithAKeptTable) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  const std::vector<int64_t> sizes{3000, 17, 2049};
+  const vgrad_test::ParamSet start = vgrad_test::random_params(sizes, {DType::Float32, DType::Float64}, gpu, 21);
+  const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32, DType::Float64}, gpu, 22, false);
+  std::vector<Tensor> params, reference, buffers;
+  for (size_t j = 0; j < sizes.size(); ++j) {
+    params.push_back(start.param[j].clone().requires_grad_());
+    params.back().set_grad(grads.param[j]);
+    reference.push_back(start.param[j].clone());
+    buffers.push_back(zeros({sizes[j]}, {.dtype = start.param[j].dtype(), .device = gpu}));
+  }
+  optim::SGD sgd(params, {.lr = 0.1, .momentum = 0.9});
+  const double rates[] = {0.1, 0.5, 0.02, 0.3};
+  for (int s = 0; s < 4; ++s) {
+    sgd.set_lr(rates[s]);
+    sgd.step();
+    for (size_t j = 0; j < sizes.size(); ++j)
+      backend_for(gpu).sgd_update(reference[j].view(), grads.param[j].view(), buffers[j].view(),
+                                  {rates[s], 0.9, 0, 0, false, s == 0});
+    for (size_t j = 0; j < sizes.size(); ++j)
+      EXPECT_EQ(bytes_of(params[j]), bytes_of(reference[j])) << "step " << s << ", parameter " << j;
+  }
+}
+
+// A parameter that joins later (its first gradient on step 2: a new parameter set, and a
+// step count of its own) gets a new table and its own bias correction; the others keep
+// theirs.
+TEST(CudaOptimMany, AParameterJoiningLaterRebuildsTheTable) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  const std::vector<int64_t> sizes{513, 4096, 7, 2500};
+  const vgrad_test::ParamSet start = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 31);
+  std::vector<Tensor> params, reference, exp_avg, exp_avg_sq;
+  for (size_t j = 0; j < sizes.size(); ++j) {
+    params.push_back(start.param[j].clone().requires_grad_());
+    reference.push_back(start.param[j].clone());
+    exp_avg.push_back(zeros({sizes[j]}, {.device = gpu}));
+    exp_avg_sq.push_back(zeros({sizes[j]}, {.device = gpu}));
+  }
+  optim::Adam adam(params, {.lr = 1e-2, .weight_decay = 0.01});
+  std::vector<int64_t> steps(sizes.size(), 0);
+  for (int s = 0; s < 4; ++s) {
+    const vgrad_test::ParamSet grads = vgrad_test::random_params(sizes, {DType::Float32}, gpu, 40 + s, false);
+    const size_t joined = s < 2 ? sizes.size() - 1 : sizes.size();  // the last joins on step 2
+    for (size_t j = 0; j < joined; ++j) {
+      params[j].set_grad(grads.param[j]);
+      backend_for(gpu).adam_update(reference[j].view(), grads.param[j].view(), exp_avg[j].view(), exp_avg_sq[j].view(),
+                                   {1e-2, 0.9, 0.999, 1e-8, 0.01, false, ++steps[j]});
+    }
+    adam.step();
+    for (size_t j = 0; j < sizes.size(); ++j)
+      EXPECT_EQ(bytes_of(params[j]), bytes_of(reference[j])) << "step " << s << ", parameter " << j;
+  }
+  EXPECT_NE(bytes_of(params.back()), bytes_of(start.param.back())) << "the late parameter moved";
+}
+
 }  // namespace

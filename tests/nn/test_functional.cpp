@@ -277,6 +277,18 @@ TEST(OneHot, Values) {
   EXPECT_EQ(vals(h), (std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0}));
 }
 
+// The class range is cached per (device, class count): a second count gets its own.
+TEST(OneHot, EachClassCountKeepsItsOwnRange) {
+  const Tensor t = labels({1, 0, 2});
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(vals(nn::F::one_hot(t, 3)), (std::vector<double>{0, 1, 0, 1, 0, 0, 0, 0, 1})) << round;
+    EXPECT_EQ(vals(nn::F::one_hot(t, 5, DType::Int64)),
+              (std::vector<double>{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0}))
+        << round;
+  }
+  EXPECT_EQ(vals(nn::F::one_hot(labels({1, 7}), 2)), (std::vector<double>{0, 1, 0, 0})) << "out of range: a zero row";
+}
+
 TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {
   // Mean over no rows used to return 0; mean() of an empty tensor throws, and so does
   // every loss now. Sum is 0 with an empty gradient; None is empty.
