@@ -21,7 +21,7 @@
 #   examples.log   mnist_mlp on the GPU in float32, bf16 and fp16 (10 epochs, seeds 1 and 2)
 #                  and mnist_cnn at its defaults (cuDNN); their last lines are in summary.md
 #   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands, stderr and
-#                  vgrad's per-op profile of one batch-64 epoch
+#                  vgrad's per-op profiles of one batch-64 epoch (unfused, then --fused-relu)
 #
 # The GPU machine has nvcc 13, CMake, ninja, the CUDA libraries and python3 with PyTorch, but
 # none of vgrad's Debian -dev packages and no registry. The bundle (.gpu/, ignored by git) is:
@@ -35,11 +35,13 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
-# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32), or
-# hostsync / hostasync (vgrad only: the training set in host memory, fed by the DataLoader,
-# --host-data sync|async: a host wait per batch vs the copy stream); default "64:256,128
-# 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32
-# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32), fused
+# (vgrad only: --fused-relu, Linear+ReLU as one cuBLASLt GEMM with its epilogue; its PyTorch
+# column is the same batch:hidden's off run), or hostsync / hostasync (vgrad only: the training
+# set in host memory, fed by the DataLoader, --host-data sync|async: a host wait per batch vs
+# the copy stream); default "64:256,128 64:256,128:fused 64:256,128:hostsync
+# 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
+# 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -123,7 +125,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -273,11 +275,13 @@ bench() {
     amp=off
     [ "$rest" != "$hidden" ] && amp=${rest#*:}
     flags=(--amp "$amp")
+    impls="vgrad torch"
     [ "$amp" = tf32 ] && flags=(--amp off --tf32)
     impls="vgrad torch"
     case $amp in  # torch_mlp.py keeps its data on the device: no peer for these
       hostsync) flags=(--amp off --host-data sync); impls=vgrad ;;
       hostasync) flags=(--amp off --host-data async); impls=vgrad ;;
+      fused) flags=(--amp off --fused-relu); impls=vgrad ;;  # vgrad's before (the off row) and after
     esac
     for impl in $impls; do
       t=$(cap 150 15)
@@ -306,6 +310,9 @@ bench() {
   echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile" >>"$out/bench.log"
   timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
     --profile --data "$data" >>"$out/bench.log" 2>&1
+  echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile --fused-relu" >>"$out/bench.log"
+  timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
+    --profile --fused-relu --data "$data" >>"$out/bench.log" 2>&1
   # The table (Python 3.11-safe: no quotes nested inside f-string expressions).
   py - "$out/bench.jsonl" >"$out/bench.md" 2>>"$out/bench.log" <<'EOF' || echo "(table failed: see bench.log)" >"$out/bench.md"
 import json, sys
@@ -340,7 +347,9 @@ def peak(result):
 print("| batch | hidden | mode | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
-    v, t = runs.get(config + ("vgrad",), "not run"), runs.get(config + ("torch",), "not run")
+    # fused has no PyTorch run of its own: PyTorch's model is the same with or without it.
+    torch_config = config[:2] + ("off",) if config[2] == "fused" else config
+    v, t = runs.get(config + ("vgrad",), "not run"), runs.get(torch_config + ("torch",), "not run")
     ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if isinstance(v, dict) and isinstance(t, dict) else "-"
     print("| %s | %s | %s | %s | %s | %s | %s / %s |" % (config + (cell(v), cell(t), ratio, peak(v), peak(t))))
 EOF
