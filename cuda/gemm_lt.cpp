@@ -18,6 +18,10 @@
 namespace vgrad::cuda {
 namespace {
 
+// Each device's Lt workspace: a matmul may use less, and never allocates (so it never waits,
+// and is legal during CUDA graph capture).
+constexpr size_t kWorkspaceBytes = size_t(4) << 20;
+
 cublasLtEpilogue_t lt_epilogue(LtEpilogue epilogue) {
   switch (epilogue) {
     case LtEpilogue::Bias: return CUBLASLT_EPILOGUE_BIAS;
@@ -60,6 +64,51 @@ struct LtPlan {
     for (cublasLtMatrixLayout_t layout : {first, second, d})
       if (layout != nullptr) (void)cublas_lt().matrix_layout_destroy(layout);
   }
+};
+
+// The plan's matmul descriptor and layouts (host-side calls: no GPU needed).
+void describe_descriptors(LtPlan& plan, const LtProblem& p, const GemmArgs& g, bool tf32, const void* vector) {
+  const cudaDataType_t type = lt_data_type(g.dtype);
+  // float32 accumulation for every dtype, as cuda/gemm.cpp; TF32 products when switched on.
+  const cublasComputeType_t compute = g.dtype == DType::Float32 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  VGRAD_CUBLAS_CHECK(cublas_lt().matmul_desc_create(&plan.desc, compute, CUDA_R_32F));
+  set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(p.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N));
+  set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(p.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N));
+  set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(lt_epilogue(p.epilogue)));
+  if (vector != nullptr) {
+    set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(type));  // the output's, as Lt requires
+    set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, vector);           // the heuristic reads its alignment
+  }
+  VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.first, type, p.first.rows, p.first.cols, p.first.ld));
+  VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.second, type, p.second.rows, p.second.cols, p.second.ld));
+  VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.d, type, p.m, p.n, p.ldd));
+}
+
+// The heuristic's search preferences for one plan (host-side: no GPU needed).
+struct LtPreference {
+  cublasLtMatmulPreference_t pref = nullptr;
+  LtPreference(const LtProblem& p, const GemmArgs& g, size_t workspace_bytes) {
+    VGRAD_CUBLAS_CHECK(cublas_lt().preference_create(&pref));
+    try {
+      set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(workspace_bytes));
+      // 16-bit: a split-K product sums its parts in float32 (or is not split), never in the
+      // output type, so the result is rounded once, as the CPU's (INPLACE and OUTPUT_TYPE round
+      // each part).
+      if (g.dtype != DType::Float32)
+        set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
+      // The operands' real alignment (Lt assumes 256 bytes unless told).
+      set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, pointer_alignment(p.first.data));
+      set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, pointer_alignment(p.second.data));
+      set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, pointer_alignment(g.c));
+      set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, pointer_alignment(g.c));
+    } catch (...) {
+      (void)cublas_lt().preference_destroy(pref);
+      throw;
+    }
+  }
+  ~LtPreference() { (void)cublas_lt().preference_destroy(pref); }
+  LtPreference(const LtPreference&) = delete;
+  LtPreference& operator=(const LtPreference&) = delete;
 };
 
 }  // namespace
@@ -115,52 +164,21 @@ class CublasLtMatmuls {
   }
 
  private:
-  // A GEMM's workspace: Lt may use less; a call never allocates (so it is legal during CUDA
-  // graph capture, and never waits).
-  static constexpr size_t kWorkspaceBytes = size_t(4) << 20;
   // As cuda/cudnn.cpp's conv plans: every batch size adds plans, so the least recently used go.
   static constexpr size_t kMaxPlans = 256;
 
   CublasLtMatmuls(cublasLtHandle_t handle, CachingAllocator& allocator)
       : handle_(handle), allocator_(allocator), workspace_(allocator.allocate(kWorkspaceBytes)) {}
 
-  // Descriptors and the heuristic's first algorithm, or usable = false where it has none.
+  // The heuristic's first algorithm for the plan's descriptors, or usable = false where it has none.
   void describe(LtPlan& plan, const LtProblem& p, const GemmArgs& g, bool tf32, const void* vector) {
-    const cudaDataType_t type = lt_data_type(g.dtype);
-    // float32 accumulation for every dtype, as cuda/gemm.cpp; TF32 products when switched on.
-    const cublasComputeType_t compute =
-        g.dtype == DType::Float32 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    VGRAD_CUBLAS_CHECK(cublas_lt().matmul_desc_create(&plan.desc, compute, CUDA_R_32F));
-    set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(p.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N));
-    set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(p.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N));
-    set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(lt_epilogue(p.epilogue)));
-    if (vector != nullptr) {
-      set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(type));  // the output's, as Lt requires
-      set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, vector);           // the heuristic reads its alignment
-    }
-    VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.first, type, p.first.rows, p.first.cols, p.first.ld));
-    VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.second, type, p.second.rows, p.second.cols, p.second.ld));
-    VGRAD_CUBLAS_CHECK(cublas_lt().matrix_layout_create(&plan.d, type, p.m, p.n, p.ldd));
-    cublasLtMatmulPreference_t pref = nullptr;
-    VGRAD_CUBLAS_CHECK(cublas_lt().preference_create(&pref));
-    struct Release {
-      cublasLtMatmulPreference_t pref;
-      ~Release() { (void)cublas_lt().preference_destroy(pref); }
-    } release{pref};
-    set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(kWorkspaceBytes));
-    // 16-bit: a split-K product sums its parts in float32 (or is not split), never in the output
-    // type, so the result is rounded once, as the CPU's (INPLACE and OUTPUT_TYPE round each part).
-    if (g.dtype != DType::Float32) set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
-    // The operands' real alignment (Lt assumes 256 bytes unless told).
-    set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, pointer_alignment(p.first.data));
-    set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, pointer_alignment(p.second.data));
-    set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, pointer_alignment(g.c));
-    set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, pointer_alignment(g.c));
+    describe_descriptors(plan, p, g, tf32, vector);
+    const LtPreference pref(p, g, kWorkspaceBytes);
     cublasLtMatmulHeuristicResult_t result;
     std::memset(&result, 0, sizeof(result));
     int found = 0;
     const cublasStatus_t status = cublas_lt().algo_get_heuristic(handle_, plan.desc, plan.first, plan.second, plan.d,
-                                                                 plan.d, pref, 1, &result, &found);
+                                                                 plan.d, pref.pref, 1, &result, &found);
     // NOT_SUPPORTED: no heuristic for this configuration (an epilogue/dtype/layout Lt lacks).
     if (status == CUBLAS_STATUS_NOT_SUPPORTED || found < 1 || result.state != CUBLAS_STATUS_SUCCESS ||
         result.workspaceSize > kWorkspaceBytes)
@@ -177,6 +195,13 @@ class CublasLtMatmuls {
 };
 
 void destroy_cublas_lt(CublasLtMatmuls* matmuls) noexcept { delete matmuls; }
+
+void check_lt_descriptors(const GemmEpilogueArgs& args, bool tf32) {
+  const LtProblem p = lt_problem(args);
+  LtPlan plan;
+  describe_descriptors(plan, p, args.gemm, tf32, p.epilogue == LtEpilogue::BiasGradB ? args.bias_grad : args.bias);
+  const LtPreference pref(p, args.gemm, kWorkspaceBytes);
+}
 
 void CudaBackend::gemm_epilogue_impl(const GemmEpilogueArgs& args) {
   if (!lt_declines(args)) {

@@ -98,4 +98,12 @@ inline LtPlanKey lt_plan_key(const LtProblem& p, DType dtype, bool tf32, const v
           p.bias_length};
 }
 
+#if VGRAD_WITH_CUDA
+// Builds and destroys the cuBLASLt descriptors and search preferences of `args`'s plan, as
+// cuda/gemm_lt.cpp does before asking the heuristic: Lt's descriptor calls need no GPU, so a
+// CUDA build's tests check on any machine that Lt takes every attribute vgrad sets (a wrong
+// size or value throws, naming the call). The heuristic and the matmul need a GPU.
+void check_lt_descriptors(const GemmEpilogueArgs& args, bool tf32);
+#endif
+
 }  // namespace vgrad::cuda

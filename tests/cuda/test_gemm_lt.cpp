@@ -136,6 +136,28 @@ TEST(GemmLt, ThePlanKeyHoldsTf32TheShapeAndTheAlignmentsButNotTheAddresses) {
             base);
 }
 
+#if VGRAD_WITH_CUDA
+// Lt takes every descriptor attribute and preference vgrad sets, for every epilogue, dtype,
+// transpose and TF32 setting (descriptor calls need no GPU; a wrong attribute size throws).
+TEST(GemmLt, LtAcceptsEveryDescriptorAndPreferenceVgradSets) {
+  alignas(256) static float data[64];
+  for (const DType dtype : {DType::Float32, DType::BFloat16, DType::Float16})
+    for (const auto epilogue : {GemmEpilogue::Bias, GemmEpilogue::BiasRelu, GemmEpilogue::BiasGrad})
+      for (const bool transposed : {false, true})
+        for (const bool tf32 : {false, true}) {
+          GemmEpilogueArgs e = linear_forward_args(4, 3, 8, epilogue);
+          e.gemm.dtype = dtype;
+          e.gemm.trans_a = transposed;
+          e.gemm.lda = transposed ? 4 : 3;
+          e.gemm.a = data + 4;  // 16 bytes: an alignment below Lt's default 256
+          e.bias = epilogue == GemmEpilogue::BiasGrad ? nullptr : data;
+          e.bias_grad = epilogue == GemmEpilogue::BiasGrad ? data + 8 : nullptr;
+          EXPECT_NO_THROW(cuda::check_lt_descriptors(e, tf32))
+              << dtype_name(dtype) << " " << op_name(epilogue) << (transposed ? " Aᵀ" : "") << (tf32 ? " tf32" : "");
+        }
+}
+#endif
+
 // ---- on a GPU ----
 
 // Small integers: exact in every dtype, and every float32 sum of their products is exact.
