@@ -357,7 +357,8 @@ Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   VGRAD_PROFILE_OP("linear_relu");
   // A float32 master weight under autocast: linear's own path (the 16-bit cast is not kept),
   // then the ReLU as its own op.
-  if (low_input_for_master(x, weight).defined()) return relu(linear(x, weight, bias));
+  if (const Tensor low_x = low_input_for_master(x, weight); low_x.defined())
+    return relu(on_master_weight(MasterLayout::OutIn, low_x, weight, autograd::autocast::to_low(bias)));
   if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
     return linear_relu(low.first, low.second, low.third);
   return linear_op(x, weight, bias, true);
