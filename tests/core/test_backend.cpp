@@ -136,8 +136,8 @@ TEST(Backend, GemmChecksSizesAndHandlesAnEmptySum) {
 // ---- GEMM epilogues (Backend::gemm_epilogue) ----
 
 // Small integers (and biases of half-integers): every product and sum is exact in float32 and
-// the 16-bit results round one exact sum, so a device's fused epilogue (cuBLASLt) and the
-// composed one (the CPU) must give these exact values, in every dtype the epilogue takes.
+// float64, and (for small k) in the 16-bit dtypes, so a device's fused epilogue (cuBLASLt) and
+// the composed one (the CPU) must give these exact values, in every dtype the epilogue takes.
 double small_integer(int64_t i, int64_t j, int64_t salt) { return double((i * 7 + j * 3 + salt) % 5) - 2.0; }
 
 struct EpilogueShape {
@@ -202,6 +202,9 @@ TEST(Backend, GemmEpiloguesGiveTheExactValuesOnEveryDeviceInEveryFloatingDtype) 
   for (const Device device : devices_present())
     for (const DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16})
       for (const EpilogueShape& shape : shapes) {
+        // 16-bit: sums of at most 17 products stay below 256, exact in bfloat16 even where a GEMM
+        // library rounds its partial sums to 16 bits; k = 1000 is left to tests/cuda/test_gemm_lt.cpp.
+        if (dtype_size(dtype) == 2 && shape.k > 17) continue;
         check_epilogue(device, dtype, GemmEpilogue::Bias, true, shape);
         check_epilogue(device, dtype, GemmEpilogue::BiasRelu, true, shape);
         check_epilogue(device, dtype, GemmEpilogue::BiasRelu, false, shape);
