@@ -106,8 +106,12 @@ Tensor sum_to(const Tensor& grad, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // Two-operand einsum ("bqd,bkd->bqk", "ij,jk->ik", "ij->ji", ...), on permute/reshape/matmul.
 Tensor einsum(const std::string& equation, const Tensor& a, const Tensor& b);
-// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out), one GEMM with the bias as its C.
+// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out), one GEMM whose epilogue adds the bias.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// relu(linear(x, weight, bias)) as one op: one GEMM whose epilogue adds the bias and applies
+// the ReLU (cuBLASLt on CUDA), with exactly relu(linear)'s values and gradients (0 at 0, as
+// PyTorch). For layers a ReLU follows: nn::LinearReLU; nn::functional::linear_relu.
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---------------- shape (autograd/ops/shape.cpp) ----------------
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1

@@ -12,6 +12,8 @@
 // loader upload it through page-locked staging on the copy stream (docs/gpu.md, "Streams").
 // --cuda-graph: after the warm-up epoch, each full batch is copied into static inputs and the
 // step (forward, backward, SGD) is one cuda::Graph replay (the last partial batch runs eagerly).
+// --fused-relu: each hidden Linear + ReLU as one nn::LinearReLU (on CUDA one cuBLASLt GEMM whose
+// epilogue adds the bias and applies the ReLU); the same model and values as without it.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -32,13 +34,18 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// 784 -> hidden... -> 10 with ReLU between, as nn.Sequential in the PyTorch peer.
-std::shared_ptr<nn::Sequential> make_model(const std::vector<int64_t>& hidden) {
+// 784 -> hidden... -> 10 with ReLU between, as nn.Sequential in the PyTorch peer; with
+// `fused_relu`, each hidden layer is one LinearReLU (the same parameters, drawn in the same order).
+std::shared_ptr<nn::Sequential> make_model(const std::vector<int64_t>& hidden, bool fused_relu) {
   auto model = std::make_shared<nn::Sequential>();
   int64_t width = 784;
   for (int64_t h : hidden) {
-    model->push_back(std::make_shared<nn::Linear>(width, h));
-    model->push_back(std::make_shared<nn::ReLU>());
+    if (fused_relu) {
+      model->push_back(std::make_shared<nn::LinearReLU>(width, h));
+    } else {
+      model->push_back(std::make_shared<nn::Linear>(width, h));
+      model->push_back(std::make_shared<nn::ReLU>());
+    }
     width = h;
   }
   model->push_back(std::make_shared<nn::Linear>(width, 10));
@@ -78,6 +85,8 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", tf32, "float32 matmul and convolution on TF32 tensor cores (CUDA; off by default)");
   bool cuda_graph = false;
   app.add_flag("--cuda-graph", cuda_graph, "CUDA: replay each full batch's step as one captured cuda::Graph");
+  bool fused_relu = false;
+  app.add_flag("--fused-relu", fused_relu, "each hidden Linear + ReLU as one nn::LinearReLU (cuBLASLt epilogue on CUDA)");
   CLI11_PARSE(app, argc, argv);
   cuda::set_tf32_matmul_enabled(tf32);
   cuda::set_tf32_conv_enabled(tf32);
@@ -97,7 +106,7 @@ int main(int argc, char** argv) {
     y = y.to(device);
   }
   const int64_t n = x.shape()[0];
-  auto model = make_model(hidden);
+  auto model = make_model(hidden, fused_relu);
   model->to(device);
   Generator shuffle(0);
   if (!device.is_cpu()) gather = host_data == "off" ? "step" : "loader";  // the loader gathers on the CPU
@@ -211,8 +220,8 @@ int main(int argc, char** argv) {
     }
     const double med = median(times);
     const int64_t host_waits = device.is_cpu() ? 0 : cuda::host_wait_count(device.index) - waits_before;
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph, batch, momentum, fmt::join(times, ","), med, double(n) / med,
+    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"fused_relu":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph, fused_relu, batch, momentum, fmt::join(times, ","), med, double(n) / med,
                        final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f},"host_waits_per_epoch":{:.1f}}})",
                         memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0,

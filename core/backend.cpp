@@ -244,21 +244,17 @@ double Backend::sum_of_squares(const View* xs, size_t count) {
 
 // ---- GEMM ----
 
-void Backend::gemm(const GemmArgs& args) {
+namespace {
+
+void check_gemm_sizes(const GemmArgs& args) {
   if (!is_floating(args.dtype))
     fail("matmul: {} tensors are not supported (use a floating dtype)", dtype_name(args.dtype));
   if (args.m < 0 || args.n < 0 || args.k < 0 || args.batch < 0)
     fail("gemm: negative size (m={}, n={}, k={}, batch={})", args.m, args.n, args.k, args.batch);
-  if (args.m == 0 || args.n == 0 || args.batch == 0) return;
-  if (args.k == 0) {  // C = beta * C: an empty sum
-    View c;
-    c.data = args.c;
-    c.dtype = args.dtype;
-    c.ndim = 3;
-    c.shape[0] = args.batch, c.shape[1] = args.m, c.shape[2] = args.n;
-    c.strides[0] = args.stride_c, c.strides[1] = args.ldc, c.strides[2] = 1;
-    return args.beta == 0.0 ? fill_impl(c, 0.0) : unary_impl(UnaryOp::Affine, c, c, args.beta, 0.0);
-  }
+}
+
+// args with every leading dimension checked (BLAS's form) and every size within BLAS's int.
+GemmArgs with_leading_dims(const GemmArgs& args) {
   // A leading dimension is the distance between rows; it must cover a row, except when
   // there is a single row (then it is never read, but BLAS still wants it >= the row).
   auto leading = [](const char* what, int64_t ld, int64_t rows, int64_t row_length) -> int64_t {
@@ -273,7 +269,70 @@ void Backend::gemm(const GemmArgs& args) {
   g.ldc = leading("ldc", g.ldc, g.m, g.n);
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
     if (v > INT_MAX) fail("matmul: size {} exceeds BLAS's 32-bit limit (m={}, n={}, k={})", v, g.m, g.n, g.k);
-  gemm_impl(g);
+  return g;
+}
+
+// A (rows, cols) window on `data` with the given strides.
+View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  View v;
+  v.data = const_cast<void*>(data);
+  v.dtype = dtype;
+  v.ndim = 2;
+  v.shape[0] = rows, v.shape[1] = cols;
+  v.strides[0] = row_stride, v.strides[1] = col_stride;
+  return v;
+}
+
+}  // namespace
+
+void Backend::gemm(const GemmArgs& args) {
+  check_gemm_sizes(args);
+  if (args.m == 0 || args.n == 0 || args.batch == 0) return;
+  if (args.k == 0) {  // C = beta * C: an empty sum
+    View c;
+    c.data = args.c;
+    c.dtype = args.dtype;
+    c.ndim = 3;
+    c.shape[0] = args.batch, c.shape[1] = args.m, c.shape[2] = args.n;
+    c.strides[0] = args.stride_c, c.strides[1] = args.ldc, c.strides[2] = 1;
+    return args.beta == 0.0 ? fill_impl(c, 0.0) : unary_impl(UnaryOp::Affine, c, c, args.beta, 0.0);
+  }
+  gemm_impl(with_leading_dims(args));
+}
+
+void Backend::gemm_epilogue(const GemmEpilogueArgs& args) {
+  const GemmArgs& g = args.gemm;
+  const char* name = op_name(args.epilogue);
+  check_gemm_sizes(g);
+  if (g.batch != 1 || g.alpha != 1.0 || g.beta != 0.0)
+    fail("gemm ({} epilogue): needs batch 1, alpha 1 and beta 0, got batch {}, alpha {}, beta {}", name, g.batch,
+         g.alpha, g.beta);
+  if (args.epilogue == GemmEpilogue::Bias && args.bias == nullptr) fail("gemm (bias epilogue): no bias vector given");
+  if (args.epilogue == GemmEpilogue::BiasGrad && args.bias_grad == nullptr)
+    fail("gemm (bias gradient epilogue): no bias gradient vector given");
+  // Empty sizes: the composed form, whose primitives know what an empty product gives.
+  if (g.m == 0 || g.n == 0 || g.k == 0) return Backend::gemm_epilogue_impl(args);
+  GemmEpilogueArgs checked = args;
+  checked.gemm = with_leading_dims(g);
+  gemm_epilogue_impl(checked);
+}
+
+// The composed epilogue, through the checked entry points (a 16-bit row sum widens to
+// float32 there, as every reduction does).
+void Backend::gemm_epilogue_impl(const GemmEpilogueArgs& args) {
+  const GemmArgs& g = args.gemm;
+  const View c = matrix_view(g.c, g.dtype, g.m, g.n, g.ldc, 1);
+  GemmArgs product = g;
+  if (args.epilogue != GemmEpilogue::BiasGrad && args.bias != nullptr) {
+    copy(matrix_view(args.bias, g.dtype, g.m, g.n, 0, 1), c);  // the bias row broadcast over C's rows
+    product.beta = 1.0;
+  }
+  gemm(product);
+  if (args.epilogue == GemmEpilogue::BiasRelu) unary(UnaryOp::Relu, c, c);
+  if (args.epilogue == GemmEpilogue::BiasGrad) {  // Σ_k op(A): A is (m, k), or (k, m) when trans_a
+    const View a = g.trans_a ? matrix_view(g.a, g.dtype, g.m, g.k, 1, g.lda) : matrix_view(g.a, g.dtype, g.m, g.k, g.lda, 1);
+    reduce(ReduceOp::Sum, a, matrix_view(args.bias_grad, g.dtype, g.m, 1, 1, 1));
+  }
 }
 
 // ---- sliding windows ----

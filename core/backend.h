@@ -169,6 +169,12 @@ class Backend {
 
   // ---- matrix products (gemm) ----
   void gemm(const GemmArgs& args);
+  // The GEMM args.gemm with its epilogue (GemmEpilogue): checked as gemm is, plus batch 1,
+  // alpha 1, beta 0 and the bias pointers the epilogue needs. A device fuses it where its
+  // library can (CUDA: cuBLASLt, float32/bfloat16/float16, aligned operands); elsewhere, and
+  // for empty sizes, it is composed of the primitives above (Backend::gemm_epilogue_impl):
+  // the same values, within the GEMM's own rounding.
+  void gemm_epilogue(const GemmEpilogueArgs& args);
 
   // ---- sliding windows (conv), contiguous NCHW ----
   // col (C·KH·KW, N·OH·OW) = the windows of x (N, C, H, W); see WindowGeometry.
@@ -260,6 +266,11 @@ class Backend {
   // which is what the CPU keeps; CUDA overrides them (cuda/optim.cu).
   virtual void sgd_update_many_impl(std::span<const SgdUpdate> updates);
   virtual void adam_update_many_impl(std::span<const AdamUpdate> updates);
+  // A GEMM with its epilogue after the checks, with m, n, k >= 1. By default composed of
+  // the checked primitives (bias: a broadcast copy into C and a GEMM with beta 1; ReLU: a
+  // unary op; bias gradient: a GEMM and a row-sum reduction), which is what the CPU keeps;
+  // CUDA overrides it with one cuBLASLt call and falls back to this where Lt declines.
+  virtual void gemm_epilogue_impl(const GemmEpilogueArgs& args);
 
  private:
   class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
@@ -298,6 +309,10 @@ void set_cudnn_enabled(bool on);  // for this process; off falls back to im2col 
 // to(), tensor creation from host values), synchronize(), sum_of_squares and the
 // periodic index-error check. For tests and profiling; 0 without that GPU. Never throws.
 int64_t host_wait_count(int index);
+// How many Backend::gemm_epilogue calls GPU `index` ran as one cuBLASLt matmul with its
+// epilogue (the rest were composed: float64, unaligned operands, no Lt algorithm). For tests
+// and profiling; 0 without that GPU. Never throws.
+int64_t fused_gemm_epilogue_count(int index);
 // The pending index checks (Backend::check_index) after which a GPU waits to report a
 // bad index even when nothing else reads from it: a loop that never reads from the
 // device stops within this many checks of its first bad index.

@@ -73,6 +73,34 @@ struct GemmArgs {  // row-major C[batch] = alpha * op(A[batch]) · op(B[batch]) 
   DType dtype = DType::Float32;  // float32 or float64
 };
 
+// What a GEMM's epilogue does to its product P = op(A)·op(B) (M, N), in the same launch where
+// the device can (Backend::gemm_epilogue; cuBLASLt on CUDA): linear's bias, linear_relu's
+// bias and ReLU, and linear's bias gradient from its dW = Δᵀ·X product.
+enum class GemmEpilogue {
+  Bias,      // C = P + bias                          bias: N values, one per column of C
+  BiasRelu,  // C = relu(P + bias), or relu(P) where bias is null (relu's NaN rule: scalar_ops.h)
+  BiasGrad,  // C = P and bias_grad = op(A) summed over k: M values (row-major A's column sums
+             // for dW = Δᵀ·X, where op(A) = Δᵀ: db = Σ_rows Δ)
+};
+
+constexpr const char* op_name(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::Bias: return "bias";
+    case GemmEpilogue::BiasRelu: return "bias+relu";
+    case GemmEpilogue::BiasGrad: return "bias gradient";
+  }
+  return "epilogue";
+}
+
+// One GEMM and its epilogue: gemm.batch 1, alpha 1, beta 0 (C is written, never read).
+// bias and bias_grad are contiguous, of gemm.dtype.
+struct GemmEpilogueArgs {
+  GemmArgs gemm;
+  GemmEpilogue epilogue = GemmEpilogue::Bias;
+  const void* bias = nullptr;  // Bias (required), BiasRelu (optional)
+  void* bias_grad = nullptr;   // BiasGrad (required)
+};
+
 // The geometry of a 2-D sliding window over NCHW input (conv2d and pooling; conv1d
 // is H = 1). im2col unfolds x (N, C, H, W) into col (C·KH·KW, N·OH·OW): row
 // (c, kh, kw), column (n, oh, ow) holds x[n, c, oh·stride_h − pad_h + kh·dilation_h,

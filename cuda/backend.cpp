@@ -75,6 +75,8 @@ CudaBackend::CudaBackend(int index)
 void CudaBackend::destroy_handles() noexcept {
   destroy_cudnn(cudnn_);
   cudnn_ = nullptr;
+  destroy_cublas_lt(cublas_lt_);
+  cublas_lt_ = nullptr;
   if (curand_ != nullptr) (void)curand().destroy_generator(curand_);
   if (cublas_ != nullptr) (void)cublas().destroy(cublas_);
   if (device_results_ != nullptr) (void)cudaFree(device_results_);

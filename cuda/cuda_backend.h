@@ -1,9 +1,9 @@
 // CudaBackend: the Backend of one GPU. Its *_impl methods queue the kernels of
 // cuda/*.cu (launchers in cuda/kernels.h) on one non-blocking compute stream per device
-// (a second one, the copy stream, carries only the DataLoader's uploads), GEMM
-// through cuBLAS (cuda/gemm.cpp), conv2d through cuDNN where the build has it
-// (cuda/cudnn.cpp) and normal draws through cuRAND; the host waits only where it
-// needs a value (wait_locked, the one place, counted), and a bad index found by
+// (a second one, the copy stream, carries only the DataLoader's uploads), GEMM through cuBLAS
+// (cuda/gemm.cpp) and, with an epilogue, cuBLASLt (cuda/gemm_lt.cpp), conv2d through cuDNN
+// where the build has it (cuda/cudnn.cpp) and normal draws through cuRAND; the host waits
+// only where it needs a value (wait_locked, the one place, counted), and a bad index found by
 // check_index is thrown there (Backend::check_index). Arguments were checked by core's
 // Backend. Internal to cuda/.
 #pragma once
@@ -29,6 +29,9 @@ namespace vgrad::cuda {
 // cuDNN's handle and convolution plans on one device's stream (cuda/cudnn.cpp).
 class CudnnConvolutions;
 void destroy_cudnn(CudnnConvolutions* convolutions) noexcept;
+// cuBLASLt's handle, workspace and matmul plans on one device (cuda/gemm_lt.cpp).
+class CublasLtMatmuls;
+void destroy_cublas_lt(CublasLtMatmuls* matmuls) noexcept;
 
 // Makes GPU `index` current for this thread (cuda/device.cpp).
 void select_device(int index);
@@ -62,6 +65,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   static bool fence_done(void* event) noexcept;
   static void fence_wait(void* event) noexcept;
   void release_event(void* event) noexcept;
+  int64_t fused_epilogues() const { return fused_epilogues_.load(std::memory_order_relaxed); }
 
   // ---- CUDA graph capture (cuda/graph.cpp, for cuda::Graph) ----
   std::shared_ptr<CachingAllocator> capture_pool() override;
@@ -89,6 +93,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
   void sgd_update_many_impl(std::span<const SgdUpdate> updates) override;    // one launch per dtype
   void adam_update_many_impl(std::span<const AdamUpdate> updates) override;  // (cuda/optim.cu)
+  void gemm_epilogue_impl(const GemmEpilogueArgs& args) override;  // cuBLASLt (cuda/gemm_lt.cpp)
 
  private:
   // A contiguous device temporary from the caching allocator, returned at scope exit
@@ -184,6 +189,11 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   mutable std::mutex capture_mutex_;    // guards capture_; never held while taking result_mutex_
   // The graph whose index checks are the pending ones (result_mutex_); null: eager checks.
   const void* installed_checks_ = nullptr;
+  // Made at the first gemm_epilogue that Lt may take; nullptr: cuBLASLt did not start here.
+  CublasLtMatmuls* cublas_lt_ = nullptr;
+  bool cublas_lt_tried_ = false;
+  std::mutex cublas_lt_mutex_;                // guards cublas_lt_ (handle, plans, workspace)
+  std::atomic<int64_t> fused_epilogues_{0};  // gemm_epilogue calls run by cuBLASLt
 };
 
 }  // namespace vgrad::cuda

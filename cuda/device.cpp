@@ -141,13 +141,24 @@ Backend& backend(int index) {
   return *instance;
 }
 
-int64_t host_wait_count(int index) {
+namespace {
+// A counter of GPU `index`'s backend; 0 without that GPU, or when its backend did not start.
+template <class Read> int64_t backend_counter(int index, Read read) {
   if (index < 0 || index >= device_count() || index >= kMaxDevices) return 0;
   try {
-    return static_cast<CudaBackend&>(backend(index)).host_waits();
-  } catch (...) {  // the backend did not start: it never waited
+    return read(static_cast<CudaBackend&>(backend(index)));
+  } catch (...) {
     return 0;
   }
+}
+}  // namespace
+
+int64_t host_wait_count(int index) {
+  return backend_counter(index, [](const CudaBackend& b) { return b.host_waits(); });
+}
+
+int64_t fused_gemm_epilogue_count(int index) {
+  return backend_counter(index, [](const CudaBackend& b) { return b.fused_epilogues(); });
 }
 
 void* pinned_alloc(size_t bytes) {

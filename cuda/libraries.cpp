@@ -69,6 +69,14 @@ const Cublas& cublas() {
   return loaded;
 }
 
+// cuBLASLt has no version macro of its own: it ships with cuBLAS, under cuBLAS's major version.
+const CublasLt& cublas_lt() {
+  static const CublasLt loaded = load<CublasLt>(
+      "libcublasLt.so." VGRAD_STRINGIFY(CUBLAS_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR, "the CUDA toolkit's cuBLASLt",
+      [](const SharedLibrary& library, CublasLt& table) { VGRAD_CUBLASLT_FUNCTIONS(VGRAD_CUDA_BIND_FUNCTION) });
+  return loaded;
+}
+
 const Curand& curand() {
   static const Curand loaded = load<Curand>(
       "libcurand.so." VGRAD_STRINGIFY(CURAND_VER_MAJOR), VGRAD_CUDA_LIBRARY_DIR, "the CUDA toolkit's cuRAND",

@@ -1,4 +1,4 @@
-// The CUDA libraries vgrad calls besides the runtime (cuBLAS, cuRAND, cuDNN, NCCL), opened
+// The CUDA libraries vgrad calls besides the runtime (cuBLAS, cuBLASLt, cuRAND, cuDNN, NCCL), opened
 // with dlopen at their first use instead of linked, as core/cpu/gemm.cpp does for OpenBLAS.
 // Why: the dynamic loader relocates libcublas + libcublasLt (600 MB of files) when a program
 // starts, 155 MB of resident memory paid by every program linking vgrad, even one that
@@ -12,6 +12,7 @@
 // install. Call sites read `cublas().gemm_ex(...)`. Host code only; internal to cuda/ (and
 // distributed/nccl_communicator.cpp).
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <curand.h>
 #if VGRAD_WITH_CUDNN
@@ -75,6 +76,26 @@ struct Cublas {
                                             long long int, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
 };
 
+// cuBLASLt (libcublasLt.so, the library libcublas itself loads): GEMMs with epilogues
+// (cuda/gemm_lt.cpp).
+#define VGRAD_CUBLASLT_FUNCTIONS(X)                                \
+  X(create, cublasLtCreate)                                        \
+  X(destroy, cublasLtDestroy)                                      \
+  X(matmul, cublasLtMatmul)                                        \
+  X(matmul_desc_create, cublasLtMatmulDescCreate)                  \
+  X(matmul_desc_destroy, cublasLtMatmulDescDestroy)                \
+  X(matmul_desc_set_attribute, cublasLtMatmulDescSetAttribute)     \
+  X(matrix_layout_create, cublasLtMatrixLayoutCreate)              \
+  X(matrix_layout_destroy, cublasLtMatrixLayoutDestroy)            \
+  X(preference_create, cublasLtMatmulPreferenceCreate)             \
+  X(preference_destroy, cublasLtMatmulPreferenceDestroy)           \
+  X(preference_set_attribute, cublasLtMatmulPreferenceSetAttribute) \
+  X(algo_get_heuristic, cublasLtMatmulAlgoGetHeuristic)
+
+struct CublasLt {
+  VGRAD_CUBLASLT_FUNCTIONS(VGRAD_CUDA_FUNCTION_MEMBER)
+};
+
 #define VGRAD_CURAND_FUNCTIONS(X)                 \
   X(create_generator, curandCreateGenerator)      \
   X(destroy_generator, curandDestroyGenerator)    \
@@ -90,6 +111,7 @@ struct Curand {
 
 // Loaded at the first call (thread-safe; a failed load throws, and the next call tries again).
 const Cublas& cublas();
+const CublasLt& cublas_lt();
 const Curand& curand();
 
 #if VGRAD_WITH_CUDNN

@@ -13,6 +13,7 @@ using vgrad::embedding;
 using vgrad::gelu;
 using vgrad::leaky_relu;
 using vgrad::linear;
+using vgrad::linear_relu;
 using vgrad::log_softmax;
 using vgrad::max_pool2d;
 using vgrad::relu;

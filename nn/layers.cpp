@@ -23,11 +23,22 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen) : in_fea
 
 std::string Linear::describe() const { return fmt::format("Linear {}->{}", in_features, out_features); }
 
-Tensor Linear::forward(const Tensor& x) {
+void Linear::check_input(const Tensor& x) const {
   if (x.dim() == 0 || x.shape()[x.dim() - 1] != in_features)
     fail("{}: input has {} features, expected {} (input shape {})", where(), x.dim() ? x.shape()[x.dim() - 1] : 0,
          in_features, shape_str(x.shape()));
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  check_input(x);
   return linear(x, weight, bias);
+}
+
+std::string LinearReLU::describe() const { return fmt::format("LinearReLU {}->{}", in_features, out_features); }
+
+Tensor LinearReLU::forward(const Tensor& x) {
+  check_input(x);
+  return linear_relu(x, weight, bias);
 }
 
 namespace {

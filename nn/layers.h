@@ -20,6 +20,20 @@ class Linear : public Module {
   std::string describe() const override;
   Tensor weight, bias;
   int64_t in_features, out_features;
+
+ protected:
+  void check_input(const Tensor& x) const;  // names the layer: "net.fc2 (Linear 256->10): input has ..."
+};
+
+// relu(x·Wᵀ + b) as one op (functional::linear_relu: on CUDA one cuBLASLt GEMM whose epilogue
+// adds the bias and applies the ReLU): Sequential{Linear, ReLU} fused, as PyTorch's
+// torch.ao.nn.intrinsic.LinearReLU. Linear's parameters, names and init, so a state_dict moves
+// between the two (and torch.nn.Linear) unchanged.
+class LinearReLU : public Linear {
+ public:
+  using Linear::Linear;
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
 };
 
 // A layer without parameters that is one function of its input (torch.nn.ReLU, ...);

@@ -21,7 +21,7 @@
 #   examples.log   mnist_mlp on the GPU in float32, bf16 and fp16 (10 epochs, seeds 1 and 2)
 #                  and mnist_cnn at its defaults (cuDNN); their last lines are in summary.md
 #   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands, stderr and
-#                  vgrad's per-op profile of one batch-64 epoch
+#                  vgrad's per-op profiles of one batch-64 epoch (unfused, then --fused-relu)
 #
 # The GPU machine has nvcc 13, CMake, ninja, the CUDA libraries and python3 with PyTorch, but
 # none of vgrad's Debian -dev packages and no registry. The bundle (.gpu/, ignored by git) is:
@@ -36,12 +36,13 @@
 # Knobs (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_BUILD (build folder), GPU_CHECK_WORK
 # (where the bundle unpacks), GPU_CHECK_JOBS, GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (5),
 # GPU_CHECK_BENCH (batch:hidden[:mode] runs, mode off, bf16, fp16 (--amp), tf32 (--tf32), or
-# one of these, vgrad only (PyTorch's column then comes from the off run, eager):
-# hostsync / hostasync (the training set in host memory, fed by the DataLoader,
-# --host-data sync|async: a host wait per batch vs the copy stream) and graph (--cuda-graph:
-# each step one cuda::Graph replay); default "64:256,128 64:256,128:hostsync
-# 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32
-# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# one of these, vgrad only (PyTorch's column then comes from the off run, eager): fused
+# (--fused-relu, Linear+ReLU as one cuBLASLt GEMM with its epilogue), hostsync / hostasync
+# (the training set in host memory, fed by the DataLoader, --host-data sync|async: a host
+# wait per batch vs the copy stream) and graph (--cuda-graph: each step one cuda::Graph
+# replay); default "64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync
+# 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
+# 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -125,7 +126,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:hostsync 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -280,6 +281,7 @@ bench() {
     case $amp in  # vgrad only: torch_mlp.py has no peer for these (its eager off run is the reference)
       hostsync) flags=(--amp off --host-data sync); impls=vgrad ;;
       hostasync) flags=(--amp off --host-data async); impls=vgrad ;;
+      fused) flags=(--amp off --fused-relu); impls=vgrad ;;
       graph) flags=(--amp off --cuda-graph); impls=vgrad ;;
     esac
     for impl in $impls; do
@@ -309,6 +311,9 @@ bench() {
   echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile" >>"$out/bench.log"
   timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
     --profile --data "$data" >>"$out/bench.log" 2>&1
+  echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile --fused-relu" >>"$out/bench.log"
+  timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
+    --profile --fused-relu --data "$data" >>"$out/bench.log" 2>&1
   # The table (Python 3.11-safe: no quotes nested inside f-string expressions).
   py - "$out/bench.jsonl" >"$out/bench.md" 2>>"$out/bench.log" <<'EOF' || echo "(table failed: see bench.log)" >"$out/bench.md"
 import json, sys
@@ -324,7 +329,7 @@ for line in open(sys.argv[1]):
     runs[(row["batch"], row["hidden"], row.get("amp", "off"), row["impl"])] = result if ok else None
 
 
-VGRAD_ONLY = ("hostsync", "hostasync", "graph")
+VGRAD_ONLY = ("fused", "hostsync", "hostasync", "graph")
 
 
 def cell(result):

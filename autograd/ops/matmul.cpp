@@ -2,6 +2,7 @@
 // rules as GEMMs: da = g·bᵀ, db = aᵀ·g. Transposed operands reach BLAS as flags.
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
@@ -250,67 +251,117 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
 }
 
-// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM with the bias
-// broadcast into C first (beta = 1);   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g
+namespace {
+
+// a (M, K) · b (K, N) -> (M, N) for 2-D operands in any layout layout_of takes, as one GEMM
+// with its epilogue (Backend::gemm_epilogue): `bias` (N, contiguous) added [then ReLU], or
+// `bias_grad` (M, contiguous) = Σ_k a. Without an epilogue: the plain GEMM.
+Tensor product_2d(const Tensor& a, const Tensor& b, std::optional<GemmEpilogue> epilogue, const Tensor& bias = Tensor(),
+                  const Tensor& bias_grad = Tensor()) {
+  check_matmul(a, b);
+  if (!epilogue) return matmul_forward(a, b);
+  const MatrixLayout la = layout_of(a.detach()), lb = layout_of(b.detach());
+  Tensor out = Tensor::empty({a.shape()[0], b.shape()[1]}, a.dtype(), a.device());
+  GemmEpilogueArgs e;
+  e.gemm.trans_a = la.transposed;
+  e.gemm.trans_b = lb.transposed;
+  e.gemm.m = a.shape()[0];
+  e.gemm.n = b.shape()[1];
+  e.gemm.k = a.shape()[1];
+  e.gemm.a = la.tensor.data_ptr();
+  e.gemm.lda = la.ld;
+  e.gemm.b = lb.tensor.data_ptr();
+  e.gemm.ldb = lb.ld;
+  e.gemm.c = out.data_ptr();
+  e.gemm.ldc = std::max<int64_t>(1, b.shape()[1]);
+  e.gemm.dtype = out.dtype();
+  e.epilogue = *epilogue;
+  e.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  e.bias_grad = bias_grad.defined() ? bias_grad.data_ptr() : nullptr;
+  backend_for(out.device()).gemm_epilogue(e);
+  return out;
+}
+
+// linear's gradients from Δ = ∂L/∂Z (Z = x·Wᵀ + b, before any ReLU):  dx = Δ·W,  dW = Δᵀ·x,
+// db = Σ_rows Δ — taken from dW's GEMM by its epilogue when both are asked for.
+std::vector<Tensor> linear_gradients(Context& c, const Tensor& delta) {
+  const Tensor input = c.saved(0), w = c.saved(1);
+  Tensor dx, dw, db;
+  if (c.needs_input_grad(0)) dx = matmul_forward(delta, w);
+  if (c.needs_input_grad(1) && c.needs_input_grad(2)) {
+    db = Tensor::empty({w.shape()[0]}, delta.dtype(), delta.device());
+    dw = product_2d(transpose(delta, 0, 1), input, GemmEpilogue::BiasGrad, Tensor(), db);
+  } else if (c.needs_input_grad(1)) {
+    dw = matmul_forward(transpose(delta, 0, 1), input);
+  } else if (c.needs_input_grad(2)) {
+    db = kernels::reduce(ReduceOp::Sum, delta, {0}, false, 1.0, "linear backward");
+  }
+  return {dx, dw, db};
+}
+
+// linear and linear_relu: x (…, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) [then ReLU], one
+// GEMM whose epilogue adds the bias [and applies the ReLU].
+Tensor linear_op(const Tensor& x, const Tensor& weight, const Tensor& bias, bool relu_after) {
+  const char* name = relu_after ? "linear_relu" : "linear";
+  if (weight.dim() != 2) fail("{}: weight must be 2-D (out, in), got {}", name, shape_str(weight.shape()));
+  if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
+    fail("{}: input {} has {} features, expected {} (weight {})", name, shape_str(x.shape()),
+         x.dim() ? x.shape()[x.dim() - 1] : 0, weight.shape()[1], shape_str(weight.shape()));
+  if (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != weight.shape()[0]))
+    fail("{}: bias {} does not match weight {} (expected [{}])", name, shape_str(bias.shape()),
+         shape_str(weight.shape()), weight.shape()[0]);
+  // Mixed dtypes promote as in matmul (int64 < float32 < float64).
+  const DType dtype = promote(promote(x.dtype(), weight.dtype()), bias.defined() ? bias.dtype() : x.dtype());
+  if (x.dtype() != dtype || weight.dtype() != dtype || (bias.defined() && bias.dtype() != dtype))
+    return linear_op(to_dtype(x, dtype), to_dtype(weight, dtype), bias.defined() ? to_dtype(bias, dtype) : bias,
+                     relu_after);
+  const int64_t in_features = weight.shape()[1], out_features = weight.shape()[0];
+  if (x.dim() != 2) {  // (…, D_in): fold leading dims into the batch
+    Shape out_shape = x.shape();
+    out_shape.back() = out_features;
+    return reshape(linear_op(reshape(x, {-1, in_features}), weight, bias, relu_after), out_shape);
+  }
+  check_matmul(x, transpose(weight, 0, 1));
+  if (bias.defined()) kernels::check_same_device(x, bias, name);
+  const Tensor bias_vector = bias.defined() ? kernels::contiguous(bias.detach()) : Tensor();
+  Tensor out;
+  if (relu_after) out = product_2d(x, transpose(weight, 0, 1), GemmEpilogue::BiasRelu, bias_vector);
+  else if (bias.defined()) out = product_2d(x, transpose(weight, 0, 1), GemmEpilogue::Bias, bias_vector);
+  else out = product_2d(x, transpose(weight, 0, 1), std::nullopt);
+  if (!needs_grad({x, weight, bias})) return out;
+  Context ctx(name);
+  ctx.save_for_backward(relu_after ? std::vector<Tensor>{x, weight, out} : std::vector<Tensor>{x, weight});
+  return record(out, {x, weight, bias}, std::move(ctx), [relu_after](Context& c, const Tensor& g) {
+    // NOTE: ReLU's gradient from its output (y > 0 exactly where Z > 0, NaN included, and 0 at
+    // Z = 0, as PyTorch's threshold_backward): no mask is kept beside y.
+    return linear_gradients(c, relu_after ? kernels::binary(BinaryOp::ReluBackward, g, c.saved(2), "linear_relu backward") : g);
+  });
+}
+
+}  // namespace
+
+// x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out) -> (N, D_out), one GEMM whose epilogue adds
+// the bias;   dx = g·W,   dW = gᵀ·x,   db = Σ_rows g (from dW's GEMM, by its epilogue)
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   VGRAD_PROFILE_OP("linear");
   if (const Tensor low_x = low_input_for_master(x, weight); low_x.defined())
     return on_master_weight(MasterLayout::OutIn, low_x, weight, autograd::autocast::to_low(bias));
   if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
     return linear(low.first, low.second, low.third);
-  if (weight.dim() != 2) fail("linear: weight must be 2-D (out, in), got {}", shape_str(weight.shape()));
-  if (x.dim() < 1 || x.shape()[x.dim() - 1] != weight.shape()[1])
-    fail("linear: input {} has {} features, expected {} (weight {})", shape_str(x.shape()),
-         x.dim() ? x.shape()[x.dim() - 1] : 0, weight.shape()[1], shape_str(weight.shape()));
-  if (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != weight.shape()[0]))
-    fail("linear: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
-         shape_str(weight.shape()), weight.shape()[0]);
-  // Mixed dtypes promote as in matmul (int64 < float32 < float64).
-  const DType dtype = promote(promote(x.dtype(), weight.dtype()), bias.defined() ? bias.dtype() : x.dtype());
-  if (x.dtype() != dtype || weight.dtype() != dtype || (bias.defined() && bias.dtype() != dtype))
-    return linear(to_dtype(x, dtype), to_dtype(weight, dtype), bias.defined() ? to_dtype(bias, dtype) : bias);
-  const int64_t in_features = weight.shape()[1], out_features = weight.shape()[0];
-  if (x.dim() != 2) {  // (…, D_in): fold leading dims into the batch
-    Shape out_shape = x.shape();
-    out_shape.back() = out_features;
-    return reshape(linear(reshape(x, {-1, in_features}), weight, bias), out_shape);
-  }
-  check_matmul(x, transpose(weight, 0, 1));
-  if (bias.defined()) kernels::check_same_device(x, bias, "linear");
-  const int64_t rows = x.shape()[0];
-  Tensor out = Tensor::empty({rows, out_features}, x.dtype(), x.device());
-  Backend& backend = backend_for(x.device());
-  if (bias.defined()) backend.copy(kernels::broadcast_view(bias, out.shape()), out.view());
-  if (rows > 0) {
-    const MatrixLayout lx = layout_of(x), lw = layout_of(weight);
-    GemmArgs g;
-    g.trans_a = lx.transposed;
-    g.trans_b = !lw.transposed;  // Wᵀ
-    g.m = rows;
-    g.n = out_features;
-    g.k = in_features;
-    g.a = lx.tensor.data_ptr();
-    g.lda = lx.ld;
-    g.b = lw.tensor.data_ptr();
-    g.ldb = lw.ld;
-    g.c = out.data_ptr();
-    g.ldc = out_features;
-    g.beta = bias.defined() ? 1.0 : 0.0;
-    g.dtype = x.dtype();
-    if (in_features > 0) backend.gemm(g);
-    else if (!bias.defined()) out.fill_(0.0);
-  }
-  if (!needs_grad({x, weight, bias})) return out;
-  Context ctx("linear");
-  ctx.save_for_backward({x, weight});
-  return record(out, {x, weight, bias}, std::move(ctx), [](Context& c, const Tensor& g) {
-    const Tensor input = c.saved(0), w = c.saved(1);
-    return std::vector<Tensor>{
-        c.needs_input_grad(0) ? matmul_forward(g, w) : Tensor(),                        // dX = Δ·W
-        c.needs_input_grad(1) ? matmul_forward(transpose(g, 0, 1), input) : Tensor(),  // dW = Δᵀ·X
-        c.needs_input_grad(2) ? kernels::reduce(ReduceOp::Sum, g, {0}, false, 1.0, "linear backward")
-                              : Tensor()};  // db = Σ_rows Δ
-  });
+  return linear_op(x, weight, bias, false);
+}
+
+// relu(x·Wᵀ + b) -> (N, D_out), one GEMM whose epilogue adds the bias and applies the ReLU;
+// Δ = g where y > 0, else 0 (y the output);   dx = Δ·W,   dW = Δᵀ·x,   db = Σ_rows Δ
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VGRAD_PROFILE_OP("linear_relu");
+  // A float32 master weight under autocast: linear's own path (the 16-bit cast is not kept),
+  // then the ReLU as its own op.
+  if (const Tensor low_x = low_input_for_master(x, weight); low_x.defined())
+    return relu(on_master_weight(MasterLayout::OutIn, low_x, weight, autograd::autocast::to_low(bias)));
+  if (const auto low = autograd::autocast::to_low(x, weight, bias); low.changed)
+    return linear_relu(low.first, low.second, low.third);
+  return linear_op(x, weight, bias, true);
 }
 
 // Two-operand einsum, lowered to permute/reshape/batched matmul (all differentiable).

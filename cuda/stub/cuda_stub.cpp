@@ -20,6 +20,7 @@ bool built_with_cudnn() { return false; }
 bool cudnn_enabled() { return false; }
 void set_cudnn_enabled(bool) {}
 int64_t host_wait_count(int) { return 0; }
+int64_t fused_gemm_epilogue_count(int) { return 0; }
 bool tf32_matmul_enabled() { return false; }  // no GPU math to switch
 void set_tf32_matmul_enabled(bool) {}
 bool tf32_conv_enabled() { return false; }

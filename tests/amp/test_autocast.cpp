@@ -180,6 +180,31 @@ TEST(Autocast, LinearOnAMasterWeightMatchesTheComposedCasts) {
   }
 }
 
+// linear_relu under autocast: on a float32 master weight (linear's master path, then the
+// ReLU) and on a 16-bit weight (the fused op in the low dtype) it gives relu(linear)'s values
+// and gradients under the same autocast, bit for bit, in the low dtype.
+TEST(Autocast, LinearReluIsReluOfLinearOnMasterAndLowWeights) {
+  for (DType low : kLowTypes) {
+    for (const bool master : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(low)) + (master ? " master weight" : " 16-bit weight"));
+      std::vector<std::vector<double>> results[2];
+      for (const bool fused : {true, false}) {
+        Tensor w = uniform_tensor({30, 40}, 21), b = uniform_tensor({30}, 22);
+        if (!master) w = w.to(low), b = b.to(low);
+        w.requires_grad_(), b.requires_grad_();
+        Tensor x = uniform_tensor({7, 40}, 23).requires_grad_();
+        amp::Autocast autocast(low);
+        const Tensor y = fused ? linear_relu(x, w, b) : relu(linear(x, w, b));
+        EXPECT_EQ(y.dtype(), low);
+        (y.to(DType::Float32) * uniform_tensor({7, 30}, 24)).sum().backward();
+        results[fused ? 0 : 1] = {vals(y), vals(x.grad()), vals(w.grad()), vals(b.grad())};
+        EXPECT_EQ(w.grad().dtype(), w.dtype());
+      }
+      EXPECT_EQ(results[0], results[1]);
+    }
+  }
+}
+
 // matmul(x, W) on a float32 master weight W (D_in, D_out), and matmul(W, x) on W (D_out,
 // D_in) first, share linear's path under autocast: the same values as the composed path
 // (cast node, then matmul on 16-bit operands) for x and W, with x of 3, 2 and 1 dims, and with

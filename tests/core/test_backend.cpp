@@ -4,7 +4,9 @@
 // (checked first, then the same bits as one step per parameter).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/backend.h"
@@ -129,6 +131,132 @@ TEST(Backend, GemmChecksSizesAndHandlesAnEmptySum) {
   EXPECT_ERROR(cpu_backend().gemm(g), "gemm: negative size");
   g.k = 0, g.dtype = DType::Int64;
   EXPECT_ERROR(cpu_backend().gemm(g), "matmul: int64 tensors are not supported");
+}
+
+// ---- GEMM epilogues (Backend::gemm_epilogue) ----
+
+// Small integers (and biases of half-integers): every product and sum is exact in float32 and
+// float64, and (for small k) in the 16-bit dtypes, so a device's fused epilogue (cuBLASLt) and
+// the composed one (the CPU) must give these exact values, in every dtype the epilogue takes.
+double small_integer(int64_t i, int64_t j, int64_t salt) { return double((i * 7 + j * 3 + salt) % 5) - 2.0; }
+
+struct EpilogueShape {
+  int64_t m, n, k;
+  bool trans_a, trans_b;
+};
+
+// Runs `epilogue` on `device` in `dtype` and compares C (and the bias gradient) with the exact
+// host values; `with_bias` matters for BiasRelu only (Bias always has one, BiasGrad none).
+void check_epilogue(Device device, DType dtype, GemmEpilogue epilogue, bool with_bias, EpilogueShape s) {
+  const std::string label = fmt::format("{} {} {} m={} n={} k={}{}{}{}", device.str(), dtype_name(dtype), op_name(epilogue),
+                                        s.m, s.n, s.k, s.trans_a ? " Aᵀ" : "", s.trans_b ? " Bᵀ" : "",
+                                        with_bias ? " with bias" : "");
+  SCOPED_TRACE(label);
+  auto a_at = [&](int64_t i, int64_t kk) { return small_integer(i, kk, 1); };  // op(A) (m, k)
+  auto b_at = [&](int64_t kk, int64_t j) { return small_integer(kk, j, 2); };  // op(B) (k, n)
+  std::vector<double> a_host(s.m * s.k), b_host(s.k * s.n), bias_host(s.n);
+  for (int64_t i = 0; i < s.m; ++i)
+    for (int64_t kk = 0; kk < s.k; ++kk) a_host[s.trans_a ? kk * s.m + i : i * s.k + kk] = a_at(i, kk);
+  for (int64_t kk = 0; kk < s.k; ++kk)
+    for (int64_t j = 0; j < s.n; ++j) b_host[s.trans_b ? j * s.k + kk : kk * s.n + j] = b_at(kk, j);
+  for (int64_t j = 0; j < s.n; ++j) bias_host[j] = double(j % 7) - 3.5;
+  const bool bias_used = epilogue == GemmEpilogue::Bias || (epilogue == GemmEpilogue::BiasRelu && with_bias);
+  std::vector<double> c_expected(s.m * s.n), bias_grad_expected(s.m, 0.0);
+  for (int64_t i = 0; i < s.m; ++i) {
+    for (int64_t kk = 0; kk < s.k; ++kk) bias_grad_expected[i] += a_at(i, kk);
+    for (int64_t j = 0; j < s.n; ++j) {
+      double sum = 0;
+      for (int64_t kk = 0; kk < s.k; ++kk) sum += a_at(i, kk) * b_at(kk, j);
+      if (bias_used) sum += bias_host[j];
+      c_expected[i * s.n + j] = epilogue == GemmEpilogue::BiasRelu ? std::max(sum, 0.0) : sum;
+    }
+  }
+  auto on_device = [&](const std::vector<double>& values, const Shape& shape) {
+    return tensor(values, shape, {.dtype = DType::Float64}).to(dtype).to(device);
+  };
+  auto rounded = [&](const std::vector<double>& values) {  // what the dtype stores of the exact value
+    return vgrad_test::vals(tensor(values, {int64_t(values.size())}, {.dtype = DType::Float64}).to(dtype));
+  };
+  const Tensor a = on_device(a_host, s.trans_a ? Shape{s.k, s.m} : Shape{s.m, s.k});
+  const Tensor b = on_device(b_host, s.trans_b ? Shape{s.n, s.k} : Shape{s.k, s.n});
+  const Tensor bias = on_device(bias_host, {s.n});
+  Tensor c = full({s.m, s.n}, -7.0, {.dtype = dtype, .device = device});
+  Tensor bias_grad = full({s.m}, -7.0, {.dtype = dtype, .device = device});
+  GemmEpilogueArgs e;
+  e.gemm = GemmArgs{.trans_a = s.trans_a, .trans_b = s.trans_b, .m = s.m, .n = s.n, .k = s.k, .a = a.data_ptr(),
+                    .lda = s.trans_a ? s.m : s.k, .b = b.data_ptr(), .ldb = s.trans_b ? s.k : s.n, .c = c.data_ptr(),
+                    .ldc = s.n, .dtype = dtype};
+  e.epilogue = epilogue;
+  if (bias_used) e.bias = bias.data_ptr();
+  if (epilogue == GemmEpilogue::BiasGrad) e.bias_grad = bias_grad.data_ptr();
+  backend_for(device).gemm_epilogue(e);
+  EXPECT_EQ(vgrad_test::vals(c), rounded(c_expected));
+  if (epilogue == GemmEpilogue::BiasGrad) EXPECT_EQ(vgrad_test::vals(bias_grad), rounded(bias_grad_expected));
+  else EXPECT_EQ(vgrad_test::vals(bias_grad), std::vector<double>(s.m, -7.0)) << "only BiasGrad writes it";
+}
+
+TEST(Backend, GemmEpiloguesGiveTheExactValuesOnEveryDeviceInEveryFloatingDtype) {
+  const std::vector<EpilogueShape> shapes = {{1, 1, 1, false, false}, {3, 17, 5, false, true}, {17, 3, 5, true, false},
+                                             {5, 4, 3, true, true},   {1000, 3, 17, false, true}, {3, 1000, 17, true, true},
+                                             {17, 5, 1000, true, false}};
+  for (const Device device : devices_present())
+    for (const DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16})
+      for (const EpilogueShape& shape : shapes) {
+        // 16-bit: sums of at most 17 products stay below 256, exact in bfloat16 even where a GEMM
+        // library rounds its partial sums to 16 bits; k = 1000 is left to tests/cuda/test_gemm_lt.cpp.
+        if (dtype_size(dtype) == 2 && shape.k > 17) continue;
+        check_epilogue(device, dtype, GemmEpilogue::Bias, true, shape);
+        check_epilogue(device, dtype, GemmEpilogue::BiasRelu, true, shape);
+        check_epilogue(device, dtype, GemmEpilogue::BiasRelu, false, shape);
+        check_epilogue(device, dtype, GemmEpilogue::BiasGrad, false, shape);
+      }
+}
+
+TEST(Backend, GemmEpiloguesOfEmptySizesAreTheEmptyProductsEpilogue) {
+  for (const Device device : devices_present()) {
+    for (const auto epilogue : {GemmEpilogue::Bias, GemmEpilogue::BiasRelu, GemmEpilogue::BiasGrad}) {
+      check_epilogue(device, DType::Float32, epilogue, true, {3, 4, 0, false, true});  // C = the bias (or 0), Σ = 0
+      check_epilogue(device, DType::Float32, epilogue, true, {0, 4, 3, true, false});  // nothing to write
+      check_epilogue(device, DType::Float32, epilogue, true, {3, 0, 5, false, false});  // C empty; Σ_k A still written
+    }
+  }
+}
+
+TEST(Backend, GemmEpilogueIsCheckedBeforeAnyDeviceWrites) {
+  for (const Device device : devices_present()) {
+    SCOPED_TRACE(device.str());
+    const Tensor a = ones({2, 3}, {.device = device}), b = ones({3, 4}, {.device = device}),
+                 bias = ones({4}, {.device = device});
+    Tensor c = full({2, 4}, -7.0, {.device = device}), bias_grad = full({2}, -7.0, {.device = device});
+    auto args = [&] {
+      GemmEpilogueArgs e;
+      e.gemm = GemmArgs{.m = 2, .n = 4, .k = 3, .a = a.data_ptr(), .lda = 3, .b = b.data_ptr(), .ldb = 4,
+                        .c = c.data_ptr(), .ldc = 4};
+      e.bias = bias.data_ptr();
+      e.bias_grad = bias_grad.data_ptr();
+      return e;
+    };
+    Backend& backend = backend_for(device);
+    GemmEpilogueArgs e = args();
+    e.gemm.batch = 2;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm (bias epilogue): needs batch 1, alpha 1 and beta 0, got batch 2");
+    e = args(), e.gemm.beta = 1.0;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm (bias epilogue)", "beta 1");
+    e = args(), e.gemm.alpha = 2.0, e.epilogue = GemmEpilogue::BiasRelu;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm (bias+relu epilogue)", "alpha 2");
+    e = args(), e.bias = nullptr;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm (bias epilogue): no bias vector given");
+    e = args(), e.epilogue = GemmEpilogue::BiasGrad, e.bias_grad = nullptr;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm (bias gradient epilogue): no bias gradient vector given");
+    e = args(), e.gemm.lda = 2;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm: lda = 2 is smaller than the row length 3");
+    e = args(), e.gemm.dtype = DType::Int64;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "matmul: int64 tensors are not supported");
+    e = args(), e.gemm.k = -1;
+    EXPECT_ERROR(backend.gemm_epilogue(e), "gemm: negative size");
+    EXPECT_EQ(vgrad_test::vals(c), std::vector<double>(8, -7.0));
+    EXPECT_EQ(vgrad_test::vals(bias_grad), std::vector<double>(2, -7.0));
+  }
 }
 
 // x (2, 4, 5, 5) ⊛ weight (6, 2, 3, 3), 2 groups, padding 1 -> y (2, 6, 5, 5).

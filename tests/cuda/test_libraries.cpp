@@ -38,6 +38,10 @@ TEST(CudaLibraries, BindsEverySymbolOfEveryLibraryThisBuildUses) {
     EXPECT_STREQ(table.get_status_name(CUBLAS_STATUS_NOT_INITIALIZED), "CUBLAS_STATUS_NOT_INITIALIZED");
   }
   {
+    const cuda::CublasLt& table = cuda::cublas_lt();
+    VGRAD_CUBLASLT_FUNCTIONS(EXPECT_BOUND)
+  }
+  {
     const cuda::Curand& table = cuda::curand();
     VGRAD_CURAND_FUNCTIONS(EXPECT_BOUND)
   }

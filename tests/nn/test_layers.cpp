@@ -77,6 +77,33 @@ TEST(Linear, BackwardIsTheBatchGemm) {
     }
 }
 
+// LinearReLU is Sequential{Linear, ReLU} as one op: Linear's parameters, names and init (the
+// same draws from the same seed), relu(Linear)'s values and gradients, errors naming itself.
+TEST(LinearReLU, IsLinearThenReluWithLinearsParameters) {
+  manual_seed(11);
+  nn::Linear plain(5, 3);
+  manual_seed(11);
+  nn::LinearReLU fused(5, 3);
+  EXPECT_EQ(fused.describe(), "LinearReLU 5->3");
+  EXPECT_EQ(vals(fused.weight), vals(plain.weight));
+  EXPECT_EQ(vals(fused.bias), vals(plain.bias));
+  std::vector<std::string> names;
+  for (const auto& [name, parameter] : fused.named_parameters()) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"weight", "bias"}));
+  const Tensor x = uniform_tensor({7, 5}, 5);
+  const Tensor delta = uniform_tensor({7, 3}, 6);
+  const Tensor y = fused(x);
+  EXPECT_EQ(vals(y), vals(relu(plain(x))));
+  int cut = 0;
+  for (double v : vals(y)) cut += v == 0.0;
+  EXPECT_GT(cut, 0) << "some outputs must be cut by the ReLU";
+  y.backward(delta);
+  relu(plain(x)).backward(delta);
+  EXPECT_EQ(vals(fused.weight.grad()), vals(plain.weight.grad()));
+  EXPECT_EQ(vals(fused.bias.grad()), vals(plain.bias.grad()));
+  EXPECT_ERROR(fused(zeros({2, 4})), "LinearReLU 5->3: input has 4 features, expected 5");
+}
+
 TEST(Linear, DefaultInitIsWithinPyTorchBounds) {
   manual_seed(3);
   nn::Linear fc(256, 64);

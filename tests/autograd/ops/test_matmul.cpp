@@ -204,6 +204,102 @@ TEST(Linear, Errors) {
   EXPECT_ERROR((linear(zeros({4, 5}), zeros({3, 5}), zeros({4}))), "linear: bias [4] does not match weight [3, 5]");
 }
 
+// ---------------- linear_relu ----------------
+
+// relu(x·wᵀ + b) on the host: x (N, D), w (O, D), b (O) or absent.
+HostValues naive_linear_relu(const std::vector<HostValues>& in) {
+  const int64_t rows = in[0].shape[0], features = in[0].shape[1], outputs = in[1].shape[0];
+  HostValues out{{rows, outputs}, {}};
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < outputs; ++j) {
+      double z = in.size() > 2 ? in[2].values[j] : 0.0;
+      for (int64_t p = 0; p < features; ++p) z += in[0].values[i * features + p] * in[1].values[j * features + p];
+      out.values.push_back(std::max(z, 0.0));
+    }
+  return out;
+}
+
+TEST_P(MatmulOp, LinearReluVsNaive) {
+  // Odd sizes (1, 3, 17) and a wide batch; check() also runs non-contiguous copies of the inputs.
+  for (const auto& [rows, features, outputs] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {3, 17, 5}, {17, 3, 1000}}) {
+    const std::string what = "linear_relu " + std::to_string(rows) + "x" + std::to_string(features) + " -> " +
+                              std::to_string(outputs);
+    check(what, [](const Inputs& in) { return linear_relu(in[0], in[1], in[2]); }, naive_linear_relu,
+          {rand_tensor({rows, features}, 50), rand_tensor({outputs, features}, 51), rand_tensor({outputs}, 52)},
+          {.float32_tol = tol(DType::Float32), .float64_tol = tol(DType::Float64), .gradient = false});
+    check(what + " without bias", [](const Inputs& in) { return linear_relu(in[0], in[1]); }, naive_linear_relu,
+          {rand_tensor({rows, features}, 53), rand_tensor({outputs, features}, 54)},
+          {.float32_tol = tol(DType::Float32), .float64_tol = tol(DType::Float64), .gradient = false});
+  }
+}
+
+TEST_P(MatmulOp, GradientLinearRelu) {
+  const auto with_bias = [](const Inputs& in) { return linear_relu(in[0], in[1], in[2]); };
+  check_gradient("linear_relu with bias", with_bias, {rnd({4, 3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear_relu without bias", [](const Inputs& in) { return linear_relu(in[0], in[1]); },
+                 {rnd({4, 3}), rnd({5, 3})});
+  check_gradient("linear_relu 3-D input", with_bias, {rnd({2, 4, 3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear_relu 1-D input", with_bias, {rnd({3}), rnd({5, 3}), rnd({5})});
+  check_gradient("linear_relu transposed weight", [](const Inputs& in) { return linear_relu(in[0], in[1].t(), in[2]); },
+                 {rnd({4, 3}), rnd({3, 5}), rnd({5})});
+  check_gradient("linear_relu transposed input", [](const Inputs& in) { return linear_relu(in[0].t(), in[1], in[2]); },
+                 {rnd({3, 4}), rnd({5, 3}), rnd({5})});
+}
+
+// The values and every gradient of relu(linear(x, w, b)), bit for bit on the CPU (both run the
+// same GEMM, bias and ReLU), including where x·wᵀ + b is exactly 0: there the gradient is 0, as
+// PyTorch's relu. Zero rows of x and zero biases make pre-activations exactly 0.
+TEST(LinearRelu, IsReluOfLinearValuesAndGradientsIncludingAtZero) {
+  for (const DType dtype : {DType::Float32, DType::Float64}) {
+    for (const bool with_bias : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + (with_bias ? " with bias" : " without bias"));
+      std::vector<double> xv(6 * 4), wv(5 * 4), bv(5), gv(6 * 5);
+      for (size_t i = 0; i < xv.size(); ++i) xv[i] = double(int(i * 7 % 5) - 2);
+      for (size_t i = 0; i < 4; ++i) xv[i] = xv[3 * 4 + i] = 0.0;  // rows 0 and 3: z = b, 0 where b is
+      for (size_t i = 0; i < wv.size(); ++i) wv[i] = double(int(i * 3 % 4) - 1) * 0.5;
+      for (size_t i = 0; i < bv.size(); ++i) bv[i] = double(int(i % 3) - 1);
+      for (size_t i = 0; i < gv.size(); ++i) gv[i] = 1.0 + double(i % 4);
+      auto leaf = [&](const std::vector<double>& v, const Shape& shape) {
+        return tensor(v, shape, {.dtype = DType::Float64}).to(dtype).requires_grad_();
+      };
+      const Tensor upstream = tensor(gv, {6, 5}, {.dtype = DType::Float64}).to(dtype);
+      Tensor x1 = leaf(xv, {6, 4}), w1 = leaf(wv, {5, 4}), b1 = leaf(bv, {5});
+      Tensor x2 = leaf(xv, {6, 4}), w2 = leaf(wv, {5, 4}), b2 = leaf(bv, {5});
+      const Tensor fused = linear_relu(x1, w1, with_bias ? b1 : Tensor());
+      const Tensor composed = relu(linear(x2, w2, with_bias ? b2 : Tensor()));
+      const Tensor pre = linear(x2, w2, with_bias ? b2 : Tensor()).detach();
+      int zeros_at_kink = 0;
+      for (double z : vals(pre)) zeros_at_kink += z == 0.0;
+      EXPECT_GE(zeros_at_kink, 3) << "the case must reach ReLU's kink";
+      EXPECT_EQ(vals(fused), vals(composed));
+      (fused * upstream).sum().backward();
+      (composed * upstream).sum().backward();
+      EXPECT_EQ(vals(x1.grad()), vals(x2.grad()));
+      EXPECT_EQ(vals(w1.grad()), vals(w2.grad()));
+      if (with_bias) EXPECT_EQ(vals(b1.grad()), vals(b2.grad()));
+      else EXPECT_FALSE(b1.grad().defined());
+      // At the kink the gradient is 0: db_j = Σ over rows with z > 0 of g (never g at z = 0).
+      if (with_bias) {
+        const std::vector<double> z = vals(pre);
+        for (int64_t j = 0; j < 5; ++j) {
+          double expected = 0;
+          for (int64_t i = 0; i < 6; ++i) expected += z[i * 5 + j] > 0 ? gv[i * 5 + j] : 0.0;
+          EXPECT_EQ(vals(b1.grad())[j], expected) << "bias " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(LinearRelu, EmptyDimsAndErrorsNameTheOp) {
+  expect_tensor_near(linear_relu(zeros({2, 0}), zeros({3, 0}), tensor({-1.f, 2.f, 0.f})), {2, 3}, {0, 2, 0, 0, 2, 0}, 0);
+  EXPECT_EQ(linear_relu(zeros({0, 4}), zeros({3, 4}), zeros({3})).shape(), (Shape{0, 3}));
+  EXPECT_ERROR((linear_relu(zeros({4, 5}), zeros({3, 6}))), "linear_relu: input [4, 5] has 5 features, expected 6");
+  EXPECT_ERROR((linear_relu(zeros({4, 5}), zeros({5}))), "linear_relu: weight must be 2-D");
+  EXPECT_ERROR((linear_relu(zeros({4, 5}), zeros({3, 5}), zeros({4}))),
+               "linear_relu: bias [4] does not match weight [3, 5]");
+}
+
 // ---------------- einsum ----------------
 
 TEST(Einsum, CommonContractions) {
