@@ -122,7 +122,10 @@ void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   activate();
   std::lock_guard lock(result_mutex_);
   VGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
-  wait_locked(false);  // the host may reuse src at once
+  // The host may reuse src at once. The pending index checks stay pending: a copy reads
+  // nothing back, and another thread's copy must not report this thread's bad index.
+  host_waits_.fetch_add(1, std::memory_order_relaxed);
+  VGRAD_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {

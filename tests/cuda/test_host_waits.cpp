@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/backend.h"
@@ -75,6 +77,28 @@ TEST(CudaIndexCheck, IndexSelectReportsTheCpuMessageAtEveryKindOfHostRead) {
     // The bad column was skipped and written as 0; the others were gathered.
     EXPECT_EQ(vals(out), (std::vector<double>{0, 0, 1, 4, 0, 5, 8, 0, 9, 12, 0, 13, 16, 0, 17})) << name;
   }
+}
+
+// A copy to the GPU waits but reads nothing back: the bad index stays pending for the next
+// read, and a copy from another thread (a loader's, say) never reports it.
+TEST(CudaIndexCheck, CopiesToTheGpuLeaveTheErrorForTheNextRead) {
+  REQUIRE_GPU();
+  const Tensor x = arange(0, 20, 1).reshape({5, 4}).to(gpu());
+  const Tensor bad = tensor(std::vector<int64_t>{0, 7, 1}).to(gpu());
+  const Tensor out = x.index_select(1, bad);
+  EXPECT_NO_THROW((void)tensor(std::vector<double>{1, 2, 3}).to(gpu())) << "a copy in this thread";
+  std::exception_ptr other_error;
+  std::thread other([&] {
+    try {
+      (void)tensor(std::vector<double>{4, 5}).to(gpu());
+    } catch (...) {
+      other_error = std::current_exception();
+    }
+  });
+  other.join();
+  EXPECT_FALSE(other_error) << "a copy in another thread reported this thread's bad index";
+  expect_reported_by([&] { (void)sum(out).item(); },
+                     "index_select: index 7 out of range for dim 1 of size 4 (position 1)", "item() after the copies");
 }
 
 TEST(CudaIndexCheck, IndexAddSkipsTheBadIndexAndReportsIt) {
