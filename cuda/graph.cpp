@@ -202,12 +202,7 @@ MemoryStats graph_pool_stats(int index) {
   for (const auto& [device, weak] : pools()) {
     const std::shared_ptr<CachingAllocator> pool = weak.lock();
     if (!pool || device != index) continue;
-    const MemoryStats s = pool->stats();
-    total.system_allocations += s.system_allocations;
-    total.cache_hits += s.cache_hits;
-    total.bytes_in_use += s.bytes_in_use;
-    total.peak_bytes_in_use += s.peak_bytes_in_use;
-    total.bytes_cached += s.bytes_cached;
+    total += pool->stats();
   }
   return total;
 }
