@@ -2,14 +2,24 @@
 // _amp_update_scale_ kernel), with the Inf/NaN flag kept on the device until step().
 #include "amp/grad_scaler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "autograd/ops.h"
+#include "core/creation.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/grad_mode.h"
 
 namespace vgrad::amp {
+
+bool GradScaler::any_found(const PerOptimizer& state) {
+  bool found = false;
+  for (const Tensor& flag : state.found_inf) found = found || flag.item() != 0.0;
+  return found;
+}
 
 GradScaler::GradScaler(GradScalerOptions options) : options_(options), scale_(float(options.init_scale)) {
   if (!(options.init_scale > 0) || !std::isfinite(options.init_scale))
@@ -37,17 +47,35 @@ void GradScaler::unscale_(optim::Optimizer& optimizer) {
   NoGradGuard no_grad;
   // PyTorch's inverse: 1/scale in double, then float32.
   const double inverse = double(float(1.0 / double(scale_)));
-  Tensor found;
+  // One pass per gradient through the backend (Backend::unscale_and_check), the gradients
+  // of each device together, into one float32 flag per device that stays there until step().
+  std::vector<std::pair<Tensor, std::vector<Tensor>>> devices;  // (flag, gradients)
   for (const Tensor& param : optimizer.params()) {
     Tensor grad = param.grad();
     if (!grad.defined()) continue;
-    grad.mul_(inverse);
-    // Σ(g·0) is 0 for finite gradients and NaN once any element is Inf or NaN: an exact
-    // flag that stays on the device (summing g itself could overflow to a false Inf).
-    const Tensor flag = sum(grad * 0.0).to(DType::Float32);
-    found = found.defined() ? found + flag : flag;
+    auto group = std::find_if(devices.begin(), devices.end(),
+                              [&](const auto& d) { return d.first.device() == grad.device(); });
+    if (group == devices.end())
+      group = devices.insert(devices.end(), {zeros({}, {.dtype = DType::Float32, .device = grad.device()}), {}});
+    group->second.push_back(grad);
   }
-  state.found_inf = found;
+  state.found_inf.clear();
+  for (auto& [flag, grads] : devices) {
+    std::vector<View> views;
+    std::vector<std::pair<Tensor, Tensor>> write_back;  // (gradient, its contiguous copy): rare
+    for (const Tensor& grad : grads) {
+      if (grad.is_contiguous()) {
+        views.push_back(grad.view());
+      } else {
+        write_back.emplace_back(grad, grad.contiguous());
+        views.push_back(write_back.back().second.view());
+      }
+      grad.storage()->bump_version();
+    }
+    backend_for(flag.device()).unscale_and_check(views.data(), views.size(), inverse, flag.view());
+    for (auto& [grad, copy] : write_back) grad.copy_(copy);
+    state.found_inf.push_back(flag);
+  }
   state.unscaled = true;
 }
 
@@ -59,7 +87,7 @@ bool GradScaler::step(optim::Optimizer& optimizer) {
   PerOptimizer& state = per_optimizer_[&optimizer];
   if (state.stepped) fail("GradScaler: step() was already called on this optimizer since the last update()");
   if (!state.unscaled) unscale_(optimizer);
-  state.found_inf_host = state.found_inf.defined() && std::isnan(state.found_inf.item());  // the one host read
+  state.found_inf_host = any_found(state);  // the one host read per device
   state.stepped = true;
   if (state.found_inf_host) return false;
   optimizer.step();
@@ -73,8 +101,7 @@ void GradScaler::update() {
     if (!state.unscaled) continue;
     any = true;
     // unscale_ without step(): read the flag here (still once per step).
-    found_inf = found_inf || (state.stepped ? state.found_inf_host
-                                            : state.found_inf.defined() && std::isnan(state.found_inf.item()));
+    found_inf = found_inf || (state.stepped ? state.found_inf_host : any_found(state));
   }
   if (!any) fail("GradScaler: update() without a step(): no gradients were unscaled since the last update()");
   per_optimizer_.clear();

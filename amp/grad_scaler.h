@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <vector>
 
 #include "core/tensor.h"
 #include "optim/optimizer.h"
@@ -52,9 +53,10 @@ class GradScaler {
  private:
   struct PerOptimizer {
     bool unscaled = false, stepped = false;
-    Tensor found_inf;  // a device scalar: NaN when some gradient held Inf/NaN, else 0
+    std::vector<Tensor> found_inf;  // one float32 flag per device: 1 when a gradient held Inf/NaN
     bool found_inf_host = false;
   };
+  static bool any_found(const PerOptimizer& state);  // reads the flags (one host read each)
   GradScalerOptions options_;
   float scale_;  // float32, as PyTorch's scale tensor
   int64_t growth_tracker_ = 0;

@@ -10,8 +10,9 @@
 // feeds it; sync copies each batch with to(device) on the training thread (a host wait on
 // the compute stream per batch, as the loader did before its copy stream), async lets the
 // loader upload it through page-locked staging on the copy stream (docs/gpu.md, "Streams").
-// --cuda-graph: after the warm-up epoch, each full batch is copied into static inputs and the
-// step (forward, backward, SGD) is one cuda::Graph replay (the last partial batch runs eagerly).
+// --cuda-graph: after the warm-up epoch, each full batch's indices are copied into a static
+// input and the step (gather, forward, backward, SGD) is one cuda::Graph replay (the last
+// partial batch runs eagerly).
 // --fused-relu: each hidden Linear + ReLU as one nn::LinearReLU (on CUDA one cuBLASLt GEMM whose
 // epilogue adds the bias and applies the ReLU); the same model and values as without it.
 #include <sys/resource.h>
@@ -131,29 +132,27 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     total.add_(loss.detach(), double(targets.numel()));
   };
-  // --cuda-graph: the static inputs a replay reads, and the loss it writes.
+  // --cuda-graph: the static batch indices a replay reads (the gathers are in the graph, so
+  // a step queues no eager index check, which would make the replay wait for the device),
+  // and the loss it writes.
   cuda::Graph graph;
   bool graph_ready = false;  // after the warm-up epoch
-  Tensor static_x, static_y, graph_loss;
-  auto graph_step = [&](optim::Optimizer& opt, const Tensor& inputs, const Tensor& targets, Tensor& total) {
+  Tensor static_idx, graph_loss;
+  auto graph_step = [&](optim::Optimizer& opt, const Tensor& idx, Tensor& total) {
     NoGradGuard no_grad;
-    if (!graph.captured()) {
-      static_x = zeros(inputs.shape(), {.device = device});
-      static_y = zeros(targets.shape(), {.dtype = DType::Int64, .device = device});
-    }
-    static_x.copy_(inputs);
-    static_y.copy_(targets);
+    if (!graph.captured()) static_idx = zeros(idx.shape(), {.dtype = DType::Int64, .device = device});
+    static_idx.copy_(idx);
     if (!graph.captured()) {
       graph.capture([&] {
         EnableGradGuard grad_on;
         opt.zero_grad();
-        graph_loss = nn::cross_entropy((*model)(static_x), static_y);
+        graph_loss = nn::cross_entropy((*model)(x.index_select(0, static_idx)), y.index_select(0, static_idx));
         graph_loss.backward();
         opt.step();
       });
     }
     graph.replay();
-    total.add_(graph_loss.detach(), double(targets.numel()));
+    total.add_(graph_loss.detach(), double(idx.numel()));
   };
   auto train_epoch = [&](optim::Optimizer& opt, int64_t b) {
     const auto start = std::chrono::steady_clock::now();
@@ -171,7 +170,7 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < n; i += b) {
         const Tensor idx = perm.narrow(0, i, std::min(b, n - i));
         if (cuda_graph && graph_ready && idx.numel() == b)
-          graph_step(opt, x.index_select(0, idx), y.index_select(0, idx), total);
+          graph_step(opt, idx, total);
         else
           train_step(opt, x.index_select(0, idx), y.index_select(0, idx), total);
       }

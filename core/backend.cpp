@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -240,6 +241,19 @@ double Backend::sum_of_squares(const View* xs, size_t count) {
     if (xs[i].numel() > 0) inputs.push_back(f32(xs[i], Float32Scratch::kRead));
   }
   return inputs.empty() ? 0.0 : sum_of_squares_impl(inputs.data(), inputs.size());
+}
+
+void Backend::unscale_and_check(const View* grads, size_t count, double inverse, const View& found) {
+  check_dtype("unscale_and_check", "flag", found, DType::Float32);
+  if (found.numel() != 1) fail("unscale_and_check: the flag must be one value, got {}", dims(found));
+  if (!std::isfinite(inverse)) fail("unscale_and_check: inverse scale {} is not finite", inverse);
+  std::vector<View> nonempty;
+  for (size_t i = 0; i < count; ++i) {
+    check_floating("unscale_and_check", "gradient", grads[i]);
+    check_contiguous("unscale_and_check", "gradient", grads[i]);
+    if (grads[i].numel() > 0) nonempty.push_back(grads[i]);
+  }
+  if (!nonempty.empty()) unscale_and_check_impl(nonempty.data(), nonempty.size(), inverse, found);
 }
 
 // ---- GEMM ----

@@ -47,6 +47,7 @@ struct IndexCheck {
   PREFIX void where_impl(const View& cond, const View& a, const View& b, const View& out) SUFFIX;              \
   PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                  \
   PREFIX double sum_of_squares_impl(const View* xs, size_t count) SUFFIX;                                      \
+  PREFIX void unscale_and_check_impl(const View* grads, size_t count, double inverse, const View& found) SUFFIX; \
   PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
   PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                     \
   PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                     \
@@ -166,6 +167,12 @@ class Backend {
   // own sum in turn; CUDA accumulates all of them on the device and reads once.
   double sum_of_squares(const View* xs, size_t count);
   double sum_of_squares(const View& x) { return sum_of_squares(&x, 1); }
+  // Loss scaling's unscale (amp::GradScaler; PyTorch's _amp_foreach_non_finite_check_and_unscale_):
+  // each gradient *= inverse in place, in one pass, and found (a float32 scalar) is set to 1
+  // when a stored product is Inf or NaN, else left alone. The flag stays on the device.
+  // Gradients: floating (16-bit ones computed in float32 and rounded; the rounded value is
+  // checked), contiguous.
+  void unscale_and_check(const View* grads, size_t count, double inverse, const View& found);
 
   // ---- matrix products (gemm) ----
   void gemm(const GemmArgs& args);

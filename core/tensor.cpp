@@ -18,22 +18,31 @@ TensorImpl& Tensor::impl() const {
   return *impl_;
 }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  return empty(shape, dtype, device, backend_for(device).allocator());
-}
+namespace {
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, CachingAllocator& pool) {
+// A contiguous tensor over `storage` (made by the caller from the checked shape's bytes).
+template <class MakeStorage> Tensor empty_over(const Shape& shape, DType dtype, MakeStorage make_storage) {
   if (shape.size() > static_cast<size_t>(kMaxDims))
     fail("tensor: {} dims exceed the maximum of {}", shape.size(), kMaxDims);
   for (size_t d = 0; d < shape.size(); ++d)
     if (shape[d] < 0) fail("tensor: negative size {} in shape {} (dim {})", shape[d], shape_str(shape), d);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage =
-      std::make_shared<Storage>(static_cast<size_t>(vgrad::numel(shape)) * dtype_size(dtype), device, pool);
+  impl->storage = make_storage(static_cast<size_t>(vgrad::numel(shape)) * dtype_size(dtype));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
+}
+
+}  // namespace
+
+// From the device's allocator, or a CUDA graph's pool during its capture (Storage asks).
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return empty_over(shape, dtype, [&](size_t bytes) { return std::make_shared<Storage>(bytes, device); });
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, CachingAllocator& pool) {
+  return empty_over(shape, dtype, [&](size_t bytes) { return std::make_shared<Storage>(bytes, device, pool); });
 }
 
 Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offset) {

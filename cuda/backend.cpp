@@ -167,7 +167,10 @@ void CudaBackend::release_event(void* event) noexcept {
 // stream; the event after the last one is what the host (to reuse the sources) and the
 // compute stream (to read the destinations) wait for.
 DeviceFence CudaBackend::upload(std::span<const HostCopy> copies) {
-  refuse_in_capture("an upload (the DataLoader's batches)", "copy each batch into the graph's static inputs instead");
+  // The copy stream is never captured: only the capturing thread is refused (a replay would
+  // read its batch long after); a loader thread uploads on during another thread's capture.
+  if (capture_thread_.load(std::memory_order_acquire) == std::this_thread::get_id())
+    refuse_in_capture("an upload (the DataLoader's batches)", "copy each batch into the graph's static inputs instead");
   activate();
   for (const HostCopy& copy : copies)
     if (copy.bytes > 0)
@@ -254,6 +257,11 @@ void CudaBackend::where_impl(const View& cond, const View& a, const View& b, con
 void CudaBackend::reduce_impl(ReduceOp op, const View& in, const View& out, double scale) {
   activate();
   kernels::reduce(context(), op, in, out, scale);
+}
+
+void CudaBackend::unscale_and_check_impl(const View* grads, size_t count, double inverse, const View& found) {
+  activate();
+  kernels::unscale_and_check(context(), grads, count, inverse, static_cast<float*>(found.data));
 }
 
 double CudaBackend::sum_of_squares_impl(const View* xs, size_t count) {

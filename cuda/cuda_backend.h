@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <span>
 #include <vector>
 
@@ -88,6 +89,9 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   // Waits until the stream's work is done (a graph's replays, before its memory goes),
   // leaving pending index checks for the next wait to report. Counted; never throws.
   void finish_work() noexcept;
+  // Deletes a graph pool whose last holder went, or, during a capture (where cudaFree is
+  // refused), keeps it until end_capture deletes it.
+  void release_pool(CachingAllocator* pool) noexcept;
 
  protected:
   VGRAD_BACKEND_IMPLS(, override)  // cuda/backend.cpp; gemm_impl in cuda/gemm.cpp
@@ -186,7 +190,9 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   };
   std::optional<Capture> capture_;
   std::atomic<bool> capturing_{false};  // capture_ is set: the cheap test before the lock
-  mutable std::mutex capture_mutex_;    // guards capture_; never held while taking result_mutex_
+  std::atomic<std::thread::id> capture_thread_{};  // the thread capturing; none between captures
+  mutable std::mutex capture_mutex_;    // guards capture_ and parked_pools_; never held while taking result_mutex_
+  std::vector<CachingAllocator*> parked_pools_;  // released during a capture: deleted at its end
   // The graph whose index checks are the pending ones (result_mutex_); null: eager checks.
   const void* installed_checks_ = nullptr;
   // Made at the first gemm_epilogue that Lt may take; nullptr: cuBLASLt did not start here.

@@ -180,10 +180,17 @@ class CublasLtMatmuls {
     const cublasStatus_t status = cublas_lt().algo_get_heuristic(handle_, plan.desc, plan.first, plan.second, plan.d,
                                                                  plan.d, pref.pref, 1, &result, &found);
     // NOT_SUPPORTED: no heuristic for this configuration (an epilogue/dtype/layout Lt lacks).
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED || found < 1 || result.state != CUBLAS_STATUS_SUCCESS ||
-        result.workspaceSize > kWorkspaceBytes)
+    // Anything else declined is named once per plan, so a GPU run's log says why it was.
+    const bool usable = status == CUBLAS_STATUS_SUCCESS && found >= 1 && result.state == CUBLAS_STATUS_SUCCESS &&
+                        result.workspaceSize <= kWorkspaceBytes;
+    if (!usable) {
+      if (status != CUBLAS_STATUS_NOT_SUPPORTED)
+        spdlog::warn("cuBLASLt declined a {} GEMM epilogue (m {}, n {}, k {}, transposes {}/{}): heuristic status {}, "
+                     "{} result(s), state {}, workspace {} bytes; the composed path runs instead",
+                     dtype_name(g.dtype), p.m, p.n, p.k, p.first.transposed, p.second.transposed, int(status), found,
+                     int(result.state), result.workspaceSize);
       return;
-    VGRAD_CUBLAS_CHECK(status);
+    }
     plan.algo = result.algo;
     plan.usable = true;
   }
@@ -207,7 +214,9 @@ void CudaBackend::gemm_epilogue_impl(const GemmEpilogueArgs& args) {
   if (!lt_declines(args)) {
     activate();
     std::lock_guard lock(cublas_lt_mutex_);  // one thread at a time on the handle, its plans and workspace
-    if (!cublas_lt_tried_) {
+    // Lt's handle and workspace are made eagerly, never in a graph capture (cudaMalloc is
+    // refused there): a capture before any eager epilogue takes the composed path.
+    if (!cublas_lt_tried_ && !capturing_.load(std::memory_order_acquire)) {
       cublas_lt_tried_ = true;
       cublas_lt_ = CublasLtMatmuls::create(index_, allocator_);
     }

@@ -67,10 +67,13 @@ inline uint32_t pointer_alignment(const void* ptr) {
 constexpr uint32_t kLtBiasAlignment = 16;
 
 // Where vgrad does not ask Lt: float64 (the composed path: cuBLAS's DGEMM, then the bias, ReLU
-// or row sum as their own kernels), and a bias vector below kLtBiasAlignment.
+// or row sum as their own kernels), a bias vector below kLtBiasAlignment, and a bias gradient
+// whose row-major A is not transposed (Lt's BGRADB wants its B transposed; linear's Δᵀ is,
+// but a batch of one is stored as an untransposed column).
 inline bool lt_declines(const GemmEpilogueArgs& args) {
   if (args.gemm.dtype != DType::Float32 && args.gemm.dtype != DType::BFloat16 && args.gemm.dtype != DType::Float16)
     return true;
+  if (args.epilogue == GemmEpilogue::BiasGrad && !args.gemm.trans_a) return true;
   const void* vector = args.epilogue == GemmEpilogue::BiasGrad ? static_cast<const void*>(args.bias_grad) : args.bias;
   return vector != nullptr && pointer_alignment(vector) < kLtBiasAlignment;
 }

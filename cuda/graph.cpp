@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -47,7 +48,12 @@ std::vector<std::pair<int, std::weak_ptr<CachingAllocator>>>& pools() {
 }
 
 std::shared_ptr<CachingAllocator> new_pool(int index) {
-  auto pool = std::make_shared<CachingAllocator>(&pool_alloc, &raw_device_free, index);
+  // The last holder may go inside a later capture (a tensor of this graph dropped while the
+  // next step is captured): the backend then keeps the pool until that capture ends.
+  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index),
+                                         [index](CachingAllocator* p) {
+                                           static_cast<CudaBackend&>(backend(index)).release_pool(p);
+                                         });
   std::lock_guard lock(pools_mutex());
   auto& list = pools();
   std::erase_if(list, [](const auto& entry) { return entry.second.expired(); });
@@ -89,16 +95,36 @@ void CudaBackend::begin_capture(std::shared_ptr<CachingAllocator> pool) {
   VGRAD_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   std::lock_guard lock(capture_mutex_);
   capture_.emplace(Capture{std::move(pool), {}});
+  capture_thread_.store(std::this_thread::get_id(), std::memory_order_release);
   capturing_.store(true, std::memory_order_release);
+}
+
+void CudaBackend::release_pool(CachingAllocator* pool) noexcept {
+  {
+    std::lock_guard lock(capture_mutex_);
+    if (capture_) {
+      try {
+        parked_pools_.push_back(pool);
+        return;
+      } catch (...) {  // out of host memory: free it now; the capture will report the cudaFree
+      }
+    }
+  }
+  delete pool;
 }
 
 CudaBackend::CapturedWork CudaBackend::end_capture(bool failed) {
   CapturedWork work;
+  std::optional<Capture> ended;  // dropped outside the lock: its pool's deleter takes it
+  std::vector<CachingAllocator*> parked;
   {
     std::lock_guard lock(capture_mutex_);
     if (capture_) work.keep_alive = std::move(capture_->keep_alive);
+    ended = std::move(capture_);
     capture_.reset();
+    parked.swap(parked_pools_);
     capturing_.store(false, std::memory_order_release);
+    capture_thread_.store(std::thread::id(), std::memory_order_release);
   }
   {
     // The checks queued in the capture ran nothing: they become the graph's, and the
@@ -109,6 +135,7 @@ CudaBackend::CapturedWork CudaBackend::end_capture(bool failed) {
   }
   activate();
   const cudaError_t status = cudaStreamEndCapture(stream_, &work.graph);
+  for (CachingAllocator* pool : parked) delete pool;  // the capture is over: cudaFree is allowed again
   if (failed || status != cudaSuccess) {
     if (work.graph != nullptr) (void)cudaGraphDestroy(work.graph);
     work.graph = nullptr;

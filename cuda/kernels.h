@@ -82,6 +82,9 @@ void where(const Context& ctx, const View& cond, const View& a, const View& b, c
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale);
 // results->sum_of_squares = the sum of the squares of `count` contiguous, non-empty tensors.
 void sum_of_squares(const Context& ctx, const View* xs, size_t count);
+// Each of grads (contiguous, floating) *= inverse in place; *found (float32, device) = 1
+// where a stored value is Inf or NaN (Backend::unscale_and_check).
+void unscale_and_check(const Context& ctx, const View* grads, size_t count, double inverse, float* found);
 
 // ---- sliding windows (conv.cu), contiguous NCHW; see WindowGeometry ----
 void im2col(const Context& ctx, const View& x, const WindowGeometry& g, const View& col);

@@ -8,6 +8,9 @@
 // the GPU, R is also split across blocks and a second pass merges the partials.
 // Sums accumulate in double (int64 for int64); Max/Min propagate NaN; Arg* return the
 // first index of the extreme value (ties and NaN both resolved by the smaller index).
+#include <limits>
+#include <type_traits>
+
 #include "cuda/kernel_utils.cuh"
 
 namespace vgrad::cuda::kernels {
@@ -241,7 +244,38 @@ __global__ void __launch_bounds__(kBlock)
   if (threadIdx.x == 0) *result = accumulate ? *result + acc : acc;
 }
 
+// g *= inv, and *found = 1 where a stored value is Inf or NaN (every writer stores the same
+// value, so the race is benign); as core/cpu/reduce.cpp's loop.
+template <class T>
+__global__ void __launch_bounds__(kBlock) unscale_kernel(T* g, int64_t n, compute_t<T> inv, compute_t<T> largest,
+                                                         float* found) {
+  using C = compute_t<T>;
+  bool bad = false;
+  const int64_t step = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
+    const T y = static_cast<T>(static_cast<C>(g[i]) * inv);
+    g[i] = y;
+    bad = bad || !(fabs(static_cast<C>(y)) <= largest);
+  }
+  if (bad) *found = 1.0f;
+}
+
 }  // namespace
+
+void unscale_and_check(const Context& ctx, const View* grads, size_t count, double inverse, float* found) {
+  for (size_t k = 0; k < count; ++k) {
+    const int64_t n = grads[k].numel();
+    visit_dtype(grads[k].dtype, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_integral_v<T>) {
+        using C = compute_t<T>;
+        unscale_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
+            static_cast<T*>(grads[k].data), n, static_cast<C>(inverse), std::numeric_limits<C>::max(), found);
+      }
+    });
+    VGRAD_CUDA_CHECK_LAUNCH();
+  }
+}
 
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale) {
   ReducePlan plan;

@@ -152,4 +152,30 @@ double CpuBackend::sum_of_squares_impl(const View* xs, size_t count) {
   return total;
 }
 
+// One pass per gradient: store g·inverse (16-bit: in float32, rounded once) and note
+// whether a stored value is Inf or NaN: !(|y| <= max) is true for both, and is a compare
+// the compiler vectorises.
+void CpuBackend::unscale_and_check_impl(const View* grads, size_t count, double inverse, const View& found) {
+  bool any = false;
+  for (size_t k = 0; k < count; ++k) {
+    visit_dtype(grads[k].dtype, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (!is_int<T>) {
+        using C = compute_t<T>;
+        const C inv = static_cast<C>(inverse), largest = std::numeric_limits<C>::max();
+        T* g = grads[k].ptr<T>();
+        const int64_t n = grads[k].numel();
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const T y = static_cast<T>(static_cast<C>(g[i]) * inv);
+          g[i] = y;
+          bad |= !(std::abs(static_cast<C>(y)) <= largest);
+        }
+        any = any || bad != 0;
+      }
+    });
+  }
+  if (any) *found.ptr<float>() = 1.0f;
+}
+
 }  // namespace vgrad::cpu

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace vgrad;
+using vgrad_test::vals;
 
 std::vector<Device> devices_present() {
   std::vector<Device> devices{kCPU};
@@ -89,6 +91,69 @@ TEST(Backend, SumOfSquaresOfManyTensorsAddsEachOwnSumInTurn) {
   const Tensor strided = ones({4, 2}).transpose(0, 1);
   const std::vector<View> bad = {a.view(), strided.view()};
   EXPECT_ERROR(cpu_backend().sum_of_squares(bad.data(), bad.size()), "sum_of_squares: input [2, 4] must be contiguous");
+}
+
+// Loss scaling's unscale: each gradient times the inverse with the bits of a multiply by
+// that scalar (16-bit: in float32, rounded once), and the flag set to 1 exactly when a
+// stored product is Inf or NaN (a finite value that overflows when unscaled counts), never
+// reset to 0; on every device and floating dtype, at sizes around the CPU's vector widths.
+TEST(Backend, UnscaleAndCheckMultipliesInPlaceAndFlagsInfAndNaN) {
+  const double inverse = double(float(1.0 / 3.0));
+  for (const Device device : devices_present())
+    for (const DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16})
+      for (const int64_t n : {1, 17, 4099}) {
+        const std::string label = std::string(dtype_name(dtype)) + " n=" + std::to_string(n) + " on " + device.str();
+        const Tensor source = vgrad_test::uniform_tensor({n}, uint64_t(n), -1000, 1000).to(dtype);
+        const Tensor expected = source * inverse;
+        Tensor grad = source.to(device).clone(), flag = zeros({}, {.device = device});
+        std::vector<View> views{grad.view()};
+        backend_for(device).unscale_and_check(views.data(), 1, inverse, flag.view());
+        EXPECT_EQ(vals(grad.to(kCPU)), vals(expected)) << label;
+        EXPECT_EQ(flag.item(), 0.0) << label;
+        // One poisoned element anywhere sets the flag; the others are still unscaled.
+        const double huge = dtype == DType::Float16 ? 60000.0 : dtype == DType::Float64 ? 1e308 : 3e38;
+        for (const double poison : {double(NAN), double(INFINITY), -double(INFINITY), huge}) {
+          std::vector<double> values = source.to(DType::Float64).to_vector<double>();
+          const size_t at = size_t(n) / 2;
+          values[at] = poison;
+          grad = tensor(values).to(dtype).to(device);
+          flag = zeros({}, {.device = device});
+          views = {grad.view()};
+          // 4 makes the huge finite value overflow once unscaled: flagged as PyTorch's check
+          // of the scaled value would not.
+          const double by = poison == huge ? 4.0 : inverse;
+          backend_for(device).unscale_and_check(views.data(), 1, by, flag.view());
+          EXPECT_EQ(flag.item(), 1.0) << label << " poison " << poison;
+          const auto got = vals(grad.to(kCPU)), want = vals(tensor(values).to(dtype) * by);
+          for (size_t i = 0; i < got.size(); ++i) {
+            if (i == at) continue;
+            ASSERT_EQ(got[i], want[i]) << label << " element " << i;
+          }
+        }
+        // Finite gradients leave a raised flag raised; none at all change nothing.
+        backend_for(device).unscale_and_check(views.data(), 0, inverse, flag.view());
+        EXPECT_EQ(flag.item(), 1.0) << label;
+      }
+}
+
+TEST(Backend, UnscaleAndCheckIsCheckedBeforeAnyWrite) {
+  for (const Device device : devices_present()) {
+    const Tensor good = ones({3}, {.device = device}), flag = zeros({}, {.device = device});
+    const Tensor ints = zeros({2}, {.dtype = DType::Int64, .device = device});
+    const Tensor strided = ones({4, 2}, {.device = device}).transpose(0, 1);
+    auto run = [&](const Tensor& second, const Tensor& f, double inverse) {
+      const std::vector<View> views{good.view(), second.view()};
+      backend_for(device).unscale_and_check(views.data(), views.size(), inverse, f.view());
+    };
+    EXPECT_ERROR(run(ints, flag, 0.5), "unscale_and_check: gradient must be floating point, got int64");
+    EXPECT_ERROR(run(strided, flag, 0.5), "unscale_and_check: gradient [2, 4] must be contiguous");
+    EXPECT_ERROR(run(good, zeros({}, {.dtype = DType::Float64, .device = device}), 0.5),
+                 "unscale_and_check: flag must be float32, got float64");
+    EXPECT_ERROR(run(good, zeros({2}, {.device = device}), 0.5), "unscale_and_check: the flag must be one value, got [2]");
+    EXPECT_ERROR(run(good, flag, INFINITY), "unscale_and_check: inverse scale inf is not finite");
+    EXPECT_EQ(vals(good.to(kCPU)), (std::vector<double>{1, 1, 1})) << device.str();
+    EXPECT_EQ(flag.item(), 0.0) << device.str();
+  }
 }
 
 TEST(Backend, CheckIndexNamesTheOpTheLimitAndTheFirstBadPosition) {

@@ -110,8 +110,14 @@ TEST(GemmLt, Float64AndAMisalignedBiasDeclineToTheComposedPath) {
   EXPECT_FALSE(cuda::lt_declines(e));
   e.epilogue = GemmEpilogue::BiasGrad;
   e.bias = nullptr;
+  e.gemm.trans_a = true;  // linear's dW = Δᵀ·X: A is Δ read transposed
+  e.bias_grad = bias + 4;
+  EXPECT_FALSE(cuda::lt_declines(e));
   e.bias_grad = bias + 2;
   EXPECT_TRUE(cuda::lt_declines(e)) << "the bias gradient is held to the same alignment";
+  e.bias_grad = bias + 4;
+  e.gemm.trans_a = false;  // BGRADB wants Lt's B (vgrad's A) transposed
+  EXPECT_TRUE(cuda::lt_declines(e)) << "a bias gradient over an untransposed A";
   e.epilogue = GemmEpilogue::BiasRelu;
   e.bias_grad = nullptr;
   EXPECT_FALSE(cuda::lt_declines(e)) << "no vector at all: nothing to align";
