@@ -60,6 +60,12 @@ CudaBackend::CudaBackend(int index)
     VGRAD_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
     VGRAD_CUBLAS_CHECK(cublas().create(&cublas_));
     VGRAD_CUBLAS_CHECK(cublas().set_stream(cublas_, stream_));
+    // cuBLAS's own workspace, fixed (after set_stream, which resets it): GEMMs choose their
+    // algorithms with the same workspace eagerly and in a CUDA graph capture, where cuBLAS
+    // would otherwise allocate one per call. Outside the caching allocator, as the results
+    // block: it is not a tensor's memory.
+    VGRAD_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    VGRAD_CUBLAS_CHECK(cublas().set_workspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     VGRAD_CURAND_CHECK(curand().create_generator(&curand_, CURAND_RNG_PSEUDO_PHILOX4_32_10));
     VGRAD_CURAND_CHECK(curand().set_stream(curand_, stream_));
     VGRAD_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&device_results_), sizeof(kernels::DeviceResults)));
@@ -80,6 +86,8 @@ void CudaBackend::destroy_handles() noexcept {
   if (curand_ != nullptr) (void)curand().destroy_generator(curand_);
   if (cublas_ != nullptr) (void)cublas().destroy(cublas_);
   if (device_results_ != nullptr) (void)cudaFree(device_results_);
+  if (cublas_workspace_ != nullptr) (void)cudaFree(cublas_workspace_);
+  cublas_workspace_ = nullptr;
   if (host_results_ != nullptr) (void)cudaFreeHost(host_results_);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);

@@ -170,6 +170,8 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   cublasHandle_t cublas_ = nullptr;
   curandGenerator_t curand_ = nullptr;
   kernels::DeviceResults* device_results_ = nullptr;
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // PyTorch's default on Hopper
+  void* cublas_workspace_ = nullptr;  // cudaMalloc'ed; cuBLAS's (cublasSetWorkspace)
   kernels::DeviceResults* host_results_ = nullptr;  // pinned
   // The index checks queued since the last wait; the device record numbers them.
   std::array<IndexCheck, kIndexChecksPerWait> pending_checks_{};

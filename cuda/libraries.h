@@ -55,6 +55,7 @@ class SharedLibrary {
   X(create, cublasCreate)                             \
   X(destroy, cublasDestroy)                           \
   X(set_stream, cublasSetStream)                      \
+  X(set_workspace, cublasSetWorkspace)                \
   X(sgemm, cublasSgemm)                               \
   X(dgemm, cublasDgemm)                               \
   X(sgemm_strided_batched, cublasSgemmStridedBatched) \
