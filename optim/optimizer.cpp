@@ -192,14 +192,14 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
-  if (capturing(params_)) {
+  const bool in_capture = capturing(params_);
+  if (in_capture) {
     // lr and the momentum are the same at every replay; the first step is not.
     for (size_t i = 0; i < params_.size(); ++i)
       if (options_.momentum != 0 && params_[i].grad().defined() && !momentum_buffers_[i].defined())
         fail("SGD: step() inside a CUDA graph capture is the first step of parameter {}: its momentum buffer starts "
              "there, and every replay would start it again; run a step before capturing",
              i);
-    captured_ = true;
   }
   update_all<SgdUpdate>(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
     SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false};
@@ -210,6 +210,7 @@ void SGD::step() {
     const View buffer = momentum_buffers_[i].defined() ? momentum_buffers_[i].view() : View{};
     return SgdUpdate{p.view(), g.view(), buffer, args};
   });
+  if (in_capture) captured_ = true;  // only once the step was recorded: a refused one fixes nothing
 }
 
 std::map<std::string, Tensor> SGD::state_dict() const {
