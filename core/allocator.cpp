@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -29,7 +30,7 @@ size_t CachingAllocator::round_size(size_t bytes) {
 void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   profiler::note_allocation(static_cast<int64_t>(bytes));
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (!pending_.empty()) collect_pending_locked(false);
   void* ptr = nullptr;
   auto it = free_blocks_.find(size);
@@ -39,12 +40,20 @@ void* CachingAllocator::allocate(size_t bytes) {
     stats_.cache_hits++;
     stats_.bytes_cached -= size;
   } else {
-    ptr = raw_alloc_(size, device_index_);
-    if (ptr == nullptr && stats_.bytes_cached > 0) {
-      // Out of memory: wait for the pending blocks, give the whole cache back and retry.
-      collect_pending_locked(true);
-      release_free_locked();
-      ptr = raw_alloc_(size, device_index_);
+    ptr = raw_alloc_(size, device_index_, false);
+    if (ptr == nullptr) {
+      // Out of memory: wait for the pending blocks, give this pool's cache and the
+      // siblings' back, and retry once.
+      if (!keep_cache_on_out_of_memory_ && stats_.bytes_cached > 0) {
+        collect_pending_locked(true);
+        release_free_locked();
+      }
+      if (!siblings_.empty()) {
+        lock.unlock();  // a sibling running out at the same time releases this pool
+        for (CachingAllocator* sibling : siblings_) sibling->release_cached();
+        lock.lock();
+      }
+      ptr = raw_alloc_(size, device_index_, true);
     }
     if (ptr == nullptr) fail("allocator: out of memory allocating {} bytes ({} bytes in use)", size, stats_.bytes_in_use);
     stats_.system_allocations++;
@@ -106,6 +115,16 @@ void CachingAllocator::release_cached() {
   std::lock_guard lock(mutex_);
   if (!pending_.empty()) collect_pending_locked(true);
   release_free_locked();
+}
+
+void CachingAllocator::set_siblings(std::vector<CachingAllocator*> siblings) {
+  std::lock_guard lock(mutex_);
+  siblings_ = std::move(siblings);
+}
+
+void CachingAllocator::keep_cache_on_out_of_memory() {
+  std::lock_guard lock(mutex_);
+  keep_cache_on_out_of_memory_ = true;
 }
 
 MemoryStats CachingAllocator::stats() const {

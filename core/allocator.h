@@ -43,7 +43,10 @@ struct FenceHooks {
 // Size-bucketed cache over a raw allocate/free pair, optionally with fences. Thread-safe.
 class CachingAllocator {
  public:
-  using RawAlloc = void* (*)(size_t bytes, int device_index);
+  // Returns nullptr when the system has no memory. `last_try` is set on the one retry, after
+  // the pool gave back what it could: a raw allocator may then throw its own error instead
+  // (CUDA's names the device's free memory).
+  using RawAlloc = void* (*)(size_t bytes, int device_index, bool last_try);
   using RawFree = void (*)(void* ptr, int device_index);
   CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, const FenceHooks* fences = nullptr);
   ~CachingAllocator();
@@ -52,6 +55,15 @@ class CachingAllocator {
   void deallocate(void* ptr, size_t bytes);
   // Returns every cached block to the system, waiting first for the pending ones' fences.
   void release_cached();
+  // The device's other pools (a GPU's compute and copy-stream pools hold each other): when
+  // the system refuses an allocation, this pool gives back its own cache and theirs before
+  // its retry, as one cache per device would. Set before the pool is used; they must
+  // outlive it. They are released without this pool's lock held, so two pools running out
+  // at once cannot deadlock.
+  void set_siblings(std::vector<CachingAllocator*> siblings);
+  // A CUDA graph's private pool: its free blocks are addresses the graph's replays still
+  // write, so running out never gives them back (it only retries).
+  void keep_cache_on_out_of_memory();
   MemoryStats stats() const;
   void reset_peak();  // the peak restarts from the bytes in use now
   static size_t round_size(size_t bytes);  // the bucket a request falls in
@@ -72,6 +84,8 @@ class CachingAllocator {
   RawFree raw_free_;
   int device_index_;
   const FenceHooks* fences_;  // nullptr: a freed block is free at once
+  std::vector<CachingAllocator*> siblings_;
+  bool keep_cache_on_out_of_memory_ = false;
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_blocks_;
   std::deque<PendingBlock> pending_;  // in the order freed

@@ -37,7 +37,7 @@ void destroy_cublas_lt(CublasLtMatmuls* matmuls) noexcept;
 // Makes GPU `index` current for this thread (cuda/device.cpp).
 void select_device(int index);
 // The raw allocator under the device's CachingAllocator (cuda/device.cpp).
-void* raw_device_alloc(size_t bytes, int device);
+void* raw_device_alloc(size_t bytes, int device, bool last_try);
 void raw_device_free(void* ptr, int device);
 // A contiguous View of `shape` over data.
 View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);

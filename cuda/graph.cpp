@@ -32,9 +32,19 @@ class RelaxedCaptureMode {
   cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
 };
 
-void* pool_alloc(size_t bytes, int device) {
-  RelaxedCaptureMode relaxed;
-  return raw_device_alloc(bytes, device);
+// Out of memory here keeps every cache: the pool's own free blocks are the graph's, and
+// the device's other pools cannot give theirs back (cudaFree) inside a capture.
+void* pool_alloc(size_t bytes, int device, bool last_try) {
+  void* ptr = nullptr;
+  {
+    RelaxedCaptureMode relaxed;
+    ptr = raw_device_alloc(bytes, device, false);
+  }
+  if (ptr == nullptr && last_try)
+    fail("cuda::Graph: cuda:{}: out of memory allocating {} bytes for a graph's private pool (no cache can be given "
+         "back during a capture; empty_cache(device) before capturing frees the device's other caches)",
+         device, bytes);
+  return ptr;
 }
 
 // Every pool made, to sum the live ones (graph_pool_stats).
@@ -54,6 +64,7 @@ std::shared_ptr<CachingAllocator> new_pool(int index) {
                                          [index](CachingAllocator* p) {
                                            static_cast<CudaBackend&>(backend(index)).release_pool(p);
                                          });
+  pool->keep_cache_on_out_of_memory();
   std::lock_guard lock(pools_mutex());
   auto& list = pools();
   std::erase_if(list, [](const auto& entry) { return entry.second.expired(); });

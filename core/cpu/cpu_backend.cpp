@@ -9,7 +9,7 @@
 namespace vgrad::cpu {
 namespace {
 
-void* raw_alloc(size_t bytes, int) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+void* raw_alloc(size_t bytes, int, bool) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
 void raw_free(void* ptr, int) { std::free(ptr); }
 
 }  // namespace

@@ -21,7 +21,9 @@ struct Raw {
   static inline int frees = 0;
   static inline int refusals = 0;  // how many of the next requests fail
   static inline std::set<size_t> sizes;  // every size that reached the system
-  static void* alloc(size_t bytes, int) {
+  static inline std::vector<bool> last_tries;  // each request's last_try
+  static void* alloc(size_t bytes, int, bool last_try) {
+    last_tries.push_back(last_try);
     if (refusals > 0) {
       --refusals;
       return nullptr;
@@ -42,6 +44,7 @@ class Allocator : public ::testing::Test {
     Raw::allocations = Raw::frees = 0;
     Raw::refusals = 0;
     Raw::sizes.clear();
+    Raw::last_tries.clear();
   }
   CachingAllocator allocator{Raw::alloc, Raw::free, 0};
 };
@@ -135,6 +138,7 @@ TEST_F(Allocator, OutOfMemoryGivesBackTheCacheAndRetries) {
   Raw::refusals = 1;  // the system refuses the next request once
   void* block = allocator.allocate(20000);
   EXPECT_NE(block, nullptr);
+  EXPECT_EQ(Raw::last_tries.back(), true) << "the retry is the raw allocator's last try";
   EXPECT_EQ(Raw::frees, 1) << "the cached block went back before the retry";
   EXPECT_EQ(allocator.stats().bytes_cached, 0u);
   EXPECT_EQ(allocator.stats().system_allocations, 2u);
@@ -305,6 +309,58 @@ TEST_F(FencedAllocator, OutOfMemoryWaitsForPendingBlocksAndRetries) {
   EXPECT_EQ(stats.bytes_in_use, CachingAllocator::round_size(20000));
   EXPECT_EQ(stats.system_allocations, 2u);
   pool.deallocate(block, 20000);
+}
+
+// A GPU's two pools (here `allocator` for the compute pool, `pool` for the upload pool)
+// are siblings: one that runs out gives back the other's cache before its retry.
+TEST_F(FencedAllocator, OutOfMemoryGivesBackTheSiblingPoolsCacheToo) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  pool.deallocate(pool.allocate(8000), 8000);  // 8192 bytes pending in the upload pool, behind fence 1
+  Raw::refusals = 1;
+  void* computed = allocator.allocate(20000);  // the compute pool has nothing cached of its own
+  EXPECT_NE(computed, nullptr);
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1})) << "the sibling's pending block was waited for";
+  EXPECT_EQ(Raw::frees, 1) << "and went back to the system before the retry";
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  // The other way round: the compute pool's cache goes back when the upload pool runs out.
+  allocator.deallocate(computed, 20000);
+  Raw::refusals = 1;
+  void* uploaded = pool.allocate(3000);
+  EXPECT_NE(uploaded, nullptr);
+  EXPECT_EQ(Raw::frees, 2);
+  EXPECT_EQ(allocator.stats().bytes_cached, 0u);
+  EXPECT_EQ(pool.stats().system_allocations, 2u);
+  pool.deallocate(uploaded, 3000);
+}
+
+TEST_F(FencedAllocator, OutOfMemoryWithNoCacheAnywhereRetriesOnceAndLeavesSiblingsAlone) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  void* in_use = pool.allocate(1000);  // in use, not cached: nothing to give back
+  Raw::last_tries.clear();
+  Raw::refusals = 2;
+  EXPECT_ERROR(allocator.allocate(5000), "allocator: out of memory allocating 5120 bytes (0 bytes in use)");
+  EXPECT_EQ(Raw::last_tries, (std::vector<bool>{false, true})) << "one try, then one last try";
+  EXPECT_EQ(Raw::frees, 0);
+  EXPECT_EQ(pool.stats().bytes_in_use, 1024u) << "a sibling's live blocks are untouched";
+  pool.deallocate(in_use, 1000);
+}
+
+// A CUDA graph's private pool: its free blocks are the graph's, never given back.
+TEST_F(FencedAllocator, APoolThatKeepsItsCacheOnlyRetries) {
+  allocator.keep_cache_on_out_of_memory();
+  allocator.set_siblings({&pool});  // the siblings' caches still go back
+  allocator.deallocate(allocator.allocate(8000), 8000);
+  pool.deallocate(pool.allocate(3000), 3000);
+  Raw::refusals = 1;
+  void* block = allocator.allocate(20000);
+  EXPECT_NE(block, nullptr);
+  EXPECT_EQ(allocator.stats().bytes_cached, 8192u) << "its own cache stays";
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  EXPECT_EQ(Raw::frees, 1);
+  allocator.deallocate(block, 20000);
 }
 
 TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {

@@ -955,6 +955,43 @@ TEST(CudaAllocator, OutOfMemoryIsAnErrorNamingTheSize) {
   gpu().allocator().deallocate(p, 1024);
 }
 
+// The GPU filled with the upload pool's blocks, which are then freed (cached there): the
+// compute pool gets the same memory, because running out gives back its sibling's cache;
+// then the same the other way round.
+TEST(CudaAllocator, OutOfMemoryInOnePoolGivesBackTheOtherPoolsCache) {
+  REQUIRE_GPU();
+  CachingAllocator& compute = gpu().allocator();
+  CachingAllocator& upload = gpu().upload_allocator();
+  ASSERT_NE(&compute, &upload);
+  gpu().synchronize();
+  empty_cache(gpu().device());
+  constexpr size_t kBlock = size_t{1} << 32;  // 4 GiB, its own bucket
+  const auto fill = [&](CachingAllocator& pool) {
+    std::vector<void*> blocks;
+    try {
+      while (blocks.size() < 1024) blocks.push_back(pool.allocate(kBlock));
+    } catch (const vgrad::Error& e) {
+      EXPECT_CONTAINS(e.what(), "out of memory");
+    }
+    return blocks;
+  };
+  std::vector<void*> blocks = fill(upload);
+  ASSERT_GE(blocks.size(), 2u) << "the GPU holds at least 8 GiB";
+  const size_t count = blocks.size();
+  for (void* block : blocks) upload.deallocate(block, kBlock);
+  EXPECT_EQ(upload.stats().bytes_cached, count * kBlock);
+  blocks.clear();
+  for (size_t i = 0; i < count; ++i) blocks.push_back(compute.allocate(kBlock));  // throws if the cache stayed
+  EXPECT_EQ(upload.stats().bytes_cached, 0u);
+  for (void* block : blocks) compute.deallocate(block, kBlock);
+  blocks.clear();
+  for (size_t i = 0; i < count; ++i) blocks.push_back(upload.allocate(kBlock));
+  EXPECT_EQ(compute.stats().bytes_cached, 0u);
+  for (void* block : blocks) upload.deallocate(block, kBlock);
+  empty_cache(gpu().device());
+  EXPECT_EQ(memory_stats(gpu().device()).bytes_cached, 0u);
+}
+
 // The upload pool (the copy stream's destinations): a block freed while the compute stream
 // still has work queued on it stays pending, is not handed out again, and is once that work
 // is done; no new cudaMalloc then.
