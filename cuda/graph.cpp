@@ -60,7 +60,7 @@ std::vector<std::pair<int, std::weak_ptr<CachingAllocator>>>& pools() {
 std::shared_ptr<CachingAllocator> new_pool(int index) {
   // The last holder may go inside a later capture (a tensor of this graph dropped while the
   // next step is captured): the backend then keeps the pool until that capture ends.
-  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index),
+  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index, backend(index).memory_limit()),
                                          [index](CachingAllocator* p) {
                                            static_cast<CudaBackend&>(backend(index)).release_pool(p);
                                          });

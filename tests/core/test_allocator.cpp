@@ -46,7 +46,8 @@ class Allocator : public ::testing::Test {
     Raw::sizes.clear();
     Raw::last_tries.clear();
   }
-  CachingAllocator allocator{Raw::alloc, Raw::free, 0};
+  vgrad::MemoryLimit limit;  // the device's, shared by its pools
+  CachingAllocator allocator{Raw::alloc, Raw::free, 0, limit};
 };
 
 TEST(AllocatorRoundSize, BucketsSmallToHalfKilobyteLargeToAnEighthOfTheirPowerOfTwo) {
@@ -157,7 +158,7 @@ TEST_F(Allocator, OutOfMemoryWithNothingCachedNamesTheSizeAndLeavesNoTrace) {
 
 TEST_F(Allocator, DestructionReturnsTheCache) {
   {
-    CachingAllocator scoped(Raw::alloc, Raw::free, 0);
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0, limit);
     scoped.deallocate(scoped.allocate(100), 100);
     scoped.deallocate(scoped.allocate(10000), 10000);
     EXPECT_EQ(Raw::frees, 0);
@@ -201,7 +202,7 @@ class FencedAllocator : public Allocator {
     Fences::released.clear();
     Fences::refuse_record = false;
   }
-  CachingAllocator pool{Raw::alloc, Raw::free, 0, &Fences::hooks};
+  CachingAllocator pool{Raw::alloc, Raw::free, 0, limit, &Fences::hooks};
 };
 
 TEST_F(FencedAllocator, APendingBlockIsNotReusedBeforeItsFenceAndIsAfter) {
@@ -363,6 +364,65 @@ TEST_F(FencedAllocator, APoolThatKeepsItsCacheOnlyRetries) {
   allocator.deallocate(block, 20000);
 }
 
+// The device's limit counts what both pools hold from the system; cached blocks count
+// until they go back. Beyond it is out of memory, handled as the system's refusal.
+TEST_F(FencedAllocator, TheMemoryLimitCapsWhatThePoolsHoldTogether) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  limit.set(16384);
+  void* a = allocator.allocate(8000);  // 8192 held
+  pool.deallocate(pool.allocate(4000), 4000);  // 4096 more, cached in the upload pool
+  EXPECT_EQ(limit.held(), 8192u + 4096u);
+  void* b = allocator.allocate(7000);  // 7168: only fits once the upload pool's cache went back
+  EXPECT_EQ(Raw::frees, 1);
+  EXPECT_EQ(limit.held(), 8192u + 7168u);
+  EXPECT_EQ(Raw::last_tries.back(), true);
+  const int allocations = Raw::allocations;
+  EXPECT_ERROR(pool.allocate(2000),
+               "allocator: out of memory allocating 2048 bytes: the device's memory limit is 16384 bytes and 15360 are "
+               "held from the system (0 in use in this pool; set_memory_limit changes the limit)");
+  EXPECT_EQ(Raw::allocations, allocations) << "the limit refused it before the system was asked";
+  EXPECT_EQ(limit.held(), 8192u + 7168u) << "a refusal holds nothing";
+  limit.set(0);  // no limit
+  void* c = pool.allocate(2000);
+  EXPECT_EQ(limit.held(), 8192u + 7168u + 2048u);
+  allocator.deallocate(a, 8000);
+  allocator.deallocate(b, 7000);
+  pool.deallocate(c, 2000);
+  allocator.release_cached();
+  pool.release_cached();
+  EXPECT_EQ(limit.held(), 0u);
+}
+
+TEST(MemoryLimit, HoldsUpToTheLimitAndNotBeyond) {
+  vgrad::MemoryLimit limit;
+  EXPECT_TRUE(limit.try_hold(uint64_t{1} << 62)) << "no limit by default";
+  limit.release(uint64_t{1} << 62);
+  limit.set(100);
+  EXPECT_TRUE(limit.try_hold(60));
+  EXPECT_FALSE(limit.try_hold(41));
+  EXPECT_TRUE(limit.try_hold(40));
+  EXPECT_EQ(limit.held(), 100u);
+  limit.set(50);  // below what is held: nothing more fits
+  EXPECT_FALSE(limit.try_hold(1));
+  limit.release(100);
+  EXPECT_TRUE(limit.try_hold(50));
+  EXPECT_FALSE(limit.try_hold(UINT64_MAX)) << "no overflow";
+}
+
+// The CPU device's limit through the public functions, under tensors.
+TEST(MemoryLimit, TheCpuDevicesLimitRefusesATensorBeyondIt) {
+  vgrad::empty_cache(vgrad::kCPU);
+  const uint64_t held = vgrad::memory_reserved(vgrad::kCPU);
+  vgrad::set_memory_limit(vgrad::kCPU, held + (uint64_t{1} << 20));
+  EXPECT_EQ(vgrad::memory_limit(vgrad::kCPU), held + (uint64_t{1} << 20));
+  EXPECT_ERROR(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU), "the device's memory limit is");
+  const vgrad::Tensor fits = vgrad::Tensor::empty({1 << 16}, vgrad::DType::Float32, vgrad::kCPU);
+  EXPECT_EQ(fits.numel(), 1 << 16);
+  vgrad::set_memory_limit(vgrad::kCPU, 0);
+  EXPECT_EQ(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU).numel(), 1 << 20);
+}
+
 TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {
   Fences::refuse_record = true;  // e.g. CUDA could not record one and waited for the stream instead
   void* block = pool.allocate(1000);
@@ -375,7 +435,7 @@ TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {
 
 TEST_F(FencedAllocator, DestructionWaitsForPendingBlocksAndReturnsThem) {
   {
-    CachingAllocator scoped(Raw::alloc, Raw::free, 0, &Fences::hooks);
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0, limit, &Fences::hooks);
     scoped.deallocate(scoped.allocate(100), 100);
     scoped.deallocate(scoped.allocate(10000), 10000);
     EXPECT_EQ(Raw::frees, 0);
