@@ -163,7 +163,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   CachingAllocator upload_allocator_;
   // The tables of the last few parameter sets stepped and gradient sets unscaled
   // (cuda/optim_table.h); after allocator_, so they go back to it before it goes.
-  TableCache optim_tables_{8};
+  TableCache optim_tables_{kTableCacheCapacity};
   int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;       // compute: every kernel, cuBLAS, cuRAND, cuDNN
   cudaStream_t copy_stream_ = nullptr;  // uploads only (Backend::upload)

@@ -4,11 +4,14 @@
 // unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "amp/autocast.h"
 #include "amp/grad_scaler.h"
 #include "grad_scaler_reference.h"
+#include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "support.h"
 
@@ -103,6 +106,52 @@ TEST(GradScaler, SkipsOnNaNPlusOrMinusInfinityAnywhereButNotOnLargeFiniteValues)
         scaler.update();
         EXPECT_EQ(scaler.get_scale(), overflow ? 0.5 : 1.0) << dtype_name(dtype) << " " << poison;
       }
+}
+
+// A GradScaler training step under autocast whose gradients zero_grad() drops (set_to_none):
+// the next backwards get them back on the blocks of earlier steps, in a cycle of a few steps
+// (the small ones share the allocator's 512-byte bucket with each step's scalars; on the CPU
+// the cycle is 6 steps), so the gradient sets unscale_and_check sees repeat. On a GPU their
+// device tables (and the optimizer's) are then found in the backend's cache: none is written
+// after the first cycle (cuda::table_upload_count).
+TEST(GradScaler, GradientsDroppedEachStepComeBackOnTheBlocksOfEarlierSteps) {
+  for (const Device device : vgrad_test::cpu_and_gpu()) {
+    Generator gen(7);
+    nn::Sequential model;
+    model.push_back(std::make_shared<nn::Linear>(32, 64, true, &gen));
+    model.push_back(std::make_shared<nn::ReLU>());
+    model.push_back(std::make_shared<nn::Linear>(64, 10, true, &gen));
+    model.to(device);
+    optim::SGD sgd(model.parameters(), {.lr = 0.01, .momentum = 0.9});
+    amp::GradScaler scaler({.init_scale = 256.0});  // no overflow: every step steps
+    const int64_t before = device.is_cuda() ? cuda::table_upload_count(device.index) : 0;
+    const Tensor x = vgrad_test::uniform_tensor({16, 32}, 8).to(device);
+    const Tensor y = tensor(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}).to(device);
+    std::vector<std::vector<const void*>> blocks;
+    std::vector<int64_t> uploads;
+    for (int step = 0; step < 16; ++step) {
+      Tensor loss;
+      {
+        amp::Autocast autocast(DType::Float16);
+        loss = nn::cross_entropy(model(x), y);
+      }
+      scaler.scale(loss).backward();
+      blocks.emplace_back();
+      for (const Tensor& p : model.parameters()) blocks.back().push_back(p.grad().view().data);
+      EXPECT_TRUE(scaler.step(sgd)) << device.str() << " step " << step;
+      scaler.update();
+      sgd.zero_grad();
+      uploads.push_back(device.is_cuda() ? cuda::table_upload_count(device.index) : 0);
+    }
+    for (size_t step = 10; step < blocks.size(); ++step) {
+      EXPECT_NE(std::find(blocks.begin() + 2, blocks.begin() + 10, blocks[step]), blocks.begin() + 10)
+          << device.str() << " step " << step << ": gradients on blocks not seen in steps 2-9";
+      EXPECT_EQ(uploads[step], uploads[9]) << device.str() << " step " << step << ": a table was written";
+    }
+    if (device.is_cuda()) {
+      EXPECT_GT(uploads[0], before) << "the first step writes its tables";
+    }
+  }
 }
 
 }  // namespace

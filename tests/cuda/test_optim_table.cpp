@@ -13,8 +13,12 @@
 #include <memory>
 #include <vector>
 
+#include "amp/autocast.h"
+#include "amp/grad_scaler.h"
 #include "core/backend.h"
 #include "core/creation.h"
+#include "nn/layers.h"
+#include "optim/optimizer.h"
 #include "support.h"
 
 namespace vgrad::cuda {
@@ -220,6 +224,49 @@ TEST(OptimTable, TablesOfBothLayoutsShareTheCacheByTheirBytes) {
   EXPECT_EQ(cache.uploads(), 2u);
   ASSERT_EQ(device.uploaded.size(), 2u);
   EXPECT_EQ(device.uploaded[1], unscale);
+}
+
+// The tables a training loop asks for, with the gradient blocks of real steps (the CPU's
+// caching allocator, whose size buckets CUDA's shares): a 2-layer MLP under autocast and
+// GradScaler, SGD with momentum, zero_grad() dropping the gradients. Their sets cycle (every
+// 6 steps here); each step asks for its unscale table, then its step table (the state
+// buffers, which stay, left out). With the backend's capacity every one is found once the
+// cycle has been seen.
+TEST(OptimTable, TheBackendsCacheHoldsTheCycleOfATrainingLoopsGradientSets) {
+  Generator gen(7);
+  nn::Sequential model;
+  model.push_back(std::make_shared<nn::Linear>(32, 64, true, &gen));
+  model.push_back(std::make_shared<nn::ReLU>());
+  model.push_back(std::make_shared<nn::Linear>(64, 10, true, &gen));
+  optim::SGD sgd(model.parameters(), {.lr = 0.01, .momentum = 0.9});
+  amp::GradScaler scaler({.init_scale = 256.0});
+  const Tensor x = vgrad_test::uniform_tensor({16, 32}, 8);
+  const Tensor y = tensor(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5});
+  FakeDevice device;
+  TableCache cache(kTableCacheCapacity);
+  std::vector<uint64_t> uploads;
+  for (int step = 0; step < 30; ++step) {
+    Tensor loss;
+    {
+      amp::Autocast autocast(DType::Float16);
+      loss = nn::cross_entropy(model(x), y);
+    }
+    scaler.scale(loss).backward();
+    std::vector<TensorSpan> gradients;
+    std::vector<TensorPointers> parameters;
+    for (const Tensor& p : model.parameters()) {
+      gradients.push_back({p.grad().view().data, p.numel()});
+      parameters.push_back({p.view().data, p.grad().view().data, nullptr, nullptr, p.numel()});
+    }
+    (void)cache.find_or_upload(build_table(gradients, 2048).bytes, true, device.upload());
+    (void)cache.find_or_upload(build_table(parameters, 2048).bytes, true, device.upload());
+    ASSERT_TRUE(scaler.step(sgd)) << step;
+    scaler.update();
+    sgd.zero_grad();
+    uploads.push_back(cache.uploads());
+  }
+  EXPECT_EQ(uploads.back(), uploads[15]) << "tables written after the first cycles";
+  EXPECT_GE(uploads[15], 2u);
 }
 
 }  // namespace
