@@ -136,14 +136,17 @@ TEST(CudaUnscale, OneKernelPerDtypeForAllGradients) {
     std::vector<Tensor> cpu = to_device(c.grads, kCPU);
     const Tensor flag = zeros({}, {.device = gpu}), cpu_flag = zeros({});
     const int64_t before = cuda::table_upload_count(0);
-    unscale(c.grads, kInverse, flag);  // writes one table per dtype
-    EXPECT_EQ(cuda::table_upload_count(0) - before, c.dtypes) << c.what;
-    unscale(c.grads, kInverse, flag);  // finds them
-    EXPECT_EQ(cuda::table_upload_count(0) - before, c.dtypes) << c.what << ": the same set again";
+    // Writes one table per dtype (fewer if an earlier test in this process left tables of
+    // the same bytes: the same sizes on the same blocks), then finds them.
+    unscale(c.grads, kInverse, flag);
+    const int64_t written = cuda::table_upload_count(0) - before;
+    EXPECT_LE(written, c.dtypes) << c.what;
+    unscale(c.grads, kInverse, flag);
+    EXPECT_EQ(cuda::table_upload_count(0) - before, written) << c.what << ": the same set again";
     cuda::Graph graph;
     graph.capture([&] { unscale(c.grads, kInverse, flag); });
     EXPECT_EQ(graph.kernel_count(), c.dtypes) << c.what;
-    EXPECT_EQ(cuda::table_upload_count(0) - before, c.dtypes) << c.what << ": the capture found the kept tables";
+    EXPECT_EQ(cuda::table_upload_count(0) - before, written) << c.what << ": the capture found the kept tables";
     graph.replay();
     for (int pass = 0; pass < 3; ++pass) unscale(cpu, kInverse, cpu_flag);  // two eager calls and the replay
     for (size_t j = 0; j < cpu.size(); ++j) EXPECT_EQ(bytes_of(c.grads[j]), bytes_of(cpu[j])) << c.what << ", " << j;
@@ -151,10 +154,10 @@ TEST(CudaUnscale, OneKernelPerDtypeForAllGradients) {
   }
 }
 
-// A capture over gradients it has never seen writes their tables inside the graph (one
-// store kernel per table here: 5 gradients make an 8-word table) and keeps them to itself:
-// the replay unscales right, and the eager call after it writes tables of its own, which
-// the graph's replays never disturb.
+// A capture over gradients it has never seen (sizes no other test uses) writes their tables
+// inside the graph (one store kernel per table here: 5 gradients make an 8-word table) and
+// keeps them to itself: the replay unscales right, and the eager call after it writes
+// tables of its own, which the graph's replays never disturb.
 TEST(CudaUnscale, ACaptureWritesTablesOfItsOwn) {
   REQUIRE_GPU();
   const Device gpu = cuda_device(0);
