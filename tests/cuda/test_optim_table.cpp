@@ -43,25 +43,41 @@ std::vector<TensorPointers> pointer_set(int count, uintptr_t base, int64_t size)
   return tensors;
 }
 
-TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
-  const std::vector<TensorPointers> tensors = pointer_set(3, 0x7f0000000000, 2047);  // 2047, 2048, 2049 elements
-  const HostTable table = build_table(tensors, 2048);
+// A table's parts read back from its bytes, as a kernel reads the device copy: the chunk
+// numbering at the start, the entries at pointers_offset.
+std::vector<int64_t> first_chunks_of(const HostTable& table) {
+  std::vector<int64_t> first_chunk(static_cast<size_t>(table.count));
+  std::memcpy(first_chunk.data(), table.bytes.data(), first_chunk.size() * sizeof(int64_t));
+  return first_chunk;
+}
+template <class Entry> std::vector<Entry> entries_of(const HostTable& table) {
+  std::vector<Entry> entries(static_cast<size_t>(table.count));
+  std::memcpy(entries.data(), table.bytes.data() + table.pointers_offset, entries.size() * sizeof(Entry));
+  return entries;
+}
+
+// The numbering of 3 tensors of 2047 or fewer, 2048 and 2049 elements in 2048-element chunks:
+// 3 int64 padded to 16 bytes, then the entries, the whole `size` bytes.
+void expect_three_tensor_numbering(const HostTable& table, size_t size) {
   EXPECT_EQ(table.count, 3);
   EXPECT_EQ(table.chunks, 1 + 1 + 2);
   EXPECT_EQ(table.pointers_offset, 32u) << "3 int64 padded to 16 bytes";
+  EXPECT_EQ(table.bytes.size(), size);
+  EXPECT_EQ(first_chunks_of(table), (std::vector<int64_t>{0, 1, 2}));
+}
+
+TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
+  const std::vector<TensorPointers> tensors = pointer_set(3, 0x7f0000000000, 2047);  // 2047, 2048, 2049 elements
+  const HostTable table = build_table(tensors, 2048);
   static_assert(sizeof(TensorPointers) == 40);
-  EXPECT_EQ(table.bytes.size(), 160u) << "32 + 3 x 40 = 152, padded to whole 16-byte words";
-  std::vector<int64_t> first_chunk(3);
-  std::memcpy(first_chunk.data(), table.bytes.data(), 3 * sizeof(int64_t));
-  EXPECT_EQ(first_chunk, (std::vector<int64_t>{0, 1, 2}));
+  expect_three_tensor_numbering(table, 160);  // 32 + 3 x 40 = 152, padded to whole 16-byte words
+  const std::vector<TensorPointers> read = entries_of<TensorPointers>(table);
   for (size_t j = 0; j < tensors.size(); ++j) {
-    TensorPointers read;
-    std::memcpy(&read, table.bytes.data() + table.pointers_offset + j * sizeof(TensorPointers), sizeof read);
-    EXPECT_EQ(read.param, tensors[j].param) << j;
-    EXPECT_EQ(read.grad, tensors[j].grad) << j;
-    EXPECT_EQ(read.state1, tensors[j].state1) << j;
-    EXPECT_EQ(read.state2, nullptr) << j;
-    EXPECT_EQ(read.n, tensors[j].n) << j;
+    EXPECT_EQ(read[j].param, tensors[j].param) << j;
+    EXPECT_EQ(read[j].grad, tensors[j].grad) << j;
+    EXPECT_EQ(read[j].state1, tensors[j].state1) << j;
+    EXPECT_EQ(read[j].state2, nullptr) << j;
+    EXPECT_EQ(read[j].n, tensors[j].n) << j;
   }
 }
 
@@ -140,18 +156,11 @@ TEST(OptimTable, AGradientTableHoldsTheNumberingThenOneSpanPerGradient) {
   std::vector<float> a(1), b(2048), c(2049);
   const std::vector<TensorSpan> spans{{a.data(), 1}, {b.data(), 2048}, {c.data(), 2049}};
   const HostTable table = build_table(spans, 2048);
-  EXPECT_EQ(table.count, 3);
-  EXPECT_EQ(table.chunks, 1 + 1 + 2);
-  EXPECT_EQ(table.pointers_offset, 32u) << "3 int64 padded to 16 bytes";
-  EXPECT_EQ(table.bytes.size(), 80u) << "32 + 3 x 16";
-  std::vector<int64_t> first_chunk(3);
-  std::memcpy(first_chunk.data(), table.bytes.data(), 3 * sizeof(int64_t));
-  EXPECT_EQ(first_chunk, (std::vector<int64_t>{0, 1, 2}));
+  expect_three_tensor_numbering(table, 80);  // 32 + 3 x 16
+  const std::vector<TensorSpan> read = entries_of<TensorSpan>(table);
   for (size_t j = 0; j < spans.size(); ++j) {
-    TensorSpan read;
-    std::memcpy(&read, table.bytes.data() + table.pointers_offset + j * sizeof(TensorSpan), sizeof read);
-    EXPECT_EQ(read.data, spans[j].data) << j;
-    EXPECT_EQ(read.n, spans[j].n) << j;
+    EXPECT_EQ(read[j].data, spans[j].data) << j;
+    EXPECT_EQ(read[j].n, spans[j].n) << j;
   }
 }
 
@@ -171,11 +180,8 @@ TEST(OptimTable, WalkingAGradientTableScalesEveryElementOnce) {
     spans.push_back({walked.back().view().data, sizes[j]});
   }
   const HostTable table = build_table(spans, chunk);
-  // As the kernel reads the device copy: the numbering at the start, the spans at the offset.
-  std::vector<int64_t> first_chunk(static_cast<size_t>(table.count));
-  std::vector<TensorSpan> read(static_cast<size_t>(table.count));
-  std::memcpy(first_chunk.data(), table.bytes.data(), first_chunk.size() * sizeof(int64_t));
-  std::memcpy(read.data(), table.bytes.data() + table.pointers_offset, read.size() * sizeof(TensorSpan));
+  const std::vector<int64_t> first_chunk = first_chunks_of(table);
+  const std::vector<TensorSpan> read = entries_of<TensorSpan>(table);
   std::vector<std::vector<int>> visits;
   for (int64_t n : sizes) visits.emplace_back(static_cast<size_t>(n), 0);
   const int64_t blocks = 3, threads = 256;  // fewer blocks than chunks: each loops
