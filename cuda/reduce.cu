@@ -277,8 +277,9 @@ __global__ void __launch_bounds__(kBlock)
 }  // namespace
 
 // One launch per dtype for all its gradients; the dtype's table of (pointer, size) comes
-// from ctx.tables: written when the set of gradients is new, reused as it is afterwards (the
-// caching allocator hands the same blocks back to the gradients of each step).
+// from ctx.tables: written when the set of gradients is new, found afterwards (gradients
+// dropped each step come back on the blocks of earlier steps, in a short cycle that the
+// backend's cache holds: cuda/optim_table.h, kTableCacheCapacity).
 void unscale_and_check(const Context& ctx, const View* grads, size_t count, double inverse, float* found) {
   if (ctx.tables == nullptr) detail::throw_error("cuda: internal error: no device tables in the kernel context");
   std::vector<DType> dtypes;  // in order of first appearance
