@@ -324,6 +324,10 @@ int64_t host_wait_count(int index);
 // epilogue (the rest were composed: float64, unaligned operands, no Lt algorithm). For tests
 // and profiling; 0 without that GPU. Never throws.
 int64_t fused_gemm_epilogue_count(int index);
+// How many device tables of the many-tensor launches (optimizer steps, GradScaler's unscale)
+// GPU `index` has written: a set of tensors seen before is found in the backend's cache and
+// costs none. For tests and profiling; 0 without that GPU. Never throws.
+int64_t table_upload_count(int index);
 // The pending index checks (Backend::check_index) after which a GPU waits to report a
 // bad index even when nothing else reads from it: a loop that never reads from the
 // device stops within this many checks of its first bad index.

@@ -143,6 +143,10 @@ int64_t fused_gemm_epilogue_count(int index) {
   return backend_counter(index, [](const CudaBackend& b) { return b.fused_epilogues(); });
 }
 
+int64_t table_upload_count(int index) {
+  return backend_counter(index, [](const CudaBackend& b) { return b.table_uploads(); });
+}
+
 void* pinned_alloc(size_t bytes) {
   if (bytes > 0 && is_available()) {
     void* ptr = nullptr;

@@ -234,6 +234,21 @@ void Graph::reset() {
 bool Graph::captured() const { return state_ != nullptr; }
 int64_t Graph::replay_count() const { return state_ ? state_->replays : 0; }
 
+int64_t Graph::kernel_count() const {
+  if (!state_) return 0;
+  size_t count = 0;
+  VGRAD_CUDA_CHECK(cudaGraphGetNodes(state_->graph, nullptr, &count));  // null nodes: the count only
+  std::vector<cudaGraphNode_t> nodes(count);
+  VGRAD_CUDA_CHECK(cudaGraphGetNodes(state_->graph, nodes.data(), &count));
+  int64_t kernels = 0;
+  for (size_t i = 0; i < count; ++i) {
+    cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
+    VGRAD_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &type));
+    if (type == cudaGraphNodeTypeKernel) ++kernels;
+  }
+  return kernels;
+}
+
 MemoryStats graph_pool_stats(int index) {
   MemoryStats total;
   std::lock_guard lock(pools_mutex());
