@@ -177,12 +177,8 @@ MemoryStats& operator+=(MemoryStats& total, const MemoryStats& pool) {
 
 namespace {
 
-// A device's pools: the compute pool, and the upload pool where it has its own (a GPU's
-// copy stream).
 template <class Visit> void for_each_pool(Device device, Visit visit) {
-  Backend& backend = backend_for(device);
-  visit(backend.allocator());
-  if (&backend.upload_allocator() != &backend.allocator()) visit(backend.upload_allocator());
+  for (CachingAllocator* pool : backend_for(device).pools()) visit(*pool);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "core/allocator.h"
 #include "core/device.h"
@@ -144,6 +145,10 @@ class Backend {
   // blocks are read by kernels on the compute stream, so a freed one is reused only after
   // a fence recorded there is done. Elsewhere the device's allocator().
   virtual CachingAllocator& upload_allocator() { return allocator(); }
+  // Every pool of this device, allocator() first: what memory_stats, empty_cache and
+  // reset_peak_memory cover (a GPU: its compute, upload and device-table pools; not a CUDA
+  // graph's private pool, which cuda::graph_pool_stats counts).
+  virtual std::vector<CachingAllocator*> pools() { return {&allocator()}; }
   // Queues the copies, from page-locked host memory (cuda::pinned_alloc) to destinations
   // from upload_allocator(), in order on the copy stream, and returns the fence after the
   // last: wait_host() before the host reuses a source, make_compute_wait() before the

@@ -51,11 +51,13 @@ View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape) {
 CudaBackend::CudaBackend(int index)
     : index_(index),
       allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit()),
-      upload_allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit(), upload_pool_fences()) {
-  // Out of memory in either pool gives back both caches (never a CUDA graph's private pool:
-  // its free blocks are addresses the graph's replays still use).
-  allocator_.set_siblings({&upload_allocator_});
-  upload_allocator_.set_siblings({&allocator_});
+      upload_allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit(), upload_pool_fences()),
+      table_allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit()) {
+  // Out of memory in one pool gives back every pool's cache (never a CUDA graph's private
+  // pool: its free blocks are addresses the graph's replays still use).
+  allocator_.set_siblings({&upload_allocator_, &table_allocator_});
+  upload_allocator_.set_siblings({&allocator_, &table_allocator_});
+  table_allocator_.set_siblings({&allocator_, &upload_allocator_});
   try {
     VGRAD_CUDA_CHECK(cudaSetDevice(index));
     VGRAD_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, index));
@@ -385,14 +387,14 @@ void CudaBackend::adam_update_many_impl(std::span<const AdamUpdate> updates) {
   kernels::adam_update_many(context(), updates.data(), updates.size());
 }
 
-// A table lives in the device allocator's memory (never a capture's private pool: the
-// cache may keep it past the graph) and goes back to it when the cache and every step
-// reading it let go; later work on the stream is ordered after those steps.
+// A table lives in the table pool (never a capture's private pool: the cache may keep it
+// past the graph) and goes back to it when the cache and every step reading it let go;
+// later work on the stream is ordered after those steps.
 // In a capture, a new table comes from the capture's pool, is not kept (it holds nothing
 // until a replay writes it) and lives as long as the graph.
 const void* CudaBackend::table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) {
   const std::shared_ptr<CachingAllocator> pool = capture_pool();
-  CachingAllocator& memory = pool ? *pool : allocator_;
+  CachingAllocator& memory = pool ? *pool : table_allocator_;
   const std::shared_ptr<const DeviceTable> table =
       optim_tables_.find_or_upload(bytes, pool == nullptr, [&](const std::vector<unsigned char>& contents) {
         void* data = memory.allocate(contents.size());

@@ -54,6 +54,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   Device device() const override { return cuda_device(index_); }
   CachingAllocator& allocator() override { return allocator_; }
   CachingAllocator& upload_allocator() override { return upload_allocator_; }
+  std::vector<CachingAllocator*> pools() override { return {&allocator_, &upload_allocator_, &table_allocator_}; }
   DeviceFence upload(std::span<const HostCopy> copies) override;
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
@@ -161,8 +162,12 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   // The copy stream's destinations: a block freed here may still be read by kernels queued
   // on the compute stream, so it is reused only after a fence recorded there is done.
   CachingAllocator upload_allocator_;
+  // The device tables' own memory: drawn from allocator_, a kept table would hold a block of
+  // the small buckets that gradients cycle through, so a training loop's gradient sets (the
+  // tables' keys) would never repeat and every step would write new tables.
+  CachingAllocator table_allocator_;
   // The tables of the last few parameter sets stepped and gradient sets unscaled
-  // (cuda/optim_table.h); after allocator_, so they go back to it before it goes.
+  // (cuda/optim_table.h); after table_allocator_, so they go back to it before it goes.
   TableCache optim_tables_{kTableCacheCapacity};
   int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;       // compute: every kernel, cuBLAS, cuRAND, cuDNN
