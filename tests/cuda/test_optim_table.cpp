@@ -31,7 +31,7 @@ std::vector<TensorPointers> pointer_set(int count, uintptr_t base, int64_t size)
   std::vector<TensorPointers> tensors;
   for (int j = 0; j < count; ++j) {
     auto* p = reinterpret_cast<unsigned char*>(base + 0x10000 * uintptr_t(j));
-    tensors.push_back({p, p + 0x1000, p + 0x2000, nullptr, size + j});
+    tensors.push_back({p, p + 0x1000, p + 0x2000, nullptr, size + j, reinterpret_cast<const int64_t*>(p + 0x3000)});
   }
   return tensors;
 }
@@ -42,8 +42,8 @@ TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
   EXPECT_EQ(table.count, 3);
   EXPECT_EQ(table.chunks, 1 + 1 + 2);
   EXPECT_EQ(table.pointers_offset, 32u) << "3 int64 padded to 16 bytes";
-  static_assert(sizeof(TensorPointers) == 40);
-  EXPECT_EQ(table.bytes.size(), 160u) << "32 + 3 x 40 = 152, padded to whole 16-byte words";
+  static_assert(sizeof(TensorPointers) == 48);
+  EXPECT_EQ(table.bytes.size(), 176u) << "32 + 3 x 48 = 176, whole 16-byte words";
   std::vector<int64_t> first_chunk(3);
   std::memcpy(first_chunk.data(), table.bytes.data(), 3 * sizeof(int64_t));
   EXPECT_EQ(first_chunk, (std::vector<int64_t>{0, 1, 2}));
@@ -55,6 +55,7 @@ TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
     EXPECT_EQ(read.state1, tensors[j].state1) << j;
     EXPECT_EQ(read.state2, nullptr) << j;
     EXPECT_EQ(read.n, tensors[j].n) << j;
+    EXPECT_EQ(read.step, tensors[j].step) << j << ": a capturable Adam's step count pointer";
   }
 }
 
@@ -71,21 +72,23 @@ TEST(OptimTable, TheSameSetIsUploadedOnceAndAnyChangeUploadsAgain) {
   EXPECT_EQ(device.uploaded[0], table.bytes);
 
   // Each change of the set makes a new table: a moved gradient, a resized parameter, a
-  // new state buffer, one more parameter (a parameter group added).
-  std::vector<std::vector<TensorPointers>> changed(4, set);
+  // new state buffer, one more parameter (a parameter group added), a step count pointer
+  // gone (the same parameters stepped by a non-capturable Adam).
+  std::vector<std::vector<TensorPointers>> changed(5, set);
   changed[0][2].grad = static_cast<const unsigned char*>(changed[0][2].grad) + 512;
   changed[1][1].n += 1;
   changed[2][3].state2 = changed[2][3].state1;
   changed[3].push_back(pointer_set(1, 0x7e0000000000, 7)[0]);
+  changed[4][0].step = nullptr;
   for (size_t k = 0; k < changed.size(); ++k) {
     const HostTable other = build_table(changed[k], 2048);
     EXPECT_NE(cache.find_or_upload(other.bytes, true, device.upload())->data(), first) << k;
     EXPECT_EQ(device.uploaded.back(), other.bytes) << k;
   }
-  EXPECT_EQ(cache.uploads(), 5u);
-  EXPECT_EQ(cache.size(), 5u);
+  EXPECT_EQ(cache.uploads(), 6u);
+  EXPECT_EQ(cache.size(), 6u);
   EXPECT_EQ(cache.find_or_upload(table.bytes, true, device.upload())->data(), first) << "the first set is still kept";
-  EXPECT_EQ(cache.uploads(), 5u);
+  EXPECT_EQ(cache.uploads(), 6u);
 }
 
 TEST(OptimTable, KeepsTheMostRecentlyUsedAndFreesWhenTheLastHolderGoes) {
