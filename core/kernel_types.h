@@ -139,8 +139,8 @@ struct RandomState {
 struct SgdParams {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
-  bool first_step = true;              // momentum buffer starts as the gradient (PyTorch's rule)
-  const double* lr_source = nullptr;   // capturable: the lr, replacing `lr`
+  bool first_step = true;             // momentum buffer starts as the gradient (PyTorch's rule)
+  const double* lr_source = nullptr;  // capturable: the lr, replacing `lr`
 };
 
 struct AdamParams {

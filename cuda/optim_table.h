@@ -27,7 +27,7 @@ struct TensorPointers {
   const void* grad;
   void* state1;
   void* state2;
-  int64_t n;                       // elements, > 0
+  int64_t n;                      // elements, > 0
   const int64_t* step = nullptr;  // AdamParams::step_source: differs per parameter, so not a kernel argument
 };
 

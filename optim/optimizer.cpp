@@ -183,7 +183,8 @@ const double* Optimizer::lr_source() const {
 }
 
 void Optimizer::refuse_in_capture(const char* what, const char* why) const {
-  if (capturable() && capturing()) fail("{}: {} inside a CUDA graph capture: {}; call it between replays", name(), what, why);
+  if (capturable() && capturing())
+    fail("{}: {} inside a CUDA graph capture: {}; call it between replays", name(), what, why);
 }
 
 void Optimizer::refuse_fixed_after_capture(const std::map<std::string, double>& values) const {
@@ -368,7 +369,7 @@ void Adam::step() {
     // The kernels read the lr and each count from the device (the count before this step:
     // AdamParams::step_source), then the updated parameters' counts advance there.
     const auto* counts = static_cast<const int64_t*>(step_counts_.view().data);
-    const std::vector<size_t> updated = update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
+    const auto entry = [&](Tensor& p, const Tensor& g, size_t i) {
       if (!exp_avg_[i].defined()) {
         exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
         exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
@@ -376,8 +377,8 @@ void Adam::step() {
       const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, 0,
                             lr_source(), counts + i};
       return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
-    });
-    advance_step_counts(updated);
+    };
+    advance_step_counts(update_all<AdamUpdate>(params_, name(), entry));
     if (in_capture) captured_ = true;
     return;
   }

@@ -30,7 +30,8 @@ inline const std::vector<int64_t> kCapturableSizes{3, 70001, 5, 2049};
 constexpr size_t kLateParameter = 2;  // has no gradient on steps 0 and 1
 inline const std::vector<double> kLearningRates{0.1, 0.05, 0.2, 0.01, 0.07};
 
-inline OptimizerRun run_optimizer(vgrad::Device device, vgrad::DType dtype, const MakeOptimizer& make, bool capturable) {
+inline OptimizerRun run_optimizer(vgrad::Device device, vgrad::DType dtype, const MakeOptimizer& make,
+                                  bool capturable) {
   OptimizerRun run;
   for (size_t j = 0; j < kCapturableSizes.size(); ++j)
     run.params.push_back(uniform_tensor({kCapturableSizes[j]}, 100 + j, -1, 1, dtype).to(device).requires_grad_());

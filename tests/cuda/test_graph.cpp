@@ -6,11 +6,10 @@
 // optimizers (Adam, AdamW, SGD): whole steps replayed with an lr changed between replays give
 // the bits of eager steps, count their steps on the device, wait for nothing, and refuse
 // set_lr inside a capture. Without CUDA: capture() says so. GPU tests are SKIPPED without a GPU.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <gtest/gtest.h>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,8 +34,8 @@ Device gpu() { return cuda_device(0); }
 using MakeOptimizer = std::function<std::unique_ptr<optim::Optimizer>(std::vector<Tensor> params)>;
 
 std::unique_ptr<optim::Optimizer> nesterov_sgd(std::vector<Tensor> params) {
-  return std::make_unique<optim::SGD>(std::move(params),
-                                      optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true});
+  return std::make_unique<optim::SGD>(
+      std::move(params), optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true});
 }
 
 // An MLP on the GPU with an optimizer (by default SGD with momentum, Nesterov, weight decay),
@@ -286,25 +285,28 @@ const struct CapturableKind {
 } kCapturableKinds[] = {
     {"Adam",
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::Adam>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3, .capturable = true});
+       return std::make_unique<optim::Adam>(std::move(p),
+                                            optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3, .capturable = true});
      },
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
        return std::make_unique<optim::Adam>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3});
      }},
     {"AdamW",
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::AdamW>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2, .capturable = true});
+       return std::make_unique<optim::AdamW>(std::move(p),
+                                             optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2, .capturable = true});
      },
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
        return std::make_unique<optim::AdamW>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2});
      }},
     {"SGD",
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::SGD>(std::move(p),
-                                           optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .capturable = true});
+       return std::make_unique<optim::SGD>(
+           std::move(p), optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .capturable = true});
      },
      [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::SGD>(std::move(p), optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3});
+       return std::make_unique<optim::SGD>(std::move(p),
+                                           optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3});
      }},
 };
 
@@ -363,7 +365,8 @@ TEST(CudaGraph, CapturableOptimizersReplayWholeStepsWithAChangingLr) {
     for (size_t k = 0; k < a.size(); ++k) {
       EXPECT_EQ(bytes_of(b[k]), bytes_of(a[k])) << kind.name << " parameter " << k;
       if (std::string(kind.name) == "SGD") {
-        EXPECT_EQ(bytes_of(b[k]), bytes_of(r[k])) << kind.name << " parameter " << k << " against SGD without capturable";
+        EXPECT_EQ(bytes_of(b[k]), bytes_of(r[k]))
+            << kind.name << " parameter " << k << " against SGD without capturable";
       } else {
         vgrad_test::expect_all_near(vgrad_test::vals(b[k]), vgrad_test::vals(r[k]), 1e-5,
                                     std::string(kind.name) + " parameter " + std::to_string(k) + " against " +
@@ -419,7 +422,8 @@ TEST(CudaGraph, CapturableRefusesWhatAReplayWouldRepeatOrLose) {
     StaticTraining fresh(init, adam.make);  // no warm-up: the moments would start in the capture
     fresh.load(0, data.x, data.y);
     cuda::Graph graph;
-    EXPECT_ERROR(graph.capture([&] { fresh.step(); }), "Adam: step() inside a CUDA graph capture is the first step of parameter 0",
+    EXPECT_ERROR(graph.capture([&] { fresh.step(); }),
+                 "Adam: step() inside a CUDA graph capture is the first step of parameter 0",
                  "run a step before capturing");
   }
   for (const CapturableKind& kind : kCapturableKinds) {
@@ -435,7 +439,9 @@ TEST(CudaGraph, CapturableRefusesWhatAReplayWouldRepeatOrLose) {
         {name + ": set_lr inside a CUDA graph capture", [&] { t.optimizer->set_lr(0.5); }},
         {name + ": load_state_dict inside a CUDA graph capture", [&] { t.optimizer->load_state_dict(checkpoint); }},
         {name + ": load_hyperparameters inside a CUDA graph capture",
-         [&] { t.optimizer->load_hyperparameters({{"lr", 0.5}}); }},
+         [&] {
+           t.optimizer->load_hyperparameters({{"lr", 0.5}});
+         }},
     };
     for (const auto& [what, call] : refused) {
       cuda::Graph graph;
@@ -458,12 +464,13 @@ TEST(CudaGraph, CapturableRefusesWhatAReplayWouldRepeatOrLose) {
     graph.capture([&] { t.step(); });
     ASSERT_TRUE(graph.captured()) << name;
     const std::string fixed = name == "SGD" ? "momentum" : "beta1";
-    EXPECT_ERROR(t.optimizer->load_hyperparameters({{fixed, 0.5}}),
-                 name + ": load_hyperparameters changes " + fixed, "after a CUDA graph captured step()", "only lr may change");
+    EXPECT_ERROR(t.optimizer->load_hyperparameters({{fixed, 0.5}}), name + ": load_hyperparameters changes " + fixed,
+                 "after a CUDA graph captured step()", "only lr may change");
     t.optimizer->load_hyperparameters({{"lr", 0.02}, {fixed, t.optimizer->hyperparameters().at(fixed)}});
     EXPECT_DOUBLE_EQ(t.optimizer->lr(), 0.02) << name;
     const std::string dropped = name == "SGD" ? "momentum_buffer" : "exp_avg";
-    EXPECT_ERROR(t.optimizer->load_state_dict({}), name + ": load_state_dict: the checkpoint has no 'state.0." + dropped + "'",
+    EXPECT_ERROR(t.optimizer->load_state_dict({}),
+                 name + ": load_state_dict: the checkpoint has no 'state.0." + dropped + "'",
                  "captured step() updates it in place");
 
     // Two replays move the parameters, state and counts on; then a checkpoint of an eager

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "capturable_check.h"
 #include "core/backend.h"
 #include "optim/optimizer.h"
-#include "capturable_check.h"
 #include "support.h"
 #include "update_many_check.h"
 
@@ -191,7 +191,8 @@ TEST(CudaOptimMany, CapturableStepsMatchStepsWithoutIt) {
         o.capturable = capturable;
         return std::unique_ptr<optim::Optimizer>(std::make_unique<optim::SGD>(std::move(params), o));
       };
-      const std::string what = std::string("SGD momentum ") + std::to_string(options.momentum) + " " + dtype_name(dtype);
+      const std::string what =
+          std::string("SGD momentum ") + std::to_string(options.momentum) + " " + dtype_name(dtype);
       const vgrad_test::OptimizerRun plain = vgrad_test::run_optimizer(gpu, dtype, make, false);
       const vgrad_test::OptimizerRun capturable = vgrad_test::run_optimizer(gpu, dtype, make, true);
       for (size_t j = 0; j < plain.params.size(); ++j)
@@ -212,8 +213,8 @@ TEST(CudaOptimMany, CapturableStepsMatchStepsWithoutIt) {
       const vgrad_test::OptimizerRun plain = vgrad_test::run_optimizer(gpu, dtype, make, false);
       const vgrad_test::OptimizerRun capturable = vgrad_test::run_optimizer(gpu, dtype, make, true);
       for (size_t j = 0; j < plain.params.size(); ++j)
-        vgrad_test::expect_all_near(vgrad_test::vals(capturable.params[j]), vgrad_test::vals(plain.params[j]), tolerance,
-                                    what + ": parameter " + std::to_string(j));
+        vgrad_test::expect_all_near(vgrad_test::vals(capturable.params[j]), vgrad_test::vals(plain.params[j]),
+                                    tolerance, what + ": parameter " + std::to_string(j));
       ASSERT_EQ(capturable.state.size(), plain.state.size()) << what;
       for (const auto& [key, value] : plain.state)
         vgrad_test::expect_all_near(vgrad_test::vals(capturable.state.at(key)), vgrad_test::vals(value), tolerance,
@@ -224,4 +225,3 @@ TEST(CudaOptimMany, CapturableStepsMatchStepsWithoutIt) {
 }
 
 }  // namespace
-

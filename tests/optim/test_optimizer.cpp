@@ -2,15 +2,15 @@
 // accumulation equivalence on a real MLP, clipping, schedulers, option errors, that a
 // steady-state training step makes no system allocation, and capturable optimizers (the
 // same bits as without, set_lr and schedulers, checkpoints both ways, state loaded in place).
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <functional>
+#include <gtest/gtest.h>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "capturable_check.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/grad_mode.h"
@@ -18,7 +18,6 @@
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
-#include "capturable_check.h"
 #include "support.h"
 #include "update_many_check.h"
 
@@ -550,8 +549,8 @@ void expect_same_bits(const OptimizerRun& got, const OptimizerRun& want, const s
 // The parameters moved from where they started (the runs compared did something).
 void expect_moved(const OptimizerRun& run, DType dtype, const std::string& what) {
   for (size_t j = 0; j < run.params.size(); ++j)
-    EXPECT_NE(bytes_of(run.params[j]), bytes_of(vgrad_test::uniform_tensor({vgrad_test::kCapturableSizes[j]}, 100 + j,
-                                                                            -1, 1, dtype)))
+    EXPECT_NE(bytes_of(run.params[j]),
+              bytes_of(vgrad_test::uniform_tensor({vgrad_test::kCapturableSizes[j]}, 100 + j, -1, 1, dtype)))
         << what << ": parameter " << j << " did not move";
 }
 
@@ -708,4 +707,3 @@ TEST(Capturable, ACheckpointWithoutStateStartsItAfresh) {
 }
 
 }  // namespace
-
