@@ -278,36 +278,30 @@ TEST(CudaGraph, ThePoolIsPrivateAndGoesWithTheGraph) {
 
 // ---- capturable optimizers: the whole step, optimizer included, in the graph ----
 
-const struct CapturableKind {
+// An optimizer of type O with `options`, over the parameters it is given.
+template <class O, class Options> MakeOptimizer make_optimizer(Options options) {
+  return [options](std::vector<Tensor> params) -> std::unique_ptr<optim::Optimizer> {
+    return std::make_unique<O>(std::move(params), options);
+  };
+}
+
+struct CapturableKind {
   const char* name;
   MakeOptimizer make;            // capturable = true
   MakeOptimizer make_reference;  // the same optimizer without capturable
-} kCapturableKinds[] = {
-    {"Adam",
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::Adam>(std::move(p),
-                                            optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3, .capturable = true});
-     },
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::Adam>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3});
-     }},
-    {"AdamW",
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::AdamW>(std::move(p),
-                                             optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2, .capturable = true});
-     },
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::AdamW>(std::move(p), optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2});
-     }},
-    {"SGD",
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::SGD>(
-           std::move(p), optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .capturable = true});
-     },
-     [](std::vector<Tensor> p) -> std::unique_ptr<optim::Optimizer> {
-       return std::make_unique<optim::SGD>(std::move(p),
-                                           optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3});
-     }},
+};
+
+template <class O, class Options> CapturableKind capturable_kind(const char* name, Options options) {
+  Options reference = options;
+  options.capturable = true;
+  reference.capturable = false;
+  return {name, make_optimizer<O>(options), make_optimizer<O>(reference)};
+}
+
+const CapturableKind kCapturableKinds[] = {
+    capturable_kind<optim::Adam>("Adam", optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3}),
+    capturable_kind<optim::AdamW>("AdamW", optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2}),
+    capturable_kind<optim::SGD>("SGD", optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3}),
 };
 
 constexpr int64_t kWarmupSteps = 2;
