@@ -9,15 +9,18 @@
 // replays (core/cuda_graph.h, docs/gpu.md "Capturable optimizers"). The scalars that vary
 // between steps then live in memory on the parameters' device (all parameters on one device):
 // the lr (one float64) and Adam's step counts (one int64 per parameter). The kernels read them
-// when they run; the counts advance on the device (one small launch per step after the
-// update), so no host value changes between replays. set_lr writes the device lr (a
-// stream-ordered fill, no host wait), also after a capture; it is refused inside one (it
-// would be recorded). The other hyper-parameters are kernel arguments, fixed once a step was
-// captured. load_state_dict copies into the existing state in place; state_dict reads Adam's
-// counts back (a host read). A parameter's first step (Adam's zero moments, SGD's first
-// momentum buffer) cannot be captured: run warm-up steps first, as in PyTorch. Off (the
-// default), steps take the same path and give the same bits as before; on the CPU both
-// give the same bits.
+// when they run; Adam's counts advance on the device (one small launch per step, after the
+// update), so no host value changes between replays. Adam's bias corrections are computed
+// from the read count in double where the step runs, as the host path does (PyTorch's
+// capturable Adam computes them in the parameter dtype: a deliberate difference; on a GPU the
+// device's pow may move them by an ulp of a double, see docs/gpu.md). set_lr writes the
+// device lr (a stream-ordered fill, no host wait), also after a capture; it is refused
+// inside one (it would be recorded). The other hyper-parameters are kernel arguments, fixed
+// once a step was captured. load_state_dict copies into the existing state in place;
+// state_dict reads Adam's counts back (a host read). A parameter's first step (Adam's zero
+// moments, SGD's first momentum buffer) cannot be captured: run warm-up steps first, as in
+// PyTorch. Off (the default), steps take the same path and give the same bits as before; on
+// the CPU both give the same bits.
 #pragma once
 #include <map>
 #include <memory>
