@@ -47,8 +47,9 @@ void GradScaler::unscale_(optim::Optimizer& optimizer) {
   NoGradGuard no_grad;
   // PyTorch's inverse: 1/scale in double, then float32.
   const double inverse = double(float(1.0 / double(scale_)));
-  // One pass per gradient through the backend (Backend::unscale_and_check), the gradients
-  // of each device together, into one float32 flag per device that stays there until step().
+  // One call per device through the backend (Backend::unscale_and_check; on a GPU one launch
+  // per dtype), the gradients of each device together, into one float32 flag per device
+  // that stays there until step().
   std::vector<std::pair<Tensor, std::vector<Tensor>>> devices;  // (flag, gradients)
   for (const Tensor& param : optimizer.params()) {
     Tensor grad = param.grad();

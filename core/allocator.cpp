@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -11,8 +12,18 @@
 
 namespace vgrad {
 
-CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, const FenceHooks* fences)
-    : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index), fences_(fences) {}
+bool MemoryLimit::try_hold(uint64_t bytes) {
+  uint64_t held = held_.load();
+  do {
+    const uint64_t limit = limit_.load();
+    if (limit != 0 && (held > limit || bytes > limit - held)) return false;
+  } while (!held_.compare_exchange_weak(held, held + bytes));
+  return true;
+}
+
+CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, MemoryLimit& limit,
+                                   const FenceHooks* fences)
+    : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index), limit_(limit), fences_(fences) {}
 
 CachingAllocator::~CachingAllocator() { release_cached(); }
 
@@ -29,7 +40,7 @@ size_t CachingAllocator::round_size(size_t bytes) {
 void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   profiler::note_allocation(static_cast<int64_t>(bytes));
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (!pending_.empty()) collect_pending_locked(false);
   void* ptr = nullptr;
   auto it = free_blocks_.find(size);
@@ -39,18 +50,43 @@ void* CachingAllocator::allocate(size_t bytes) {
     stats_.cache_hits++;
     stats_.bytes_cached -= size;
   } else {
-    ptr = raw_alloc_(size, device_index_);
-    if (ptr == nullptr && stats_.bytes_cached > 0) {
-      // Out of memory: wait for the pending blocks, give the whole cache back and retry.
-      collect_pending_locked(true);
-      release_free_locked();
-      ptr = raw_alloc_(size, device_index_);
+    ptr = system_allocate_locked(size, false);
+    if (ptr == nullptr) {
+      // Out of memory: wait for the pending blocks, give this pool's cache and the
+      // siblings' back, and retry once.
+      if (!keep_cache_on_out_of_memory_ && stats_.bytes_cached > 0) {
+        collect_pending_locked(true);
+        release_free_locked();
+      }
+      if (!siblings_.empty()) {
+        lock.unlock();  // a sibling running out at the same time releases this pool
+        for (CachingAllocator* sibling : siblings_) sibling->release_cached();
+        lock.lock();
+      }
+      ptr = system_allocate_locked(size, true);
     }
+    if (ptr == nullptr && limit_.limit() != 0 && size + limit_.held() > limit_.limit())
+      fail("allocator: out of memory allocating {} bytes: the device's memory limit is {} bytes and {} are held from "
+           "the system ({} in use in this pool; set_memory_limit changes the limit)",
+           size, limit_.limit(), limit_.held(), stats_.bytes_in_use);
     if (ptr == nullptr) fail("allocator: out of memory allocating {} bytes ({} bytes in use)", size, stats_.bytes_in_use);
     stats_.system_allocations++;
   }
   stats_.bytes_in_use += size;
   if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return ptr;
+}
+
+void* CachingAllocator::system_allocate_locked(size_t size, bool last_try) {
+  if (!limit_.try_hold(size)) return nullptr;
+  void* ptr = nullptr;
+  try {
+    ptr = raw_alloc_(size, device_index_, last_try);
+  } catch (...) {
+    limit_.release(size);
+    throw;
+  }
+  if (ptr == nullptr) limit_.release(size);
   return ptr;
 }
 
@@ -97,6 +133,7 @@ void CachingAllocator::release_free_locked() {
   for (auto& [size, blocks] : free_blocks_)
     for (void* block : blocks) {
       raw_free_(block, device_index_);
+      limit_.release(size);
       stats_.bytes_cached -= size;
     }
   free_blocks_.clear();
@@ -106,6 +143,16 @@ void CachingAllocator::release_cached() {
   std::lock_guard lock(mutex_);
   if (!pending_.empty()) collect_pending_locked(true);
   release_free_locked();
+}
+
+void CachingAllocator::set_siblings(std::vector<CachingAllocator*> siblings) {
+  std::lock_guard lock(mutex_);
+  siblings_ = std::move(siblings);
+}
+
+void CachingAllocator::keep_cache_on_out_of_memory() {
+  std::lock_guard lock(mutex_);
+  keep_cache_on_out_of_memory_ = true;
 }
 
 MemoryStats CachingAllocator::stats() const {
@@ -148,6 +195,8 @@ MemoryStats memory_stats(Device device) {
 void empty_cache(Device device) {
   for_each_pool(device, [](CachingAllocator& pool) { pool.release_cached(); });
 }
+void set_memory_limit(Device device, uint64_t bytes) { backend_for(device).memory_limit().set(bytes); }
+uint64_t memory_limit(Device device) { return backend_for(device).memory_limit().limit(); }
 void reset_peak_memory(Device device) {
   for_each_pool(device, [](CachingAllocator& pool) { pool.reset_peak(); });
 }

@@ -4,6 +4,7 @@
 // the memory accounting users know from torch.cuda.memory_allocated & co: bytes held by
 // live tensors (rounded to the cache's block sizes), their peak, and bytes reserved.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -40,18 +41,50 @@ struct FenceHooks {
   void (*release)(void* fence, int device_index);  // after done or wait: the fence is not used again
 };
 
+// A cap on the bytes that a device's pools hold from the system together (the device's
+// reserved bytes), as torch.cuda.set_per_process_memory_fraction: an allocation beyond it is
+// out of memory, handled as a refusal of the system (caches given back, one retry), with an
+// error naming the limit. Counts the bytes held whether or not a limit is set. Thread-safe.
+class MemoryLimit {
+ public:
+  void set(uint64_t bytes) { limit_.store(bytes); }  // 0: no limit
+  uint64_t limit() const { return limit_.load(); }
+  uint64_t held() const { return held_.load(); }
+  // Counts `bytes` as held; false (counting nothing) when that would pass the limit.
+  bool try_hold(uint64_t bytes);
+  void release(uint64_t bytes) { held_.fetch_sub(bytes); }
+
+ private:
+  std::atomic<uint64_t> limit_{0};
+  std::atomic<uint64_t> held_{0};
+};
+
 // Size-bucketed cache over a raw allocate/free pair, optionally with fences. Thread-safe.
 class CachingAllocator {
  public:
-  using RawAlloc = void* (*)(size_t bytes, int device_index);
+  // Returns nullptr when the system has no memory. `last_try` is set on the one retry, after
+  // the pool gave back what it could: a raw allocator may then throw its own error instead
+  // (CUDA's names the device's free memory).
+  using RawAlloc = void* (*)(size_t bytes, int device_index, bool last_try);
   using RawFree = void (*)(void* ptr, int device_index);
-  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, const FenceHooks* fences = nullptr);
+  // `limit`: the device's, shared by its pools; it must outlive this pool.
+  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int device_index, MemoryLimit& limit,
+                   const FenceHooks* fences = nullptr);
   ~CachingAllocator();
 
   void* allocate(size_t bytes);
   void deallocate(void* ptr, size_t bytes);
   // Returns every cached block to the system, waiting first for the pending ones' fences.
   void release_cached();
+  // The device's other pools (a GPU's compute and copy-stream pools hold each other): when
+  // the system refuses an allocation, this pool gives back its own cache and theirs before
+  // its retry, as one cache per device would. Set before the pool is used; they must
+  // outlive it. They are released without this pool's lock held, so two pools running out
+  // at once cannot deadlock.
+  void set_siblings(std::vector<CachingAllocator*> siblings);
+  // A CUDA graph's private pool: its free blocks are addresses the graph's replays still
+  // write, so running out never gives them back (it only retries).
+  void keep_cache_on_out_of_memory();
   MemoryStats stats() const;
   void reset_peak();  // the peak restarts from the bytes in use now
   static size_t round_size(size_t bytes);  // the bucket a request falls in
@@ -67,11 +100,16 @@ class CachingAllocator {
   // release, every free block goes back to the system.
   void collect_pending_locked(bool wait);
   void release_free_locked();
+  // A block from the system within the limit; nullptr when refused (by either).
+  void* system_allocate_locked(size_t size, bool last_try);
 
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   int device_index_;
+  MemoryLimit& limit_;
   const FenceHooks* fences_;  // nullptr: a freed block is free at once
+  std::vector<CachingAllocator*> siblings_;
+  bool keep_cache_on_out_of_memory_ = false;
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_blocks_;
   std::deque<PendingBlock> pending_;  // in the order freed
@@ -84,6 +122,12 @@ MemoryStats& operator+=(MemoryStats& total, const MemoryStats& pool);
 
 MemoryStats memory_stats(Device device);
 void empty_cache(Device device);
+// Caps the bytes `device` holds from the system (MemoryStats::bytes_reserved of its pools and
+// of its CUDA graphs' pools); 0 lifts the cap. PyTorch's
+// torch.cuda.set_per_process_memory_fraction(f) is set_memory_limit(device, f * total). A cap
+// below what is held already makes later system allocations fail until blocks are released.
+void set_memory_limit(Device device, uint64_t bytes);
+uint64_t memory_limit(Device device);  // 0: none
 // Per device, as PyTorch's torch.cuda.* of the same names (for the CPU too).
 inline uint64_t memory_allocated(Device device) { return memory_stats(device).bytes_in_use; }
 inline uint64_t max_memory_allocated(Device device) { return memory_stats(device).peak_bytes_in_use; }

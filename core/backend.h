@@ -119,6 +119,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual CachingAllocator& allocator() = 0;
+  // The cap on the bytes all of this device's pools hold from the system (set_memory_limit);
+  // a member of the base, so it outlives the pools of every backend.
+  MemoryLimit& memory_limit() { return memory_limit_; }
   // While a CUDA graph captures work on this device (cuda::Graph, core/cuda_graph.h): the
   // graph's private pool, which every block allocated meanwhile comes from (Storage keeps
   // the pool it came from), so no allocation outside the graph gets memory its replays
@@ -280,6 +283,7 @@ class Backend {
   virtual void gemm_epilogue_impl(const GemmEpilogueArgs& args);
 
  private:
+  MemoryLimit memory_limit_;
   class Float32Scratch;  // float32 copies of 16-bit operands for the whole-row kernels (backend.cpp)
   // A non-empty DeviceFence's handle, on the device that made it (never called on the CPU).
   friend class DeviceFence;
@@ -320,6 +324,10 @@ int64_t host_wait_count(int index);
 // epilogue (the rest were composed: float64, unaligned operands, no Lt algorithm). For tests
 // and profiling; 0 without that GPU. Never throws.
 int64_t fused_gemm_epilogue_count(int index);
+// How many device tables of the many-tensor launches (optimizer steps, GradScaler's unscale)
+// GPU `index` has written: a set of tensors seen before is found in the backend's cache and
+// costs none. For tests and profiling; 0 without that GPU. Never throws.
+int64_t table_upload_count(int index);
 // The pending index checks (Backend::check_index) after which a GPU waits to report a
 // bad index even when nothing else reads from it: a loop that never reads from the
 // device stops within this many checks of its first bad index.

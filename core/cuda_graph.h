@@ -54,6 +54,9 @@ class Graph {
   void reset();
   bool captured() const;
   int64_t replay_count() const;
+  // The kernels the captured graph launches per replay (its kernel nodes), for tests and
+  // profiling: what a step costs in launches. 0 before capture().
+  int64_t kernel_count() const;
 
  private:
   struct State;

@@ -50,8 +50,12 @@ View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape) {
 
 CudaBackend::CudaBackend(int index)
     : index_(index),
-      allocator_(&raw_device_alloc, &raw_device_free, index),
-      upload_allocator_(&raw_device_alloc, &raw_device_free, index, upload_pool_fences()) {
+      allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit()),
+      upload_allocator_(&raw_device_alloc, &raw_device_free, index, memory_limit(), upload_pool_fences()) {
+  // Out of memory in either pool gives back both caches (never a CUDA graph's private pool:
+  // its free blocks are addresses the graph's replays still use).
+  allocator_.set_siblings({&upload_allocator_});
+  upload_allocator_.set_siblings({&allocator_});
   try {
     VGRAD_CUDA_CHECK(cudaSetDevice(index));
     VGRAD_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, index));

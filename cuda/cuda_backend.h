@@ -37,14 +37,14 @@ void destroy_cublas_lt(CublasLtMatmuls* matmuls) noexcept;
 // Makes GPU `index` current for this thread (cuda/device.cpp).
 void select_device(int index);
 // The raw allocator under the device's CachingAllocator (cuda/device.cpp).
-void* raw_device_alloc(size_t bytes, int device);
+void* raw_device_alloc(size_t bytes, int device, bool last_try);
 void raw_device_free(void* ptr, int device);
 // A contiguous View of `shape` over data.
 View contiguous_view(void* data, DType dtype, int ndim, const int64_t* shape);
 // The fences of the upload pools: CUDA events on the device's compute stream (backend.cpp).
 const FenceHooks* upload_pool_fences();
 
-class CudaBackend final : public Backend, private kernels::Scratch, private kernels::OptimTables {
+class CudaBackend final : public Backend, private kernels::Scratch, private kernels::DeviceTables {
  public:
   explicit CudaBackend(int index);
   ~CudaBackend() override { destroy_handles(); }
@@ -67,6 +67,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   static void fence_wait(void* event) noexcept;
   void release_event(void* event) noexcept;
   int64_t fused_epilogues() const { return fused_epilogues_.load(std::memory_order_relaxed); }
+  int64_t table_uploads() const { return static_cast<int64_t>(optim_tables_.uploads()); }
 
   // ---- CUDA graph capture (cuda/graph.cpp, for cuda::Graph) ----
   std::shared_ptr<CachingAllocator> capture_pool() override;
@@ -127,7 +128,8 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   void* allocate(size_t bytes) override { return temporary_allocator().allocate(bytes); }
   void deallocate(void* ptr, size_t bytes) override { temporary_allocator().deallocate(ptr, bytes); }
 
-  // OptimTables: the optimizer's device tables, from optim_tables_ (cuda/backend.cpp).
+  // DeviceTables: the many-tensor launches' device tables (optimizer steps, unscale), from
+  // optim_tables_ (cuda/backend.cpp).
   const void* table(const kernels::Context& ctx, const std::vector<unsigned char>& bytes) override;
 
   // Throws "cuda:0: <what> inside a CUDA graph capture: <why>" while capturing.
@@ -159,9 +161,9 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   // The copy stream's destinations: a block freed here may still be read by kernels queued
   // on the compute stream, so it is reused only after a fence recorded there is done.
   CachingAllocator upload_allocator_;
-  // The tables of the last few parameter sets stepped (cuda/optim_table.h); after
-  // allocator_, so they go back to it before it goes.
-  TableCache optim_tables_{8};
+  // The tables of the last few parameter sets stepped and gradient sets unscaled
+  // (cuda/optim_table.h); after allocator_, so they go back to it before it goes.
+  TableCache optim_tables_{kTableCacheCapacity};
   int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;       // compute: every kernel, cuBLAS, cuRAND, cuDNN
   cudaStream_t copy_stream_ = nullptr;  // uploads only (Backend::upload)

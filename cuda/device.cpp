@@ -38,21 +38,6 @@ const DeviceQuery& device_query() {
   return query;
 }
 
-// NOTE: CachingAllocator retries a failed raw allocation once, after releasing its cache,
-// and then throws its own message, which cannot know the device's free memory. So the
-// first failure returns nullptr (letting the cache be released), and a failure of that
-// retry — same thread, same size, after the release freed blocks — throws here with the
-// figures from cudaMemGetInfo. (When nothing was cached there is no retry, and the core
-// allocator's message is the one seen.)
-struct PendingOutOfMemory {
-  bool pending = false;
-  size_t bytes = 0;
-  int device = -1;
-  uint64_t frees = 0;
-};
-thread_local PendingOutOfMemory pending_oom;
-thread_local uint64_t raw_frees = 0;
-
 [[noreturn]] void throw_out_of_memory(size_t bytes, int device) {
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
@@ -90,17 +75,15 @@ void select_device(int index) {
   if (current != index) VGRAD_CUDA_CHECK(cudaSetDevice(index));
 }
 
-void* raw_device_alloc(size_t bytes, int device) {
-  const bool is_retry = pending_oom.pending && pending_oom.bytes == bytes && pending_oom.device == device &&
-                        pending_oom.frees != raw_frees;
-  pending_oom.pending = false;
+// The first refusal returns nullptr, so the caching allocator gives its caches back; the
+// retry's refusal throws, naming the device's free memory.
+void* raw_device_alloc(size_t bytes, int device, bool last_try) {
   select_device(device);
   void* ptr = nullptr;
   const cudaError_t status = cudaMalloc(&ptr, bytes);
   if (status == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();  // not sticky: clear it so later launch checks stay clean
-    if (is_retry) throw_out_of_memory(bytes, device);
-    pending_oom = PendingOutOfMemory{true, bytes, device, raw_frees};
+    if (last_try) throw_out_of_memory(bytes, device);
     return nullptr;
   }
   VGRAD_CUDA_CHECK(status);
@@ -109,7 +92,6 @@ void* raw_device_alloc(size_t bytes, int device) {
 
 // Never throws: it runs while caches are released, destructors included.
 void raw_device_free(void* ptr, int device) {
-  ++raw_frees;
   int current = -1;
   if (cudaGetDevice(&current) == cudaSuccess && current != device) (void)cudaSetDevice(device);
   if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
@@ -159,6 +141,10 @@ int64_t host_wait_count(int index) {
 
 int64_t fused_gemm_epilogue_count(int index) {
   return backend_counter(index, [](const CudaBackend& b) { return b.fused_epilogues(); });
+}
+
+int64_t table_upload_count(int index) {
+  return backend_counter(index, [](const CudaBackend& b) { return b.table_uploads(); });
 }
 
 void* pinned_alloc(size_t bytes) {

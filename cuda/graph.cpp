@@ -32,9 +32,19 @@ class RelaxedCaptureMode {
   cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
 };
 
-void* pool_alloc(size_t bytes, int device) {
-  RelaxedCaptureMode relaxed;
-  return raw_device_alloc(bytes, device);
+// Out of memory here keeps every cache: the pool's own free blocks are the graph's, and
+// the device's other pools cannot give theirs back (cudaFree) inside a capture.
+void* pool_alloc(size_t bytes, int device, bool last_try) {
+  void* ptr = nullptr;
+  {
+    RelaxedCaptureMode relaxed;
+    ptr = raw_device_alloc(bytes, device, false);
+  }
+  if (ptr == nullptr && last_try)
+    fail("cuda::Graph: cuda:{}: out of memory allocating {} bytes for a graph's private pool (no cache can be given "
+         "back during a capture; empty_cache(device) before capturing frees the device's other caches)",
+         device, bytes);
+  return ptr;
 }
 
 // Every pool made, to sum the live ones (graph_pool_stats).
@@ -50,10 +60,11 @@ std::vector<std::pair<int, std::weak_ptr<CachingAllocator>>>& pools() {
 std::shared_ptr<CachingAllocator> new_pool(int index) {
   // The last holder may go inside a later capture (a tensor of this graph dropped while the
   // next step is captured): the backend then keeps the pool until that capture ends.
-  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index),
+  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index, backend(index).memory_limit()),
                                          [index](CachingAllocator* p) {
                                            static_cast<CudaBackend&>(backend(index)).release_pool(p);
                                          });
+  pool->keep_cache_on_out_of_memory();
   std::lock_guard lock(pools_mutex());
   auto& list = pools();
   std::erase_if(list, [](const auto& entry) { return entry.second.expired(); });
@@ -222,6 +233,21 @@ void Graph::reset() {
 
 bool Graph::captured() const { return state_ != nullptr; }
 int64_t Graph::replay_count() const { return state_ ? state_->replays : 0; }
+
+int64_t Graph::kernel_count() const {
+  if (!state_) return 0;
+  size_t count = 0;
+  VGRAD_CUDA_CHECK(cudaGraphGetNodes(state_->graph, nullptr, &count));  // null nodes: the count only
+  std::vector<cudaGraphNode_t> nodes(count);
+  VGRAD_CUDA_CHECK(cudaGraphGetNodes(state_->graph, nodes.data(), &count));
+  int64_t kernels = 0;
+  for (size_t i = 0; i < count; ++i) {
+    cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
+    VGRAD_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &type));
+    if (type == cudaGraphNodeTypeKernel) ++kernels;
+  }
+  return kernels;
+}
 
 MemoryStats graph_pool_stats(int index) {
   MemoryStats total;

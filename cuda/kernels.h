@@ -48,16 +48,16 @@ struct DeviceResults {
 
 struct Context;
 
-// The many-parameter optimizer steps' device tables (cuda/optim_table.h), kept by the
-// backend between steps: table() gives device memory holding `bytes` (whole 16-byte words),
-// written with store_table on ctx.stream the first time those bytes are asked for, and
-// valid for work queued on ctx.stream after it.
-class OptimTables {
+// The device tables of the many-tensor launches (cuda/optim_table.h: the optimizer steps,
+// unscale_and_check), kept by the backend between steps: table() gives device memory
+// holding `bytes` (whole 16-byte words), written with store_table on ctx.stream the first
+// time those bytes are asked for, and valid for work queued on ctx.stream after it.
+class DeviceTables {
  public:
   virtual const void* table(const Context& ctx, const std::vector<unsigned char>& bytes) = 0;
 
  protected:
-  ~OptimTables() = default;
+  ~DeviceTables() = default;
 };
 
 struct Context {
@@ -65,7 +65,7 @@ struct Context {
   int sm_count = 1;
   Scratch* scratch = nullptr;
   DeviceResults* results = nullptr;  // device memory
-  OptimTables* tables = nullptr;
+  DeviceTables* tables = nullptr;
 };
 
 // ---- elementwise (elementwise.cu); operands have out's shape (0 strides where they repeat) ----
@@ -82,8 +82,9 @@ void where(const Context& ctx, const View& cond, const View& a, const View& b, c
 void reduce(const Context& ctx, ReduceOp op, const View& in, const View& out, double scale);
 // results->sum_of_squares = the sum of the squares of `count` contiguous, non-empty tensors.
 void sum_of_squares(const Context& ctx, const View* xs, size_t count);
-// Each of grads (contiguous, floating) *= inverse in place; *found (float32, device) = 1
-// where a stored value is Inf or NaN (Backend::unscale_and_check).
+// Each of grads (contiguous, floating, non-empty) *= inverse in place; *found (float32,
+// device) = 1 where a stored value is Inf or NaN (Backend::unscale_and_check). One launch
+// per dtype, with its table from ctx.tables.
 void unscale_and_check(const Context& ctx, const View* grads, size_t count, double inverse, float* found);
 
 // ---- sliding windows (conv.cu), contiguous NCHW; see WindowGeometry ----

@@ -1,5 +1,6 @@
-// Reductions over any set of dims (Sum with scale, Max, Min, ArgMax, ArgMin) and the
-// double-precision sum of squares. Not here: row-wise softmax (softmax.cu).
+// Reductions over any set of dims (Sum with scale, Max, Min, ArgMax, ArgMin), the
+// double-precision sum of squares, and GradScaler's unscale with its Inf/NaN check (one
+// launch per dtype for all gradients). Not here: row-wise softmax (softmax.cu).
 //
 // The plan (geometry.h) splits the dims into kept (K outputs) and reduced (R inputs
 // each). Two layouts: "inner" when the reduced dims run along unit stride — a warp or
@@ -8,10 +9,13 @@
 // the GPU, R is also split across blocks and a second pass merges the partials.
 // Sums accumulate in double (int64 for int64); Max/Min propagate NaN; Arg* return the
 // first index of the extreme value (ties and NaN both resolved by the smaller index).
+#include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/kernel_utils.cuh"
+#include "cuda/optim_table.h"
 
 namespace vgrad::cuda::kernels {
 namespace {
@@ -244,33 +248,59 @@ __global__ void __launch_bounds__(kBlock)
   if (threadIdx.x == 0) *result = accumulate ? *result + acc : acc;
 }
 
-// g *= inv, and *found = 1 where a stored value is Inf or NaN (every writer stores the same
-// value, so the race is benign); as core/cpu/reduce.cpp's loop.
+// Many gradients of one dtype in one launch, as the optimizer steps' many form (cuda/optim.cu):
+// each is cut into chunks of kUnscaleChunk elements, numbered across all of them
+// (cuda/chunks.h); each block takes chunks in a grid-stride loop and finds its gradient by
+// binary search. g *= inv, and *found = 1 where a stored value is Inf or NaN (every writer
+// stores the same value, so the race is benign); as core/cpu/reduce.cpp's loop.
+constexpr int64_t kUnscaleChunk = 8 * kBlock;
+
 template <class T>
-__global__ void __launch_bounds__(kBlock) unscale_kernel(T* g, int64_t n, compute_t<T> inv, compute_t<T> largest,
-                                                         float* found) {
+__global__ void __launch_bounds__(kBlock)
+    unscale_many_kernel(const TensorSpan* grads, const int64_t* first_chunk, int count, int64_t chunks,
+                        compute_t<T> inv, compute_t<T> largest, float* found) {
   using C = compute_t<T>;
   bool bad = false;
-  const int64_t step = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += step) {
-    const T y = static_cast<T>(static_cast<C>(g[i]) * inv);
-    g[i] = y;
-    bad = bad || !(fabs(static_cast<C>(y)) <= largest);
+  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const ChunkRange range = find_chunk(first_chunk, count, chunk, kUnscaleChunk, [&](int j) { return grads[j].n; });
+    // In a register: the gradient's stores could alias the table for the compiler.
+    T* const g = static_cast<T*>(grads[range.tensor].data);
+    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) {
+      const T y = static_cast<T>(static_cast<C>(g[i]) * inv);
+      g[i] = y;
+      bad = bad || !(fabs(static_cast<C>(y)) <= largest);
+    }
   }
   if (bad) *found = 1.0f;
 }
 
 }  // namespace
 
+// One launch per dtype for all its gradients; the dtype's table of (pointer, size) comes
+// from ctx.tables: written when the set of gradients is new, found afterwards (gradients
+// dropped each step come back on the blocks of earlier steps, in a short cycle that the
+// backend's cache holds: cuda/optim_table.h, kTableCacheCapacity).
 void unscale_and_check(const Context& ctx, const View* grads, size_t count, double inverse, float* found) {
-  for (size_t k = 0; k < count; ++k) {
-    const int64_t n = grads[k].numel();
-    visit_dtype(grads[k].dtype, [&](auto tag) {
+  if (ctx.tables == nullptr) detail::throw_error("cuda: internal error: no device tables in the kernel context");
+  std::vector<DType> dtypes;  // in order of first appearance
+  for (size_t k = 0; k < count; ++k)
+    if (std::find(dtypes.begin(), dtypes.end(), grads[k].dtype) == dtypes.end()) dtypes.push_back(grads[k].dtype);
+  for (const DType dtype : dtypes) {
+    std::vector<TensorSpan> spans;
+    for (size_t k = 0; k < count; ++k)
+      if (grads[k].dtype == dtype) spans.push_back({grads[k].data, grads[k].numel()});
+    if (spans.size() > size_t{INT32_MAX}) detail::throw_error("unscale_and_check: more than 2^31 gradients in one launch");
+    const HostTable table = build_table(spans, kUnscaleChunk);
+    const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
+    visit_dtype(dtype, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (!std::is_integral_v<T>) {
         using C = compute_t<T>;
-        unscale_kernel<T><<<grid_for(ctx, n), kBlock, 0, ctx.stream>>>(
-            static_cast<T*>(grads[k].data), n, static_cast<C>(inverse), std::numeric_limits<C>::max(), found);
+        // A block per chunk, at most the blocks that fill the GPU (grid_for: kBlock items a block).
+        unscale_many_kernel<T><<<grid_for(ctx, table.chunks * kBlock), kBlock, 0, ctx.stream>>>(
+            reinterpret_cast<const TensorSpan*>(device_table + table.pointers_offset),
+            reinterpret_cast<const int64_t*>(device_table), table.count, table.chunks, static_cast<C>(inverse),
+            std::numeric_limits<C>::max(), found);
       }
     });
     VGRAD_CUDA_CHECK_LAUNCH();

@@ -74,8 +74,9 @@ bool unreferenced(const Tensor& t) {
 // The page-locked host memory of the staging buffers (cuda::pinned_alloc: ordinary memory
 // where CUDA is unavailable). Never destroyed: a loader may be, at exit, after it.
 CachingAllocator& pinned_pool() {
-  static auto* pool = new CachingAllocator([](size_t bytes, int) { return cuda::pinned_alloc(bytes); },
-                                           [](void* ptr, int) { cuda::pinned_free(ptr); }, 0);
+  static auto* unlimited = new MemoryLimit();  // host memory outside any device's pools
+  static auto* pool = new CachingAllocator([](size_t bytes, int, bool) { return cuda::pinned_alloc(bytes); },
+                                           [](void* ptr, int) { cuda::pinned_free(ptr); }, 0, *unlimited);
   return *pool;
 }
 

@@ -9,12 +9,12 @@
 namespace vgrad::cpu {
 namespace {
 
-void* raw_alloc(size_t bytes, int) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+void* raw_alloc(size_t bytes, int, bool) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
 void raw_free(void* ptr, int) { std::free(ptr); }
 
 }  // namespace
 
-CpuBackend::CpuBackend() : allocator_(raw_alloc, raw_free, 0) {}
+CpuBackend::CpuBackend() : allocator_(raw_alloc, raw_free, 0, memory_limit()) {}
 
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }

@@ -21,6 +21,7 @@ bool cudnn_enabled() { return false; }
 void set_cudnn_enabled(bool) {}
 int64_t host_wait_count(int) { return 0; }
 int64_t fused_gemm_epilogue_count(int) { return 0; }
+int64_t table_upload_count(int) { return 0; }
 bool tf32_matmul_enabled() { return false; }  // no GPU math to switch
 void set_tf32_matmul_enabled(bool) {}
 bool tf32_conv_enabled() { return false; }
@@ -38,6 +39,7 @@ void Graph::replay() { fail("cuda::Graph: replay() before capture()"); }
 void Graph::reset() {}
 bool Graph::captured() const { return false; }
 int64_t Graph::replay_count() const { return 0; }
+int64_t Graph::kernel_count() const { return 0; }
 MemoryStats graph_pool_stats(int) { return {}; }
 
 }  // namespace vgrad::cuda

@@ -4,10 +4,12 @@
 // unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "amp/grad_scaler.h"
+#include "grad_scaler_loop.h"
 #include "grad_scaler_reference.h"
 #include "optim/optimizer.h"
 #include "support.h"
@@ -103,6 +105,35 @@ TEST(GradScaler, SkipsOnNaNPlusOrMinusInfinityAnywhereButNotOnLargeFiniteValues)
         scaler.update();
         EXPECT_EQ(scaler.get_scale(), overflow ? 0.5 : 1.0) << dtype_name(dtype) << " " << poison;
       }
+}
+
+// A GradScaler training step under autocast whose gradients zero_grad() drops (set_to_none):
+// the next backwards get them back on the blocks of earlier steps, in a cycle of a few steps
+// (the small ones share the allocator's 512-byte bucket with each step's scalars; on the CPU
+// the cycle is 6 steps), so the gradient sets unscale_and_check sees repeat. On a GPU their
+// device tables (and the optimizer's) are then found in the backend's cache: none is written
+// after the first cycle (cuda::table_upload_count).
+TEST(GradScaler, GradientsDroppedEachStepComeBackOnTheBlocksOfEarlierSteps) {
+  for (const Device device : vgrad_test::cpu_and_gpu()) {
+    auto uploads = [&] { return device.is_cuda() ? cuda::table_upload_count(device.index) : 0; };
+    const int64_t before = uploads();
+    int64_t after_warm_up = 0;
+    std::vector<std::vector<const void*>> blocks;
+    vgrad_test::grad_scaler_loop(device, 24, [&](int step, const std::vector<Tensor>& params) {
+      blocks.emplace_back();
+      for (const Tensor& p : params) blocks.back().push_back(p.grad().view().data);
+      if (step == 16) after_warm_up = uploads();
+    });
+    // Cycles of up to 14 steps pass (the backend's cache holds 16 steps' tables).
+    for (size_t step = 16; step < blocks.size(); ++step) {
+      EXPECT_NE(std::find(blocks.begin() + 2, blocks.begin() + 16, blocks[step]), blocks.begin() + 16)
+          << device.str() << " step " << step << ": gradients on blocks not seen in steps 2-15";
+    }
+    EXPECT_EQ(uploads(), after_warm_up) << device.str() << ": a table was written in steps 16-23";
+    if (device.is_cuda()) {
+      EXPECT_GT(after_warm_up, before) << "the first steps write their tables";
+    }
+  }
 }
 
 }  // namespace

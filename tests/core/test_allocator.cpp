@@ -21,7 +21,9 @@ struct Raw {
   static inline int frees = 0;
   static inline int refusals = 0;  // how many of the next requests fail
   static inline std::set<size_t> sizes;  // every size that reached the system
-  static void* alloc(size_t bytes, int) {
+  static inline std::vector<bool> last_tries;  // each request's last_try
+  static void* alloc(size_t bytes, int, bool last_try) {
+    last_tries.push_back(last_try);
     if (refusals > 0) {
       --refusals;
       return nullptr;
@@ -42,8 +44,10 @@ class Allocator : public ::testing::Test {
     Raw::allocations = Raw::frees = 0;
     Raw::refusals = 0;
     Raw::sizes.clear();
+    Raw::last_tries.clear();
   }
-  CachingAllocator allocator{Raw::alloc, Raw::free, 0};
+  vgrad::MemoryLimit limit;  // the device's, shared by its pools
+  CachingAllocator allocator{Raw::alloc, Raw::free, 0, limit};
 };
 
 TEST(AllocatorRoundSize, BucketsSmallToHalfKilobyteLargeToAnEighthOfTheirPowerOfTwo) {
@@ -135,6 +139,7 @@ TEST_F(Allocator, OutOfMemoryGivesBackTheCacheAndRetries) {
   Raw::refusals = 1;  // the system refuses the next request once
   void* block = allocator.allocate(20000);
   EXPECT_NE(block, nullptr);
+  EXPECT_EQ(Raw::last_tries.back(), true) << "the retry is the raw allocator's last try";
   EXPECT_EQ(Raw::frees, 1) << "the cached block went back before the retry";
   EXPECT_EQ(allocator.stats().bytes_cached, 0u);
   EXPECT_EQ(allocator.stats().system_allocations, 2u);
@@ -153,7 +158,7 @@ TEST_F(Allocator, OutOfMemoryWithNothingCachedNamesTheSizeAndLeavesNoTrace) {
 
 TEST_F(Allocator, DestructionReturnsTheCache) {
   {
-    CachingAllocator scoped(Raw::alloc, Raw::free, 0);
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0, limit);
     scoped.deallocate(scoped.allocate(100), 100);
     scoped.deallocate(scoped.allocate(10000), 10000);
     EXPECT_EQ(Raw::frees, 0);
@@ -197,7 +202,7 @@ class FencedAllocator : public Allocator {
     Fences::released.clear();
     Fences::refuse_record = false;
   }
-  CachingAllocator pool{Raw::alloc, Raw::free, 0, &Fences::hooks};
+  CachingAllocator pool{Raw::alloc, Raw::free, 0, limit, &Fences::hooks};
 };
 
 TEST_F(FencedAllocator, APendingBlockIsNotReusedBeforeItsFenceAndIsAfter) {
@@ -307,6 +312,117 @@ TEST_F(FencedAllocator, OutOfMemoryWaitsForPendingBlocksAndRetries) {
   pool.deallocate(block, 20000);
 }
 
+// A GPU's two pools (here `allocator` for the compute pool, `pool` for the upload pool)
+// are siblings: one that runs out gives back the other's cache before its retry.
+TEST_F(FencedAllocator, OutOfMemoryGivesBackTheSiblingPoolsCacheToo) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  pool.deallocate(pool.allocate(8000), 8000);  // 8192 bytes pending in the upload pool, behind fence 1
+  Raw::refusals = 1;
+  void* computed = allocator.allocate(20000);  // the compute pool has nothing cached of its own
+  EXPECT_NE(computed, nullptr);
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1})) << "the sibling's pending block was waited for";
+  EXPECT_EQ(Raw::frees, 1) << "and went back to the system before the retry";
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  EXPECT_EQ(pool.stats().bytes_pending, 0u);
+  // The other way round: the compute pool's cache goes back when the upload pool runs out.
+  allocator.deallocate(computed, 20000);
+  Raw::refusals = 1;
+  void* uploaded = pool.allocate(3000);
+  EXPECT_NE(uploaded, nullptr);
+  EXPECT_EQ(Raw::frees, 2);
+  EXPECT_EQ(allocator.stats().bytes_cached, 0u);
+  EXPECT_EQ(pool.stats().system_allocations, 2u);
+  pool.deallocate(uploaded, 3000);
+}
+
+TEST_F(FencedAllocator, OutOfMemoryWithNoCacheAnywhereRetriesOnceAndLeavesSiblingsAlone) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  void* in_use = pool.allocate(1000);  // in use, not cached: nothing to give back
+  Raw::last_tries.clear();
+  Raw::refusals = 2;
+  EXPECT_ERROR(allocator.allocate(5000), "allocator: out of memory allocating 5120 bytes (0 bytes in use)");
+  EXPECT_EQ(Raw::last_tries, (std::vector<bool>{false, true})) << "one try, then one last try";
+  EXPECT_EQ(Raw::frees, 0);
+  EXPECT_EQ(pool.stats().bytes_in_use, 1024u) << "a sibling's live blocks are untouched";
+  pool.deallocate(in_use, 1000);
+}
+
+// A CUDA graph's private pool: its free blocks are the graph's, never given back.
+TEST_F(FencedAllocator, APoolThatKeepsItsCacheOnlyRetries) {
+  allocator.keep_cache_on_out_of_memory();
+  allocator.set_siblings({&pool});  // the siblings' caches still go back
+  allocator.deallocate(allocator.allocate(8000), 8000);
+  pool.deallocate(pool.allocate(3000), 3000);
+  Raw::refusals = 1;
+  void* block = allocator.allocate(20000);
+  EXPECT_NE(block, nullptr);
+  EXPECT_EQ(allocator.stats().bytes_cached, 8192u) << "its own cache stays";
+  EXPECT_EQ(pool.stats().bytes_cached, 0u);
+  EXPECT_EQ(Raw::frees, 1);
+  allocator.deallocate(block, 20000);
+}
+
+// The device's limit counts what both pools hold from the system; cached blocks count
+// until they go back. Beyond it is out of memory, handled as the system's refusal.
+TEST_F(FencedAllocator, TheMemoryLimitCapsWhatThePoolsHoldTogether) {
+  allocator.set_siblings({&pool});
+  pool.set_siblings({&allocator});
+  limit.set(16384);
+  void* a = allocator.allocate(8000);  // 8192 held
+  pool.deallocate(pool.allocate(4000), 4000);  // 4096 more, cached in the upload pool
+  EXPECT_EQ(limit.held(), 8192u + 4096u);
+  void* b = allocator.allocate(7000);  // 7168: only fits once the upload pool's cache went back
+  EXPECT_EQ(Raw::frees, 1);
+  EXPECT_EQ(limit.held(), 8192u + 7168u);
+  EXPECT_EQ(Raw::last_tries.back(), true);
+  const int allocations = Raw::allocations;
+  EXPECT_ERROR(pool.allocate(2000),
+               "allocator: out of memory allocating 2048 bytes: the device's memory limit is 16384 bytes and 15360 are "
+               "held from the system (0 in use in this pool; set_memory_limit changes the limit)");
+  EXPECT_EQ(Raw::allocations, allocations) << "the limit refused it before the system was asked";
+  EXPECT_EQ(limit.held(), 8192u + 7168u) << "a refusal holds nothing";
+  limit.set(0);  // no limit
+  void* c = pool.allocate(2000);
+  EXPECT_EQ(limit.held(), 8192u + 7168u + 2048u);
+  allocator.deallocate(a, 8000);
+  allocator.deallocate(b, 7000);
+  pool.deallocate(c, 2000);
+  allocator.release_cached();
+  pool.release_cached();
+  EXPECT_EQ(limit.held(), 0u);
+}
+
+TEST(MemoryLimit, HoldsUpToTheLimitAndNotBeyond) {
+  vgrad::MemoryLimit limit;
+  EXPECT_TRUE(limit.try_hold(uint64_t{1} << 62)) << "no limit by default";
+  limit.release(uint64_t{1} << 62);
+  limit.set(100);
+  EXPECT_TRUE(limit.try_hold(60));
+  EXPECT_FALSE(limit.try_hold(41));
+  EXPECT_TRUE(limit.try_hold(40));
+  EXPECT_EQ(limit.held(), 100u);
+  limit.set(50);  // below what is held: nothing more fits
+  EXPECT_FALSE(limit.try_hold(1));
+  limit.release(100);
+  EXPECT_TRUE(limit.try_hold(50));
+  EXPECT_FALSE(limit.try_hold(UINT64_MAX)) << "no overflow";
+}
+
+// The CPU device's limit through the public functions, under tensors.
+TEST(MemoryLimit, TheCpuDevicesLimitRefusesATensorBeyondIt) {
+  vgrad::empty_cache(vgrad::kCPU);
+  const uint64_t held = vgrad::memory_reserved(vgrad::kCPU);
+  vgrad::set_memory_limit(vgrad::kCPU, held + (uint64_t{1} << 20));
+  EXPECT_EQ(vgrad::memory_limit(vgrad::kCPU), held + (uint64_t{1} << 20));
+  EXPECT_ERROR(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU), "the device's memory limit is");
+  const vgrad::Tensor fits = vgrad::Tensor::empty({1 << 16}, vgrad::DType::Float32, vgrad::kCPU);
+  EXPECT_EQ(fits.numel(), 1 << 16);
+  vgrad::set_memory_limit(vgrad::kCPU, 0);
+  EXPECT_EQ(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU).numel(), 1 << 20);
+}
+
 TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {
   Fences::refuse_record = true;  // e.g. CUDA could not record one and waited for the stream instead
   void* block = pool.allocate(1000);
@@ -319,7 +435,7 @@ TEST_F(FencedAllocator, NoFenceToRecordMeansTheBlockIsFreeAtOnce) {
 
 TEST_F(FencedAllocator, DestructionWaitsForPendingBlocksAndReturnsThem) {
   {
-    CachingAllocator scoped(Raw::alloc, Raw::free, 0, &Fences::hooks);
+    CachingAllocator scoped(Raw::alloc, Raw::free, 0, limit, &Fences::hooks);
     scoped.deallocate(scoped.allocate(100), 100);
     scoped.deallocate(scoped.allocate(10000), 10000);
     EXPECT_EQ(Raw::frees, 0);

@@ -955,6 +955,37 @@ TEST(CudaAllocator, OutOfMemoryIsAnErrorNamingTheSize) {
   gpu().allocator().deallocate(p, 1024);
 }
 
+// Under a memory limit that fits one 48 MiB block more, a block freed into the upload pool
+// (cached there, pending behind a compute-stream fence) goes back to the system when the
+// compute pool runs out, so the compute pool gets its memory; then the other way round.
+// The limit stands in for a full GPU, which the other tests running beside this one need.
+TEST(CudaAllocator, OutOfMemoryInOnePoolGivesBackTheOtherPoolsCache) {
+  REQUIRE_GPU();
+  CachingAllocator& compute = gpu().allocator();
+  CachingAllocator& upload = gpu().upload_allocator();
+  ASSERT_NE(&compute, &upload);
+  const Device device = gpu().device();
+  gpu().synchronize();
+  empty_cache(device);
+  constexpr size_t kBlock = size_t{48} << 20;  // its own bucket
+  const uint64_t held = gpu().memory_limit().held();
+  set_memory_limit(device, held + kBlock + kBlock / 2);
+  void* block = upload.allocate(kBlock);
+  upload.deallocate(block, kBlock);
+  EXPECT_EQ(upload.stats().bytes_cached, kBlock);
+  void* computed = nullptr;
+  EXPECT_NO_THROW(computed = compute.allocate(kBlock)) << "the upload pool's cache went back";
+  EXPECT_EQ(upload.stats().bytes_cached, 0u);
+  compute.deallocate(computed, kBlock);
+  EXPECT_NO_THROW(block = upload.allocate(kBlock)) << "the compute pool's cache went back";
+  EXPECT_EQ(compute.stats().bytes_cached, 0u);
+  EXPECT_ERROR((void)compute.allocate(kBlock), "the device's memory limit is");
+  upload.deallocate(block, kBlock);
+  set_memory_limit(device, 0);
+  empty_cache(device);
+  EXPECT_EQ(gpu().memory_limit().held(), held);
+}
+
 // The upload pool (the copy stream's destinations): a block freed while the compute stream
 // still has work queued on it stays pending, is not handed out again, and is once that work
 // is done; no new cudaMalloc then.
