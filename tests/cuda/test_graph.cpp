@@ -501,6 +501,27 @@ TEST(CudaGraph, CapturableRefusesWhatAReplayWouldRepeatOrLose) {
   }
 }
 
+// What capturable costs in launches per replayed step (Graph::kernel_count): SGD none (its lr
+// is read by the update kernel), Adam one (the add that advances its step counts).
+TEST(CudaGraph, CapturableAdamCostsOneLaunchMoreAndCapturableSgdNone) {
+  REQUIRE_GPU();
+  const auto kernels_of = [](const MakeOptimizer& make) {
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining t(init, make);
+    t.load(0, data.x, data.y);
+    t.step();
+    cuda::Graph graph;
+    graph.capture([&] { t.step(); });
+    return graph.kernel_count();
+  };
+  const int64_t sgd = kernels_of(kCapturableKinds[2].make_reference);
+  EXPECT_GT(sgd, 3) << "forward, backward and the step";
+  EXPECT_EQ(kernels_of(kCapturableKinds[2].make), sgd) << "capturable SGD";
+  EXPECT_EQ(kernels_of(kCapturableKinds[0].make), sgd + 1) << "capturable Adam: the update and one count add";
+  EXPECT_EQ(kernels_of(kCapturableKinds[1].make), sgd + 1) << "capturable AdamW";
+}
+
 TEST(CudaGraph, CapturableNeedsAllParametersOnOneDevice) {
   REQUIRE_GPU();
   const Tensor on_cpu = zeros({3}).requires_grad_(), on_gpu = zeros({3}, {.device = gpu()}).requires_grad_();
