@@ -666,7 +666,9 @@ void check_adam_update(const char* name, const View& param, const View& grad, co
   check_same_size(name, "gradient", grad, param);
   check_same_size(name, "exp_avg", exp_avg, param);
   check_same_size(name, "exp_avg_sq", exp_avg_sq, param);
-  if (p.step < 1) fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
+  // A capturable step's count is in device memory (AdamParams::step_source): not read here.
+  if (p.step_source == nullptr && p.step < 1)
+    fail("{}: step {} must be >= 1 (bias correction is 1-based)", name, p.step);
 }
 
 // One launch updates every parameter at once, so no two may overlap (a parameter listed

@@ -20,9 +20,11 @@
 // What a replay cannot change is refused during capture with an error naming it, never
 // replayed stale: a host wait or read (item(), to(kCPU), a copy from host memory,
 // synchronize(), clip_grad_norm), random numbers (dropout: the same mask each replay),
-// Adam's step (its bias corrections are host values), GradScaler, and SGD's first step
-// (momentum buffers start there). After SGD's step is captured, changing its lr or
-// loading its state is refused. Tensors made during capture (outputs, gradients) live in
+// Adam's step without capturable (its bias corrections are host values), GradScaler, and a
+// parameter's first step (SGD's momentum buffer, Adam's moments start there). After a step
+// of an optimizer without capturable is captured, changing its lr or loading its state is
+// refused; with capturable = true (optim/optimizer.h) its lr and Adam's step counts live on
+// the device, so set_lr and schedulers work between replays. Tensors made during capture (outputs, gradients) live in
 // the graph's private memory pool, which the graph keeps until it and they are gone.
 #pragma once
 #include <cstdint>

@@ -132,17 +132,37 @@ struct RandomState {
   uint64_t offset = 0;  // advanced by the number of values drawn
 };
 
+// Capturable steps (PyTorch's capturable=True, optim/optimizer.h) read their varying scalars
+// from memory on the parameter's device when the step runs, not from these host fields: a
+// CUDA graph replays the read, so a value written there between replays is the one used.
+// Null: the host field is used.
 struct SgdParams {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
-  bool first_step = true;  // momentum buffer starts as the gradient (PyTorch's rule)
+  bool first_step = true;             // momentum buffer starts as the gradient (PyTorch's rule)
+  const double* lr_source = nullptr;  // capturable: the lr, replacing `lr`
 };
 
 struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool decoupled = false;  // AdamW
   int64_t step = 1;        // 1-based, for bias correction
+  const double* lr_source = nullptr;     // capturable: the lr, replacing `lr`
+  const int64_t* step_source = nullptr;  // capturable: the steps taken before this one (this
+                                         // step is *step_source + 1), replacing `step`
 };
+
+// The scalars a capturable step reads (above), as host values: called where the step runs
+// (the CPU loop, or each CUDA thread once per parameter chunk), so both read at step time.
+VGRAD_HOST_DEVICE inline SgdParams read_sources(SgdParams p) {
+  if (p.lr_source != nullptr) p.lr = *p.lr_source;
+  return p;
+}
+VGRAD_HOST_DEVICE inline AdamParams read_sources(AdamParams p) {
+  if (p.lr_source != nullptr) p.lr = *p.lr_source;
+  if (p.step_source != nullptr) p.step = *p.step_source + 1;
+  return p;
+}
 
 // One parameter's share of a many-parameter step (Backend::sgd_update_many and
 // adam_update_many): its tensors and its own scalars (first_step and step differ per

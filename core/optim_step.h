@@ -5,6 +5,8 @@
 //   AdamW: p *= 1 - lr * wd;   Adam: g += wd * p
 //   m = lerp(m, g, 1 - beta1);  v = v * beta2 + (1 - beta2) * g * g
 //   p += -step_size * (m / (sqrt(v) / sqrt(1 - beta2^t) + eps)),  step_size = lr / (1 - beta1^t)
+// A capturable step (AdamParams::step_source) computes the same doubles where it runs: on a
+// GPU, each thread once per parameter chunk with the device's pow (see docs/gpu.md).
 #pragma once
 #include <cmath>
 
@@ -17,7 +19,8 @@ template <class T> struct AdamStep {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor, neg_step_size, bias_correction2_sqrt;
   bool decoupled;
 
-  static AdamStep from(const AdamParams& p) {
+  // `p` with its sources read (read_sources, core/kernel_types.h).
+  VGRAD_HOST_DEVICE static AdamStep from(const AdamParams& p) {
     const double steps = static_cast<double>(p.step);
     return {T(1.0 - p.beta1),
             T(p.beta2),
@@ -25,8 +28,8 @@ template <class T> struct AdamStep {
             T(p.eps),
             T(p.weight_decay),
             T(1.0 - p.lr * p.weight_decay),
-            T(-(p.lr / (1.0 - std::pow(p.beta1, steps)))),
-            T(std::sqrt(1.0 - std::pow(p.beta2, steps))),
+            T(-(p.lr / (1.0 - scalar::pow_(p.beta1, steps)))),
+            T(scalar::sqrt_(1.0 - scalar::pow_(p.beta2, steps))),
             p.decoupled};
   }
 

@@ -5,7 +5,9 @@
 // they give the same bits. Adam's rule is core/optim_step.h, shared with the CPU. Scalars
 // are rounded to the tensor dtype once, on the host, as PyTorch does, and travel as kernel
 // arguments; the many form's table of pointers stays on the device between steps
-// (cuda/optim_table.h). Side by side with core/cpu/optim.cpp.
+// (cuda/optim_table.h). A capturable step (SgdParams/AdamParams::lr_source, step_source)
+// reads its lr and step counts from device memory instead: each thread once per parameter
+// chunk, before its elements (`Rule::for_tensor`). Side by side with core/cpu/optim.cpp.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -21,17 +23,25 @@ TensorPointers pointers_of(const SgdUpdate& u) {
   return {u.param.data, u.grad.data, u.momentum_buffer.data, nullptr, u.param.numel()};
 }
 TensorPointers pointers_of(const AdamUpdate& u) {
-  return {u.param.data, u.grad.data, u.exp_avg.data, u.exp_avg_sq.data, u.param.numel()};
+  return {u.param.data, u.grad.data, u.exp_avg.data, u.exp_avg_sq.data, u.param.numel(), u.params.step_source};
+}
+
+// The lr of a step: the same source, or (without one) the same value.
+template <class Params> bool same_lr(const Params& a, const Params& b) {
+  return a.lr_source == b.lr_source && (a.lr_source != nullptr || a.lr == b.lr);
 }
 
 // Parameters whose steps share every scalar share a launch (in steady state: all of a dtype).
+// A capturable Adam's step counts are per parameter, read through the table: they need not agree.
 bool same_scalars(const SgdParams& a, const SgdParams& b) {
-  return a.lr == b.lr && a.momentum == b.momentum && a.dampening == b.dampening && a.weight_decay == b.weight_decay &&
+  return same_lr(a, b) && a.momentum == b.momentum && a.dampening == b.dampening && a.weight_decay == b.weight_decay &&
          a.nesterov == b.nesterov && a.first_step == b.first_step;
 }
 bool same_scalars(const AdamParams& a, const AdamParams& b) {
-  return a.lr == b.lr && a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps &&
-         a.weight_decay == b.weight_decay && a.decoupled == b.decoupled && a.step == b.step;
+  const bool counted = a.step_source != nullptr;
+  return same_lr(a, b) && a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps &&
+         a.weight_decay == b.weight_decay && a.decoupled == b.decoupled && counted == (b.step_source != nullptr) &&
+         (counted || a.step == b.step);
 }
 
 // One parameter's SGD step, element by element:
@@ -42,6 +52,7 @@ bool same_scalars(const AdamParams& a, const AdamParams& b) {
 template <class T> struct SgdRule {
   T lr, momentum, one_minus_dampening, weight_decay;
   bool use_momentum, nesterov, first_step;
+  const double* lr_source;  // capturable: lr is read here at the step
 
   static SgdRule from(const SgdParams& c) {
     return {static_cast<T>(c.lr),
@@ -50,7 +61,16 @@ template <class T> struct SgdRule {
             static_cast<T>(c.weight_decay),
             c.momentum != 0.0,
             c.nesterov,
-            c.first_step};
+            c.first_step,
+            c.lr_source};
+  }
+
+  // The rule for one parameter's elements, once per thread per chunk: the lr read and
+  // rounded as the host rounds it (static_cast, round to nearest).
+  __device__ __forceinline__ SgdRule for_tensor(const TensorPointers&) const {
+    SgdRule rule = *this;
+    if (lr_source != nullptr) rule.lr = static_cast<T>(*lr_source);
+    return rule;
   }
 
   __device__ __forceinline__ void update(const TensorPointers& t, int64_t i) const {
@@ -70,8 +90,22 @@ template <class T> struct SgdRule {
 
 template <class T> struct AdamRule {
   AdamStep<T> step;
+  AdamParams params;  // capturable (a source set): read at the step into `step`
 
-  static AdamRule from(const AdamParams& c) { return {AdamStep<T>::from(c)}; }
+  static AdamRule from(const AdamParams& c) {
+    const bool capturable = c.lr_source != nullptr || c.step_source != nullptr;
+    return {capturable ? AdamStep<T>{} : AdamStep<T>::from(c), c};
+  }
+
+  // The rule for one parameter's elements, once per thread per chunk: a capturable step reads
+  // its lr and this parameter's step count and computes the bias corrections in double, as
+  // the host does (with the device's pow: docs/gpu.md, "Capturable optimizers").
+  __device__ __forceinline__ AdamRule for_tensor(const TensorPointers& t) const {
+    if (params.lr_source == nullptr && params.step_source == nullptr) return *this;
+    AdamParams c = params;
+    c.step_source = t.step;
+    return {AdamStep<T>::from(read_sources(c)), params};
+  }
 
   __device__ __forceinline__ void update(const TensorPointers& t, int64_t i) const {
     step(static_cast<T*>(t.param)[i], static_cast<const T*>(t.grad)[i], static_cast<T*>(t.state1)[i],
@@ -85,7 +119,8 @@ template <class T> AdamRule<T> rule_for(const AdamParams& c) { return AdamRule<T
 // One parameter: a grid-stride loop over its elements.
 template <class Rule> __global__ void __launch_bounds__(kBlock) update_kernel(TensorPointers t, Rule rule) {
   const int64_t step = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < t.n; i += step) rule.update(t, i);
+  const Rule own = rule.for_tensor(t);
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < t.n; i += step) own.update(t, i);
 }
 
 // Many parameters: each is cut into chunks of kChunk elements, numbered across all of them
@@ -100,7 +135,8 @@ __global__ void __launch_bounds__(kBlock) update_many_kernel(const TensorPointer
     const ChunkRange range = find_chunk(first_chunk, count, chunk, kChunk, [&](int j) { return tensors[j].n; });
     // A copy in registers: the parameter's stores could alias the table for the compiler.
     const TensorPointers t = tensors[range.tensor];
-    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) rule.update(t, i);
+    const Rule own = rule.for_tensor(t);
+    for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) own.update(t, i);
   }
 }
 

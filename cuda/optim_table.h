@@ -3,8 +3,9 @@
 // pointers (an optimizer: param, grad, state buffers; unscale: the gradient), its size and
 // the chunk numbering (cuda/chunks.h); it changes only when that set does, so it is written
 // to the device once and reused. Per-step scalars (lr, bias corrections, first step, the
-// inverse scale) are kernel arguments, never in a table. Header-only host C++17: the CPU
-// build tests it (tests/cuda/test_optim_table.cpp).
+// inverse scale) are kernel arguments, never in a table; a capturable Adam's per-parameter
+// step count is read through the table's `step` pointer, its value never copied in.
+// Header-only host C++17: the CPU build tests it (tests/cuda/test_optim_table.cpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -22,13 +23,14 @@
 namespace vgrad::cuda {
 
 // One parameter of a step: the same layout for SGD (state: momentum buffer, or null) and
-// Adam (state: exp_avg, exp_avg_sq).
+// Adam (state: exp_avg, exp_avg_sq; step: a capturable Adam's step count, else null).
 struct TensorPointers {
   void* param;
   const void* grad;
   void* state1;
   void* state2;
-  int64_t n;  // elements, > 0
+  int64_t n;                      // elements, > 0
+  const int64_t* step = nullptr;  // AdamParams::step_source: differs per parameter, so not a kernel argument
 };
 
 // One gradient of GradScaler's unscale: its elements, scaled in place.

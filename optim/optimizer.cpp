@@ -47,8 +47,9 @@ void update_many(Backend& backend, const std::vector<AdamUpdate>& updates) { bac
 // device over the parameters with a gradient (`entry(p, g, i)` makes each one's Update; CUDA
 // runs them in one launch per dtype), and then a version bump for the tensors saved from
 // each updated p.
+// Returns the indices of the parameters it updated.
 template <class Update, class MakeEntry>
-void update_all(std::vector<Tensor>& params, const std::string& optimizer, MakeEntry&& entry) {
+std::vector<size_t> update_all(std::vector<Tensor>& params, const std::string& optimizer, MakeEntry&& entry) {
   NoGradGuard no_grad;
   autograd::autocast::clear_cache();
   struct DeviceUpdates {
@@ -71,6 +72,7 @@ void update_all(std::vector<Tensor>& params, const std::string& optimizer, MakeE
   }
   for (const DeviceUpdates& d : devices) update_many(backend_for(d.device), d.updates);
   for (size_t i : updated) params[i].storage()->bump_version();
+  return updated;
 }
 
 Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::string& key, const Tensor& like,
@@ -81,6 +83,38 @@ Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::strin
     fail("{}: checkpoint key '{}' has shape {}, parameter is {}", optimizer, key, shape_str(it->second.shape()),
          shape_str(like.shape()));
   return it->second.to(like.dtype()).to(like.device()).contiguous().clone();
+}
+
+// A checkpoint's state buffer `buffer` ("momentum_buffer", "exp_avg", ...) of each parameter
+// (undefined where it has none), as state_tensor makes it.
+std::vector<Tensor> state_tensors(const std::map<std::string, Tensor>& state, const std::string& buffer,
+                                  const std::vector<Tensor>& params, const std::string& optimizer) {
+  std::vector<Tensor> loaded;
+  for (size_t i = 0; i < params.size(); ++i)
+    loaded.push_back(state_tensor(state, "state." + std::to_string(i) + "." + buffer, params[i], optimizer.c_str()));
+  return loaded;
+}
+
+// Where a parameter kept state that `loaded` drops, after a CUDA graph captured a step: its
+// replays go on updating that memory and cannot start a fresh state (SGD's first step, Adam's
+// zero moments), so the load is an error naming the key.
+void refuse_dropping_captured_state(const std::vector<Tensor>& kept, const std::vector<Tensor>& loaded,
+                                    const std::string& buffer, const std::string& optimizer) {
+  for (size_t i = 0; i < kept.size(); ++i)
+    if (kept[i].defined() && !loaded[i].defined())
+      fail("{}: load_state_dict: the checkpoint has no 'state.{}.{}', but parameter {} has that state and a CUDA "
+           "graph captured step() updates it in place; its replays cannot start it afresh",
+           optimizer, i, buffer, i);
+}
+
+// Capturable optimizers copy loaded state into the buffers they have (a captured step reads
+// that memory), others take the loaded tensors; no state (undefined) stays none.
+void take_state(std::vector<Tensor>& kept, std::vector<Tensor> loaded, bool in_place) {
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (in_place && kept[i].defined() && loaded[i].defined()) kept[i].copy_(loaded[i]);
+    else kept[i] = std::move(loaded[i]);
+  }
 }
 
 void check_lr(double lr, const std::string& optimizer) {
@@ -116,7 +150,8 @@ Options with_hyperparameters(Options options, const std::map<std::string, double
 
 }  // namespace
 
-Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : params_(std::move(params)), lr_(lr) {
+Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind, bool capturable)
+    : params_(std::move(params)), lr_(lr) {
   if (params_.empty())
     fail("{}: no parameters to optimize (the parameter list is empty)", kind);
   check_lr(lr, kind);
@@ -128,16 +163,58 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind) : 
     if (!fresh)
       fail("{}: parameter {} is parameter {} again (each parameter may be listed once)", kind, i, first->second);
   }
+  if (!capturable) return;
+  // One device holds the lr (and Adam's counts) that every kernel of a step reads.
+  const Tensor* first = nullptr;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].defined()) continue;
+    if (first == nullptr) first = &params_[i];
+    else if (params_[i].device() != first->device())
+      fail("{}: capturable needs all parameters on one device: parameter {} is on {}, parameter {} on {}", kind,
+           size_t(first - params_.data()), first->device().str(), i, params_[i].device().str());
+  }
+  if (first != nullptr) lr_on_device_ = full({}, lr, {.dtype = DType::Float64, .device = first->device()});
+}
+
+bool Optimizer::capturing() const { return vgrad::optim::capturing(params_); }
+
+const double* Optimizer::lr_source() const {
+  return capturable() ? static_cast<const double*>(lr_on_device_.view().data) : nullptr;
+}
+
+void Optimizer::refuse_in_capture(const char* what, const char* why) const {
+  if (capturable() && capturing())
+    fail("{}: {} inside a CUDA graph capture: {}; call it between replays", name(), what, why);
+}
+
+void Optimizer::refuse_fixed_after_capture(const std::map<std::string, double>& values) const {
+  if (!captured_) return;
+  const std::map<std::string, double> now = hyperparameters();
+  for (const auto& [key, value] : values) {
+    auto it = now.find(key);
+    if (key != "lr" && it != now.end() && it->second != value)
+      fail("{}: load_hyperparameters changes {} from {} to {} after a CUDA graph captured step(): its replays keep "
+           "{}; only lr may change",
+           name(), key, it->second, value, it->second);
+  }
 }
 
 void Optimizer::refuse_after_capture(const char* what) const {
   if (captured_)
-    fail("{}: {} after a CUDA graph captured step(): its replays keep lr {} and the state they captured; make a "
-         "new optimizer and capture again",
+    fail("{}: {} after a CUDA graph captured step(): its replays keep lr {} and the state they captured; make the "
+         "optimizer with capturable = true (its lr and state on the device), or a new optimizer and capture again",
          name(), what, lr_);
 }
 
 void Optimizer::set_lr(double lr) {
+  if (capturable()) {
+    refuse_in_capture("set_lr");
+    check_lr(lr, name());
+    NoGradGuard no_grad;
+    lr_on_device_.fill_(lr);  // stream-ordered: the steps queued before it keep the old lr
+    lr_ = lr;
+    return;
+  }
   refuse_after_capture("set_lr");
   check_lr(lr, name());
   lr_ = lr;
@@ -155,7 +232,8 @@ void Optimizer::zero_grad(bool set_to_none) {
 }
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
-    : Optimizer(std::move(params), options.lr, "SGD"), options_(options), momentum_buffers_(params_.size()) {
+    : Optimizer(std::move(params), options.lr, "SGD", options.capturable), options_(options),
+      momentum_buffers_(params_.size()) {
   check_options(options);
   for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, "SGD");
 }
@@ -169,7 +247,12 @@ std::map<std::string, double> SGD::hyperparameters() const {
 }
 
 void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
-  refuse_after_capture("load_hyperparameters");
+  if (capturable()) {
+    refuse_in_capture("load_hyperparameters");
+    refuse_fixed_after_capture(values);
+  } else {
+    refuse_after_capture("load_hyperparameters");
+  }
   std::map<std::string, double> numbers = values;
   bool nesterov = options_.nesterov;
   if (auto it = numbers.find("nesterov"); it != numbers.end()) {
@@ -187,14 +270,14 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
   options.nesterov = nesterov;
   check_options(options);
   options_ = options;
-  lr_ = options.lr;
+  set_lr(options.lr);
 }
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
-  const bool in_capture = capturing(params_);
+  const bool in_capture = capturing();
   if (in_capture) {
-    // lr and the momentum are the same at every replay; the first step is not.
+    // The momentum (and without capturable, lr) is the same at every replay; the first step is not.
     for (size_t i = 0; i < params_.size(); ++i)
       if (options_.momentum != 0 && params_[i].grad().defined() && !momentum_buffers_[i].defined())
         fail("SGD: step() inside a CUDA graph capture is the first step of parameter {}: its momentum buffer starts "
@@ -202,7 +285,8 @@ void SGD::step() {
              i);
   }
   update_all<SgdUpdate>(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
-    SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false};
+    SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false,
+                   lr_source()};
     if (options_.momentum != 0 && !momentum_buffers_[i].defined()) {
       momentum_buffers_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
       args.first_step = true;
@@ -221,16 +305,23 @@ std::map<std::string, Tensor> SGD::state_dict() const {
 }
 
 void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
-  refuse_after_capture("load_state_dict");
-  for (size_t i = 0; i < params_.size(); ++i)
-    momentum_buffers_[i] = state_tensor(state, "state." + std::to_string(i) + ".momentum_buffer", params_[i], "SGD");
+  if (capturable()) refuse_in_capture("load_state_dict");
+  else refuse_after_capture("load_state_dict");
+  std::vector<Tensor> loaded = state_tensors(state, "momentum_buffer", params_, "SGD");
+  if (captured_) refuse_dropping_captured_state(momentum_buffers_, loaded, "momentum_buffer", "SGD");
+  take_state(momentum_buffers_, std::move(loaded), capturable());
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
-    : Optimizer(std::move(params), options.lr, decoupled ? "AdamW" : "Adam"), options_(options), decoupled_(decoupled),
-      steps_(params_.size(), 0), exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
+    : Optimizer(std::move(params), options.lr, decoupled ? "AdamW" : "Adam", options.capturable), options_(options),
+      decoupled_(decoupled), steps_(params_.size(), 0), exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
   check_options(options, name());
   for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, name().c_str());
+  if (capturable()) {
+    const Device device = lr_on_device_.device();
+    step_counts_ = zeros({int64_t(params_.size())}, {.dtype = DType::Int64, .device = device});
+    one_step_ = ones({}, {.dtype = DType::Int64, .device = device});
+  }
 }
 
 std::map<std::string, double> Adam::hyperparameters() const {
@@ -242,6 +333,10 @@ std::map<std::string, double> Adam::hyperparameters() const {
 }
 
 void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
+  if (capturable()) {
+    refuse_in_capture("load_hyperparameters");
+    refuse_fixed_after_capture(values);
+  }
   AdamOptions current = options_;
   current.lr = lr_;  // options_.lr is the initial lr; a scheduler may have changed lr_
   const AdamOptions options = with_hyperparameters(current, values,
@@ -253,15 +348,40 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
                                                    name());
   check_options(options, name());
   options_ = options;
-  lr_ = options.lr;
+  set_lr(options.lr);
 }
 
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
-  if (capturing(params_))
+  const bool in_capture = capturing();
+  if (in_capture && !capturable())
     fail("{}: step() inside a CUDA graph capture: its step count and bias corrections are host values every replay "
-         "would repeat unchanged (capturable {} is not implemented); capture the forward and backward only",
-         name(), name());
+         "would repeat unchanged; make it with capturable = true (AdamOptions), or capture the forward and backward "
+         "only",
+         name());
+  if (in_capture)
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (params_[i].grad().defined() && !exp_avg_[i].defined())
+        fail("{}: step() inside a CUDA graph capture is the first step of parameter {}: its moments start there at "
+             "zero, and every replay would start them again; run a step before capturing",
+             name(), i);
+  if (capturable()) {
+    // The kernels read the lr and each count from the device (the count before this step:
+    // AdamParams::step_source), then the updated parameters' counts advance there.
+    const auto* counts = static_cast<const int64_t*>(step_counts_.view().data);
+    const auto entry = [&](Tensor& p, const Tensor& g, size_t i) {
+      if (!exp_avg_[i].defined()) {
+        exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
+        exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
+      }
+      const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, 0,
+                            lr_source(), counts + i};
+      return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
+    };
+    advance_step_counts(update_all<AdamUpdate>(params_, name(), entry));
+    if (in_capture) captured_ = true;
+    return;
+  }
   std::vector<int64_t> steps = steps_;  // committed once the updates have run
   update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
     if (!exp_avg_[i].defined()) {
@@ -275,11 +395,25 @@ void Adam::step() {
   steps_ = std::move(steps);
 }
 
+// One add per run of consecutive updated parameters: one launch when all have a gradient.
+void Adam::advance_step_counts(const std::vector<size_t>& updated) {
+  NoGradGuard no_grad;
+  for (size_t begin = 0; begin < updated.size();) {
+    size_t end = begin + 1;
+    while (end < updated.size() && updated[end] == updated[end - 1] + 1) ++end;
+    step_counts_.narrow(0, int64_t(updated[begin]), int64_t(end - begin)).add_(one_step_);
+    begin = end;
+  }
+}
+
 std::map<std::string, Tensor> Adam::state_dict() const {
   std::map<std::string, Tensor> state;
+  if (capturable()) refuse_in_capture("state_dict", "it reads the step counts back to the host");
+  // Capturable: the counts the device holds (one host read).
+  const std::vector<int64_t> steps = capturable() ? step_counts_.to_vector<int64_t>() : steps_;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!exp_avg_[i].defined()) continue;
-    state["state." + std::to_string(i) + ".step"] = scalar_tensor(double(steps_[i]), {.dtype = DType::Int64});
+    state["state." + std::to_string(i) + ".step"] = scalar_tensor(double(steps[i]), {.dtype = DType::Int64});
     state["state." + std::to_string(i) + ".exp_avg"] = exp_avg_[i];
     state["state." + std::to_string(i) + ".exp_avg_sq"] = exp_avg_sq_[i];
   }
@@ -287,14 +421,28 @@ std::map<std::string, Tensor> Adam::state_dict() const {
 }
 
 void Adam::load_state_dict(const std::map<std::string, Tensor>& state) {
+  if (capturable()) refuse_in_capture("load_state_dict");
   // Older checkpoints hold one global "step" for all parameters.
   auto global = state.find("step");
+  std::vector<int64_t> steps(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     auto it = state.find("state." + std::to_string(i) + ".step");
     if (it == state.end()) it = global;
-    steps_[i] = it == state.end() ? 0 : it->second.item<int64_t>();
-    exp_avg_[i] = state_tensor(state, "state." + std::to_string(i) + ".exp_avg", params_[i], name().c_str());
-    exp_avg_sq_[i] = state_tensor(state, "state." + std::to_string(i) + ".exp_avg_sq", params_[i], name().c_str());
+    steps[i] = it == state.end() ? 0 : it->second.item<int64_t>();
+  }
+  std::vector<Tensor> exp_avg = state_tensors(state, "exp_avg", params_, name());
+  std::vector<Tensor> exp_avg_sq = state_tensors(state, "exp_avg_sq", params_, name());
+  if (captured_) {
+    refuse_dropping_captured_state(exp_avg_, exp_avg, "exp_avg", name());
+    refuse_dropping_captured_state(exp_avg_sq_, exp_avg_sq, "exp_avg_sq", name());
+  }
+  take_state(exp_avg_, std::move(exp_avg), capturable());
+  take_state(exp_avg_sq_, std::move(exp_avg_sq), capturable());
+  if (capturable()) {
+    NoGradGuard no_grad;
+    step_counts_.copy_(tensor(steps));  // in place: a captured step reads these counts
+  } else {
+    steps_ = std::move(steps);
   }
 }
 

@@ -3,6 +3,24 @@
 // one many-parameter update per device (Backend::sgd_update_many / adam_update_many: on a
 // GPU one fused launch per dtype, PyTorch's fused/foreach form; on the CPU one fused loop
 // per parameter), with no host trips. A parameter may be listed only once.
+//
+// capturable = true (PyTorch's name; SGDOptions, AdamOptions) lets a CUDA graph capture the
+// whole training step, step() included, and replay it with an lr a scheduler changes between
+// replays (core/cuda_graph.h, docs/gpu.md "Capturable optimizers"). The scalars that vary
+// between steps then live in memory on the parameters' device (all parameters on one device):
+// the lr (one float64) and Adam's step counts (one int64 per parameter). The kernels read them
+// when they run; Adam's counts advance on the device (one small launch per step, after the
+// update), so no host value changes between replays. Adam's bias corrections are computed
+// from the read count in double where the step runs, as the host path does (PyTorch's
+// capturable Adam computes them in the parameter dtype: a deliberate difference; on a GPU the
+// device's pow may move them by an ulp of a double, see docs/gpu.md). set_lr writes the
+// device lr (a stream-ordered fill, no host wait), also after a capture; it is refused
+// inside one (it would be recorded). The other hyper-parameters are kernel arguments, fixed
+// once a step was captured. load_state_dict copies into the existing state in place;
+// state_dict reads Adam's counts back (a host read). A parameter's first step (Adam's zero
+// moments, SGD's first momentum buffer) cannot be captured: run warm-up steps first, as in
+// PyTorch. Off (the default), steps take the same path and give the same bits as before; on
+// the CPU both give the same bits.
 #pragma once
 #include <map>
 #include <memory>
@@ -16,13 +34,18 @@ namespace vgrad::optim {
 class Optimizer {
  public:
   // `kind` names the optimizer in the constructor's errors (name() is not callable yet).
-  Optimizer(std::vector<Tensor> params, double lr, const char* kind);
+  // capturable: the lr lives on the parameters' device (see the top of this file).
+  Optimizer(std::vector<Tensor> params, double lr, const char* kind, bool capturable = false);
   virtual ~Optimizer() = default;
   virtual void step() = 0;
   // Drops every gradient (set_to_none, the default) or zeros it in place; see Tensor::zero_grad.
   void zero_grad(bool set_to_none = true);
   double lr() const { return lr_; }
-  void set_lr(double lr);  // a negative, NaN or infinite lr is an error naming the optimizer
+  // A negative, NaN or infinite lr is an error naming the optimizer. Capturable: a device
+  // fill, allowed after a CUDA graph captured step() (the next replay uses it), refused inside
+  // a capture.
+  void set_lr(double lr);
+  bool capturable() const { return lr_on_device_.defined(); }
   const std::vector<Tensor>& params() const { return params_; }
   // State for checkpoints: "state.<i>.<buffer>" tensors (Adam: also "state.<i>.step").
   virtual std::map<std::string, Tensor> state_dict() const = 0;
@@ -37,10 +60,20 @@ class Optimizer {
   // Throws "<name>: <what> after a CUDA graph captured step() ..." once a step was captured
   // (core/cuda_graph.h): a replay would silently keep the old value.
   void refuse_after_capture(const char* what) const;
+  // Capturable: throws "<name>: <what> inside a CUDA graph capture: <why>; call it between replays".
+  void refuse_in_capture(const char* what, const char* why = "it would be recorded and repeated by every replay") const;
+  // Capturable, after a captured step: throws when `values` changes a hyper-parameter other
+  // than lr (the replays keep the one they captured).
+  void refuse_fixed_after_capture(const std::map<std::string, double>& values) const;
+  // True while a CUDA graph captures work on the parameters' device.
+  bool capturing() const;
+  // Capturable: where the kernels read the lr (SgdParams/AdamParams::lr_source); else null.
+  const double* lr_source() const;
 
   std::vector<Tensor> params_;
-  double lr_;
-  bool captured_ = false;  // a CUDA graph captured step(): lr and state are fixed
+  double lr_;  // capturable: the host copy of the device lr (both set only by set_lr)
+  bool captured_ = false;  // a CUDA graph captured step(): state (and without capturable, lr) is fixed
+  Tensor lr_on_device_;    // capturable: a float64 scalar on the parameters' device; else undefined
 };
 
 struct SGDOptions {
@@ -49,6 +82,7 @@ struct SGDOptions {
   double dampening = 0.0;
   double weight_decay = 0.0;
   bool nesterov = false;
+  bool capturable = false;  // a whole step, with a changing lr, may be captured in a CUDA graph (top of file)
 };
 
 // g ← g + wd·p;  b ← g (first step) or μ·b + (1−τ)·g;  g ← g + μ·b (Nesterov) or b;  p ← p − lr·g
@@ -73,6 +107,7 @@ struct AdamOptions {
   double beta1 = 0.9, beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  bool capturable = false;  // a whole step, with a changing lr, may be captured in a CUDA graph (top of file)
 };
 
 // m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  p ← p − lr·m̂/(√v̂ + ε). Adam adds wd·p to g;
@@ -91,9 +126,12 @@ class Adam : public Optimizer {
   AdamOptions options_;
   bool decoupled_;
   // Per parameter, as in PyTorch: a count advances only on steps where that parameter
-  // has a gradient, so one that joins late gets step-1 bias correction.
+  // has a gradient, so one that joins late gets step-1 bias correction. Capturable: the
+  // counts are step_counts_ (int64, one per parameter, on the device) and steps_ is unused.
   std::vector<int64_t> steps_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  Tensor step_counts_, one_step_;  // capturable: the counts, and the int64 1 added to them
+  void advance_step_counts(const std::vector<size_t>& updated);
 };
 
 class AdamW : public Adam {

@@ -141,7 +141,9 @@ void adam_update_float32(Isa isa, int max_threads, float* w, const float* g, flo
   split_over_pool(max_threads, n, [&](int64_t begin, int64_t end) { range(w, g, exp_avg, exp_avg_sq, begin, end, step); });
 }
 
-void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) {
+void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer,
+                                 const SgdParams& params) {
+  const SgdParams p = read_sources(params);  // a capturable step's lr, in host memory here
   if (param.dtype == DType::Float32)
     return sgd_update_float32(active_isa(), 1 << 16, param.ptr<float>(), grad.ptr<float>(), momentum_buffer.ptr<float>(),
                               param.numel(), p);
@@ -152,7 +154,8 @@ void CpuBackend::sgd_update_impl(const View& param, const View& grad, const View
 }
 
 void CpuBackend::adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,
-                             const AdamParams& p) {
+                                  const AdamParams& params) {
+  const AdamParams p = read_sources(params);  // a capturable step's lr and step count
   if (param.dtype == DType::Float32)
     return adam_update_float32(active_isa(), 1 << 16, param.ptr<float>(), grad.ptr<float>(), exp_avg.ptr<float>(),
                                exp_avg_sq.ptr<float>(), param.numel(), p);

@@ -2,13 +2,16 @@
 // the bits of the same steps run eagerly; a replay makes no host wait; what a replay would
 // repeat stale, or what waits, is refused during capture with an error naming it (and the
 // device works on afterwards); a bad index in a replay is reported at the next read; the
-// graph's private pool is separate from eager memory and goes with the graph. Without
-// CUDA: capture() says so. GPU tests are SKIPPED without a GPU.
-#include <gtest/gtest.h>
-
+// graph's private pool is separate from eager memory and goes with the graph. Capturable
+// optimizers (Adam, AdamW, SGD): whole steps replayed with an lr changed between replays give
+// the bits of eager steps, count their steps on the device, wait for nothing, and refuse
+// set_lr inside a capture. Without CUDA: capture() says so. GPU tests are SKIPPED without a GPU.
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <gtest/gtest.h>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,30 +31,41 @@ using vgrad_test::bytes_of;
 
 Device gpu() { return cuda_device(0); }
 
-// An MLP on the GPU with SGD (momentum, Nesterov, weight decay), fed through static inputs:
-// each step copies batch i of the data (on the device) into x and y, then trains on them.
+using MakeOptimizer = std::function<std::unique_ptr<optim::Optimizer>(std::vector<Tensor> params)>;
+
+std::unique_ptr<optim::Optimizer> nesterov_sgd(std::vector<Tensor> params) {
+  return std::make_unique<optim::SGD>(
+      std::move(params), optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true});
+}
+
+// An MLP on the GPU with an optimizer (by default SGD with momentum, Nesterov, weight decay),
+// fed through static inputs: each step copies batch i of the data (on the device) into x and
+// y, then trains on them.
 struct StaticTraining {
-  explicit StaticTraining(vgrad_test::Mlp& init) : model(20, 32, 10), sgd(model.parameters(), options()) {
-    NoGradGuard no_grad;
-    const auto from = init.parameters();
-    const auto to = model.parameters();
-    for (size_t k = 0; k < to.size(); ++k) to[k].detach().copy_(from[k]);
+  explicit StaticTraining(vgrad_test::Mlp& init, const MakeOptimizer& make = nesterov_sgd) : model(20, 32, 10) {
+    {
+      NoGradGuard no_grad;
+      const auto from = init.parameters();
+      const auto to = model.parameters();
+      for (size_t k = 0; k < to.size(); ++k) to[k].detach().copy_(from[k]);
+    }
     model.to(gpu());
+    optimizer = make(model.parameters());
   }
-  static optim::SGDOptions options() { return {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true}; }
+  optim::SGD& sgd() { return dynamic_cast<optim::SGD&>(*optimizer); }
   void load(int64_t batch, const Tensor& data, const Tensor& labels) {
     NoGradGuard no_grad;
     x.copy_(data.narrow(0, batch * 32 % 256, 32));
     y.copy_(labels.narrow(0, batch * 32 % 256, 32));
   }
   void step() {
-    sgd.zero_grad();
+    optimizer->zero_grad();
     loss = nn::cross_entropy(model(x), y);
     loss.backward();
-    sgd.step();
+    optimizer->step();
   }
   vgrad_test::Mlp model;
-  optim::SGD sgd;
+  std::unique_ptr<optim::Optimizer> optimizer;
   Tensor x = zeros({32, 20}, {.device = gpu()});
   Tensor y = zeros({32}, {.dtype = DType::Int64, .device = gpu()});
   Tensor loss;
@@ -182,16 +196,18 @@ TEST(CudaGraph, OptimizerStepsThatWouldReplayStaleScalarsAreRefused) {
     };
     step();
     cuda::Graph graph;
-    EXPECT_ERROR(graph.capture(step), "Adam: step() inside a CUDA graph capture", "bias corrections");
+    EXPECT_ERROR(graph.capture(step), "Adam: step() inside a CUDA graph capture", "bias corrections",
+                 "capturable = true");
   }
   {
     WarmedUp warm;
     StaticTraining& t = warm.t;
     cuda::Graph graph;
     graph.capture([&] { t.step(); });
-    EXPECT_ERROR(t.sgd.set_lr(0.01), "SGD: set_lr after a CUDA graph captured step()", "keep lr 0.05");
-    EXPECT_ERROR(t.sgd.load_state_dict(t.sgd.state_dict()), "SGD: load_state_dict after a CUDA graph");
-    EXPECT_DOUBLE_EQ(t.sgd.lr(), 0.05);
+    EXPECT_ERROR(t.sgd().set_lr(0.01), "SGD: set_lr after a CUDA graph captured step()", "keep lr 0.05",
+                 "capturable = true");
+    EXPECT_ERROR(t.sgd().load_state_dict(t.sgd().state_dict()), "SGD: load_state_dict after a CUDA graph");
+    EXPECT_DOUBLE_EQ(t.sgd().lr(), 0.05);
   }
 }
 
@@ -254,10 +270,266 @@ TEST(CudaGraph, ThePoolIsPrivateAndGoesWithTheGraph) {
     graph.replay();
     graph.reset();
     EXPECT_GT(cuda::graph_pool_stats(0).bytes_reserved(), before) << "the loss and gradients still hold it";
-    t.sgd.zero_grad();
+    t.optimizer->zero_grad();
     t.loss = Tensor();
   }
   EXPECT_EQ(cuda::graph_pool_stats(0).bytes_reserved(), before) << "graph and its tensors gone: the pool is freed";
+}
+
+// ---- capturable optimizers: the whole step, optimizer included, in the graph ----
+
+// An optimizer of type O with `options`, over the parameters it is given.
+template <class O, class Options> MakeOptimizer make_optimizer(Options options) {
+  return [options](std::vector<Tensor> params) -> std::unique_ptr<optim::Optimizer> {
+    return std::make_unique<O>(std::move(params), options);
+  };
+}
+
+struct CapturableKind {
+  const char* name;
+  MakeOptimizer make;            // capturable = true
+  MakeOptimizer make_reference;  // the same optimizer without capturable
+};
+
+template <class O, class Options> CapturableKind capturable_kind(const char* name, Options options) {
+  Options reference = options;
+  options.capturable = true;
+  reference.capturable = false;
+  return {name, make_optimizer<O>(options), make_optimizer<O>(reference)};
+}
+
+const CapturableKind kCapturableKinds[] = {
+    capturable_kind<optim::Adam>("Adam", optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-3}),
+    capturable_kind<optim::AdamW>("AdamW", optim::AdamOptions{.lr = 1e-2, .weight_decay = 1e-2}),
+    capturable_kind<optim::SGD>("SGD", optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3}),
+};
+
+constexpr int64_t kWarmupSteps = 2;
+double lr_of_replay(const CapturableKind& kind, int64_t i) {  // a schedule: changes at every replay
+  return (std::string(kind.name) == "SGD" ? 0.05 : 1e-2) * (1.0 + double(i % 4)) / 2.0;
+}
+
+// The state's step counts (Adam's "state.<i>.step"), one per parameter.
+std::vector<int64_t> step_counts(const optim::Optimizer& optimizer) {
+  std::vector<int64_t> counts;
+  for (const auto& [key, value] : optimizer.state_dict())
+    if (key.size() > 5 && key.compare(key.size() - 5, 5, ".step") == 0) counts.push_back(value.item<int64_t>());
+  return counts;
+}
+
+// N replays of a captured whole step (forward, cross_entropy, backward, step), with a new lr
+// set before each, against N eager steps of the same capturable optimizer on the same
+// batches: the same kernels read the same device lr and counts, so the same bits (float32),
+// losses included. Against the optimizer without capturable (host lr, host bias corrections):
+// SGD rounds the same double lr to float alike, so the same bits; Adam's bias corrections
+// come from the device's pow instead of the host's (either may be off by an ulp or two of a
+// double), which can move a rounded float32 scalar by one ulp: close, not equal. That
+// comparison also proves the set_lr between replays was used (a stale lr would be off by
+// far more than the tolerance).
+TEST(CudaGraph, CapturableOptimizersReplayWholeStepsWithAChangingLr) {
+  REQUIRE_GPU();
+  constexpr int64_t kReplays = 8;
+  for (const CapturableKind& kind : kCapturableKinds) {
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining eager(init, kind.make), graphed(init, kind.make), reference(init, kind.make_reference);
+    for (int64_t i = 0; i < kWarmupSteps; ++i)
+      for (StaticTraining* t : {&eager, &graphed, &reference}) {
+        t->load(i, data.x, data.y);
+        t->step();
+      }
+    cuda::Graph graph;
+    graph.capture([&] { graphed.step(); });
+    ASSERT_TRUE(graph.captured()) << kind.name;
+    std::vector<double> eager_losses, graph_losses;
+    for (int64_t i = kWarmupSteps; i < kWarmupSteps + kReplays; ++i) {
+      for (StaticTraining* t : {&eager, &graphed, &reference}) {
+        t->optimizer->set_lr(lr_of_replay(kind, i));
+        t->load(i, data.x, data.y);
+      }
+      eager.step();
+      reference.step();
+      graph.replay();
+      eager_losses.push_back(eager.loss.item());
+      graph_losses.push_back(graphed.loss.item());
+    }
+    EXPECT_EQ(graph.replay_count(), kReplays) << kind.name;
+    EXPECT_EQ(graph_losses, eager_losses) << kind.name;
+    const auto a = eager.model.parameters(), b = graphed.model.parameters(), r = reference.model.parameters();
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_EQ(bytes_of(b[k]), bytes_of(a[k])) << kind.name << " parameter " << k;
+      if (std::string(kind.name) == "SGD") {
+        EXPECT_EQ(bytes_of(b[k]), bytes_of(r[k]))
+            << kind.name << " parameter " << k << " against SGD without capturable";
+      } else {
+        vgrad_test::expect_all_near(vgrad_test::vals(b[k]), vgrad_test::vals(r[k]), 1e-5,
+                                    std::string(kind.name) + " parameter " + std::to_string(k) + " against " +
+                                        kind.name + " without capturable");
+      }
+    }
+    for (const auto& [key, value] : eager.optimizer->state_dict())
+      EXPECT_EQ(bytes_of(graphed.optimizer->state_dict().at(key)), bytes_of(value)) << kind.name << " " << key;
+    if (std::string(kind.name) != "SGD") {
+      EXPECT_EQ(step_counts(*graphed.optimizer), std::vector<int64_t>(a.size(), kWarmupSteps + kReplays))
+          << kind.name << ": each replay advanced every count on the device";
+    }
+    EXPECT_LT(eager_losses.back(), eager_losses.front()) << kind.name << ": the steps trained";
+  }
+}
+
+TEST(CudaGraph, CapturableReplaysWithSetLrMakeNoHostWait) {
+  REQUIRE_GPU();
+  for (const CapturableKind& kind : kCapturableKinds) {
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining t(init, kind.make);
+    for (int64_t i = 0; i < kWarmupSteps; ++i) {
+      t.load(i, data.x, data.y);
+      t.step();
+    }
+    cuda::Graph graph;
+    graph.capture([&] { t.step(); });
+    graph.replay();  // the first replay may install the graph's index checks
+    backend_for(gpu()).synchronize();
+    const int64_t start = cuda::host_wait_count(0);
+    for (int64_t i = kWarmupSteps; i < kWarmupSteps + 10; ++i) {
+      t.optimizer->set_lr(lr_of_replay(kind, i));
+      t.load(i, data.x, data.y);
+      graph.replay();
+    }
+    EXPECT_EQ(cuda::host_wait_count(0) - start, 0) << kind.name << ": 10 set_lr and replays";
+    EXPECT_TRUE(std::isfinite(t.loss.item())) << kind.name;
+    EXPECT_EQ(cuda::host_wait_count(0) - start, 1) << kind.name;
+  }
+}
+
+// Inside a capture, set_lr, state_dict and load_state_dict are refused (the capture ends, the
+// optimizer keeps its lr and state, and a later capture works); so is the first step of a
+// parameter. After a capture, lr may change, other hyper-parameters may not, and a checkpoint
+// loads in place unless it drops state the replays update.
+TEST(CudaGraph, CapturableRefusesWhatAReplayWouldRepeatOrLose) {
+  REQUIRE_GPU();
+  const CapturableKind& adam = kCapturableKinds[0];
+  {
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining fresh(init, adam.make);  // no warm-up: the moments would start in the capture
+    fresh.load(0, data.x, data.y);
+    cuda::Graph graph;
+    EXPECT_ERROR(graph.capture([&] { fresh.step(); }),
+                 "Adam: step() inside a CUDA graph capture is the first step of parameter 0",
+                 "run a step before capturing");
+  }
+  for (const CapturableKind& kind : kCapturableKinds) {
+    const std::string name = kind.name;
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining t(init, kind.make);
+    t.load(0, data.x, data.y);
+    t.step();
+    const double lr = t.optimizer->lr();
+    const std::map<std::string, Tensor> checkpoint = t.optimizer->state_dict();
+    const std::vector<std::pair<std::string, std::function<void()>>> refused = {
+        {name + ": set_lr inside a CUDA graph capture", [&] { t.optimizer->set_lr(0.5); }},
+        {name + ": load_state_dict inside a CUDA graph capture", [&] { t.optimizer->load_state_dict(checkpoint); }},
+        {name + ": load_hyperparameters inside a CUDA graph capture",
+         [&] {
+           t.optimizer->load_hyperparameters({{"lr", 0.5}});
+         }},
+    };
+    for (const auto& [what, call] : refused) {
+      cuda::Graph graph;
+      EXPECT_ERROR(graph.capture([&] {
+        t.step();
+        call();
+      }),
+                   what, "call it between replays");
+      EXPECT_FALSE(graph.captured()) << what;
+      EXPECT_DOUBLE_EQ(t.optimizer->lr(), lr) << what;
+    }
+    if (name != "SGD") {
+      cuda::Graph graph;
+      EXPECT_ERROR(graph.capture([&] { (void)t.optimizer->state_dict(); }),
+                   name + ": state_dict inside a CUDA graph capture", "reads the step counts back");
+      EXPECT_EQ(step_counts(*t.optimizer), std::vector<int64_t>(4, 1)) << name << ": refused captures counted nothing";
+    }
+
+    cuda::Graph graph;
+    graph.capture([&] { t.step(); });
+    ASSERT_TRUE(graph.captured()) << name;
+    const std::string fixed = name == "SGD" ? "momentum" : "beta1";
+    EXPECT_ERROR(t.optimizer->load_hyperparameters({{fixed, 0.5}}), name + ": load_hyperparameters changes " + fixed,
+                 "after a CUDA graph captured step()", "only lr may change");
+    t.optimizer->load_hyperparameters({{"lr", 0.02}, {fixed, t.optimizer->hyperparameters().at(fixed)}});
+    EXPECT_DOUBLE_EQ(t.optimizer->lr(), 0.02) << name;
+    const std::string dropped = name == "SGD" ? "momentum_buffer" : "exp_avg";
+    EXPECT_ERROR(t.optimizer->load_state_dict({}),
+                 name + ": load_state_dict: the checkpoint has no 'state.0." + dropped + "'",
+                 "captured step() updates it in place");
+
+    // Two replays move the parameters, state and counts on; then a checkpoint of an eager
+    // run after one step, loaded in place, puts them back: replays go on from it as eager
+    // steps from that state do (a load into new memory would leave the replays on the old).
+    for (int64_t i = 1; i <= 2; ++i) {
+      t.load(i, data.x, data.y);
+      graph.replay();
+    }
+    StaticTraining eager(init, kind.make);
+    eager.load(0, data.x, data.y);
+    eager.step();
+    {
+      NoGradGuard no_grad;
+      const auto from = eager.model.parameters(), to = t.model.parameters();
+      for (size_t k = 0; k < to.size(); ++k) to[k].detach().copy_(from[k]);
+    }
+    const Tensor first_state = t.optimizer->state_dict().begin()->second;
+    t.optimizer->load_state_dict(eager.optimizer->state_dict());
+    EXPECT_EQ(t.optimizer->state_dict().begin()->second.view().data, first_state.view().data) << name << ": in place";
+    for (int64_t i = 1; i <= 3; ++i) {
+      for (StaticTraining* run : {&eager, &t}) {
+        run->optimizer->set_lr(0.01 * double(i));
+        run->load(i, data.x, data.y);
+      }
+      eager.step();
+      graph.replay();
+    }
+    const auto a = eager.model.parameters(), b = t.model.parameters();
+    for (size_t k = 0; k < a.size(); ++k) EXPECT_EQ(bytes_of(b[k]), bytes_of(a[k])) << name << " parameter " << k;
+    if (name != "SGD") {
+      EXPECT_EQ(step_counts(*t.optimizer), std::vector<int64_t>(4, 4)) << name;
+    }
+  }
+}
+
+// What capturable costs in launches per replayed step (Graph::kernel_count): SGD none (its lr
+// is read by the update kernel), Adam one (the add that advances its step counts).
+TEST(CudaGraph, CapturableAdamCostsOneLaunchMoreAndCapturableSgdNone) {
+  REQUIRE_GPU();
+  const auto kernels_of = [](const MakeOptimizer& make) {
+    vgrad_test::Mlp init(20, 32, 10);
+    const Data data;
+    StaticTraining t(init, make);
+    t.load(0, data.x, data.y);
+    t.step();
+    cuda::Graph graph;
+    graph.capture([&] { t.step(); });
+    return graph.kernel_count();
+  };
+  const int64_t sgd = kernels_of(kCapturableKinds[2].make_reference);
+  EXPECT_GT(sgd, 3) << "forward, backward and the step";
+  EXPECT_EQ(kernels_of(kCapturableKinds[2].make), sgd) << "capturable SGD";
+  EXPECT_EQ(kernels_of(kCapturableKinds[0].make), sgd + 1) << "capturable Adam: the update and one count add";
+  EXPECT_EQ(kernels_of(kCapturableKinds[1].make), sgd + 1) << "capturable AdamW";
+}
+
+TEST(CudaGraph, CapturableNeedsAllParametersOnOneDevice) {
+  REQUIRE_GPU();
+  const Tensor on_cpu = zeros({3}).requires_grad_(), on_gpu = zeros({3}, {.device = gpu()}).requires_grad_();
+  EXPECT_ERROR(optim::Adam({on_cpu, on_gpu}, {.capturable = true}),
+               "Adam: capturable needs all parameters on one device: parameter 0 is on cpu, parameter 1 on cuda:0");
+  EXPECT_ERROR(optim::SGD({on_gpu, on_cpu}, {.capturable = true}),
+               "SGD: capturable needs all parameters on one device: parameter 0 is on cuda:0, parameter 1 on cpu");
+  EXPECT_NO_THROW(optim::Adam({on_cpu, on_gpu}, {})) << "without capturable, each device steps its own";
 }
 
 TEST(CudaGraph, ABuildWithoutCudaSaysSo) {

@@ -3,13 +3,16 @@
 // for SGD (plain, weight decay, momentum with dampening, Nesterov) and Adam/AdamW, with
 // hundreds of parameters of odd sizes in float32 and float64 (and bfloat16, which takes the
 // per-parameter path) and one parameter of more chunks than the launch has blocks; and the
-// optimizers, which now step through it, against per-parameter updates. SKIPPED without a GPU.
+// optimizers, which now step through it, against per-parameter updates; capturable optimizers
+// (lr and step counts read from device memory) against the same optimizers without it.
+// SKIPPED without a GPU.
 #include <cstdint>
 #include <gtest/gtest.h>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "capturable_check.h"
 #include "core/backend.h"
 #include "optim/optimizer.h"
 #include "support.h"
@@ -167,6 +170,58 @@ TEST(CudaOptimMany, AParameterJoiningLaterRebuildsTheTable) {
       EXPECT_EQ(bytes_of(params[j]), bytes_of(reference[j])) << "step " << s << ", parameter " << j;
   }
   EXPECT_NE(bytes_of(params.back()), bytes_of(start.param.back())) << "the late parameter moved";
+}
+
+// Capturable steps read lr and the step counts on the device, the rest of the launch alike.
+// SGD rounds the read double lr to T as the host does: the same bits. Adam computes its bias
+// corrections in double on the device, whose pow may differ from the host's in the last bit
+// or two of a double; rounded to float32 that can move a scalar by one ulp, so parameters
+// agree to ~1e-7 relative per step (float64: ~1e-15), not bit for bit. The step counts agree
+// exactly.
+TEST(CudaOptimMany, CapturableStepsMatchStepsWithoutIt) {
+  REQUIRE_GPU();
+  const Device gpu = cuda_device(0);
+  const optim::SGDOptions sgd_variants[] = {{.lr = 0.1, .weight_decay = 1e-2},
+                                            {.lr = 0.1, .momentum = 0.9, .dampening = 0.3, .weight_decay = 1e-3},
+                                            {.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true}};
+  for (const optim::SGDOptions& options : sgd_variants)
+    for (const DType dtype : kWide) {
+      const vgrad_test::MakeOptimizer make = [options](std::vector<Tensor> params, bool capturable) {
+        optim::SGDOptions o = options;
+        o.capturable = capturable;
+        return std::unique_ptr<optim::Optimizer>(std::make_unique<optim::SGD>(std::move(params), o));
+      };
+      const std::string what =
+          std::string("SGD momentum ") + std::to_string(options.momentum) + " " + dtype_name(dtype);
+      const vgrad_test::OptimizerRun plain = vgrad_test::run_optimizer(gpu, dtype, make, false);
+      const vgrad_test::OptimizerRun capturable = vgrad_test::run_optimizer(gpu, dtype, make, true);
+      for (size_t j = 0; j < plain.params.size(); ++j)
+        EXPECT_EQ(bytes_of(capturable.params[j]), bytes_of(plain.params[j])) << what << ": parameter " << j;
+      ASSERT_EQ(capturable.state.size(), plain.state.size()) << what;
+      for (const auto& [key, value] : plain.state)
+        EXPECT_EQ(bytes_of(capturable.state.at(key)), bytes_of(value)) << what << ": " << key;
+    }
+  for (const bool decoupled : {false, true})
+    for (const DType dtype : kWide) {
+      const vgrad_test::MakeOptimizer make = [decoupled](std::vector<Tensor> params, bool capturable) {
+        return std::unique_ptr<optim::Optimizer>(std::make_unique<optim::Adam>(
+            std::move(params), optim::AdamOptions{.lr = 1e-2, .weight_decay = 0.01, .capturable = capturable},
+            decoupled));
+      };
+      const std::string what = std::string(decoupled ? "AdamW " : "Adam ") + dtype_name(dtype);
+      const double tolerance = dtype == DType::Float32 ? 1e-6 : 1e-13;
+      const vgrad_test::OptimizerRun plain = vgrad_test::run_optimizer(gpu, dtype, make, false);
+      const vgrad_test::OptimizerRun capturable = vgrad_test::run_optimizer(gpu, dtype, make, true);
+      for (size_t j = 0; j < plain.params.size(); ++j)
+        vgrad_test::expect_all_near(vgrad_test::vals(capturable.params[j]), vgrad_test::vals(plain.params[j]),
+                                    tolerance, what + ": parameter " + std::to_string(j));
+      ASSERT_EQ(capturable.state.size(), plain.state.size()) << what;
+      for (const auto& [key, value] : plain.state)
+        vgrad_test::expect_all_near(vgrad_test::vals(capturable.state.at(key)), vgrad_test::vals(value), tolerance,
+                                    what + ": " + key);
+      EXPECT_EQ(capturable.state.at("state.0.step").item<int64_t>(), 5) << what;
+      EXPECT_EQ(capturable.state.at("state.2.step").item<int64_t>(), 3) << what << ": the late parameter's own count";
+    }
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ std::vector<TensorPointers> pointer_set(int count, uintptr_t base, int64_t size)
   std::vector<TensorPointers> tensors;
   for (int j = 0; j < count; ++j) {
     auto* p = reinterpret_cast<unsigned char*>(base + 0x10000 * uintptr_t(j));
-    tensors.push_back({p, p + 0x1000, p + 0x2000, nullptr, size + j});
+    tensors.push_back({p, p + 0x1000, p + 0x2000, nullptr, size + j, reinterpret_cast<const int64_t*>(p + 0x3000)});
   }
   return tensors;
 }
@@ -70,8 +70,8 @@ void expect_three_tensor_numbering(const HostTable& table, size_t size) {
 TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
   const std::vector<TensorPointers> tensors = pointer_set(3, 0x7f0000000000, 2047);  // 2047, 2048, 2049 elements
   const HostTable table = build_table(tensors, 2048);
-  static_assert(sizeof(TensorPointers) == 40);
-  expect_three_tensor_numbering(table, 160);  // 32 + 3 x 40 = 152, padded to whole 16-byte words
+  static_assert(sizeof(TensorPointers) == 48);
+  expect_three_tensor_numbering(table, 176);  // 32 + 3 x 48 = 176: whole 16-byte words
   const std::vector<TensorPointers> read = entries_of<TensorPointers>(table);
   for (size_t j = 0; j < tensors.size(); ++j) {
     EXPECT_EQ(read[j].param, tensors[j].param) << j;
@@ -79,6 +79,7 @@ TEST(OptimTable, HoldsTheChunkNumberingThenThePointersInWholeWords) {
     EXPECT_EQ(read[j].state1, tensors[j].state1) << j;
     EXPECT_EQ(read[j].state2, nullptr) << j;
     EXPECT_EQ(read[j].n, tensors[j].n) << j;
+    EXPECT_EQ(read[j].step, tensors[j].step) << j << ": a capturable Adam's step count pointer";
   }
 }
 
@@ -95,21 +96,23 @@ TEST(OptimTable, TheSameSetIsUploadedOnceAndAnyChangeUploadsAgain) {
   EXPECT_EQ(device.uploaded[0], table.bytes);
 
   // Each change of the set makes a new table: a moved gradient, a resized parameter, a
-  // new state buffer, one more parameter (a parameter group added).
-  std::vector<std::vector<TensorPointers>> changed(4, set);
+  // new state buffer, one more parameter (a parameter group added), a step count pointer
+  // gone (the same parameters stepped by a non-capturable Adam).
+  std::vector<std::vector<TensorPointers>> changed(5, set);
   changed[0][2].grad = static_cast<const unsigned char*>(changed[0][2].grad) + 512;
   changed[1][1].n += 1;
   changed[2][3].state2 = changed[2][3].state1;
   changed[3].push_back(pointer_set(1, 0x7e0000000000, 7)[0]);
+  changed[4][0].step = nullptr;
   for (size_t k = 0; k < changed.size(); ++k) {
     const HostTable other = build_table(changed[k], 2048);
     EXPECT_NE(cache.find_or_upload(other.bytes, true, device.upload())->data(), first) << k;
     EXPECT_EQ(device.uploaded.back(), other.bytes) << k;
   }
-  EXPECT_EQ(cache.uploads(), 5u);
-  EXPECT_EQ(cache.size(), 5u);
+  EXPECT_EQ(cache.uploads(), 6u);
+  EXPECT_EQ(cache.size(), 6u);
   EXPECT_EQ(cache.find_or_upload(table.bytes, true, device.upload())->data(), first) << "the first set is still kept";
-  EXPECT_EQ(cache.uploads(), 5u);
+  EXPECT_EQ(cache.uploads(), 6u);
 }
 
 TEST(OptimTable, KeepsTheMostRecentlyUsedAndFreesWhenTheLastHolderGoes) {

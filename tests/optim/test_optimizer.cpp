@@ -1,22 +1,25 @@
 // Tests for optim: SGD/Adam/AdamW against hand-computed PyTorch steps, gradient
-// accumulation equivalence on a real MLP, clipping, schedulers, option errors, and
-// that a steady-state training step makes no system allocation.
-#include <gtest/gtest.h>
-
+// accumulation equivalence on a real MLP, clipping, schedulers, option errors, that a
+// steady-state training step makes no system allocation, and capturable optimizers (the
+// same bits as without, set_lr and schedulers, checkpoints both ways, state loaded in place).
 #include <cmath>
 #include <functional>
+#include <gtest/gtest.h>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "capturable_check.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "optim/scheduler.h"
 #include "support.h"
+#include "update_many_check.h"
 
 namespace {
 
@@ -507,6 +510,200 @@ TEST(SteadyState, SgdTrainingStepMakesNoSystemAllocation) {
   // The counter is live: a block of a size never seen before does reach malloc.
   const Tensor fresh = Tensor::empty({12345679});
   EXPECT_GT(memory_stats(kCPU).system_allocations, after.system_allocations);
+}
+
+// ---- capturable = true: lr and Adam's step counts in memory the kernels read ----
+
+using vgrad_test::bytes_of;
+using vgrad_test::MakeOptimizer;
+using vgrad_test::OptimizerRun;
+
+MakeOptimizer make_sgd(optim::SGDOptions options) {
+  return [options](std::vector<Tensor> params, bool capturable) -> std::unique_ptr<optim::Optimizer> {
+    optim::SGDOptions o = options;
+    o.capturable = capturable;
+    return std::make_unique<optim::SGD>(std::move(params), o);
+  };
+}
+
+MakeOptimizer make_adam(optim::AdamOptions options, bool decoupled) {
+  return [options, decoupled](std::vector<Tensor> params, bool capturable) -> std::unique_ptr<optim::Optimizer> {
+    optim::AdamOptions o = options;
+    o.capturable = capturable;
+    return std::make_unique<optim::Adam>(std::move(params), o, decoupled);
+  };
+}
+
+void expect_same_bits(const OptimizerRun& got, const OptimizerRun& want, const std::string& what) {
+  ASSERT_EQ(got.params.size(), want.params.size());
+  for (size_t j = 0; j < got.params.size(); ++j)
+    EXPECT_EQ(bytes_of(got.params[j]), bytes_of(want.params[j])) << what << ": parameter " << j;
+  ASSERT_EQ(got.state.size(), want.state.size()) << what << ": the same state_dict keys";
+  for (const auto& [key, value] : want.state) {
+    ASSERT_TRUE(got.state.count(key)) << what << ": " << key;
+    EXPECT_EQ(got.state.at(key).dtype(), value.dtype()) << what << ": " << key;
+    EXPECT_EQ(bytes_of(got.state.at(key)), bytes_of(value)) << what << ": " << key;
+  }
+}
+
+// The parameters moved from where they started (the runs compared did something).
+void expect_moved(const OptimizerRun& run, DType dtype, const std::string& what) {
+  for (size_t j = 0; j < run.params.size(); ++j)
+    EXPECT_NE(bytes_of(run.params[j]),
+              bytes_of(vgrad_test::uniform_tensor({vgrad_test::kCapturableSizes[j]}, 100 + j, -1, 1, dtype)))
+        << what << ": parameter " << j << " did not move";
+}
+
+TEST(Capturable, SgdGivesTheBitsOfSgdWithoutIt) {
+  const struct {
+    optim::SGDOptions options;
+    const char* what;
+  } variants[] = {{{.lr = 0.1, .weight_decay = 1e-2}, "weight decay"},
+                  {{.lr = 0.1, .momentum = 0.9, .dampening = 0.3, .weight_decay = 1e-3}, "momentum, dampening"},
+                  {{.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true}, "Nesterov"}};
+  for (const auto& v : variants)
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      const std::string what = std::string("SGD ") + v.what + " " + dtype_name(dtype);
+      const OptimizerRun plain = vgrad_test::run_optimizer(kCPU, dtype, make_sgd(v.options), false);
+      const OptimizerRun capturable = vgrad_test::run_optimizer(kCPU, dtype, make_sgd(v.options), true);
+      expect_same_bits(capturable, plain, what);
+      expect_moved(capturable, dtype, what);
+      EXPECT_EQ(capturable.state.size(), v.options.momentum != 0 ? 4u : 0u) << what << ": the late one has a buffer";
+    }
+}
+
+TEST(Capturable, AdamAndAdamWGiveTheBitsOfAdamWithoutIt) {
+  for (const bool decoupled : {false, true})
+    for (const double weight_decay : {0.0, 0.01})
+      for (const DType dtype : {DType::Float32, DType::Float64}) {
+        const std::string what = std::string(decoupled ? "AdamW" : "Adam") + " weight decay " +
+                                 std::to_string(weight_decay) + " " + dtype_name(dtype);
+        const MakeOptimizer make = make_adam({.lr = 1e-2, .weight_decay = weight_decay}, decoupled);
+        const OptimizerRun plain = vgrad_test::run_optimizer(kCPU, dtype, make, false);
+        const OptimizerRun capturable = vgrad_test::run_optimizer(kCPU, dtype, make, true);
+        expect_same_bits(capturable, plain, what);
+        expect_moved(capturable, dtype, what);
+        // Per-parameter counts, advanced where the kernels read them: 5 steps, the late one 3.
+        EXPECT_EQ(capturable.state.at("state.0.step").item<int64_t>(), 5) << what;
+        EXPECT_EQ(capturable.state.at("state.2.step").item<int64_t>(), 3) << what;
+        EXPECT_EQ(capturable.state.at("state.3.step").item<int64_t>(), 5) << what;
+      }
+}
+
+// lr 0.1, then set_lr(0.5): the next step uses the new lr (the device copy was written).
+TEST(Capturable, SetLrAndSchedulersChangeTheLrTheStepReads) {
+  Tensor p = tensor({1.0}).requires_grad_();
+  optim::SGD sgd({p}, {.lr = 0.1, .capturable = true});
+  ASSERT_TRUE(sgd.capturable());
+  p.set_grad(tensor({1.0}));
+  sgd.step();
+  EXPECT_FLOAT_EQ(p.item<float>(), 0.9f);
+  sgd.set_lr(0.5);
+  EXPECT_DOUBLE_EQ(sgd.lr(), 0.5);
+  sgd.step();
+  EXPECT_FLOAT_EQ(p.item<float>(), 0.4f);
+  EXPECT_ERROR(sgd.set_lr(-1.0), "SGD: learning rate -1 is negative");
+  sgd.step();
+  EXPECT_FLOAT_EQ(p.item<float>(), -0.1f) << "a refused lr leaves the device lr as it was";
+  sgd.load_hyperparameters({{"lr", 0.25}});
+  sgd.step();
+  EXPECT_FLOAT_EQ(p.item<float>(), -0.35f) << "load_hyperparameters sets the device lr";
+
+  // Adam: each of these steps moves by lr/(1 + eps) (m̂ = g, v̂ = g² for a constant gradient
+  // of 1), so the scheduler's lr of each step shows in the parameter.
+  Tensor q = tensor({1.0}, {1}, {.dtype = DType::Float64}).requires_grad_();
+  optim::Adam adam({q}, {.lr = 0.1, .capturable = true});
+  optim::StepLR schedule(adam, 1, 0.5);
+  double expected = 1.0;
+  for (int s = 0; s < 4; ++s) {
+    q.set_grad(tensor({1.0}, {1}, {.dtype = DType::Float64}));
+    expected -= adam.lr() / (1 + 1e-8);
+    adam.step();
+    schedule.step();
+    EXPECT_NEAR(q.item<double>(), expected, 1e-13) << "step " << s;
+  }
+  EXPECT_DOUBLE_EQ(adam.lr(), 0.1 / 16);
+}
+
+// Steps `optimizer` with seeded gradients; the same seed gives the same gradients.
+void step_with(optim::Optimizer& optimizer, uint64_t seed, double lr) {
+  optimizer.set_lr(lr);
+  for (size_t j = 0; j < optimizer.params().size(); ++j) {
+    const Tensor& p = optimizer.params()[j];
+    Tensor(p).set_grad(vgrad_test::uniform_tensor(p.shape(), seed * 31 + j, -1, 1, p.dtype()));
+  }
+  optimizer.step();
+}
+
+std::vector<Tensor> fresh_params() {
+  return {vgrad_test::uniform_tensor({7}, 1).requires_grad_(), vgrad_test::uniform_tensor({3, 5}, 2).requires_grad_()};
+}
+
+// A checkpoint of one kind loaded into the other continues with the same bits; into a
+// capturable optimizer that already has state, it is copied in place (a captured step reads
+// that memory).
+TEST(Capturable, CheckpointsMoveBetweenCapturableAndNotAndLoadInPlace) {
+  const std::vector<std::pair<std::string, MakeOptimizer>> kinds = {
+      {"SGD", make_sgd({.lr = 0.1, .momentum = 0.9, .nesterov = true})},
+      {"Adam", make_adam({.lr = 1e-2, .weight_decay = 0.01}, false)},
+      {"AdamW", make_adam({.lr = 1e-2, .weight_decay = 0.01}, true)}};
+  for (const auto& [kind, make] : kinds)
+    for (const bool from_capturable : {false, true}) {
+      const std::string what = kind + (from_capturable ? ", capturable to not" : ", not to capturable");
+      const std::vector<Tensor> a = fresh_params();
+      const auto saved = make(a, from_capturable);
+      for (uint64_t s = 0; s < 3; ++s) step_with(*saved, s, 0.1 / double(s + 1));
+      const std::map<std::string, Tensor> checkpoint = saved->state_dict();
+
+      const std::vector<Tensor> b = fresh_params();
+      const auto loaded = make(b, !from_capturable);
+      step_with(*loaded, 7, 0.3);  // state of its own, overwritten by the load
+      const std::map<std::string, Tensor> before = loaded->state_dict();
+      {
+        NoGradGuard no_grad;
+        for (size_t j = 0; j < a.size(); ++j) Tensor(b[j]).copy_(a[j]);
+      }
+      loaded->load_state_dict(checkpoint);
+      const std::map<std::string, Tensor> after = loaded->state_dict();
+      ASSERT_EQ(after.size(), checkpoint.size()) << what;
+      for (const auto& [key, value] : checkpoint) {
+        EXPECT_EQ(bytes_of(after.at(key)), bytes_of(value)) << what << ": " << key << " loaded";
+        if (!from_capturable && key.find(".step") == std::string::npos) {
+          EXPECT_EQ(after.at(key).view().data, before.at(key).view().data) << what << ": " << key << " in place";
+        }
+      }
+      for (uint64_t s = 3; s < 5; ++s) {
+        step_with(*saved, s, 0.02 * double(s));
+        step_with(*loaded, s, 0.02 * double(s));
+      }
+      for (size_t j = 0; j < a.size(); ++j) EXPECT_EQ(bytes_of(b[j]), bytes_of(a[j])) << what << ": parameter " << j;
+      for (const auto& [key, value] : saved->state_dict())
+        EXPECT_EQ(bytes_of(loaded->state_dict().at(key)), bytes_of(value)) << what << ": " << key << " after";
+      if (kind != "SGD") {
+        EXPECT_EQ(loaded->state_dict().at("state.1.step").item<int64_t>(), 5) << what;
+      }
+    }
+}
+
+// A checkpoint without a parameter's state (here: none at all) leaves it without state:
+// its next step is a first step again (Adam: count 1, zero moments), capturable or not.
+TEST(Capturable, ACheckpointWithoutStateStartsItAfresh) {
+  for (const bool capturable : {false, true}) {
+    const std::vector<Tensor> a = fresh_params(), b = fresh_params();
+    const auto used = make_adam({.lr = 1e-2}, false)(a, capturable);
+    const auto fresh = make_adam({.lr = 1e-2}, false)(b, capturable);
+    step_with(*used, 1, 0.1);
+    used->load_state_dict({});
+    EXPECT_TRUE(used->state_dict().empty()) << capturable;
+    {
+      NoGradGuard no_grad;
+      for (size_t j = 0; j < a.size(); ++j) Tensor(b[j]).copy_(a[j]);
+    }
+    step_with(*used, 2, 0.1);
+    step_with(*fresh, 2, 0.1);
+    for (size_t j = 0; j < a.size(); ++j) EXPECT_EQ(bytes_of(a[j]), bytes_of(b[j])) << capturable << " " << j;
+    EXPECT_EQ(used->state_dict().at("state.0.step").item<int64_t>(), 1) << capturable;
+  }
 }
 
 }  // namespace
