@@ -182,6 +182,15 @@ const double* Optimizer::lr_source() const {
   return capturable() ? static_cast<const double*>(lr_on_device_.view().data) : nullptr;
 }
 
+void Optimizer::check_capturable_device() const {
+  if (!capturable()) return;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].defined() && params_[i].device() != lr_on_device_.device())
+      fail("{}: step() with capturable: parameter {} is on {}, but the lr and step counts live on {}, where the "
+           "parameters were when the optimizer was made; make the optimizer after moving the model",
+           name(), i, params_[i].device().str(), lr_on_device_.device().str());
+}
+
 void Optimizer::refuse_in_capture(const char* what, const char* why) const {
   if (capturable() && capturing())
     fail("{}: {} inside a CUDA graph capture: {}; call it between replays", name(), what, why);
@@ -275,6 +284,7 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void SGD::step() {
   VGRAD_PROFILE_OP("SGD.step");
+  check_capturable_device();
   const bool in_capture = capturing();
   if (in_capture) {
     // The momentum (and without capturable, lr) is the same at every replay; the first step is not.
@@ -353,6 +363,7 @@ void Adam::load_hyperparameters(const std::map<std::string, double>& values) {
 
 void Adam::step() {
   VGRAD_PROFILE_OP("Adam.step");
+  check_capturable_device();
   const bool in_capture = capturing();
   if (in_capture && !capturable())
     fail("{}: step() inside a CUDA graph capture: its step count and bias corrections are host values every replay "

@@ -4,7 +4,7 @@
 // GPU one fused launch per dtype, PyTorch's fused/foreach form; on the CPU one fused loop
 // per parameter), with no host trips. A parameter may be listed only once.
 //
-// capturable = true (PyTorch's name; SGDOptions, AdamOptions) lets a CUDA graph capture the
+// capturable = true (AdamOptions: PyTorch's name; SGDOptions: a vgrad extension) lets a CUDA graph capture the
 // whole training step, step() included, and replay it with an lr a scheduler changes between
 // replays (core/cuda_graph.h, docs/gpu.md "Capturable optimizers"). The scalars that vary
 // between steps then live in memory on the parameters' device (all parameters on one device):
@@ -69,6 +69,9 @@ class Optimizer {
   bool capturing() const;
   // Capturable: where the kernels read the lr (SgdParams/AdamParams::lr_source); else null.
   const double* lr_source() const;
+  // Capturable: throws unless every parameter is on the device of the lr (and Adam's counts),
+  // which is where the parameters were when the optimizer was made.
+  void check_capturable_device() const;
 
   std::vector<Tensor> params_;
   double lr_;  // capturable: the host copy of the device lr (both set only by set_lr)
