@@ -199,12 +199,14 @@ void reset_peak_memory(Device device) {
 
 std::string memory_summary(Device device) {
   const MemoryStats s = memory_stats(device);
+  const uint64_t limit = memory_limit(device);
   const auto mb = [](uint64_t bytes) { return double(bytes) / (1024.0 * 1024.0); };
   return fmt::format(
       "memory on {}: allocated {:.2f} MiB (peak {:.2f} MiB), reserved {:.2f} MiB ({:.2f} MiB cached, free for "
       "reuse)\n  system allocations {}, served from the cache {}\n",
       device.str(), mb(s.bytes_in_use), mb(s.peak_bytes_in_use), mb(s.bytes_reserved()), mb(s.bytes_cached),
-      s.system_allocations, s.cache_hits);
+      s.system_allocations, s.cache_hits) +
+         (limit != 0 ? fmt::format("  limit {:.2f} MiB (set_memory_limit)\n", mb(limit)) : std::string());
 }
 
 }  // namespace vgrad

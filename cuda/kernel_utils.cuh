@@ -18,6 +18,9 @@
 namespace vgrad::cuda::kernels {
 
 constexpr int kBlock = 256;  // threads per block of the elementwise kernels
+// Elements per chunk of a many-tensor launch (optimizer steps, unscale; cuda/chunks.h): a
+// block's threads take 8 elements each.
+constexpr int64_t kTensorChunk = 8 * kBlock;
 
 // Blocks for a grid-stride loop over n items: enough to fill every SM (2048 resident
 // threads each), never more than the work needs, never zero.

@@ -123,16 +123,14 @@ template <class Rule> __global__ void __launch_bounds__(kBlock) update_kernel(Te
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < t.n; i += step) own.update(t, i);
 }
 
-// Many parameters: each is cut into chunks of kChunk elements, numbered across all of them
+// Many parameters: each is cut into chunks of kTensorChunk elements, numbered across all of them
 // (cuda/chunks.h); each block takes chunks in a grid-stride loop and finds its parameter by
 // binary search.
-constexpr int64_t kChunk = 8 * kBlock;
-
 template <class Rule>
 __global__ void __launch_bounds__(kBlock) update_many_kernel(const TensorPointers* tensors, const int64_t* first_chunk,
                                                               int count, int64_t chunks, Rule rule) {
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    const ChunkRange range = find_chunk(first_chunk, count, chunk, kChunk, [&](int j) { return tensors[j].n; });
+    const ChunkRange range = find_chunk(first_chunk, count, chunk, kTensorChunk, [&](int j) { return tensors[j].n; });
     // A copy in registers: the parameter's stores could alias the table for the compiler.
     const TensorPointers t = tensors[range.tensor];
     const Rule own = rule.for_tensor(t);
@@ -174,7 +172,7 @@ template <class T, class Update> void launch_many(const Context& ctx, DType dtyp
       }
     if (tensors.size() > size_t{INT32_MAX})
       detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
-    const HostTable table = build_table(tensors, kChunk);
+    const HostTable table = build_table(tensors, kTensorChunk);
     const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
     const int64_t cap = int64_t{ctx.sm_count} * (2048 / kBlock);
     const auto grid = static_cast<unsigned>(table.chunks < cap ? table.chunks : cap);

@@ -249,12 +249,10 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // Many gradients of one dtype in one launch, as the optimizer steps' many form (cuda/optim.cu):
-// each is cut into chunks of kUnscaleChunk elements, numbered across all of them
+// each is cut into chunks of kTensorChunk elements, numbered across all of them
 // (cuda/chunks.h); each block takes chunks in a grid-stride loop and finds its gradient by
 // binary search. g *= inv, and *found = 1 where a stored value is Inf or NaN (every writer
 // stores the same value, so the race is benign); as core/cpu/reduce.cpp's loop.
-constexpr int64_t kUnscaleChunk = 8 * kBlock;
-
 template <class T>
 __global__ void __launch_bounds__(kBlock)
     unscale_many_kernel(const TensorSpan* grads, const int64_t* first_chunk, int count, int64_t chunks,
@@ -262,7 +260,7 @@ __global__ void __launch_bounds__(kBlock)
   using C = compute_t<T>;
   bool bad = false;
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    const ChunkRange range = find_chunk(first_chunk, count, chunk, kUnscaleChunk, [&](int j) { return grads[j].n; });
+    const ChunkRange range = find_chunk(first_chunk, count, chunk, kTensorChunk, [&](int j) { return grads[j].n; });
     // In a register: the gradient's stores could alias the table for the compiler.
     T* const g = static_cast<T*>(grads[range.tensor].data);
     for (int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x) {
@@ -290,7 +288,7 @@ void unscale_and_check(const Context& ctx, const View* grads, size_t count, doub
     for (size_t k = 0; k < count; ++k)
       if (grads[k].dtype == dtype) spans.push_back({grads[k].data, grads[k].numel()});
     if (spans.size() > size_t{INT32_MAX}) detail::throw_error("unscale_and_check: more than 2^31 gradients in one launch");
-    const HostTable table = build_table(spans, kUnscaleChunk);
+    const HostTable table = build_table(spans, kTensorChunk);
     const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
     visit_dtype(dtype, [&](auto tag) {
       using T = decltype(tag);

@@ -416,10 +416,12 @@ TEST(MemoryLimit, TheCpuDevicesLimitRefusesATensorBeyondIt) {
   const uint64_t held = vgrad::memory_reserved(vgrad::kCPU);
   vgrad::set_memory_limit(vgrad::kCPU, held + (uint64_t{1} << 20));
   EXPECT_EQ(vgrad::memory_limit(vgrad::kCPU), held + (uint64_t{1} << 20));
+  EXPECT_CONTAINS(vgrad::memory_summary(vgrad::kCPU), "MiB (set_memory_limit)");
   EXPECT_ERROR(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU), "the device's memory limit is");
   const vgrad::Tensor fits = vgrad::Tensor::empty({1 << 16}, vgrad::DType::Float32, vgrad::kCPU);
   EXPECT_EQ(fits.numel(), 1 << 16);
   vgrad::set_memory_limit(vgrad::kCPU, 0);
+  EXPECT_FALSE(vgrad_test::contains(vgrad::memory_summary(vgrad::kCPU), "limit")) << "no limit, no line";
   EXPECT_EQ(vgrad::Tensor::empty({1 << 20}, vgrad::DType::Float32, vgrad::kCPU).numel(), 1 << 20);
 }
 
