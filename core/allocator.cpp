@@ -58,7 +58,7 @@ void* CachingAllocator::allocate(size_t bytes) {
         collect_pending_locked(true);
         release_free_locked();
       }
-      if (!siblings_.empty()) {
+      if (!keep_cache_on_out_of_memory_ && !siblings_.empty()) {
         lock.unlock();  // a sibling running out at the same time releases this pool
         for (CachingAllocator* sibling : siblings_) sibling->release_cached();
         lock.lock();
@@ -150,9 +150,9 @@ void CachingAllocator::set_siblings(std::vector<CachingAllocator*> siblings) {
   siblings_ = std::move(siblings);
 }
 
-void CachingAllocator::keep_cache_on_out_of_memory() {
+void CachingAllocator::keep_cache_on_out_of_memory(bool keep) {
   std::lock_guard lock(mutex_);
-  keep_cache_on_out_of_memory_ = true;
+  keep_cache_on_out_of_memory_ = keep;
 }
 
 MemoryStats CachingAllocator::stats() const {

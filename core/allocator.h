@@ -82,9 +82,11 @@ class CachingAllocator {
   // outlive it. They are released without this pool's lock held, so two pools running out
   // at once cannot deadlock.
   void set_siblings(std::vector<CachingAllocator*> siblings);
-  // A CUDA graph's private pool: its free blocks are addresses the graph's replays still
-  // write, so running out never gives them back (it only retries).
-  void keep_cache_on_out_of_memory();
+  // While set, running out gives no cache back, this pool's or its siblings' (it only
+  // retries): always for a CUDA graph's private pool, whose free blocks are addresses the
+  // graph's replays still write; and for a GPU's other pools while a capture is underway
+  // there, as PyTorch's allocator does (no cudaFree may run inside a capture).
+  void keep_cache_on_out_of_memory(bool keep);
   MemoryStats stats() const;
   void reset_peak();  // the peak restarts from the bytes in use now
   static size_t round_size(size_t bytes);  // the bucket a request falls in

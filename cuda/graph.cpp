@@ -64,7 +64,7 @@ std::shared_ptr<CachingAllocator> new_pool(int index) {
                                          [index](CachingAllocator* p) {
                                            static_cast<CudaBackend&>(backend(index)).release_pool(p);
                                          });
-  pool->keep_cache_on_out_of_memory();
+  pool->keep_cache_on_out_of_memory(true);
   std::lock_guard lock(pools_mutex());
   auto& list = pools();
   std::erase_if(list, [](const auto& entry) { return entry.second.expired(); });
@@ -103,7 +103,12 @@ void CudaBackend::begin_capture(std::shared_ptr<CachingAllocator> pool) {
   }
   // Thread-local: a capture-unsafe call from this thread (a cudaMalloc outside the pool, a
   // synchronous copy) fails the capture; other threads (data loaders) are not affected.
-  VGRAD_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  // Out of memory in the device's pools gives no cache back until the capture ends.
+  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(true);
+  const cudaError_t begun = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (begun != cudaSuccess)
+    for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(false);
+  VGRAD_CUDA_CHECK(begun);
   std::lock_guard lock(capture_mutex_);
   capture_.emplace(Capture{std::move(pool), {}});
   capture_thread_.store(std::this_thread::get_id(), std::memory_order_release);
@@ -147,6 +152,7 @@ CudaBackend::CapturedWork CudaBackend::end_capture(bool failed) {
   activate();
   const cudaError_t status = cudaStreamEndCapture(stream_, &work.graph);
   for (CachingAllocator* pool : parked) delete pool;  // the capture is over: cudaFree is allowed again
+  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(false);
   if (failed || status != cudaSuccess) {
     if (work.graph != nullptr) (void)cudaGraphDestroy(work.graph);
     work.graph = nullptr;

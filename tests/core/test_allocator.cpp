@@ -349,19 +349,28 @@ TEST_F(FencedAllocator, OutOfMemoryWithNoCacheAnywhereRetriesOnceAndLeavesSiblin
   pool.deallocate(in_use, 1000);
 }
 
-// A CUDA graph's private pool: its free blocks are the graph's, never given back.
-TEST_F(FencedAllocator, APoolThatKeepsItsCacheOnlyRetries) {
-  allocator.keep_cache_on_out_of_memory();
-  allocator.set_siblings({&pool});  // the siblings' caches still go back
+// A pool that keeps its cache (a CUDA graph's private pool; a GPU's pools during a capture)
+// gives back nothing when it runs out, its own or its siblings', and only retries.
+TEST_F(FencedAllocator, APoolThatKeepsItsCacheGivesNothingBackAndOnlyRetries) {
+  allocator.set_siblings({&pool});
+  allocator.keep_cache_on_out_of_memory(true);
   allocator.deallocate(allocator.allocate(8000), 8000);
   pool.deallocate(pool.allocate(3000), 3000);
+  Raw::last_tries.clear();
   Raw::refusals = 1;
   void* block = allocator.allocate(20000);
   EXPECT_NE(block, nullptr);
-  EXPECT_EQ(allocator.stats().bytes_cached, 8192u) << "its own cache stays";
-  EXPECT_EQ(pool.stats().bytes_cached, 0u);
-  EXPECT_EQ(Raw::frees, 1);
+  EXPECT_EQ(Raw::last_tries, (std::vector<bool>{false, true}));
+  EXPECT_EQ(Raw::frees, 0) << "no cache went back";
+  EXPECT_EQ(allocator.stats().bytes_cached, 8192u);
+  EXPECT_EQ(pool.stats().bytes_cached, 3072u);
+  EXPECT_TRUE(Fences::waited.empty()) << "nor was a sibling's fence waited for";
   allocator.deallocate(block, 20000);
+  allocator.keep_cache_on_out_of_memory(false);  // the capture ended
+  Raw::refusals = 1;
+  block = allocator.allocate(40000);
+  EXPECT_EQ(Raw::frees, 3) << "both pools' caches went back: 8192 + 20480 here, 3072 there";
+  allocator.deallocate(block, 40000);
 }
 
 // The device's limit counts what both pools hold from the system; cached blocks count

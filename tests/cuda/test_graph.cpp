@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "amp/grad_scaler.h"
@@ -240,6 +241,33 @@ TEST(CudaGraph, ABadIndexInAReplayIsReportedAtTheNextRead) {
   }
   graph.replay();
   EXPECT_NO_THROW(backend_for(gpu()).synchronize());
+}
+
+// While a capture is underway, running out of memory in the device's pools gives no cache
+// back (no cudaFree inside a capture, as in PyTorch): another thread's allocation beyond the
+// memory limit fails with the compute pool's cache intact; after the capture it goes back.
+TEST(CudaGraph, OutOfMemoryDuringACaptureGivesNoCacheBack) {
+  REQUIRE_GPU();
+  Backend& device = backend_for(gpu());
+  CachingAllocator& compute = device.allocator();
+  device.synchronize();
+  empty_cache(gpu());
+  constexpr size_t kBlock = size_t{48} << 20;
+  compute.deallocate(compute.allocate(kBlock), kBlock);  // cached
+  set_memory_limit(gpu(), device.memory_limit().held() + kBlock / 2);
+  Tensor target = zeros({16}, {.device = gpu()});
+  cuda::Graph graph;
+  graph.capture([&] {
+    target.fill_(1.0);
+    std::thread other([&] { EXPECT_ERROR((void)compute.allocate(2 * kBlock), "the device's memory limit is"); });
+    other.join();
+  });
+  EXPECT_EQ(compute.stats().bytes_cached, kBlock) << "the cache stayed during the capture";
+  void* after = nullptr;
+  EXPECT_NO_THROW(after = compute.allocate(kBlock - (size_t{8} << 20))) << "after the capture it goes back";
+  EXPECT_EQ(compute.stats().bytes_cached, 0u);
+  compute.deallocate(after, kBlock - (size_t{8} << 20));
+  set_memory_limit(gpu(), 0);
 }
 
 TEST(CudaGraph, ThePoolIsPrivateAndGoesWithTheGraph) {
