@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "autograd/ops.h"
-#include "core/creation.h"
 #include "core/backend.h"
+#include "core/creation.h"
 #include "core/error.h"
 #include "core/grad_mode.h"
 
@@ -54,8 +54,8 @@ void GradScaler::unscale_(optim::Optimizer& optimizer) {
   for (const Tensor& param : optimizer.params()) {
     Tensor grad = param.grad();
     if (!grad.defined()) continue;
-    auto group = std::find_if(devices.begin(), devices.end(),
-                              [&](const auto& d) { return d.first.device() == grad.device(); });
+    auto group =
+        std::find_if(devices.begin(), devices.end(), [&](const auto& d) { return d.first.device() == grad.device(); });
     if (group == devices.end())
       group = devices.insert(devices.end(), {zeros({}, {.dtype = DType::Float32, .device = grad.device()}), {}});
     group->second.push_back(grad);

@@ -13,9 +13,9 @@
 //
 // The Inf/NaN test accumulates on the device and is read once per step (in step()),
 // never per parameter: one pass over each gradient unscales it and checks the result
-// (Backend::unscale_and_check; on a GPU one launch per dtype for all of them). Deliberate difference: PyTorch checks the values before
-// unscaling, so with a scale below 1 a finite gradient that overflows when unscaled steps
-// there and is skipped here.
+// (Backend::unscale_and_check; on a GPU one launch per dtype for all of them).
+// Deliberate difference: PyTorch checks the values before unscaling, so with a scale below
+// 1 a finite gradient that overflows when unscaled steps there and is skipped here.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -66,9 +66,10 @@ void* CachingAllocator::allocate(size_t bytes) {
       ptr = system_allocate_locked(size, true);
     }
     if (ptr == nullptr && limit_.limit() != 0 && size + limit_.held() > limit_.limit())
-      fail("allocator: out of memory allocating {} bytes: the device's memory limit is {} bytes and {} are held from "
-           "the system ({} in use in this pool; set_memory_limit changes the limit)",
-           size, limit_.limit(), limit_.held(), stats_.bytes_in_use);
+      fail(
+          "allocator: out of memory allocating {} bytes: the device's memory limit is {} bytes and {} are held from "
+          "the system ({} in use in this pool; set_memory_limit changes the limit)",
+          size, limit_.limit(), limit_.held(), stats_.bytes_in_use);
     if (ptr == nullptr) fail("allocator: out of memory allocating {} bytes ({} bytes in use)", size, stats_.bytes_in_use);
     stats_.system_allocations++;
   }
@@ -202,10 +203,10 @@ std::string memory_summary(Device device) {
   const uint64_t limit = memory_limit(device);
   const auto mb = [](uint64_t bytes) { return double(bytes) / (1024.0 * 1024.0); };
   return fmt::format(
-      "memory on {}: allocated {:.2f} MiB (peak {:.2f} MiB), reserved {:.2f} MiB ({:.2f} MiB cached, free for "
-      "reuse)\n  system allocations {}, served from the cache {}\n",
-      device.str(), mb(s.bytes_in_use), mb(s.peak_bytes_in_use), mb(s.bytes_reserved()), mb(s.bytes_cached),
-      s.system_allocations, s.cache_hits) +
+             "memory on {}: allocated {:.2f} MiB (peak {:.2f} MiB), reserved {:.2f} MiB ({:.2f} MiB cached, free for "
+             "reuse)\n  system allocations {}, served from the cache {}\n",
+             device.str(), mb(s.bytes_in_use), mb(s.peak_bytes_in_use), mb(s.bytes_reserved()), mb(s.bytes_cached),
+             s.system_allocations, s.cache_hits) +
          (limit != 0 ? fmt::format("  limit {:.2f} MiB (set_memory_limit)\n", mb(limit)) : std::string());
 }
 

@@ -40,45 +40,44 @@ struct IndexCheck {
 //   cross_entropy: target 12 out of range for 10 classes (row 3)
 [[noreturn]] void fail_index_out_of_range(const IndexCheck& check, int64_t position, int64_t value);
 
-#define VGRAD_BACKEND_IMPLS(PREFIX, SUFFIX)                                                                     \
-  PREFIX void fill_impl(const View& out, double value) SUFFIX;                                                 \
-  PREFIX void copy_impl(const View& src, const View& out) SUFFIX;                                              \
-  PREFIX void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) SUFFIX;               \
-  PREFIX void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) SUFFIX;                  \
-  PREFIX void where_impl(const View& cond, const View& a, const View& b, const View& out) SUFFIX;              \
-  PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                  \
-  PREFIX double sum_of_squares_impl(const View* xs, size_t count) SUFFIX;                                      \
-  PREFIX void unscale_and_check_impl(const View* grads, size_t count, double inverse, const View& found) SUFFIX; \
-  PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                          \
-  PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                     \
-  PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                     \
-  PREFIX bool conv2d_impl(ConvPass pass, const View& x, const View& weight, const View& y,                     \
-                          const ConvGeometry& g) SUFFIX;                                                       \
-  PREFIX void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices)     \
-      SUFFIX;                                                                                                  \
-  PREFIX void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,     \
-                                       const View& grad_x) SUFFIX;                                             \
-  PREFIX bool batch_norm_impl(const View& x, const View& weight, const View& bias, double eps, const View& y,    \
-                              const View& mean, const View& var) SUFFIX;                                       \
-  PREFIX bool batch_norm_backward_impl(const View& grad_y, const View& x, const View& mean, const View& var,     \
-                                       const View& weight, double eps, const View& grad_x,                     \
-                                       const View& grad_weight, const View& grad_bias) SUFFIX;                 \
-  PREFIX void softmax_impl(const View& x, const View& out, bool log) SUFFIX;                                   \
-  PREFIX void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) SUFFIX;   \
-  PREFIX void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,  \
-                                 const View& loss_rows) SUFFIX;                                                \
-  PREFIX void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing,             \
-                                          double scale, const View& grad_logits) SUFFIX;                       \
-  PREFIX void index_select_impl(const View& x, int dim, const View& index, const View& out) SUFFIX;            \
-  PREFIX void index_add_impl(const View& out, int dim, const View& index, const View& src) SUFFIX;             \
-  PREFIX void check_index_impl(const IndexCheck& check, const View& index) SUFFIX;                             \
-  PREFIX void uniform_impl(const View& out, double low, double high, RandomState& state) SUFFIX;               \
-  PREFIX void normal_impl(const View& out, double mean, double stddev, RandomState& state) SUFFIX;             \
-  PREFIX void dropout_mask_impl(const View& out, double p, RandomState& state) SUFFIX;                         \
-  PREFIX void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer,                \
-                              const SgdParams& p) SUFFIX;                                                      \
-  PREFIX void adam_update_impl(const View& param, const View& grad, const View& exp_avg,                       \
-                               const View& exp_avg_sq, const AdamParams& p) SUFFIX;
+#define VGRAD_BACKEND_IMPLS(PREFIX, SUFFIX)                                                                         \
+  PREFIX void fill_impl(const View& out, double value) SUFFIX;                                                      \
+  PREFIX void copy_impl(const View& src, const View& out) SUFFIX;                                                   \
+  PREFIX void unary_impl(UnaryOp op, const View& x, const View& out, double a, double b) SUFFIX;                    \
+  PREFIX void binary_impl(BinaryOp op, const View& a, const View& b, const View& out) SUFFIX;                       \
+  PREFIX void where_impl(const View& cond, const View& a, const View& b, const View& out) SUFFIX;                   \
+  PREFIX void reduce_impl(ReduceOp op, const View& in, const View& out, double scale) SUFFIX;                       \
+  PREFIX double sum_of_squares_impl(const View* xs, size_t count) SUFFIX;                                           \
+  PREFIX void unscale_and_check_impl(const View* grads, size_t count, double inverse, const View& found) SUFFIX;    \
+  PREFIX void gemm_impl(const GemmArgs& args) SUFFIX;                                                               \
+  PREFIX void im2col_impl(const View& x, const WindowGeometry& g, const View& col) SUFFIX;                          \
+  PREFIX void col2im_impl(const View& col, const WindowGeometry& g, const View& x) SUFFIX;                          \
+  PREFIX bool conv2d_impl(ConvPass pass, const View& x, const View& weight, const View& y, const ConvGeometry& g)   \
+      SUFFIX;                                                                                                       \
+  PREFIX void max_pool2d_impl(const View& x, const WindowGeometry& g, const View& out, const View& indices) SUFFIX; \
+  PREFIX void max_pool2d_backward_impl(const View& grad_out, const View& indices, const WindowGeometry& g,          \
+                                       const View& grad_x) SUFFIX;                                                  \
+  PREFIX bool batch_norm_impl(const View& x, const View& weight, const View& bias, double eps, const View& y,       \
+                              const View& mean, const View& var) SUFFIX;                                            \
+  PREFIX bool batch_norm_backward_impl(const View& grad_y, const View& x, const View& mean, const View& var,        \
+                                       const View& weight, double eps, const View& grad_x, const View& grad_weight, \
+                                       const View& grad_bias) SUFFIX;                                               \
+  PREFIX void softmax_impl(const View& x, const View& out, bool log) SUFFIX;                                        \
+  PREFIX void softmax_backward_impl(const View& y, const View& grad_y, const View& grad_x, bool log) SUFFIX;        \
+  PREFIX void cross_entropy_impl(const View& logits, const View& target, double smoothing, const View& probs,       \
+                                 const View& loss_rows) SUFFIX;                                                     \
+  PREFIX void cross_entropy_backward_impl(const View& probs, const View& target, double smoothing, double scale,    \
+                                          const View& grad_logits) SUFFIX;                                          \
+  PREFIX void index_select_impl(const View& x, int dim, const View& index, const View& out) SUFFIX;                 \
+  PREFIX void index_add_impl(const View& out, int dim, const View& index, const View& src) SUFFIX;                  \
+  PREFIX void check_index_impl(const IndexCheck& check, const View& index) SUFFIX;                                  \
+  PREFIX void uniform_impl(const View& out, double low, double high, RandomState& state) SUFFIX;                    \
+  PREFIX void normal_impl(const View& out, double mean, double stddev, RandomState& state) SUFFIX;                  \
+  PREFIX void dropout_mask_impl(const View& out, double p, RandomState& state) SUFFIX;                              \
+  PREFIX void sgd_update_impl(const View& param, const View& grad, const View& momentum_buffer, const SgdParams& p) \
+      SUFFIX;                                                                                                       \
+  PREFIX void adam_update_impl(const View& param, const View& grad, const View& exp_avg, const View& exp_avg_sq,    \
+                               const AdamParams& p) SUFFIX;
 
 class Backend;
 

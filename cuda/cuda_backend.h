@@ -7,18 +7,18 @@
 // check_index is thrown there (Backend::check_index). Arguments were checked by core's
 // Backend. Internal to cuda/.
 #pragma once
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cublas_v2.h>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "core/backend.h"
@@ -178,7 +178,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   curandGenerator_t curand_ = nullptr;
   kernels::DeviceResults* device_results_ = nullptr;
   static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // PyTorch's default on Hopper
-  void* cublas_workspace_ = nullptr;  // cudaMalloc'ed; cuBLAS's (cublasSetWorkspace)
+  void* cublas_workspace_ = nullptr;                                 // cudaMalloc'ed; cuBLAS's (cublasSetWorkspace)
   kernels::DeviceResults* host_results_ = nullptr;  // pinned
   // The index checks queued since the last wait; the device record numbers them.
   std::array<IndexCheck, kIndexChecksPerWait> pending_checks_{};
@@ -200,7 +200,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   std::optional<Capture> capture_;
   std::atomic<bool> capturing_{false};  // capture_ is set: the cheap test before the lock
   std::atomic<std::thread::id> capture_thread_{};  // the thread capturing; none between captures
-  mutable std::mutex capture_mutex_;    // guards capture_ and parked_pools_; never held while taking result_mutex_
+  mutable std::mutex capture_mutex_;  // guards capture_ and parked_pools_; never held while taking result_mutex_
   std::vector<CachingAllocator*> parked_pools_;  // released during a capture: deleted at its end
   // The graph whose index checks are the pending ones (result_mutex_); null: eager checks.
   const void* installed_checks_ = nullptr;

@@ -185,10 +185,11 @@ class CublasLtMatmuls {
                         result.workspaceSize <= kWorkspaceBytes;
     if (!usable) {
       if (status != CUBLAS_STATUS_NOT_SUPPORTED)
-        spdlog::warn("cuBLASLt declined a {} GEMM epilogue (m {}, n {}, k {}, transposes {}/{}): heuristic status {}, "
-                     "{} result(s), state {}, workspace {} bytes; the composed path runs instead",
-                     dtype_name(g.dtype), p.m, p.n, p.k, p.first.transposed, p.second.transposed, int(status), found,
-                     int(result.state), result.workspaceSize);
+        spdlog::warn(
+            "cuBLASLt declined a {} GEMM epilogue (m {}, n {}, k {}, transposes {}/{}): heuristic status {}, "
+            "{} result(s), state {}, workspace {} bytes; the composed path runs instead",
+            dtype_name(g.dtype), p.m, p.n, p.k, p.first.transposed, p.second.transposed, int(status), found,
+            int(result.state), result.workspaceSize);
       return;
     }
     plan.algo = result.algo;

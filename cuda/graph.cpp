@@ -1,8 +1,6 @@
 // cuda::Graph (core/cuda_graph.h): stream capture of a step on a CudaBackend's one stream,
 // with a private memory pool, and its replays. The backend's side of it is here too:
 // begin/end of a capture, the refusals, and a replay's index checks. Host code.
-#include "core/cuda_graph.h"
-
 #include <cuda_runtime_api.h>
 
 #include <mutex>
@@ -10,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/cuda_graph.h"
 #include "core/error.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
@@ -41,9 +40,10 @@ void* pool_alloc(size_t bytes, int device, bool last_try) {
     ptr = raw_device_alloc(bytes, device, false);
   }
   if (ptr == nullptr && last_try)
-    fail("cuda::Graph: cuda:{}: out of memory allocating {} bytes for a graph's private pool (no cache can be given "
-         "back during a capture; empty_cache(device) before capturing frees the device's other caches)",
-         device, bytes);
+    fail(
+        "cuda::Graph: cuda:{}: out of memory allocating {} bytes for a graph's private pool (no cache can be given "
+        "back during a capture; empty_cache(device) before capturing frees the device's other caches)",
+        device, bytes);
   return ptr;
 }
 
@@ -60,10 +60,9 @@ std::vector<std::pair<int, std::weak_ptr<CachingAllocator>>>& pools() {
 std::shared_ptr<CachingAllocator> new_pool(int index) {
   // The last holder may go inside a later capture (a tensor of this graph dropped while the
   // next step is captured): the backend then keeps the pool until that capture ends.
-  std::shared_ptr<CachingAllocator> pool(new CachingAllocator(&pool_alloc, &raw_device_free, index, backend(index).memory_limit()),
-                                         [index](CachingAllocator* p) {
-                                           static_cast<CudaBackend&>(backend(index)).release_pool(p);
-                                         });
+  std::shared_ptr<CachingAllocator> pool(
+      new CachingAllocator(&pool_alloc, &raw_device_free, index, backend(index).memory_limit()),
+      [index](CachingAllocator* p) { static_cast<CudaBackend&>(backend(index)).release_pool(p); });
   pool->keep_cache_on_out_of_memory(true);
   std::lock_guard lock(pools_mutex());
   auto& list = pools();

@@ -253,8 +253,7 @@ __global__ void __launch_bounds__(kBlock)
 // (cuda/chunks.h); each block takes chunks in a grid-stride loop and finds its gradient by
 // binary search. g *= inv, and *found = 1 where a stored value is Inf or NaN (every writer
 // stores the same value, so the race is benign); as core/cpu/reduce.cpp's loop.
-template <class T>
-__global__ void __launch_bounds__(kBlock)
+template <class T> __global__ void __launch_bounds__(kBlock)
     unscale_many_kernel(const TensorSpan* grads, const int64_t* first_chunk, int count, int64_t chunks,
                         compute_t<T> inv, compute_t<T> largest, float* found) {
   using C = compute_t<T>;
@@ -287,7 +286,8 @@ void unscale_and_check(const Context& ctx, const View* grads, size_t count, doub
     std::vector<TensorSpan> spans;
     for (size_t k = 0; k < count; ++k)
       if (grads[k].dtype == dtype) spans.push_back({grads[k].data, grads[k].numel()});
-    if (spans.size() > size_t{INT32_MAX}) detail::throw_error("unscale_and_check: more than 2^31 gradients in one launch");
+    if (spans.size() > size_t{INT32_MAX})
+      detail::throw_error("unscale_and_check: more than 2^31 gradients in one launch");
     const HostTable table = build_table(spans, kTensorChunk);
     const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
     visit_dtype(dtype, [&](auto tag) {

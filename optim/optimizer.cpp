@@ -102,9 +102,10 @@ void refuse_dropping_captured_state(const std::vector<Tensor>& kept, const std::
                                     const std::string& buffer, const std::string& optimizer) {
   for (size_t i = 0; i < kept.size(); ++i)
     if (kept[i].defined() && !loaded[i].defined())
-      fail("{}: load_state_dict: the checkpoint has no 'state.{}.{}', but parameter {} has that state and a CUDA "
-           "graph captured step() updates it in place; its replays cannot start it afresh",
-           optimizer, i, buffer, i);
+      fail(
+          "{}: load_state_dict: the checkpoint has no 'state.{}.{}', but parameter {} has that state and a CUDA "
+          "graph captured step() updates it in place; its replays cannot start it afresh",
+          optimizer, i, buffer, i);
 }
 
 // Capturable optimizers copy loaded state into the buffers they have (a captured step reads
@@ -112,8 +113,10 @@ void refuse_dropping_captured_state(const std::vector<Tensor>& kept, const std::
 void take_state(std::vector<Tensor>& kept, std::vector<Tensor> loaded, bool in_place) {
   NoGradGuard no_grad;
   for (size_t i = 0; i < kept.size(); ++i) {
-    if (in_place && kept[i].defined() && loaded[i].defined()) kept[i].copy_(loaded[i]);
-    else kept[i] = std::move(loaded[i]);
+    if (in_place && kept[i].defined() && loaded[i].defined())
+      kept[i].copy_(loaded[i]);
+    else
+      kept[i] = std::move(loaded[i]);
   }
 }
 
@@ -168,7 +171,8 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind, bo
   const Tensor* first = nullptr;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].defined()) continue;
-    if (first == nullptr) first = &params_[i];
+    if (first == nullptr)
+      first = &params_[i];
     else if (params_[i].device() != first->device())
       fail("{}: capturable needs all parameters on one device: parameter {} is on {}, parameter {} on {}", kind,
            size_t(first - params_.data()), first->device().str(), i, params_[i].device().str());
@@ -186,9 +190,10 @@ void Optimizer::check_capturable_device() const {
   if (!capturable()) return;
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].defined() && params_[i].device() != lr_on_device_.device())
-      fail("{}: step() with capturable: parameter {} is on {}, but the lr and step counts live on {}, where the "
-           "parameters were when the optimizer was made; make the optimizer after moving the model",
-           name(), i, params_[i].device().str(), lr_on_device_.device().str());
+      fail(
+          "{}: step() with capturable: parameter {} is on {}, but the lr and step counts live on {}, where the "
+          "parameters were when the optimizer was made; make the optimizer after moving the model",
+          name(), i, params_[i].device().str(), lr_on_device_.device().str());
 }
 
 void Optimizer::refuse_in_capture(const char* what, const char* why) const {
@@ -202,17 +207,19 @@ void Optimizer::refuse_fixed_after_capture(const std::map<std::string, double>& 
   for (const auto& [key, value] : values) {
     auto it = now.find(key);
     if (key != "lr" && it != now.end() && it->second != value)
-      fail("{}: load_hyperparameters changes {} from {} to {} after a CUDA graph captured step(): its replays keep "
-           "{}; only lr may change",
-           name(), key, it->second, value, it->second);
+      fail(
+          "{}: load_hyperparameters changes {} from {} to {} after a CUDA graph captured step(): its replays keep "
+          "{}; only lr may change",
+          name(), key, it->second, value, it->second);
   }
 }
 
 void Optimizer::refuse_after_capture(const char* what) const {
   if (captured_)
-    fail("{}: {} after a CUDA graph captured step(): its replays keep lr {} and the state they captured; make the "
-         "optimizer with capturable = true (its lr and state on the device), or a new optimizer and capture again",
-         name(), what, lr_);
+    fail(
+        "{}: {} after a CUDA graph captured step(): its replays keep lr {} and the state they captured; make the "
+        "optimizer with capturable = true (its lr and state on the device), or a new optimizer and capture again",
+        name(), what, lr_);
 }
 
 void Optimizer::set_lr(double lr) {
@@ -241,7 +248,8 @@ void Optimizer::zero_grad(bool set_to_none) {
 }
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
-    : Optimizer(std::move(params), options.lr, "SGD", options.capturable), options_(options),
+    : Optimizer(std::move(params), options.lr, "SGD", options.capturable),
+      options_(options),
       momentum_buffers_(params_.size()) {
   check_options(options);
   for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, "SGD");
@@ -290,13 +298,14 @@ void SGD::step() {
     // The momentum (and without capturable, lr) is the same at every replay; the first step is not.
     for (size_t i = 0; i < params_.size(); ++i)
       if (options_.momentum != 0 && params_[i].grad().defined() && !momentum_buffers_[i].defined())
-        fail("SGD: step() inside a CUDA graph capture is the first step of parameter {}: its momentum buffer starts "
-             "there, and every replay would start it again; run a step before capturing",
-             i);
+        fail(
+            "SGD: step() inside a CUDA graph capture is the first step of parameter {}: its momentum buffer starts "
+            "there, and every replay would start it again; run a step before capturing",
+            i);
   }
   update_all<SgdUpdate>(params_, "SGD", [&](Tensor& p, const Tensor& g, size_t i) {
-    SgdParams args{lr_, options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov, false,
-                   lr_source()};
+    SgdParams args{lr_,   options_.momentum, options_.dampening, options_.weight_decay, options_.nesterov,
+                   false, lr_source()};
     if (options_.momentum != 0 && !momentum_buffers_[i].defined()) {
       momentum_buffers_[i] = Tensor::empty(p.shape(), p.dtype(), p.device());
       args.first_step = true;
@@ -315,16 +324,22 @@ std::map<std::string, Tensor> SGD::state_dict() const {
 }
 
 void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
-  if (capturable()) refuse_in_capture("load_state_dict");
-  else refuse_after_capture("load_state_dict");
+  if (capturable())
+    refuse_in_capture("load_state_dict");
+  else
+    refuse_after_capture("load_state_dict");
   std::vector<Tensor> loaded = state_tensors(state, "momentum_buffer", params_, "SGD");
   if (captured_) refuse_dropping_captured_state(momentum_buffers_, loaded, "momentum_buffer", "SGD");
   take_state(momentum_buffers_, std::move(loaded), capturable());
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
-    : Optimizer(std::move(params), options.lr, decoupled ? "AdamW" : "Adam", options.capturable), options_(options),
-      decoupled_(decoupled), steps_(params_.size(), 0), exp_avg_(params_.size()), exp_avg_sq_(params_.size()) {
+    : Optimizer(std::move(params), options.lr, decoupled ? "AdamW" : "Adam", options.capturable),
+      options_(options),
+      decoupled_(decoupled),
+      steps_(params_.size(), 0),
+      exp_avg_(params_.size()),
+      exp_avg_sq_(params_.size()) {
   check_options(options, name());
   for (size_t i = 0; i < params_.size(); ++i) check_param(params_[i], i, name().c_str());
   if (capturable()) {
@@ -366,44 +381,42 @@ void Adam::step() {
   check_capturable_device();
   const bool in_capture = capturing();
   if (in_capture && !capturable())
-    fail("{}: step() inside a CUDA graph capture: its step count and bias corrections are host values every replay "
-         "would repeat unchanged; make it with capturable = true (AdamOptions), or capture the forward and backward "
-         "only",
-         name());
+    fail(
+        "{}: step() inside a CUDA graph capture: its step count and bias corrections are host values every replay "
+        "would repeat unchanged; make it with capturable = true (AdamOptions), or capture the forward and backward "
+        "only",
+        name());
   if (in_capture)
     for (size_t i = 0; i < params_.size(); ++i)
       if (params_[i].grad().defined() && !exp_avg_[i].defined())
-        fail("{}: step() inside a CUDA graph capture is the first step of parameter {}: its moments start there at "
-             "zero, and every replay would start them again; run a step before capturing",
-             name(), i);
-  if (capturable()) {
-    // The kernels read the lr and each count from the device (the count before this step:
-    // AdamParams::step_source), then the updated parameters' counts advance there.
-    const auto* counts = static_cast<const int64_t*>(step_counts_.view().data);
-    const auto entry = [&](Tensor& p, const Tensor& g, size_t i) {
-      if (!exp_avg_[i].defined()) {
-        exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
-        exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
-      }
-      const AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_, 0,
-                            lr_source(), counts + i};
-      return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
-    };
-    advance_step_counts(update_all<AdamUpdate>(params_, name(), entry));
-    if (in_capture) captured_ = true;
+        fail(
+            "{}: step() inside a CUDA graph capture is the first step of parameter {}: its moments start there at "
+            "zero, and every replay would start them again; run a step before capturing",
+            name(), i);
+  // Capturable: the kernels read the lr and each count from the device (the count before
+  // this step: AdamParams::step_source), then the updated parameters' counts advance there.
+  const auto* counts = capturable() ? static_cast<const int64_t*>(step_counts_.view().data) : nullptr;
+  std::vector<int64_t> steps = steps_;  // committed once the updates have run
+  const std::vector<size_t> updated =
+      update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
+        if (!exp_avg_[i].defined()) {
+          exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
+          exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
+        }
+        AdamParams args{lr_, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, decoupled_};
+        args.lr_source = lr_source();
+        if (counts != nullptr)
+          args.step_source = counts + i;
+        else
+          args.step = ++steps[i];
+        return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
+      });
+  if (!capturable()) {
+    steps_ = std::move(steps);
     return;
   }
-  std::vector<int64_t> steps = steps_;  // committed once the updates have run
-  update_all<AdamUpdate>(params_, name(), [&](Tensor& p, const Tensor& g, size_t i) {
-    if (!exp_avg_[i].defined()) {
-      exp_avg_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
-      exp_avg_sq_[i] = zeros(p.shape(), {.dtype = p.dtype(), .device = p.device()});
-    }
-    const AdamParams args{lr_,     options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
-                          decoupled_, ++steps[i]};
-    return AdamUpdate{p.view(), g.view(), exp_avg_[i].view(), exp_avg_sq_[i].view(), args};
-  });
-  steps_ = std::move(steps);
+  advance_step_counts(updated);
+  if (in_capture) captured_ = true;  // only once the step was recorded
 }
 
 // One add per run of consecutive updated parameters: one launch when all have a gradient.

@@ -74,7 +74,7 @@ class Optimizer {
   void check_capturable_device() const;
 
   std::vector<Tensor> params_;
-  double lr_;  // capturable: the host copy of the device lr (both set only by set_lr)
+  double lr_;              // capturable: the host copy of the device lr (both set only by set_lr)
   bool captured_ = false;  // a CUDA graph captured step(): state (and without capturable, lr) is fixed
   Tensor lr_on_device_;    // capturable: a float64 scalar on the parameters' device; else undefined
 };

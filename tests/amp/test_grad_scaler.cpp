@@ -2,10 +2,9 @@
 // (grad_scaler_reference.h, from scripts/reference/make_grad_scaler_reference.py):
 // skipped steps leave the weights untouched, clean steps apply the unscaled gradient,
 // unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
+#include <gtest/gtest.h>
 #include <limits>
 
 #include "amp/grad_scaler.h"

@@ -379,7 +379,7 @@ TEST_F(FencedAllocator, TheMemoryLimitCapsWhatThePoolsHoldTogether) {
   allocator.set_siblings({&pool});
   pool.set_siblings({&allocator});
   limit.set(16384);
-  void* a = allocator.allocate(8000);  // 8192 held
+  void* a = allocator.allocate(8000);          // 8192 held
   pool.deallocate(pool.allocate(4000), 4000);  // 4096 more, cached in the upload pool
   EXPECT_EQ(limit.held(), 8192u + 4096u);
   void* b = allocator.allocate(7000);  // 7168: only fits once the upload pool's cache went back

@@ -2,11 +2,10 @@
 // before any device writes (outputs stay untouched), on every device present; the
 // dtype table; the op table's names and int64 rules; the many-parameter optimizer steps
 // (checked first, then the same bits as one step per parameter).
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <gtest/gtest.h>
 #include <string>
 #include <vector>
 
@@ -152,7 +151,8 @@ TEST(Backend, UnscaleAndCheckIsCheckedBeforeAnyWrite) {
     EXPECT_ERROR(run(strided, flag, 0.5), "unscale_and_check: gradient [2, 4] must be contiguous");
     EXPECT_ERROR(run(good, zeros({}, {.dtype = DType::Float64, .device = device}), 0.5),
                  "unscale_and_check: flag must be float32, got float64");
-    EXPECT_ERROR(run(good, zeros({2}, {.device = device}), 0.5), "unscale_and_check: the flag must be one value, got [2]");
+    EXPECT_ERROR(run(good, zeros({2}, {.device = device}), 0.5),
+                 "unscale_and_check: the flag must be one value, got [2]");
     EXPECT_ERROR(run(good, flag, INFINITY), "unscale_and_check: inverse scale inf is not finite");
     EXPECT_EQ(vals(good.to(kCPU)), (std::vector<double>{1, 1, 1})) << device.str();
     EXPECT_EQ(flag.item(), 0.0) << device.str();

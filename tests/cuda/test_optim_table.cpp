@@ -3,19 +3,17 @@
 // pointers, read back as the kernel reads them), and the cache that uploads a table only
 // when its tensor set is new, with fake uploads. No GPU needed; the kernels that read the
 // tables are checked by tests/cuda/test_optim_cuda.cpp and test_reduce_cuda.cpp.
-#include "cuda/optim_table.h"
-
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <gtest/gtest.h>
 #include <memory>
 #include <vector>
 
 #include "core/backend.h"
 #include "core/creation.h"
+#include "cuda/optim_table.h"
 #include "grad_scaler_loop.h"
 #include "support.h"
 
@@ -246,7 +244,8 @@ struct PooledTables {
     return [this](const std::vector<unsigned char>& bytes) {
       void* data = pool.allocate(bytes.size());
       std::memcpy(data, bytes.data(), bytes.size());
-      return std::make_shared<const DeviceTable>(data, [this, data, size = bytes.size()] { pool.deallocate(data, size); });
+      return std::make_shared<const DeviceTable>(data,
+                                                 [this, data, size = bytes.size()] { pool.deallocate(data, size); });
     };
   }
 };
