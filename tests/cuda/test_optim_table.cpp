@@ -231,12 +231,6 @@ TEST(OptimTable, TablesOfBothLayoutsShareTheCacheByTheirBytes) {
   EXPECT_EQ(device.uploaded[1], unscale);
 }
 
-// The tables a training loop asks for, with the gradient blocks of real steps (the CPU's
-// caching allocator, whose size buckets CUDA's shares): a 2-layer MLP under autocast and
-// GradScaler, SGD with momentum, zero_grad() dropping the gradients. Their sets cycle (every
-// 6 steps here); each step asks for its unscale table, then its step table (the state
-// buffers, which stay, left out). With the backend's capacity every one is found once the
-// cycle has been seen.
 // Tables in memory of a caching allocator, as CudaBackend::table keeps them.
 struct PooledTables {
   CachingAllocator& pool;
@@ -250,7 +244,11 @@ struct PooledTables {
   }
 };
 
-// The training loop's uploads after its first cycles, with the tables' memory from `pool`.
+// The tables a training loop asks for, with the gradient blocks of real steps (the CPU's
+// caching allocator, whose size buckets CUDA's shares): a 2-layer MLP under autocast and
+// GradScaler, SGD with momentum, zero_grad() dropping the gradients. Each step asks for its
+// unscale table, then its step table (the state buffers, which stay, left out). Returns the
+// uploads after the first cycles, with the tables' memory from `pool`.
 uint64_t uploads_after_warm_up(CachingAllocator& pool) {
   PooledTables tables{pool};
   TableCache cache(kTableCacheCapacity);
