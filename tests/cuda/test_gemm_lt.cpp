@@ -266,7 +266,10 @@ TEST(CudaGemmLt, RandomFloat32ValuesMatchTheCpuWithinGemmTolerance) {
   for (const bool relu_after : {false, true}) {
     std::vector<std::vector<double>> results[2];
     for (const Device device : {kCPU, cuda_device(0)}) {
-      const Tensor xd = x.to(device).requires_grad_(), wd = w.to(device).requires_grad_(), bd = b.to(device).requires_grad_();
+      // Fresh leaves on each device: x.to(kCPU) is x itself, and marking it would make the GPU
+      // pass's x.to(gpu) a recorded copy (no leaf, no grad) and add every pass's grads up.
+      auto leaf = [&](const Tensor& t) { return t.detach().to(device).requires_grad_(); };
+      const Tensor xd = leaf(x), wd = leaf(w), bd = leaf(b);
       const Tensor y = relu_after ? linear_relu(xd, wd, bd) : linear(xd, wd, bd);
       y.backward(g.to(device));
       results[device.is_cpu() ? 0 : 1] = {vals(y), vals(xd.grad()), vals(wd.grad()), vals(bd.grad())};
