@@ -25,7 +25,11 @@ CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free, int dev
                                    const FenceHooks* fences)
     : raw_alloc_(raw_alloc), raw_free_(raw_free), device_index_(device_index), limit_(limit), fences_(fences) {}
 
-CachingAllocator::~CachingAllocator() { release_cached(); }
+CachingAllocator::~CachingAllocator() {
+  std::lock_guard lock(mutex_);
+  if (!pending_.empty()) collect_pending_locked(true);
+  release_free_locked();
+}
 
 // Small blocks round to 512 bytes; larger ones to 1/8 of their power of two, so
 // the waste stays under 12.5% while batch-shaped buffers share buckets.
@@ -54,13 +58,14 @@ void* CachingAllocator::allocate(size_t bytes) {
     if (ptr == nullptr) {
       // Out of memory: wait for the pending blocks, give this pool's cache and the
       // siblings' back, and retry once.
-      if (!keep_cache_on_out_of_memory_ && stats_.bytes_cached > 0) {
+      if (keep_cache_why_ == nullptr && stats_.bytes_cached > 0) {
         collect_pending_locked(true);
         release_free_locked();
       }
-      if (!keep_cache_on_out_of_memory_ && !siblings_.empty()) {
+      if (keep_cache_why_ == nullptr && !siblings_.empty()) {
         lock.unlock();  // a sibling running out at the same time releases this pool
-        for (CachingAllocator* sibling : siblings_) sibling->release_cached();
+        // A sibling that keeps its cache now (a capture began meanwhile) gives nothing back.
+        for (CachingAllocator* sibling : siblings_) (void)sibling->release_cached();
         lock.lock();
       }
       ptr = system_allocate_locked(size, true);
@@ -140,10 +145,12 @@ void CachingAllocator::release_free_locked() {
   free_blocks_.clear();
 }
 
-void CachingAllocator::release_cached() {
+const char* CachingAllocator::release_cached() {
   std::lock_guard lock(mutex_);
+  if (keep_cache_why_ != nullptr) return keep_cache_why_;
   if (!pending_.empty()) collect_pending_locked(true);
   release_free_locked();
+  return nullptr;
 }
 
 void CachingAllocator::set_siblings(std::vector<CachingAllocator*> siblings) {
@@ -151,9 +158,9 @@ void CachingAllocator::set_siblings(std::vector<CachingAllocator*> siblings) {
   siblings_ = std::move(siblings);
 }
 
-void CachingAllocator::keep_cache_on_out_of_memory(bool keep) {
+void CachingAllocator::keep_cache(const char* why) {
   std::lock_guard lock(mutex_);
-  keep_cache_on_out_of_memory_ = keep;
+  keep_cache_why_ = why;
 }
 
 MemoryStats CachingAllocator::stats() const {
@@ -190,7 +197,9 @@ MemoryStats memory_stats(Device device) {
   return total;
 }
 void empty_cache(Device device) {
-  for_each_pool(device, [](CachingAllocator& pool) { pool.release_cached(); });
+  for_each_pool(device, [&](CachingAllocator& pool) {
+    if (const char* why = pool.release_cached()) fail("empty_cache({}): nothing more was given back: {}", device.str(), why);
+  });
 }
 void set_memory_limit(Device device, uint64_t bytes) { backend_for(device).memory_limit().set(bytes); }
 uint64_t memory_limit(Device device) { return backend_for(device).memory_limit().limit(); }

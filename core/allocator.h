@@ -74,19 +74,22 @@ class CachingAllocator {
 
   void* allocate(size_t bytes);
   void deallocate(void* ptr, size_t bytes);
-  // Returns every cached block to the system, waiting first for the pending ones' fences.
-  void release_cached();
+  // Returns every cached block to the system, waiting first for the pending ones' fences,
+  // and nullptr; a pool that keeps its cache (keep_cache) gives nothing back and returns why.
+  const char* release_cached();
   // The device's other pools (a GPU's compute and copy-stream pools hold each other): when
   // the system refuses an allocation, this pool gives back its own cache and theirs before
   // its retry, as one cache per device would. Set before the pool is used; they must
   // outlive it. They are released without this pool's lock held, so two pools running out
   // at once cannot deadlock.
   void set_siblings(std::vector<CachingAllocator*> siblings);
-  // While set, running out gives no cache back, this pool's or its siblings' (it only
-  // retries): always for a CUDA graph's private pool, whose free blocks are addresses the
-  // graph's replays still write; and for a GPU's other pools while a capture is underway
-  // there, as PyTorch's allocator does (no cudaFree may run inside a capture).
-  void keep_cache_on_out_of_memory(bool keep);
+  // While `why` is set, the pool gives no cache back to the system: running out, it only
+  // retries (nor do its siblings give theirs), and release_cached() returns `why`. Always for a
+  // CUDA graph's private pool, whose free blocks are addresses the graph's replays still
+  // write; and for a GPU's other pools while a capture is underway there, as PyTorch's
+  // allocator does (no cudaFree may run inside a capture). nullptr ends it; `why` must outlive
+  // the setting (a string literal). The destructor gives everything back regardless.
+  void keep_cache(const char* why);
   MemoryStats stats() const;
   void reset_peak();  // the peak restarts from the bytes in use now
   static size_t round_size(size_t bytes);  // the bucket a request falls in
@@ -111,7 +114,7 @@ class CachingAllocator {
   MemoryLimit& limit_;
   const FenceHooks* fences_;  // nullptr: a freed block is free at once
   std::vector<CachingAllocator*> siblings_;
-  bool keep_cache_on_out_of_memory_ = false;
+  const char* keep_cache_why_ = nullptr;  // keep_cache
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_blocks_;
   std::deque<PendingBlock> pending_;  // in the order freed
@@ -123,6 +126,8 @@ class CachingAllocator {
 MemoryStats& operator+=(MemoryStats& total, const MemoryStats& pool);
 
 MemoryStats memory_stats(Device device);
+// Gives every cached block of the device's pools back to the system. Refused while a pool
+// keeps its cache (a GPU while a CUDA graph capture is underway there): an error saying why.
 void empty_cache(Device device);
 // Caps the bytes `device` holds from the system (MemoryStats::bytes_reserved of its pools and
 // of its CUDA graphs' pools); 0 lifts the cap. PyTorch's

@@ -7,6 +7,8 @@
 //   p += -step_size * (m / (sqrt(v) / sqrt(1 - beta2^t) + eps)),  step_size = lr / (1 - beta1^t)
 // A capturable step (AdamParams::step_source) computes the same doubles where it runs: on a
 // GPU, each thread once per parameter chunk with the device's pow (see docs/gpu.md).
+// Every op rounds as written on both devices: the files that use this are compiled without
+// contraction (CMakeLists.txt: cuda/optim.cu --fmad=false, core/cpu/optim.cpp -ffp-contract=off).
 #pragma once
 #include <cmath>
 

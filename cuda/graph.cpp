@@ -16,6 +16,11 @@
 namespace vgrad::cuda {
 namespace {
 
+// Why a GPU's pools keep their cache while it captures (CachingAllocator::keep_cache).
+constexpr const char* kCaptureUnderway =
+    "a CUDA graph capture is underway on this device, and no cudaFree may run inside one; call empty_cache before "
+    "the capture or after it";
+
 // cudaMalloc is not stream-ordered, so a thread-local capture refuses it on the capturing
 // thread; the pool's fresh blocks are not part of the graph (only their addresses are), so
 // this thread relaxes the rule while it allocates one, as cudaThreadExchangeStreamCaptureMode
@@ -63,7 +68,7 @@ std::shared_ptr<CachingAllocator> new_pool(int index) {
   std::shared_ptr<CachingAllocator> pool(
       new CachingAllocator(&pool_alloc, &raw_device_free, index, backend(index).memory_limit()),
       [index](CachingAllocator* p) { static_cast<CudaBackend&>(backend(index)).release_pool(p); });
-  pool->keep_cache_on_out_of_memory(true);
+  pool->keep_cache("it is a CUDA graph's private pool, whose free blocks the graph's replays still write");
   std::lock_guard lock(pools_mutex());
   auto& list = pools();
   std::erase_if(list, [](const auto& entry) { return entry.second.expired(); });
@@ -103,10 +108,10 @@ void CudaBackend::begin_capture(std::shared_ptr<CachingAllocator> pool) {
   // Thread-local: a capture-unsafe call from this thread (a cudaMalloc outside the pool, a
   // synchronous copy) fails the capture; other threads (data loaders) are not affected.
   // Out of memory in the device's pools gives no cache back until the capture ends.
-  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(true);
+  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache(kCaptureUnderway);
   const cudaError_t begun = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
   if (begun != cudaSuccess)
-    for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(false);
+    for (CachingAllocator* device_pool : pools()) device_pool->keep_cache(nullptr);
   VGRAD_CUDA_CHECK(begun);
   std::lock_guard lock(capture_mutex_);
   capture_.emplace(Capture{std::move(pool), {}});
@@ -151,7 +156,7 @@ CudaBackend::CapturedWork CudaBackend::end_capture(bool failed) {
   activate();
   const cudaError_t status = cudaStreamEndCapture(stream_, &work.graph);
   for (CachingAllocator* pool : parked) delete pool;  // the capture is over: cudaFree is allowed again
-  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache_on_out_of_memory(false);
+  for (CachingAllocator* device_pool : pools()) device_pool->keep_cache(nullptr);
   if (failed || status != cudaSuccess) {
     if (work.graph != nullptr) (void)cudaGraphDestroy(work.graph);
     work.graph = nullptr;

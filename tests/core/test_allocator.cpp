@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "support.h"
 
 namespace {
@@ -353,7 +354,7 @@ TEST_F(FencedAllocator, OutOfMemoryWithNoCacheAnywhereRetriesOnceAndLeavesSiblin
 // gives back nothing when it runs out, its own or its siblings', and only retries.
 TEST_F(FencedAllocator, APoolThatKeepsItsCacheGivesNothingBackAndOnlyRetries) {
   allocator.set_siblings({&pool});
-  allocator.keep_cache_on_out_of_memory(true);
+  allocator.keep_cache("a capture is underway");
   allocator.deallocate(allocator.allocate(8000), 8000);
   pool.deallocate(pool.allocate(3000), 3000);
   Raw::last_tries.clear();
@@ -366,11 +367,53 @@ TEST_F(FencedAllocator, APoolThatKeepsItsCacheGivesNothingBackAndOnlyRetries) {
   EXPECT_EQ(pool.stats().bytes_cached, 3072u);
   EXPECT_TRUE(Fences::waited.empty()) << "nor was a sibling's fence waited for";
   allocator.deallocate(block, 20000);
-  allocator.keep_cache_on_out_of_memory(false);  // the capture ended
+  allocator.keep_cache(nullptr);  // the capture ended
   Raw::refusals = 1;
   block = allocator.allocate(40000);
   EXPECT_EQ(Raw::frees, 3) << "both pools' caches went back: 8192 + 20480 here, 3072 there";
   allocator.deallocate(block, 40000);
+}
+
+// Nor does it give its cache back when asked: release_cached says why and frees nothing, not
+// even the pending blocks' (their fences are not waited for), until the keeping ends. Its
+// destructor still gives everything back.
+TEST_F(FencedAllocator, APoolThatKeepsItsCacheRefusesToReleaseItAndSaysWhy) {
+  pool.deallocate(pool.allocate(1000), 1000);  // pending, fence 1
+  allocator.deallocate(allocator.allocate(5000), 5000);  // cached
+  pool.keep_cache("a capture is underway");
+  allocator.keep_cache("a capture is underway");
+  EXPECT_STREQ(pool.release_cached(), "a capture is underway");
+  EXPECT_STREQ(allocator.release_cached(), "a capture is underway");
+  EXPECT_EQ(Raw::frees, 0);
+  EXPECT_TRUE(Fences::waited.empty());
+  EXPECT_EQ(pool.stats().bytes_pending, 1024u);
+  EXPECT_EQ(allocator.stats().bytes_cached, 5120u);
+  pool.keep_cache(nullptr);
+  EXPECT_EQ(pool.release_cached(), nullptr);
+  EXPECT_EQ(Raw::frees, 1);
+  EXPECT_EQ(Fences::waited, (std::vector<int64_t>{1}));
+  {
+    CachingAllocator kept(Raw::alloc, Raw::free, 0, limit);
+    kept.deallocate(kept.allocate(3000), 3000);
+    kept.keep_cache("a CUDA graph's private pool");
+  }
+  EXPECT_EQ(Raw::frees, 2) << "a kept pool's blocks go back when the pool goes";
+  allocator.keep_cache(nullptr);
+}
+
+// empty_cache on a device whose pool keeps its cache (a GPU while it captures) is an error
+// naming the device and the reason, and works again once the keeping ends.
+TEST(EmptyCache, IsRefusedWhileAPoolOfTheDeviceKeepsItsCache) {
+  vgrad::CachingAllocator& cpu_pool = vgrad::backend_for(vgrad::kCPU).allocator();
+  { const vgrad::Tensor cached = vgrad::Tensor::empty({1000}, vgrad::DType::Float32, vgrad::kCPU); }
+  const uint64_t cached = cpu_pool.stats().bytes_cached;
+  ASSERT_GT(cached, 0u);
+  cpu_pool.keep_cache("a test keeps it");
+  EXPECT_ERROR(vgrad::empty_cache(vgrad::kCPU), "empty_cache(cpu): nothing more was given back: a test keeps it");
+  EXPECT_EQ(cpu_pool.stats().bytes_cached, cached);
+  cpu_pool.keep_cache(nullptr);
+  vgrad::empty_cache(vgrad::kCPU);
+  EXPECT_EQ(cpu_pool.stats().bytes_cached, 0u);
 }
 
 // The device's limit counts what both pools hold from the system; cached blocks count

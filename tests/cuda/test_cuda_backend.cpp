@@ -780,7 +780,7 @@ TEST(CudaBackend, SgdUpdateMatchesCpu) {
       cpu().sgd_update(param.cpu_view({n}), grad.cpu_view({n}), buffer.cpu_view({n}), p);
       gpu().sgd_update(param.gpu_view({n}), grad.gpu_view({n}), buffer.gpu_view({n}), p);
     }
-    // The CPU's bits: both devices round every op of the rule as written (no contraction).
+    // The CPU's values exactly: both devices round every op of the rule as written (no contraction).
     param.expect_match({0, 0}, join({"sgd ", config.name, " param"}));
     buffer.expect_match({0, 0}, join({"sgd ", config.name, " buffer"}));
   }
@@ -804,8 +804,8 @@ TEST(CudaBackend, AdamAndAdamWUpdatesMatchCpu) {
       gpu().adam_update(param.gpu_view({n}), grad.gpu_view({n}), m.gpu_view({n}), v.gpu_view({n}), p);
     }
     const std::string label = variant == 0 ? "adam" : variant == 1 ? "adam + weight decay" : "adamw";
-    // The CPU's bits: both devices round every op as written (no contraction), and IEEE sqrt
-    // and division are correctly rounded on both.
+    // The CPU's values exactly: both devices round every op as written (no contraction), and
+    // IEEE sqrt and division are correctly rounded on both.
     param.expect_match({0, 0}, join({label, " param"}));
     m.expect_match({0, 0}, join({label, " exp_avg"}));
     v.expect_match({0, 0}, join({label, " exp_avg_sq"}));

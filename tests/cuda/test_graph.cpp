@@ -270,6 +270,30 @@ TEST(CudaGraph, OutOfMemoryDuringACaptureGivesNoCacheBack) {
   set_memory_limit(gpu(), 0);
 }
 
+// empty_cache during a capture would cudaFree inside it: refused with the reason, from the
+// capturing thread and from another, with the cache intact; after the capture it works.
+TEST(CudaGraph, EmptyCacheDuringACaptureIsRefused) {
+  REQUIRE_GPU();
+  CachingAllocator& compute = backend_for(gpu()).allocator();
+  compute.deallocate(compute.allocate(size_t{1} << 20), size_t{1} << 20);  // cached
+  Tensor target = zeros({16}, {.device = gpu()});
+  const uint64_t cached = compute.stats().bytes_cached;
+  ASSERT_GE(cached, uint64_t{1} << 20);
+  const char* expected = "empty_cache(cuda:0): nothing more was given back: a CUDA graph capture is underway";
+  cuda::Graph graph;
+  graph.capture([&] {
+    target.fill_(1.0);
+    EXPECT_ERROR(empty_cache(gpu()), expected);
+    std::thread other([&] { EXPECT_ERROR(empty_cache(gpu()), expected); });
+    other.join();
+  });
+  EXPECT_EQ(compute.stats().bytes_cached, cached) << "the cache stayed during the capture";
+  graph.replay();
+  EXPECT_EQ(vgrad_test::vals(target), std::vector<double>(16, 1.0)) << "the capture was not broken";
+  EXPECT_NO_THROW(empty_cache(gpu()));
+  EXPECT_EQ(compute.stats().bytes_cached, 0u);
+}
+
 TEST(CudaGraph, ThePoolIsPrivateAndGoesWithTheGraph) {
   REQUIRE_GPU();
   const uint64_t before = cuda::graph_pool_stats(0).bytes_reserved();
