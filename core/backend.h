@@ -332,6 +332,10 @@ int64_t fused_gemm_epilogue_count(int index);
 // GPU `index` has written: a set of tensors seen before is found in the backend's cache and
 // costs none. For tests and profiling; 0 without that GPU. Never throws.
 int64_t table_upload_count(int index);
+// GPU `index`'s compute stream, a cudaStream_t: every vgrad op on that GPU runs on it, in
+// order, so a custom CUDA kernel launched there is ordered with them (PyTorch:
+// torch.cuda.current_stream().cuda_stream). Throws as backend() does without that GPU.
+void* compute_stream(int index);
 // The pending index checks (Backend::check_index) after which a GPU waits to report a
 // bad index even when nothing else reads from it: a loop that never reads from the
 // device stops within this many checks of its first bad index.

@@ -52,6 +52,7 @@ class CudaBackend final : public Backend, private kernels::Scratch, private kern
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   Device device() const override { return cuda_device(index_); }
+  cudaStream_t compute_stream() const { return stream_; }  // cuda::compute_stream
   CachingAllocator& allocator() override { return allocator_; }
   CachingAllocator& upload_allocator() override { return upload_allocator_; }
   std::vector<CachingAllocator*> pools() override { return {&allocator_, &upload_allocator_, &table_allocator_}; }

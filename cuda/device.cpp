@@ -147,6 +147,8 @@ int64_t table_upload_count(int index) {
   return backend_counter(index, [](const CudaBackend& b) { return b.table_uploads(); });
 }
 
+void* compute_stream(int index) { return static_cast<CudaBackend&>(backend(index)).compute_stream(); }
+
 void* pinned_alloc(size_t bytes) {
   if (bytes > 0 && is_available()) {
     void* ptr = nullptr;

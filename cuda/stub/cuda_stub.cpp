@@ -22,6 +22,10 @@ void set_cudnn_enabled(bool) {}
 int64_t host_wait_count(int) { return 0; }
 int64_t fused_gemm_epilogue_count(int) { return 0; }
 int64_t table_upload_count(int) { return 0; }
+void* compute_stream(int index) {
+  (void)backend(index);  // throws
+  return nullptr;
+}
 bool tf32_matmul_enabled() { return false; }  // no GPU math to switch
 void set_tf32_matmul_enabled(bool) {}
 bool tf32_conv_enabled() { return false; }
