@@ -132,8 +132,11 @@ worst=0
 stages=()
 examples_summary=()
 
-# Seconds left before the budget, less what later stages keep for themselves.
+# Seconds left before the budget, less what later stages keep for themselves. What a stage
+# keeps for later ones is at most a fifth of the budget (reserve), so that with a short
+# budget the build and the tests come first, then the examples, then the benchmark.
 left() { local n=$((budget - SECONDS - ${1:-0})); [ $n -lt 10 ] && n=10; echo $n; }
+reserve() { local most=$((budget / 5)); [ "$1" -lt $most ] && echo "$1" || echo $most; }
 cap() { local want=$1 have; have=$(left "${2:-0}"); [ "$want" -lt "$have" ] && echo "$want" || echo "$have"; }
 record() {  # stage, status, note
   stages+=("| $1 | $2 | ${3//|//} |")
@@ -192,7 +195,7 @@ build() {
     done < <(find "$prefix/lib" "$prefix/share" -name '*onfig.cmake' -printf '%h\n' 2>/dev/null | sort -u)
     extra+=("-DCMAKE_PREFIX_PATH=$prefix" "-DZLIB_ROOT=$prefix")
   fi
-  t=$(left 200)  # configure + build: what the budget leaves after 200 s for tests and benchmark
+  t=$(left "$(reserve 200)")  # configure + build: what the budget leaves for the later stages
   # cuDNN (conv2d): the toolkit's when it has one; else the one PyTorch's wheel brought
   # (nvidia/cudnn: include/ and lib/libcudnn.so.9), found by CMake through CUDNN_ROOT;
   # else none, and conv2d runs on im2col + cuBLAS (the summary says which).
@@ -212,7 +215,8 @@ build() {
         -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
         -DCMAKE_CUDA_ARCHITECTURES="$3" -DVGRAD_WERROR=OFF -DVGRAD_BUILD_EXAMPLES=ON || exit $?
       # Keep going past a failing file: the tests that did build still run.
-      if [ -f "$2/build.ninja" ]; then cmake --build "$2" -j"$4" -- -k 0; else cmake --build "$2" -j"$4" -- -k; fi
+      target=(${GPU_CHECK_TARGET:+--target "$GPU_CHECK_TARGET"})
+      if [ -f "$2/build.ninja" ]; then cmake --build "$2" -j"$4" "${target[@]}" -- -k 0; else cmake --build "$2" -j"$4" "${target[@]}" -- -k; fi
     ' _ "$root" "$build_dir" "${CUDA_ARCHITECTURES:-90}" "$jobs" "${gen[@]}" "${extra[@]}"
   } >"$out/build.log" 2>&1
   rc=$?
@@ -225,14 +229,15 @@ build() {
 
 run_tests() {
   local t rc line
-  t=$(cap 240 200)  # leave 200 s for the examples and the benchmark
+  t=$(cap 240 "$(reserve 200)")  # what the examples and the benchmark keep
   # The two real-data tests read Debian's dataset folder: on the bare GPU machine, point it
   # at the bundle's copy (a throwaway machine; only when the folder is absent).
   if [ -n "${data:-}" ] && [ ! -e /usr/share/datasets/fashion-mnist ] && mkdir -p /usr/share/datasets 2>/dev/null; then
     ln -s "$data" /usr/share/datasets/fashion-mnist && echo "linked /usr/share/datasets/fashion-mnist -> $data"
   fi
   VGRAD_REQUIRE_GPU=1 timeout -k 10 "$t" "${vgrad_env[@]}" \
-    ctest --test-dir "$build_dir" -j"$jobs" --timeout 120 --output-on-failure >"$out/tests.log" 2>&1
+    ctest --test-dir "$build_dir" -j"$jobs" --timeout 120 --output-on-failure ${GPU_CHECK_TESTS:+-R "$GPU_CHECK_TESTS"} \
+    >"$out/tests.log" 2>&1
   rc=$?
   cp "$build_dir/Testing/Temporary/LastTest.log" "$out/tests-full.log" 2>/dev/null
   line=$(grep -E 'tests passed, [0-9]+ tests failed out of' "$out/tests.log" | tail -1)
@@ -250,7 +255,7 @@ examples() {
   for args in "mnist_mlp --amp off --seed 1" "mnist_mlp --amp bf16 --seed 1" "mnist_mlp --amp fp16 --seed 1" \
               "mnist_mlp --amp off --seed 2" "mnist_mlp --amp bf16 --seed 2" "mnist_mlp --amp fp16 --seed 2" \
               "mnist_cnn"; do
-    t=$(cap 90 100)  # leave 100 s for the benchmark
+    t=$(cap 90 "$(reserve 100)")  # what the benchmark keeps
     echo "+ $args --device $device --data-dir $data (limit ${t}s)" >>"$out/examples.log"
     # shellcheck disable=SC2086  # args holds the program and its flags
     timeout -k 5 "$t" "${vgrad_env[@]}" "$build_dir/examples/"$args --device "$device" --data-dir "$data" \
@@ -416,8 +421,8 @@ check() {  # $1: bundle (GPU machine) or system (Debian packages installed)
   else record gpu 1 "nvidia-smi: $(nvidia-smi -L 2>&1 | head -1)"; fi
   build
   run_tests
-  examples
-  bench
+  case " ${GPU_CHECK_STAGES:-tests examples bench} " in *" examples "*) examples ;; esac
+  case " ${GPU_CHECK_STAGES:-tests examples bench} " in *" bench "*) bench ;; esac
   summarize
   echo "gpu-check: logs in $out; exit status $worst"
   exit "$worst"
