@@ -380,13 +380,19 @@ def peak(result):
     return "%.0f" % result["peak_allocated_mib"]
 
 
+def loss(result):  # the last epoch's mean training loss: that the run trained (ln 10 = 2.30 untrained)
+    if not isinstance(result, dict) or "final_loss" not in result:
+        return "-"
+    return "%.3f" % result["final_loss"]
+
+
 def order(config):  # per model: SGD's rows, then Adam's; each led by its eager row
     batch, hidden, mode = config
     return (batch, hidden, mode in ADAM_MODES, mode not in ("off", "adam"), mode)
 
 
-print("| batch | hidden | mode | optimizer | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| batch | hidden | mode | optimizer | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch | final loss vgrad / PyTorch |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for config in sorted({k[:3] for k in runs}, key=order):
     v, t = runs.get(config + ("vgrad",), "not run"), runs.get(config + ("torch",), "not run")
     reference = ""
@@ -394,8 +400,8 @@ for config in sorted({k[:3] for k in runs}, key=order):
         base = REFERENCE[config[2]]
         t, reference = runs.get(config[:2] + (base, "torch"), "not run"), " (eager, the %s run)" % base
     ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if isinstance(v, dict) and isinstance(t, dict) else "-"
-    print("| %s | %s | %s | %s | %s | %s%s | %s | %s / %s |" % (config + (optimizer_label(config[2], (v, t)), cell(v), cell(t),
-                                                               reference, ratio, peak(v), peak(t))))
+    print("| %s | %s | %s | %s | %s | %s%s | %s | %s / %s | %s / %s |" % (config + (optimizer_label(config[2], (v, t)), cell(v), cell(t),
+                                                                         reference, ratio, peak(v), peak(t), loss(v), loss(t))))
 EOF
 }
 
