@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
       accuracy.push_back(double(sum(eq(argmax((*model)(xt), 1), yt)).item<int64_t>()) / double(yt.numel()));
       if (accuracy.back() >= target) break;
     }
-    json = fmt::format(R"({{"impl":"vgrad","mode":"to_accuracy","optimizer":"{}","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
+    json = fmt::format(R"({{"impl":"vgrad",{}"mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
                        optimizer_fields, target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(), fmt::join(accuracy, ","));
   } else {
     const auto optimizer_ptr = make_optimizer(momentum);
