@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   std::string optimizer = "sgd";
   app.add_option("--optimizer", optimizer, "sgd (lr 0.1, --momentum) or adam (lr 1e-3, betas 0.9/0.999, eps 1e-8)")
       ->check(CLI::IsMember({"sgd", "adam"}));
-  app.add_option("--to-accuracy", target, "train batch 64 (SGD lr 0.1, or --optimizer adam) until this test accuracy (max 10 epochs)");
+  app.add_option("--to-accuracy", target,
+                 "train batch 64 (SGD lr 0.1, or --optimizer adam) until this test accuracy (max 10 epochs)");
   app.add_option("--data", data_dir);
   app.add_option("--device", device_name);
   std::vector<int64_t> hidden{256, 128};
@@ -128,7 +129,8 @@ int main(int argc, char** argv) {
   // and bias corrections change every step, so a captured Adam must read them from the device.
   auto make_optimizer = [&](double sgd_momentum) -> std::unique_ptr<optim::Optimizer> {
     if (optimizer == "adam")
-      return std::make_unique<optim::Adam>(model->parameters(), optim::AdamOptions{.lr = 1e-3, .capturable = cuda_graph});
+      return std::make_unique<optim::Adam>(model->parameters(),
+                                           optim::AdamOptions{.lr = 1e-3, .capturable = cuda_graph});
     return std::make_unique<optim::SGD>(model->parameters(), optim::SGDOptions{.lr = 0.1, .momentum = sgd_momentum});
   };
 
@@ -214,8 +216,10 @@ int main(int argc, char** argv) {
       accuracy.push_back(double(sum(eq(argmax((*model)(xt), 1), yt)).item<int64_t>()) / double(yt.numel()));
       if (accuracy.back() >= target) break;
     }
-    json = fmt::format(R"({{"impl":"vgrad",{}"mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
-                       optimizer_fields, target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(), fmt::join(accuracy, ","));
+    json = fmt::format(
+        R"({{"impl":"vgrad",{}"mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
+        optimizer_fields, target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(),
+        fmt::join(accuracy, ","));
   } else {
     const auto optimizer_ptr = make_optimizer(momentum);
     optim::Optimizer& opt = *optimizer_ptr;
@@ -239,9 +243,10 @@ int main(int argc, char** argv) {
     }
     const double med = median(times);
     const int64_t host_waits = device.is_cpu() ? 0 : cuda::host_wait_count(device.index) - waits_before;
-    json = fmt::format(R"({{"impl":"vgrad",{}"device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"fused_relu":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       optimizer_fields, device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph, fused_relu, batch, momentum, fmt::join(times, ","), med, double(n) / med,
-                       final_loss);
+    json = fmt::format(
+        R"({{"impl":"vgrad",{}"device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"fused_relu":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+        optimizer_fields, device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph,
+        fused_relu, batch, momentum, fmt::join(times, ","), med, double(n) / med, final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f},"host_waits_per_epoch":{:.1f}}})",
                         memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0,
                         double(host_waits) / double(epochs));
