@@ -8,6 +8,7 @@ one core, and XLA's default), PyTorch eager (bench/torch_mlp.py, 1 and 2 threads
 torch.compile, the OpenBLAS GEMM floor (bench/gemm_floor) and the FMA-peak bound
 (bench/fma_peak, once per round). A peer that fails is reported, not fatal.
 Example: bench/compare.py --out docs/benchmarks.md (binaries default to build/bench/)
+--adam-batches 64 adds Adam (lr 1e-3) rows: vgrad, JAX, PyTorch and torch.compile with --optimizer adam.
 
 --model cnn runs issue 12's comparison instead: examples/mnist_cnn's CNN at batch 64 in vgrad
 (bench/conv_bench --epochs, which also times the convolution GEMMs alone: the floor), JAX jit
@@ -47,6 +48,8 @@ p.add_argument("--profile-steps", type=int, default=200, help="cnn: steps of vgr
 p.add_argument("--batches", default="32,64,128,256", help="batch sizes run with plain SGD")
 p.add_argument("--momentum-batches", default="64", help="batch sizes also run with --momentum ('' for none)")
 p.add_argument("--momentum", type=float, default=0.9)
+p.add_argument("--adam-batches", default="", help="batch sizes also run with Adam (lr 1e-3, PyTorch's defaults; every "
+               "peer's --optimizer adam; default none)")
 p.add_argument("--threads", default="1,2", help="PyTorch eager thread counts to try")
 p.add_argument("--compile-threads", type=int, default=1, help="torch.compile's thread count (one: its compile "
                "costs ~40 s per run)")
@@ -66,8 +69,9 @@ if args.quick:
 peers = set(args.peers.split(","))
 if peers - set(ALL_PEERS.split(",")):
     p.error(f"--peers: unknown {sorted(peers - set(ALL_PEERS.split(',')))}; known: {ALL_PEERS}")
-configs = [(int(b), 0.0) for b in args.batches.split(",") if b]
-configs += [(int(b), args.momentum) for b in args.momentum_batches.split(",") if b]
+configs = [(int(b), 0.0, "sgd") for b in args.batches.split(",") if b]  # (batch, SGD's momentum, optimizer)
+configs += [(int(b), args.momentum, "sgd") for b in args.momentum_batches.split(",") if b]
+configs += [(int(b), 0.0, "adam") for b in args.adam_batches.split(",") if b]
 threads = [int(t) for t in args.threads.split(",")]
 notes = []
 
@@ -139,9 +143,10 @@ torch_cmd = [python or "python3", os.path.join(ROOT, "bench/torch_mlp.py")]
 jax_cmd = [python or "python3", os.path.join(ROOT, "bench/jax_mlp.py")]
 
 
-def peer_commands(batch, momentum):
+def peer_commands(batch, momentum, optimizer):
     """The runs of one config: name -> (command, CPUs or None, extra environment)."""
     common = ["--batch", str(batch), "--epochs", str(args.epochs), "--momentum", str(momentum)]
+    common += ["--optimizer", optimizer] if optimizer != "sgd" else []  # SGD's commands as before
     one_thread = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     runs = {}
     if "vgrad" in peers:
@@ -159,7 +164,7 @@ def peer_commands(batch, momentum):
             runs[f"PyTorch eager {t} thr"] = (torch_cmd + common + ["--threads", str(t)], None, passive)
     if "compile" in peers:
         runs["torch.compile"] = (torch_cmd + common + ["--compile", "--threads", str(args.compile_threads)], None, passive)
-    if "floor" in peers and momentum == 0:  # the GEMMs do not depend on the optimizer
+    if "floor" in peers and momentum == 0 and optimizer == "sgd":  # the GEMMs do not depend on the optimizer
         runs["GEMM floor"] = ([args.floor, "--batch", str(batch)], None, {})
     return runs
 
@@ -227,8 +232,8 @@ def report(acc, final):
 
 
     def config_name(config):
-        b, m = config
-        return f"{b}" + (f", momentum {m:g}" if m else "")
+        b, m, optimizer = config
+        return f"{b}" + (f", momentum {m:g}" if m else "") + (", Adam lr 1e-3" if optimizer == "adam" else "")
 
 
     SUMMARY = ["vgrad", "vgrad 1 core", "JAX jit best", "PyTorch eager best", "torch.compile", "GEMM floor", "FMA bound"]
@@ -296,7 +301,7 @@ def report(acc, final):
         jr, pr = median_of(ratios(config, "vgrad", "JAX jit best")), median_of(ratios(config, "vgrad", "PyTorch eager best"))
         reading.append(f"- Batch {config_name(config)}: vgrad/JAX {fmt(jr, 2)} (target ≤ 0.7: {verdict(jr, 0.7)}); "
                        f"vgrad/PyTorch eager {fmt(pr, 2)} (target ≤ 0.5: {verdict(pr, 0.5)}).")
-    fr = median_of(ratios((64, 0.0), "vgrad", "FMA bound"))
+    fr = median_of(ratios((64, 0.0, "sgd"), "vgrad", "FMA bound"))
     reading.append(f"- Batch 64: vgrad/FMA bound {fmt(fr, 2)} (target ≤ 1.5: {verdict(fr, 1.5)}; mark beyond ≤ 1.3: "
                    f"{verdict(fr, 1.3)}).")
     for config in configs:
@@ -305,7 +310,8 @@ def report(acc, final):
         reading.append(f"- Steady, batch {config_name(config)}: spread vgrad {fmt(vs, 2)} vs JAX {fmt(js, 2)} "
                        f"({verdict(vs, js) if vs and js else 'not measured'}); vgrad default {fmt(v2)} s vs one core "
                        f"{fmt(v1)} s ({verdict(v2, v1) if v1 and v2 else 'not measured'}).")
-    plain = {b: median_of(figures((b, 0.0), "vgrad")) for b, m in configs if m == 0 and b >= 64}
+    plain = {b: median_of(figures((b, 0.0, "sgd"), "vgrad")) for b, m, optimizer in configs
+             if m == 0 and optimizer == "sgd" and b >= 64}
     if len(plain) > 1 and all(plain.values()):
         sizes = sorted(plain)
         worst = max(plain[b] / plain[a] for a, b in zip(sizes, sizes[1:]))

@@ -1,13 +1,17 @@
 """torch_mlp.py: the PyTorch peer of vgrad's training benchmark (issue 6).
 Fashion-MNIST in memory (float32, normalized), MLP 784-256-128-10, ReLU, cross-entropy,
 SGD lr 0.1, shuffled each epoch, last partial batch kept. Prints one JSON line.
+--optimizer adam: torch.optim.Adam with lr 1e-3 and its other defaults (betas 0.9/0.999,
+eps 1e-8, no weight decay, its default implementation: foreach on CUDA), as vgrad_bench.
 Run with the interpreter printed by scripts/bench-venv.sh."""
 import argparse, json, os, resource, statistics, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--epochs", type=int, default=5, help="timed epochs, after 1 warm-up epoch")
-p.add_argument("--momentum", type=float, default=0.0)
+p.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
+p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+               help="sgd (lr 0.1, --momentum) or adam (lr 1e-3, PyTorch's defaults otherwise)")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--to-accuracy", type=float, default=None, metavar="TARGET")
 p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -19,6 +23,8 @@ p.add_argument("--tf32", action="store_true",
                help="allow TF32 for float32 matmul and cuDNN (both off otherwise, vgrad's default)")
 p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up epoch)")
 args = p.parse_args()
+if args.optimizer == "adam" and args.momentum != 0:
+    p.error("--momentum is SGD's; --optimizer adam takes none")
 # Size every pool before torch loads (Debian's 1.13 sends sgemm to OpenBLAS, whose
 # pool set_num_threads does not size); inter-op pool at 1 to avoid oversubscription.
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -54,6 +60,12 @@ low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
 scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")  # bfloat16 needs no loss scaling
 
 
+def make_optimizer(momentum):
+    if args.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=1e-3)
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+
+
 def train_epoch(opt, batch):
     """One shuffled epoch; returns (seconds, mean training loss)."""
     t0, total = time.perf_counter(), torch.zeros((), device=dev)
@@ -73,10 +85,12 @@ def train_epoch(opt, batch):
 
 out = {"impl": "torch.compile" if args.compile else "pytorch", "version": torch.__version__, "threads": args.threads, "device": args.device,
        "hidden": args.hidden, "amp": args.amp, "tf32": args.tf32}
-if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD
+if args.optimizer == "adam":  # SGD's lines are as they were before --optimizer
+    out.update(optimizer="adam", lr=1e-3)
+if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, plain SGD (or Adam)
     xte, yte = load(args.data, "t10k")
     xte, yte = torch.from_numpy((xte - mean) / std).to(dev), torch.from_numpy(yte).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = make_optimizer(0.0)
     seconds, acc = 0.0, []
     for _ in range(10):
         seconds += train_epoch(opt, 64)[0]
@@ -87,7 +101,7 @@ if args.to_accuracy is not None:  # the example's defaults: batch 64, lr 0.1, pl
     out.update(mode="to_accuracy", target=args.to_accuracy, reached=acc[-1] >= args.to_accuracy,
                seconds=round(seconds, 4), epochs=len(acc), accuracy=acc)
 else:
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)
+    opt = make_optimizer(args.momentum)
     train_epoch(opt, args.batch)  # warm-up
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

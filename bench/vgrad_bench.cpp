@@ -1,6 +1,7 @@
 // The training benchmark, vgrad's side: Fashion-MNIST in memory (float32,
-// normalised), MLP 784-256-128-10, ReLU, cross-entropy, SGD lr 0.1, reshuffled each
-// epoch, last partial batch kept. Prints one JSON line, like bench/torch_mlp.py.
+// normalised), MLP 784-256-128-10, ReLU, cross-entropy, SGD lr 0.1 (--optimizer adam: Adam
+// lr 1e-3, PyTorch's other defaults), reshuffled each epoch, last partial batch kept. Prints one
+// JSON line, like bench/torch_mlp.py.
 // Batches come from data::DataLoader, whose prefetch thread gathers the next batch while
 // this one trains (--gather step: index_select on the training thread, as before issue 16).
 // --amp bf16|fp16: forward and loss under amp::Autocast (fp16 with amp::GradScaler), as
@@ -11,8 +12,9 @@
 // the compute stream per batch, as the loader did before its copy stream), async lets the
 // loader upload it through page-locked staging on the copy stream (docs/gpu.md, "Streams").
 // --cuda-graph: after the warm-up epoch, each full batch's indices are copied into a static
-// input and the step (gather, forward, backward, SGD) is one cuda::Graph replay (the last
-// partial batch runs eagerly).
+// input and the step (gather, forward, backward, optimizer) is one cuda::Graph replay (the last
+// partial batch runs eagerly); with --optimizer adam, Adam is made capturable (its lr and step
+// counts on the device), as a non-capturable Adam refuses to step inside a capture.
 // --fused-relu: each hidden Linear + ReLU as one nn::LinearReLU (on CUDA one cuBLASLt GEMM whose
 // epilogue adds the bias and applies the ReLU); the same model and values as without it.
 #include <sys/resource.h>
@@ -63,8 +65,12 @@ int main(int argc, char** argv) {
   std::string data_dir = data::Mnist::default_directory(), device_name = "cpu";
   app.add_option("--batch", batch)->check(CLI::PositiveNumber);
   app.add_option("--epochs", epochs, "timed epochs after one warm-up epoch")->check(CLI::PositiveNumber);
-  app.add_option("--momentum", momentum);
-  app.add_option("--to-accuracy", target, "train batch 64, lr 0.1 until this test accuracy (max 10 epochs)");
+  app.add_option("--momentum", momentum, "SGD's momentum");
+  std::string optimizer = "sgd";
+  app.add_option("--optimizer", optimizer, "sgd (lr 0.1, --momentum) or adam (lr 1e-3, betas 0.9/0.999, eps 1e-8)")
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  app.add_option("--to-accuracy", target,
+                 "train batch 64 (SGD lr 0.1, or --optimizer adam) until this test accuracy (max 10 epochs)");
   app.add_option("--data", data_dir);
   app.add_option("--device", device_name);
   std::vector<int64_t> hidden{256, 128};
@@ -97,6 +103,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--cuda-graph needs --device cuda, --amp off and no --to-accuracy\n");
     return 2;
   }
+  if (optimizer == "adam" && momentum != 0) {
+    std::fprintf(stderr, "--momentum is SGD's; --optimizer adam takes none\n");
+    return 2;
+  }
   manual_seed(0);
   data::Mnist train(data_dir, "train");
   const auto normalizer = data::Normalizer::fit_scalar(train.inputs());  // one mean/std, as bench/torch_mlp.py
@@ -114,6 +124,15 @@ int main(int argc, char** argv) {
   const Device loader_device = host_data == "async" ? device : kCPU;
   const auto dataset = std::make_shared<data::TensorDataset>(x, y);
   std::map<int64_t, std::unique_ptr<data::DataLoader>> loaders;  // one per batch size: its epochs reshuffle
+  // Made after model->to(device): a capturable optimizer keeps its lr and counts there. SGD
+  // without momentum captures as it is (its lr is a constant of the graph); Adam's step count
+  // and bias corrections change every step, so a captured Adam must read them from the device.
+  auto make_optimizer = [&](double sgd_momentum) -> std::unique_ptr<optim::Optimizer> {
+    if (optimizer == "adam")
+      return std::make_unique<optim::Adam>(model->parameters(),
+                                           optim::AdamOptions{.lr = 1e-3, .capturable = cuda_graph});
+    return std::make_unique<optim::SGD>(model->parameters(), optim::SGDOptions{.lr = 0.1, .momentum = sgd_momentum});
+  };
 
   std::optional<DType> low_dtype;
   if (amp_mode != "off") low_dtype = amp_mode == "bf16" ? DType::BFloat16 : DType::Float16;
@@ -179,6 +198,8 @@ int main(int argc, char** argv) {
     return std::pair{std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), loss};
   };
 
+  // Adam's lines say so (SGD's lines are as they were before --optimizer).
+  const std::string optimizer_fields = optimizer == "adam" ? R"("optimizer":"adam","lr":0.001,)" : "";
   std::string json;
   if (target > 0) {
     data::Mnist test(data_dir, "test");
@@ -186,20 +207,23 @@ int main(int argc, char** argv) {
     normalizer.apply_(xt);
     xt = xt.to(device);
     const Tensor yt = test.targets().to(device);
-    optim::SGD opt(model->parameters(), {.lr = 0.1});
+    const auto opt = make_optimizer(0.0);  // the example's plain SGD, or Adam
     double seconds = 0;
     std::vector<double> accuracy;
     for (int epoch = 0; epoch < 10; ++epoch) {
-      seconds += train_epoch(opt, 64).first;
+      seconds += train_epoch(*opt, 64).first;
       NoGradGuard no_grad;
       accuracy.push_back(double(sum(eq(argmax((*model)(xt), 1), yt)).item<int64_t>()) / double(yt.numel()));
       if (accuracy.back() >= target) break;
     }
-    json = fmt::format(R"({{"impl":"vgrad","mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
-                       target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(), fmt::join(accuracy, ","));
+    json = fmt::format(
+        R"({{"impl":"vgrad",{}"mode":"to_accuracy","target":{},"reached":{},"seconds":{:.4f},"epochs":{},"accuracy":[{:.4f}]}})",
+        optimizer_fields, target, accuracy.back() >= target ? "true" : "false", seconds, accuracy.size(),
+        fmt::join(accuracy, ","));
   } else {
-    optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = momentum});
-    train_epoch(opt, batch);  // warm-up
+    const auto optimizer_ptr = make_optimizer(momentum);
+    optim::Optimizer& opt = *optimizer_ptr;
+    train_epoch(opt, batch);  // warm-up (Adam's moments start here, before any capture)
     graph_ready = true;
     if (profile) {
       profiler::Profile recording;
@@ -219,9 +243,10 @@ int main(int argc, char** argv) {
     }
     const double med = median(times);
     const int64_t host_waits = device.is_cpu() ? 0 : cuda::host_wait_count(device.index) - waits_before;
-    json = fmt::format(R"({{"impl":"vgrad","device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"fused_relu":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
-                       device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph, fused_relu, batch, momentum, fmt::join(times, ","), med, double(n) / med,
-                       final_loss);
+    json = fmt::format(
+        R"({{"impl":"vgrad",{}"device":"{}","gather":"{}","host_data":"{}","hidden":"{}","amp":"{}","tf32":{},"cuda_graph":{},"fused_relu":{},"batch":{},"momentum":{},"epoch_s":[{:.4f}],"epoch_s_median":{:.4f},"samples_per_s":{:.1f},"final_loss":{:.5f})",
+        optimizer_fields, device.str(), gather, host_data, fmt::join(hidden, ","), amp_mode, tf32, cuda_graph,
+        fused_relu, batch, momentum, fmt::join(times, ","), med, double(n) / med, final_loss);
     json += fmt::format(R"(,"system_allocations_per_epoch":{},"peak_allocated_mib":{:.1f},"host_waits_per_epoch":{:.1f}}})",
                         memory_stats(device).system_allocations, double(max_memory_allocated(device)) / 1048576.0,
                         double(host_waits) / double(epochs));

@@ -8,6 +8,7 @@
 #   bash scripts/gpu-check.sh --run       # on the bare GPU machine, from .gpu/ alone
 #   bash scripts/gpu-check.sh             # on a machine with the Debian packages and a GPU
 #   bash scripts/gpu-check.sh --selftest  # here, as root: --run with the Debian -dev files hidden
+#   bash scripts/gpu-check.sh --table bench.jsonl  # anywhere: print bench.md's table from its JSON rows
 #
 # The remote command (the device tool's `run`, from the repository root, after --prepare):
 #   command:   bash scripts/gpu-check.sh --run
@@ -40,9 +41,13 @@
 # (--fused-relu, Linear+ReLU as one cuBLASLt GEMM with its epilogue), hostsync / hostasync
 # (the training set in host memory, fed by the DataLoader, --host-data sync|async: a host
 # wait per batch vs the copy stream) and graph (--cuda-graph: each step one cuda::Graph
-# replay); default "64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync
-# 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16
-# 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# replay). Every mode above trains with SGD lr 0.1; two train with Adam (lr 1e-3, PyTorch's
+# defaults; the table's optimizer column says which): adam (--optimizer adam, vgrad and
+# PyTorch eager, PyTorch's default foreach Adam) and graphadam (vgrad only: --cuda-graph
+# --optimizer adam, a capturable Adam in the graph; PyTorch's column from the adam run);
+# default "64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync
+# 64:256,128:graph 64:256,128:adam 64:256,128:graphadam 1024:4096,4096 1024:4096,4096:tf32
+# 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -126,7 +131,7 @@ budget=${GPU_CHECK_BUDGET_S:-540}
 jobs=${GPU_CHECK_JOBS:-$(nproc)}
 device=${GPU_CHECK_DEVICE:-cuda}
 epochs=${GPU_CHECK_EPOCHS:-5}
-configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync 64:256,128:graph 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
+configs=${GPU_CHECK_BENCH:-64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync 64:256,128:graph 64:256,128:adam 64:256,128:graphadam 1024:4096,4096 1024:4096,4096:tf32 1024:4096,4096:bf16 1024:4096,4096:fp16}
 python=${PYTHON:-python3}
 worst=0
 stages=()
@@ -283,11 +288,13 @@ bench() {
     flags=(--amp "$amp")
     [ "$amp" = tf32 ] && flags=(--amp off --tf32)
     impls="vgrad torch"
-    case $amp in  # vgrad only: torch_mlp.py has no peer for these (its eager off run is the reference)
+    case $amp in  # vgrad only: torch_mlp.py has no peer for these (its eager off/adam run is the reference)
       hostsync) flags=(--amp off --host-data sync); impls=vgrad ;;
       hostasync) flags=(--amp off --host-data async); impls=vgrad ;;
       fused) flags=(--amp off --fused-relu); impls=vgrad ;;
       graph) flags=(--amp off --cuda-graph); impls=vgrad ;;
+      adam) flags=(--amp off --optimizer adam) ;;
+      graphadam) flags=(--amp off --cuda-graph --optimizer adam); impls=vgrad ;;
     esac
     for impl in $impls; do
       t=$(cap 150 15)
@@ -319,8 +326,13 @@ bench() {
   echo "+ vgrad_bench --device $device --batch 64 --epochs 1 --profile --fused-relu" >>"$out/bench.log"
   timeout -k 5 "$(cap 60 10)" "${vgrad_env[@]}" "$build_dir/bench/vgrad_bench" --device "$device" --batch 64 --epochs 1 \
     --profile --fused-relu --data "$data" >>"$out/bench.log" 2>&1
-  # The table (Python 3.11-safe: no quotes nested inside f-string expressions).
-  py - "$out/bench.jsonl" >"$out/bench.md" 2>>"$out/bench.log" <<'EOF' || echo "(table failed: see bench.log)" >"$out/bench.md"
+  table "$out/bench.jsonl" >"$out/bench.md" 2>>"$out/bench.log" || echo "(table failed: see bench.log)" >"$out/bench.md"
+}
+
+# bench.md's table from bench.jsonl's rows ($1), on stdout (--table runs it alone, to check it
+# anywhere). Python 3.11-safe: no quotes nested inside f-string expressions.
+table() {
+  py - "$1" <<'EOF'
 import json, sys
 
 runs = {}
@@ -334,7 +346,27 @@ for line in open(sys.argv[1]):
     runs[(row["batch"], row["hidden"], row.get("amp", "off"), row["impl"])] = result if ok else None
 
 
-VGRAD_ONLY = ("fused", "hostsync", "hostasync", "graph")
+# vgrad-only modes -> the mode whose PyTorch run (eager, the same model and optimizer) is
+# their reference.
+REFERENCE = {"fused": "off", "hostsync": "off", "hostasync": "off", "graph": "off", "graphadam": "adam"}
+ADAM_MODES = ("adam", "graphadam")  # every other mode trains with SGD
+
+
+def optimizer(result):
+    """What a run trained with, from its own JSON line (SGD's lines have no "optimizer")."""
+    if result.get("optimizer", "sgd") == "adam":
+        return "Adam lr %g" % result.get("lr", 1e-3)
+    momentum = result.get("momentum", 0)
+    return "SGD lr 0.1" + (", momentum %g" % momentum if momentum else "")
+
+
+def optimizer_label(mode, results):
+    """The row's optimizer: what its runs say they ran; both must agree, so no SGD figure
+    is set beside an Adam one unmarked. Without a result, what the mode asks for."""
+    said = sorted({optimizer(r) for r in results if isinstance(r, dict)})
+    if not said:
+        return "Adam lr 0.001" if mode in ADAM_MODES else "SGD lr 0.1"
+    return said[0] if len(said) == 1 else "MISMATCH: " + " vs ".join(said)
 
 
 def cell(result):
@@ -353,15 +385,28 @@ def peak(result):
     return "%.0f" % result["peak_allocated_mib"]
 
 
-print("| batch | hidden | mode | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-for config in sorted({k[:3] for k in runs}, key=lambda k: (k[0], k[1], k[2] != "off", k[2])):
+def loss(result):  # the last epoch's mean training loss: that the run trained (ln 10 = 2.30 untrained)
+    if not isinstance(result, dict) or "final_loss" not in result:
+        return "-"
+    return "%.3f" % result["final_loss"]
+
+
+def order(config):  # per model: SGD's rows, then Adam's; each led by its eager row
+    batch, hidden, mode = config
+    return (batch, hidden, mode in ADAM_MODES, mode not in ("off", "adam"), mode)
+
+
+print("| batch | hidden | mode | optimizer | vgrad s/epoch | PyTorch s/epoch | vgrad/PyTorch | peak MiB vgrad / PyTorch | final loss vgrad / PyTorch |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for config in sorted({k[:3] for k in runs}, key=order):
     v, t = runs.get(config + ("vgrad",), "not run"), runs.get(config + ("torch",), "not run")
     reference = ""
-    if t == "not run" and config[2] in VGRAD_ONLY:  # PyTorch's eager run of the same model
-        t, reference = runs.get(config[:2] + ("off", "torch"), "not run"), " (eager, the off run)"
+    if t == "not run" and config[2] in REFERENCE:  # PyTorch's eager run of the same model and optimizer
+        base = REFERENCE[config[2]]
+        t, reference = runs.get(config[:2] + (base, "torch"), "not run"), " (eager, the %s run)" % base
     ratio = "%.2f" % (v["epoch_s_median"] / t["epoch_s_median"]) if isinstance(v, dict) and isinstance(t, dict) else "-"
-    print("| %s | %s | %s | %s | %s%s | %s | %s / %s |" % (config + (cell(v), cell(t), reference, ratio, peak(v), peak(t))))
+    print("| %s | %s | %s | %s | %s | %s%s | %s | %s / %s | %s / %s |" % (config + (optimizer_label(config[2], (v, t)), cell(v), cell(t),
+                                                                         reference, ratio, peak(v), peak(t), loss(v), loss(t))))
 EOF
 }
 
@@ -462,5 +507,6 @@ case "$mode" in
   --run) check bundle ;;
   all) check system ;;
   --selftest) selftest ;;
-  *) echo "usage: gpu-check.sh [--prepare | --run | --selftest]  (no argument: build with the Debian packages, then check)"; exit 2 ;;
+  --table) [ -f "${2:-}" ] || die "--table needs bench.jsonl (one JSON row per run)"; table "$2" ;;
+  *) echo "usage: gpu-check.sh [--prepare | --run | --selftest | --table bench.jsonl]  (no argument: build with the Debian packages, then check)"; exit 2 ;;
 esac
