@@ -48,6 +48,10 @@
 # default "64:256,128 64:256,128:fused 64:256,128:hostsync 64:256,128:hostasync
 # 64:256,128:graph 64:256,128:adam 64:256,128:graphadam 1024:4096,4096 1024:4096,4096:tf32
 # 1024:4096,4096:bf16 1024:4096,4096:fp16"), CUDA_ARCHITECTURES (90), PYTHON (python3).
+# For a short rerun: GPU_CHECK_STAGES (default "tests examples bench"; the build always runs,
+# "tests" alone skips the examples and the benchmark), GPU_CHECK_TARGET (build one target, e.g.
+# test_cuda), GPU_CHECK_TESTS (a ctest -R regex). With a short budget the build and the tests
+# come first: what a stage keeps for the later ones is at most a fifth of the budget.
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
