@@ -14,34 +14,52 @@
 namespace vgrad::cpu {
 namespace {
 
-// SGD's loops over [begin, end) of one parameter (T* __restrict: they vectorise).
-// always_inline so that each target-specific copy below compiles its own; nothing here
-// may be shared with the rest of the library as an out-of-line AVX function (see
-// sgemm_kernels.h's note).
+// SGD's loop over [begin, end) of one parameter, PyTorch's ops in its order (cuda/optim.cu's
+// SgdRule is the same): d = g (+ wd·w); with momentum b = first step ? d : μ·b + (1 − τ)·d and
+// d = Nesterov ? d + μ·b : b; w −= lr·d. The settings are template arguments, so each loop
+// has no branch and vectorises, and no term is multiplied by 0 (an Inf would become NaN).
+// T* __restrict: they vectorise. always_inline so that each target-specific copy below
+// compiles its own; nothing here may be shared with the rest of the library as an
+// out-of-line AVX function (see sgemm_kernels.h's note).
+template <class T, bool kDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
+__attribute__((always_inline)) inline void sgd_loop(T* __restrict w, const T* __restrict g, T* __restrict buf,
+                                                    int64_t begin, int64_t end, const SgdParams& p) {
+  const T lr = T(p.lr), wd = T(p.weight_decay), mom = T(p.momentum), damp = T(1 - p.dampening);
+  for (int64_t i = begin; i < end; ++i) {
+    T d = g[i];
+    if constexpr (kDecay) d = d + wd * w[i];
+    if constexpr (kMomentum) {
+      const T b = kFirstStep ? d : mom * buf[i] + damp * d;  // the buffer is unset before the first step
+      buf[i] = b;
+      d = kNesterov ? d + mom * b : b;
+    }
+    w[i] -= lr * d;
+  }
+}
+
+template <class T, bool kDecay>
+__attribute__((always_inline)) inline void sgd_momentum_range(T* __restrict w, const T* __restrict g,
+                                                              T* __restrict buf, int64_t begin, int64_t end,
+                                                              const SgdParams& p) {
+  if (p.first_step) {
+    if (p.nesterov) sgd_loop<T, kDecay, true, true, true>(w, g, buf, begin, end, p);
+    else sgd_loop<T, kDecay, true, true, false>(w, g, buf, begin, end, p);
+  } else {
+    if (p.nesterov) sgd_loop<T, kDecay, true, false, true>(w, g, buf, begin, end, p);
+    else sgd_loop<T, kDecay, true, false, false>(w, g, buf, begin, end, p);
+  }
+}
+
 template <class T>
 __attribute__((always_inline)) inline void sgd_range(T* __restrict w, const T* __restrict g, T* __restrict buf,
                                                      int64_t begin, int64_t end, const SgdParams& p) {
-  const T lr = T(p.lr), wd = T(p.weight_decay), mom = T(p.momentum), damp = T(1 - p.dampening);
+  const bool decay = p.weight_decay != 0;
   if (p.momentum == 0) {
-    for (int64_t i = begin; i < end; ++i) w[i] -= lr * (g[i] + wd * w[i]);
-    return;
-  }
-  // The step is lr·(d + μ·b) with Nesterov, lr·b without: flags become factors so
-  // the loops have no branches and vectorise (the buffer is unset before the first step).
-  const T use_d = p.nesterov ? T(1) : T(0), use_b = p.nesterov ? mom : T(1);
-  if (p.first_step) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T d = g[i] + wd * w[i];
-      buf[i] = d;
-      w[i] -= lr * (use_d * d + use_b * d);
-    }
-    return;
-  }
-  for (int64_t i = begin; i < end; ++i) {
-    const T d = g[i] + wd * w[i];
-    const T b = mom * buf[i] + damp * d;
-    buf[i] = b;
-    w[i] -= lr * (use_d * d + use_b * b);
+    if (decay) sgd_loop<T, true, false, false, false>(w, g, buf, begin, end, p);
+    else sgd_loop<T, false, false, false, false>(w, g, buf, begin, end, p);
+  } else {
+    if (decay) sgd_momentum_range<T, true>(w, g, buf, begin, end, p);
+    else sgd_momentum_range<T, false>(w, g, buf, begin, end, p);
   }
 }
 

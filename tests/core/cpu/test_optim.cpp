@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,17 +19,17 @@
 namespace vgrad::cpu {
 namespace {
 
-// PyTorch's SGD on one element, float arithmetic in the library's order.
+// PyTorch's SGD on one element, its ops in its order (torch.optim.SGD, single tensor).
 void reference_step(float& w, float g, float& buf, const SgdParams& p) {
   const float lr = float(p.lr), wd = float(p.weight_decay), mom = float(p.momentum), damp = float(1 - p.dampening);
-  const float d = g + wd * w;
-  if (p.momentum == 0) {
-    w -= lr * d;
-    return;
+  float d = g;
+  if (p.weight_decay != 0) d = d + wd * w;
+  if (p.momentum != 0) {
+    const float b = p.first_step ? d : mom * buf + damp * d;
+    buf = b;
+    d = p.nesterov ? d + mom * b : b;
   }
-  const float b = p.first_step ? d : mom * buf + damp * d;
-  buf = b;
-  w -= lr * (p.nesterov ? 1.0f * d + mom * b : 0.0f * d + 1.0f * b);
+  w -= lr * d;
 }
 
 class SgdIsa : public ::testing::TestWithParam<Isa> {
@@ -60,6 +61,35 @@ TEST_P(SgdIsa, SameBitsAsTheElementwiseRuleOnEveryThreadCount) {
           EXPECT_EQ(0, std::memcmp(buf.data(), buf_expected.data(), buf.size() * sizeof(float))) << what;
         }
       }
+}
+
+// An Inf gradient steps to -Inf and a NaN one gives NaN, as in PyTorch, with and without
+// momentum, Nesterov and weight decay: no setting adds a 0·d term (0·Inf is NaN).
+TEST_P(SgdIsa, AnInfiniteGradientStepsToInfinityNotNaN) {
+  const SgdParams settings[] = {{0.1, 0, 0, 0, false, false},  {0.1, 0, 0, 0.01, false, false},
+                                {0.1, 0.9, 0, 0, false, true}, {0.1, 0.9, 0, 0, false, false},
+                                {0.1, 0.9, 0, 0, true, false}, {0.1, 0.9, 0.5, 1e-3, true, false}};
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const SgdParams& p : settings) {
+    const int64_t n = 37;  // vector bodies and a tail
+    std::vector<float> w(static_cast<size_t>(n), 0.5f), g(w.size(), 0.25f), buf(w.size(), 0.125f);
+    g[3] = inf;
+    g[20] = -inf;
+    g[33] = nan;
+    std::vector<float> w_expected = w, buf_expected = buf;
+    for (size_t i = 0; i < w.size(); ++i) reference_step(w_expected[i], g[i], buf_expected[i], p);
+    sgd_update_float32(GetParam(), 1, w.data(), g.data(), p.momentum == 0 ? nullptr : buf.data(), n, p);
+    const std::string what = std::string(isa_name(GetParam())) + " momentum=" + std::to_string(p.momentum) +
+                             (p.nesterov ? " nesterov" : "") + (p.first_step ? " first step" : "");
+    EXPECT_EQ(w[3], -inf) << what;
+    EXPECT_EQ(w[20], inf) << what;
+    EXPECT_TRUE(std::isnan(w[33])) << what;
+    EXPECT_EQ(0, std::memcmp(w.data(), w_expected.data(), w.size() * sizeof(float))) << what;
+    if (p.momentum != 0) {
+      EXPECT_EQ(buf[3], inf) << what;
+      EXPECT_EQ(0, std::memcmp(buf.data(), buf_expected.data(), buf.size() * sizeof(float))) << what;
+    }
+  }
 }
 
 TEST(SgdUpdate, LargeParametersUseTheWorker) {
