@@ -198,7 +198,8 @@ MemoryStats memory_stats(Device device) {
 }
 void empty_cache(Device device) {
   for_each_pool(device, [&](CachingAllocator& pool) {
-    if (const char* why = pool.release_cached()) fail("empty_cache({}): nothing more was given back: {}", device.str(), why);
+    if (const char* why = pool.release_cached())
+      fail("empty_cache({}): nothing more was given back: {}", device.str(), why);
   });
 }
 void set_memory_limit(Device device, uint64_t bytes) { backend_for(device).memory_limit().set(bytes); }

@@ -38,28 +38,35 @@ __attribute__((always_inline)) inline void sgd_loop(T* __restrict w, const T* __
 }
 
 template <class T, bool kDecay>
-__attribute__((always_inline)) inline void sgd_momentum_range(T* __restrict w, const T* __restrict g,
-                                                              T* __restrict buf, int64_t begin, int64_t end,
-                                                              const SgdParams& p) {
+__attribute__((always_inline)) inline void sgd_momentum_range(T* __restrict w, const T* __restrict g, T* __restrict buf,
+                                                              int64_t begin, int64_t end, const SgdParams& p) {
   if (p.first_step) {
-    if (p.nesterov) sgd_loop<T, kDecay, true, true, true>(w, g, buf, begin, end, p);
-    else sgd_loop<T, kDecay, true, true, false>(w, g, buf, begin, end, p);
+    if (p.nesterov)
+      sgd_loop<T, kDecay, true, true, true>(w, g, buf, begin, end, p);
+    else
+      sgd_loop<T, kDecay, true, true, false>(w, g, buf, begin, end, p);
   } else {
-    if (p.nesterov) sgd_loop<T, kDecay, true, false, true>(w, g, buf, begin, end, p);
-    else sgd_loop<T, kDecay, true, false, false>(w, g, buf, begin, end, p);
+    if (p.nesterov)
+      sgd_loop<T, kDecay, true, false, true>(w, g, buf, begin, end, p);
+    else
+      sgd_loop<T, kDecay, true, false, false>(w, g, buf, begin, end, p);
   }
 }
 
-template <class T>
-__attribute__((always_inline)) inline void sgd_range(T* __restrict w, const T* __restrict g, T* __restrict buf,
-                                                     int64_t begin, int64_t end, const SgdParams& p) {
+template <class T> __attribute__((always_inline)) inline void sgd_range(T* __restrict w, const T* __restrict g,
+                                                                        T* __restrict buf, int64_t begin, int64_t end,
+                                                                        const SgdParams& p) {
   const bool decay = p.weight_decay != 0;
   if (p.momentum == 0) {
-    if (decay) sgd_loop<T, true, false, false, false>(w, g, buf, begin, end, p);
-    else sgd_loop<T, false, false, false, false>(w, g, buf, begin, end, p);
+    if (decay)
+      sgd_loop<T, true, false, false, false>(w, g, buf, begin, end, p);
+    else
+      sgd_loop<T, false, false, false, false>(w, g, buf, begin, end, p);
   } else {
-    if (decay) sgd_momentum_range<T, true>(w, g, buf, begin, end, p);
-    else sgd_momentum_range<T, false>(w, g, buf, begin, end, p);
+    if (decay)
+      sgd_momentum_range<T, true>(w, g, buf, begin, end, p);
+    else
+      sgd_momentum_range<T, false>(w, g, buf, begin, end, p);
   }
 }
 

@@ -3,8 +3,8 @@
 // the out-of-memory retry, and no system allocation in a steady state; a pool with fake
 // fences (a GPU's upload pool: freed blocks pending until the device is done with them);
 // then the CPU's own instance under tensors. The CUDA instances are tested in tests/cuda.
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <vector>
 
@@ -378,7 +378,7 @@ TEST_F(FencedAllocator, APoolThatKeepsItsCacheGivesNothingBackAndOnlyRetries) {
 // even the pending blocks' (their fences are not waited for), until the keeping ends. Its
 // destructor still gives everything back.
 TEST_F(FencedAllocator, APoolThatKeepsItsCacheRefusesToReleaseItAndSaysWhy) {
-  pool.deallocate(pool.allocate(1000), 1000);  // pending, fence 1
+  pool.deallocate(pool.allocate(1000), 1000);            // pending, fence 1
   allocator.deallocate(allocator.allocate(5000), 5000);  // cached
   pool.keep_cache("a capture is underway");
   allocator.keep_cache("a capture is underway");

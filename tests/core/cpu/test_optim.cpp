@@ -3,17 +3,15 @@
 // plain SGD, weight decay, momentum (first and later steps), dampening and Nesterov, and
 // for Adam, Adam with weight decay and AdamW over several steps, on sizes around the vector
 // widths and above the threading threshold.
-#include "core/cpu/optim.h"
-
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstring>
+#include <gtest/gtest.h>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/cpu/optim.h"
 #include "core/cpu/thread_pool.h"
 
 namespace vgrad::cpu {
