@@ -638,6 +638,104 @@ void register_overhead() {
   });
 }
 
+// ---------------------------------------------------------------- optimizer steps
+
+// One optimizer step over the MLP's parameters (784-256-128-10: 235,146 float32 values in
+// 6 tensors), through optim::SGD / optim::Adam's step() (the fused update, one pass per
+// parameter), beside the plain loop of PyTorch's single-tensor rule over one flat vector.
+// Before timing, one step of each from the same values must agree (the loop's step count
+// and bias corrections are PyTorch's, in double). Bytes: what the rule reads and writes once.
+// As in training, vgrad splits a parameter of more than 200K values across the CPU pool's
+// threads (the first layer here), whose time the per-thread CPU clock does not count: compare
+// the wall-clock column. The naive Adam loop's std::sqrt does not vectorise (errno, as the
+// suite's flags leave it on); vgrad's file is compiled with -fno-math-errno.
+void register_optimizer_steps() {
+  const std::vector<std::vector<int64_t>> shapes{{256, 784}, {256}, {128, 256}, {128}, {10, 128}, {10}};
+  struct Setting {
+    std::string name;
+    bool adam;
+    double momentum;
+    int streams;  // float32 arrays read or written per element: param, grad, state...
+  };
+  for (const Setting& s : {Setting{"sgd", false, 0.0, 3}, Setting{"sgd_momentum", false, 0.9, 5},
+                           Setting{"adam", true, 0.0, 7}}) {
+    std::vector<Tensor> params;
+    int64_t total = 0;
+    for (size_t j = 0; j < shapes.size(); ++j) {
+      int64_t n = 1;
+      for (int64_t d : shapes[j]) n *= d;
+      Tensor p = tensor(std_vec(random_floats(size_t(n), uint32_t(40 + j), -0.1f, 0.1f)), shapes[j]);
+      p.requires_grad_();
+      p.set_grad(tensor(std_vec(random_floats(size_t(n), uint32_t(60 + j), -0.01f, 0.01f)), shapes[j]));
+      params.push_back(p);
+      total += n;
+    }
+    std::shared_ptr<optim::Optimizer> opt;
+    if (s.adam) opt = std::make_shared<optim::Adam>(params, optim::AdamOptions{.lr = 1e-3});
+    else opt = std::make_shared<optim::SGD>(params, optim::SGDOptions{.lr = 0.1, .momentum = s.momentum});
+    // The loop's flat copies of the same values, and its state.
+    auto w = std::make_shared<Vec>(), g = std::make_shared<Vec>();
+    for (const Tensor& p : params) {
+      for (float v : p.to_vector<float>()) w->push_back(v);
+      for (float v : p.grad().to_vector<float>()) g->push_back(v);
+    }
+    auto m = std::make_shared<Vec>(w->size(), 0.0f), v = std::make_shared<Vec>(w->size(), 0.0f);
+    auto steps = std::make_shared<int64_t>(0);
+    auto naive = [=, adam = s.adam, mom = float(s.momentum)] {
+      const float lr = adam ? 1e-3f : 0.1f;
+      float* __restrict pw = w->data();
+      const float* __restrict pg = g->data();
+      float* __restrict pm = m->data();
+      float* __restrict pv = v->data();
+      const size_t n = w->size();
+      const bool first = (*steps)++ == 0;
+      if (!adam && mom == 0) {
+        for (size_t i = 0; i < n; ++i) pw[i] -= lr * pg[i];
+      } else if (!adam) {
+        for (size_t i = 0; i < n; ++i) {
+          pm[i] = first ? pg[i] : mom * pm[i] + pg[i];
+          pw[i] -= lr * pm[i];
+        }
+      } else {
+        const double t = double(*steps);
+        const float step_size = float(-(1e-3 / (1 - std::pow(0.9, t))));
+        const float bias2 = float(std::sqrt(1 - std::pow(0.999, t)));
+        for (size_t i = 0; i < n; ++i) {
+          pm[i] = pm[i] + 0.1f * (pg[i] - pm[i]);
+          pv[i] = pv[i] * 0.999f + 0.001f * pg[i] * pg[i];
+          pw[i] = pw[i] + step_size * (pm[i] / (std::sqrt(pv[i]) / bias2 + 1e-8f));
+        }
+      }
+    };
+    const Work work{double(s.streams) * double(sizeof(float)) * double(total), 0, total};
+    const std::string name = "optim_step/" + s.name + "/235146";
+    auto status = std::make_shared<int>(0);
+    benchmark::RegisterBenchmark((name + "/vgrad").c_str(), [=](State& st) {
+      if (!verified(st, status, [&] {
+            opt->step();
+            naive();
+            std::vector<Tensor> flat;
+            for (const Tensor& p : params) flat.push_back(p.detach().reshape({-1}));
+            return matches(st, cat(flat, 0), *w, 1e-6);
+          }))
+        return;
+      for (auto _ : st) {
+        opt->step();
+        benchmark::ClobberMemory();
+      }
+      report(st, work);
+    });
+    benchmark::RegisterBenchmark((name + "/naive").c_str(), [=](State& st) {
+      for (auto _ : st) {
+        naive();
+        benchmark::DoNotOptimize(w->data());
+        benchmark::ClobberMemory();
+      }
+      report(st, work);
+    });
+  }
+}
+
 void register_all() {
   for (auto [n, d] : {std::pair<int64_t, int64_t>{64, 256}, {1024, 1024}}) register_elementwise(n, d);
   for (auto [n, d] : {std::pair<int64_t, int64_t>{64, 256}, {1024, 1024}}) register_reductions(n, d);
@@ -656,6 +754,7 @@ void register_all() {
   }
   register_index_select();
   register_cross_entropy(64, 10);
+  register_optimizer_steps();
   register_overhead();
 }
 
