@@ -51,7 +51,7 @@ bool same_scalars(const AdamParams& a, const AdamParams& b) {
 // p -= lr * d
 template <class T> struct SgdRule {
   T lr, momentum, one_minus_dampening, weight_decay;
-  bool use_momentum, nesterov, first_step;
+  bool use_decay, use_momentum, nesterov, first_step;  // decided on the doubles, as PyTorch and the CPU do
   const double* lr_source;  // capturable: lr is read here at the step
 
   static SgdRule from(const SgdParams& c) {
@@ -59,6 +59,7 @@ template <class T> struct SgdRule {
             static_cast<T>(c.momentum),
             static_cast<T>(1.0 - c.dampening),
             static_cast<T>(c.weight_decay),
+            c.weight_decay != 0.0,
             c.momentum != 0.0,
             c.nesterov,
             c.first_step,
@@ -78,7 +79,7 @@ template <class T> struct SgdRule {
     T* const buffer = static_cast<T*>(t.state1);  // null without momentum
     const T p = param[i];
     T d = static_cast<const T*>(t.grad)[i];
-    if (weight_decay != T(0)) d = d + weight_decay * p;
+    if (use_decay) d = d + weight_decay * p;
     if (use_momentum) {
       const T b = first_step ? d : buffer[i] * momentum + one_minus_dampening * d;
       buffer[i] = b;

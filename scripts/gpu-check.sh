@@ -51,7 +51,8 @@
 # For a short rerun: GPU_CHECK_STAGES (default "tests examples bench"; the build always runs,
 # "tests" alone skips the examples and the benchmark), GPU_CHECK_TARGET (build one target, e.g.
 # test_cuda), GPU_CHECK_TESTS (a ctest -R regex). With a short budget the build and the tests
-# come first: what a stage keeps for the later ones is at most a fifth of the budget.
+# come first: what a stage keeps for the later ones (that run) is at most a fifth of the
+# budget. GPU_CHECK_REV: the commit checked, for the summary (the device's .git can be stale).
 set -uo pipefail  # no -e: every stage runs; each one's status is recorded
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -145,7 +146,16 @@ examples_summary=()
 # keeps for later ones is at most a fifth of the budget (reserve), so that with a short
 # budget the build and the tests come first, then the examples, then the benchmark.
 left() { local n=$((budget - SECONDS - ${1:-0})); [ $n -lt 10 ] && n=10; echo $n; }
-reserve() { local most=$((budget / 5)); [ "$1" -lt $most ] && echo "$1" || echo $most; }
+wanted=" ${GPU_CHECK_STAGES:-tests examples bench} "
+runs() { case $wanted in *" $1 "*) return 0 ;; esac; return 1; }
+# What to keep for the later stages $2...: $1 seconds if any of them runs, at most budget/5.
+reserve() {
+  local want=$1 most=$((budget / 5)) stage later=0
+  shift
+  for stage in "$@"; do runs "$stage" && later=1; done
+  [ $later = 0 ] && want=0
+  [ "$want" -lt $most ] && echo "$want" || echo $most
+}
 cap() { local want=$1 have; have=$(left "${2:-0}"); [ "$want" -lt "$have" ] && echo "$want" || echo "$have"; }
 record() {  # stage, status, note
   stages+=("| $1 | $2 | ${3//|//} |")
@@ -185,7 +195,8 @@ environment() {
     echo "c++: $(c++ --version 2>&1 | head -1)"
     echo "libstdc++ newest: $( (ldconfig -p | awk '/libstdc\+\+\.so\.6 /{print $NF; exit}' | xargs -r strings | grep -o 'GLIBCXX_3\.4\.[0-9]*' | sort -t. -k3 -n | tail -1) 2>/dev/null)"
     echo "python: $(py -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1)"
-    echo "vgrad: $(git rev-parse --short HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | grep -q . && echo '(uncommitted changes)')"
+    # The device's copy of .git can be stale: the caller may name the commit (GPU_CHECK_REV).
+    echo "vgrad: ${GPU_CHECK_REV:-$(git rev-parse --short HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | grep -q . && echo '(uncommitted changes)')}"
     [ -n "${prefix:-}" ] && tail -1 "$prefix/PACKAGES.txt" 2>/dev/null
     echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset}"
     echo '```'
@@ -204,7 +215,7 @@ build() {
     done < <(find "$prefix/lib" "$prefix/share" -name '*onfig.cmake' -printf '%h\n' 2>/dev/null | sort -u)
     extra+=("-DCMAKE_PREFIX_PATH=$prefix" "-DZLIB_ROOT=$prefix")
   fi
-  t=$(left "$(reserve 200)")  # configure + build: what the budget leaves for the later stages
+  t=$(left "$(reserve 200 tests examples bench)")  # configure + build: what the later stages leave
   # cuDNN (conv2d): the toolkit's when it has one; else the one PyTorch's wheel brought
   # (nvidia/cudnn: include/ and lib/libcudnn.so.9), found by CMake through CUDNN_ROOT;
   # else none, and conv2d runs on im2col + cuBLAS (the summary says which).
@@ -238,14 +249,18 @@ build() {
 
 run_tests() {
   local t rc line
-  t=$(cap 240 "$(reserve 200)")  # what the examples and the benchmark keep
+  t=$(cap 240 "$(reserve 200 examples bench)")  # what the examples and the benchmark keep
+  # Each test's own limit fits in the stage's, so a test that hangs is reported as a
+  # timeout and the others' results and the failure list are still written.
+  local per_test=$((t >= 240 ? 120 : t / 2))
+  [ $per_test -lt 30 ] && per_test=30
   # The two real-data tests read Debian's dataset folder: on the bare GPU machine, point it
   # at the bundle's copy (a throwaway machine; only when the folder is absent).
   if [ -n "${data:-}" ] && [ ! -e /usr/share/datasets/fashion-mnist ] && mkdir -p /usr/share/datasets 2>/dev/null; then
     ln -s "$data" /usr/share/datasets/fashion-mnist && echo "linked /usr/share/datasets/fashion-mnist -> $data"
   fi
   VGRAD_REQUIRE_GPU=1 timeout -k 10 "$t" "${vgrad_env[@]}" \
-    ctest --test-dir "$build_dir" -j"$jobs" --timeout 120 --output-on-failure ${GPU_CHECK_TESTS:+-R "$GPU_CHECK_TESTS"} \
+    ctest --test-dir "$build_dir" -j"$jobs" --timeout "$per_test" --output-on-failure ${GPU_CHECK_TESTS:+-R "$GPU_CHECK_TESTS"} \
     >"$out/tests.log" 2>&1
   rc=$?
   cp "$build_dir/Testing/Temporary/LastTest.log" "$out/tests-full.log" 2>/dev/null
@@ -264,7 +279,7 @@ examples() {
   for args in "mnist_mlp --amp off --seed 1" "mnist_mlp --amp bf16 --seed 1" "mnist_mlp --amp fp16 --seed 1" \
               "mnist_mlp --amp off --seed 2" "mnist_mlp --amp bf16 --seed 2" "mnist_mlp --amp fp16 --seed 2" \
               "mnist_cnn"; do
-    t=$(cap 90 "$(reserve 100)")  # what the benchmark keeps
+    t=$(cap 90 "$(reserve 100 bench)")  # what the benchmark keeps
     echo "+ $args --device $device --data-dir $data (limit ${t}s)" >>"$out/examples.log"
     # shellcheck disable=SC2086  # args holds the program and its flags
     timeout -k 5 "$t" "${vgrad_env[@]}" "$build_dir/examples/"$args --device "$device" --data-dir "$data" \
@@ -470,8 +485,8 @@ check() {  # $1: bundle (GPU machine) or system (Debian packages installed)
   else record gpu 1 "nvidia-smi: $(nvidia-smi -L 2>&1 | head -1)"; fi
   build
   run_tests
-  case " ${GPU_CHECK_STAGES:-tests examples bench} " in *" examples "*) examples ;; esac
-  case " ${GPU_CHECK_STAGES:-tests examples bench} " in *" bench "*) bench ;; esac
+  runs examples && examples
+  runs bench && bench
   summarize
   echo "gpu-check: logs in $out; exit status $worst"
   exit "$worst"

@@ -1012,6 +1012,7 @@ class StreamMark {
   bool passed() const {
     const cudaError_t status = cudaEventQuery(event_);
     if (status != cudaSuccess && status != cudaErrorNotReady) vgrad::fail("test: cudaEventQuery failed");
+    if (status == cudaErrorNotReady) (void)cudaGetLastError();  // not an error: keep later launch checks clean
     return status == cudaSuccess;
   }
 
@@ -1024,8 +1025,10 @@ class StreamMark {
 // still has work queued on it stays pending, is not handed out again, and is once that work
 // is done; no new cudaMalloc then. Whether the work was still queued at the second request
 // is asked of the stream (a mark behind the block's last use, before its fence), not
-// assumed: on one H200 host the queued matmuls were done by then, and handing the block out
-// again was right. If the GPU was done, the test says so and is skipped.
+// assumed: on one H200 host the queued matmuls were done by then. If the GPU was done, the
+// test says so and is skipped. Nothing in the measured part may wait for the device: its
+// kernels are loaded first (under CUDA's lazy module loading a kernel's first launch may wait
+// for the whole device) and both pools hold the blocks it needs (a cudaMalloc may wait too).
 TEST(CudaAllocator, TheUploadPoolReusesABlockOnlyAfterTheComputeStreamIsDoneWithIt) {
   REQUIRE_GPU();
 #if VGRAD_WITH_CUDA
@@ -1034,7 +1037,14 @@ TEST(CudaAllocator, TheUploadPoolReusesABlockOnlyAfterTheComputeStreamIsDoneWith
   const Device device = gpu().device();
   const Tensor slow = vgrad_test::uniform_tensor({4096, 4096}, 3).to(device);
   empty_cache(device);
+  {
+    Tensor warm = Tensor::empty({1024}, DType::Float32, device, pool);
+    const Tensor spare = Tensor::empty({1024}, DType::Float32, device, pool);
+    warm.fill_(1.0);
+    const Tensor product = matmul(slow, slow), next = matmul(slow, slow);  // the loop's two live results
+  }
   gpu().synchronize();
+  const uint64_t cached_allocations = pool.stats().system_allocations;
   StreamMark last_use;
   void* first = nullptr;
   {
@@ -1053,6 +1063,7 @@ TEST(CudaAllocator, TheUploadPoolReusesABlockOnlyAfterTheComputeStreamIsDoneWith
     second = other.data_ptr();
   }
   const bool still_queued = !last_use.passed();  // then the block's fence, later on the stream, was not done either
+  EXPECT_EQ(pool.stats().system_allocations, cached_allocations) << "both blocks came from the cache";
   if (still_queued) {
     EXPECT_NE(second, first) << "handed out again while the compute stream still used it";
   }
