@@ -115,6 +115,18 @@ bool verified(State& st, const std::shared_ptr<int>& status, Check check) {
   return *status > 0;
 }
 
+// Registers NAME/naive: `naive()` runs the loop into `*out`.
+template <class NaiveOp> void add_naive(const std::string& name, Work work, NaiveOp naive, std::shared_ptr<Vec> out) {
+  benchmark::RegisterBenchmark((name + "/naive").c_str(), [=](State& st) {
+    for (auto _ : st) {
+      naive();
+      benchmark::DoNotOptimize(out->data());
+      benchmark::ClobberMemory();
+    }
+    report(st, work);
+  });
+}
+
 // Registers NAME/vgrad and NAME/naive. `vg()` returns vgrad's result; `naive()` runs the
 // loop into `*out` (which the check then compares with vgrad's result).
 template <class VgradOp, class NaiveOp>
@@ -134,14 +146,7 @@ void add_pair(const std::string& name, Work work, VgradOp vg, NaiveOp naive, std
     }
     report(st, work);
   });
-  benchmark::RegisterBenchmark((name + "/naive").c_str(), [=](State& st) {
-    for (auto _ : st) {
-      naive();
-      benchmark::DoNotOptimize(out->data());
-      benchmark::ClobberMemory();
-    }
-    report(st, work);
-  });
+  add_naive(name, work, naive, out);
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -657,8 +662,8 @@ void register_optimizer_steps() {
     double momentum;
     int streams;  // float32 arrays read or written per element: param, grad, state...
   };
-  for (const Setting& s : {Setting{"sgd", false, 0.0, 3}, Setting{"sgd_momentum", false, 0.9, 5},
-                           Setting{"adam", true, 0.0, 7}}) {
+  for (const Setting& s :
+       {Setting{"sgd", false, 0.0, 3}, Setting{"sgd_momentum", false, 0.9, 5}, Setting{"adam", true, 0.0, 7}}) {
     std::vector<Tensor> params;
     int64_t total = 0;
     for (size_t j = 0; j < shapes.size(); ++j) {
@@ -671,8 +676,10 @@ void register_optimizer_steps() {
       total += n;
     }
     std::shared_ptr<optim::Optimizer> opt;
-    if (s.adam) opt = std::make_shared<optim::Adam>(params, optim::AdamOptions{.lr = 1e-3});
-    else opt = std::make_shared<optim::SGD>(params, optim::SGDOptions{.lr = 0.1, .momentum = s.momentum});
+    if (s.adam)
+      opt = std::make_shared<optim::Adam>(params, optim::AdamOptions{.lr = 1e-3});
+    else
+      opt = std::make_shared<optim::SGD>(params, optim::SGDOptions{.lr = 0.1, .momentum = s.momentum});
     // The loop's flat copies of the same values, and its state.
     auto w = std::make_shared<Vec>(), g = std::make_shared<Vec>();
     for (const Tensor& p : params) {
@@ -725,14 +732,7 @@ void register_optimizer_steps() {
       }
       report(st, work);
     });
-    benchmark::RegisterBenchmark((name + "/naive").c_str(), [=](State& st) {
-      for (auto _ : st) {
-        naive();
-        benchmark::DoNotOptimize(w->data());
-        benchmark::ClobberMemory();
-      }
-      report(st, work);
-    });
+    add_naive(name, work, naive, w);
   }
 }
 

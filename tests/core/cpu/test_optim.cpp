@@ -64,9 +64,9 @@ TEST_P(SgdIsa, SameBitsAsTheElementwiseRuleOnEveryThreadCount) {
 // An Inf gradient steps to -Inf and a NaN one gives NaN, as PyTorch's op order gives, with and
 // without momentum, dampening, Nesterov and weight decay: no setting adds a 0·d term (0·Inf is NaN).
 TEST_P(SgdIsa, AnInfiniteGradientStepsToInfinityNotNaN) {
-  const SgdParams settings[] = {{0.1, 0, 0, 0, false, false},  {0.1, 0, 0, 0.01, false, false},
-                                {0.1, 0.9, 0, 0, false, true}, {0.1, 0.9, 0, 0, false, false},
-                                {0.1, 0.9, 0, 0, true, false}, {0.1, 0.9, 0, 1e-3, true, false},
+  const SgdParams settings[] = {{0.1, 0, 0, 0, false, false},       {0.1, 0, 0, 0.01, false, false},
+                                {0.1, 0.9, 0, 0, false, true},      {0.1, 0.9, 0, 0, false, false},
+                                {0.1, 0.9, 0, 0, true, false},      {0.1, 0.9, 0, 1e-3, true, false},
                                 {0.1, 0.9, 0.5, 1e-3, false, false}};
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   for (const SgdParams& p : settings) {
