@@ -19,7 +19,7 @@ namespace vgrad {
 
 template <class T> struct AdamStep {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor, neg_step_size, bias_correction2_sqrt;
-  bool decoupled;
+  bool use_decay, decoupled;  // use_decay: decided on the double, as PyTorch (a decay below T's range still adds 0·p)
 
   // `p` with its sources read (read_sources, core/kernel_types.h).
   VGRAD_HOST_DEVICE static AdamStep from(const AdamParams& p) {
@@ -32,12 +32,13 @@ template <class T> struct AdamStep {
             T(1.0 - p.lr * p.weight_decay),
             T(-(p.lr / (1.0 - scalar::pow_(p.beta1, steps)))),
             T(scalar::sqrt_(1.0 - scalar::pow_(p.beta2, steps))),
+            p.weight_decay != 0.0,
             p.decoupled};
   }
 
   VGRAD_HOST_DEVICE void operator()(T& param, T grad, T& exp_avg, T& exp_avg_sq) const {
     T p = param, g = grad;
-    if (weight_decay != T(0)) {
+    if (use_decay) {
       if (decoupled) p = p * decay_factor;
       else g = g + weight_decay * p;
     }

@@ -149,6 +149,21 @@ TEST_P(AdamIsa, SameBitsAsTheElementwiseRuleOnEveryThreadCount) {
       }
 }
 
+// Whether weight decay applies is decided on the double, as PyTorch's `if weight_decay != 0`:
+// a decay that rounds to 0 in float32 still adds its 0·p term, so an Inf parameter gives NaN.
+TEST_P(AdamIsa, AWeightDecayBelowFloatRangeStillAddsItsTerm) {
+  AdamParams p;
+  p.weight_decay = 1e-50;
+  p.step = 1;
+  std::vector<float> w{std::numeric_limits<float>::infinity(), 0.5f}, g{0.25f, 0.25f}, m(2, 0.0f), v(2, 0.0f);
+  std::vector<float> w_expected = w, m_expected = m, v_expected = v;
+  for (size_t i = 0; i < w.size(); ++i) reference_adam(w_expected[i], g[i], m_expected[i], v_expected[i], p);
+  adam_update_float32(GetParam(), 1, w.data(), g.data(), m.data(), v.data(), 2, p);
+  EXPECT_TRUE(std::isnan(w_expected[0])) << "PyTorch's rule: 0.25 + 0 * Inf";
+  EXPECT_TRUE(std::isnan(w[0])) << isa_name(GetParam());
+  EXPECT_EQ(w[1], w_expected[1]) << isa_name(GetParam());
+}
+
 INSTANTIATE_TEST_SUITE_P(EachIsa, AdamIsa, ::testing::Values(Isa::Generic, Isa::Avx2, Isa::Avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
