@@ -175,9 +175,8 @@ template <class T, class Update> void launch_many(const Context& ctx, DType dtyp
       detail::throw_error("optimizer step: more than 2^31 parameters in one launch");
     const HostTable table = build_table(tensors, kTensorChunk);
     const auto* device_table = static_cast<const unsigned char*>(ctx.tables->table(ctx, table.bytes));
-    const int64_t cap = int64_t{ctx.sm_count} * (2048 / kBlock);
-    const auto grid = static_cast<unsigned>(table.chunks < cap ? table.chunks : cap);
-    update_many_kernel<<<grid, kBlock, 0, ctx.stream>>>(
+    // A block per chunk, at most the blocks that fill the GPU (grid_for: kBlock items a block).
+    update_many_kernel<<<grid_for(ctx, table.chunks * kBlock), kBlock, 0, ctx.stream>>>(
         reinterpret_cast<const TensorPointers*>(device_table + table.pointers_offset),
         reinterpret_cast<const int64_t*>(device_table), table.count, table.chunks, rule_for<T>(updates[first].params));
     VGRAD_CUDA_CHECK_LAUNCH();
