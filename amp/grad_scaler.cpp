@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -21,13 +22,79 @@ bool GradScaler::any_found(const PerOptimizer& state) {
   return found;
 }
 
+namespace {
+
+// `what` names the caller in the errors.
+void check_options(const GradScalerOptions& options, const char* what) {
+  if (!(options.growth_factor > 1.0) || !std::isfinite(options.growth_factor))
+    fail("{}: growth_factor {} must be finite and > 1", what, options.growth_factor);
+  if (!(options.backoff_factor > 0.0 && options.backoff_factor < 1.0))
+    fail("{}: backoff_factor {} must be in (0, 1)", what, options.backoff_factor);
+  if (options.growth_interval < 1) fail("{}: growth_interval {} must be >= 1", what, options.growth_interval);
+}
+
+const char* const kStateKeys[] = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"};
+
+// A whole number in [low, high] (the map holds doubles, as PyTorch's state_dict holds Python numbers).
+int64_t whole_number(const std::map<std::string, double>& state, const char* key, double low, double high) {
+  const double value = state.at(key);
+  if (!(value >= low && value <= high) || std::floor(value) != value)
+    fail("GradScaler: load_state_dict: '{}' is {}, not a whole number in [{}, {}]", key, value, low, high);
+  return int64_t(value);
+}
+
+}  // namespace
+
 GradScaler::GradScaler(GradScalerOptions options) : options_(options), scale_(float(options.init_scale)) {
   if (!(options.init_scale > 0) || !std::isfinite(options.init_scale))
     fail("GradScaler: init_scale {} must be positive and finite", options.init_scale);
-  if (!(options.growth_factor > 1.0)) fail("GradScaler: growth_factor {} must be > 1", options.growth_factor);
-  if (!(options.backoff_factor > 0.0 && options.backoff_factor < 1.0))
-    fail("GradScaler: backoff_factor {} must be in (0, 1)", options.backoff_factor);
-  if (options.growth_interval < 1) fail("GradScaler: growth_interval {} must be >= 1", options.growth_interval);
+  check_options(options, "GradScaler");
+}
+
+std::map<std::string, double> GradScaler::state_dict() const {
+  if (!options_.enabled) return {};
+  if (!per_optimizer_.empty())
+    fail(
+        "GradScaler: state_dict() between unscale_()/step() and update(): that step's overflow is not in the "
+        "scale yet; call update() first");
+  return {{"scale", double(scale_)},
+          {"growth_factor", options_.growth_factor},
+          {"backoff_factor", options_.backoff_factor},
+          {"growth_interval", double(options_.growth_interval)},
+          {"_growth_tracker", double(growth_tracker_)}};
+}
+
+void GradScaler::check_state_dict(const std::map<std::string, double>& state) const {
+  if (!options_.enabled) return;
+  if (!per_optimizer_.empty())
+    fail("GradScaler: load_state_dict() between unscale_()/step() and update(); call update() first");
+  if (state.empty())
+    fail("GradScaler: load_state_dict() of an empty state, as a disabled GradScaler's state_dict() gives");
+  for (const char* key : kStateKeys)
+    if (!state.count(key)) fail("GradScaler: load_state_dict: key '{}' is missing", key);
+  for (const auto& [key, value] : state)
+    if (std::find(std::begin(kStateKeys), std::end(kStateKeys), key) == std::end(kStateKeys))
+      fail("GradScaler: load_state_dict: unexpected key '{}' (value {})", key, value);
+  const double scale = state.at("scale");
+  // The scale is float32, as PyTorch's scale tensor: any other value was not saved by a scaler.
+  if (!(scale > 0) || !std::isfinite(scale) || double(float(scale)) != scale)
+    fail("GradScaler: load_state_dict: 'scale' is {}, not a positive finite float32 value", scale);
+  const int64_t interval = whole_number(state, "growth_interval", 1, 0x1p53);
+  check_options({.growth_factor = state.at("growth_factor"),
+                 .backoff_factor = state.at("backoff_factor"),
+                 .growth_interval = interval},
+                "GradScaler: load_state_dict");
+  (void)whole_number(state, "_growth_tracker", 0, double(interval - 1));
+}
+
+void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
+  check_state_dict(state);
+  if (!options_.enabled) return;
+  scale_ = float(state.at("scale"));
+  growth_tracker_ = int64_t(state.at("_growth_tracker"));
+  options_.growth_factor = state.at("growth_factor");
+  options_.backoff_factor = state.at("backoff_factor");
+  options_.growth_interval = int64_t(state.at("growth_interval"));
 }
 
 Tensor GradScaler::scale(const Tensor& loss) const {

@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -48,6 +49,18 @@ class GradScaler {
   // Backs the scale off if any step() since the last update() saw Inf/NaN, else counts
   // a clean step and grows the scale every growth_interval of them.
   void update();
+
+  // PyTorch's scaler.state_dict(): "scale", "growth_factor", "backoff_factor", "growth_interval"
+  // and "_growth_tracker"; empty when disabled. Refused between unscale_()/step() and update(),
+  // where the step's overflow verdict is not in it yet. train::TrainingState saves it.
+  std::map<std::string, double> state_dict() const;
+  // Restores the scale, the growth tracker and the options from state_dict()'s map (a disabled
+  // scaler ignores it, as PyTorch's). Throws, naming the key and why, and changes nothing,
+  // where check_state_dict does.
+  void load_state_dict(const std::map<std::string, double>& state);
+  // Throws what load_state_dict(state) would (an empty map, a missing key, a value out of
+  // range, between unscale_()/step() and update()); changes nothing.
+  void check_state_dict(const std::map<std::string, double>& state) const;
 
   double get_scale() const { return options_.enabled ? scale_ : 1.0; }
   int64_t growth_tracker() const { return growth_tracker_; }

@@ -108,8 +108,14 @@ int main(int argc, char** argv) {
     // Optimizer steps per epoch: a partial accumulation group at the end steps too.
     const int64_t steps_per_epoch = (train_loader.num_batches() + flags.accumulate - 1) / flags.accumulate;
     const std::unique_ptr<optim::Scheduler> scheduler = examples::make_scheduler(flags, *opt, steps_per_epoch);
-    train::TrainingState state{.model = &model, .optimizer = opt.get(), .scheduler = scheduler.get(),
-                               .accumulation = &accumulation, .loader = &train_loader};
+    // float16 needs loss scaling; bfloat16 has float32's range (a disabled scaler passes through).
+    amp::GradScaler scaler({.enabled = amp_mode == "fp16"});
+    train::TrainingState state{.model = &model,
+                               .optimizer = opt.get(),
+                               .scheduler = scheduler.get(),
+                               .accumulation = &accumulation,
+                               .loader = &train_loader,
+                               .scaler = &scaler};
     state.info.architecture = {{"layers", fmt::format("{},{},{}", features, fmt::join(hidden, ","), classes)},
                                {"activation", "relu"}};
     examples::describe_and_resume(state, data, "mnist_mlp", flags.resume);
@@ -134,8 +140,6 @@ int main(int argc, char** argv) {
                    double(mixed.peak) / double(wide.peak), double(mixed.activations) / 1048576.0,
                    double(wide.activations) / 1048576.0, double(mixed.activations) / double(wide.activations));
     }
-    // float16 needs loss scaling; bfloat16 has float32's range (a disabled scaler passes through).
-    amp::GradScaler scaler({.enabled = amp_mode == "fp16"});
     std::optional<DetectAnomalyGuard> anomaly;
     if (flags.detect_anomaly) anomaly.emplace();
     examples::RunLog run_log(comm->is_main() ? flags.metrics : "");  // rank 0 writes the CSV

@@ -30,6 +30,7 @@ constexpr const char* kFormatKey = "vgrad.training_state";
 constexpr const char* kFormatVersion = "1";
 const std::string kOptimizerPrefix = "optimizer.";
 const std::string kGradPrefix = "grad.";
+const std::string kScalerPrefix = "scaler.";
 
 bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
@@ -183,6 +184,8 @@ void save_training_state(const std::string& path, const TrainingState& state) {
     metadata["loader.epoch"] = std::to_string(position.epoch);
     metadata["loader.batch"] = std::to_string(position.batch);
   }
+  if (state.scaler)
+    for (const auto& [key, value] : state.scaler->state_dict()) metadata[kScalerPrefix + key] = number_text(value);
   const RandomState& rng = default_generator().state();
   metadata["rng.seed"] = std::to_string(rng.seed);
   metadata["rng.offset"] = std::to_string(rng.offset);
@@ -279,6 +282,21 @@ void load_training_state(const std::string& path, TrainingState& state) {
       fail("checkpoint: {}: loader position (epoch {}, batch {}) out of range for {} batches per epoch", path,
            position.epoch, position.batch, state.loader->num_batches());
   }
+  std::map<std::string, double> scaler_state;  // empty for a disabled scaler, which ignores it
+  if (state.scaler && state.scaler->is_enabled()) {
+    const std::map<std::string, std::string> saved = meta.with_prefix(kScalerPrefix);
+    if (saved.empty())
+      fail(
+          "checkpoint: {}: holds no GradScaler state (it was saved by a run without float16 loss scaling), and "
+          "this run scales its loss",
+          path);
+    for (const auto& [key, value] : saved) scaler_state[key] = meta.number<double>(kScalerPrefix + key);
+    try {
+      state.scaler->check_state_dict(scaler_state);
+    } catch (const Error& e) {
+      fail("checkpoint: {}: {}", path, e.what());
+    }
+  }
   const RandomState rng{meta.number<uint64_t>("rng.seed"), meta.number<uint64_t>("rng.offset")};
   const int64_t epoch = meta.number<int64_t>("epoch"), step = meta.number<int64_t>("step");
   ModelInfo info;
@@ -306,6 +324,7 @@ void load_training_state(const std::string& path, TrainingState& state) {
     }
   }
   if (state.loader) state.loader->restore(position);
+  if (state.scaler) state.scaler->load_state_dict(scaler_state);
   default_generator().state() = rng;
   state.epoch = epoch;
   state.step = step;

@@ -1,7 +1,8 @@
 // A training checkpoint: everything a program needs to continue a run exactly where
 // it stopped (model, optimizer state and hyper-parameters, scheduler, accumulation,
-// loader position, global RNG, epoch and step) in one safetensors file, plus what a
-// user needs to use the model elsewhere. Above optim/ and data/; it owns none of them.
+// loader position, loss scale, global RNG, epoch and step) in one safetensors file, plus
+// what a user needs to use the model elsewhere. Above optim/, amp/ and data/; it owns none
+// of them.
 //
 //   train::TrainingState state{.model = &model, .optimizer = &sgd, .loader = &loader};
 //   if (resuming) train::load_training_state(path, state);   // state.epoch says where to go on
@@ -11,6 +12,7 @@
 #include <map>
 #include <string>
 
+#include "amp/grad_scaler.h"
 #include "data/loader.h"
 #include "nn/module.h"
 #include "optim/optimizer.h"
@@ -34,6 +36,7 @@ struct TrainingState {
   optim::Scheduler* scheduler = nullptr;
   optim::GradientAccumulation* accumulation = nullptr;
   data::DataLoader* loader = nullptr;
+  amp::GradScaler* scaler = nullptr;  // float16 loss scaling; a disabled one is neither saved nor restored
   int64_t epoch = 0;  // epochs completed
   int64_t step = 0;   // optimizer steps taken
   ModelInfo info{};
@@ -44,7 +47,8 @@ struct TrainingState {
 //   "optimizer.<param>.<buffer>"       optimizer state keyed by parameter name, not position
 //   "grad.<param>"                     only while accumulation has micro-batches pending
 //   metadata                           optimizer kind and hyper-parameters, scheduler count, accumulation,
-//                                      loader position and configuration, RNG state, epoch, step,
+//                                      loader position and configuration, GradScaler ("scaler.<key>" of
+//                                      its state_dict), RNG state, epoch, step,
 //                                      ModelInfo ("architecture.<key>", "input.mean", ...), vgrad version
 // Same state, same bytes: the file holds no time stamp and no path.
 void save_training_state(const std::string& path, const TrainingState& state);

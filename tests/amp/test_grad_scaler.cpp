@@ -1,11 +1,14 @@
 // amp::GradScaler against PyTorch's sequence of scales on forced overflows
 // (grad_scaler_reference.h, from scripts/reference/make_grad_scaler_reference.py):
 // skipped steps leave the weights untouched, clean steps apply the unscaled gradient,
-// unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors.
+// unscale_ before clipping, the defaults (2^16, x2 after 2000 clean steps), misuse errors,
+// state_dict/load_state_dict (PyTorch's keys; bad states refused).
 #include <algorithm>
 #include <cmath>
 #include <gtest/gtest.h>
 #include <limits>
+#include <map>
+#include <string>
 
 #include "amp/grad_scaler.h"
 #include "grad_scaler_loop.h"
@@ -83,6 +86,76 @@ TEST(GradScaler, UnscaleBeforeClippingAndMisuseErrors) {
   EXPECT_ERROR(amp::GradScaler({.backoff_factor = 2.0}), "backoff_factor 2 must be in (0, 1)");
   amp::GradScaler disabled({.enabled = false});
   EXPECT_EQ(disabled.get_scale(), 1.0);
+}
+
+// state_dict has PyTorch's keys, and a scaler made with other options that loads it mid-run
+// goes on with PyTorch's sequence of scales.
+TEST(GradScaler, StateDictCarriesARunOnMidSequence) {
+  const size_t stop = 7;  // after two back-offs and with a growth tracker of 1
+  Tensor w = tensor({0.0f, 0.0f, 0.0f}).requires_grad_();
+  optim::SGD sgd({w}, {.lr = 1.0});
+  amp::GradScaler first({.init_scale = 65536.0, .growth_interval = kInterval3GrowthInterval});
+  for (size_t i = 0; i < stop; ++i) train_step(first, sgd, w, kInterval3[i].overflow != 0, INFINITY);
+  const std::map<std::string, double> state = first.state_dict();
+  EXPECT_EQ(state, (std::map<std::string, double>{{"scale", kInterval3[stop - 1].scale},
+                                                  {"growth_factor", 2.0},
+                                                  {"backoff_factor", 0.5},
+                                                  {"growth_interval", double(kInterval3GrowthInterval)},
+                                                  {"_growth_tracker", double(kInterval3[stop - 1].tracker)}}));
+  amp::GradScaler second({.init_scale = 1.0, .growth_interval = 1000});
+  second.load_state_dict(state);
+  for (size_t i = stop; i < std::size(kInterval3); ++i) {
+    train_step(second, sgd, w, kInterval3[i].overflow != 0, NAN);
+    EXPECT_EQ(second.get_scale(), kInterval3[i].scale) << "step " << i;
+    EXPECT_EQ(second.growth_tracker(), kInterval3[i].tracker) << "step " << i;
+  }
+}
+
+TEST(GradScaler, LoadStateDictRefusesABadStateNamingTheKeyAndChangesNothing) {
+  amp::GradScaler saved({.init_scale = 1024.0, .growth_interval = 4});
+  const std::map<std::string, double> good = saved.state_dict();
+  auto with = [&](const std::string& key, double value) {
+    std::map<std::string, double> state = good;
+    state[key] = value;
+    return state;
+  };
+  auto without = [&](const std::string& key) {
+    std::map<std::string, double> state = good;
+    state.erase(key);
+    return state;
+  };
+  amp::GradScaler scaler({.init_scale = 8.0});
+  EXPECT_ERROR(scaler.load_state_dict({}), "empty state", "disabled GradScaler");
+  EXPECT_ERROR(scaler.load_state_dict(without("_growth_tracker")), "key '_growth_tracker' is missing");
+  EXPECT_ERROR(scaler.load_state_dict(with("scales", 2.0)), "unexpected key 'scales'");
+  EXPECT_ERROR(scaler.load_state_dict(with("scale", 0.1)), "'scale' is 0.1, not a positive finite float32 value");
+  EXPECT_ERROR(scaler.load_state_dict(with("scale", -4.0)), "'scale' is -4");
+  EXPECT_ERROR(scaler.load_state_dict(with("scale", INFINITY)), "'scale' is inf");
+  EXPECT_ERROR(scaler.load_state_dict(with("growth_interval", 2.5)), "'growth_interval' is 2.5, not a whole number");
+  EXPECT_ERROR(scaler.load_state_dict(with("_growth_tracker", 4.0)), "'_growth_tracker' is 4", "[0, 3]");
+  EXPECT_ERROR(scaler.load_state_dict(with("growth_factor", 1.0)), "load_state_dict: growth_factor 1 must be");
+  EXPECT_ERROR(scaler.load_state_dict(with("backoff_factor", NAN)), "backoff_factor nan must be in (0, 1)");
+  EXPECT_EQ(scaler.get_scale(), 8.0);
+  EXPECT_EQ(scaler.state_dict().at("growth_interval"), 2000.0);
+
+  // Between unscale_/step() and update() the step's verdict is not in the scale: refused both ways.
+  Tensor w = tensor({1.0f}).requires_grad_();
+  optim::SGD sgd({w}, {.lr = 1.0});
+  scaler.scale(sum(w)).backward();
+  scaler.unscale_(sgd);
+  EXPECT_ERROR((void)scaler.state_dict(), "state_dict() between unscale_()/step() and update()");
+  EXPECT_ERROR(scaler.load_state_dict(good), "load_state_dict() between unscale_()/step() and update()");
+  scaler.step(sgd);
+  scaler.update();
+  scaler.load_state_dict(good);
+  EXPECT_EQ(scaler.get_scale(), 1024.0);
+
+  // A disabled scaler saves nothing and ignores what it is given, as PyTorch's.
+  amp::GradScaler disabled({.enabled = false});
+  EXPECT_TRUE(disabled.state_dict().empty());
+  disabled.load_state_dict(good);
+  EXPECT_EQ(disabled.get_scale(), 1.0);
+  EXPECT_ERROR(amp::GradScaler({.growth_factor = INFINITY}), "GradScaler: growth_factor inf must be finite and > 1");
 }
 
 // Each way a gradient overflows skips the step, whatever the element's place and dtype; a

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # mnist_mlp end to end, on a 2000-example slice of Fashion-MNIST (seconds): --epochs 4
 # straight and 2 epochs then --epochs 4 --resume write byte-identical checkpoints,
-# with momentum SGD (plus accumulation), with Adam, and under each --lr-schedule (the
-# scheduler's step count travels in the checkpoint); --checkpoint into a missing
-# directory fails before any training; --detect-anomaly names the op that made a NaN.
+# with momentum SGD (plus accumulation), with Adam, under each --lr-schedule (the
+# scheduler's step count travels in the checkpoint) and with --amp fp16 (the loss scale
+# does); --checkpoint into a missing directory fails before any training;
+# --detect-anomaly names the op that made a NaN.
 # Usage: mnist_resume.sh <mnist_mlp binary> [data dir]. Exits 77 (CTest: skipped) without data.
 set -euo pipefail
 bin=$1
@@ -36,6 +37,18 @@ check_resume sgd interrupt --optimizer sgd --lr 0.05 --momentum 0.9 --accumulate
 check_resume adam extend --optimizer adam --lr 0.001 --lr-schedule none
 check_resume cosine interrupt --optimizer sgd --lr 0.1 --lr-schedule cosine --accumulate 3
 check_resume step interrupt --optimizer sgd --lr 0.1 --momentum 0.9 --lr-schedule step
+# Float16 loss scaling: at this lr the scale backs off (4096 after 4 epochs), so a resume that
+# started again from 2^16 would skip other steps; the checkpoint carries the GradScaler's state.
+check_resume amp interrupt --optimizer sgd --lr 1 --lr-schedule none --amp fp16
+if grep -aq '"scaler.scale":"65536"' "$dir/amp-straight.safetensors"; then
+  echo "FAIL (amp): the loss scale never moved, so the resume above proves nothing"; exit 1
+fi
+if "$bin" "${common[@]}" --optimizer adam --lr 0.001 --lr-schedule none --amp fp16 --epochs 5 \
+  --resume "$dir/adam-straight.safetensors" > "$dir/log" 2>&1; then
+  echo "FAIL: a float32 run's checkpoint resumed with --amp fp16 and no loss scale"; exit 1
+fi
+grep -q "holds no GradScaler state" "$dir/log" || { echo "FAIL: unclear error"; cat "$dir/log"; exit 1; }
+echo "ok: a float32 checkpoint is refused by a float16 run, naming the missing loss scale"
 # A schedule changes the run: the cosine checkpoint is not the constant-lr one.
 "$bin" "${common[@]}" --optimizer sgd --lr 0.1 --lr-schedule none --accumulate 3 --epochs 4 --checkpoint "$dir/constant.safetensors" > "$dir/log" 2>&1
 if cmp -s "$dir/constant.safetensors" "$dir/cosine-straight.safetensors"; then

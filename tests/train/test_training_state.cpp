@@ -1,19 +1,20 @@
 // Training checkpoints: a run stopped (between epochs or mid-epoch, mid accumulation
 // group) and resumed from its file ends in the same bytes as one that never stopped,
-// with momentum SGD + StepLR and with Adam; same seed, same bytes; optimizer state is
-// keyed by parameter name; metadata; and files that do not fit are refused untouched.
-#include <gtest/gtest.h>
-
+// with momentum SGD + StepLR, with Adam and with float16 loss scaling; same seed, same
+// bytes; optimizer state is keyed by parameter name; metadata; and files that do not fit
+// are refused untouched.
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <gtest/gtest.h>
 #include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "amp/autocast.h"
 #include "core/safetensors.h"
 #include "nn/checkpoint.h"
 #include "nn/functional.h"
@@ -34,6 +35,8 @@ struct RunConfig {
   int64_t accumulate = 3;
   uint64_t seed = 7;
   bool reverse_parameters = false;  // build the optimizer over the parameters in reverse order
+  bool fp16 =
+      false;  // float16 autocast with a GradScaler whose scale backs off and grows within the run (accumulate 1)
 };
 
 // Where a run stops: after `epochs` epochs, or earlier, after `stop_batch` batches of epoch `stop_epoch`.
@@ -46,7 +49,7 @@ struct Stop {
 // prefetch, input noise drawn from the global RNG (so its state matters), accumulation, an
 // optional scheduler. Resumes from `resume` when given; writes its training state to `out`.
 void run(const RunConfig& config, const Stop& stop, const std::string& out, const std::string& resume = "",
-         bool restore_optimizer = true) {
+         bool restore_optimizer = true, bool restore_scaler = true) {
   manual_seed(config.seed);
   const int64_t n = 96;
   std::vector<int64_t> labels(n);
@@ -65,16 +68,23 @@ void run(const RunConfig& config, const Stop& stop, const std::string& out, cons
     optimizer = std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = 0.01});
   }
   optim::GradientAccumulation accumulation(*optimizer, config.accumulate);
+  // From 2^24 float16 gradients overflow: the first steps back off, then it grows every 3 clean steps.
+  amp::GradScaler scaler({.init_scale = 0x1p24, .growth_interval = 3, .enabled = config.fp16});
   train::TrainingState state{.model = &model,
                              .optimizer = optimizer.get(),
                              .scheduler = scheduler.get(),
                              .accumulation = &accumulation,
                              .loader = &loader,
-                             .info = {.architecture = {{"layers", "6,8,3"}}, .input_mean = 0.5, .input_std = 0.25,
-                                      .num_classes = 3, .program = "test_training_state"}};
+                             .scaler = &scaler,
+                             .info = {.architecture = {{"layers", "6,8,3"}},
+                                      .input_mean = 0.5,
+                                      .input_std = 0.25,
+                                      .num_classes = 3,
+                                      .program = "test_training_state"}};
   if (!resume.empty()) {
     train::TrainingState target = state;
     if (!restore_optimizer) target.optimizer = nullptr;
+    if (!restore_scaler) target.scaler = nullptr;
     train::load_training_state(resume, target);
     state.epoch = target.epoch;
     state.step = target.step;
@@ -87,7 +97,18 @@ void run(const RunConfig& config, const Stop& stop, const std::string& out, cons
     int64_t batch = loader.position().batch;
     for (auto& [x, y] : loader) {
       const Tensor noisy = x + 0.01 * randn(x.shape());
-      if (accumulation.backward(nn::cross_entropy(model(noisy), y))) {
+      if (config.fp16) {
+        Tensor loss;
+        {
+          amp::Autocast autocast(DType::Float16);
+          loss = nn::cross_entropy(model(noisy), y);
+        }
+        scaler.scale(loss).backward();
+        scaler.step(*optimizer);
+        scaler.update();
+        optimizer->zero_grad();
+        after_step();
+      } else if (accumulation.backward(nn::cross_entropy(model(noisy), y))) {
         accumulation.step();
         after_step();
       }
@@ -147,6 +168,19 @@ TEST_F(TrainingStateTest, ResumingWithoutOptimizerStateDiffers) {
   run(config, {.epochs = 2}, path("half"));
   run(config, {.epochs = 4}, path("resumed"), path("half"), /*restore_optimizer=*/false);
   EXPECT_NE(bytes_of(path("resumed")), bytes_of(path("straight")));
+}
+
+// Float16 loss scaling: the scale and its growth tracker are state too ("scaler.*" metadata).
+TEST_F(TrainingStateTest, ResumeWithFloat16LossScalingIsByteIdentical) {
+  const RunConfig config{.optimizer = "adam", .accumulate = 1, .fp16 = true};
+  expect_exact_resume(config, path("straight"), path("half"), path("resumed"), {.epochs = 2});
+  const safetensors::File half = safetensors::load(path("half"));
+  const double scale = std::stod(half.metadata.at("scaler.scale"));
+  EXPECT_LT(scale, 0x1p24) << "the scale never backed off, so the resume above proves little";
+  EXPECT_EQ(half.metadata.at("scaler.growth_interval"), "3");
+  // Without the scaler's state the resumed run starts again from 2^24 and skips other steps.
+  run(config, {.epochs = 4}, path("without"), path("half"), true, /*restore_scaler=*/false);
+  EXPECT_NE(bytes_of(path("without")), bytes_of(path("straight")));
 }
 
 TEST_F(TrainingStateTest, SameSeedSameBytesOtherSeedOtherBytes) {
@@ -228,6 +262,15 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
   vgrad_test::Mlp wider(6, 9, 3);
   train::TrainingState wrong_shape{.model = &wider};
   EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape), "key 'fc1.bias' has shape [8], the model expects [9]");
+
+  // A run with loss scaling refuses a file without its state; a disabled scaler ignores it.
+  amp::GradScaler scaler, disabled({.enabled = false});
+  train::TrainingState scaled{.model = &model, .optimizer = &sgd, .scaler = &scaler};
+  EXPECT_ERROR(train::load_training_state(path("sgd"), scaled), path("sgd"), "holds no GradScaler state");
+  EXPECT_EQ(model.fc1->weight.to_vector<double>(), before);
+  scaled.scaler = &disabled;
+  train::load_training_state(path("sgd"), scaled);
+  EXPECT_EQ(scaled.epoch, 1);
 
   nn::save(model, path("weights_only"));
   EXPECT_ERROR(train::load_training_state(path("weights_only"), state), "not a training checkpoint", "nn::load");
