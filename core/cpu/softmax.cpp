@@ -82,10 +82,13 @@ void CpuBackend::cross_entropy_impl(const View& logits, const View& target, doub
         }
         const T log_total = std::log(total) + max_value, inv = T(1) / total;
         for (int64_t c = 0; c < classes; ++c) pr[c] *= inv;
-        // -sum_c q_c log p_c with q = (1-s) onehot + s/C and log p_c = x_c - log_total.
-        const T nll = log_total - xr[t[r * target.strides[0]]];
-        const T uniform_term = log_total - sum_logits / T(classes);
-        loss_rows.ptr<T>()[r * loss_rows.strides[0]] = T(1 - smoothing) * nll + T(smoothing) * uniform_term;
+        // -sum_c q_c log p_c with q = (1-s) onehot + s/C and log p_c = x_c - log_total, as
+        // log_total - (1-s) x_t - s mean(x): without smoothing the mean is left out, so a
+        // class masked with a -inf logit costs nothing (0·inf would be NaN), as in PyTorch.
+        const T s = T(smoothing);
+        T value = log_total - (T(1) - s) * xr[t[r * target.strides[0]]];
+        if (s != T(0)) value -= s * (sum_logits / T(classes));
+        loss_rows.ptr<T>()[r * loss_rows.strides[0]] = value;
       }
     }
   });

@@ -165,6 +165,33 @@ TEST(CrossEntropy, StableForHugeLogits) {
   EXPECT_TRUE(std::isfinite(nn::cross_entropy(x, labels({0, 2}), Reduction::Mean, 0.1).item()));
 }
 
+// A class masked with a -inf logit: PyTorch's values (torch 1.13), on each device. Without
+// smoothing the masked class costs nothing; with it the loss is +inf (it puts s/C on that
+// class); a -inf target class is +inf; a row of -inf is NaN.
+TEST(CrossEntropy, MinusInfinityLogitsMaskClassesAsInPyTorch) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const Device device : vgrad_test::cpu_and_gpu())
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      SCOPED_TRACE(device.str() + " " + dtype_name(dtype));
+      const Tensor x = tensor(std::vector<double>{0, -inf, 1, -inf, 2, -inf, 0, -inf, 1, -inf, -inf, -inf}, {4, 3})
+                           .to(dtype)
+                           .to(device)
+                           .requires_grad_();
+      const Tensor target = labels({0, 1, 1, 0}).to(device);
+      const std::vector<double> loss = vals(nn::cross_entropy(x, target, Reduction::None));
+      EXPECT_NEAR(loss[0], std::log1p(std::exp(1.0)), 1e-6);
+      EXPECT_EQ(loss[1], 0.0);
+      EXPECT_EQ(loss[2], inf);
+      EXPECT_TRUE(std::isnan(loss[3]));
+      const std::vector<double> smoothed = vals(nn::cross_entropy(x, target, Reduction::None, 0.1));
+      EXPECT_EQ(smoothed[0], inf);
+      EXPECT_EQ(smoothed[1], inf);
+      nn::cross_entropy(x.narrow(0, 0, 2), target.narrow(0, 0, 2), Reduction::Sum).backward();
+      const double p = 1 / (1 + std::exp(1.0));  // softmax of row 0's class 0
+      expect_near_all(vals(x.grad()), {p - 1, 0, 1 - p, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 1e-6);
+    }
+}
+
 TEST(CrossEntropy, RejectsOutOfRangeTargetsNamingTheRow) {
   const Tensor x = zeros({5, 10});
   EXPECT_ERROR(nn::cross_entropy(x, labels({1, 2, 3, 12, 4})),
