@@ -318,7 +318,10 @@ bool CudaBackend::conv2d_impl(ConvPass pass, const View& x, const View& w, const
   if (!cudnn_enabled()) return false;
   activate();
   std::lock_guard lock(cudnn_mutex_);  // a cuDNN handle must not be used by two threads at once
-  if (!cudnn_tried_) {
+  // The handle is made eagerly, never in a graph capture (cudnnCreate allocates, which a
+  // capture refuses, and a failed create would leave cuDNN off for good): a capture before
+  // any eager convolution takes im2col.
+  if (!cudnn_tried_ && !capturing_.load(std::memory_order_acquire)) {
     cudnn_tried_ = true;
     cudnn_ = CudnnConvolutions::create(stream_, index_);
   }

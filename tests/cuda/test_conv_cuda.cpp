@@ -1,13 +1,12 @@
 // The CNN ops on the GPU against the CPU: conv2d (strides, padding, dilation, groups)
 // through cuDNN and through im2col + cuBLAS, in every floating dtype, and the cuDNN seam
-// itself; conv1d, pooling (NaN and ties included), norms, embedding; values and every
+// itself (also after a capture came first); conv1d, pooling (NaN and ties included), norms, embedding; values and every
 // gradient. Without a GPU they report SKIPPED (failing under VGRAD_REQUIRE_GPU=1).
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <gtest/gtest.h>
 #include <limits>
 #include <optional>
 #include <string>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/cuda_graph.h"
 #include "nn/functional.h"
 #include "support.h"
 
@@ -235,6 +235,41 @@ TEST(CudaConv, CudnnRunsEveryPassWhenOnAndDeclinesWhenOff) {
   expect_near_all(vals(y), vals(y_cpu), 1e-4, "y");
   expect_near_all(vals(dx), vals(x_cpu.grad()), 1e-4, "dx");
   expect_near_all(vals(dw), vals(w_cpu.grad()), 1e-4, "dw");
+}
+
+// cuDNN starts at an eager convolution, never in a graph capture: a capture before any eager
+// one records im2col (its replays give the CPU's values), and cuDNN runs at the next eager
+// convolution (a create tried in the capture would have left it off for the process), and
+// in later captures.
+TEST(CudaConv, ACaptureBeforeAnyEagerConvolutionLeavesCudnnToStartLater) {
+  REQUIRE_GPU();
+  if (!cuda::built_with_cudnn()) GTEST_SKIP() << "this build has no cuDNN (VGRAD_CUDNN=OFF)";
+  CudnnSwitch on(true);
+  const Device gpu = cuda_device(0);
+  const Tensor x_cpu = uniform_tensor({2, 3, 7, 6}, 8, -1, 1), w_cpu = uniform_tensor({4, 3, 3, 3}, 9, -1, 1);
+  const Tensor x = x_cpu.to(gpu), w = w_cpu.to(gpu);
+  Tensor y;
+  cuda::Graph graph;
+  graph.capture([&] { y = conv2d(x, w, Tensor(), {1, 1}, {1, 1}); });
+  graph.replay();
+  const Tensor want = conv2d(x_cpu, w_cpu, Tensor(), {1, 1}, {1, 1});
+  expect_near_all(vals(y), vals(want), 1e-4, "replayed conv2d");
+  ConvGeometry g;
+  g.window.batch = 2, g.window.channels = 3, g.window.height = 7, g.window.width = 6;
+  g.window.kernel_h = g.window.kernel_w = 3;
+  g.window.pad_h = g.window.pad_w = 1;
+  g.window.out_h = 7, g.window.out_w = 6;
+  g.filters = 4, g.groups = 1;
+  Tensor eager = Tensor::empty(want.shape(), DType::Float32, gpu);
+  EXPECT_TRUE(cuda::backend(0).conv2d(ConvPass::Forward, x.view(), w.view(), eager.view(), g))
+      << "cuDNN did not start at the first eager convolution after the capture";
+  expect_near_all(vals(eager), vals(want), 1e-4, "eager cuDNN conv2d");
+  // Started, cuDNN runs inside a capture too (its workspace from the graph's pool).
+  Tensor y2;
+  cuda::Graph with_cudnn;
+  with_cudnn.capture([&] { y2 = conv2d(x, w, Tensor(), {1, 1}, {1, 1}); });
+  with_cudnn.replay();
+  expect_near_all(vals(y2), vals(want), 1e-4, "replayed cuDNN conv2d");
 }
 
 // max_pool2d with NaN, ±∞ and ties: the GPU gives the CPU's values and indices (PyTorch's
