@@ -286,17 +286,6 @@ GemmArgs with_leading_dims(const GemmArgs& args) {
   return g;
 }
 
-// A (rows, cols) window on `data` with the given strides.
-View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
-  View v;
-  v.data = const_cast<void*>(data);
-  v.dtype = dtype;
-  v.ndim = 2;
-  v.shape[0] = rows, v.shape[1] = cols;
-  v.strides[0] = row_stride, v.strides[1] = col_stride;
-  return v;
-}
-
 }  // namespace
 
 void Backend::gemm(const GemmArgs& args) {

@@ -44,6 +44,18 @@ struct View {
   template <class T> T* ptr() const { return static_cast<T*>(data); }
 };
 
+// A (rows, cols) window on `data` with the given strides (a GEMM operand, a bias row).
+inline View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t row_stride,
+                        int64_t col_stride) {
+  View v;
+  v.data = const_cast<void*>(data);
+  v.dtype = dtype;
+  v.ndim = 2;
+  v.shape[0] = rows, v.shape[1] = cols;
+  v.strides[0] = row_stride, v.strides[1] = col_stride;
+  return v;
+}
+
 // Reductions over the dims where out's shape is 1 and in's is not (keepdim form).
 enum class ReduceOp { Sum, Max, Min, ArgMax, ArgMin };
 

@@ -1,5 +1,6 @@
-// GEMMs with epilogues through cuBLASLt (Backend::gemm_epilogue): linear's bias, linear_relu's
-// bias and ReLU, and linear's bias gradient from its dW GEMM, each in the GEMM's own launch.
+// GEMMs with epilogues through cuBLASLt (Backend::gemm_epilogue): linear's bias (linear_relu's
+// too, its ReLU then a kernel of its own) and linear's bias gradient from its dW GEMM, each in
+// the GEMM's own launch.
 // One Lt handle and one workspace per device, made at the first call; one plan (descriptors,
 // heuristic's first algorithm) per shape, alignment, dtype and TF32 setting, cached. float64,
 // a misaligned bias vector, and shapes Lt has no algorithm for decline to the composed path
@@ -24,9 +25,8 @@ constexpr size_t kWorkspaceBytes = size_t(4) << 20;
 
 cublasLtEpilogue_t lt_epilogue(LtEpilogue epilogue) {
   switch (epilogue) {
-    case LtEpilogue::Bias: return CUBLASLT_EPILOGUE_BIAS;
-    case LtEpilogue::ReluBias: return CUBLASLT_EPILOGUE_RELU_BIAS;
-    case LtEpilogue::Relu: return CUBLASLT_EPILOGUE_RELU;
+    case LtEpilogue::Bias:
+      return CUBLASLT_EPILOGUE_BIAS;
     case LtEpilogue::BiasGradB: return CUBLASLT_EPILOGUE_BGRADB;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
@@ -223,6 +223,11 @@ void CudaBackend::gemm_epilogue_impl(const GemmEpilogueArgs& args) {
     }
     if (cublas_lt_ != nullptr && cublas_lt_->run(args, tf32_matmul_enabled(), stream_)) {
       fused_epilogues_.fetch_add(1, std::memory_order_relaxed);
+      const GemmArgs& g = args.gemm;
+      if (args.epilogue == GemmEpilogue::BiasRelu) {  // Lt added the bias; relu keeps NaN (LtEpilogue)
+        const View c = matrix_view(g.c, g.dtype, g.m, g.n, g.ldc, 1);
+        unary(UnaryOp::Relu, c, c);
+      }
       return;
     }
   }

@@ -12,8 +12,10 @@
 
 namespace vgrad::cuda {
 
-// cuBLASLt's epilogues that vgrad uses (cublasLtEpilogue_t in cuda/gemm_lt.cpp).
-enum class LtEpilogue { Bias, ReluBias, Relu, BiasGradB };
+// cuBLASLt's epilogues that vgrad uses (cublasLtEpilogue_t in cuda/gemm_lt.cpp). Not its RELU
+// ones: they compute max(x, 0), which turns NaN into 0, where vgrad's ReLU (and PyTorch's) keeps
+// NaN; linear_relu takes the BIAS epilogue and then vgrad's ReLU kernel.
+enum class LtEpilogue { Bias, BiasGradB };
 
 // One stored operand in Lt's column-major terms: `rows` x `cols` with leading dimension `ld`,
 // read transposed when `transposed` (so op(operand) is cols x rows then).
@@ -43,11 +45,13 @@ inline LtProblem lt_problem(const GemmEpilogueArgs& args) {
   p.second = {g.a, g.trans_a, g.trans_a ? g.m : g.k, g.trans_a ? g.k : g.m, g.lda};
   p.ldd = g.ldc;
   switch (args.epilogue) {
-    case GemmEpilogue::Bias: p.epilogue = LtEpilogue::Bias; break;
-    case GemmEpilogue::BiasRelu: p.epilogue = args.bias != nullptr ? LtEpilogue::ReluBias : LtEpilogue::Relu; break;
+    case GemmEpilogue::Bias:
+    case GemmEpilogue::BiasRelu:
+      p.epilogue = LtEpilogue::Bias;
+      break;  // the ReLU follows as its own kernel
     case GemmEpilogue::BiasGrad: p.epilogue = LtEpilogue::BiasGradB; break;
   }
-  p.bias_length = p.epilogue == LtEpilogue::BiasGradB ? p.n : p.epilogue == LtEpilogue::Relu ? 0 : p.m;
+  p.bias_length = p.epilogue == LtEpilogue::BiasGradB ? p.n : p.m;
   return p;
 }
 
@@ -67,12 +71,14 @@ inline uint32_t pointer_alignment(const void* ptr) {
 constexpr uint32_t kLtBiasAlignment = 16;
 
 // Where vgrad does not ask Lt: float64 (the composed path: cuBLAS's DGEMM, then the bias, ReLU
-// or row sum as their own kernels), a bias vector below kLtBiasAlignment, and a bias gradient
+// or row sum as their own kernels), a bias vector below kLtBiasAlignment, a bias gradient
 // whose row-major A is not transposed (Lt's BGRADB wants its B transposed; linear's Δᵀ is,
-// but a batch of one is stored as an untransposed column).
+// but a batch of one is stored as an untransposed column), and a ReLU without a bias (Lt would
+// add nothing to cuBLAS's GEMM and the ReLU kernel).
 inline bool lt_declines(const GemmEpilogueArgs& args) {
   if (args.gemm.dtype != DType::Float32 && args.gemm.dtype != DType::BFloat16 && args.gemm.dtype != DType::Float16)
     return true;
+  if (args.epilogue == GemmEpilogue::BiasRelu && args.bias == nullptr) return true;
   if (args.epilogue == GemmEpilogue::BiasGrad && !args.gemm.trans_a) return true;
   const void* vector = args.epilogue == GemmEpilogue::BiasGrad ? static_cast<const void*>(args.bias_grad) : args.bias;
   return vector != nullptr && pointer_alignment(vector) < kLtBiasAlignment;

@@ -78,17 +78,6 @@ void set_threads_for(double multiply_adds) {
   }
 }
 
-// A rows x cols matrix with leading dimension ld, as a View (for the converting copies).
-View matrix_view(const void* data, DType dtype, int64_t rows, int64_t cols, int64_t ld) {
-  View v;
-  v.data = const_cast<void*>(data);
-  v.dtype = dtype;
-  v.ndim = 2;
-  v.shape[0] = rows, v.shape[1] = cols;
-  v.strides[0] = ld, v.strides[1] = 1;
-  return v;
-}
-
 // A float32 buffer from the CPU allocator (so it shows in the memory accounting).
 struct Float32Buffer {
   CachingAllocator& allocator;
@@ -140,8 +129,9 @@ void CpuBackend::gemm_half(const GemmArgs& g) {
   // seen as op(M) when transposed.
   auto block = [&](const void* base, int64_t ld, bool transposed, int64_t row, int64_t col, int64_t rows,
                    int64_t cols) {
-    return transposed ? matrix_view(static_cast<const char*>(base) + (col * ld + row) * elem, g.dtype, cols, rows, ld)
-                      : matrix_view(static_cast<const char*>(base) + (row * ld + col) * elem, g.dtype, rows, cols, ld);
+    return transposed
+               ? matrix_view(static_cast<const char*>(base) + (col * ld + row) * elem, g.dtype, cols, rows, ld, 1)
+               : matrix_view(static_cast<const char*>(base) + (row * ld + col) * elem, g.dtype, rows, cols, ld, 1);
   };
   for (int64_t i = 0; i < g.batch; ++i) {
     const char* a_data = static_cast<const char*>(g.a) + i * g.stride_a * elem;
@@ -151,15 +141,15 @@ void CpuBackend::gemm_half(const GemmArgs& g) {
       for (int64_t n0 = 0; n0 < g.n; n0 += kHalfTile) {
         const int64_t mb = std::min(kHalfTile, g.m - m0), nb = std::min(kHalfTile, g.n - n0);
         const View c_half = block(c_data, g.ldc, false, m0, n0, mb, nb);
-        const View c_wide = matrix_view(c.data, DType::Float32, mb, nb, nb);
+        const View c_wide = matrix_view(c.data, DType::Float32, mb, nb, nb, 1);
         if (g.beta != 0.0) copy_impl(c_half, c_wide);
         for (int64_t k0 = 0; k0 < g.k; k0 += kHalfTile) {
           const int64_t kb = std::min(kHalfTile, g.k - k0);
           // Widened tiles are stored as they were (transposed or not), so the flags carry over.
           const View a_tile = block(a_data, g.lda, g.trans_a, m0, k0, mb, kb);
           const View b_tile = block(b_data, g.ldb, g.trans_b, k0, n0, kb, nb);
-          copy_impl(a_tile, matrix_view(a.data, DType::Float32, a_tile.shape[0], a_tile.shape[1], a_tile.shape[1]));
-          copy_impl(b_tile, matrix_view(b.data, DType::Float32, b_tile.shape[0], b_tile.shape[1], b_tile.shape[1]));
+          copy_impl(a_tile, matrix_view(a.data, DType::Float32, a_tile.shape[0], a_tile.shape[1], a_tile.shape[1], 1));
+          copy_impl(b_tile, matrix_view(b.data, DType::Float32, b_tile.shape[0], b_tile.shape[1], b_tile.shape[1], 1));
           GemmArgs wide = g;
           wide.dtype = DType::Float32;
           wide.batch = 1;

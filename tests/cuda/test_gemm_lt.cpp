@@ -6,10 +6,10 @@
 // over odd sizes (1, 3, 17, 1000), no bias, zero rows, transposed and offset inputs; that the
 // fused path did run (cuda::fused_gemm_epilogue_count) where it should and not for float64; and
 // that TF32 is honoured (a TF32 plan is never reused once it is switched off).
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
+#include <gtest/gtest.h>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -54,10 +54,9 @@ TEST(GemmLt, LinearsForwardIsWTransposedTimesXWithTheBiasPerRowOfD) {
   EXPECT_EQ(p.epilogue, cuda::LtEpilogue::Bias);
   EXPECT_EQ(p.bias_length, 256) << "Lt's bias has one value per row of D: one per output feature";
   GemmEpilogueArgs relu = linear_forward_args(64, 784, 256, GemmEpilogue::BiasRelu);
-  EXPECT_EQ(cuda::lt_problem(relu).epilogue, cuda::LtEpilogue::ReluBias);
-  relu.bias = nullptr;
-  EXPECT_EQ(cuda::lt_problem(relu).epilogue, cuda::LtEpilogue::Relu);
-  EXPECT_EQ(cuda::lt_problem(relu).bias_length, 0);
+  EXPECT_EQ(cuda::lt_problem(relu).epilogue, cuda::LtEpilogue::Bias)
+      << "Lt adds linear_relu's bias; the ReLU is vgrad's kernel (Lt's max(x, 0) turns NaN into 0)";
+  EXPECT_EQ(cuda::lt_problem(relu).bias_length, 256);
 }
 
 TEST(GemmLt, LinearsWeightGradientTakesTheBiasGradientFromLtsSecondOperandBGRADB) {
@@ -120,7 +119,9 @@ TEST(GemmLt, Float64AndAMisalignedBiasDeclineToTheComposedPath) {
   EXPECT_TRUE(cuda::lt_declines(e)) << "a bias gradient over an untransposed A";
   e.epilogue = GemmEpilogue::BiasRelu;
   e.bias_grad = nullptr;
-  EXPECT_FALSE(cuda::lt_declines(e)) << "no vector at all: nothing to align";
+  EXPECT_TRUE(cuda::lt_declines(e)) << "a ReLU without a bias: cuBLAS's GEMM and the ReLU kernel";
+  e.bias = bias + 4;
+  EXPECT_FALSE(cuda::lt_declines(e)) << "with its bias, Lt adds it";
 }
 
 TEST(GemmLt, ThePlanKeyHoldsTf32TheShapeAndTheAlignmentsButNotTheAddresses) {
@@ -137,9 +138,10 @@ TEST(GemmLt, ThePlanKeyHoldsTf32TheShapeAndTheAlignmentsButNotTheAddresses) {
   EXPECT_NE(cuda::lt_plan_key(cuda::lt_problem(linear_forward_args(65, 784, 256, GemmEpilogue::Bias)), DType::Float32,
                               false, c, bias),
             base);
-  EXPECT_NE(cuda::lt_plan_key(cuda::lt_problem(linear_forward_args(64, 784, 256, GemmEpilogue::BiasRelu)),
+  EXPECT_EQ(cuda::lt_plan_key(cuda::lt_problem(linear_forward_args(64, 784, 256, GemmEpilogue::BiasRelu)),
                               DType::Float32, false, c, bias),
-            base);
+            base)
+      << "linear_relu's GEMM is linear's (its ReLU is a kernel of its own): one plan";
 }
 
 #if VGRAD_WITH_CUDA
@@ -282,6 +284,42 @@ TEST(CudaGemmLt, RandomFloat32ValuesMatchTheCpuWithinGemmTolerance) {
   }
 }
 
+// NaN and ±Inf through linear_relu on the fused path: the GPU keeps the CPU's NaNs (relu(NaN)
+// is NaN, as in PyTorch; cuBLASLt's RELU epilogues would give 0) and its values elsewhere.
+TEST(CudaGemmLt, LinearReluKeepsNaNAndInfinityAsTheCpu) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  std::vector<double> xv = small_integers(8 * 16, 4);
+  xv[3] = nan;       // row 0: every output NaN
+  xv[16 + 5] = inf;  // row 1: ±Inf or NaN, by the weights' signs
+  xv[2 * 16 + 7] = -inf;
+  for (const DType dtype : {DType::Float32, DType::BFloat16, DType::Float16, DType::Float64}) {
+    std::vector<double> results[2];
+    for (const Device device : {kCPU, cuda_device(0)}) {
+      if (device.is_cuda() && !cuda::is_available()) continue;
+      const Tensor x = tensor(xv, {8, 16}, {.dtype = DType::Float64}).to(dtype).to(device);
+      const Tensor w = tensor(small_integers(32 * 16, 5), {32, 16}, {.dtype = DType::Float64}).to(dtype).to(device);
+      std::vector<double> bv(32);
+      for (int64_t j = 0; j < 32; ++j) bv[j] = double(j % 7) - 3.5;
+      const Tensor b = tensor(bv, {32}, {.dtype = DType::Float64}).to(dtype).to(device);
+      results[device.is_cpu() ? 0 : 1] = vals(linear_relu(x, w, b));
+    }
+    const std::vector<double>& cpu = results[0];
+    ASSERT_TRUE(std::isnan(cpu[0]) && std::isnan(cpu[31])) << "the CPU's ReLU keeps NaN";
+    REQUIRE_GPU();
+    const std::vector<double>& gpu = results[1];
+    ASSERT_EQ(gpu.size(), cpu.size());
+    // Integer sums are exact; 16-bit keeps the other tests' allowance for a library's partial sums.
+    const double tol = dtype_size(dtype) == 2 ? vgrad_test::low_precision_tolerance(dtype) : 0.0;
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      const bool same = std::isnan(cpu[i])   ? std::isnan(gpu[i])
+                        : std::isinf(cpu[i]) ? gpu[i] == cpu[i]
+                                             : std::fabs(gpu[i] - cpu[i]) <= tol * std::max(1.0, std::fabs(cpu[i]));
+      ASSERT_TRUE(same) << dtype_name(dtype) << " y[" << i / 32 << ", " << i % 32 << "]: CPU " << cpu[i] << ", GPU "
+                        << gpu[i];
+    }
+  }
+}
+
 // The fused path ran where it should: one Lt call for linear's forward, one for linear_relu's,
 // one for a backward that wants dW and db; none for float64 or a misaligned bias (composed).
 TEST(CudaGemmLt, TheFusedPathRunsForFloat32And16BitButNotFloat64) {
@@ -298,7 +336,7 @@ TEST(CudaGemmLt, TheFusedPathRunsForFloat32And16BitButNotFloat64) {
     EXPECT_EQ(fused() - before, 1) << "linear's bias by the GEMM's epilogue";
     before = fused();
     const Tensor y = linear_relu(x, w, b);
-    EXPECT_EQ(fused() - before, 1) << "linear_relu's bias and ReLU by the GEMM's epilogue";
+    EXPECT_EQ(fused() - before, 1) << "linear_relu's bias by the GEMM's epilogue (its ReLU a kernel)";
     before = fused();
     y.sum().backward();
     EXPECT_EQ(fused() - before, 1) << "db from dW's GEMM (BGRADB)";
