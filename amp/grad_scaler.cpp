@@ -33,6 +33,16 @@ void check_options(const GradScalerOptions& options, const char* what) {
   if (options.growth_interval < 1) fail("{}: growth_interval {} must be >= 1", what, options.growth_interval);
 }
 
+// Refuses `call` while a CUDA graph captures on `device`: it reads or writes the scale (or the
+// gradients' overflow flag) on the host, which a replay would not do again.
+void refuse_in_capture(Device device, const char* call) {
+  if (device.is_cuda() && backend_for(device).capture_pool() != nullptr)
+    fail(
+        "GradScaler: {} inside a CUDA graph capture on {}: it works with the scale on the host, which replays "
+        "would not; capture the forward, scale(loss) and backward, and call unscale_/step/update after each replay",
+        call, device.str());
+}
+
 const char* const kStateKeys[] = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"};
 
 // A whole number in [low, high] (the map holds doubles, as PyTorch's state_dict holds Python numbers).
@@ -90,24 +100,40 @@ void GradScaler::check_state_dict(const std::map<std::string, double>& state) co
 void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
   check_state_dict(state);
   if (!options_.enabled) return;
-  scale_ = float(state.at("scale"));
+  set_scale(float(state.at("scale")));
   growth_tracker_ = int64_t(state.at("_growth_tracker"));
   options_.growth_factor = state.at("growth_factor");
   options_.backoff_factor = state.at("backoff_factor");
   options_.growth_interval = int64_t(state.at("growth_interval"));
 }
 
+const Tensor& GradScaler::scale_on(Device device) const {
+  for (const Tensor& t : scale_tensors_)
+    if (t.device() == device) return t;
+  if (device.is_cuda() && backend_for(device).capture_pool() != nullptr)
+    fail(
+        "GradScaler: the first scale() on {} inside a CUDA graph capture: the scale's tensor that replays read is "
+        "made eagerly; run a step eagerly first (a warm-up)",
+        device.str());
+  scale_tensors_.push_back(full({}, double(scale_), {.dtype = DType::Float32, .device = device}));
+  return scale_tensors_.back();
+}
+
+void GradScaler::set_scale(float scale) {
+  if (scale == scale_) return;
+  scale_ = scale;
+  NoGradGuard no_grad;
+  for (Tensor& t : scale_tensors_) t.fill_(double(scale_));  // stream-ordered: no host wait
+}
+
 Tensor GradScaler::scale(const Tensor& loss) const {
   if (!options_.enabled) return loss;
-  if (loss.device().is_cuda() && backend_for(loss.device()).capture_pool() != nullptr)
-    fail("GradScaler: scale() inside a CUDA graph capture: the scale {} is a host value every replay would repeat, "
-         "and step() reads the device",
-         scale_);
-  return loss * double(scale_);
+  return loss * scale_on(loss.device());
 }
 
 void GradScaler::unscale_(optim::Optimizer& optimizer) {
   if (!options_.enabled) return;
+  for (const Tensor& param : optimizer.params()) refuse_in_capture(param.device(), "unscale_()");
   PerOptimizer& state = per_optimizer_[&optimizer];
   if (state.unscaled) fail("GradScaler: unscale_() was already called on this optimizer since the last update()");
   if (state.stepped) fail("GradScaler: unscale_() is being called after step(); call update() first");
@@ -152,6 +178,7 @@ bool GradScaler::step(optim::Optimizer& optimizer) {
     optimizer.step();
     return true;
   }
+  for (const Tensor& param : optimizer.params()) refuse_in_capture(param.device(), "step()");
   PerOptimizer& state = per_optimizer_[&optimizer];
   if (state.stepped) fail("GradScaler: step() was already called on this optimizer since the last update()");
   if (!state.unscaled) unscale_(optimizer);
@@ -164,6 +191,7 @@ bool GradScaler::step(optim::Optimizer& optimizer) {
 
 void GradScaler::update() {
   if (!options_.enabled) return;
+  for (const Tensor& t : scale_tensors_) refuse_in_capture(t.device(), "update()");
   bool found_inf = false, any = false;
   for (const auto& [optimizer, state] : per_optimizer_) {
     if (!state.unscaled) continue;
@@ -175,11 +203,11 @@ void GradScaler::update() {
   per_optimizer_.clear();
   // PyTorch's _amp_update_scale_, on a float32 scale.
   if (found_inf) {
-    scale_ = float(double(scale_) * options_.backoff_factor);
+    set_scale(float(double(scale_) * options_.backoff_factor));
     growth_tracker_ = 0;
   } else if (++growth_tracker_ == options_.growth_interval) {
     const float grown = float(double(scale_) * options_.growth_factor);
-    if (std::isfinite(grown)) scale_ = grown;
+    if (std::isfinite(grown)) set_scale(grown);
     growth_tracker_ = 0;
   }
 }

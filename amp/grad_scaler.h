@@ -16,6 +16,12 @@
 // (Backend::unscale_and_check; on a GPU one launch per dtype for all of them).
 // Deliberate difference: PyTorch checks the values before unscaling, so with a scale below
 // 1 a finite gradient that overflows when unscaled steps there and is skipped here.
+//
+// CUDA graphs, PyTorch's recipe: capture the forward, scale(loss) and backward, and call
+// unscale_/step/update eagerly after each replay. scale() multiplies by the scale as a
+// float32 tensor on the loss's device (made at the first eager scale() there, refilled by
+// update() when the scale changes, with no host wait), so every replay reads the current
+// scale. unscale_, step and update read or write the scale on the host: refused in a capture.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -38,8 +44,14 @@ struct GradScalerOptions {
 class GradScaler {
  public:
   explicit GradScaler(GradScalerOptions options = {});
+  // Not copyable: a copy would share the scale's device tensors, so one's update() would
+  // change the other's scale().
+  GradScaler(const GradScaler&) = delete;
+  GradScaler& operator=(const GradScaler&) = delete;
+  GradScaler(GradScaler&&) = default;
+  GradScaler& operator=(GradScaler&&) = default;
 
-  Tensor scale(const Tensor& loss) const;  // loss * scale
+  Tensor scale(const Tensor& loss) const;  // loss * scale (the scale's tensor on loss's device)
   // Divides the optimizer's gradients by the scale in place and records whether any is
   // Inf/NaN (on the device: no host read). Once per optimizer between update()s.
   void unscale_(optim::Optimizer& optimizer);
@@ -73,10 +85,15 @@ class GradScaler {
     bool found_inf_host = false;
   };
   static bool any_found(const PerOptimizer& state);  // reads the flags (one host read each)
+  // The scale as a float32 0-dim tensor on `device` (the top of the file); made at the first
+  // call there, which must not be inside a CUDA graph capture.
+  const Tensor& scale_on(Device device) const;
+  void set_scale(float scale);  // scale_ and every device's copy of it
   GradScalerOptions options_;
   float scale_;  // float32, as PyTorch's scale tensor
   int64_t growth_tracker_ = 0;
   std::map<const optim::Optimizer*, PerOptimizer> per_optimizer_;
+  mutable std::vector<Tensor> scale_tensors_;  // one per device that scale() saw
 };
 
 }  // namespace vgrad::amp

@@ -1,11 +1,11 @@
 // Mixed precision on the GPU against the CPU: amp::Autocast's op lists on cuda:0 (output
 // dtype, values next to the CPU's autocast result and to float32), a training step whose
 // gradients reach float32 master weights, and amp::GradScaler's sequence of scales on
-// forced overflows (PyTorch's, as tests/amp/test_grad_scaler.cpp checks on the CPU).
+// forced overflows (PyTorch's, as tests/amp/test_grad_scaler.cpp checks on the CPU), also
+// with the forward and backward captured in a CUDA graph (PyTorch's recipe).
 // Without a GPU they report SKIPPED (failing under VGRAD_REQUIRE_GPU=1).
-#include <gtest/gtest.h>
-
 #include <cmath>
+#include <gtest/gtest.h>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,10 +13,12 @@
 #include "amp/autocast.h"
 #include "amp/grad_scaler.h"
 #include "amp/grad_scaler_reference.h"
+#include "amp/low_precision.h"
+#include "core/cuda_graph.h"
+#include "core/grad_mode.h"
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
-#include "amp/low_precision.h"
 #include "support.h"
 
 namespace {
@@ -145,6 +147,82 @@ TEST(CudaGradScaler, MatchesPyTorchsScalesOnForcedOverflows) {
     } else {
       EXPECT_EQ(after, before) << "skipped step " << i << " changed the weights";
     }
+  }
+}
+
+// PyTorch's recipe for float16 training with CUDA graphs: the forward, scale(loss) and
+// backward captured, unscale_/step/update eagerly after each replay. An autocast MLP with an
+// Inf forced into its static input on chosen steps takes the skips, scales and weights of the
+// same steps run eagerly, bit for bit; the scale backs off and grows between replays, which
+// read it from its device tensor (a scale fixed at capture would unscale the gradients wrong).
+struct ScalerTrace {
+  std::vector<int> stepped;
+  std::vector<double> scales;
+  std::vector<std::vector<double>> weights;
+};
+
+ScalerTrace train_with_scaler(bool graphed) {
+  const Device gpu = cuda_device(0);
+  Generator gen(5);
+  nn::Sequential model;
+  model.push_back(std::make_shared<nn::Linear>(16, 32, true, &gen));
+  model.push_back(std::make_shared<nn::ReLU>());
+  model.push_back(std::make_shared<nn::Linear>(32, 4, true, &gen));
+  model.to(gpu);
+  optim::SGD sgd(model.parameters(), {.lr = 0.01, .momentum = 0.9});
+  amp::GradScaler scaler({.init_scale = 1024.0, .growth_interval = 3});
+  const Tensor inputs = uniform_tensor({16, 16}, 31).to(gpu);
+  std::vector<int64_t> labels(16);
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = int64_t(i % 4);
+  Tensor x = inputs.clone();  // the static input
+  const Tensor y = tensor(labels).to(gpu);
+  auto forward_backward = [&] {
+    sgd.zero_grad();
+    Tensor loss;
+    {
+      amp::Autocast autocast(DType::Float16);
+      loss = nn::cross_entropy(model(x), y);
+    }
+    scaler.scale(loss).backward();
+  };
+  forward_backward();  // the warm-up: momentum buffers, the scale's tensor, cuBLAS
+  scaler.step(sgd);
+  scaler.update();
+  cuda::Graph graph;
+  if (graphed) graph.capture(forward_backward);
+  ScalerTrace trace;
+  for (int i = 0; i < 10; ++i) {
+    {
+      NoGradGuard no_grad;
+      x.copy_(inputs);
+      if (i == 1 || i == 2 || i == 6) x.narrow(0, 3, 1).fill_(INFINITY);  // NaN loss, NaN gradients
+    }
+    if (graphed) {
+      graph.replay();
+    } else {
+      forward_backward();
+    }
+    trace.stepped.push_back(scaler.step(sgd) ? 1 : 0);
+    scaler.update();
+    trace.scales.push_back(scaler.get_scale());
+  }
+  for (const Tensor& p : model.parameters()) trace.weights.push_back(vals(p));
+  return trace;
+}
+
+TEST(CudaGradScaler, ACapturedForwardAndBackwardReplaysWithTheCurrentScale) {
+  REQUIRE_GPU();
+  const ScalerTrace eager = train_with_scaler(false), graphed = train_with_scaler(true);
+  // Interval 3 from a clean warm-up: back off at 1 and 2, grow after 3-5, back off at 6, grow after 7-9.
+  const std::vector<double> scales = {1024, 512, 256, 256, 256, 512, 256, 256, 256, 512};
+  EXPECT_EQ(eager.scales, scales);
+  EXPECT_EQ(graphed.scales, scales);
+  EXPECT_EQ(graphed.stepped, (std::vector<int>{1, 0, 0, 1, 1, 1, 0, 1, 1, 1}));
+  EXPECT_EQ(graphed.stepped, eager.stepped);
+  ASSERT_EQ(graphed.weights.size(), eager.weights.size());
+  for (size_t i = 0; i < eager.weights.size(); ++i) {
+    EXPECT_EQ(graphed.weights[i], eager.weights[i]) << "parameter " << i << ": replays and eager steps differ";
+    for (double w : graphed.weights[i]) ASSERT_TRUE(std::isfinite(w)) << "parameter " << i;
   }
 }
 

@@ -150,10 +150,15 @@ TEST(CudaGraph, WhatWouldWaitOrReplayStaleIsRefusedInCapture) {
   WarmedUp warm;
   StaticTraining& t = warm.t;
   const Tensor on_device = ones({4}, {.device = gpu()});
+  amp::GradScaler scaler;
+  (void)scaler.scale(sum(on_device));  // its scale's tensor, made eagerly: scale() may be captured
   const std::vector<std::pair<std::string, std::function<void()>>> refused = {
       {"a copy to host memory (item(), to(kCPU))", [&] { (void)sum(on_device).item(); }},
       {"a copy to host memory", [&] { (void)on_device.to(kCPU); }},
-      {"a copy from host memory", [&] { (void)tensor(std::vector<float>{1, 2}).to(gpu()); }},
+      {"a copy from host memory",
+       [&] {
+         (void)tensor(std::vector<float>{1, 2}).to(gpu());
+       }},
       {"synchronize()", [&] { backend_for(gpu()).synchronize(); }},
       {"sum_of_squares (clip_grad_norm)",
        [&] {
@@ -161,7 +166,11 @@ TEST(CudaGraph, WhatWouldWaitOrReplayStaleIsRefusedInCapture) {
          (void)optim::clip_grad_norm(t.model.parameters(), 1.0);
        }},
       {"random numbers (dropout)", [&] { (void)nn::F::dropout(on_device, 0.5, true); }},
-      {"GradScaler: scale() inside a CUDA graph capture", [&] { (void)amp::GradScaler().scale(sum(on_device)); }},
+      {"GradScaler: the first scale() on cuda:0 inside a CUDA graph capture",
+       [&] { (void)amp::GradScaler().scale(sum(on_device)); }},
+      {"GradScaler: unscale_() inside a CUDA graph capture", [&] { scaler.unscale_(*t.optimizer); }},
+      {"GradScaler: step() inside a CUDA graph capture", [&] { (void)scaler.step(*t.optimizer); }},
+      {"GradScaler: update() inside a CUDA graph capture", [&] { scaler.update(); }},
   };
   for (const auto& [what, call] : refused) {
     cuda::Graph graph;
