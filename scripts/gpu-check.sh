@@ -18,7 +18,9 @@
 # written before the 600 s limit. What comes back from $OUT (8 files, each capped at 15 MiB):
 #   summary.md     stage results, test counts, failed/skipped tests, table, environment
 #   build.log      configure + build output (warnings counted in summary.md)
-#   tests.log      ctest --output-on-failure;  tests-full.log  every test's full output
+#   tests.log      ctest --output-on-failure, then the upload-pool reuse test with CUDA's lazy
+#                  and eager module loading (its result in summary.md);  tests-full.log  every
+#                  test's full output
 #   examples.log   mnist_mlp on the GPU in float32, bf16 and fp16 (10 epochs, seeds 1 and 2)
 #                  and mnist_cnn at its defaults (cuDNN); their last lines are in summary.md
 #   bench.md       the table;  bench.jsonl  raw JSON rows;  bench.log  commands, stderr and
@@ -267,6 +269,28 @@ run_tests() {
   line=$(grep -E 'tests passed, [0-9]+ tests failed out of' "$out/tests.log" | tail -1)
   [ $rc = 124 ] && line="timed out after ${t}s; ${line:-no ctest summary}"
   record tests $rc "VGRAD_REQUIRE_GPU=1: ${line:-no ctest summary (see tests.log)}"
+  module_loading
+}
+
+# Runs 4 and 5's open question (docs/gpu.md): the upload pool's reuse test skips when the GPU
+# finished its queued work before the host asked again; is CUDA's lazy module loading (a
+# kernel's first launch may wait for the device) the cause? The same test with modules loaded
+# lazily (CUDA's default) and eagerly, appended to tests.log. A diagnostic: status 0 always.
+module_loading() {
+  local test=CudaAllocator.TheUploadPoolReusesABlockOnlyAfterTheComputeStreamIsDoneWithIt loading result note=''
+  [ -x "$build_dir/tests/test_cuda" ] || return 0
+  for loading in LAZY EAGER; do
+    {
+      echo "+ CUDA_MODULE_LOADING=$loading test_cuda --gtest_filter=$test"
+      CUDA_MODULE_LOADING=$loading VGRAD_REQUIRE_GPU=1 timeout -k 5 "$(cap 30 "$(reserve 100 examples bench)")" "${vgrad_env[@]}" \
+        "$build_dir/tests/test_cuda" --gtest_filter="$test"
+    } >"$out/loading.tmp" 2>&1
+    cat "$out/loading.tmp" >>"$out/tests.log"
+    result=$(grep -m1 -oE '\[ +(OK|SKIPPED|FAILED) +\]' "$out/loading.tmp" | tr -d '[] ')
+    note+="$loading: ${result:-no result}$(grep -q 'had finished the queued work' "$out/loading.tmp" && echo ' (the GPU was done)'); "
+  done
+  rm -f "$out/loading.tmp"
+  record loading 0 "the upload-pool reuse test: ${note%; }"
 }
 
 # The examples a user runs first, on the GPU: mixed precision against float32 (the same
