@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/grad_mode.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 #include "core/kernels.h"
 
 namespace vgrad {
@@ -255,9 +255,10 @@ bool overlaps_partially(const Tensor& a, const Tensor& b) {
 
 void check_no_internal_overlap(const Tensor& destination, const char* op) {
   if (has_internal_overlap(destination))
-    fail("{}: more than one element of the destination {} (strides {}) is the same memory location; clone() it "
-         "first",
-         op, shape_str(destination.shape()), shape_str(destination.strides()));
+    fail(
+        "{}: more than one element of the destination {} (strides {}) is the same memory location; clone() it "
+        "first",
+        op, shape_str(destination.shape()), shape_str(destination.strides()));
 }
 
 namespace {
@@ -267,10 +268,11 @@ namespace {
 // depends on the device and the vector width (and a GPU's memcpy is undefined for it).
 void check_no_partial_overlap(const Tensor& destination, const Tensor& operand, const char* role, const char* op) {
   if (overlaps_partially(destination, operand))
-    fail("{}: the {} {} (strides {}) and the destination {} (strides {}) overlap in memory (partially); clone() the "
-         "{} first",
-         op, role, shape_str(operand.shape()), shape_str(operand.strides()), shape_str(destination.shape()),
-         shape_str(destination.strides()), role);
+    fail(
+        "{}: the {} {} (strides {}) and the destination {} (strides {}) overlap in memory (partially); clone() the "
+        "{} first",
+        op, role, shape_str(operand.shape()), shape_str(operand.strides()), shape_str(destination.shape()),
+        shape_str(destination.strides()), role);
 }
 
 // In-place ops are not recorded, so while recording they are refused on any tensor that

@@ -438,8 +438,9 @@ TEST(InPlace, DestinationWithRepeatedElementsIsRefused) {
   Tensor repeated = base.expand({4});  // four elements, one address
   const uint64_t v0 = base.version();
   const auto message = [](const char* op) {
-    return std::string(op) + ": more than one element of the destination [4] (strides [0]) is the same memory "
-                             "location; clone() it first";
+    return std::string(op) +
+           ": more than one element of the destination [4] (strides [0]) is the same memory "
+           "location; clone() it first";
   };
   EXPECT_ERROR((repeated.copy_(ones({4}))), message("copy_"));
   EXPECT_ERROR((repeated.add_(ones({4}))), message("add_"));
@@ -502,8 +503,9 @@ TEST(InPlace, PartialOverlapWithTheSourceIsRefused) {
   EXPECT_ERROR((m.add_(m[0])), "add_: the addend [3] (strides [1]) and the destination [2, 3] (strides [3, 1])");
   EXPECT_ERROR((m.copy_(m[1])), "copy_", "overlap in memory (partially)");
   Tensor square = arange(0.0, 4.0).view({2, 2});
-  EXPECT_ERROR((square.copy_(square.t())), "copy_: the source [2, 2] (strides [1, 2]) and the destination [2, 2] "
-                                           "(strides [2, 1])");
+  EXPECT_ERROR((square.copy_(square.t())),
+               "copy_: the source [2, 2] (strides [1, 2]) and the destination [2, 2] "
+               "(strides [2, 1])");
   EXPECT_EQ(vals(m), (std::vector<double>{0, 1, 2, 3, 4, 5}));
   EXPECT_EQ(vals(square), (std::vector<double>{0, 1, 2, 3}));
 
