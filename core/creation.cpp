@@ -75,12 +75,14 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
   if (!is_floating(t.dtype())) fail("uniform_: needs a floating-point tensor, got {}", dtype_name(t.dtype()));
+  check_no_internal_overlap(t, "uniform_");
   backend_for(t.device()).uniform(t.view(), low, high, (gen ? *gen : default_generator()).state());
   t.storage()->bump_version();
   return t;
 }
 Tensor& normal_(Tensor& t, double mean, double stddev, Generator* gen) {
   if (!is_floating(t.dtype())) fail("normal_: needs a floating-point tensor, got {}", dtype_name(t.dtype()));
+  check_no_internal_overlap(t, "normal_");
   backend_for(t.device()).normal(t.view(), mean, stddev, (gen ? *gen : default_generator()).state());
   t.storage()->bump_version();
   return t;

@@ -2,13 +2,16 @@
 // the differentiable ops (x.sum(), x.view(...)) are defined in autograd/ops/.
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <ostream>
+#include <utility>
+#include <vector>
 
-#include "core/grad_mode.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 #include "core/kernels.h"
 
 namespace vgrad {
@@ -205,6 +208,73 @@ Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offs
 // ---- in place ----
 
 namespace {
+
+// The dims of size > 1 as (size, stride): a size-1 dim names no second element, so its
+// stride says nothing about where the elements are.
+std::vector<std::pair<int64_t, int64_t>> spanning_dims(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.shape()[d] > 1) dims.emplace_back(t.shape()[d], t.strides()[d]);
+  return dims;
+}
+
+// Each element its own address and no holes between them: taken by increasing stride, the
+// dims' strides are 1, n0, n0·n1, ... (PyTorch's is_non_overlapping_and_dense).
+bool is_dense_without_overlap(const Tensor& t) {
+  auto dims = spanning_dims(t);
+  std::ranges::sort(dims, {}, [](const auto& dim) { return dim.second; });
+  int64_t expected_stride = 1;
+  for (const auto& [size, stride] : dims) {
+    if (stride != expected_stride) return false;
+    expected_stride *= size;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool has_internal_overlap(const Tensor& t) {
+  if (t.numel() == 0) return false;  // writes nothing (PyTorch allows it too)
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.shape()[d] > 1 && t.strides()[d] == 0) return true;
+  return false;
+}
+
+bool overlaps_partially(const Tensor& a, const Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0 || a.storage() != b.storage()) return false;
+  if (!is_dense_without_overlap(a) || !is_dense_without_overlap(b)) return false;
+  // Dense: a view covers numel elements from its first one. Byte offsets in the one storage.
+  const auto begin_a = a.offset() * static_cast<int64_t>(dtype_size(a.dtype()));
+  const auto begin_b = b.offset() * static_cast<int64_t>(dtype_size(b.dtype()));
+  const auto end_a = begin_a + a.numel() * static_cast<int64_t>(dtype_size(a.dtype()));
+  const auto end_b = begin_b + b.numel() * static_cast<int64_t>(dtype_size(b.dtype()));
+  if (end_a <= begin_b || end_b <= begin_a) return false;
+  const bool same_view = begin_a == begin_b && a.dtype() == b.dtype() && spanning_dims(a) == spanning_dims(b);
+  return !same_view;
+}
+
+void check_no_internal_overlap(const Tensor& destination, const char* op) {
+  if (has_internal_overlap(destination))
+    fail(
+        "{}: more than one element of the destination {} (strides {}) is the same memory location; clone() it "
+        "first",
+        op, shape_str(destination.shape()), shape_str(destination.strides()));
+}
+
+namespace {
+
+// The destination and an operand it reads (`role`: "source", "addend") share memory
+// partially: the loop would read elements it has already overwritten, in an order that
+// depends on the device and the vector width (and a GPU's memcpy is undefined for it).
+void check_no_partial_overlap(const Tensor& destination, const Tensor& operand, const char* role, const char* op) {
+  if (overlaps_partially(destination, operand))
+    fail(
+        "{}: the {} {} (strides {}) and the destination {} (strides {}) overlap in memory (partially); clone() the "
+        "{} first",
+        op, role, shape_str(operand.shape()), shape_str(operand.strides()), shape_str(destination.shape()),
+        shape_str(destination.strides()), role);
+}
+
 // In-place ops are not recorded, so while recording they are refused on any tensor that
 // requires grad: on a leaf, and on an op's output too, where the gradient would silently
 // ignore the change (y = x + 1; y.mul_(2) would give dL/dx = 1) unless a rule saved y.
@@ -228,6 +298,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
   broadcast_shapes(src.shape(), shape(), "copy_");  // checks compatibility
   if (broadcast_shapes(src.shape(), shape(), "copy_") != shape())
     fail("copy_: cannot copy {} into {}", shape_str(src.shape()), shape_str(shape()));
+  check_no_internal_overlap(*this, "copy_");
+  check_no_partial_overlap(*this, src, "source", "copy_");
   Tensor source = src.device() == device() ? src : src.to(device());
   backend_for(device()).copy(kernels::broadcast_view(source, shape()), view());
   impl().storage->bump_version();
@@ -236,9 +308,12 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_in_place(*this, "add_");
-  const Tensor scaled = alpha == 1.0 ? other : kernels::unary(UnaryOp::Affine, other, alpha, 0.0);
   if (broadcast_shapes(shape(), other.shape(), "add_") != shape())
     fail("add_: cannot add {} into {} in place", shape_str(other.shape()), shape_str(shape()));
+  check_no_internal_overlap(*this, "add_");
+  // Against the user's tensor: the scaled copy below never shares memory with anything.
+  check_no_partial_overlap(*this, other, "addend", "add_");
+  const Tensor scaled = alpha == 1.0 ? other : kernels::unary(UnaryOp::Affine, other, alpha, 0.0);
   kernels::binary_into(BinaryOp::Add, *this, scaled, *this, "add_");
   impl().storage->bump_version();
   return *this;
@@ -250,6 +325,7 @@ Tensor& Tensor::mul_(double value) {
   // written back in place.
   if (!is_floating(dtype()) && !(std::isfinite(value) && std::trunc(value) == value))
     fail("mul_: int64 tensor times {} gives float32, which cannot be stored in place; use x * {}", value, value);
+  check_no_internal_overlap(*this, "mul_");
   backend_for(device()).unary(UnaryOp::Affine, view(), view(), value, 0.0);
   impl().storage->bump_version();
   return *this;

@@ -152,6 +152,9 @@ class Tensor {
   Tensor log_softmax(int64_t axis) const;
 
   // ---- in place (not differentiable on tensors that require grad; bump the version) ----
+  // copy_, add_, mul_, uniform_ and normal_ refuse to write overlapping memory, by
+  // PyTorch's rules (README, "Semantics"; has_internal_overlap and overlaps_partially
+  // below); fill_ does not check, as PyTorch: writing one value many times is harmless.
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
   Tensor& copy_(const Tensor& src);  // broadcasts src to this shape; converts dtype/device
@@ -167,5 +170,22 @@ std::ostream& operator<<(std::ostream& os, const Tensor& tensor);
 
 // Makes a tensor sharing `base`'s storage with a new shape/strides/offset (no autograd).
 Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offset);
+
+// ---- memory overlap of in-place writes: PyTorch's rules (aten/src/ATen/MemoryOverlap.cpp) ----
+// True when two elements of `t` are one memory location: a dim of size > 1 with stride 0,
+// as expand() makes (and `t` has elements). Other self-overlapping layouts, which only
+// make_view can build, are not examined (PyTorch's "too hard": allowed).
+bool has_internal_overlap(const Tensor& t);
+// True when `a` and `b` share some memory without being the same view. Examined only when
+// both are dense without gaps (each element its own address, no holes; otherwise PyTorch's
+// "too hard", allowed: x.select(1, 0) and x.select(1, 1) interleave but never collide) and
+// in one storage: then their byte ranges intersect, and they differ in the first element,
+// the dtype, or the sizes and strides of the dims of size > 1. NOTE: PyTorch compares the
+// raw strides, so it also refuses views that differ only in size-1 dims
+// (x.unsqueeze(0).add_(x)); vgrad allows them: each element is read where it is written.
+bool overlaps_partially(const Tensor& a, const Tensor& b);
+// Throws "OP: more than one element of the destination [4] (strides [0]) is the same
+// memory location; clone() it first" when has_internal_overlap(destination).
+void check_no_internal_overlap(const Tensor& destination, const char* op);
 
 }  // namespace vgrad

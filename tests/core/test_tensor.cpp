@@ -429,6 +429,126 @@ TEST(InPlace, AddWithAlphaAndBroadcast) {
   EXPECT_ERROR((zeros({2}).add_(zeros({2, 2}))), "add_", "cannot add [2, 2] into [2]");
 }
 
+// Memory overlap, by PyTorch's rules (core/tensor.h): a destination with two elements
+// at one address, or a destination and an operand that share memory partially, are
+// refused before anything is written.
+
+TEST(InPlace, DestinationWithRepeatedElementsIsRefused) {
+  Tensor base = tensor({5.f});
+  Tensor repeated = base.expand({4});  // four elements, one address
+  const uint64_t v0 = base.version();
+  const auto message = [](const char* op) {
+    return std::string(op) +
+           ": more than one element of the destination [4] (strides [0]) is the same memory "
+           "location; clone() it first";
+  };
+  EXPECT_ERROR((repeated.copy_(ones({4}))), message("copy_"));
+  EXPECT_ERROR((repeated.add_(ones({4}))), message("add_"));
+  EXPECT_ERROR((repeated.add_(ones({4}), 3)), message("add_"));
+  EXPECT_ERROR(repeated.mul_(2), message("mul_"));
+  Generator g(1);
+  EXPECT_ERROR((uniform_(repeated, 0, 1, &g)), message("uniform_"));
+  EXPECT_ERROR((normal_(repeated, 0, 1, &g)), message("normal_"));
+  EXPECT_EQ(vals(base), std::vector<double>{5});  // nothing written
+  EXPECT_EQ(base.version(), v0);
+  // Repeated along one dim of several: still refused, naming the shape and strides.
+  Tensor rows = zeros({3, 1}).expand({3, 2});
+  EXPECT_ERROR(rows.mul_(2), "mul_", "destination [3, 2] (strides [1, 0])");
+
+  EXPECT_TRUE(has_internal_overlap(repeated));
+  EXPECT_TRUE(has_internal_overlap(rows));
+  EXPECT_FALSE(has_internal_overlap(zeros({2, 3})));
+  EXPECT_FALSE(has_internal_overlap(zeros({3, 2}).t()));
+  EXPECT_FALSE(has_internal_overlap(zeros({4, 4}).select(1, 2)));
+}
+
+TEST(InPlace, RepeatedElementsThatAreAllowed) {
+  // fill_ writes one value many times, which is harmless (PyTorch skips the check too).
+  Tensor base = tensor({5.f});
+  base.expand({4}).fill_(2);
+  EXPECT_EQ(vals(base), std::vector<double>{2});
+  // Stride 0 on a size-1 dim repeats nothing.
+  Tensor x = tensor({1.f, 2.f, 3.f});
+  Tensor one_row = make_view(x, {1, 3}, {0, 1}, 0);
+  EXPECT_FALSE(has_internal_overlap(one_row));
+  one_row.add_(tensor({10.f, 20.f, 30.f}));
+  EXPECT_EQ(vals(x), (std::vector<double>{11, 22, 33}));
+  // An empty expanded tensor writes nothing (PyTorch allows it too).
+  Tensor empty = zeros({0, 1}).expand({0, 4});
+  EXPECT_FALSE(has_internal_overlap(empty));
+  empty.add_(ones({0, 4}));
+  EXPECT_EQ(empty.numel(), 0);
+}
+
+TEST(InPlace, PartialOverlapWithTheSourceIsRefused) {
+  Tensor x = arange(0.0, 5.0);
+  const uint64_t v0 = x.version();
+  Tensor later = x.narrow(0, 1, 4), earlier = x.narrow(0, 0, 4);
+  // The CPU loop would smear x[0] forward; a GPU's memcpy is undefined for it.
+  EXPECT_ERROR((later.copy_(earlier)),
+               "copy_: the source [4] (strides [1]) and the destination [4] (strides [1]) overlap in memory "
+               "(partially); clone() the source first");
+  EXPECT_ERROR((later.add_(earlier)), "add_: the addend [4] (strides [1]) and the destination [4]", "(partially)",
+               "clone() the addend first");
+  // alpha != 1 scales into a temporary, but the user's tensor is what overlaps.
+  EXPECT_ERROR((earlier.add_(later, 2)), "add_", "overlap in memory (partially)");
+  EXPECT_EQ(vals(x), (std::vector<double>{0, 1, 2, 3, 4}));  // nothing written
+  EXPECT_EQ(x.version(), v0);
+  // What the message says to do works.
+  later.copy_(earlier.clone());
+  EXPECT_EQ(vals(x), (std::vector<double>{0, 0, 1, 2, 3}));
+
+  // A row of the destination, broadcast over it; the transpose over the same memory.
+  Tensor m = arange(0.0, 6.0).view({2, 3});
+  EXPECT_ERROR((m.add_(m[0])), "add_: the addend [3] (strides [1]) and the destination [2, 3] (strides [3, 1])");
+  EXPECT_ERROR((m.copy_(m[1])), "copy_", "overlap in memory (partially)");
+  Tensor square = arange(0.0, 4.0).view({2, 2});
+  EXPECT_ERROR((square.copy_(square.t())),
+               "copy_: the source [2, 2] (strides [1, 2]) and the destination [2, 2] "
+               "(strides [2, 1])");
+  EXPECT_EQ(vals(m), (std::vector<double>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(vals(square), (std::vector<double>{0, 1, 2, 3}));
+
+  EXPECT_TRUE(overlaps_partially(later, earlier));
+  EXPECT_TRUE(overlaps_partially(earlier, later));
+  EXPECT_TRUE(overlaps_partially(square, square.t()));
+}
+
+TEST(InPlace, OverlapThatIsAllowed) {
+  // The identical view: each element is read before it is written (PyTorch's FULL).
+  Tensor x = tensor({1.f, 2.f, 3.f});
+  x.add_(x);
+  EXPECT_EQ(vals(x), (std::vector<double>{2, 4, 6}));
+  x.add_(x, 0.5);
+  EXPECT_EQ(vals(x), (std::vector<double>{3, 6, 9}));
+  x.copy_(x);
+  EXPECT_EQ(vals(x), (std::vector<double>{3, 6, 9}));
+  x.add_(x.view({3}));  // another handle on the same view
+  EXPECT_EQ(vals(x), (std::vector<double>{6, 12, 18}));
+  // Deliberate difference: PyTorch refuses this (it compares raw strides); the elements
+  // are the same ones at the same addresses.
+  x.unsqueeze(0).add_(x);
+  EXPECT_EQ(vals(x), (std::vector<double>{12, 24, 36}));
+  EXPECT_FALSE(overlaps_partially(x.unsqueeze(0), x));
+
+  // Interleaved columns share a storage and a byte range but no element (PyTorch allows
+  // it: neither is dense, "too hard" to decide).
+  Tensor pairs = arange(0.0, 6.0).view({3, 2});
+  pairs.select(1, 0).copy_(pairs.select(1, 1));
+  EXPECT_EQ(vals(pairs), (std::vector<double>{1, 1, 3, 3, 5, 5}));
+  EXPECT_FALSE(overlaps_partially(pairs.select(1, 0), pairs.select(1, 1)));
+  // Disjoint halves of one storage, and separate storages.
+  Tensor halves = arange(0.0, 4.0);
+  halves.narrow(0, 0, 2).copy_(halves.narrow(0, 2, 2));
+  EXPECT_EQ(vals(halves), (std::vector<double>{2, 3, 2, 3}));
+  Tensor other = halves.clone();
+  halves.add_(other);
+  EXPECT_EQ(vals(halves), (std::vector<double>{4, 6, 4, 6}));
+  EXPECT_FALSE(overlaps_partially(halves, other));
+  EXPECT_FALSE(overlaps_partially(halves.narrow(0, 0, 2), halves.narrow(0, 2, 2)));
+  EXPECT_FALSE(overlaps_partially(halves, halves.narrow(0, 0, 0)));  // empty
+}
+
 TEST(InPlace, VersionSharedByViewsAndRandom) {
   Tensor x = zeros({4});
   const Tensor view = x.slice(0, 1, 3);
