@@ -1032,20 +1032,28 @@ TEST(CudaBackend, GemmWithEmptyInnerDimensionScalesC) {
   EXPECT_ERROR(gpu().gemm(g), "matmul: int64 tensors are not supported");
 }
 
+// softmax (or log_softmax) of x (rows, cols) and its backward on both devices, compared
+// within the reduction tolerance (NaN pattern and infinities exactly); returns y.
+std::unique_ptr<Twin> softmax_on_both(const std::vector<double>& x_values, int64_t rows, int64_t cols, bool log,
+                                      DType dtype, const std::string& label) {
+  const int64_t n = rows * cols;
+  Twin x(dtype, x_values);
+  auto y = std::make_unique<Twin>(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
+  cpu().softmax(x.cpu_view({rows, cols}), y->cpu_view({rows, cols}), log);
+  gpu().softmax(x.gpu_view({rows, cols}), y->gpu_view({rows, cols}), log);
+  y->expect_match(reduction_tolerance(dtype), label);
+  Twin grad_y(dtype, random_values(n, -1, 1, 102));
+  Twin grad_x(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
+  cpu().softmax_backward(y->cpu_view({rows, cols}), grad_y.cpu_view({rows, cols}), grad_x.cpu_view({rows, cols}), log);
+  gpu().softmax_backward(y->gpu_view({rows, cols}), grad_y.gpu_view({rows, cols}), grad_x.gpu_view({rows, cols}), log);
+  grad_x.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
+  return y;
+}
+
 void softmax_both(int64_t rows, int64_t cols, bool log, DType dtype) {
   const std::string label = join({log ? "log_softmax " : "softmax ", std::to_string(rows), "x", std::to_string(cols), " ",
                                   dtype_label(dtype)});
-  const int64_t n = rows * cols;
-  Twin x(dtype, random_values(n, -6, 6, 101));
-  Twin y(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-  cpu().softmax(x.cpu_view({rows, cols}), y.cpu_view({rows, cols}), log);
-  gpu().softmax(x.gpu_view({rows, cols}), y.gpu_view({rows, cols}), log);
-  y.expect_match(reduction_tolerance(dtype), label);
-  Twin grad_y(dtype, random_values(n, -1, 1, 102));
-  Twin grad_x(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-  cpu().softmax_backward(y.cpu_view({rows, cols}), grad_y.cpu_view({rows, cols}), grad_x.cpu_view({rows, cols}), log);
-  gpu().softmax_backward(y.gpu_view({rows, cols}), grad_y.gpu_view({rows, cols}), grad_x.gpu_view({rows, cols}), log);
-  grad_x.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
+  softmax_on_both(random_values(rows * cols, -6, 6, 101), rows, cols, log, dtype, label);
 }
 
 TEST(CudaBackend, SoftmaxAndLogSoftmaxWithBackward) {
@@ -1087,22 +1095,14 @@ TEST(CudaBackend, SoftmaxRowsWithNanAndInfinities) {
   const std::vector<int> kinds = {0, 1, 2, 3, 4, 5};
   for (const auto& [C, dtype] : {std::pair<int64_t, DType>{37, DType::Float32}, {2000, DType::Float32},
                                  {37, DType::Float64}, {1500, DType::Float64}}) {
-    const int64_t rows = 12, n = rows * C;
+    const int64_t rows = 12;
     for (bool log : {false, true}) {
       const std::string label = join({log ? "log_softmax " : "softmax ", std::to_string(rows), "x", std::to_string(C),
                                       C <= 1024 ? " (warp per row)" : " (block per row)"});
-      Twin x(dtype, special_rows(kinds, rows, C, 401));
-      Twin y(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-      cpu().softmax(x.cpu_view({rows, C}), y.cpu_view({rows, C}), log);
-      gpu().softmax(x.gpu_view({rows, C}), y.gpu_view({rows, C}), log);
-      y.expect_match(reduction_tolerance(dtype), join({label, " ", dtype_label(dtype)}));
-      Twin grad_y(dtype, random_values(n, -1, 1, 402));
-      Twin grad_x(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-      cpu().softmax_backward(y.cpu_view({rows, C}), grad_y.cpu_view({rows, C}), grad_x.cpu_view({rows, C}), log);
-      gpu().softmax_backward(y.gpu_view({rows, C}), grad_y.gpu_view({rows, C}), grad_x.gpu_view({rows, C}), log);
-      grad_x.expect_match(reduction_tolerance(dtype), join({label, " backward ", dtype_label(dtype)}));
+      const auto y = softmax_on_both(special_rows(kinds, rows, C, 401), rows, C, log, dtype,
+                                     join({label, " ", dtype_label(dtype)}));
       // The NaN rows are whole rows on the CPU: the pattern the GPU was held to above.
-      const auto values = y.cpu_values();
+      const auto values = y->cpu_values();
       for (int64_t r = 0; r < rows; ++r) {
         const int kind = kinds[static_cast<size_t>(r) % kinds.size()];
         const bool nan_row = kind == 1 || kind == 2 || kind == 3 || kind == 5;
@@ -1110,6 +1110,48 @@ TEST(CudaBackend, SoftmaxRowsWithNanAndInfinities) {
           ASSERT_EQ(std::isnan(values[static_cast<size_t>(r * C + c)]), nan_row) << label << " row " << r << " col " << c;
       }
     }
+  }
+}
+
+// cross_entropy of logits (rows, classes) and targets, forward (probs, per-row loss) and
+// backward on both devices, compared within the reduction tolerance; returns the loss.
+std::unique_ptr<Twin> cross_entropy_on_both(const std::vector<double>& logit_values, const std::vector<double>& targets,
+                                            int64_t classes, double smoothing, DType dtype, const std::string& label) {
+  const int64_t rows = static_cast<int64_t>(targets.size());
+  Twin logits(dtype, logit_values);
+  Twin target(DType::Int64, targets);
+  Twin probs(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
+  auto loss = std::make_unique<Twin>(dtype, std::vector<double>(static_cast<size_t>(rows), 0.0));
+  cpu().cross_entropy(logits.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing,
+                      probs.cpu_view({rows, classes}), loss->cpu_view({rows}));
+  gpu().cross_entropy(logits.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing,
+                      probs.gpu_view({rows, classes}), loss->gpu_view({rows}));
+  probs.expect_match(reduction_tolerance(dtype), join({label, " probs"}));
+  loss->expect_match(reduction_tolerance(dtype), join({label, " loss"}));
+  Twin grad(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
+  const double scale = 1.0 / static_cast<double>(rows);
+  cpu().cross_entropy_backward(probs.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing, scale,
+                               grad.cpu_view({rows, classes}));
+  gpu().cross_entropy_backward(probs.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing, scale,
+                               grad.gpu_view({rows, classes}));
+  grad.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
+  return loss;
+}
+
+void cross_entropy_both(int64_t rows, int64_t classes, double smoothing, DType dtype) {
+  const std::string label = join({"cross_entropy ", std::to_string(rows), "x", std::to_string(classes), " smoothing ",
+                                  std::to_string(smoothing), " ", dtype_label(dtype)});
+  cross_entropy_on_both(random_values(rows * classes, -4, 4, 111),
+                        random_values(rows, 0, static_cast<double>(classes), 112, true), classes, smoothing, dtype,
+                        label);
+}
+
+TEST(CudaBackend, CrossEntropyForwardBackward) {
+  REQUIRE_GPU();
+  for (double smoothing : {0.0, 0.1}) {
+    cross_entropy_both(6, 10, smoothing, DType::Float32);
+    cross_entropy_both(64, 10, smoothing, DType::Float64);
+    cross_entropy_both(4, 1500, smoothing, DType::Float32);  // a block per row
   }
 }
 
@@ -1124,65 +1166,18 @@ TEST(CudaBackend, CrossEntropyRowsWithNanAndInfinities) {
                                  {37, DType::Float64}}) {
     for (double smoothing : {0.1, 0.0}) {
       const std::vector<int> kinds = smoothing > 0 ? std::vector<int>{0, 1, 2, 3, 4, 5} : std::vector<int>{0, 1, 3, 5};
-      const int64_t rows = 2 * static_cast<int64_t>(kinds.size()), n = rows * C;
+      const int64_t rows = 2 * static_cast<int64_t>(kinds.size());
       const std::string label = join({"cross_entropy ", std::to_string(rows), "x", std::to_string(C), " smoothing ",
                                       std::to_string(smoothing), C <= 1024 ? " (warp per row) " : " (block per row) ",
                                       dtype_label(dtype)});
-      Twin logits(dtype, special_rows(kinds, rows, C, 411));
       std::vector<double> targets = random_values(rows, 0, static_cast<double>(C), 412, true);
       targets[4] = 0;  // row 4 (kind 4 with smoothing): its -Inf column
-      Twin target(DType::Int64, targets);
-      Twin probs(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-      Twin loss(dtype, std::vector<double>(static_cast<size_t>(rows), 0.0));
-      cpu().cross_entropy(logits.cpu_view({rows, C}), target.cpu_view({rows}), smoothing, probs.cpu_view({rows, C}),
-                          loss.cpu_view({rows}));
-      gpu().cross_entropy(logits.gpu_view({rows, C}), target.gpu_view({rows}), smoothing, probs.gpu_view({rows, C}),
-                          loss.gpu_view({rows}));
-      probs.expect_match(reduction_tolerance(dtype), join({label, " probs"}));
-      loss.expect_match(reduction_tolerance(dtype), join({label, " loss"}));
+      const auto loss = cross_entropy_on_both(special_rows(kinds, rows, C, 411), targets, C, smoothing, dtype, label);
       if (smoothing > 0) {  // rows 4 and 10: some -Inf, loss +Inf
-        EXPECT_EQ(loss.gpu_values()[4], std::numeric_limits<double>::infinity()) << label;
-        EXPECT_EQ(loss.gpu_values()[10], std::numeric_limits<double>::infinity()) << label;
+        EXPECT_EQ(loss->gpu_values()[4], std::numeric_limits<double>::infinity()) << label;
+        EXPECT_EQ(loss->gpu_values()[10], std::numeric_limits<double>::infinity()) << label;
       }
-      Twin grad(dtype, std::vector<double>(static_cast<size_t>(n), 0.0));
-      const double scale = 1.0 / static_cast<double>(rows);
-      cpu().cross_entropy_backward(probs.cpu_view({rows, C}), target.cpu_view({rows}), smoothing, scale,
-                                   grad.cpu_view({rows, C}));
-      gpu().cross_entropy_backward(probs.gpu_view({rows, C}), target.gpu_view({rows}), smoothing, scale,
-                                   grad.gpu_view({rows, C}));
-      grad.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
     }
-  }
-}
-
-void cross_entropy_both(int64_t rows, int64_t classes, double smoothing, DType dtype) {
-  const std::string label = join({"cross_entropy ", std::to_string(rows), "x", std::to_string(classes), " smoothing ",
-                                  std::to_string(smoothing), " ", dtype_label(dtype)});
-  Twin logits(dtype, random_values(rows * classes, -4, 4, 111));
-  Twin target(DType::Int64, random_values(rows, 0, static_cast<double>(classes), 112, true));
-  Twin probs(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
-  Twin loss(dtype, std::vector<double>(static_cast<size_t>(rows), 0.0));
-  cpu().cross_entropy(logits.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing,
-                      probs.cpu_view({rows, classes}), loss.cpu_view({rows}));
-  gpu().cross_entropy(logits.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing,
-                      probs.gpu_view({rows, classes}), loss.gpu_view({rows}));
-  probs.expect_match(reduction_tolerance(dtype), join({label, " probs"}));
-  loss.expect_match(reduction_tolerance(dtype), join({label, " loss"}));
-  Twin grad(dtype, std::vector<double>(static_cast<size_t>(rows * classes), 0.0));
-  const double scale = 1.0 / static_cast<double>(rows);
-  cpu().cross_entropy_backward(probs.cpu_view({rows, classes}), target.cpu_view({rows}), smoothing, scale,
-                               grad.cpu_view({rows, classes}));
-  gpu().cross_entropy_backward(probs.gpu_view({rows, classes}), target.gpu_view({rows}), smoothing, scale,
-                               grad.gpu_view({rows, classes}));
-  grad.expect_match(reduction_tolerance(dtype), join({label, " backward"}));
-}
-
-TEST(CudaBackend, CrossEntropyForwardBackward) {
-  REQUIRE_GPU();
-  for (double smoothing : {0.0, 0.1}) {
-    cross_entropy_both(6, 10, smoothing, DType::Float32);
-    cross_entropy_both(64, 10, smoothing, DType::Float64);
-    cross_entropy_both(4, 1500, smoothing, DType::Float32);  // a block per row
   }
 }
 
