@@ -343,7 +343,9 @@ TEST(CudaBackend, FillWithNegativeZeroKeepsTheSignBit) {
     const bool integers = dtype == DType::Int64;
     Twin t(dtype, random_values(4 * 6, 1, 3, 3, integers));
     cpu().fill(t.cpu_view({24}), -0.0);
+    const int64_t waits = cuda::host_wait_count(0);
     gpu().fill(t.gpu_view({24}), -0.0);
+    EXPECT_EQ(cuda::host_wait_count(0), waits) << "fill waits for nothing on the host";
     expect_same_bits(t, 0, "fill -0.0 contiguous");
     for (double v : t.gpu_values())  // int64 has no -0: 0
       ASSERT_TRUE(v == 0.0 && std::signbit(v) == !integers) << dtype_label(dtype) << " " << v;
@@ -428,7 +430,9 @@ TEST(CudaBackend, CopyConvertsEveryDtypePairWithSpecialValues) {
       const std::string label = join({"copy ", dtype_label(from), " -> ", dtype_label(to)});
       Twin out(to, std::vector<double>(static_cast<size_t>(rows * cols), 0.0));
       cpu().copy(src.cpu_view({rows, cols}), out.cpu_view({rows, cols}));
+      const int64_t waits = cuda::host_wait_count(0);
       gpu().copy(src.gpu_view({rows, cols}), out.gpu_view({rows, cols}));
+      EXPECT_EQ(cuda::host_wait_count(0), waits) << label << " waits for nothing on the host";
       expect_same_bits(out, 0, join({label, " contiguous"}));
       cpu().copy(src.cpu_view({rows, cols}, {1, rows}), out.cpu_view({rows, cols}));  // storage (8, 4) read transposed
       gpu().copy(src.gpu_view({rows, cols}, {1, rows}), out.gpu_view({rows, cols}));
