@@ -1,8 +1,9 @@
 // The elementwise op table: the UnaryOp and BinaryOp enums with their names, one
 // host/device functor per op (what it computes on one element, used by the CPU loops
 // of core/cpu/elementwise.cpp and the CUDA kernels of cuda/elementwise.cu alike), and
-// visit_unary/visit_binary, the one switch from an op to its functor. NaN propagates
-// as in PyTorch (relu, leaky_relu, maximum/minimum, clamp, sign). C++17, nvcc-clean.
+// visit_unary/visit_binary, the one switch from an op to its functor, and convert, the
+// element conversion of copy and fill. NaN propagates as in PyTorch (relu, leaky_relu,
+// maximum/minimum, clamp, sign). C++17, nvcc-clean.
 // Not here: reductions, softmax and the fused optimizer steps (whole-row kernels).
 #pragma once
 #include <math.h>
@@ -311,6 +312,32 @@ template <class T> struct GeluBackward {  // a = dy, b = x: dy * (Phi(x) + x * p
     return a * (cdf + b * pdf);
   }
 };
+
+// ---------------- conversion between element types ----------------
+
+// Floating -> int64, one rule on every device: truncation toward zero; NaN -> 0; +Inf and
+// values >= 2^63 -> INT64_MAX; -Inf and values < -2^63 -> INT64_MIN. C++ leaves the
+// out-of-range cases undefined (x86's cvttsd2si gives INT64_MIN, as PyTorch's CPU does even
+// for NaN); this is PTX's cvt.rzi.s64 rule, so the GPU's own conversion already gives it.
+template <class F> VGRAD_HOST_DEVICE inline int64_t saturating_int64(F x) {
+  static_assert(std::is_floating_point_v<F>, "saturating_int64: floating input");
+  constexpr F kTwoTo63 = F(9223372036854775808.0);  // exact in float and double
+  if (x != x) return 0;
+  if (x >= kTwoTo63) return INT64_MAX;
+  if (x < -kTwoTo63) return INT64_MIN;
+  return static_cast<int64_t>(x);  // in range: the cast truncates, defined
+}
+
+// The one element conversion of copy and fill on every device: a floating value (16-bit
+// through float) into int64 saturates as above; every other pair is the C++ conversion
+// (rounding to nearest, 16-bit destinations through float).
+template <class To, class From> VGRAD_HOST_DEVICE inline To convert(From x) {
+  if constexpr (std::is_same_v<To, int64_t> && !std::is_integral_v<From>) {
+    return saturating_int64(static_cast<compute_t<From>>(x));
+  } else {
+    return static_cast<To>(x);
+  }
+}
 
 // Calls fn(functor) unless the functor is not defined for T; returns whether it ran.
 template <class T, class Functor, class Fn> bool apply_if_defined(Fn& fn, const Functor& functor) {

@@ -101,14 +101,16 @@ template <class TSrc, class TDst> struct CopyFn {
   static constexpr int kPack = 16 / sizeof(TDst);
   TDst* out;
   const TSrc* src;
-  __device__ void contiguous(int64_t i) const { out[i] = static_cast<TDst>(src[i]); }
+  __device__ void contiguous(int64_t i) const { out[i] = scalar::convert<TDst>(src[i]); }
   __device__ void packed(int64_t i) const {
     const Pack<TSrc, kPack> s = load_pack<kPack>(src, i);
     Pack<TDst, kPack> o;
-    for (int k = 0; k < kPack; ++k) o.v[k] = static_cast<TDst>(s.v[k]);
+    for (int k = 0; k < kPack; ++k) o.v[k] = scalar::convert<TDst>(s.v[k]);
     store_pack(out, i, o);
   }
-  template <class I> __device__ void strided(const I (&off)[2]) const { out[off[0]] = static_cast<TDst>(src[off[1]]); }
+  template <class I> __device__ void strided(const I (&off)[2]) const {
+    out[off[0]] = scalar::convert<TDst>(src[off[1]]);
+  }
 };
 
 // ---------------- unary and binary ops: core's functors, applied per element ----------------
@@ -145,17 +147,6 @@ template <class T, class Op> struct BinaryFn {
 };
 
 
-// int64 -> the bound of [lo, hi] that int64 can hold: ceil for the lower bound,
-// floor for the upper, saturated (a bound may be +-infinity).
-int64_t int_bound(double value, bool lower) {
-  constexpr double kMax = 9223372036854775807.0;  // rounds to 2^63
-  if (value != value) return lower ? INT64_MIN : INT64_MAX;
-  const double rounded = lower ? std::ceil(value) : std::floor(value);
-  if (rounded >= kMax) return INT64_MAX;
-  if (rounded <= -kMax) return INT64_MIN;
-  return static_cast<int64_t>(rounded);
-}
-
 // ---------------- where ----------------
 
 template <class TCond, class T> struct WhereFn {
@@ -181,7 +172,9 @@ template <class TCond, class T> struct WhereFn {
 
 void fill(const Context& ctx, const View& out, double value) {
   const View* operands[1] = {&out};
-  if (value == 0.0 && out.is_contiguous()) {  // all-zero bits in every dtype
+  // +0.0 only: its bits are all zero in every dtype; -0.0 keeps its sign bit (a float
+  // comparison cannot tell the two apart).
+  if (value == 0.0 && !std::signbit(value) && out.is_contiguous()) {
     const int64_t n = out.numel();
     if (n > 0)
       VGRAD_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(n) * dtype_size(out.dtype), ctx.stream));
@@ -189,13 +182,8 @@ void fill(const Context& ctx, const View& out, double value) {
   }
   visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    T typed_value;
-    if constexpr (std::is_integral_v<T>) {
-      typed_value = int_bound(std::trunc(value), true);  // truncates like a cast, saturated
-    } else {
-      typed_value = static_cast<T>(value);
-    }
-    launch<1>(ctx, operands, FillFn<T>{static_cast<T*>(out.data), typed_value});
+    // int64: truncated, NaN -> 0, saturated: the CPU's rule (core/scalar_ops.h)
+    launch<1>(ctx, operands, FillFn<T>{static_cast<T*>(out.data), scalar::convert<T>(value)});
   });
 }
 

@@ -17,7 +17,7 @@ namespace vgrad::cpu {
 void CpuBackend::fill_impl(const View& out, double value) {
   visit_dtype(out.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const T v = static_cast<T>(value);
+    const T v = scalar::convert<T>(value);  // int64: NaN -> 0, saturated (scalar_ops.h)
     for_each_row<1>({out}, [&](auto p, int64_t n, auto s) {
       T* o = reinterpret_cast<T*>(p[0]);
       const int64_t so = s[0] / int64_t(sizeof(T));
@@ -66,7 +66,7 @@ void CpuBackend::copy_impl(const View& src, const View& out) {
     using TOut = decltype(out_zero);
     visit_dtype(src.dtype, [&](auto in_zero) {
       using TIn = decltype(in_zero);
-      map1<TOut, TIn>(src, out, [](TIn v) { return static_cast<TOut>(v); });
+      map1<TOut, TIn>(src, out, [](TIn v) { return scalar::convert<TOut>(v); });
     });
   });
 }

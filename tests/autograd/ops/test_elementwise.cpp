@@ -242,6 +242,58 @@ TEST(Log1pExpm1, MatchTheCLibraryNearZeroOnEveryDevice) {
   EXPECT_ERROR(log1p(tensor(std::vector<int64_t>{1, 2})), "log1p: not defined for int64");
 }
 
+// full and fill_ with -0.0 store the sign bit in every floating dtype on every device (a
+// GPU memset path once took -0.0 == 0.0 for +0.0): 1/x is then -Inf, as PyTorch's.
+TEST_P(ElementwiseOp, FullAndFillWithNegativeZeroKeepTheSign) {
+  for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    Tensor x = full({4, 6}, -0.0, {.dtype = dtype, .device = device()});
+    Tensor column = full({4, 6}, 5.0, {.dtype = dtype, .device = device()});
+    column.narrow(1, 2, 1).fill_(-0.0);  // a strided window
+    for (const auto& [what, values] : {std::pair{"full", vals(x.to(DType::Float64))},
+                                       std::pair{"fill_ of a column", vals(column.narrow(1, 2, 1).to(DType::Float64))}})
+      for (size_t i = 0; i < values.size(); ++i)
+        ASSERT_TRUE(values[i] == 0.0 && std::signbit(values[i]))
+            << what << " " << dtype_name(dtype) << " element " << i << ": " << values[i];
+    for (double v : vals(kernels::unary(UnaryOp::Reciprocal, x).to(DType::Float64)))
+      ASSERT_EQ(v, -std::numeric_limits<double>::infinity()) << "1 / -0 in " << dtype_name(dtype);
+    EXPECT_EQ(vals(column.narrow(1, 3, 1)), std::vector<double>(4, 5.0)) << "fill_ stayed in its column";
+  }
+  EXPECT_EQ(full({3}, -0.0, {.dtype = DType::Int64, .device = device()}).to_vector<int64_t>(), std::vector<int64_t>(3, 0));
+}
+
+// Floating -> int64 (to(), and full/fill_ of an int64 tensor) truncates toward zero and
+// saturates on every device: NaN -> 0, +-Inf and values past 2^63 -> INT64_MAX/MIN (a
+// deliberate difference from PyTorch's CPU, which gives INT64_MIN for all of them on x86).
+TEST_P(ElementwiseOp, FloatingToInt64TruncatesSaturatesAndSendsNanToZero) {
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  const std::vector<double> values = {nan, inf, -inf, 1e19, -1e19, 9223372036854775808.0, -9223372036854775808.0,
+                                      -2.75, 2.5, -0.5, 65504, -0.0, 3e38, -3e38};
+  const std::vector<int64_t> want = {0, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN,
+                                     -2, 2, 0, 65504, 0, INT64_MAX, INT64_MIN};
+  for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    // bfloat16 rounds 65504 to 65536; float16 stores the values past 65504 as +-Inf,
+    // which saturate alike.
+    std::vector<int64_t> expected = want;
+    if (dtype == DType::BFloat16) expected[10] = 65536;
+    const Tensor x = tensor(values, {2, 7}, {.dtype = DType::Float64}).to(dtype).to(device());
+    EXPECT_EQ(x.to(DType::Int64).to_vector<int64_t>(), expected) << dtype_name(dtype) << " contiguous";
+    // Read transposed (a strided source): element (i, j) of x.t() is x's (j, i).
+    const std::vector<int64_t> got = x.t().to(DType::Int64).to_vector<int64_t>();
+    for (int64_t i = 0; i < 7; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        EXPECT_EQ(got[size_t(i * 2 + j)], expected[size_t(j * 7 + i)]) << dtype_name(dtype) << " transposed (" << i
+                                                                       << ", " << j << ")";
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    Tensor filled = zeros({2, 3}, {.dtype = DType::Int64, .device = device()});
+    filled.fill_(values[i]);
+    EXPECT_EQ(filled.to_vector<int64_t>(), std::vector<int64_t>(6, want[i])) << "int64 fill_ of " << values[i];
+    EXPECT_EQ(full({5}, values[i], {.dtype = DType::Int64, .device = device()}).to_vector<int64_t>(),
+              std::vector<int64_t>(5, want[i]))
+        << "int64 full of " << values[i];
+  }
+}
+
 INSTANTIATE_ON_EACH_DEVICE(ElementwiseOp);
 
 TEST(Binary, ComparisonsSeeTiesAndGiveMasks) {

@@ -4,11 +4,16 @@
 // exactly widened operands and rounding once, the per-element definition written out
 // here with core/half.h's scalar conversions. Contiguous, strided, transposed and
 // broadcast operands; lengths and offsets around the block size; every 16-bit pattern
-// (NaN, ±Inf, subnormals, ±0) as an input.
+// (NaN, ±Inf, subnormals, ±0) as an input. Then fill and copy in every dtype: -0.0 keeps
+// its sign bit, and floating -> int64 follows scalar::convert's rule (NaN -> 0, saturated),
+// contiguous and strided.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -245,6 +250,118 @@ TEST_P(HalfElementwise, WhereSelectsBitsAndTreatsOnlyZeroAsFalse) {
         "where on the scalar pattern " + std::to_string(scalar), dtype, strided, half_n,
         [&](int64_t, int64_t i) { return pick_a ? a[size_t(2 * i)] : b[size_t(i)]; },
         [](int64_t, int64_t) { return false; });
+  }
+}
+
+// ---------------- fill and copy in every dtype ----------------
+
+// A 1-D view of `count` elements, `step` apart, on a buffer of 8-byte words.
+View words_view(std::vector<uint64_t>& buffer, DType dtype, int64_t count, int64_t step = 1) {
+  View v;
+  v.data = buffer.data();
+  v.dtype = dtype;
+  v.ndim = 1;
+  v.shape[0] = count;
+  v.strides[0] = step;
+  return v;
+}
+
+// Element i of a buffer as a double (the sign of zero and NaN kept).
+double element(const std::vector<uint64_t>& buffer, DType dtype, int64_t i) {
+  const void* base = buffer.data();
+  switch (dtype) {
+    case DType::Float32: return static_cast<const float*>(base)[i];
+    case DType::Float64: return static_cast<const double*>(base)[i];
+    case DType::Int64: return double(static_cast<const int64_t*>(base)[i]);
+    case DType::BFloat16: return static_cast<const BFloat16*>(base)[i];
+    case DType::Float16: return static_cast<const Float16*>(base)[i];
+  }
+  return 0;
+}
+
+TEST(FillAndCopy, FillWithNegativeZeroKeepsTheSignBitInEveryFloatingDtype) {
+  for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    const std::string name = dtype_name(dtype);
+    for (int64_t step : {1, 3}) {  // contiguous, and every third element
+      std::vector<uint64_t> buffer(64, ~uint64_t{0});
+      cpu_backend().fill(words_view(buffer, dtype, 20, step), -0.0);
+      std::vector<uint64_t> inverse(64, 0);
+      cpu_backend().unary(UnaryOp::Reciprocal, words_view(buffer, dtype, 20, step), words_view(inverse, dtype, 20, step));
+      for (int64_t i = 0; i < 20; ++i) {
+        const double v = element(buffer, dtype, i * step);
+        ASSERT_TRUE(v == 0.0 && std::signbit(v)) << name << " step " << step << " element " << i << ": " << v;
+        ASSERT_EQ(element(inverse, dtype, i * step), -std::numeric_limits<double>::infinity()) << name << " 1/-0";
+      }
+      if (step == 3) {
+        ASSERT_TRUE(std::isnan(element(buffer, dtype, 1))) << name << ": fill wrote between its elements";
+      }
+    }
+  }
+  std::vector<uint64_t> ints(4, 7);
+  cpu_backend().fill(words_view(ints, DType::Int64, 4), -0.0);
+  EXPECT_EQ(ints, std::vector<uint64_t>(4, 0));
+}
+
+// The floating values whose int64 conversion C++ leaves undefined, and ordinary ones;
+// want: scalar::convert's rule, written out.
+struct Int64Case {
+  double value;
+  int64_t want;
+};
+std::vector<Int64Case> int64_cases() {
+  const double inf = std::numeric_limits<double>::infinity();
+  return {{std::numeric_limits<double>::quiet_NaN(), 0},
+          {inf, INT64_MAX},
+          {-inf, INT64_MIN},
+          {9223372036854775808.0, INT64_MAX},   // 2^63
+          {-9223372036854775808.0, INT64_MIN},  // -2^63: in range
+          {1e19, INT64_MAX},
+          {-1e19, INT64_MIN},
+          {3e38, INT64_MAX},
+          {-2.75, -2},
+          {2.5, 2},
+          {-0.5, 0},
+          {65504, 65504},
+          {-0.0, 0}};
+}
+
+TEST(FillAndCopy, FloatingToInt64TruncatesSaturatesAndSendsNanToZero) {
+  const std::vector<Int64Case> cases = int64_cases();
+  const int64_t n = int64_t(cases.size());
+  for (DType from : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    std::vector<uint64_t> source(size_t(2 * n), 0);
+    std::vector<int64_t> want(cases.size());
+    for (int64_t i = 0; i < n; ++i) {
+      // Stored at every other element in the source dtype (bfloat16/float16 round 3e38,
+      // 1e19, 2^63 and 65504 as they can); want follows the stored value.
+      std::vector<uint64_t> one(1, 0);
+      cpu_backend().fill(words_view(one, from, 1), cases[size_t(i)].value);
+      const double stored = element(one, from, 0);
+      std::memcpy(reinterpret_cast<char*>(source.data()) + 2 * i * int64_t(dtype_size(from)), one.data(),
+                  dtype_size(from));
+      want[size_t(i)] = std::isnan(stored)                      ? 0
+                        : stored >= 9223372036854775808.0       ? INT64_MAX
+                        : stored < -9223372036854775808.0       ? INT64_MIN
+                                                                : static_cast<int64_t>(std::trunc(stored));
+      if (std::isfinite(cases[size_t(i)].value) && stored == cases[size_t(i)].value) {
+        ASSERT_EQ(want[size_t(i)], cases[size_t(i)].want) << cases[size_t(i)].value;
+      }
+    }
+    std::vector<uint64_t> out(size_t(n), 0x5a5a5a5a5a5a5a5a);
+    cpu_backend().copy(words_view(source, from, n, 2), words_view(out, DType::Int64, n));
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(int64_t(out[size_t(i)]), want[size_t(i)])
+          << dtype_name(from) << " -> int64 of " << cases[size_t(i)].value << " (element " << i << ")";
+  }
+  // fill of an int64 tensor takes the same rule, contiguous and strided.
+  for (const Int64Case& c : cases) {
+    std::vector<uint64_t> out(3, 1);
+    cpu_backend().fill(words_view(out, DType::Int64, 3), c.value);
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(int64_t(out[i]), c.want) << "int64 fill of " << c.value;
+    std::vector<uint64_t> strided(6, 1);
+    cpu_backend().fill(words_view(strided, DType::Int64, 3, 2), c.value);
+    EXPECT_EQ(int64_t(strided[4]), c.want) << "strided int64 fill of " << c.value;
+    EXPECT_EQ(strided[5], 1u) << "strided int64 fill wrote past its elements";
   }
 }
 
