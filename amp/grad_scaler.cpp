@@ -76,6 +76,7 @@ std::map<std::string, double> GradScaler::state_dict() const {
 
 void GradScaler::check_state_dict(const std::map<std::string, double>& state) const {
   if (!options_.enabled) return;
+  for (const Tensor& t : scale_tensors_) refuse_in_capture(t.device(), "load_state_dict()");
   if (!per_optimizer_.empty())
     fail("GradScaler: load_state_dict() between unscale_()/step() and update(); call update() first");
   if (state.empty())
@@ -128,7 +129,10 @@ void GradScaler::set_scale(float scale) {
 
 Tensor GradScaler::scale(const Tensor& loss) const {
   if (!options_.enabled) return loss;
-  return loss * scale_on(loss.device());
+  const Tensor scaled = loss * scale_on(loss.device());
+  // As PyTorch's loss * 0-d float32 scale: a 16-bit loss with dims stays 16-bit (a 0-d one
+  // becomes float32 there too).
+  return loss.dim() > 0 && scaled.dtype() != loss.dtype() ? scaled.to(loss.dtype()) : scaled;
 }
 
 void GradScaler::unscale_(optim::Optimizer& optimizer) {

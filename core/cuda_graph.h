@@ -20,8 +20,9 @@
 // What a replay cannot change is refused during capture with an error naming it, never
 // replayed stale: a host wait or read (item(), to(kCPU), a copy from host memory,
 // synchronize(), clip_grad_norm), random numbers (dropout: the same mask each replay),
-// Adam's step without capturable (its bias corrections are host values), GradScaler, and a
-// parameter's first step (SGD's momentum buffer, Adam's moments start there). After a step
+// Adam's step without capturable (its bias corrections are host values), GradScaler's
+// unscale_/step/update (its scale() may be captured, amp/grad_scaler.h), and a parameter's
+// first step (SGD's momentum buffer, Adam's moments start there). After a step
 // of an optimizer without capturable is captured, changing its lr or loading its state is
 // refused; with capturable = true (optim/optimizer.h) its lr and Adam's step counts live on
 // the device, so set_lr and schedulers work between replays. Tensors made during capture (outputs, gradients) live in

@@ -88,6 +88,20 @@ TEST(GradScaler, UnscaleBeforeClippingAndMisuseErrors) {
   EXPECT_EQ(disabled.get_scale(), 1.0);
 }
 
+// The scaled loss's dtype is PyTorch's for loss * a 0-d float32 scale: float32 and float64
+// stay, a 16-bit loss with dims stays 16-bit, a 0-d 16-bit one becomes float32.
+TEST(GradScaler, TheScaledLossKeepsPyTorchsDtype) {
+  amp::GradScaler scaler({.init_scale = 1024.0});
+  const Tensor row = tensor({0.5f, -2.0f, 3.0f});
+  for (const DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
+    const Tensor scaled = scaler.scale(row.to(dtype));
+    EXPECT_EQ(scaled.dtype(), dtype) << dtype_name(dtype);
+    EXPECT_EQ(vals(scaled), (std::vector<double>{512, -2048, 3072})) << dtype_name(dtype);
+    const bool low = dtype == DType::BFloat16 || dtype == DType::Float16;
+    EXPECT_EQ(scaler.scale(sum(row).to(dtype)).dtype(), low ? DType::Float32 : dtype) << dtype_name(dtype) << " 0-d";
+  }
+}
+
 // state_dict has PyTorch's keys, and a scaler made with other options that loads it mid-run
 // goes on with PyTorch's sequence of scales.
 TEST(GradScaler, StateDictCarriesARunOnMidSequence) {

@@ -301,7 +301,11 @@ TEST(CudaGemmLt, LinearReluKeepsNaNAndInfinityAsTheCpu) {
       std::vector<double> bv(32);
       for (int64_t j = 0; j < 32; ++j) bv[j] = double(j % 7) - 3.5;
       const Tensor b = tensor(bv, {32}, {.dtype = DType::Float64}).to(dtype).to(device);
+      const int64_t fused_before = device.is_cuda() ? cuda::fused_gemm_epilogue_count(0) : 0;
       results[device.is_cpu() ? 0 : 1] = vals(linear_relu(x, w, b));
+      if (device.is_cuda() && dtype != DType::Float64) {
+        EXPECT_EQ(cuda::fused_gemm_epilogue_count(0) - fused_before, 1) << dtype_name(dtype) << ": not the fused path";
+      }
     }
     const std::vector<double>& cpu = results[0];
     ASSERT_TRUE(std::isnan(cpu[0]) && std::isnan(cpu[31])) << "the CPU's ReLU keeps NaN";

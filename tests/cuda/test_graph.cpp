@@ -171,6 +171,8 @@ TEST(CudaGraph, WhatWouldWaitOrReplayStaleIsRefusedInCapture) {
       {"GradScaler: unscale_() inside a CUDA graph capture", [&] { scaler.unscale_(*t.optimizer); }},
       {"GradScaler: step() inside a CUDA graph capture", [&] { (void)scaler.step(*t.optimizer); }},
       {"GradScaler: update() inside a CUDA graph capture", [&] { scaler.update(); }},
+      {"GradScaler: load_state_dict() inside a CUDA graph capture",
+       [&] { scaler.load_state_dict(amp::GradScaler().state_dict()); }},
   };
   for (const auto& [what, call] : refused) {
     cuda::Graph graph;
