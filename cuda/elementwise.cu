@@ -146,7 +146,6 @@ template <class T, class Op> struct BinaryFn {
   template <class I> __device__ void strided(const I (&off)[3]) const { out[off[0]] = op(a[off[1]], b[off[2]]); }
 };
 
-
 // ---------------- where ----------------
 
 template <class TCond, class T> struct WhereFn {

@@ -3,10 +3,9 @@
 // float, double and both 16-bit formats (the CUDA kernels run the same function; their
 // parity is tests/cuda/test_cuda_backend.cpp's). Clean under UBSan: no conversion here is
 // out of C++'s range.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
+#include <gtest/gtest.h>
 #include <limits>
 #include <string>
 
@@ -61,18 +60,18 @@ TEST(SaturatingInt64, FloatHasTheSameBounds) {
 }
 
 TEST(Convert, SixteenBitSourcesGoThroughFloat) {
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7fc0)), 0);           // NaN
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xffc1)), 0);           // -NaN with a payload
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7f80)), INT64_MAX);   // +Inf
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xff80)), INT64_MIN);   // -Inf
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x5f00)), INT64_MAX);   // 2^63
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xdf00)), INT64_MIN);   // -2^63
-  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7f7f)), INT64_MAX);   // bfloat16's max, 3.4e38
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7fc0)), 0);          // NaN
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xffc1)), 0);          // -NaN with a payload
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7f80)), INT64_MAX);  // +Inf
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xff80)), INT64_MIN);  // -Inf
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x5f00)), INT64_MAX);  // 2^63
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0xdf00)), INT64_MIN);  // -2^63
+  EXPECT_EQ(scalar::convert<int64_t>(BFloat16::from_bits(0x7f7f)), INT64_MAX);  // bfloat16's max, 3.4e38
   EXPECT_EQ(scalar::convert<int64_t>(BFloat16(-2.75f)), -2);
-  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7e00)), 0);            // NaN
-  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7c00)), INT64_MAX);    // +Inf
-  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0xfc00)), INT64_MIN);    // -Inf
-  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7bff)), 65504);        // float16's max: in range
+  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7e00)), 0);          // NaN
+  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7c00)), INT64_MAX);  // +Inf
+  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0xfc00)), INT64_MIN);  // -Inf
+  EXPECT_EQ(scalar::convert<int64_t>(Float16::from_bits(0x7bff)), 65504);      // float16's max: in range
   EXPECT_EQ(scalar::convert<int64_t>(Float16(-0.5f)), 0);
 }
 

@@ -258,7 +258,8 @@ TEST_P(ElementwiseOp, FullAndFillWithNegativeZeroKeepTheSign) {
       ASSERT_EQ(v, -std::numeric_limits<double>::infinity()) << "1 / -0 in " << dtype_name(dtype);
     EXPECT_EQ(vals(column.narrow(1, 3, 1)), std::vector<double>(4, 5.0)) << "fill_ stayed in its column";
   }
-  EXPECT_EQ(full({3}, -0.0, {.dtype = DType::Int64, .device = device()}).to_vector<int64_t>(), std::vector<int64_t>(3, 0));
+  EXPECT_EQ(full({3}, -0.0, {.dtype = DType::Int64, .device = device()}).to_vector<int64_t>(),
+            std::vector<int64_t>(3, 0));
 }
 
 // Floating -> int64 (to(), and full/fill_ of an int64 tensor) truncates toward zero and
@@ -266,10 +267,11 @@ TEST_P(ElementwiseOp, FullAndFillWithNegativeZeroKeepTheSign) {
 // deliberate difference from PyTorch's CPU, which gives INT64_MIN for all of them on x86).
 TEST_P(ElementwiseOp, FloatingToInt64TruncatesSaturatesAndSendsNanToZero) {
   const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
-  const std::vector<double> values = {nan, inf, -inf, 1e19, -1e19, 9223372036854775808.0, -9223372036854775808.0,
-                                      -2.75, 2.5, -0.5, 65504, -0.0, 3e38, -3e38};
-  const std::vector<int64_t> want = {0, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN,
-                                     -2, 2, 0, 65504, 0, INT64_MAX, INT64_MIN};
+  const std::vector<double> values = {
+      nan,  inf,   -inf, 1e19, -1e19, 9223372036854775808.0, -9223372036854775808.0, -2.75, 2.5,
+      -0.5, 65504, -0.0, 3e38, -3e38};
+  const std::vector<int64_t> want = {0,  INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN,
+                                     -2, 2,         0,         65504,     0,         INT64_MAX, INT64_MIN};
   for (DType dtype : {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16}) {
     // bfloat16 rounds 65504 to 65536; float16 stores the values past 65504 as +-Inf,
     // which saturate alike.
@@ -281,8 +283,8 @@ TEST_P(ElementwiseOp, FloatingToInt64TruncatesSaturatesAndSendsNanToZero) {
     const std::vector<int64_t> got = x.t().to(DType::Int64).to_vector<int64_t>();
     for (int64_t i = 0; i < 7; ++i)
       for (int64_t j = 0; j < 2; ++j)
-        EXPECT_EQ(got[size_t(i * 2 + j)], expected[size_t(j * 7 + i)]) << dtype_name(dtype) << " transposed (" << i
-                                                                       << ", " << j << ")";
+        EXPECT_EQ(got[size_t(i * 2 + j)], expected[size_t(j * 7 + i)])
+            << dtype_name(dtype) << " transposed (" << i << ", " << j << ")";
   }
   for (size_t i = 0; i < values.size(); ++i) {
     Tensor filled = zeros({2, 3}, {.dtype = DType::Int64, .device = device()});

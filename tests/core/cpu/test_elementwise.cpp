@@ -7,12 +7,11 @@
 // (NaN, ±Inf, subnormals, ±0) as an input. Then fill and copy in every dtype: -0.0 keeps
 // its sign bit, and floating -> int64 follows scalar::convert's rule (NaN -> 0, saturated),
 // contiguous and strided.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <gtest/gtest.h>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -270,11 +269,16 @@ View words_view(std::vector<uint64_t>& buffer, DType dtype, int64_t count, int64
 double element(const std::vector<uint64_t>& buffer, DType dtype, int64_t i) {
   const void* base = buffer.data();
   switch (dtype) {
-    case DType::Float32: return static_cast<const float*>(base)[i];
-    case DType::Float64: return static_cast<const double*>(base)[i];
-    case DType::Int64: return double(static_cast<const int64_t*>(base)[i]);
-    case DType::BFloat16: return static_cast<const BFloat16*>(base)[i];
-    case DType::Float16: return static_cast<const Float16*>(base)[i];
+    case DType::Float32:
+      return static_cast<const float*>(base)[i];
+    case DType::Float64:
+      return static_cast<const double*>(base)[i];
+    case DType::Int64:
+      return double(static_cast<const int64_t*>(base)[i]);
+    case DType::BFloat16:
+      return static_cast<const BFloat16*>(base)[i];
+    case DType::Float16:
+      return static_cast<const Float16*>(base)[i];
   }
   return 0;
 }
@@ -286,7 +290,8 @@ TEST(FillAndCopy, FillWithNegativeZeroKeepsTheSignBitInEveryFloatingDtype) {
       std::vector<uint64_t> buffer(64, ~uint64_t{0});
       cpu_backend().fill(words_view(buffer, dtype, 20, step), -0.0);
       std::vector<uint64_t> inverse(64, 0);
-      cpu_backend().unary(UnaryOp::Reciprocal, words_view(buffer, dtype, 20, step), words_view(inverse, dtype, 20, step));
+      cpu_backend().unary(UnaryOp::Reciprocal, words_view(buffer, dtype, 20, step),
+                          words_view(inverse, dtype, 20, step));
       for (int64_t i = 0; i < 20; ++i) {
         const double v = element(buffer, dtype, i * step);
         ASSERT_TRUE(v == 0.0 && std::signbit(v)) << name << " step " << step << " element " << i << ": " << v;
@@ -339,10 +344,10 @@ TEST(FillAndCopy, FloatingToInt64TruncatesSaturatesAndSendsNanToZero) {
       const double stored = element(one, from, 0);
       std::memcpy(reinterpret_cast<char*>(source.data()) + 2 * i * int64_t(dtype_size(from)), one.data(),
                   dtype_size(from));
-      want[size_t(i)] = std::isnan(stored)                      ? 0
-                        : stored >= 9223372036854775808.0       ? INT64_MAX
-                        : stored < -9223372036854775808.0       ? INT64_MIN
-                                                                : static_cast<int64_t>(std::trunc(stored));
+      want[size_t(i)] = std::isnan(stored)                ? 0
+                        : stored >= 9223372036854775808.0 ? INT64_MAX
+                        : stored < -9223372036854775808.0 ? INT64_MIN
+                                                          : static_cast<int64_t>(std::trunc(stored));
       if (std::isfinite(cases[size_t(i)].value) && stored == cases[size_t(i)].value) {
         ASSERT_EQ(want[size_t(i)], cases[size_t(i)].want) << cases[size_t(i)].value;
       }
