@@ -200,17 +200,24 @@ TEST(CudaConv, CudnnAndIm2colMatchTheCpuOverEveryOptionAndDtype) {
     }
 }
 
+// A 3x3 convolution with padding 1 and stride 1 (the output keeps the input's size).
+ConvGeometry padded_3x3(int64_t batch, int64_t channels, int64_t height, int64_t width, int64_t filters,
+                        int64_t groups) {
+  ConvGeometry g;
+  g.window.batch = batch, g.window.channels = channels, g.window.height = height, g.window.width = width;
+  g.window.kernel_h = g.window.kernel_w = 3;
+  g.window.pad_h = g.window.pad_w = 1;
+  g.window.out_h = height, g.window.out_w = width;
+  g.filters = filters, g.groups = groups;
+  return g;
+}
+
 // The seam itself: with cuDNN on, Backend::conv2d runs all three passes (returns true and
 // writes what im2col + cuBLAS computes); switched off, it declines and writes nothing.
 TEST(CudaConv, CudnnRunsEveryPassWhenOnAndDeclinesWhenOff) {
   REQUIRE_GPU();
   if (!cuda::built_with_cudnn()) GTEST_SKIP() << "this build has no cuDNN (VGRAD_CUDNN=OFF)";
-  ConvGeometry g;
-  g.window.batch = 2, g.window.channels = 4, g.window.height = 6, g.window.width = 5;
-  g.window.kernel_h = g.window.kernel_w = 3;
-  g.window.pad_h = g.window.pad_w = 1;
-  g.window.out_h = 6, g.window.out_w = 5;
-  g.filters = 6, g.groups = 2;
+  const ConvGeometry g = padded_3x3(2, 4, 6, 5, 6, 2);
   const Device gpu = cuda_device(0);
   Backend& backend = cuda::backend(0);
   const Tensor x = uniform_tensor({2, 4, 6, 5}, 4, -1, 1).to(gpu), w = uniform_tensor({6, 2, 3, 3}, 5, -1, 1).to(gpu);
@@ -254,12 +261,7 @@ TEST(CudaConv, ACaptureBeforeAnyEagerConvolutionLeavesCudnnToStartLater) {
   graph.replay();
   const Tensor want = conv2d(x_cpu, w_cpu, Tensor(), {1, 1}, {1, 1});
   expect_near_all(vals(y), vals(want), 1e-4, "replayed conv2d");
-  ConvGeometry g;
-  g.window.batch = 2, g.window.channels = 3, g.window.height = 7, g.window.width = 6;
-  g.window.kernel_h = g.window.kernel_w = 3;
-  g.window.pad_h = g.window.pad_w = 1;
-  g.window.out_h = 7, g.window.out_w = 6;
-  g.filters = 4, g.groups = 1;
+  const ConvGeometry g = padded_3x3(2, 3, 7, 6, 4, 1);
   Tensor eager = Tensor::empty(want.shape(), DType::Float32, gpu);
   EXPECT_TRUE(cuda::backend(0).conv2d(ConvPass::Forward, x.view(), w.view(), eager.view(), g))
       << "cuDNN did not start at the first eager convolution after the capture";
