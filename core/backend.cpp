@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/int64_scalar.h"
 #include "core/scalar_ops.h"
 
 namespace vgrad {
@@ -174,6 +175,8 @@ void Backend::unary(UnaryOp op, const View& x, const View& out, double a, double
   check_dtype(name, "output", out, x.dtype);
   if (x.dtype == DType::Int64 && !scalar::defined_on_int64(op))
     fail("{}: not defined for int64 tensors (convert with .to(vgrad::DType::Float32))", name);
+  if (x.dtype == DType::Int64 && !(scalar::is_int64_value(a) && scalar::is_int64_value(b)))
+    fail("{}: parameters {} and {} must be whole numbers in int64's range for an int64 tensor", name, a, b);
   if (out.numel() > 0) unary_impl(op, input, out, a, b);
 }
 

@@ -41,7 +41,11 @@ Tensor scalar_tensor(double value, TensorOptions options) { return full({}, valu
 Tensor arange(double start, double end, double step, TensorOptions options) {
   if (step == 0 || !std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step))
     fail("arange: bad range start={} end={} step={}", start, end, step);
-  const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((end - start) / step)));
+  // NOTE: end - start may overflow to +-Inf, and a count past 2^63 is no int64 (the cast is UB).
+  const double count = std::ceil((end - start) / step);
+  if (count >= 0x1p63)
+    fail("arange: start={} end={} step={} gives {} elements, too many for an int64 count", start, end, step, count);
+  const int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
   std::vector<double> values(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) values[i] = start + double(i) * step;
   return from_host(values, {n}, options);

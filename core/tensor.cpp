@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/grad_mode.h"
 #include "core/kernels.h"
+#include "core/int64_scalar.h"
 
 namespace vgrad {
 
@@ -313,7 +314,16 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_no_internal_overlap(*this, "add_");
   // Against the user's tensor: the scaled copy below never shares memory with anything.
   check_no_partial_overlap(*this, other, "addend", "add_");
-  const Tensor scaled = alpha == 1.0 ? other : kernels::unary(UnaryOp::Affine, other, alpha, 0.0);
+  // alpha scales the addend in its own dtype: an int64 addend with an alpha that is not an
+  // int64 value (0.5, Inf) is scaled in this tensor's floating dtype, and refused for an int64
+  // tensor (as PyTorch refuses a floating alpha for integral tensors).
+  Tensor addend = other;
+  if (!is_floating(other.dtype()) && !scalar::is_int64_value(alpha)) {
+    if (!is_floating(dtype()))
+      fail("add_: alpha {} on an int64 tensor must be a whole number in int64's range; use x + other * {}", alpha, alpha);
+    addend = kernels::cast(other, dtype());
+  }
+  const Tensor scaled = alpha == 1.0 ? addend : kernels::unary(UnaryOp::Affine, addend, alpha, 0.0);
   kernels::binary_into(BinaryOp::Add, *this, scaled, *this, "add_");
   impl().storage->bump_version();
   return *this;
@@ -323,7 +333,7 @@ Tensor& Tensor::mul_(double value) {
   check_in_place(*this, "mul_");
   // As PyTorch: an int64 tensor times a fractional scalar is float32, which cannot be
   // written back in place.
-  if (!is_floating(dtype()) && !(std::isfinite(value) && std::trunc(value) == value))
+  if (!is_floating(dtype()) && !scalar::is_int64_value(value))
     fail("mul_: int64 tensor times {} gives float32, which cannot be stored in place; use x * {}", value, value);
   check_no_internal_overlap(*this, "mul_");
   backend_for(device()).unary(UnaryOp::Affine, view(), view(), value, 0.0);

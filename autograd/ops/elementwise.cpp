@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
+#include "core/int64_scalar.h"
 #include "autograd/ops.h"
 
 namespace vgrad {
@@ -157,8 +158,9 @@ Tensor minimum(const Tensor& a, const Tensor& b) { return extremum(a, b, false);
 // scale*x + shift;  dx = scale*g
 Tensor affine(const Tensor& x, double scale, double shift) {
   VGRAD_PROFILE_OP("affine");
-  if (!is_floating(x.dtype()) && (scale != std::floor(scale) || shift != std::floor(shift)))
-    return affine(x.to(DType::Float32), scale, shift);  // int64 * 0.5 becomes float32, never truncates
+  // int64 * 0.5 (or * Inf, + 1e19: not int64 values) becomes float32, never truncates.
+  if (!is_floating(x.dtype()) && !(scalar::is_int64_value(scale) && scalar::is_int64_value(shift)))
+    return affine(x.to(DType::Float32), scale, shift);
   Tensor out = kernels::unary(UnaryOp::Affine, x, scale, shift);
   if (!needs_grad({x})) return out;
   Context ctx("affine");
@@ -262,10 +264,10 @@ Tensor ge(const Tensor& a, const Tensor& b) { return kernels::binary(BinaryOp::G
 namespace {
 
 // x op value, a mask in x's dtype. The number takes x's dtype, except that an int64 x
-// against a non-integer (x > 0.5) compares in float64: truncating 0.5 to 0 would be wrong.
+// against a number that is not an int64 value (x > 0.5, x < Inf) compares in float64:
+// truncating 0.5 to 0 would be wrong.
 Tensor compare(BinaryOp op, const Tensor& x, double value, const char* name) {
-  const bool integral = std::isfinite(value) && value == std::trunc(value) && std::abs(value) < 9.2e18;
-  if (is_floating(x.dtype()) || integral)
+  if (is_floating(x.dtype()) || scalar::is_int64_value(value))
     return kernels::binary(op, x, full({}, value, {.dtype = x.dtype(), .device = x.device()}), name);
   const Tensor wide = kernels::cast(x, DType::Float64);
   return kernels::cast(kernels::binary(op, wide, full({}, value, {.dtype = DType::Float64, .device = x.device()}), name),

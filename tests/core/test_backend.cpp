@@ -183,6 +183,14 @@ TEST(Backend, ElementwiseChecksShapesDtypesAndInt64Rules) {
   EXPECT_ERROR(cpu.binary(BinaryOp::Div, i.view(), i.view(), io.view()), "div: not defined for int64 tensors");
   Tensor sums = zeros({1}, {.dtype = DType::Int64});
   EXPECT_ERROR(cpu.reduce(ReduceOp::Sum, i.view(), sums.view(), 0.5), "mean: not defined for int64 tensors");
+  // An int64 functor takes its parameters as int64: Inf, 1e19 or 0.5 would be UB or truncate.
+  EXPECT_ERROR(cpu.unary(UnaryOp::Affine, i.view(), io.view(), INFINITY, 0),
+               "affine: parameters inf and 0 must be whole numbers in int64's range for an int64 tensor");
+  EXPECT_ERROR(cpu.unary(UnaryOp::Affine, i.view(), io.view(), 2, 1e19), "affine: parameters 2 and 1e+19");
+  EXPECT_ERROR(cpu.unary(UnaryOp::Affine, i.view(), io.view(), 0.5, 0), "affine: parameters 0.5 and 0");
+  EXPECT_EQ(io.to_vector<int64_t>(), std::vector<int64_t>(3, 0));  // refused before writing
+  cpu.unary(UnaryOp::Affine, i.view(), io.view(), -3, 2);
+  EXPECT_EQ(io.to_vector<int64_t>(), std::vector<int64_t>(3, -1));
   // A (3,) row broadcast over (2, 3): the entry point expands it for the device.
   const Tensor row = tensor({1.f, 2.f, 3.f});
   cpu.binary(BinaryOp::Mul, a.view(), row.view(), out.view());

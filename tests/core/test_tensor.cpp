@@ -86,6 +86,12 @@ TEST(Creation, ArangeRanges) {
   EXPECT_EQ(vals(d), (std::vector<double>{0, 0.25, 0.5, 0.75}));
   EXPECT_ERROR((arange(0, 1, 0)), "arange", "step=0");
   EXPECT_ERROR((arange(0, INFINITY, 1)), "arange", "bad range");
+  // Finite arguments whose count is no int64: end - start overflows to Inf, or the quotient does.
+  EXPECT_ERROR((arange(0, 1e300, 1e-300)), "arange: start=0 end=1e+300 step=1e-300", "inf elements",
+               "too many for an int64 count");
+  EXPECT_ERROR((arange(-1e308, 1e308, 1)), "arange", "inf elements");
+  EXPECT_ERROR((arange(0, 0x1p63, 1)), "arange", "9.223372036854776e+18 elements");
+  EXPECT_EQ(arange(1e308, -1e308, 1).numel(), 0);  // -Inf elements: empty, as arange(3, 1, 1)
 }
 
 TEST(Creation, Eye) {
@@ -427,6 +433,38 @@ TEST(InPlace, AddWithAlphaAndBroadcast) {
   EXPECT_EQ(x.version(), v0 + 2);
   EXPECT_ERROR((x.add_(zeros({3}))), "add_", "[2, 2]", "[3]");
   EXPECT_ERROR((zeros({2}).add_(zeros({2, 2}))), "add_", "cannot add [2, 2] into [2]");
+}
+
+// alpha scales an int64 addend as an int64 only when it is an int64 value; otherwise in the
+// floating destination's dtype (as PyTorch), and an int64 destination refuses it.
+TEST(InPlace, AddInt64WithAlphaThatIsNoInt64) {
+  const Tensor counts = tensor(std::vector<int64_t>{1, 2});
+  Tensor x = zeros({2});
+  x.add_(counts, 0.5);
+  EXPECT_EQ(vals(x), (std::vector<double>{0.5, 1}));
+  x.add_(counts, 1e19);
+  EXPECT_EQ(vals(x), (std::vector<double>{double(0.5f + 1e19f), double(1.f + 2e19f)}));
+  x.add_(counts, -INFINITY);
+  EXPECT_EQ(vals(x), (std::vector<double>{-INFINITY, -INFINITY}));
+  Tensor totals = tensor(std::vector<int64_t>{10, 20});
+  totals.add_(counts, -3);
+  EXPECT_EQ(totals.to_vector<int64_t>(), (std::vector<int64_t>{7, 14}));
+  const uint64_t version = totals.version();
+  EXPECT_ERROR(totals.add_(counts, 0.5), "add_: alpha 0.5 on an int64 tensor", "whole number");
+  EXPECT_ERROR(totals.add_(counts, 1e19), "add_: alpha 1e+19");
+  EXPECT_ERROR(totals.add_(counts, NAN), "add_: alpha nan");
+  EXPECT_EQ(totals.to_vector<int64_t>(), (std::vector<int64_t>{7, 14}));  // refused before writing
+  EXPECT_EQ(totals.version(), version);
+}
+
+TEST(InPlace, MulOfInt64RefusesWhatGivesFloat32) {
+  Tensor labels = tensor(std::vector<int64_t>{3, -4});
+  labels.mul_(-2);
+  EXPECT_EQ(labels.to_vector<int64_t>(), (std::vector<int64_t>{-6, 8}));
+  EXPECT_ERROR(labels.mul_(0.5), "mul_: int64 tensor times 0.5 gives float32", "use x * 0.5");
+  EXPECT_ERROR(labels.mul_(1e19), "mul_: int64 tensor times 1e+19 gives float32");
+  EXPECT_ERROR(labels.mul_(INFINITY), "mul_: int64 tensor times inf");
+  EXPECT_EQ(labels.to_vector<int64_t>(), (std::vector<int64_t>{-6, 8}));
 }
 
 // Memory overlap, by PyTorch's rules (core/tensor.h): a destination with two elements

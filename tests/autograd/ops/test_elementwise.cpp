@@ -542,6 +542,20 @@ TEST(Int64, ScalarsAndPromotion) {
   EXPECT_NEAR(vals(1.0 / a)[0], 1 / 3.0, 1e-7);
   // With a float tensor: promoted.
   EXPECT_EQ(vals(a * tensor({0.5f, 0.25f})), (std::vector<double>{1.5, 1}));
+  // Whole numbers beyond int64 (Inf, 1e19) promote too: converting them to int64 would be UB.
+  EXPECT_EQ((a * INFINITY).dtype(), DType::Float32);
+  EXPECT_EQ(vals(a * INFINITY), (std::vector<double>{INFINITY, INFINITY}));
+  EXPECT_EQ(vals(a * -INFINITY), (std::vector<double>{-INFINITY, -INFINITY}));
+  EXPECT_EQ(vals(a + 1e19), (std::vector<double>{double(3 + 1e19f), double(4 + 1e19f)}));
+  EXPECT_EQ((a + 0x1p63).dtype(), DType::Float32);  // 2^63 is INT64_MAX + 1
+  EXPECT_EQ(vals(a + 0x1p63), (std::vector<double>{0x1p63, 0x1p63}));
+  EXPECT_TRUE(std::isnan(vals(a * NAN)[0]));
+  // -2^63 is an int64 value (INT64_MIN): a - 2^63 stays int64, and exact.
+  EXPECT_EQ((a - 0x1p63).to_vector<int64_t>(),
+            (std::vector<int64_t>{std::numeric_limits<int64_t>::min() + 3, std::numeric_limits<int64_t>::min() + 4}));
+  // Comparisons with such numbers are exact (in float64).
+  EXPECT_EQ(lt(a, 1e19).to_vector<int64_t>(), (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(gt(a, -INFINITY).to_vector<int64_t>(), (std::vector<int64_t>{1, 1}));
 }
 
 TEST(Int64, FloatOnlyOpsRefuse) {
