@@ -12,8 +12,8 @@
 
 #include "core/error.h"
 #include "core/grad_mode.h"
-#include "core/kernels.h"
 #include "core/int64_scalar.h"
+#include "core/kernels.h"
 
 namespace vgrad {
 
@@ -320,7 +320,8 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   Tensor addend = other;
   if (!is_floating(other.dtype()) && !scalar::is_int64_value(alpha)) {
     if (!is_floating(dtype()))
-      fail("add_: alpha {} on an int64 tensor must be a whole number in int64's range; use x + other * {}", alpha, alpha);
+      fail("add_: alpha {} on an int64 tensor must be a whole number in int64's range; use x + other * {}", alpha,
+           alpha);
     addend = kernels::cast(other, dtype());
   }
   const Tensor scaled = alpha == 1.0 ? addend : kernels::unary(UnaryOp::Affine, addend, alpha, 0.0);

@@ -5,11 +5,11 @@
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
+#include "autograd/ops.h"
 #include "core/error.h"
+#include "core/int64_scalar.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "core/int64_scalar.h"
-#include "autograd/ops.h"
 
 namespace vgrad {
 

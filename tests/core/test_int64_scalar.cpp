@@ -1,8 +1,7 @@
 // scalar::is_int64_value: the test before an int64 op takes a double parameter as int64.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
+#include <gtest/gtest.h>
 #include <limits>
 
 #include "core/int64_scalar.h"
@@ -13,9 +12,9 @@ TEST(Int64Scalar, WholeNumbersInRangeOnly) {
   EXPECT_TRUE(is_int64_value(0.0));
   EXPECT_TRUE(is_int64_value(-0.0));
   EXPECT_TRUE(is_int64_value(-7));
-  EXPECT_TRUE(is_int64_value(-0x1p63));  // INT64_MIN is exact in double
+  EXPECT_TRUE(is_int64_value(-0x1p63));                      // INT64_MIN is exact in double
   EXPECT_TRUE(is_int64_value(std::nextafter(0x1p63, 0.0)));  // the largest double below 2^63
-  EXPECT_FALSE(is_int64_value(0x1p63));  // INT64_MAX + 1
+  EXPECT_FALSE(is_int64_value(0x1p63));                      // INT64_MAX + 1
   EXPECT_FALSE(is_int64_value(std::nextafter(-0x1p63, -INFINITY)));
   EXPECT_FALSE(is_int64_value(1e19));
   EXPECT_FALSE(is_int64_value(0.5));
