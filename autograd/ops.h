@@ -108,9 +108,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor einsum(const std::string& equation, const Tensor& a, const Tensor& b);
 // x (N, D_in) · weight (D_out, D_in)ᵀ + bias (D_out), one GEMM whose epilogue adds the bias.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
-// relu(linear(x, weight, bias)) as one op: one GEMM whose epilogue adds the bias and applies
-// the ReLU (cuBLASLt on CUDA), with exactly relu(linear)'s values and gradients (0 at 0, as
-// PyTorch). For layers a ReLU follows: nn::LinearReLU; nn::functional::linear_relu.
+// relu(linear(x, weight, bias)) as one op: one GEMM whose epilogue adds the bias (cuBLASLt on
+// CUDA; its ReLU epilogue would turn NaN into 0), then the ReLU, with exactly relu(linear)'s
+// values and gradients (0 at 0, as PyTorch). For layers a ReLU follows: nn::LinearReLU;
+// nn::functional::linear_relu.
 Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---------------- shape (autograd/ops/shape.cpp) ----------------

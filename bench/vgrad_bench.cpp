@@ -16,7 +16,7 @@
 // partial batch runs eagerly); with --optimizer adam, Adam is made capturable (its lr and step
 // counts on the device), as a non-capturable Adam refuses to step inside a capture.
 // --fused-relu: each hidden Linear + ReLU as one nn::LinearReLU (on CUDA one cuBLASLt GEMM whose
-// epilogue adds the bias and applies the ReLU); the same model and values as without it.
+// epilogue adds the bias, then the ReLU kernel); the same model and values as without it.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>

@@ -87,7 +87,8 @@ struct GemmArgs {  // row-major C[batch] = alpha * op(A[batch]) · op(B[batch]) 
 
 // What a GEMM's epilogue does to its product P = op(A)·op(B) (M, N), in the same launch where
 // the device can (Backend::gemm_epilogue; cuBLASLt on CUDA): linear's bias, linear_relu's
-// bias and ReLU, and linear's bias gradient from its dW = Δᵀ·X product.
+// bias (its ReLU a kernel after it on CUDA: cuda/gemm_lt.h), and linear's bias gradient from
+// its dW = Δᵀ·X product.
 enum class GemmEpilogue {
   Bias,      // C = P + bias                          bias: N values, one per column of C
   BiasRelu,  // C = relu(P + bias), or relu(P) where bias is null (relu's NaN rule: scalar_ops.h)

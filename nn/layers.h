@@ -26,7 +26,7 @@ class Linear : public Module {
 };
 
 // relu(x·Wᵀ + b) as one op (functional::linear_relu: on CUDA one cuBLASLt GEMM whose epilogue
-// adds the bias and applies the ReLU): Sequential{Linear, ReLU} fused, as PyTorch's
+// adds the bias, then the ReLU kernel): Sequential{Linear, ReLU} fused, as PyTorch's
 // torch.ao.nn.intrinsic.LinearReLU. Linear's parameters, names and init, so a state_dict moves
 // between the two (and torch.nn.Linear) unchanged.
 class LinearReLU : public Linear {
