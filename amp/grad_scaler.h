@@ -21,7 +21,8 @@
 // unscale_/step/update eagerly after each replay. scale() multiplies by the scale as a
 // float32 tensor on the loss's device (made at the first eager scale() there, refilled by
 // update() when the scale changes, with no host wait), so every replay reads the current
-// scale. unscale_, step and update read or write the scale on the host: refused in a capture.
+// scale. unscale_, step, update and load_state_dict read or write the scale on the host:
+// refused in a capture.
 #pragma once
 #include <cstdint>
 #include <map>
