@@ -380,8 +380,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
     return cross_entropy(wide, target, reduction, label_smoothing, weight, ignore_index);
   check_targets(logits, target, "cross_entropy");
   check_reduction(logits, reduction, "cross_entropy");
-  if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
-  if (label_smoothing < 0 || label_smoothing > 1) fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
+  if (!is_floating(logits.dtype()))
+    fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
+  if (label_smoothing < 0 || label_smoothing > 1)
+    fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
   check_class_weight(weight, logits, "cross_entropy");
   const int64_t rows = logits.shape()[0], classes = logits.shape()[1];
   if (!weight.defined() && (rows == 0 || !may_ignore_a_row(target, ignore_index)))

@@ -77,8 +77,7 @@ Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = 
 Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean,
                       double beta = 1.0);
 // d = |input − target|:  0.5·d² where d < delta, else delta·(d − 0.5·delta);  delta > 0.
-Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean,
-                  double delta = 1.0);
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean, double delta = 1.0);
 // Stable: (1 − y)·x + m + log(e^−m + e^(−x−m)), m = max(−x, 0) (PyTorch's formula, its
 // infinities too);  its gradient is sigmoid(x) − y.
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
@@ -111,7 +110,7 @@ using functional::kl_div;
 using functional::l1_loss;
 using functional::mse_loss;
 using functional::nll_loss;
-using functional::smooth_l1_loss;
 using functional::one_hot;
 using functional::Reduction;
+using functional::smooth_l1_loss;
 }  // namespace vgrad::nn

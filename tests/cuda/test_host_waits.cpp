@@ -283,6 +283,80 @@ TEST(CudaHostWaits, NllLossStepsNeverWaitAndMatchTheCpu) {
   for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(grad[i], grad_ref[i], 1e-7) << i;
 }
 
+// The losses with ignored rows, class weights and probabilities: no host wait per step (the
+// ignored rows are masked on the device, binary_cross_entropy's range check is lazy), and
+// the CPU's values and gradients.
+TEST(CudaHostWaits, LossesWithIgnoredRowsWeightsAndProbabilitiesNeverWaitAndMatchTheCpu) {
+  REQUIRE_GPU();
+  const Tensor logits_cpu = vgrad_test::uniform_tensor({16, 10}, 22);
+  const Tensor target_cpu = tensor(std::vector<int64_t>{0, -100, 3, 3, 1, 7, -100, 8, 5, 4, 6, 0, 9, -100, 2, 3});
+  const Tensor weight_cpu = vgrad_test::uniform_tensor({10}, 23, 0.5, 2);
+  const Tensor probs_cpu = vgrad_test::uniform_tensor({16, 10}, 24, 0, 1), probs_gpu = probs_cpu.to(gpu());
+  using Loss = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+  const std::vector<std::pair<std::string, Loss>> losses = {
+      {"cross_entropy, ignored rows",
+       [](const Tensor& x, const Tensor& t, const Tensor&) { return nn::cross_entropy(x, t); }},
+      {"cross_entropy, weights + smoothing",
+       [](const Tensor& x, const Tensor& t, const Tensor& w) {
+         return nn::cross_entropy(x, t, nn::Reduction::Mean, 0.1, w);
+       }},
+      {"nll_loss, weights", [](const Tensor& x, const Tensor& t,
+                               const Tensor& w) { return nn::nll_loss(log_softmax(x, 1), t, nn::Reduction::Mean, w); }},
+      {"binary_cross_entropy", [&](const Tensor& x, const Tensor&, const Tensor&) {
+         return nn::binary_cross_entropy(sigmoid(x), x.device().is_cpu() ? probs_cpu : probs_gpu);
+       }}};
+  for (const auto& [name, loss_of] : losses) {
+    SCOPED_TRACE(name);
+    Tensor logits = logits_cpu.to(gpu()).detach().requires_grad_();
+    const Tensor target = target_cpu.to(gpu()), weight = weight_cpu.to(gpu());
+    const auto step = [&] {
+      logits.zero_grad();
+      const Tensor loss = loss_of(logits, target, weight);
+      loss.backward();
+      return loss;
+    };
+    (void)step().item();  // the first call makes the class range, one host copy
+    backend_for(gpu()).synchronize();
+    const int64_t start = waits();
+    Tensor loss;
+    for (int i = 0; i < 8; ++i) loss = step();
+    EXPECT_EQ(waits() - start, 0) << "8 steps of " << name << " + backward";
+
+    Tensor logits_ref = logits_cpu.detach().requires_grad_();
+    const Tensor loss_ref = loss_of(logits_ref, target_cpu, weight_cpu);
+    loss_ref.backward();
+    EXPECT_NEAR(loss.item(), loss_ref.item(), 1e-6);
+    const std::vector<double> grad = vals(logits.grad()), grad_ref = vals(logits_ref.grad());
+    ASSERT_EQ(grad.size(), grad_ref.size());
+    for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(grad[i], grad_ref[i], 1e-7) << i;
+  }
+}
+
+// A probability outside [0, 1] is refused on the GPU too, at the next host read, with the
+// CPU's words; a target equal to ignore_index is not refused, another bad one is.
+TEST(CudaIndexCheck, BinaryCrossEntropyAndIgnoreIndexReportLikeTheCpu) {
+  REQUIRE_GPU();
+  const Tensor x_cpu = tensor(std::vector<double>{0.5, 1.5, 0.2, -1}), y_cpu = zeros({4}, {.dtype = DType::Float64});
+  const std::string expected = cpu_error([&] { (void)nn::binary_cross_entropy(x_cpu, y_cpu); });
+  EXPECT_EQ(expected,
+            "binary_cross_entropy: input element 1 (flat index) is outside [0, 1]: it takes probabilities (logits go "
+            "to binary_cross_entropy_with_logits)");
+  Tensor loss;
+  EXPECT_NO_THROW(loss = nn::binary_cross_entropy(x_cpu.to(gpu()), y_cpu.to(gpu())));
+  expect_reported_by([&] { (void)loss.item(); }, expected, "binary_cross_entropy");
+
+  const Tensor logits_cpu = vgrad_test::uniform_tensor({4, 3}, 25);
+  const Tensor ignored = tensor(std::vector<int64_t>{2, -100, 1, -100});
+  EXPECT_NEAR(nn::cross_entropy(logits_cpu.to(gpu()), ignored.to(gpu())).item(),
+              nn::cross_entropy(logits_cpu, ignored).item(), 1e-6)
+      << "no error: the ignored rows pass the range check";
+  const Tensor bad = tensor(std::vector<int64_t>{2, -100, 3, -100});
+  const std::string bad_expected = cpu_error([&] { (void)nn::cross_entropy(logits_cpu, bad); });
+  EXPECT_EQ(bad_expected, "cross_entropy: target 3 out of range for 3 classes (row 2)");
+  EXPECT_NO_THROW(loss = nn::cross_entropy(logits_cpu.to(gpu()), bad.to(gpu())));
+  expect_reported_by([&] { (void)loss.item(); }, bad_expected, "cross_entropy with an ignored row");
+}
+
 TEST(CudaHostWaits, ClipGradNormReadsOnceAndMatchesTheCpu) {
   REQUIRE_GPU();
   GpuTraining training;

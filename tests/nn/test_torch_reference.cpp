@@ -25,7 +25,8 @@ constexpr double kTolerance = 1e-10;  // float64 on both sides; only the summati
 json load_reference(const std::string& name) {
   const std::string path = std::string(VGRAD_REFERENCE_DIR) + "/" + name + "_reference.json";
   std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path + " (make it with tests/reference/make_" + name + "_reference.py)");
+  if (!in)
+    throw std::runtime_error("cannot open " + path + " (make it with tests/reference/make_" + name + "_reference.py)");
   return json::parse(in);
 }
 
@@ -117,7 +118,8 @@ struct NamedReduction {
   const char* name;
   Reduction reduction;
 };
-constexpr NamedReduction kReductions[] = {{"mean", Reduction::Mean}, {"sum", Reduction::Sum}, {"none", Reduction::None}};
+constexpr NamedReduction kReductions[] = {
+    {"mean", Reduction::Mean}, {"sum", Reduction::Sum}, {"none", Reduction::None}};
 
 void check_loss(const std::string& name, const std::function<Tensor(std::map<std::string, Tensor>&)>& fn) {
   check_case(name, fn, loss_reference());
@@ -128,9 +130,8 @@ TEST(TorchReference, CrossEntropyWithWeightsIgnoreIndexAndSmoothing) {
   for (const auto& [name, reduction] : kReductions)
     for (const int tenths : {0, 2}) {
       const std::string suffix = std::string(name) + "_s" + std::to_string(tenths);
-      check_loss("ce_weight_ignore_" + suffix, [&](auto& in) {
-        return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0, in["w"]);
-      });
+      check_loss("ce_weight_ignore_" + suffix,
+                 [&](auto& in) { return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0, in["w"]); });
       check_loss("ce_ignore_" + suffix,
                  [&](auto& in) { return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0); });
     }
@@ -151,7 +152,8 @@ TEST(TorchReference, L1SmoothL1AndHuber) {
     check_loss(std::string("l1_") + name, [&](auto& in) { return nn::l1_loss(in["x"], in["y"], reduction); });
     check_loss(std::string("smooth_l1_") + name,
                [&](auto& in) { return nn::smooth_l1_loss(in["x"], in["y"], reduction, 0.7); });
-    check_loss(std::string("huber_") + name, [&](auto& in) { return nn::huber_loss(in["x"], in["y"], reduction, 0.7); });
+    check_loss(std::string("huber_") + name,
+               [&](auto& in) { return nn::huber_loss(in["x"], in["y"], reduction, 0.7); });
   }
   check_loss("smooth_l1_beta0_mean",
              [](auto& in) { return nn::smooth_l1_loss(in["x"], in["y"], Reduction::Mean, 0.0); });
@@ -164,12 +166,12 @@ TEST(TorchReference, BinaryCrossEntropyOnProbabilities) {
 }
 
 TEST(TorchReference, KlDiv) {
-  for (const auto& [name, reduction] :
-       {NamedReduction{"mean", Reduction::Mean}, {"sum", Reduction::Sum}, {"none", Reduction::None},
-        {"batchmean", Reduction::BatchMean}})
+  for (const auto& [name, reduction] : {NamedReduction{"mean", Reduction::Mean},
+                                        {"sum", Reduction::Sum},
+                                        {"none", Reduction::None},
+                                        {"batchmean", Reduction::BatchMean}})
     check_loss(std::string("kl_") + name, [&](auto& in) { return nn::kl_div(in["x"], in["t"], reduction); });
-  check_loss("kl_target_grad_batchmean",
-             [](auto& in) { return nn::kl_div(in["x"], in["t"], Reduction::BatchMean); });
+  check_loss("kl_target_grad_batchmean", [](auto& in) { return nn::kl_div(in["x"], in["t"], Reduction::BatchMean); });
   check_loss("kl_log_target_batchmean",
              [](auto& in) { return nn::kl_div(in["x"], in["t"], Reduction::BatchMean, true); });
 }
