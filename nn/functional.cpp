@@ -364,11 +364,15 @@ Tensor fused_cross_entropy(const Tensor& logits, const Tensor& target, Reduction
 }
 
 // Whether a row's target may be ignore_index. On the CPU the targets are in host memory and a
-// look costs no wait; on a GPU it would be a host wait, so a GPU always assumes it may.
+// look at them costs no wait (nor an op: this runs on every default call); on a GPU it would
+// be a host wait, so a GPU always assumes it may.
 bool may_ignore_a_row(const Tensor& target, int64_t ignore_index) {
   if (!target.device().is_cpu()) return true;
-  NoGradGuard no_grad;
-  return sum(eq(target, double(ignore_index))).item() != 0;
+  const View targets = target.view();
+  const int64_t* value = targets.ptr<int64_t>();
+  for (int64_t i = 0; i < targets.numel(); ++i)
+    if (value[i * targets.strides[0]] == ignore_index) return true;
+  return false;
 }
 
 }  // namespace
@@ -429,24 +433,19 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
   return reduce_rows(nll_rows(log_probs, targets, weight), reduction);
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  VGRAD_PROFILE_OP("mse_loss");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return mse_loss(wide.first, wide.second, reduction);
-  check_same_shape(input, target, reduction, "mse_loss", "input");
-  return reduce_loss(square(sub(input, target)), reduction);
-}
-
-// |x − y|;  dx = sign(x − y)·g (0 where equal, as PyTorch), through abs
-Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  VGRAD_PROFILE_OP("l1_loss");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return l1_loss(wide.first, wide.second, reduction);
-  check_same_shape(input, target, reduction, "l1_loss", "input");
-  return reduce_loss(abs(sub(input, target)), reduction);
-}
-
 namespace {
+
+// A pointwise loss: losses(input, target) per element after autocast's float32 and the shape
+// and reduction checks, reduced as asked; its gradient is the composition's.
+template <class Losses> Tensor pointwise_loss(const char* op, const Tensor& input, const Tensor& target,
+                                              Reduction reduction, const Losses& losses,
+                                              bool batch_mean_allowed = false) {
+  VGRAD_PROFILE_OP(op);
+  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
+    return pointwise_loss(op, wide.first, wide.second, reduction, losses, batch_mean_allowed);
+  check_same_shape(input, target, reduction, op, "input", batch_mean_allowed);
+  return reduce_loss(losses(input, target), reduction);
+}
 
 // d = |x − y|:  quadratic·d² below threshold, linear·(d − threshold/2) from it on: smooth_l1
 // (quadratic 0.5/beta, linear 1) and huber (quadratic 0.5, linear delta). Both branches are
@@ -459,23 +458,30 @@ Tensor quadratic_then_linear(const Tensor& input, const Tensor& target, double t
 
 }  // namespace
 
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  return pointwise_loss("mse_loss", input, target, reduction,
+                        [](const Tensor& x, const Tensor& y) { return square(sub(x, y)); });
+}
+
+// |x − y|;  dx = sign(x − y)·g (0 where equal, as PyTorch), through abs
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  return pointwise_loss("l1_loss", input, target, reduction,
+                        [](const Tensor& x, const Tensor& y) { return abs(sub(x, y)); });
+}
+
 Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction, double beta) {
-  VGRAD_PROFILE_OP("smooth_l1_loss");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return smooth_l1_loss(wide.first, wide.second, reduction, beta);
-  check_same_shape(input, target, reduction, "smooth_l1_loss", "input");
   if (!(beta >= 0)) fail("smooth_l1_loss: beta {} must be >= 0 (0 is l1_loss)", beta);
-  if (beta == 0) return reduce_loss(abs(sub(input, target)), reduction);  // as PyTorch: no 0/0 below 0
-  return reduce_loss(quadratic_then_linear(input, target, beta, 0.5 / beta, 1.0), reduction);
+  return pointwise_loss("smooth_l1_loss", input, target, reduction, [beta](const Tensor& x, const Tensor& y) {
+    // beta = 0 is l1 (as PyTorch), with no 0/0 from the quadratic branch.
+    return beta == 0 ? abs(sub(x, y)) : quadratic_then_linear(x, y, beta, 0.5 / beta, 1.0);
+  });
 }
 
 Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction, double delta) {
-  VGRAD_PROFILE_OP("huber_loss");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return huber_loss(wide.first, wide.second, reduction, delta);
-  check_same_shape(input, target, reduction, "huber_loss", "input");
   if (!(delta > 0)) fail("huber_loss: delta {} must be > 0", delta);
-  return reduce_loss(quadratic_then_linear(input, target, delta, 0.5, delta), reduction);
+  return pointwise_loss("huber_loss", input, target, reduction, [delta](const Tensor& x, const Tensor& y) {
+    return quadratic_then_linear(x, y, delta, 0.5, delta);
+  });
 }
 
 // (1 − y)·x + m + log(e^−m + e^(−x−m)), m = max(−x, 0): PyTorch's formula. One of the two
@@ -543,16 +549,15 @@ Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction
 // log_target: e^t·(t − x);  else xlogy(t, t) − t·x, with 0·log 0 = 0 (a negative t gives
 // NaN, as PyTorch). The gradients come from the composition: dx = −t·g (−e^t·g).
 Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction, bool log_target) {
-  VGRAD_PROFILE_OP("kl_div");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return kl_div(wide.first, wide.second, reduction, log_target);
-  check_same_shape(input, target, reduction, "kl_div", "input", /*batch_mean_allowed=*/true);
-  if (log_target) return reduce_loss(mul(exp(target), sub(target, input)), reduction);
-  const Tensor is_zero = eq(target, 0.0), zero = zero_like_scalar(target);
-  // log of 1 where t = 0, so neither value nor gradient sees log 0.
-  const Tensor one = full({}, 1.0, {.dtype = target.dtype(), .device = target.device()});
-  const Tensor xlogx = where(is_zero, zero, mul(target, log(where(is_zero, one, target))));
-  return reduce_loss(sub(xlogx, mul(target, input)), reduction);
+  const auto pointwise = [log_target](const Tensor& x, const Tensor& t) {
+    if (log_target) return mul(exp(t), sub(t, x));
+    const Tensor is_zero = eq(t, 0.0), zero = zero_like_scalar(t);
+    const Tensor one = full({}, 1.0, {.dtype = t.dtype(), .device = t.device()});
+    // log of 1 where t = 0, so neither value nor gradient sees log 0.
+    const Tensor xlogx = where(is_zero, zero, mul(t, log(where(is_zero, one, t))));
+    return sub(xlogx, mul(t, x));
+  };
+  return pointwise_loss("kl_div", input, target, reduction, pointwise, /*batch_mean_allowed=*/true);
 }
 
 }  // namespace vgrad::nn::functional
