@@ -470,19 +470,20 @@ TEST(CrossEntropy, RejectsBadWeightsZeroClassesAndBatchMean) {
 // -inf + inf); the gradient sigmoid(x) − y stays finite. vgrad had them the other way round.
 TEST(BceWithLogits, InfiniteLogitsGivePyTorchsInfinityAndNaN) {
   const double inf = std::numeric_limits<double>::infinity();
-  for (const Device device : vgrad_test::cpu_and_gpu()) {
-    SCOPED_TRACE(device.str());
-    const Tensor x = tensor(std::vector<double>{inf, -inf, inf, -inf}).to(device).requires_grad_();
-    const Tensor y = tensor(std::vector<double>{0.25, 0.25, 0, 1}).to(device);
-    const Tensor loss = nn::binary_cross_entropy_with_logits(x, y, Reduction::None);
-    const auto v = vals(loss);
-    EXPECT_EQ(v[0], inf);
-    EXPECT_TRUE(std::isnan(v[1]));
-    EXPECT_EQ(v[2], inf);
-    EXPECT_TRUE(std::isnan(v[3]));
-    sum(loss).backward();
-    EXPECT_EQ(vals(x.grad()), (std::vector<double>{0.75, -0.25, 1, -1}));
-  }
+  for (const Device device : vgrad_test::cpu_and_gpu())
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      SCOPED_TRACE(device.str() + " " + dtype_name(dtype));
+      const Tensor x = tensor(std::vector<double>{inf, -inf, inf, -inf}).to(dtype).to(device).requires_grad_();
+      const Tensor y = tensor(std::vector<double>{0.25, 0.25, 0, 1}).to(dtype).to(device);
+      const Tensor loss = nn::binary_cross_entropy_with_logits(x, y, Reduction::None);
+      const auto v = vals(loss);
+      EXPECT_EQ(v[0], inf);
+      EXPECT_TRUE(std::isnan(v[1]));
+      EXPECT_EQ(v[2], inf);
+      EXPECT_TRUE(std::isnan(v[3]));
+      sum(loss).backward();
+      EXPECT_EQ(vals(x.grad()), (std::vector<double>{0.75, -0.25, 1, -1}));
+    }
 }
 
 // ---------------- l1, smooth_l1, huber ----------------
