@@ -496,7 +496,9 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   Tensor elementwise;
   {
     NoGradGuard no_grad;
-    const Tensor softplus = log1p(exp(neg(abs(logits))));
+    // NOTE: exp's input is kept finite: e^−1000 is 0 in float32 and float64 as e^−inf is, and
+    // the CPU's xsimd exp converts an infinite input to an integer (UB; seen by UBSan).
+    const Tensor softplus = log1p(exp(clamp(neg(abs(logits)), -1000.0, 0.0)));
     elementwise = add(add(mul(affine(target, -1.0, 1.0), logits), relu(neg(logits))), softplus);
   }
   if (needs_grad({logits, target})) {
@@ -504,7 +506,8 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
     ctx.save_for_backward({logits, target});
     elementwise = record(elementwise, {logits, target}, std::move(ctx), [](Context& c, const Tensor& g) {
       const Tensor x = c.saved(0), y = c.saved(1);
-      return std::vector<Tensor>{c.needs_input_grad(0) ? mul(g, sub(sigmoid(x), y)) : Tensor(),
+      // sigmoid(±1000) is exactly sigmoid(±inf), with no infinity reaching exp (see above).
+      return std::vector<Tensor>{c.needs_input_grad(0) ? mul(g, sub(sigmoid(clamp(x, -1000.0, 1000.0)), y)) : Tensor(),
                                  c.needs_input_grad(1) ? mul(g, neg(x)) : Tensor()};
     });
   }
