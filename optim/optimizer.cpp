@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "autograd/autocast.h"
-#include "core/error.h"
 #include "core/grad_mode.h"
+#include "core/error.h"
 #include "core/profiler.h"
 
 namespace vgrad::optim {

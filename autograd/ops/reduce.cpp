@@ -83,9 +83,7 @@ static Tensor extreme(const Tensor& x, const std::vector<int64_t>& axes_in, bool
   });
 }
 Tensor amax(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, true); }
-Tensor amin(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
-  return extreme(x, axes, keepdim, false);
-}
+Tensor amin(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, false); }
 
 // Indices of the first extreme along one axis (int64; no gradient). normalize_axes
 // also maps the axis of a 0-d tensor to none (its index is 0).

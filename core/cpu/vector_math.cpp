@@ -18,14 +18,10 @@ bool vector_unary_typed(UnaryOp op, const View& x, const View& out) {
   auto in = xt::adapt(static_cast<const T*>(x.data), n, xt::no_ownership(), shape);
   auto o = xt::adapt(static_cast<T*>(out.data), n, xt::no_ownership(), shape);
   switch (op) {
-    case UnaryOp::Exp:
-      xt::noalias(o) = xt::exp(in);
-      return true;
+    case UnaryOp::Exp: xt::noalias(o) = xt::exp(in); return true;
     case UnaryOp::Log: xt::noalias(o) = xt::log(in); return true;
     case UnaryOp::Tanh: xt::noalias(o) = xt::tanh(in); return true;
-    case UnaryOp::Sigmoid:
-      xt::noalias(o) = T(1) / (T(1) + xt::exp(-in));
-      return true;
+    case UnaryOp::Sigmoid: xt::noalias(o) = T(1) / (T(1) + xt::exp(-in)); return true;
     default: return false;
   }
 }

@@ -1,17 +1,18 @@
 // Tests for nn::functional (losses, attention) against naive loops, their gradients
 // (closed forms and gradcheck), their input checks, and the nn::init initialisers.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <gtest/gtest.h>
 #include <limits>
 #include <vector>
 
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "nn/functional.h"
-#include "nn/init.h"
 #include "support.h"
+#include "nn/init.h"
 
 namespace {
 
