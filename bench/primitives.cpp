@@ -622,9 +622,12 @@ void register_loss_forms(int64_t n, int64_t d) {
   std::mt19937 gen(11);
   for (int64_t& t : target) t = int64_t(gen() % uint32_t(d));
   ignored = target;
-  ignored[0] = nn::kDefaultIgnoreIndex;
+  ignored[0] = nn::kPyTorchIgnoreIndex;
   const std::vector<std::pair<std::string, std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>>> forms =
-      {{"ignore", [](const Tensor& x, const Tensor&, const Tensor& i) { return nn::cross_entropy(x, i); }},
+      {{"ignore",
+        [](const Tensor& x, const Tensor&, const Tensor& i) {
+          return nn::cross_entropy(x, i, nn::Reduction::Mean, 0.0, Tensor(), nn::kPyTorchIgnoreIndex);
+        }},
        {"weight",
         [](const Tensor& x, const Tensor& t, const Tensor&) {
           return nn::cross_entropy(x, t, nn::Reduction::Mean, 0.0, full({x.shape()[1]}, 0.5));

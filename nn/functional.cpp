@@ -288,20 +288,25 @@ Tensor class_range(int64_t classes, Device device) {
 
 Tensor zero_like_scalar(const Tensor& t) { return zeros({}, {.dtype = t.dtype(), .device = t.device()}); }
 
-// Class targets (N) of a loss over (N, C) with ignore_index: `keep` (N, int64) is 1 where a row
-// counts, `pick` (N, C, int64) 1 at [i, t_i] of each counted row. The range check sees an
-// ignored row as class 0, so only the other bad targets are refused (on a GPU at the next host
-// read: Backend::check_index), each named with its row and value.
+// Class targets (N) of a loss over (N, C): `pick` (N, C) is 1 at [i, t_i] of each counted row;
+// with ignore_index, `keep` (N) is 1 where a row counts (undefined without: every row does).
+// The range check sees an ignored row as class 0, so only the other bad targets are refused
+// (on a GPU at the next host read: Backend::check_index), each named with its row and value.
 struct ClassTargets {
   Tensor keep, pick;
+  // losses with an ignored row's entry 0 (a where, not a product: its gradient stays 0 too)
+  Tensor kept(const Tensor& losses, const Tensor& zero) const {
+    return keep.defined() ? where(keep, losses, zero) : losses;
+  }
 };
-ClassTargets class_targets(const Tensor& target, int64_t classes, int64_t ignore_index, const char* op) {
-  const Tensor keep = ne(target, double(ignore_index));
+ClassTargets class_targets(const Tensor& target, int64_t classes, std::optional<int64_t> ignore_index, const char* op) {
+  const Tensor keep = ignore_index ? ne(target, double(*ignore_index)) : Tensor();
   backend_for(target.device())
-      .check_index({.op = op, .limit = classes, .class_targets = true}, mul(target, keep).view());
+      .check_index({.op = op, .limit = classes, .class_targets = true},
+                   (keep.defined() ? mul(target, keep) : target).view());
   Tensor pick = eq(unsqueeze(target, -1), class_range(classes, target.device()));
   // An ignore_index outside [0, C) never equals a class: its rows of `pick` are already 0.
-  if (ignore_index >= 0 && ignore_index < classes) pick = mul(pick, unsqueeze(keep, -1));
+  if (ignore_index && *ignore_index >= 0 && *ignore_index < classes) pick = mul(pick, unsqueeze(keep, -1));
   return {keep, pick};
 }
 
@@ -321,11 +326,16 @@ Tensor reduce_rows(const RowLosses& rows, Reduction reduction) {
 RowLosses nll_rows(const Tensor& log_probs, const ClassTargets& targets, const Tensor& weight) {
   const Tensor zero = zero_like_scalar(log_probs);
   const Tensor picked = sum(where(targets.pick, log_probs, zero), {1});
-  if (!weight.defined()) return {neg(picked), kernels::cast(sum(targets.keep), log_probs.dtype())};
+  if (!weight.defined()) {
+    const Tensor counted = targets.keep.defined() ? kernels::cast(sum(targets.keep), log_probs.dtype())
+                                                  : full({}, double(log_probs.shape()[0]),
+                                                         {.dtype = log_probs.dtype(), .device = log_probs.device()});
+    return {neg(picked), counted};
+  }
   const Tensor row_weight = sum(where(targets.pick, kernels::cast(weight.detach(), log_probs.dtype()), zero), {1});
   // NOTE: the where keeps an ignored row's gradient 0 when every row is ignored: Mean's 1/Σw is
   // then inf, and inf times its weight 0 would be NaN (PyTorch: a NaN loss, zero gradients).
-  return {where(targets.keep, neg(mul(row_weight, picked)), zero), sum(row_weight)};
+  return {targets.kept(neg(mul(row_weight, picked)), zero), sum(row_weight)};
 }
 
 // The fused log-softmax + NLL kernel (Backend::cross_entropy) over targets all in range.
@@ -363,22 +373,23 @@ Tensor fused_cross_entropy(const Tensor& logits, const Tensor& target, Reduction
   });
 }
 
-// Whether a row's target may be ignore_index. On the CPU the targets are in host memory and a
-// look at them costs no wait (nor an op: this runs on every default call); on a GPU it would
-// be a host wait, so a GPU always assumes it may.
-bool may_ignore_a_row(const Tensor& target, int64_t ignore_index) {
+// Whether a row's target may be ignore_index (none without one). On the CPU the targets are in
+// host memory and a look at them costs no wait and no op; on a GPU it would be a host wait, so
+// a GPU given an ignore_index always assumes it may.
+bool may_ignore_a_row(const Tensor& target, std::optional<int64_t> ignore_index) {
+  if (!ignore_index) return false;
   if (!target.device().is_cpu()) return true;
   const View targets = target.view();
   const int64_t* value = targets.ptr<int64_t>();
   for (int64_t i = 0; i < targets.numel(); ++i)
-    if (value[i * targets.strides[0]] == ignore_index) return true;
+    if (value[i * targets.strides[0]] == *ignore_index) return true;
   return false;
 }
 
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing,
-                     const Tensor& weight, int64_t ignore_index) {
+                     const Tensor& weight, std::optional<int64_t> ignore_index) {
   VGRAD_PROFILE_OP("cross_entropy");
   if (const Tensor wide = autograd::autocast::to_float32(logits); !wide.is_same(logits))
     return cross_entropy(wide, target, reduction, label_smoothing, weight, ignore_index);
@@ -397,7 +408,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
     // The fused kernel's per-row losses with an ignored row's target seen as class 0 (so its
     // range check passes it), then masked out: the mean counts the rows kept (PyTorch's,
     // smoothing term included).
-    const Tensor keep = ne(target, double(ignore_index));
+    const Tensor keep = ne(target, double(*ignore_index));
     const Tensor row_losses = fused_cross_entropy(logits, mul(target, keep), Reduction::None, label_smoothing);
     return reduce_rows({where(keep, row_losses, zero), kernels::cast(sum(keep), logits.dtype())}, reduction);
   }
@@ -408,7 +419,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   const RowLosses nll = nll_rows(log_probs, targets, weight);
   if (label_smoothing == 0) return reduce_rows(nll, reduction);
   const Tensor w = kernels::cast(weight.detach(), logits.dtype());
-  const RowLosses smooth{where(targets.keep, neg(sum(mul(log_probs, w), {1})), zero), nll.denominator};
+  const RowLosses smooth{targets.kept(neg(sum(mul(log_probs, w), {1})), zero), nll.denominator};
   return add(reduce_rows(nll, reduction) * (1 - label_smoothing),
              reduce_rows(smooth, reduction) * (label_smoothing / double(classes)));
 }
@@ -420,7 +431,7 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
 
 // −Σ_i w[t_i]·log_probs[i, t_i] / Σ_i w[t_i];  the gradient reaches log_probs[i, t_i] only
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction, const Tensor& weight,
-                int64_t ignore_index) {
+                std::optional<int64_t> ignore_index) {
   VGRAD_PROFILE_OP("nll_loss");
   if (const Tensor wide = autograd::autocast::to_float32(log_probs); !wide.is_same(log_probs))
     return nll_loss(wide, target, reduction, weight, ignore_index);

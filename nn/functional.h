@@ -1,6 +1,8 @@
 // nn's functional forms: activations, dropout, attention and losses. Stateless;
 // the layer classes in layers.h call these. Shape legend: N batch, D features, C classes.
 #pragma once
+#include <optional>
+
 #include "autograd/ops.h"
 
 namespace vgrad::nn::functional {
@@ -53,23 +55,26 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // silently into NaN weights); Reduction::Sum gives 0 and None an empty tensor.
 // BatchMean (Σ / N, N = the first dim) is kl_div's alone, as in PyTorch; the others refuse it.
 enum class Reduction { Mean, Sum, None, BatchMean };
-// PyTorch's default ignore_index: a target of this value adds nothing, not even to the mean's count.
-constexpr int64_t kDefaultIgnoreIndex = -100;
+// PyTorch's default ignore_index. vgrad ignores no target unless asked (pass this, or any
+// value): a GPU cannot see whether a target equals it without a host wait, so the check costs
+// launches on every call, and a target of -100 is refused as out of range instead.
+constexpr int64_t kPyTorchIgnoreIndex = -100;
 // log-softmax + NLL over logits (N, C) and int64 targets (N). Its gradient is
 // (softmax − onehot)/N (smoothed targets with label_smoothing). Targets are checked, except
 // those equal to ignore_index. weight (C, optional, never differentiated) scales each row by
 // weight[t_i]; Mean is then PyTorch's Σ w[t_i]·loss_i / Σ w[t_i] over the rows not ignored, and
 // with label_smoothing the smoothing term is −Σ_c w_c·log p_ic, as in PyTorch. With every row
-// ignored, Mean is NaN (0/0, as PyTorch) and the gradient zero. Without weight the fused kernel
-// runs; a row whose target is ignore_index is masked out of its per-row losses (on the CPU
-// only when a target is ignore_index: the targets are in host memory).
+// ignored, Mean is NaN (0/0, as PyTorch) and the gradient zero. Without weight and
+// ignore_index, the fused kernel alone runs; with ignore_index, a row whose target equals it
+// is masked out of the fused kernel's per-row losses (on the CPU only when a target does: the
+// targets are in host memory).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
                      double label_smoothing = 0.0, const Tensor& weight = Tensor(),
-                     int64_t ignore_index = kDefaultIgnoreIndex);
+                     std::optional<int64_t> ignore_index = std::nullopt);
 // −weight[t_i]·log_probs[i, t_i] (weight 1 if undefined), 0 for an ignored row, averaged
 // (Σ / Σ w[t_i], as cross_entropy) or summed over rows.
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean,
-                const Tensor& weight = Tensor(), int64_t ignore_index = kDefaultIgnoreIndex);
+                const Tensor& weight = Tensor(), std::optional<int64_t> ignore_index = std::nullopt);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
 // |input − target|; subgradient 0 where they are equal (as PyTorch).
 Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
@@ -105,8 +110,8 @@ using functional::binary_cross_entropy;
 using functional::binary_cross_entropy_with_logits;
 using functional::cross_entropy;
 using functional::huber_loss;
-using functional::kDefaultIgnoreIndex;
 using functional::kl_div;
+using functional::kPyTorchIgnoreIndex;
 using functional::l1_loss;
 using functional::mse_loss;
 using functional::nll_loss;

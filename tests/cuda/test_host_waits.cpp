@@ -308,13 +308,14 @@ TEST(CudaHostWaits, LossesWithIgnoredRowsWeightsAndProbabilitiesNeverWaitAndMatc
   const OnBoth target(tensor(std::vector<int64_t>{0, -100, 3, 3, 1, 7, -100, 8, 5, 4, 6, 0, 9, -100, 2, 3}));
   const OnBoth weight(vgrad_test::uniform_tensor({10}, 23, 0.5, 2)),
       probs(vgrad_test::uniform_tensor({16, 10}, 24, 0, 1));
-  expect_steps_never_wait_and_match_the_cpu("cross_entropy, ignored rows", logits,
-                                            [&](const Tensor& x) { return nn::cross_entropy(x, target.on(x)); });
+  expect_steps_never_wait_and_match_the_cpu("cross_entropy, ignored rows", logits, [&](const Tensor& x) {
+    return nn::cross_entropy(x, target.on(x), nn::Reduction::Mean, 0.0, Tensor(), nn::kPyTorchIgnoreIndex);
+  });
   expect_steps_never_wait_and_match_the_cpu("cross_entropy, weights + smoothing", logits, [&](const Tensor& x) {
-    return nn::cross_entropy(x, target.on(x), nn::Reduction::Mean, 0.1, weight.on(x));
+    return nn::cross_entropy(x, target.on(x), nn::Reduction::Mean, 0.1, weight.on(x), nn::kPyTorchIgnoreIndex);
   });
   expect_steps_never_wait_and_match_the_cpu("nll_loss, weights", logits, [&](const Tensor& x) {
-    return nn::nll_loss(log_softmax(x, 1), target.on(x), nn::Reduction::Mean, weight.on(x));
+    return nn::nll_loss(log_softmax(x, 1), target.on(x), nn::Reduction::Mean, weight.on(x), nn::kPyTorchIgnoreIndex);
   });
   expect_steps_never_wait_and_match_the_cpu("binary_cross_entropy", logits, [&](const Tensor& x) {
     return nn::binary_cross_entropy(sigmoid(x), probs.on(x));
@@ -336,13 +337,15 @@ TEST(CudaIndexCheck, BinaryCrossEntropyAndIgnoreIndexReportLikeTheCpu) {
 
   const Tensor logits_cpu = vgrad_test::uniform_tensor({4, 3}, 25);
   const Tensor ignored = tensor(std::vector<int64_t>{2, -100, 1, -100});
-  EXPECT_NEAR(nn::cross_entropy(logits_cpu.to(gpu()), ignored.to(gpu())).item(),
-              nn::cross_entropy(logits_cpu, ignored).item(), 1e-6)
+  const auto ignoring = [](const Tensor& x, const Tensor& t) {
+    return nn::cross_entropy(x, t, nn::Reduction::Mean, 0.0, Tensor(), nn::kPyTorchIgnoreIndex);
+  };
+  EXPECT_NEAR(ignoring(logits_cpu.to(gpu()), ignored.to(gpu())).item(), ignoring(logits_cpu, ignored).item(), 1e-6)
       << "no error: the ignored rows pass the range check";
   const Tensor bad = tensor(std::vector<int64_t>{2, -100, 3, -100});
-  const std::string bad_expected = cpu_error([&] { (void)nn::cross_entropy(logits_cpu, bad); });
+  const std::string bad_expected = cpu_error([&] { (void)ignoring(logits_cpu, bad); });
   EXPECT_EQ(bad_expected, "cross_entropy: target 3 out of range for 3 classes (row 2)");
-  EXPECT_NO_THROW(loss = nn::cross_entropy(logits_cpu.to(gpu()), bad.to(gpu())));
+  EXPECT_NO_THROW(loss = ignoring(logits_cpu.to(gpu()), bad.to(gpu())));
   expect_reported_by([&] { (void)loss.item(); }, bad_expected, "cross_entropy with an ignored row");
 }
 

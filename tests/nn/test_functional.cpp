@@ -338,6 +338,8 @@ TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {
 
 // ---------------- masked classes, ignore_index, class weights ----------------
 
+constexpr int64_t kIgnore = nn::kPyTorchIgnoreIndex;  // passed where a test ignores rows
+
 // A class masked with a -inf log-probability that is not the target: PyTorch (2.15) gives
 // 0.40760594606399536. nll_loss picked the target by a product with one_hot, and -inf·0 made NaN.
 TEST(NllLoss, MinusInfinityOfAnotherClassDoesNotMakeNaN) {
@@ -359,6 +361,8 @@ TEST(NllLoss, MinusInfinityOfAnotherClassDoesNotMakeNaN) {
 
 // Rows whose target is ignore_index add nothing: not to the sum, not to the mean's count. An
 // ignored value is never range-checked; every other bad target still is, naming its row.
+// ignore_index is opt-in (nn::kPyTorchIgnoreIndex is PyTorch's default): without it -100 is a
+// bad target like any other.
 TEST(CrossEntropy, IgnoredRowsAddNothingAndOtherBadTargetsAreStillRefused) {
   const Tensor x = uniform_tensor({4, 3}, 30, -2, 2, DType::Float64);
   const Tensor w = tensor(std::vector<double>{0.5, 2.0, 1.5});
@@ -367,22 +371,27 @@ TEST(CrossEntropy, IgnoredRowsAddNothingAndOtherBadTargetsAreStillRefused) {
     SCOPED_TRACE(device.str());
     const Tensor xd = x.to(device), wd = w.to(device), target = labels({2, -100, 1, -100}).to(device);
     // Without weight (the fused kernel, masked) and with one.
-    EXPECT_NEAR(nn::cross_entropy(xd, target).item(), (rows[0] + rows[2]) / 2, 1e-12);
-    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Sum).item(), rows[0] + rows[2], 1e-12);
-    EXPECT_EQ(vals(nn::cross_entropy(xd, target, Reduction::None)), (std::vector<double>{rows[0], 0, rows[2], 0}));
-    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Mean, 0.0, wd).item(),
+    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Mean, 0.0, Tensor(), kIgnore).item(), (rows[0] + rows[2]) / 2,
+                1e-12);
+    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Sum, 0.0, Tensor(), kIgnore).item(), rows[0] + rows[2], 1e-12);
+    EXPECT_EQ(vals(nn::cross_entropy(xd, target, Reduction::None, 0.0, Tensor(), kIgnore)),
+              (std::vector<double>{rows[0], 0, rows[2], 0}));
+    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Mean, 0.0, wd, kIgnore).item(),
                 (1.5 * rows[0] + 2.0 * rows[2]) / (1.5 + 2.0), 1e-12);
-    EXPECT_NEAR(nn::nll_loss(log_softmax(xd, 1), target, Reduction::Mean, wd).item(),
+    EXPECT_NEAR(nn::nll_loss(log_softmax(xd, 1), target, Reduction::Mean, wd, kIgnore).item(),
                 (1.5 * rows[0] + 2.0 * rows[2]) / (1.5 + 2.0), 1e-12);
     // Another ignore_index: 7 (above C) is skipped, -100 is then an ordinary bad target.
     EXPECT_NEAR(nn::cross_entropy(xd, labels({2, 7, 1, 7}).to(device), Reduction::Sum, 0.0, Tensor(), 7).item(),
                 rows[0] + rows[2], 1e-12);
     if (device.is_cpu()) {  // a GPU reports these at the next host read (tests/cuda/test_host_waits.cpp)
-      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 3, 1})),
+      EXPECT_ERROR(nn::cross_entropy(xd, target), "cross_entropy: target -100 out of range for 3 classes (row 1)");
+      EXPECT_ERROR(nn::nll_loss(xd, target, Reduction::Mean, wd), "nll_loss: target -100 out of range");
+      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 3, 1}), Reduction::Mean, 0.0, Tensor(), kIgnore),
                    "cross_entropy: target 3 out of range for 3 classes (row 2)");
-      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 1, -1}), Reduction::Mean, 0.0, wd),
+      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 1, -1}), Reduction::Mean, 0.0, wd, kIgnore),
                    "cross_entropy: target -1 out of range for 3 classes (row 3)");
-      EXPECT_ERROR(nn::nll_loss(xd, labels({-100, 5, 1, 1})), "nll_loss: target 5 out of range for 3 classes (row 1)");
+      EXPECT_ERROR(nn::nll_loss(xd, labels({-100, 5, 1, 1}), Reduction::Mean, Tensor(), kIgnore),
+                   "nll_loss: target 5 out of range for 3 classes (row 1)");
       EXPECT_ERROR(nn::cross_entropy(xd, target, Reduction::Sum, 0.0, Tensor(), 7),
                    "cross_entropy: target -100 out of range for 3 classes (row 1)");
     }
@@ -399,10 +408,10 @@ TEST(CrossEntropy, EveryRowIgnoredGivesNaNMeanAndZeroGradient) {
     SCOPED_TRACE(device.str());
     const Tensor t = target.to(device), wd = w.to(device);
     const std::vector<std::function<Tensor(const Tensor&)>> losses = {
-        [&](const Tensor& x) { return nn::cross_entropy(x, t); },
-        [&](const Tensor& x) { return nn::cross_entropy(x, t, Reduction::Mean, 0.1, wd); },
-        [&](const Tensor& x) { return nn::nll_loss(x, t); },
-        [&](const Tensor& x) { return nn::nll_loss(x, t, Reduction::Mean, wd); }};
+        [&](const Tensor& x) { return nn::cross_entropy(x, t, Reduction::Mean, 0.0, Tensor(), kIgnore); },
+        [&](const Tensor& x) { return nn::cross_entropy(x, t, Reduction::Mean, 0.1, wd, kIgnore); },
+        [&](const Tensor& x) { return nn::nll_loss(x, t, Reduction::Mean, Tensor(), kIgnore); },
+        [&](const Tensor& x) { return nn::nll_loss(x, t, Reduction::Mean, wd, kIgnore); }};
     for (size_t i = 0; i < losses.size(); ++i) {
       const Tensor x = uniform_tensor({3, 4}, 31, -2, 2, DType::Float64).to(device).requires_grad_();
       const Tensor loss = losses[i](x);
@@ -411,8 +420,9 @@ TEST(CrossEntropy, EveryRowIgnoredGivesNaNMeanAndZeroGradient) {
       EXPECT_EQ(vals(x.grad()), std::vector<double>(12, 0.0)) << i;
     }
     const Tensor x = zeros({3, 4}, {.device = device});
-    EXPECT_EQ(nn::cross_entropy(x, t, Reduction::Sum).item(), 0.0);
-    EXPECT_EQ(vals(nn::cross_entropy(x, t, Reduction::None, 0.0, wd.to(DType::Float32))), std::vector<double>(3, 0.0));
+    EXPECT_EQ(nn::cross_entropy(x, t, Reduction::Sum, 0.0, Tensor(), kIgnore).item(), 0.0);
+    EXPECT_EQ(vals(nn::cross_entropy(x, t, Reduction::None, 0.0, wd.to(DType::Float32), kIgnore)),
+              std::vector<double>(3, 0.0));
   }
 }
 
@@ -423,11 +433,13 @@ TEST(CrossEntropy, IgnoredAndWeightedRowsBesideMinusInfinityStayFinite) {
   const double inf = std::numeric_limits<double>::infinity();
   const Tensor x = tensor(std::vector<double>{-inf, 0, 1, 2, -inf, 1, 2, 3}, {2, 4}).requires_grad_();
   const Tensor w = tensor(std::vector<double>{1, 1, 1, 2});
-  const Tensor loss = nn::cross_entropy(x, labels({3, -100}), Reduction::Mean, 0.0, w);
+  const Tensor loss = nn::cross_entropy(x, labels({3, -100}), Reduction::Mean, 0.0, w, kIgnore);
   EXPECT_NEAR(loss.item(), 0.40760594606399536, 1e-7);
   loss.backward();
   expect_near_all(vals(x.grad()), {0, 0.09003058075904846, 0.24472849071025848, -0.334758996963501, 0, 0, 0, 0}, 1e-7);
-  EXPECT_NEAR(nn::cross_entropy(x, labels({3, -100})).item(), 0.40760594606399536, 1e-7) << "the masked fused path";
+  EXPECT_NEAR(nn::cross_entropy(x, labels({3, -100}), Reduction::Mean, 0.0, Tensor(), kIgnore).item(),
+              0.40760594606399536, 1e-7)
+      << "the masked fused path";
 }
 
 TEST(CrossEntropy, Float64GradcheckWithWeightsIgnoreIndexAndSmoothing) {
@@ -436,11 +448,12 @@ TEST(CrossEntropy, Float64GradcheckWithWeightsIgnoreIndexAndSmoothing) {
   const Tensor w = tensor(std::vector<double>{0.5, 2.0, 1.0, 3.0});
   for (Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None})
     for (double s : {0.0, 0.2}) {
-      const auto weighted =
-          check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s, w); }, {x, t});
+      const auto weighted = check(
+          [&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s, w, kIgnore); }, {x, t});
       EXPECT_TRUE(weighted.ok) << weighted.message << " (reduction " << int(r) << ", smoothing " << s << ")";
       const auto masked =
-          check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s); }, {x, t});
+          check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s, Tensor(), kIgnore); },
+                {x, t});
       EXPECT_TRUE(masked.ok) << masked.message << " (reduction " << int(r) << ", smoothing " << s << ")";
     }
   const auto nll = check(

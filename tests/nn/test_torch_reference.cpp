@@ -125,15 +125,17 @@ void check_loss(const std::string& name, const std::function<Tensor(std::map<std
   check_case(name, fn, loss_reference());
 }
 
-// Targets 1, -100, 4, 0, 1, 3, -100 over 5 classes: rows 1 and 6 carry the default ignore_index.
+// Targets 1, -100, 4, 0, 1, 3, -100 over 5 classes: rows 1 and 6 carry PyTorch's default ignore_index, passed here.
 TEST(TorchReference, CrossEntropyWithWeightsIgnoreIndexAndSmoothing) {
   for (const auto& [name, reduction] : kReductions)
     for (const int tenths : {0, 2}) {
       const std::string suffix = std::string(name) + "_s" + std::to_string(tenths);
-      check_loss("ce_weight_ignore_" + suffix,
-                 [&](auto& in) { return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0, in["w"]); });
-      check_loss("ce_ignore_" + suffix,
-                 [&](auto& in) { return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0); });
+      check_loss("ce_weight_ignore_" + suffix, [&](auto& in) {
+        return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0, in["w"], nn::kPyTorchIgnoreIndex);
+      });
+      check_loss("ce_ignore_" + suffix, [&](auto& in) {
+        return nn::cross_entropy(in["x"], in["t"], reduction, tenths / 10.0, Tensor(), nn::kPyTorchIgnoreIndex);
+      });
     }
   check_loss("ce_ignore_class2_mean",
              [](auto& in) { return nn::cross_entropy(in["x"], in["t"], Reduction::Mean, 0.0, Tensor(), 2); });
@@ -143,8 +145,9 @@ TEST(TorchReference, CrossEntropyWithWeightsIgnoreIndexAndSmoothing) {
 
 TEST(TorchReference, NllLossWithWeightsAndIgnoreIndex) {
   for (const auto& [name, reduction] : kReductions)
-    check_loss(std::string("nll_weight_ignore_") + name,
-               [&](auto& in) { return nn::nll_loss(log_softmax(in["x"], 1), in["t"], reduction, in["w"]); });
+    check_loss(std::string("nll_weight_ignore_") + name, [&](auto& in) {
+      return nn::nll_loss(log_softmax(in["x"], 1), in["t"], reduction, in["w"], nn::kPyTorchIgnoreIndex);
+    });
 }
 
 TEST(TorchReference, L1SmoothL1AndHuber) {
