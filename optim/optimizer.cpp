@@ -102,10 +102,10 @@ std::vector<std::map<std::string, Tensor>> state_by_parameter(const std::map<std
     const auto [index, buffer] = split_state_key(key);
     if (buffer.empty() || index >= count)
       fail("{}: checkpoint key '{}' is not state.<parameter index>.<buffer> for one of its {} parameters", optimizer,
-           key, count);
+           truncated(key), count);
     if (std::find(buffers.begin(), buffers.end(), buffer) == buffers.end())
-      fail("{}: checkpoint key '{}': unknown state '{}' ({} keeps {})", optimizer, key_name(index, buffer), buffer,
-           optimizer, fmt::join(buffers, ", "));
+      fail("{}: checkpoint key '{}': unknown state '{}' ({} keeps {})", optimizer, truncated(key_name(index, buffer)),
+           truncated(buffer), optimizer, fmt::join(buffers, ", "));
     by_parameter[index].emplace(buffer, value);
   }
   return by_parameter;
@@ -185,7 +185,6 @@ void check_non_negative(double value, const char* what, const std::string& optim
 }
 
 void check_lr(double lr, const std::string& optimizer) { check_non_negative(lr, "learning rate", optimizer); }
-
 
 void check_options(const SGDOptions& options) {
   check_lr(options.lr, "SGD");
