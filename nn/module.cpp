@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
-#include "core/grad_mode.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 
 namespace vgrad::nn {
 
@@ -162,7 +162,8 @@ void Module::check_state_dict(const std::map<std::string, Tensor>& state, bool s
   for (const auto& [name, value] : state) {
     const bool known =
         std::any_of(entries.begin(), entries.end(), [&name = name](const auto& entry) { return entry.first == name; });
-    if (!known) fail("load_state_dict: unexpected key '{}' (shape {}) not in the model", name, shape_str(value.shape()));
+    if (!known)
+      fail("load_state_dict: unexpected key '{}' (shape {}) not in the model", name, shape_str(value.shape()));
   }
 }
 

@@ -92,8 +92,8 @@ std::string state_key(size_t index, const std::string& buffer) {
 // A state dict's tensors by parameter and buffer. Every key must be "state.<i>.<buffer>" for a
 // listed parameter i and a buffer in `buffers`; `global` names one key outside that form that
 // the optimizer reads itself (Adam's older "step"), or is empty.
-std::vector<std::map<std::string, Tensor>> state_by_parameter(const std::map<std::string, Tensor>& state,
-                                                              size_t count, const std::vector<std::string>& buffers,
+std::vector<std::map<std::string, Tensor>> state_by_parameter(const std::map<std::string, Tensor>& state, size_t count,
+                                                              const std::vector<std::string>& buffers,
                                                               const std::string& global, const std::string& optimizer,
                                                               const Optimizer::StateKeyName& key_name) {
   std::vector<std::map<std::string, Tensor>> by_parameter(count);
@@ -112,7 +112,8 @@ std::vector<std::map<std::string, Tensor>> state_by_parameter(const std::map<std
 }
 
 // A momentum buffer or moment must be floating and of its parameter's shape.
-void check_state_buffer(const Tensor& value, const Tensor& param, const std::string& key, const std::string& optimizer) {
+void check_state_buffer(const Tensor& value, const Tensor& param, const std::string& key,
+                        const std::string& optimizer) {
   if (value.shape() != param.shape())
     fail("{}: checkpoint key '{}' has shape {}, parameter is {}", optimizer, key, shape_str(value.shape()),
          shape_str(param.shape()));
@@ -145,8 +146,8 @@ int64_t step_count(const Tensor& value, const std::string& key, const std::strin
 // its replays go on updating that memory and cannot start a fresh state (SGD's first step, Adam's
 // zero moments), so the load is an error naming the key.
 void refuse_dropping_captured_state(const std::vector<Tensor>& kept,
-                                    const std::vector<std::map<std::string, Tensor>>& loaded,
-                                    const std::string& buffer, const std::string& optimizer) {
+                                    const std::vector<std::map<std::string, Tensor>>& loaded, const std::string& buffer,
+                                    const std::string& optimizer) {
   for (size_t i = 0; i < kept.size(); ++i)
     if (kept[i].defined() && !loaded[i].count(buffer))
       fail(

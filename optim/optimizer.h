@@ -66,7 +66,8 @@ class Optimizer {
   // parameter; each buffer floating and of its parameter's shape; Adam's exp_avg,
   // exp_avg_sq and step present together, its step one whole number in [1, 2^63 - 2] (so
   // the next step's count cannot overflow); and the capture rules of load_state_dict.
-  virtual void check_state_dict(const std::map<std::string, Tensor>& state, const StateKeyName& key_name = {}) const = 0;
+  virtual void check_state_dict(const std::map<std::string, Tensor>& state,
+                                const StateKeyName& key_name = {}) const = 0;
   // Hyper-parameters by name ("lr", "momentum", ...), for training checkpoints. Loading
   // checks them as the constructor does (and changes nothing when one is refused); a missing
   // name keeps its value, an unknown one is an error.

@@ -15,8 +15,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/error.h"
 #include "autograd/ops.h"
+#include "core/error.h"
 #include "core/safetensors.h"
 #include "nn/checkpoint.h"
 
@@ -234,8 +234,8 @@ void load_training_state(const std::string& path, TrainingState& state) {
       for (size_t i = 0; i < names.size(); ++i)
         if (starts_with(key, names[i] + ".") && (!owner || names[i].size() > names[*owner].size())) owner = i;
       if (!owner)
-        fail("checkpoint: {}: optimizer state 'optimizer.{}' belongs to no parameter of this {}", path,
-             truncated(key), state.optimizer->name());
+        fail("checkpoint: {}: optimizer state 'optimizer.{}' belongs to no parameter of this {}", path, truncated(key),
+             state.optimizer->name());
       const std::string buffer = key.substr(names[*owner].size() + 1);
       optimizer_state["state." + std::to_string(*owner) + "." + buffer] = value;
     }
@@ -265,9 +265,10 @@ void load_training_state(const std::string& path, TrainingState& state) {
     // Pending micro-batches are their summed gradients: without them a resumed group would
     // step on the remaining micro-batches alone, scaled as if all had run.
     if (pending > 0 && grads.empty())
-      fail("checkpoint: {}: accumulation.pending is {}, but the file holds no 'grad.<parameter>' tensors of those "
-           "micro-batches",
-           path, pending);
+      fail(
+          "checkpoint: {}: accumulation.pending is {}, but the file holds no 'grad.<parameter>' tensors of those "
+          "micro-batches",
+          path, pending);
     if (pending == 0 && !grads.empty())
       fail("checkpoint: {}: holds gradient 'grad.{}', but accumulation.pending is 0", path,
            truncated(grads.begin()->first));
@@ -276,9 +277,10 @@ void load_training_state(const std::string& path, TrainingState& state) {
   if (state.loader) {
     for (const auto& [key, expected] : loader_configuration(*state.loader))
       if (meta.text(key) != expected)
-        fail("checkpoint: {}: the data loader was saved with {} = {}, this one has {}; its position would not "
-             "mean the same samples",
-             path, key, truncated(meta.text(key)), expected);
+        fail(
+            "checkpoint: {}: the data loader was saved with {} = {}, this one has {}; its position would not "
+            "mean the same samples",
+            path, key, truncated(meta.text(key)), expected);
     position = {meta.number<int64_t>("loader.epoch"), meta.number<int64_t>("loader.batch")};
     if (position.epoch < 0 || position.batch < 0 || position.batch >= std::max<int64_t>(state.loader->num_batches(), 1))
       fail("checkpoint: {}: loader position (epoch {}, batch {}) out of range for {} batches per epoch", path,

@@ -1,8 +1,7 @@
 // Tests for optimizer checkpoints: SGD/Adam/AdamW state round trips (the next
 // steps match), the state's layout, and refusing another optimizer's or shape's state.
-#include <gtest/gtest.h>
-
 #include <cstdint>
+#include <gtest/gtest.h>
 #include <limits>
 #include <map>
 #include <string>
@@ -137,26 +136,35 @@ TEST_F(Checkpoint, SgdLoadIsAllOrNothingAndParsesStrictly) {
   };
   using Tensors = std::map<std::string, Tensor>;
   using Metadata = std::map<std::string, std::string>;
-  refused("bad_state.safetensors", [](Tensors& t, Metadata&) { t["state.3.momentum_buffer"] = zeros({3}); },
-          "'state.3.momentum_buffer' has shape [3], parameter is [2]");
-  refused("typo.safetensors",
-          [](Tensors& t, Metadata&) {
-            t["state.1.momentum_bufer"] = t.at("state.1.momentum_buffer");
-            t.erase("state.1.momentum_buffer");
-          },
-          "checkpoint key 'state.1.momentum_bufer': unknown state 'momentum_bufer' (SGD keeps momentum_buffer)");
-  refused("index.safetensors", [](Tensors& t, Metadata&) { t["state.4.momentum_buffer"] = zeros({2}); },
-          "'state.4.momentum_buffer' is not state.<parameter index>.<buffer> for one of its 4 parameters");
-  refused("int_buffer.safetensors",
-          [](Tensors& t, Metadata&) { t["state.3.momentum_buffer"] = zeros({2}, {.dtype = DType::Int64}); },
-          "'state.3.momentum_buffer' is int64, not floating point");
-  refused("lr_text.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "fast"; },
-          "metadata key 'lr' is 'fast', not a number");
-  refused("lr_junk.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "0.5junk"; }, "'lr' is '0.5junk', not a number");
-  refused("lr_huge.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "1e999"; }, "'lr' is '1e999', not a number");
-  refused("lr_nan.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "nan"; }, "learning rate nan is not a finite");
-  refused("lr_long.safetensors", [](Tensors&, Metadata& m) { m["lr"] = std::string(100000, '9') + "x"; },
-          "(100001 characters)");
+  refused(
+      "bad_state.safetensors", [](Tensors& t, Metadata&) { t["state.3.momentum_buffer"] = zeros({3}); },
+      "'state.3.momentum_buffer' has shape [3], parameter is [2]");
+  refused(
+      "typo.safetensors",
+      [](Tensors& t, Metadata&) {
+        t["state.1.momentum_bufer"] = t.at("state.1.momentum_buffer");
+        t.erase("state.1.momentum_buffer");
+      },
+      "checkpoint key 'state.1.momentum_bufer': unknown state 'momentum_bufer' (SGD keeps momentum_buffer)");
+  refused(
+      "index.safetensors", [](Tensors& t, Metadata&) { t["state.4.momentum_buffer"] = zeros({2}); },
+      "'state.4.momentum_buffer' is not state.<parameter index>.<buffer> for one of its 4 parameters");
+  refused(
+      "int_buffer.safetensors",
+      [](Tensors& t, Metadata&) { t["state.3.momentum_buffer"] = zeros({2}, {.dtype = DType::Int64}); },
+      "'state.3.momentum_buffer' is int64, not floating point");
+  refused(
+      "lr_text.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "fast"; },
+      "metadata key 'lr' is 'fast', not a number");
+  refused(
+      "lr_junk.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "0.5junk"; }, "'lr' is '0.5junk', not a number");
+  refused(
+      "lr_huge.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "1e999"; }, "'lr' is '1e999', not a number");
+  refused(
+      "lr_nan.safetensors", [](Tensors&, Metadata& m) { m["lr"] = "nan"; }, "learning rate nan is not a finite");
+  refused(
+      "lr_long.safetensors", [](Tensors&, Metadata& m) { m["lr"] = std::string(100000, '9') + "x"; },
+      "(100001 characters)");
 
   // The good file still loads, lr included.
   optim::load(sgd, path("sgd.safetensors"));
@@ -194,22 +202,30 @@ TEST_F(Checkpoint, AdamStateIsCheckedWholeBeforeAnythingChanges) {
   refused("huge.safetensors", step(scalar_tensor(1e300, {.dtype = DType::Float64})), "is step 1e+300");
   refused("half.safetensors", step(scalar_tensor(2.5, {.dtype = DType::Float32})), "is step 2.5");
   refused("nan.safetensors", step(scalar_tensor(std::nan(""), {.dtype = DType::Float64})), "is step nan");
-  refused("no_sq.safetensors", [](Tensors& t) { t.erase("state.1.exp_avg_sq"); },
-          "no 'state.1.exp_avg_sq' (exp_avg, exp_avg_sq and step go together)");
-  refused("no_step.safetensors", [](Tensors& t) { t.erase("state.0.step"); }, "no 'state.0.step'");
-  refused("no_moments.safetensors",  // a count of 1000 with fresh zero moments: 2.5x the lr on the first step
-          [](Tensors& t) {
-            t.erase("state.3.exp_avg");
-            t.erase("state.3.exp_avg_sq");
-            t["state.3.step"] = scalar_tensor(1000, {.dtype = DType::Int64});
-          },
-          "no 'state.3.exp_avg'");
-  refused("unknown.safetensors", [](Tensors& t) { t["state.0.momentum_buffer"] = zeros({6, 4}); },
-          "unknown state 'momentum_buffer' (Adam keeps exp_avg, exp_avg_sq, step)");
+  refused(
+      "no_sq.safetensors", [](Tensors& t) { t.erase("state.1.exp_avg_sq"); },
+      "no 'state.1.exp_avg_sq' (exp_avg, exp_avg_sq and step go together)");
+  refused(
+      "no_step.safetensors", [](Tensors& t) { t.erase("state.0.step"); }, "no 'state.0.step'");
+  refused(
+      "no_moments.safetensors",  // a count of 1000 with fresh zero moments: 2.5x the lr on the first step
+      [](Tensors& t) {
+        t.erase("state.3.exp_avg");
+        t.erase("state.3.exp_avg_sq");
+        t["state.3.step"] = scalar_tensor(1000, {.dtype = DType::Int64});
+      },
+      "no 'state.3.exp_avg'");
+  refused(
+      "unknown.safetensors",
+      [](Tensors& t) {
+        t["state.0.momentum_buffer"] = zeros({6, 4});
+      },
+      "unknown state 'momentum_buffer' (Adam keeps exp_avg, exp_avg_sq, step)");
 
   // PyTorch stores the step as a float32 tensor: a whole one loads as the count.
   write_changed(path("adam.safetensors"), path("float_step.safetensors"), [](Tensors& t, Metadata&) {
-    for (int i = 0; i < 4; ++i) t["state." + std::to_string(i) + ".step"] = scalar_tensor(3.0, {.dtype = DType::Float32});
+    for (int i = 0; i < 4; ++i)
+      t["state." + std::to_string(i) + ".step"] = scalar_tensor(3.0, {.dtype = DType::Float32});
   });
   optim::load(adam, path("float_step.safetensors"));
   EXPECT_EQ(snapshot(adam), snapshot(saved));

@@ -262,7 +262,8 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
 
   vgrad_test::Mlp wider(6, 9, 3);
   train::TrainingState wrong_shape{.model = &wider};
-  EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape), "key 'fc1.weight' has shape [8, 6], the model expects [9, 6]");
+  EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape),
+               "key 'fc1.weight' has shape [8, 6], the model expects [9, 6]");
 
   // A run with loss scaling refuses a file without its state; a disabled scaler ignores it.
   amp::GradScaler scaler, disabled({.enabled = false});
@@ -340,41 +341,50 @@ TEST_F(TrainingStateTest, BadOptimizerStateAndMetadataAreRefusedBeforeAnythingCh
     };
     refused("epoch", metadata("epoch", "-5"), "epoch -5 and step");
     refused("step", metadata("step", "-9"), "step -9 count what was done: neither may be negative");
-    refused("long_epoch", metadata("epoch", std::string(10'000'000, '1') + "x"),
-            "metadata key 'epoch' is '1111111111");
+    refused("long_epoch", metadata("epoch", std::string(10'000'000, '1') + "x"), "metadata key 'epoch' is '1111111111");
     refused("lr_nan", metadata("optimizer.lr", "nan"), "metadata key 'optimizer.lr' is 'nan', not a finite number");
     refused("wd_inf", metadata("optimizer.weight_decay", "inf"), "'optimizer.weight_decay' is 'inf', not a finite");
     refused("wd_negative", metadata("optimizer.weight_decay", "-50"), "weight_decay -50 is negative");
     refused("pending", metadata("accumulation.pending", "1"),
             "accumulation.pending is 1, but the file holds no 'grad.<parameter>' tensors");
-    refused("stray_grad", [](Tensors& t, Metadata&) { t["grad.fc1.bias"] = zeros({8}); },
-            "holds gradient 'grad.fc1.bias', but accumulation.pending is 0");
-    refused("unknown_buffer", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_bufer"] = zeros({3}); },
-            "'optimizer.fc2.bias.momentum_bufer': unknown state 'momentum_bufer'");
+    refused(
+        "stray_grad", [](Tensors& t, Metadata&) { t["grad.fc1.bias"] = zeros({8}); },
+        "holds gradient 'grad.fc1.bias', but accumulation.pending is 0");
+    refused(
+        "unknown_buffer", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_bufer"] = zeros({3}); },
+        "'optimizer.fc2.bias.momentum_bufer': unknown state 'momentum_bufer'");
     if (kind == "sgd") {
       refused("momentum_nan", metadata("optimizer.momentum", "nan"), "'optimizer.momentum' is 'nan'");
       refused("dampening_negative", metadata("optimizer.dampening", "-1"), "SGD: dampening -1 is negative");
-      refused("buffer_shape", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_buffer"] = zeros({4}); },
-              "'optimizer.fc2.bias.momentum_buffer' has shape [4], parameter is [3]");
+      refused(
+          "buffer_shape", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_buffer"] = zeros({4}); },
+          "'optimizer.fc2.bias.momentum_buffer' has shape [4], parameter is [3]");
       continue;
     }
     refused("beta1_nan", metadata("optimizer.beta1", "nan"), "'optimizer.beta1' is 'nan'");
     refused("beta2_one", metadata("optimizer.beta2", "1"), "Adam: betas (0.9, 1) must be in [0, 1)");
     refused("eps_negative", metadata("optimizer.eps", "-1e-8"), "Adam: eps -1e-08 is negative");
-    refused("step_two", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.step"] = zeros({2}); },
-            "'optimizer.fc2.bias.step' has shape [2]: a step count is one number");
-    refused("step_minus", [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(-1, {.dtype = DType::Int64}); },
-            "'optimizer.fc1.bias.step' is step -1");
-    refused("step_huge", [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(1e300, {.dtype = DType::Float64}); },
-            "'optimizer.fc1.bias.step' is step 1e+300");
-    refused("no_sq", [](Tensors& t, Metadata&) { t.erase("optimizer.fc1.weight.exp_avg_sq"); },
-            "no 'optimizer.fc1.weight.exp_avg_sq' (exp_avg, exp_avg_sq and step go together)");
-    refused("no_moments",
-            [](Tensors& t, Metadata&) {
-              t.erase("optimizer.fc2.weight.exp_avg");
-              t.erase("optimizer.fc2.weight.exp_avg_sq");
-            },
-            "no 'optimizer.fc2.weight.exp_avg'");
+    refused(
+        "step_two", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.step"] = zeros({2}); },
+        "'optimizer.fc2.bias.step' has shape [2]: a step count is one number");
+    refused(
+        "step_minus",
+        [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(-1, {.dtype = DType::Int64}); },
+        "'optimizer.fc1.bias.step' is step -1");
+    refused(
+        "step_huge",
+        [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(1e300, {.dtype = DType::Float64}); },
+        "'optimizer.fc1.bias.step' is step 1e+300");
+    refused(
+        "no_sq", [](Tensors& t, Metadata&) { t.erase("optimizer.fc1.weight.exp_avg_sq"); },
+        "no 'optimizer.fc1.weight.exp_avg_sq' (exp_avg, exp_avg_sq and step go together)");
+    refused(
+        "no_moments",
+        [](Tensors& t, Metadata&) {
+          t.erase("optimizer.fc2.weight.exp_avg");
+          t.erase("optimizer.fc2.weight.exp_avg_sq");
+        },
+        "no 'optimizer.fc2.weight.exp_avg'");
   }
   // The unchanged files still load.
   Resumable sgd("sgd"), adam("adam");
