@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -21,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/regular_file.h"
+#include "core/shape.h"
 
 namespace vgrad::safetensors {
 namespace {
@@ -33,19 +35,9 @@ constexpr const char* kMetadataKey = "__metadata__";
 // destroys values recursively, so a 100,000-deep value would overflow the stack:
 // nesting is refused while parsing, long before that.
 constexpr int kMaxJsonDepth = 32;
-// Errors quote at most this much of a value (or of nlohmann's own message).
-constexpr size_t kMaxQuotedChars = 64;
 
 [[noreturn]] void throw_error(const std::string& path, const std::string& why) {
   throw Error("safetensors: " + path + ": " + why);
-}
-
-// `text` cut to `limit` characters, with its full length noted when cut.
-std::string truncated(std::string text, size_t limit = kMaxQuotedChars) {
-  if (text.size() <= limit) return text;
-  const size_t full = text.size();
-  text.resize(limit);
-  return text + "... (" + std::to_string(full) + " characters)";
 }
 
 // Where in the header a problem was found: "tensor 'x': " or "__metadata__: ".
@@ -75,6 +67,9 @@ int64_t byte_count(const std::string& path, const std::string& name, const std::
       throw_tensor_error(path, name, "shape " + shape_text(shape) + " overflows a 64-bit byte count");
     }
   }
+  // With a zero dim the count is 0, but strides are still products of the other dims.
+  if (!contiguous_strides_fit(shape))
+    throw_tensor_error(path, name, "shape " + shape_text(shape) + " has strides that overflow int64");
   return count;
 }
 
@@ -395,7 +390,12 @@ File load(const std::string& path) {
   // Spans are contiguous from 0, so a sequential read fills every tensor.
   for (const Span& span : spans) {
     Entry& entry = result.tensors.at(*span.name);
-    entry.bytes.resize(static_cast<size_t>(span.end - span.begin));
+    try {
+      entry.bytes.resize(static_cast<size_t>(span.end - span.begin));
+    } catch (const std::bad_alloc&) {
+      throw_tensor_error(path, *span.name,
+                         "cannot allocate " + std::to_string(span.end - span.begin) + " bytes for its data");
+    }
     if (!entry.bytes.empty() &&
         std::fread(entry.bytes.data(), 1, entry.bytes.size(), input.file) != entry.bytes.size()) {
       throw_tensor_error(path, *span.name, "read error: " + errno_text());

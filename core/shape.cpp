@@ -1,22 +1,40 @@
 // Shape helpers and NumPy broadcasting.
 #include "core/shape.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace vgrad {
 
 int64_t numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) {
+      // [2^62, 2^62, 0] overflows on the way but has no elements.
+      if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
+      fail("shape {}: its element count overflows int64", truncated(shape_str(shape)));
+    }
   return n;
 }
 
+// The stride of dim i is the product of the dims after it; the product of all of them is no stride.
+bool contiguous_strides_fit(const Shape& shape) {
+  int64_t stride = 1;
+  for (size_t i = shape.size(); i-- > 1;)
+    if (__builtin_mul_overflow(stride, shape[i], &stride)) return false;
+  return true;
+}
+
 Strides contiguous_strides(const Shape& shape) {
+  if (!contiguous_strides_fit(shape))
+    fail("shape {}: its contiguous strides overflow int64 (the product of its trailing dims is too large)",
+         truncated(shape_str(shape)));
   Strides strides(shape.size());
   int64_t stride = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = stride;
-    stride *= shape[i];
+    if (i > 0) stride *= shape[i];
   }
   return strides;
 }

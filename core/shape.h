@@ -10,8 +10,14 @@ namespace vgrad {
 using Shape = std::vector<int64_t>;
 using Strides = std::vector<int64_t>;
 
+// The element count; throws naming the shape when it overflows int64 (a shape with a 0 dim has
+// none, however large the others).
 int64_t numel(const Shape& shape);
+// Row-major strides; throws naming the shape when one overflows int64, which a shape without
+// elements can do too: [0, 2^62, 2^62].
 Strides contiguous_strides(const Shape& shape);
+// False where contiguous_strides would throw (for callers that name a file in the error).
+bool contiguous_strides_fit(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "[64, 10]"
 
 // NumPy broadcasting: align trailing dims; each pair equal or one of them 1.

@@ -30,10 +30,14 @@ template <class MakeStorage> Tensor empty_over(const Shape& shape, DType dtype, 
     fail("tensor: {} dims exceed the maximum of {}", shape.size(), kMaxDims);
   for (size_t d = 0; d < shape.size(); ++d)
     if (shape[d] < 0) fail("tensor: negative size {} in shape {} (dim {})", shape[d], shape_str(shape), d);
+  Strides strides = contiguous_strides(shape);  // throws when they overflow int64
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(vgrad::numel(shape), static_cast<int64_t>(dtype_size(dtype)), &bytes))
+    fail("tensor: shape {} of {} needs more than 2^63 bytes", shape_str(shape), dtype_name(dtype));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = make_storage(static_cast<size_t>(vgrad::numel(shape)) * dtype_size(dtype));
+  impl->storage = make_storage(static_cast<size_t>(bytes));
   impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
+  impl->strides = std::move(strides);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
 }

@@ -32,7 +32,7 @@ DataLoader::~DataLoader() { stop(); }
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = dataset_->size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  return options_.drop_last ? n / b : n / b + (n % b != 0);  // not (n + b - 1) / b: it overflows for a huge b
 }
 
 Tensor DataLoader::epoch_order(int64_t epoch) const {
@@ -104,7 +104,11 @@ size_t nbytes(const Tensor& t) { return static_cast<size_t>(t.numel()) * dtype_s
 
 }  // namespace
 
-int64_t DataLoader::buffer_rows() const { return (options_.batch_size + options_.num_replicas - 1) / options_.num_replicas; }
+int64_t DataLoader::buffer_rows() const {
+  // No batch holds more than the dataset: a batch_size of 2^63 - 1 must not size the buffer.
+  const int64_t rows = std::min(options_.batch_size, dataset_->size()), replicas = options_.num_replicas;
+  return rows / replicas + (rows % replicas != 0);
+}
 
 DataLoader::Prepared DataLoader::assemble_batch(int64_t index) {
   if (options_.device.is_cpu()) return {gather_into_buffer(index), nullptr};

@@ -2,6 +2,7 @@
 #include "nn/checkpoint.h"
 
 #include <cstring>
+#include <new>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -32,7 +33,13 @@ std::map<std::string, Tensor> tensors_of(const safetensors::File& file, const st
       for (const DTypeInfo& info : kDTypes) known += (known.empty() ? "" : ", ") + std::string(info.safetensors);
       fail("checkpoint: {}: tensor '{}' has dtype {}, which vgrad does not load ({})", path, name, entry.dtype, known);
     }
-    Tensor t = Tensor::empty(entry.shape, dtype);
+    Tensor t;
+    try {
+      t = Tensor::empty(entry.shape, dtype);
+    } catch (const std::bad_alloc&) {
+      fail("checkpoint: {}: tensor '{}' ({} bytes): cannot allocate memory for it", path, truncated(name),
+           entry.bytes.size());
+    }
     if (!entry.bytes.empty()) std::memcpy(t.data_ptr(), entry.bytes.data(), entry.bytes.size());
     out.emplace(name, t);
   }

@@ -24,7 +24,8 @@ std::map<std::string, Tensor> tensors_of(const safetensors::File& file, const st
 
 // The model's parameters (its state_dict).
 void save(const Module& module, const std::string& path);
-// Errors name the key: missing, unexpected, or of the wrong shape (and the file).
+// Errors name the key: missing, unexpected, of the wrong shape or kind of dtype (and the
+// file). Every key is checked before the first parameter changes.
 void load(Module& module, const std::string& path);
 
 }  // namespace vgrad::nn

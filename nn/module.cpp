@@ -1,8 +1,10 @@
 // Module bookkeeping: registration, traversal, modes, device moves, state dicts.
 #include "nn/module.h"
 
-#include "core/grad_mode.h"
+#include <algorithm>
+
 #include "core/error.h"
+#include "core/grad_mode.h"
 
 namespace vgrad::nn {
 
@@ -141,10 +143,9 @@ std::map<std::string, Tensor> Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
-  NoGradGuard no_grad;
-  const std::vector<std::pair<std::string, Tensor>> params = state_entries();
-  for (const auto& [name, t] : params) {
+void Module::check_state_dict(const std::map<std::string, Tensor>& state, bool strict) const {
+  const std::vector<std::pair<std::string, Tensor>> entries = state_entries();
+  for (const auto& [name, t] : entries) {
     auto it = state.find(name);
     if (it == state.end()) {
       if (strict) fail("load_state_dict: missing key '{}' (expected shape {})", name, shape_str(t.shape()));
@@ -153,15 +154,28 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
     if (it->second.shape() != t.shape())
       fail("load_state_dict: key '{}' has shape {}, the model expects {}", name, shape_str(it->second.shape()),
            shape_str(t.shape()));
+    if (is_floating(it->second.dtype()) != is_floating(t.dtype()))
+      fail("load_state_dict: key '{}' is {}, the model's entry is {} (floating and integer values do not mix)", name,
+           dtype_name(it->second.dtype()), dtype_name(t.dtype()));
+  }
+  if (!strict) return;
+  for (const auto& [name, value] : state) {
+    const bool known =
+        std::any_of(entries.begin(), entries.end(), [&name = name](const auto& entry) { return entry.first == name; });
+    if (!known)
+      fail("load_state_dict: unexpected key '{}' (shape {}) not in the model", name, shape_str(value.shape()));
+  }
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+  check_state_dict(state, strict);  // all of it first: a refused state changes nothing
+  NoGradGuard no_grad;
+  for (const auto& [name, t] : state_entries()) {
+    auto it = state.find(name);
+    if (it == state.end()) continue;
     Tensor target = t.detach();
     target.copy_(it->second.to(t.dtype()));
   }
-  if (strict)
-    for (const auto& [name, value] : state) {
-      bool known = false;
-      for (const auto& [param, t] : params) known = known || param == name;
-      if (!known) fail("load_state_dict: unexpected key '{}' (shape {}) not in the model", name, shape_str(value.shape()));
-    }
 }
 
 }  // namespace vgrad::nn

@@ -52,8 +52,14 @@ class Module {
 
   std::map<std::string, Tensor> state_dict() const;
   // Copies values into the parameters. strict: every key must match both ways.
-  // Errors name the key and the shapes.
+  // Errors name the key and the shapes. All or nothing: every key, shape and dtype is
+  // checked (check_state_dict) before the first value is copied.
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  // The checks of load_state_dict, changing nothing: with strict, no key missing and none
+  // unexpected; each value of the entry's shape, and floating where the entry is floating
+  // and int64 where it is int64 (PyTorch's copy_ would convert: a float checkpoint in an
+  // integer buffer silently truncates, so vgrad refuses the mix).
+  void check_state_dict(const std::map<std::string, Tensor>& state, bool strict = true) const;
 
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor, bool requires_grad = true);

@@ -2,7 +2,9 @@
 #include "optim/optimizer.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -83,37 +85,86 @@ std::vector<size_t> update_all(std::vector<Tensor>& params, const std::string& o
   return updated;
 }
 
-Tensor state_tensor(const std::map<std::string, Tensor>& state, const std::string& key, const Tensor& like,
-                    const char* optimizer) {
-  auto it = state.find(key);
-  if (it == state.end()) return Tensor();
-  if (it->second.shape() != like.shape())
-    fail("{}: checkpoint key '{}' has shape {}, parameter is {}", optimizer, key, shape_str(it->second.shape()),
-         shape_str(like.shape()));
-  return it->second.to(like.dtype()).to(like.device()).contiguous().clone();
+std::string state_key(size_t index, const std::string& buffer) {
+  return "state." + std::to_string(index) + "." + buffer;
 }
 
-// A checkpoint's state buffer `buffer` ("momentum_buffer", "exp_avg", ...) of each parameter
-// (undefined where it has none), as state_tensor makes it.
-std::vector<Tensor> state_tensors(const std::map<std::string, Tensor>& state, const std::string& buffer,
-                                  const std::vector<Tensor>& params, const std::string& optimizer) {
-  std::vector<Tensor> loaded;
-  for (size_t i = 0; i < params.size(); ++i)
-    loaded.push_back(state_tensor(state, "state." + std::to_string(i) + "." + buffer, params[i], optimizer.c_str()));
-  return loaded;
+// A state dict's tensors by parameter and buffer. Every key must be "state.<i>.<buffer>" for a
+// listed parameter i and a buffer in `buffers`; `global` names one key outside that form that
+// the optimizer reads itself (Adam's older "step"), or is empty.
+std::vector<std::map<std::string, Tensor>> state_by_parameter(const std::map<std::string, Tensor>& state, size_t count,
+                                                              const std::vector<std::string>& buffers,
+                                                              const std::string& global, const std::string& optimizer,
+                                                              const Optimizer::StateKeyName& key_name) {
+  std::vector<std::map<std::string, Tensor>> by_parameter(count);
+  for (const auto& [key, value] : state) {
+    if (!global.empty() && key == global) continue;
+    const auto [index, buffer] = split_state_key(key);
+    if (buffer.empty() || index >= count)
+      fail("{}: checkpoint key '{}' is not state.<parameter index>.<buffer> for one of its {} parameters", optimizer,
+           truncated(key), count);
+    if (std::find(buffers.begin(), buffers.end(), buffer) == buffers.end())
+      fail("{}: checkpoint key '{}': unknown state '{}' ({} keeps {})", optimizer, truncated(key_name(index, buffer)),
+           truncated(buffer), optimizer, fmt::join(buffers, ", "));
+    by_parameter[index].emplace(buffer, value);
+  }
+  return by_parameter;
 }
 
-// Where a parameter kept state that `loaded` drops, after a CUDA graph captured a step: its
-// replays go on updating that memory and cannot start a fresh state (SGD's first step, Adam's
+// A momentum buffer or moment must be floating and of its parameter's shape.
+void check_state_buffer(const Tensor& value, const Tensor& param, const std::string& key,
+                        const std::string& optimizer) {
+  if (value.shape() != param.shape())
+    fail("{}: checkpoint key '{}' has shape {}, parameter is {}", optimizer, key, shape_str(value.shape()),
+         shape_str(param.shape()));
+  if (!is_floating(value.dtype()))
+    fail("{}: checkpoint key '{}' is {}, not floating point", optimizer, key, dtype_name(value.dtype()));
+}
+
+// Adam's step count from a checkpoint: one whole number in [1, kMaxStep], int64 as vgrad writes
+// it or floating as PyTorch does; the next step adds one, which must not overflow.
+int64_t step_count(const Tensor& value, const std::string& key, const std::string& optimizer) {
+  constexpr int64_t kMaxStep = std::numeric_limits<int64_t>::max() - 1;
+  if (value.numel() != 1)
+    fail("{}: checkpoint key '{}' has shape {}: a step count is one number", optimizer, key, shape_str(value.shape()));
+  if (value.dtype() == DType::Int64) {
+    const int64_t step = value.item<int64_t>();
+    if (step < 1 || step > kMaxStep)
+      fail("{}: checkpoint key '{}' is step {}: a step count with moments is a whole number in [1, {}]", optimizer, key,
+           step, kMaxStep);
+    return step;
+  }
+  const double step = value.item<double>();
+  // 2^63 is the first double past int64's range; every double below it converts exactly.
+  if (!(step >= 1 && step < 0x1p63) || step != std::floor(step))
+    fail("{}: checkpoint key '{}' is step {}: a step count with moments is a whole number in [1, {}]", optimizer, key,
+         step, kMaxStep);
+  return static_cast<int64_t>(step);
+}
+
+// Where a parameter kept state that the checkpoint drops, after a CUDA graph captured a step:
+// its replays go on updating that memory and cannot start a fresh state (SGD's first step, Adam's
 // zero moments), so the load is an error naming the key.
-void refuse_dropping_captured_state(const std::vector<Tensor>& kept, const std::vector<Tensor>& loaded,
-                                    const std::string& buffer, const std::string& optimizer) {
+void refuse_dropping_captured_state(const std::vector<Tensor>& kept,
+                                    const std::vector<std::map<std::string, Tensor>>& loaded, const std::string& buffer,
+                                    const std::string& optimizer) {
   for (size_t i = 0; i < kept.size(); ++i)
-    if (kept[i].defined() && !loaded[i].defined())
+    if (kept[i].defined() && !loaded[i].count(buffer))
       fail(
           "{}: load_state_dict: the checkpoint has no 'state.{}.{}', but parameter {} has that state and a CUDA "
           "graph captured step() updates it in place; its replays cannot start it afresh",
           optimizer, i, buffer, i);
+}
+
+// A checked state buffer of each parameter (undefined where it has none) in its parameter's
+// dtype and device.
+std::vector<Tensor> state_tensors(const std::vector<std::map<std::string, Tensor>>& by_parameter,
+                                  const std::string& buffer, const std::vector<Tensor>& params) {
+  std::vector<Tensor> loaded(params.size());
+  for (size_t i = 0; i < params.size(); ++i)
+    if (auto it = by_parameter[i].find(buffer); it != by_parameter[i].end())
+      loaded[i] = it->second.to(params[i].dtype()).to(params[i].device()).contiguous().clone();
+  return loaded;
 }
 
 // Capturable optimizers copy loaded state into the buffers they have (a captured step reads
@@ -128,23 +179,29 @@ void take_state(std::vector<Tensor>& kept, std::vector<Tensor> loaded, bool in_p
   }
 }
 
-void check_lr(double lr, const std::string& optimizer) {
-  if (std::isnan(lr) || std::isinf(lr)) fail("{}: learning rate {} is not a finite number", optimizer, lr);
-  if (lr < 0) fail("{}: learning rate {} is negative", optimizer, lr);
+// PyTorch's `if not 0.0 <= value` (so NaN fails), and finite (PyTorch takes inf).
+void check_non_negative(double value, const char* what, const std::string& optimizer) {
+  if (std::isnan(value) || std::isinf(value)) fail("{}: {} {} is not a finite number", optimizer, what, value);
+  if (value < 0) fail("{}: {} {} is negative", optimizer, what, value);
 }
+
+void check_lr(double lr, const std::string& optimizer) { check_non_negative(lr, "learning rate", optimizer); }
 
 void check_options(const SGDOptions& options) {
   check_lr(options.lr, "SGD");
-  if (options.momentum < 0) fail("SGD: momentum {} is negative", options.momentum);
+  check_non_negative(options.momentum, "momentum", "SGD");
+  check_non_negative(options.dampening, "dampening", "SGD");
+  check_non_negative(options.weight_decay, "weight_decay", "SGD");
   if (options.nesterov && (options.momentum <= 0 || options.dampening != 0))
     fail("SGD: Nesterov momentum needs momentum > 0 and dampening 0");
 }
 
 void check_options(const AdamOptions& options, const std::string& optimizer) {
   check_lr(options.lr, optimizer);
-  if (options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1)
+  if (!(0.0 <= options.beta1 && options.beta1 < 1.0) || !(0.0 <= options.beta2 && options.beta2 < 1.0))
     fail("{}: betas ({}, {}) must be in [0, 1)", optimizer, options.beta1, options.beta2);
-  if (options.eps < 0) fail("{}: eps {} is negative", optimizer, options.eps);
+  check_non_negative(options.eps, "eps", optimizer);
+  check_non_negative(options.weight_decay, "weight_decay", optimizer);
 }
 
 // Copies the values whose names `fields` knows into the matching fields; any other name is an error.
@@ -153,13 +210,23 @@ Options with_hyperparameters(Options options, const std::map<std::string, double
                              const std::map<std::string, double Options::*>& fields, const std::string& optimizer) {
   for (const auto& [key, value] : values) {
     auto field = fields.find(key);
-    if (field == fields.end()) fail("{}: unknown hyper-parameter '{}'", optimizer, key);
+    if (field == fields.end()) fail("{}: unknown hyper-parameter '{}'", optimizer, truncated(key));
     options.*(field->second) = value;
   }
   return options;
 }
 
 }  // namespace
+
+std::pair<size_t, std::string> split_state_key(const std::string& key) {
+  const std::string prefix = "state.";
+  const size_t dot = key.find('.', prefix.size());
+  size_t index = 0;
+  if (key.rfind(prefix, 0) != 0 || dot == std::string::npos ||
+      std::from_chars(key.data() + prefix.size(), key.data() + dot, index).ptr != key.data() + dot)
+    return {0, ""};
+  return {index, key.substr(dot + 1)};
+}
 
 Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* kind, bool capturable)
     : params_(std::move(params)), lr_(lr) {
@@ -246,7 +313,7 @@ void Optimizer::set_lr(double lr) {
 
 void Optimizer::load_hyperparameters(const std::map<std::string, double>& values) {
   for (const auto& [key, value] : values) {
-    if (key != "lr") fail("{}: unknown hyper-parameter '{}'", name(), key);
+    if (key != "lr") fail("{}: unknown hyper-parameter '{}'", name(), truncated(key));
     set_lr(value);
   }
 }
@@ -281,6 +348,7 @@ void SGD::load_hyperparameters(const std::map<std::string, double>& values) {
   std::map<std::string, double> numbers = values;
   bool nesterov = options_.nesterov;
   if (auto it = numbers.find("nesterov"); it != numbers.end()) {
+    if (it->second != 0 && it->second != 1) fail("SGD: hyper-parameter nesterov is {}, not 0 or 1", it->second);
     nesterov = it->second != 0;
     numbers.erase(it);
   }
@@ -331,14 +399,23 @@ std::map<std::string, Tensor> SGD::state_dict() const {
   return state;
 }
 
-void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
+void SGD::check_state_dict(const std::map<std::string, Tensor>& state, const StateKeyName& key_name) const {
   if (capturable())
     refuse_in_capture("load_state_dict");
   else
     refuse_after_capture("load_state_dict");
-  std::vector<Tensor> loaded = state_tensors(state, "momentum_buffer", params_, "SGD");
-  if (captured_) refuse_dropping_captured_state(momentum_buffers_, loaded, "momentum_buffer", "SGD");
-  take_state(momentum_buffers_, std::move(loaded), capturable());
+  const StateKeyName name = key_name ? key_name : StateKeyName(state_key);
+  const auto by_parameter = state_by_parameter(state, params_.size(), {"momentum_buffer"}, "", "SGD", name);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (auto it = by_parameter[i].find("momentum_buffer"); it != by_parameter[i].end())
+      check_state_buffer(it->second, params_[i], name(i, "momentum_buffer"), "SGD");
+  if (captured_) refuse_dropping_captured_state(momentum_buffers_, by_parameter, "momentum_buffer", "SGD");
+}
+
+void SGD::load_state_dict(const std::map<std::string, Tensor>& state) {
+  check_state_dict(state);
+  const auto by_parameter = state_by_parameter(state, params_.size(), {"momentum_buffer"}, "", "SGD", state_key);
+  take_state(momentum_buffers_, state_tensors(by_parameter, "momentum_buffer", params_), capturable());
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled)
@@ -452,24 +529,50 @@ std::map<std::string, Tensor> Adam::state_dict() const {
   return state;
 }
 
-void Adam::load_state_dict(const std::map<std::string, Tensor>& state) {
+namespace {
+const std::vector<std::string> kAdamState = {"exp_avg", "exp_avg_sq", "step"};
+}  // namespace
+
+std::vector<int64_t> Adam::checked_state(const std::map<std::string, Tensor>& state, const StateKeyName& key_name,
+                                         std::vector<std::map<std::string, Tensor>>& by_parameter) const {
   if (capturable()) refuse_in_capture("load_state_dict");
+  const StateKeyName name = key_name ? key_name : StateKeyName(state_key);
   // Older checkpoints hold one global "step" for all parameters.
+  by_parameter = state_by_parameter(state, params_.size(), kAdamState, "step", this->name(), name);
   auto global = state.find("step");
-  std::vector<int64_t> steps(params_.size());
+  const int64_t global_step = global == state.end() ? 0 : step_count(global->second, "step", this->name());  // 0: none
+  std::vector<int64_t> steps(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i) {
-    auto it = state.find("state." + std::to_string(i) + ".step");
-    if (it == state.end()) it = global;
-    steps[i] = it == state.end() ? 0 : it->second.item<int64_t>();
+    const auto& buffers = by_parameter[i];
+    if (buffers.empty()) continue;  // no state yet: the first step starts it
+    // The moments and their count only make sense together: zero moments with a count of
+    // 1000 would skip the bias correction of the first steps.
+    for (const std::string& buffer : kAdamState)
+      if (!buffers.count(buffer) && !(buffer == "step" && global_step > 0))
+        fail("{}: the checkpoint has {} of parameter {} but no '{}' (exp_avg, exp_avg_sq and step go together)",
+             this->name(), name(i, buffers.begin()->first), i, name(i, buffer));
+    check_state_buffer(buffers.at("exp_avg"), params_[i], name(i, "exp_avg"), this->name());
+    check_state_buffer(buffers.at("exp_avg_sq"), params_[i], name(i, "exp_avg_sq"), this->name());
+    auto step = buffers.find("step");
+    steps[i] = step == buffers.end() ? global_step : step_count(step->second, name(i, "step"), this->name());
   }
-  std::vector<Tensor> exp_avg = state_tensors(state, "exp_avg", params_, name());
-  std::vector<Tensor> exp_avg_sq = state_tensors(state, "exp_avg_sq", params_, name());
   if (captured_) {
-    refuse_dropping_captured_state(exp_avg_, exp_avg, "exp_avg", name());
-    refuse_dropping_captured_state(exp_avg_sq_, exp_avg_sq, "exp_avg_sq", name());
+    refuse_dropping_captured_state(exp_avg_, by_parameter, "exp_avg", this->name());
+    refuse_dropping_captured_state(exp_avg_sq_, by_parameter, "exp_avg_sq", this->name());
   }
-  take_state(exp_avg_, std::move(exp_avg), capturable());
-  take_state(exp_avg_sq_, std::move(exp_avg_sq), capturable());
+  return steps;
+}
+
+void Adam::check_state_dict(const std::map<std::string, Tensor>& state, const StateKeyName& key_name) const {
+  std::vector<std::map<std::string, Tensor>> by_parameter;
+  (void)checked_state(state, key_name, by_parameter);
+}
+
+void Adam::load_state_dict(const std::map<std::string, Tensor>& state) {
+  std::vector<std::map<std::string, Tensor>> by_parameter;
+  std::vector<int64_t> steps = checked_state(state, {}, by_parameter);
+  take_state(exp_avg_, state_tensors(by_parameter, "exp_avg", params_), capturable());
+  take_state(exp_avg_sq_, state_tensors(by_parameter, "exp_avg_sq", params_), capturable());
   if (capturable()) {
     NoGradGuard no_grad;
     step_counts_.copy_(tensor(steps));  // in place: a captured step reads these counts

@@ -22,17 +22,27 @@
 // PyTorch. Off (the default), steps take the same path and give the same bits as before; on
 // the CPU both give the same bits.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/ops.h"
 
 namespace vgrad::optim {
 
+// Optimizer::state_dict's "state.<index>.<buffer>" as (index, buffer); buffer is empty when
+// the key is not of that form.
+std::pair<size_t, std::string> split_state_key(const std::string& key);
+
 class Optimizer {
  public:
+  // How a state tensor is named in errors, by parameter index and buffer: its key
+  // ("state.<i>.<buffer>") by default; a training checkpoint names it by parameter.
+  using StateKeyName = std::function<std::string(size_t index, const std::string& buffer)>;
+
   // `kind` names the optimizer in the constructor's errors (name() is not callable yet).
   // capturable: the lr lives on the parameters' device (see the top of this file).
   Optimizer(std::vector<Tensor> params, double lr, const char* kind, bool capturable = false);
@@ -49,9 +59,18 @@ class Optimizer {
   const std::vector<Tensor>& params() const { return params_; }
   // State for checkpoints: "state.<i>.<buffer>" tensors (Adam: also "state.<i>.step").
   virtual std::map<std::string, Tensor> state_dict() const = 0;
+  // All or nothing: it checks the whole state first (check_state_dict).
   virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;
+  // The checks of load_state_dict, changing nothing: every key a buffer this optimizer keeps
+  // (an unknown one, "momentum_bufer", is an error, not a fresh start) of a listed
+  // parameter; each buffer floating and of its parameter's shape; Adam's exp_avg,
+  // exp_avg_sq and step present together, its step one whole number in [1, 2^63 - 2] (so
+  // the next step's count cannot overflow); and the capture rules of load_state_dict.
+  virtual void check_state_dict(const std::map<std::string, Tensor>& state,
+                                const StateKeyName& key_name = {}) const = 0;
   // Hyper-parameters by name ("lr", "momentum", ...), for training checkpoints. Loading
-  // checks them as the constructor does; a missing name keeps its value, an unknown one is an error.
+  // checks them as the constructor does (and changes nothing when one is refused); a missing
+  // name keeps its value, an unknown one is an error.
   virtual std::map<std::string, double> hyperparameters() const { return {{"lr", lr_}}; }
   virtual void load_hyperparameters(const std::map<std::string, double>& values);
   virtual std::string name() const = 0;
@@ -79,6 +98,9 @@ class Optimizer {
   Tensor lr_on_device_;    // capturable: a float64 scalar on the parameters' device; else undefined
 };
 
+// Options are checked as PyTorch does, in its `0.0 <= x` form so NaN fails: lr, momentum,
+// dampening and weight_decay >= 0, betas in [0, 1), eps >= 0. vgrad also refuses infinities
+// (PyTorch takes them, and the first step makes every weight inf or NaN).
 struct SGDOptions {
   double lr = 0.01;
   double momentum = 0.0;
@@ -95,6 +117,7 @@ class SGD : public Optimizer {
   void step() override;
   std::map<std::string, Tensor> state_dict() const override;
   void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  void check_state_dict(const std::map<std::string, Tensor>& state, const StateKeyName& key_name = {}) const override;
   std::map<std::string, double> hyperparameters() const override;
   void load_hyperparameters(const std::map<std::string, double>& values) override;
   std::string name() const override { return "SGD"; }
@@ -121,6 +144,7 @@ class Adam : public Optimizer {
   void step() override;
   std::map<std::string, Tensor> state_dict() const override;
   void load_state_dict(const std::map<std::string, Tensor>& state) override;
+  void check_state_dict(const std::map<std::string, Tensor>& state, const StateKeyName& key_name = {}) const override;
   std::map<std::string, double> hyperparameters() const override;
   void load_hyperparameters(const std::map<std::string, double>& values) override;
   std::string name() const override { return decoupled_ ? "AdamW" : "Adam"; }
@@ -134,6 +158,9 @@ class Adam : public Optimizer {
   std::vector<int64_t> steps_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   Tensor step_counts_, one_step_;  // capturable: the counts, and the int64 1 added to them
+  // check_state_dict's work: the state by parameter and buffer, and each parameter's step count (0: no state).
+  std::vector<int64_t> checked_state(const std::map<std::string, Tensor>& state, const StateKeyName& key_name,
+                                     std::vector<std::map<std::string, Tensor>>& by_parameter) const;
   void advance_step_counts(const std::vector<size_t>& updated);
 };
 

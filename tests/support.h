@@ -4,6 +4,7 @@
 // temporary directory and a two-layer MLP. Op-specific references stay with their tests.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -175,6 +177,35 @@ struct Mlp : vgrad::nn::Module {
         fc2(register_module("fc2", std::make_shared<vgrad::nn::Linear>(hidden, out))) {}
   Tensor forward(const Tensor& x) override { return (*fc2)(vgrad::relu((*fc1)(x))); }
   std::shared_ptr<vgrad::nn::Linear> fc1, fc2;
+};
+
+// Caps the address space at what the process has now plus `headroom` bytes for
+// its lifetime, so an allocation sized by a lying header throws std::bad_alloc
+// (which the test reports as "not a vgrad::Error") instead of succeeding.
+class AddressSpaceCap {
+ public:
+  explicit AddressSpaceCap(uint64_t headroom) {
+#if defined(__SANITIZE_ADDRESS__)
+    (void)headroom;
+#else
+    ::getrlimit(RLIMIT_AS, &saved_);
+    std::ifstream status("/proc/self/status");
+    uint64_t vm_size_kb = 0;
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmSize:", 0) == 0) vm_size_kb = std::stoull(line.substr(7));
+    rlimit capped = saved_;
+    capped.rlim_cur = vm_size_kb * 1024 + headroom;
+    active_ = vm_size_kb > 0 && ::setrlimit(RLIMIT_AS, &capped) == 0;
+#endif
+  }
+  ~AddressSpaceCap() {
+    if (active_) ::setrlimit(RLIMIT_AS, &saved_);
+  }
+  bool active() const { return active_; }
+
+ private:
+  rlimit saved_{};
+  bool active_ = false;
 };
 
 // A fresh directory per test, removed afterwards (permissions restored first, so a

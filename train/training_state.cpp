@@ -11,11 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "core/error.h"
 #include "autograd/ops.h"
+#include "core/error.h"
 #include "core/safetensors.h"
 #include "nn/checkpoint.h"
 
@@ -58,7 +59,11 @@ class Metadata {
     T parsed{};
     const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
     if (error != std::errc() || end != value.data() + value.size())
-      fail("checkpoint: {}: metadata key '{}' is '{}', not a number", path_, key, value);
+      fail("checkpoint: {}: metadata key '{}' is '{}', not a number", path_, key, truncated(value));
+    // from_chars reads "nan" and "inf"; no value vgrad writes is either.
+    if constexpr (std::is_floating_point_v<T>)
+      if (!std::isfinite(parsed))
+        fail("checkpoint: {}: metadata key '{}' is '{}', not a finite number", path_, key, truncated(value));
     return parsed;
   }
   // Every "<prefix><name>" key, by name.
@@ -73,17 +78,6 @@ class Metadata {
   const std::string& path_;
   const std::map<std::string, std::string>& values_;
 };
-
-// Optimizer::state_dict's "state.<index>.<buffer>" as (index, buffer); buffer is empty if the key is not of that form.
-std::pair<size_t, std::string> split_state_key(const std::string& key) {
-  const std::string prefix = "state.";
-  const size_t dot = key.find('.', prefix.size());
-  size_t index = 0;
-  if (!starts_with(key, prefix) || dot == std::string::npos ||
-      std::from_chars(key.data() + prefix.size(), key.data() + dot, index).ptr != key.data() + dot)
-    return {0, ""};
-  return {index, key.substr(dot + 1)};
-}
 
 // The model's parameter name for each of the optimizer's parameters, by identity.
 std::vector<std::string> optimizer_parameter_names(const nn::Module& model, const optim::Optimizer& optimizer) {
@@ -155,7 +149,7 @@ void save_training_state(const std::string& path, const TrainingState& state) {
     for (const auto& [key, value] : state.optimizer->hyperparameters()) metadata["optimizer." + key] = number_text(value);
     // "state.<i>.<buffer>" becomes "optimizer.<name>.<buffer>": a checkpoint survives a change of parameter order.
     for (const auto& [key, value] : state.optimizer->state_dict()) {
-      const auto [index, buffer] = split_state_key(key);
+      const auto [index, buffer] = optim::split_state_key(key);
       if (index >= names.size() || buffer.empty())
         fail("training state: {}: {} state key '{}' is not of the form state.<parameter index>.<buffer>", path,
              state.optimizer->name(), key);
@@ -200,8 +194,8 @@ void load_training_state(const std::string& path, TrainingState& state) {
     fail("checkpoint: {}: not a training checkpoint (no '{}' metadata); a weights-only file loads with nn::load",
          path, kFormatKey);
   if (meta.text(kFormatKey) != kFormatVersion)
-    fail("checkpoint: {}: training-state format {} is not the one this vgrad reads ({})", path, meta.text(kFormatKey),
-         kFormatVersion);
+    fail("checkpoint: {}: training-state format {} is not the one this vgrad reads ({})", path,
+         truncated(meta.text(kFormatKey)), kFormatVersion);
   const std::map<std::string, Tensor> tensors = nn::tensors_of(file, path);  // the file is read once
 
   // ---- read and check everything; nothing changes until all of it passes ----
@@ -214,22 +208,16 @@ void load_training_state(const std::string& path, TrainingState& state) {
   }
   const auto named = state.model->named_parameters();
   std::map<std::string, Tensor> parameters(named.begin(), named.end());
-  const std::map<std::string, Tensor> model_keys = state.model->state_dict();
-  for (const auto& [name, p] : model_keys) {
-    auto it = model_tensors.find(name);
-    if (it == model_tensors.end())
-      fail("checkpoint: {}: missing key '{}' (expected shape {})", path, name, shape_str(p.shape()));
-    if (it->second.shape() != p.shape())
-      fail("checkpoint: {}: key '{}' has shape {}, the model expects {}", path, name, shape_str(it->second.shape()),
-           shape_str(p.shape()));
+  try {
+    state.model->check_state_dict(model_tensors, true);
+  } catch (const Error& e) {
+    fail("checkpoint: {}: {}", path, e.what());
   }
-  for (const auto& [name, value] : model_tensors)
-    if (!model_keys.count(name))
-      fail("checkpoint: {}: unexpected key '{}' (shape {}) not in the model", path, name, shape_str(value.shape()));
   for (const auto& [name, g] : grads) {
     auto it = parameters.find(name);
-    if (it == parameters.end() || it->second.shape() != g.shape())
-      fail("checkpoint: {}: gradient 'grad.{}' {} matches no parameter of the model", path, name, shape_str(g.shape()));
+    if (it == parameters.end() || it->second.shape() != g.shape() || !is_floating(g.dtype()))
+      fail("checkpoint: {}: gradient 'grad.{}' {} {} matches no parameter of the model", path, truncated(name),
+           dtype_name(g.dtype()), shape_str(g.shape()));
   }
 
   std::map<std::string, Tensor> optimizer_state;  // positional, as Optimizer::load_state_dict wants
@@ -237,7 +225,7 @@ void load_training_state(const std::string& path, TrainingState& state) {
   if (state.optimizer) {
     const std::string kind = meta.find("optimizer").value_or("(none)");
     if (kind != state.optimizer->name())
-      fail("checkpoint: {}: holds the state of optimizer '{}', not {}", path, kind, state.optimizer->name());
+      fail("checkpoint: {}: holds the state of optimizer '{}', not {}", path, truncated(kind), state.optimizer->name());
     for (const auto& [key, value] : meta.with_prefix("optimizer.")) hyperparameters[key] = meta.number<double>("optimizer." + key);
     const std::vector<std::string> names = optimizer_parameter_names(*state.model, *state.optimizer);
     for (const auto& [key, value] : optimizer_tensors) {
@@ -246,14 +234,19 @@ void load_training_state(const std::string& path, TrainingState& state) {
       for (size_t i = 0; i < names.size(); ++i)
         if (starts_with(key, names[i] + ".") && (!owner || names[i].size() > names[*owner].size())) owner = i;
       if (!owner)
-        fail("checkpoint: {}: optimizer state 'optimizer.{}' belongs to no parameter of this {}", path, key,
+        fail("checkpoint: {}: optimizer state 'optimizer.{}' belongs to no parameter of this {}", path, truncated(key),
              state.optimizer->name());
       const std::string buffer = key.substr(names[*owner].size() + 1);
-      const Tensor& p = state.optimizer->params()[*owner];
-      if (buffer != "step" && value.shape() != p.shape())
-        fail("checkpoint: {}: optimizer state 'optimizer.{}' has shape {}, parameter '{}' is {}", path, key,
-             shape_str(value.shape()), names[*owner], shape_str(p.shape()));
       optimizer_state["state." + std::to_string(*owner) + "." + buffer] = value;
+    }
+    // Every buffer known, of its parameter's shape and dtype, the ones that go together
+    // together, Adam's steps in range: checked here, so applying it below cannot fail.
+    try {
+      state.optimizer->check_state_dict(optimizer_state, [&names](size_t index, const std::string& buffer) {
+        return kOptimizerPrefix + names[index] + "." + truncated(buffer);
+      });
+    } catch (const Error& e) {
+      fail("checkpoint: {}: {}", path, e.what());
     }
   }
   const int64_t scheduler_count = state.scheduler ? meta.number<int64_t>("scheduler.count") : 0;
@@ -269,14 +262,25 @@ void load_training_state(const std::string& path, TrainingState& state) {
     pending = meta.number<int64_t>("accumulation.pending");
     if (pending < 0 || pending >= steps)
       fail("checkpoint: {}: accumulation.pending {} out of range for {} steps", path, pending, steps);
+    // Pending micro-batches are their summed gradients: without them a resumed group would
+    // step on the remaining micro-batches alone, scaled as if all had run.
+    if (pending > 0 && grads.empty())
+      fail(
+          "checkpoint: {}: accumulation.pending is {}, but the file holds no 'grad.<parameter>' tensors of those "
+          "micro-batches",
+          path, pending);
+    if (pending == 0 && !grads.empty())
+      fail("checkpoint: {}: holds gradient 'grad.{}', but accumulation.pending is 0", path,
+           truncated(grads.begin()->first));
   }
   data::LoaderPosition position;
   if (state.loader) {
     for (const auto& [key, expected] : loader_configuration(*state.loader))
       if (meta.text(key) != expected)
-        fail("checkpoint: {}: the data loader was saved with {} = {}, this one has {}; its position would not "
-             "mean the same samples",
-             path, key, meta.text(key), expected);
+        fail(
+            "checkpoint: {}: the data loader was saved with {} = {}, this one has {}; its position would not "
+            "mean the same samples",
+            path, key, truncated(meta.text(key)), expected);
     position = {meta.number<int64_t>("loader.epoch"), meta.number<int64_t>("loader.batch")};
     if (position.epoch < 0 || position.batch < 0 || position.batch >= std::max<int64_t>(state.loader->num_batches(), 1))
       fail("checkpoint: {}: loader position (epoch {}, batch {}) out of range for {} batches per epoch", path,
@@ -299,6 +303,8 @@ void load_training_state(const std::string& path, TrainingState& state) {
   }
   const RandomState rng{meta.number<uint64_t>("rng.seed"), meta.number<uint64_t>("rng.offset")};
   const int64_t epoch = meta.number<int64_t>("epoch"), step = meta.number<int64_t>("step");
+  if (epoch < 0 || step < 0)
+    fail("checkpoint: {}: epoch {} and step {} count what was done: neither may be negative", path, epoch, step);
   ModelInfo info;
   info.architecture = meta.with_prefix("architecture.");
   info.input_mean = meta.number<double>("input.mean");
@@ -306,7 +312,8 @@ void load_training_state(const std::string& path, TrainingState& state) {
   info.num_classes = meta.number<int64_t>("classes");
   info.program = meta.find("program").value_or("");
 
-  // ---- apply: hyper-parameters first, the one step that checks values (and changes nothing if it throws) ----
+  // ---- apply: hyper-parameters first, the one step that checks values (and changes nothing if it throws);
+  // everything after it was checked above ----
   try {
     if (state.optimizer) state.optimizer->load_hyperparameters(hyperparameters);
   } catch (const Error& e) {

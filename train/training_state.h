@@ -55,8 +55,10 @@ void save_training_state(const std::string& path, const TrainingState& state);
 
 // Restores everything `state` points to, and its epoch, step and info, from `path`.
 // The whole file is read and checked against the objects first (parameter names and
-// shapes, optimizer kind, loader configuration), so a refused file changes nothing;
-// errors name the file and the key.
+// shapes, optimizer kind, every optimizer state tensor, finite hyper-parameters in range,
+// pending accumulation with its gradients, loader configuration, epoch and step >= 0), so
+// a refused file changes nothing; errors name the file and the key, and quote at most 64
+// characters of a bad value.
 void load_training_state(const std::string& path, TrainingState& state);
 
 // Fails now, naming the path and why, if a checkpoint cannot be written to `path` later:

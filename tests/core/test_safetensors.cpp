@@ -316,6 +316,31 @@ TEST_F(SafetensorsTest, LoadOffsetsOutOfRange) {
                   "tensor 'x': data_offsets [8, 4] out of range");
 }
 
+TEST_F(SafetensorsTest, ShapesWhoseStridesOverflowAreRefused) {
+  // Zero elements, zero bytes, but strides of 2^62 and 2^124: refused before any tensor is made.
+  EXPECT_CONTAINS(
+      load_error(R"({"x":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})",
+                 {}),
+      "tensor 'x': shape [0, 4611686018427387904, 4611686018427387904] has strides that overflow int64");
+  write_raw(path("empty.safetensors"), R"({"x":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}})", {});
+  EXPECT_EQ(st::load(path("empty.safetensors")).tensors.at("x").shape, (std::vector<int64_t>{0, 3}));
+}
+
+// A sparse file whose tensor is larger than the memory there is: std::bad_alloc becomes a
+// vgrad::Error naming the file, the tensor and the size.
+TEST_F(SafetensorsTest, AllocationFailureNamesTheFileAndTheSize) {
+  vgrad_test::AddressSpaceCap cap(uint64_t(256) << 20);
+  if (!cap.active()) GTEST_SKIP() << "no address-space cap here (sanitizer build): 2 GiB would be allocated";
+  const int64_t bytes = int64_t(1) << 31;
+  const std::string header = R"({"big":{"dtype":"F32","shape":[)" + std::to_string(bytes / 4) +
+                             R"(],"data_offsets":[0,)" + std::to_string(bytes) + "]}}";
+  write_raw(path("sparse.safetensors"), header, {});
+  fs::resize_file(path("sparse.safetensors"), 8 + header.size() + uint64_t(bytes));  // a hole, not 2 GiB on disk
+  EXPECT_EQ(
+      error_of([&] { st::load(path("sparse.safetensors")); }),
+      "safetensors: " + path("sparse.safetensors") + ": tensor 'big': cannot allocate 2147483648 bytes for its data");
+}
+
 TEST_F(SafetensorsTest, LoadOverlapGapAndUncoveredTail) {
   EXPECT_CONTAINS(load_error(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",

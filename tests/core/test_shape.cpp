@@ -19,6 +19,26 @@ TEST(Shape, NumelAndStrides) {
   EXPECT_EQ(vgrad::shape_str({}), "[]");
 }
 
+// Counts and strides past int64 are errors, not signed overflow (UB): a shape with a zero dim has
+// no elements, yet [0, 2^62, 2^62] still has strides of 2^62 and 2^124.
+TEST(Shape, OverflowingCountsAndStridesAreRefused) {
+  const int64_t big = int64_t(1) << 62;
+  EXPECT_EQ(vgrad::numel({big, big, 0}), 0);
+  EXPECT_EQ(vgrad::numel({0, big, big}), 0);
+  EXPECT_ERROR(vgrad::numel({big, 4}), "shape [4611686018427387904, 4]: its element count overflows int64");
+  EXPECT_EQ(vgrad::contiguous_strides({big, 2}), (vgrad::Strides{2, 1}));  // the count overflows, no stride does
+  EXPECT_TRUE(vgrad::contiguous_strides_fit({big, 2}));
+  EXPECT_FALSE(vgrad::contiguous_strides_fit({0, big, big}));
+  EXPECT_ERROR(vgrad::contiguous_strides({0, big, big}), "shape [0, 4611686018427387904, 4611686018427387904]",
+               "contiguous strides overflow int64");
+  EXPECT_EQ(vgrad::contiguous_strides({big, big, 0}), (vgrad::Strides{0, 0, 1}));
+  EXPECT_ERROR(vgrad::Tensor::empty({0, big, big}), "contiguous strides overflow int64");
+  EXPECT_ERROR(vgrad::Tensor::empty({big, 2}), "shape [4611686018427387904, 2]: its element count overflows int64");
+  EXPECT_ERROR(vgrad::Tensor::empty({big / 2, 2}),
+               "tensor: shape [2305843009213693952, 2] of float32 needs more than 2^63 bytes");
+  EXPECT_EQ(vgrad::Tensor::empty({big, big, 0}).numel(), 0);
+}
+
 TEST(Broadcast, TableFromTheIssue) {
   EXPECT_EQ(broadcast_shapes({100, 1}, {4}, "add"), (Shape{100, 4}));
   EXPECT_EQ(broadcast_shapes({100, 4}, {1, 4}, "add"), (Shape{100, 4}));

@@ -63,35 +63,6 @@ void on_timeout(int) {
   ::_exit(3);
 }
 
-// Caps the address space at what the process has now plus `headroom` bytes for
-// its lifetime, so an allocation sized by a lying header throws std::bad_alloc
-// (which the test reports as "not a vgrad::Error") instead of succeeding.
-class AddressSpaceCap {
- public:
-  explicit AddressSpaceCap(uint64_t headroom) {
-#if defined(__SANITIZE_ADDRESS__)
-    (void)headroom;
-#else
-    ::getrlimit(RLIMIT_AS, &saved_);
-    std::ifstream status("/proc/self/status");
-    uint64_t vm_size_kb = 0;
-    for (std::string line; std::getline(status, line);)
-      if (line.rfind("VmSize:", 0) == 0) vm_size_kb = std::stoull(line.substr(7));
-    rlimit capped = saved_;
-    capped.rlim_cur = vm_size_kb * 1024 + headroom;
-    active_ = vm_size_kb > 0 && ::setrlimit(RLIMIT_AS, &capped) == 0;
-#endif
-  }
-  ~AddressSpaceCap() {
-    if (active_) ::setrlimit(RLIMIT_AS, &saved_);
-  }
-  bool active() const { return active_; }
-
- private:
-  rlimit saved_{};
-  bool active_ = false;
-};
-
 TEST(Corpus, EveryBadFileIsRefusedNamingIt) {
   const char* dir = std::getenv("VGRAD_CORPUS_DIR");
   if (dir == nullptr) GTEST_SKIP() << "VGRAD_CORPUS_DIR is not set (CTest sets it after make_corpus.py ran)";
@@ -99,7 +70,7 @@ TEST(Corpus, EveryBadFileIsRefusedNamingIt) {
   ASSERT_GE(cases.size(), 100u) << "manifest in " << dir << " is missing or short";
 
   std::signal(SIGALRM, on_timeout);
-  const AddressSpaceCap cap(uint64_t{512} << 20);
+  const vgrad_test::AddressSpaceCap cap(uint64_t{512} << 20);
   if (cap.active()) {  // the guard itself holds: 1 GiB is out of reach
     void* volatile probe = std::malloc(size_t{1} << 30);
     EXPECT_EQ(probe, nullptr) << "the address-space cap does not stop a 1 GiB allocation";

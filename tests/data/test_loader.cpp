@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -88,6 +89,21 @@ TEST(Loader, VisitsEverySampleOnceWithPartialLastBatch) {
       }
       EXPECT_EQ(loader.epoch(), 3);
     }
+}
+
+// The batch count is n / b rounded up without computing n + b - 1, which overflows for the
+// largest batch size (it gave 0 batches); the buffers are sized by the dataset, not by b.
+TEST(Loader, HugeBatchSizeIsOneBatchOfEverySample) {
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  for (int prefetch : {0, 2}) {
+    data::DataLoader loader(numbered(10), {.batch_size = huge, .shuffle = false, .prefetch = prefetch});
+    EXPECT_EQ(loader.num_batches(), 1);
+    const Epoch e = run_epoch(loader);
+    EXPECT_EQ(e.batch_sizes, (std::vector<int64_t>{10}));
+    EXPECT_EQ(e.labels, iota_vec(10));
+  }
+  data::DataLoader dropping(numbered(10), {.batch_size = huge, .drop_last = true});
+  EXPECT_EQ(dropping.num_batches(), 0);
 }
 
 TEST(Loader, DropLastDropsOnlyThePartialBatch) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -132,6 +133,57 @@ TEST_F(Checkpoint, LoadErrorsNameTheKey) {
   EXPECT_ERROR(nn::load(model, path("extra.safetensors")), "unexpected key 'fc3.weight'");
   // A missing file names the file.
   EXPECT_ERROR(nn::load(model, path("nope.safetensors")), "nope.safetensors");
+}
+
+// All or nothing: a file refused for any key leaves every parameter as it was, even where the
+// keys sorted before the bad one would have fit.
+TEST_F(Checkpoint, RefusedLoadChangesNothing) {
+  manual_seed(3);
+  Mlp model(4, 3, 2);
+  const auto before = model.state_dict();
+  auto snapshot = [&] {
+    std::map<std::string, std::vector<double>> values;
+    for (const auto& [name, t] : model.state_dict()) values[name] = vals(t);
+    return values;
+  };
+  const auto original = snapshot();
+  // Every key fits but holds 7s; then one thing is wrong.
+  auto sevens = [&] {
+    std::map<std::string, Tensor> state;
+    for (const auto& [name, t] : before) state[name] = full(t.shape(), 7.0);
+    return state;
+  };
+  auto state = sevens();
+  state["zz.extra"] = zeros({1});  // sorts after every model key
+  nn::save_tensors(path("unexpected.safetensors"), state);
+  EXPECT_ERROR(nn::load(model, path("unexpected.safetensors")), "unexpected.safetensors", "unexpected key 'zz.extra'");
+  EXPECT_EQ(snapshot(), original);
+
+  state = sevens();
+  state["fc2.bias"] = full({3}, 7.0);  // the last key, of the wrong shape
+  nn::save_tensors(path("bias_shape.safetensors"), state);
+  EXPECT_ERROR(nn::load(model, path("bias_shape.safetensors")), "key 'fc2.bias' has shape [3], the model expects [2]");
+  EXPECT_EQ(snapshot(), original);
+
+  state = sevens();
+  state.erase("fc2.weight");
+  nn::save_tensors(path("missing.safetensors"), state);
+  EXPECT_ERROR(nn::load(model, path("missing.safetensors")), "missing key 'fc2.weight'");
+  EXPECT_EQ(snapshot(), original);
+
+  // Integers into a floating parameter: PyTorch's copy_ would convert; vgrad refuses the mix.
+  state = sevens();
+  state["fc2.bias"] = tensor(std::vector<int64_t>{7, 7}, {2});
+  nn::save_tensors(path("int_bias.safetensors"), state);
+  EXPECT_ERROR(nn::load(model, path("int_bias.safetensors")), "key 'fc2.bias' is int64, the model's entry is float32");
+  EXPECT_EQ(snapshot(), original);
+
+  // The good file loads, float64 into float32 included.
+  state = sevens();
+  state["fc1.bias"] = full({3}, 7.0, {.dtype = DType::Float64});
+  nn::save_tensors(path("good.safetensors"), state);
+  nn::load(model, path("good.safetensors"));
+  for (const auto& [name, values] : snapshot()) EXPECT_EQ(values, std::vector<double>(values.size(), 7.0)) << name;
 }
 
 TEST_F(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {

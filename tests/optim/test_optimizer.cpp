@@ -436,6 +436,39 @@ TEST(OptimizerErrors, BadOptionsAndParameters) {
                "SGD: parameter 2 is parameter 0 again (each parameter may be listed once)");
 }
 
+// As PyTorch's `if not 0.0 <= x` checks, so NaN fails (a `x < 0` check lets it through and the
+// first step turns every weight into NaN); vgrad refuses infinities too.
+TEST(OptimizerErrors, NaNInfiniteAndNegativeHyperParametersAreRefused) {
+  Tensor p = make_param();
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  EXPECT_ERROR(optim::SGD({p}, {.momentum = nan}), "SGD: momentum nan is not a finite number");
+  EXPECT_ERROR(optim::SGD({p}, {.momentum = inf}), "SGD: momentum inf is not a finite number");
+  EXPECT_ERROR(optim::SGD({p}, {.dampening = -0.5}), "SGD: dampening -0.5 is negative");
+  EXPECT_ERROR(optim::SGD({p}, {.momentum = 0.9, .dampening = inf}), "SGD: dampening inf is not a finite number");
+  EXPECT_ERROR(optim::SGD({p}, {.weight_decay = nan}), "SGD: weight_decay nan is not a finite number");
+  EXPECT_ERROR(optim::SGD({p}, {.weight_decay = -5}), "SGD: weight_decay -5 is negative");
+  EXPECT_ERROR(optim::Adam({p}, {.beta1 = nan}), "Adam: betas (nan, 0.999) must be in [0, 1)");
+  EXPECT_ERROR(optim::AdamW({p}, {.beta2 = nan}), "AdamW: betas (0.9, nan) must be in [0, 1)");
+  EXPECT_ERROR(optim::Adam({p}, {.eps = nan}), "Adam: eps nan is not a finite number");
+  EXPECT_ERROR(optim::Adam({p}, {.eps = inf}), "Adam: eps inf is not a finite number");
+  EXPECT_ERROR(optim::Adam({p}, {.weight_decay = nan}), "Adam: weight_decay nan is not a finite number");
+  EXPECT_ERROR(optim::AdamW({p}, {.weight_decay = -0.1}), "AdamW: weight_decay -0.1 is negative");
+  // The edges PyTorch allows still construct.
+  optim::SGD edge_sgd({p}, {.lr = 0, .momentum = 0, .dampening = 0, .weight_decay = 0});
+  optim::Adam edge_adam({p}, {.lr = 0, .beta1 = 0, .beta2 = 0, .eps = 0, .weight_decay = 0});
+
+  // load_hyperparameters checks the same way and changes nothing when it refuses.
+  optim::SGD sgd({p}, {.lr = 0.1, .momentum = 0.9});
+  const auto before = sgd.hyperparameters();
+  EXPECT_ERROR(sgd.load_hyperparameters({{"momentum", nan}}), "SGD: momentum nan is not a finite number");
+  EXPECT_ERROR(sgd.load_hyperparameters({{"lr", 0.5}, {"weight_decay", nan}}), "weight_decay nan");
+  EXPECT_ERROR(sgd.load_hyperparameters({{"nesterov", 0.5}}), "SGD: hyper-parameter nesterov is 0.5, not 0 or 1");
+  EXPECT_EQ(sgd.hyperparameters(), before);
+  optim::Adam adam({p}, {});
+  EXPECT_ERROR(adam.load_hyperparameters({{"lr", 0.5}, {"beta1", nan}}), "Adam: betas (nan, 0.999)");
+  EXPECT_EQ(adam.lr(), 1e-3);
+}
+
 TEST(OptimizerErrors, NoParametersIsAnErrorNamingTheOptimizer) {
   EXPECT_ERROR(optim::SGD({}, {}), "SGD: no parameters to optimize");
   EXPECT_ERROR(optim::Adam({}, {}), "Adam: no parameters to optimize");

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -261,7 +262,8 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
 
   vgrad_test::Mlp wider(6, 9, 3);
   train::TrainingState wrong_shape{.model = &wider};
-  EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape), "key 'fc1.bias' has shape [8], the model expects [9]");
+  EXPECT_ERROR(train::load_training_state(path("sgd"), wrong_shape),
+               "key 'fc1.weight' has shape [8, 6], the model expects [9, 6]");
 
   // A run with loss scaling refuses a file without its state; a disabled scaler ignores it.
   amp::GradScaler scaler, disabled({.enabled = false});
@@ -281,6 +283,116 @@ TEST_F(TrainingStateTest, FilesThatDoNotFitAreRefusedAndChangeNothing) {
   optim::SGD foreign(stranger.parameters(), {});
   train::TrainingState mismatched{.model = &model, .optimizer = &foreign};
   EXPECT_ERROR(train::save_training_state(path("x"), mismatched), "SGD parameter 0 ([8, 6]) is not a parameter of the model");
+}
+
+// A copy of the training checkpoint `from` with `change` applied to its tensors and metadata.
+template <class Change> void write_changed(const std::string& from, const std::string& to, Change&& change) {
+  const safetensors::File file = safetensors::load(from);
+  std::map<std::string, Tensor> tensors = nn::tensors_of(file, from);
+  std::map<std::string, std::string> metadata = file.metadata;
+  change(tensors, metadata);
+  nn::save_tensors(to, tensors, metadata);
+}
+
+using Tensors = std::map<std::string, Tensor>;
+using Metadata = std::map<std::string, std::string>;
+
+// What a refused load must leave alone: the weights, the optimizer's hyper-parameters and
+// state, and the counters.
+struct Resumable {
+  vgrad_test::Mlp model{6, 8, 3};
+  std::unique_ptr<optim::Optimizer> optimizer;
+  optim::GradientAccumulation accumulation;
+  train::TrainingState state;
+  explicit Resumable(const std::string& kind)
+      : optimizer(kind == "sgd" ? std::unique_ptr<optim::Optimizer>(std::make_unique<optim::SGD>(
+                                      model.parameters(), optim::SGDOptions{.lr = 0.2, .momentum = 0.5}))
+                                : std::make_unique<optim::Adam>(model.parameters(), optim::AdamOptions{.lr = 0.2})),
+        accumulation(*optimizer, 3),
+        state{.model = &model, .optimizer = optimizer.get(), .accumulation = &accumulation} {}
+  std::map<std::string, std::vector<double>> snapshot() const {
+    std::map<std::string, std::vector<double>> out;
+    for (const auto& [name, t] : model.state_dict()) out["model." + name] = vgrad_test::vals(t);
+    for (const auto& [name, t] : optimizer->state_dict()) out["optimizer." + name] = vgrad_test::vals(t);
+    for (const auto& [name, value] : optimizer->hyperparameters()) out["hyper." + name] = {value};
+    out["counters"] = {double(state.epoch), double(state.step), double(accumulation.pending())};
+    return out;
+  }
+};
+
+// Every optimizer tensor, hyper-parameter and counter is checked before the model, the
+// optimizer or the counters change; errors name the file and the key.
+TEST_F(TrainingStateTest, BadOptimizerStateAndMetadataAreRefusedBeforeAnythingChanges) {
+  run({.optimizer = "sgd"}, {.epochs = 1}, path("sgd"));
+  run({.optimizer = "adam"}, {.epochs = 1}, path("adam"));
+  for (const std::string kind : {"sgd", "adam"}) {
+    manual_seed(3);
+    Resumable target(kind);
+    const auto before = target.snapshot();
+    auto refused = [&](const std::string& name, auto&& change, const std::string& expected) {
+      write_changed(path(kind), path(name), change);
+      const std::string message = vgrad_test::error_of([&] { train::load_training_state(path(name), target.state); });
+      vgrad_test::expect_contains(message, {path(name), expected});
+      EXPECT_LT(message.size(), 400u) << message.substr(0, 400);
+      EXPECT_EQ(target.snapshot(), before) << name;
+    };
+    auto metadata = [](const std::string& key, const std::string& value) {
+      return [=](Tensors&, Metadata& m) { m[key] = value; };
+    };
+    refused("epoch", metadata("epoch", "-5"), "epoch -5 and step");
+    refused("step", metadata("step", "-9"), "step -9 count what was done: neither may be negative");
+    refused("long_epoch", metadata("epoch", std::string(10'000'000, '1') + "x"), "metadata key 'epoch' is '1111111111");
+    refused("lr_nan", metadata("optimizer.lr", "nan"), "metadata key 'optimizer.lr' is 'nan', not a finite number");
+    refused("wd_inf", metadata("optimizer.weight_decay", "inf"), "'optimizer.weight_decay' is 'inf', not a finite");
+    refused("wd_negative", metadata("optimizer.weight_decay", "-50"), "weight_decay -50 is negative");
+    refused("pending", metadata("accumulation.pending", "1"),
+            "accumulation.pending is 1, but the file holds no 'grad.<parameter>' tensors");
+    refused(
+        "stray_grad", [](Tensors& t, Metadata&) { t["grad.fc1.bias"] = zeros({8}); },
+        "holds gradient 'grad.fc1.bias', but accumulation.pending is 0");
+    refused(
+        "unknown_buffer", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_bufer"] = zeros({3}); },
+        "'optimizer.fc2.bias.momentum_bufer': unknown state 'momentum_bufer'");
+    if (kind == "sgd") {
+      refused("momentum_nan", metadata("optimizer.momentum", "nan"), "'optimizer.momentum' is 'nan'");
+      refused("dampening_negative", metadata("optimizer.dampening", "-1"), "SGD: dampening -1 is negative");
+      refused(
+          "buffer_shape", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.momentum_buffer"] = zeros({4}); },
+          "'optimizer.fc2.bias.momentum_buffer' has shape [4], parameter is [3]");
+      continue;
+    }
+    refused("beta1_nan", metadata("optimizer.beta1", "nan"), "'optimizer.beta1' is 'nan'");
+    refused("beta2_one", metadata("optimizer.beta2", "1"), "Adam: betas (0.9, 1) must be in [0, 1)");
+    refused("eps_negative", metadata("optimizer.eps", "-1e-8"), "Adam: eps -1e-08 is negative");
+    refused(
+        "step_two", [](Tensors& t, Metadata&) { t["optimizer.fc2.bias.step"] = zeros({2}); },
+        "'optimizer.fc2.bias.step' has shape [2]: a step count is one number");
+    refused(
+        "step_minus",
+        [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(-1, {.dtype = DType::Int64}); },
+        "'optimizer.fc1.bias.step' is step -1");
+    refused(
+        "step_huge",
+        [](Tensors& t, Metadata&) { t["optimizer.fc1.bias.step"] = scalar_tensor(1e300, {.dtype = DType::Float64}); },
+        "'optimizer.fc1.bias.step' is step 1e+300");
+    refused(
+        "no_sq", [](Tensors& t, Metadata&) { t.erase("optimizer.fc1.weight.exp_avg_sq"); },
+        "no 'optimizer.fc1.weight.exp_avg_sq' (exp_avg, exp_avg_sq and step go together)");
+    refused(
+        "no_moments",
+        [](Tensors& t, Metadata&) {
+          t.erase("optimizer.fc2.weight.exp_avg");
+          t.erase("optimizer.fc2.weight.exp_avg_sq");
+        },
+        "no 'optimizer.fc2.weight.exp_avg'");
+  }
+  // The unchanged files still load.
+  Resumable sgd("sgd"), adam("adam");
+  train::load_training_state(path("sgd"), sgd.state);
+  train::load_training_state(path("adam"), adam.state);
+  EXPECT_EQ(sgd.state.epoch, 1);
+  EXPECT_EQ(adam.optimizer->lr(), 0.01);
+  EXPECT_EQ(adam.optimizer->state_dict().at("state.0.step").item<int64_t>(), 4);
 }
 
 // Bytes this process has read through read() and its kin (/proc/self/io's rchar), or -1
