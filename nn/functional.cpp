@@ -4,10 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <optional>
-#include <tuple>
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
@@ -290,29 +287,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   });
 }
 
-namespace {
-
-// 0..classes-1 as int64 on `device`, made once per (device, classes) and kept: arange copies
-// host values, which on a GPU is a host wait (and, inside a CUDA graph capture, a refused
-// pageable copy), so a training step's one_hot must not build it every call. Never freed
-// (a few bytes per class count; a static destructor would outlive the CUDA backends).
-Tensor class_range(int64_t classes, Device device) {
-  static std::mutex mutex;
-  static auto* ranges = new std::map<std::tuple<int, int, int64_t>, Tensor>();
-  std::lock_guard lock(mutex);
-  Tensor& range = (*ranges)[{static_cast<int>(device.type), device.index, classes}];
-  if (!range.defined()) {
-    NoGradGuard no_grad;
-    range = arange(0.0, double(classes), 1.0, {.dtype = DType::Int64, .device = device});
-  }
-  return range;
-}
-
-}  // namespace
-
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
   if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
-  return kernels::cast(eq(unsqueeze(target, -1), class_range(classes, target.device())), dtype);
+  if (classes < 0) fail("one_hot: classes must be >= 0, got {}", classes);
+  return kernels::cast(eq(unsqueeze(target, -1), kernels::index_range(classes, target.device())), dtype);
 }
 
 // −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product

@@ -70,7 +70,7 @@ Tensor flat_positions(const char* op, const Indexed& in) {
     if (d == in.axis || in.index.shape()[d] == 1) continue;  // coordinate 0 adds nothing
     Shape along_d(static_cast<size_t>(in.index.dim()), 1);
     along_d[d] = in.index.shape()[d];
-    const Tensor coordinate = arange(in.index.shape()[d], {.dtype = DType::Int64, .device = in.index.device()});
+    const Tensor coordinate = kernels::index_range(in.index.shape()[d], in.index.device());
     positions = positions + coordinate.reshape(along_d) * static_cast<double>(strides[d]);
   }
   return positions.reshape({in.index.numel()});
