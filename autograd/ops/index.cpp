@@ -2,11 +2,11 @@
 // compositions of device-generic ops (int64 arithmetic, index_select, index_add, where), so
 // they run on every device without kernels of their own and never read values on the host.
 #include "autograd/function.h"
+#include "autograd/ops.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "autograd/ops.h"
 
 namespace vgrad {
 
@@ -62,7 +62,8 @@ Indexed check_indexed(const char* op, const Tensor& x, int64_t axis, const Tenso
 Tensor flat_positions(const char* op, const Indexed& in) {
   const Tensor flat_index = kernels::contiguous(in.index).reshape({in.index.numel()});
   const int axis = static_cast<int>(in.axis);
-  backend_for(in.index.device()).check_index({.op = op, .limit = in.table.shape()[axis], .dim = axis}, flat_index.view());
+  backend_for(in.index.device())
+      .check_index({.op = op, .limit = in.table.shape()[axis], .dim = axis}, flat_index.view());
   NoGradGuard no_grad;
   const Strides strides = contiguous_strides(in.table.shape());
   Tensor positions = in.index * static_cast<double>(strides[axis]);
@@ -106,7 +107,8 @@ Tensor scatter_add(const Tensor& x, int64_t axis, const Tensor& index, const Ten
   {
     NoGradGuard no_grad;
     out = clone(in.table);
-    const Tensor added = kernels::contiguous(covered_part(at_least_1d(src), in.index.shape())).reshape({positions.numel()});
+    const Tensor added =
+        kernels::contiguous(covered_part(at_least_1d(src), in.index.shape())).reshape({positions.numel()});
     backend_for(x.device()).index_add(out.reshape({out.numel()}).view(), 0, positions.view(), added.view());
   }
   out = out.reshape(x.shape());

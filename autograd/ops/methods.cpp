@@ -46,7 +46,9 @@ Tensor Tensor::select(int64_t axis, int64_t index) const {
 }
 Tensor Tensor::expand(const Shape& s) const { return vgrad::expand(*this, s); }
 Tensor Tensor::index_select(int64_t axis, const Tensor& index) const { return vgrad::index_select(*this, axis, index); }
-std::vector<Tensor> Tensor::split(int64_t split_size, int64_t axis) const { return vgrad::split(*this, split_size, axis); }
+std::vector<Tensor> Tensor::split(int64_t split_size, int64_t axis) const {
+  return vgrad::split(*this, split_size, axis);
+}
 std::vector<Tensor> Tensor::split(const std::vector<int64_t>& sizes, int64_t axis) const {
   return vgrad::split(*this, sizes, axis);
 }

@@ -5,10 +5,10 @@
 #include <numeric>
 
 #include "autograd/function.h"
+#include "autograd/ops.h"
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "autograd/ops.h"
 
 namespace vgrad {
 
@@ -221,7 +221,7 @@ Tensor clone(const Tensor& x) {
   return record(out, {x}, Context("clone"), [](Context&, const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
-// cat along axis;  each input's gradient is its narrow of g
+// cat along axis;  the inputs' gradients are g split at their sizes
 Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
   VGRAD_PROFILE_OP("cat");
   if (tensors.empty()) fail("cat: no tensors given");
@@ -254,15 +254,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
     }
   }
   if (!needs_grad(tensors)) return out;
-  return record(out, tensors, Context("cat"), [a, sizes](Context&, const Tensor& g) {
-    std::vector<Tensor> grads;
-    int64_t start = 0;
-    for (int64_t size : sizes) {
-      grads.push_back(narrow(g, a, start, size));
-      start += size;
-    }
-    return grads;
-  });
+  return record(out, tensors, Context("cat"), [a, sizes](Context&, const Tensor& g) { return split(g, sizes, a); });
 }
 
 // stack along a new axis: cat of the unsqueezed inputs;  each input's gradient is its

@@ -2,7 +2,6 @@
 // ops that need positions every call (one_hot, gather, scatter_add) upload only when it
 // grows (on a GPU an upload is a host wait). The other kernels are tested through the ops.
 #include <gtest/gtest.h>
-
 #include <numeric>
 
 #include "core/kernels.h"

@@ -291,8 +291,8 @@ TEST(CudaHostWaits, GatherScatterAddMaskedFillNeverWaitAndMatchTheCpu) {
   const Tensor x_cpu = vgrad_test::uniform_tensor({6, 5}, 31), src_cpu = vgrad_test::uniform_tensor({4, 5}, 32);
   const Tensor index_cpu = tensor(std::vector<int64_t>{4, 0, 0, 2, 1, 3, 3, 3, 0, 4, 1, 2}, {4, 3});
   const auto step = [](const Tensor& x, const Tensor& src, const Tensor& index) {
-    const Tensor picked = gather(x, 1, index);                          // (4, 3)
-    const Tensor spread = scatter_add(x, 0, index, src);                // (6, 5), repeats accumulate
+    const Tensor picked = gather(x, 1, index);            // (4, 3)
+    const Tensor spread = scatter_add(x, 0, index, src);  // (6, 5), repeats accumulate
     const Tensor masked = masked_fill(spread, spread > 0.5, -1.0);
     const Tensor loss = sum(picked * picked) + sum(masked * spread);
     loss.backward();

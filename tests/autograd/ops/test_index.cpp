@@ -2,20 +2,7 @@
 // Values and gradients against PyTorch's numbers, on every device present; gradchecks in
 // float64; the bad inputs (dims, dtypes, shapes, out-of-range and negative indices).
 //
-// The PyTorch numbers (torch 2.15.0, CPU) came from:
-//   x = torch.arange(12.).reshape(3, 4) * 1.5 - 2;  s = torch.arange(15.).reshape(3, 5) + 100
-//   torch.gather(x, 1, [[0, 3, 3], [1, 0, 2]]);  torch.gather(x, 0, [[2, 0, 1, 2], [0, 0, 0, 1]])
-//   torch.gather(torch.arange(24.).reshape(2, 3, 4), -1, [[[3, 0], [1, 1]], [[2, 2], [0, 3]]])
-//   torch.gather(x.t(), 0, [[2, 1, 0], [0, 2, 2]]);  torch.gather(torch.tensor(5.), 0, [0, 0])
-//   gather(x, 1, ...).backward([[1., 2, 3], [4, 5, 6]]) -> x.grad
-//   torch.scatter_add(x, 1, [[0, 0, 3], [2, 1, 2]], s);  torch.scatter_add(x, 0, [[2, 2, 0, 1], [2, 0, 0, 1]], s[:2, :4])
-//   scatter_add(x, 1, [[0, 0, 3], [2, 1, 2]], s[:2, :3]).backward(arange(12.).reshape(3, 4) + 1) -> x.grad, src.grad
-//   torch.scatter_add(torch.zeros(2, 3, 2), 1, [[[2, 0], [2, 2]], [[1, 1], [0, 2]]], torch.arange(8.).reshape(2, 2, 2) + 1)
-//   torch.scatter_add(torch.tensor(1.), 0, torch.tensor(0), torch.tensor(2.5));  torch.scatter_add(x.t(), 0, [[2, 2, 0]], torch.ones(1, 3))
-//   m = [[1., 0, nan], [2, nan, 4]]:  m.masked_fill([True, False, True], -1.);  m.masked_fill([[False], [True]], nan)
-//   torch.tensor([1., 2.]).masked_fill([[True, False], [False, False], [False, True]], 9.)
-//   torch.tensor([3, 4, 5]).masked_fill([True, False, True], 7) and (..., 2.7)
-//   mg = [[1., 2, 3], [4, 5, 6]]: mg.masked_fill(mg > 2.5, 0.).backward([[1., 2, 3], [4, 5, 6]]) -> mg.grad
+// The PyTorch numbers (torch 2.15.0, CPU) are those printed by tests/reference/index_ops_reference.py.
 #include <cmath>
 #include <limits>
 
@@ -39,8 +26,10 @@ void expect_same(const Tensor& got, const Shape& shape, const std::vector<double
   const std::vector<double> values = vals(got);
   ASSERT_EQ(values.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(want[i])) EXPECT_TRUE(std::isnan(values[i])) << "element " << i << ": " << values[i];
-    else EXPECT_EQ(values[i], want[i]) << "element " << i;
+    if (std::isnan(want[i]))
+      EXPECT_TRUE(std::isnan(values[i])) << "element " << i << ": " << values[i];
+    else
+      EXPECT_EQ(values[i], want[i]) << "element " << i;
   }
 }
 
@@ -54,9 +43,11 @@ class IndexOp : public OnEachDevice {
 TEST_P(IndexOp, GatherValuesAsPyTorch) {
   const Tensor x = on(x34());
   expect_same(gather(x, 1, on(indices({0, 3, 3, 1, 0, 2}, {2, 3}))), {2, 3}, {-2, 2.5, 2.5, 5.5, 4, 7});
-  expect_same(x.gather(0, on(indices({2, 0, 1, 2, 0, 0, 0, 1}, {2, 4}))), {2, 4}, {10, -0.5, 7, 14.5, -2, -0.5, 1, 8.5});
+  expect_same(x.gather(0, on(indices({2, 0, 1, 2, 0, 0, 0, 1}, {2, 4}))), {2, 4},
+              {10, -0.5, 7, 14.5, -2, -0.5, 1, 8.5});
   const Tensor cube = on(arange(0, 24, 1).reshape({2, 3, 4}));
-  expect_same(gather(cube, -1, on(indices({3, 0, 1, 1, 2, 2, 0, 3}, {2, 2, 2}))), {2, 2, 2}, {3, 0, 5, 5, 14, 14, 16, 19});
+  expect_same(gather(cube, -1, on(indices({3, 0, 1, 1, 2, 2, 0, 3}, {2, 2, 2}))), {2, 2, 2},
+              {3, 0, 5, 5, 14, 14, 16, 19});
   // A transposed (strided) x, and a strided index: the stepped index is {2, 1, 0; 0, 2, 2}.
   expect_same(gather(x.t(), 0, on(indices({2, 1, 0, 0, 2, 2}, {2, 3}))), {2, 3}, {1, 5.5, 10, -2, 7, 13});
   const Tensor stepped = on(indices({2, 9, 1, 9, 0, 9, 0, 9, 2, 9, 2, 9}, {2, 6})).slice(1, 0, 6, 2);
@@ -103,8 +94,10 @@ TEST_P(IndexOp, GatherRefusesBadIndexValues) {
   const Tensor x = on(x34());
   EXPECT_ERROR(vals(gather(x, 1, on(indices({0, 1, 3, 0, 4, 1}, {2, 3})))),
                "gather: index 4 out of range for dim 1 of size 4 (position 4)");
-  EXPECT_ERROR(vals(gather(x, 0, on(indices({0, -1}, {1, 2})))), "gather: index -1 out of range for dim 0 of size 3 (position 1)");
-  EXPECT_ERROR(vals(gather(x, 1, on(indices({int64_t{1} << 62}, {1, 1})))), "gather: index 4611686018427387904 out of range");
+  EXPECT_ERROR(vals(gather(x, 0, on(indices({0, -1}, {1, 2})))),
+               "gather: index -1 out of range for dim 0 of size 3 (position 1)");
+  EXPECT_ERROR(vals(gather(x, 1, on(indices({int64_t{1} << 62}, {1, 1})))),
+               "gather: index 4611686018427387904 out of range");
 }
 
 // ---------------- scatter_add ----------------
@@ -114,8 +107,8 @@ TEST_P(IndexOp, ScatterAddValuesAsPyTorch) {
   // src larger than index: only its leading [2, 3] part is added; repeats accumulate.
   expect_same(scatter_add(x, 1, on(indices({0, 0, 3, 2, 1, 2}, {2, 3})), src), {3, 4},
               {199, -0.5, 1, 104.5, 4, 111.5, 219, 8.5, 10, 11.5, 13, 14.5});
-  expect_same(x.scatter_add(0, on(indices({2, 2, 0, 1, 2, 0, 0, 1}, {2, 4})), src.narrow(0, 0, 2).narrow(1, 0, 4)), {3, 4},
-              {-2, 105.5, 210, 2.5, 4, 5.5, 7, 219.5, 215, 112.5, 13, 14.5});
+  expect_same(x.scatter_add(0, on(indices({2, 2, 0, 1, 2, 0, 0, 1}, {2, 4})), src.narrow(0, 0, 2).narrow(1, 0, 4)),
+              {3, 4}, {-2, 105.5, 210, 2.5, 4, 5.5, 7, 219.5, 215, 112.5, 13, 14.5});
   expect_same(scatter_add(on(zeros({2, 3, 2})), 1, on(indices({2, 0, 2, 2, 1, 1, 0, 2}, {2, 2, 2})),
                           on(arange(1, 9, 1).reshape({2, 2, 2}))),
               {2, 3, 2}, {0, 2, 0, 0, 4, 4, 7, 0, 5, 6, 0, 8});
@@ -132,7 +125,9 @@ TEST_P(IndexOp, ScatterAddValuesAsPyTorch) {
 TEST_P(IndexOp, ScatterAddGradientAsPyTorch) {
   Tensor x = on(x34()).detach().requires_grad_();
   Tensor src = on(arange(0, 6, 1).reshape({2, 3}) + 100.0).detach().requires_grad_();
-  (scatter_add(x, 1, on(indices({0, 0, 3, 2, 1, 2}, {2, 3})), src) * on(arange(1, 13, 1).reshape({3, 4}))).sum().backward();
+  (scatter_add(x, 1, on(indices({0, 0, 3, 2, 1, 2}, {2, 3})), src) * on(arange(1, 13, 1).reshape({3, 4})))
+      .sum()
+      .backward();
   expect_values(x.grad(), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
   expect_values(src.grad(), {1, 1, 4, 7, 6, 7});
   // Where src is larger than index, the unused entries get 0. NOTE: PyTorch refuses this
@@ -146,11 +141,15 @@ TEST_P(IndexOp, ScatterAddGradientAsPyTorch) {
 
 TEST_P(IndexOp, ScatterAddGradcheck) {
   auto op = [](int64_t axis) { return [axis](const Inputs& in) { return scatter_add(in[0], axis, in[1], in[2]); }; };
-  check_gradient("scatter_add axis 0, repeats", op(0), {rnd({3, 4}), indices({2, 2, 0, 1, 2, 0, 0, 1}, {2, 4}), rnd({2, 4})});
-  check_gradient("scatter_add axis 1, src larger", op(1), {rnd({3, 4}), indices({0, 0, 3, 2, 1, 2}, {2, 3}), rnd({3, 5})});
-  check_gradient("scatter_add axis -1, 3-D", op(-1), {rnd({2, 3, 2}), indices({1, 0, 0, 0, 1, 1, 0, 1}, {2, 2, 2}), rnd({2, 2, 2})});
+  check_gradient("scatter_add axis 0, repeats", op(0),
+                 {rnd({3, 4}), indices({2, 2, 0, 1, 2, 0, 0, 1}, {2, 4}), rnd({2, 4})});
+  check_gradient("scatter_add axis 1, src larger", op(1),
+                 {rnd({3, 4}), indices({0, 0, 3, 2, 1, 2}, {2, 3}), rnd({3, 5})});
+  check_gradient("scatter_add axis -1, 3-D", op(-1),
+                 {rnd({2, 3, 2}), indices({1, 0, 0, 0, 1, 1, 0, 1}, {2, 2, 2}), rnd({2, 2, 2})});
   check_gradient("scatter_add 0-d", op(0), {rnd({}), tensor(std::vector<int64_t>{0}, {}), rnd({})});
-  check_gradient("scatter_add then gather", [](const Inputs& in) { return gather(scatter_add(in[0], 1, in[1], in[2]) * in[0], 1, in[1]); },
+  check_gradient("scatter_add then gather",
+                 [](const Inputs& in) { return gather(scatter_add(in[0], 1, in[1], in[2]) * in[0], 1, in[1]); },
                  {rnd({3, 4}), indices({3, 3, 0, 1, 2, 1}, {3, 2}), rnd({3, 2})});
 }
 

@@ -373,11 +373,7 @@ TEST(Cat, Errors) {
 }
 
 // ---------------- stack / split / chunk ----------------
-// PyTorch's numbers (torch 2.15.0): a = torch.arange(6.).reshape(2, 3), b = a + 10;
-// torch.stack([a, b], 0 / 1 / -1); torch.stack([torch.tensor(1.), torch.tensor(2.)], -1);
-// torch.split(torch.arange(5.), 2); torch.split(a, [1, 2], 1); torch.chunk(torch.arange(5.), 4);
-// torch.chunk(torch.arange(6.), 4); torch.chunk(a.t(), 2, 0); torch.split(torch.empty(0), 2);
-// torch.chunk(torch.empty(0, 2), 3).
+// PyTorch's numbers (torch 2.15.0, CPU): printed by tests/reference/index_ops_reference.py.
 
 // Each piece's shape and values.
 void expect_pieces(const std::vector<Tensor>& pieces, const std::vector<std::pair<Shape, std::vector<double>>>& want) {
@@ -413,7 +409,8 @@ TEST(Stack, NewAxisAsPyTorch) {
 
 TEST(Stack, Errors) {
   EXPECT_ERROR(stack({}, 0), "stack: no tensors given");
-  EXPECT_ERROR(stack({zeros({2}), zeros({2}), zeros({3})}), "stack: tensor 2 has shape [3], tensor 0 has [2] (all must be equal)");
+  EXPECT_ERROR(stack({zeros({2}), zeros({2}), zeros({3})}),
+               "stack: tensor 2 has shape [3], tensor 0 has [2] (all must be equal)");
   EXPECT_ERROR(stack({zeros({2, 3}), zeros({3, 2})}), "stack: tensor 1 has shape [3, 2], tensor 0 has [2, 3]");
   EXPECT_ERROR(stack({zeros({2}), zeros({2})}, 2), "stack: axis 2 out of range");
   EXPECT_ERROR(stack({zeros({2}), zeros({2})}, -3), "stack: axis -3 out of range");
@@ -450,10 +447,13 @@ TEST(Chunk, CeilSizedPiecesAsPyTorch) {
 
 TEST(Split, Errors) {
   const Tensor x = iota({5, 2});
-  EXPECT_ERROR(split(x, 0), "split: split_size 0 must be positive (0 only for an empty axis; axis 0 of [5, 2] has size 5)");
+  EXPECT_ERROR(split(x, 0),
+               "split: split_size 0 must be positive (0 only for an empty axis; axis 0 of [5, 2] has size 5)");
   EXPECT_ERROR(split(x, -1, 1), "split: split_size -1 must be positive");
-  EXPECT_ERROR(split(x, std::vector<int64_t>{2, 2}), "split: sizes [2, 2] sum to 4, not to 5, the size of axis 0 of [5, 2]");
-  EXPECT_ERROR(split(x, std::vector<int64_t>{4, 4}), "split: sizes [4, 4] sum to more than 5, the size of axis 0 of [5, 2]");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{2, 2}),
+               "split: sizes [2, 2] sum to 4, not to 5, the size of axis 0 of [5, 2]");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{4, 4}),
+               "split: sizes [4, 4] sum to more than 5, the size of axis 0 of [5, 2]");
   EXPECT_ERROR(split(x, std::vector<int64_t>{6, -1}), "split: sizes [6, -1] sum to more than 5");
   EXPECT_ERROR(split(x, std::vector<int64_t>{3, -1, 3}), "split: size -1 (position 1) is negative in sizes [3, -1, 3]");
   EXPECT_ERROR(split(x, std::vector<int64_t>{INT64_MAX, INT64_MAX}), "split: sizes", "sum to more than 5");
@@ -561,19 +561,32 @@ TEST_P(ShapeOp, GradientCat) {
 }
 
 TEST_P(ShapeOp, GradientStackSplitChunk) {
-  check_gradient("stack axis 0", [](const Inputs& in) { return stack({in[0], in[1], in[0]}); }, {rnd({2, 3}), rnd({2, 3})});
-  check_gradient("stack axis -1", [](const Inputs& in) { return stack({in[0], in[1]}, -1); }, {rnd({2, 3}), rnd({2, 3})});
+  check_gradient("stack axis 0",
+                 [](const Inputs& in) {
+                   return stack({in[0], in[1], in[0]});
+                 },
+                 {rnd({2, 3}), rnd({2, 3})});
+  check_gradient("stack axis -1",
+                 [](const Inputs& in) {
+                   return stack({in[0], in[1]}, -1);
+                 },
+                 {rnd({2, 3}), rnd({2, 3})});
   check_gradient("stack 0-d", [](const Inputs& in) { return stack({in[0], in[1] * in[0]}); }, {rnd({}), rnd({})});
   // The pieces combined unevenly, so each one's gradient lands in its own range.
-  check_gradient("split_size", [](const Inputs& in) {
-    const std::vector<Tensor> p = split(in[0], 2, 1);
-    return p[0] * p[1] + p[2] * 3.0;
-  }, {rnd({3, 5})});
-  check_gradient("split sizes", [](const Inputs& in) {
-    const std::vector<Tensor> p = in[0].split(std::vector<int64_t>{1, 3}, 0);
-    return p[1] * p[0];
-  }, {rnd({4, 2})});
-  check_gradient("chunk, one piece unused", [](const Inputs& in) { return chunk(in[0].t(), 3, 0)[1] * 2.0; }, {rnd({2, 5})});
+  check_gradient("split_size",
+                 [](const Inputs& in) {
+                   const std::vector<Tensor> p = split(in[0], 2, 1);
+                   return p[0] * p[1] + p[2] * 3.0;
+                 },
+                 {rnd({3, 5})});
+  check_gradient("split sizes",
+                 [](const Inputs& in) {
+                   const std::vector<Tensor> p = in[0].split(std::vector<int64_t>{1, 3}, 0);
+                   return p[1] * p[0];
+                 },
+                 {rnd({4, 2})});
+  check_gradient("chunk, one piece unused", [](const Inputs& in) { return chunk(in[0].t(), 3, 0)[1] * 2.0; },
+                 {rnd({2, 5})});
 }
 
 TEST_P(ShapeOp, GradientContiguousCloneAndDType) {
