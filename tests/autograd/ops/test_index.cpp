@@ -161,7 +161,7 @@ TEST_P(IndexOp, ScatterAddRefusesBadIndexValues) {
                "scatter_add: index -4 out of range for dim 1 of size 4 (position 0)");
 }
 
-TEST(Index, ShapeDtypeAndDeviceErrors) {
+TEST(Index, ShapeAndDtypeErrors) {
   const Tensor x = x34(), src = ones({3, 4});
   EXPECT_ERROR(gather(x, 1, tensor({0.f, 1.f}, {1, 2})), "gather: index must be int64, got float32 [1, 2]");
   EXPECT_ERROR(gather(x, 1, indices({0, 1}, {2})), "gather: index [2] must have the same number of dims as x [3, 4]");
