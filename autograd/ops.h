@@ -145,13 +145,14 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t axis = 0);
 Tensor gather(const Tensor& x, int64_t axis, const Tensor& index);
 // torch.scatter_add: x with src[i][j] added at [index[i][j]][j] (axis 0), repeated indices
 // accumulating. index.size(d) <= src.size(d) for every d, <= x.size(d) for d != axis; src
-// entries outside index's shape are unused. dx = g, dsrc = gather(g, axis, index) (0 where unused).
+// entries outside index's shape are unused. dx = g, dsrc = gather(g, axis, index), 0 where
+// unused (PyTorch refuses that backward when src is larger than index).
 // Bad index values in both: refused naming the op, the value and the size (on a GPU at the
 // next host wait, as index_select: docs/gpu.md, "Bad indices on a GPU").
 Tensor scatter_add(const Tensor& x, int64_t axis, const Tensor& index, const Tensor& src);
 // torch.masked_fill: value where mask is nonzero, x elsewhere; mask (any dtype: vgrad has
 // no bool, so comparisons' 0/1 masks serve; NaN counts as nonzero) broadcasts with x, as
-// torch's out-of-place form. dx = g where not filled, 0 where filled.
+// torch's out-of-place form (whose mask must be bool). dx = g where not filled, 0 where filled.
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 Tensor to_device(const Tensor& x, Device device);
 Tensor to_dtype(const Tensor& x, DType dtype);
