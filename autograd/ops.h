@@ -94,6 +94,9 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
 Tensor amax(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);  // ties share the gradient equally
 Tensor amin(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+// The values of PyTorch's max(dim)/min(dim): the gradient goes to the first extreme only.
+Tensor max(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor min(const Tensor& x, int64_t axis, bool keepdim = false);
 Tensor argmax(const Tensor& x, int64_t axis, bool keepdim = false);  // first maximum; int64
 Tensor argmin(const Tensor& x, int64_t axis, bool keepdim = false);
 Tensor var(const Tensor& x, const std::vector<int64_t>& axes = {}, int64_t correction = 1, bool keepdim = false);

@@ -544,9 +544,9 @@ void register_index_select() {
 
 // Mean cross-entropy over (N, C) logits, forward and backward (the gradient of the logits).
 // The timed loop: cross_entropy forward and backward, x's gradient dropped after each.
-void time_cross_entropy_steps(State& st, Tensor& x, const Tensor& target) {
+void time_loss_steps(State& st, Tensor& x, const std::function<Tensor(const Tensor&)>& loss_of) {
   for (auto _ : st) {
-    Tensor y = nn::cross_entropy(x, target);
+    Tensor y = loss_of(x);
     y.backward();
     benchmark::DoNotOptimize(x.grad());
     benchmark::ClobberMemory();
@@ -598,7 +598,7 @@ void register_cross_entropy(int64_t n, int64_t d) {
           return ok;
         }))
       return;
-    time_cross_entropy_steps(st, x, t);
+    time_loss_steps(st, x, [&](const Tensor& logits) { return nn::cross_entropy(logits, t); });
     report(st, work);
   });
   benchmark::RegisterBenchmark((name + "/naive").c_str(), [=](State& st) {
@@ -610,6 +610,34 @@ void register_cross_entropy(int64_t n, int64_t d) {
     }
     report(st, work);
   });
+}
+
+// The forms cross_entropy composes beside its fused kernel, on the logits of
+// cross_entropy_fwd_bwd: a row ignored (the fused kernel, masked), class weights (log_softmax
+// + nll), and nll_loss after log_softmax. Their values are tested against PyTorch
+// (tests/nn/test_torch_reference.cpp); here only their time, beside the fused path's.
+void register_loss_forms(int64_t n, int64_t d) {
+  const Vec logits = random_floats(size_t(n * d), 10, -3, 3);
+  std::vector<int64_t> target(static_cast<size_t>(n)), ignored;
+  std::mt19937 gen(11);
+  for (int64_t& t : target) t = int64_t(gen() % uint32_t(d));
+  ignored = target;
+  ignored[0] = nn::kDefaultIgnoreIndex;
+  const std::vector<std::pair<std::string, std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>>> forms =
+      {{"ignore", [](const Tensor& x, const Tensor&, const Tensor& i) { return nn::cross_entropy(x, i); }},
+       {"weight",
+        [](const Tensor& x, const Tensor& t, const Tensor&) {
+          return nn::cross_entropy(x, t, nn::Reduction::Mean, 0.0, full({x.shape()[1]}, 0.5));
+        }},
+       {"nll_loss",
+        [](const Tensor& x, const Tensor& t, const Tensor&) { return nn::nll_loss(log_softmax(x, 1), t); }}};
+  for (const auto& [form, loss_of] : forms)
+    benchmark::RegisterBenchmark(("cross_entropy_forms/" + dims({n, d}) + "/" + form).c_str(), [=](State& st) {
+      Tensor x = tensor(std_vec(logits), {n, d});
+      x.requires_grad_();
+      const Tensor t = tensor(target, {n}), i = tensor(ignored, {n});
+      time_loss_steps(st, x, [&](const Tensor& logits) { return loss_of(logits, t, i); });
+    });
 }
 
 // ---------------------------------------------------------------- fixed cost per op
@@ -638,7 +666,7 @@ void register_overhead() {
   benchmark::RegisterBenchmark("overhead/cross_entropy_fwd_bwd/2x2/vgrad", [=](State& st) {
     Tensor x = a.detach().clone();
     x.requires_grad_();
-    time_cross_entropy_steps(st, x, target);
+    time_loss_steps(st, x, [&](const Tensor& logits) { return nn::cross_entropy(logits, target); });
     st.SetItemsProcessed(st.iterations());
   });
 }
@@ -754,6 +782,7 @@ void register_all() {
   }
   register_index_select();
   register_cross_entropy(64, 10);
+  register_loss_forms(64, 10);
   register_optimizer_steps();
   register_overhead();
 }

@@ -579,6 +579,11 @@ void Backend::cross_entropy_backward(const View& probs, const View& target, doub
 // ---- gather / scatter ----
 
 void fail_index_out_of_range(const IndexCheck& check, int64_t position, int64_t value) {
+  if (check.probabilities)
+    fail(
+        "{}: input element {} (flat index) is outside [0, 1]: it takes probabilities (logits go to "
+        "binary_cross_entropy_with_logits)",
+        check.op, position);
   if (check.class_targets)
     fail("{}: target {} out of range for {} classes (row {})", check.op, value, check.limit, position);
   fail("{}: index {} out of range for dim {} of size {} (position {})", check.op, value, check.dim, check.limit,

@@ -28,16 +28,20 @@ namespace vgrad {
 // wait on CUDA (see Backend::check_index).
 // An index range check, and what its error names: `op` (a string literal: CUDA reports it
 // later), and either the indexed dim (index_select, index_add, embedding) or, with
-// `class_targets`, the classes of a loss. Valid values are [0, limit).
+// `class_targets`, the classes of a loss. Valid values are [0, limit). With
+// `probabilities`, the index is a flag per element of a loss's input (1 where it lies
+// outside [0, 1], limit 1), so a GPU refuses a bad probability without a host wait.
 struct IndexCheck {
   const char* op;
   int64_t limit;
   int dim = 0;
   bool class_targets = false;
+  bool probabilities = false;
 };
 // Throws the error of `check` for `value` at `position` of the index:
 //   index_select: index 7 out of range for dim 1 of size 4 (position 1)
 //   cross_entropy: target 12 out of range for 10 classes (row 3)
+//   binary_cross_entropy: input element 5 (flat index) is outside [0, 1] ...
 [[noreturn]] void fail_index_out_of_range(const IndexCheck& check, int64_t position, int64_t value);
 
 #define VGRAD_BACKEND_IMPLS(PREFIX, SUFFIX)                                                                         \

@@ -79,6 +79,9 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
   if (!is_floating(t.dtype())) fail("uniform_: needs a floating-point tensor, got {}", dtype_name(t.dtype()));
+  // As PyTorch: [low, high) must be a range, of a width the dtype can hold.
+  if (!(low <= high)) fail("uniform_: low {} > high {}: the range is [low, high)", low, high);
+  if (!std::isfinite(high - low)) fail("uniform_: the range [{}, {}) is not finite", low, high);
   check_no_internal_overlap(t, "uniform_");
   backend_for(t.device()).uniform(t.view(), low, high, (gen ? *gen : default_generator()).state());
   t.storage()->bump_version();
@@ -86,6 +89,7 @@ Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
 }
 Tensor& normal_(Tensor& t, double mean, double stddev, Generator* gen) {
   if (!is_floating(t.dtype())) fail("normal_: needs a floating-point tensor, got {}", dtype_name(t.dtype()));
+  if (!(stddev >= 0)) fail("normal_: stddev {} is negative", stddev);
   check_no_internal_overlap(t, "normal_");
   backend_for(t.device()).normal(t.view(), mean, stddev, (gen ? *gen : default_generator()).state());
   t.storage()->bump_version();

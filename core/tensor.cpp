@@ -311,6 +311,11 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_in_place(*this, "add_");
   if (broadcast_shapes(shape(), other.shape(), "add_") != shape())
     fail("add_: cannot add {} into {} in place", shape_str(other.shape()), shape_str(shape()));
+  // As PyTorch: int64 + a floating tensor is floating, which an int64 tensor cannot hold
+  // (writing it would drop the fractions).
+  if (!is_floating(dtype()) && is_floating(other.dtype()))
+    fail("add_: int64 tensor plus a {} tensor gives {}, which cannot be stored in place; use x + other",
+         dtype_name(other.dtype()), dtype_name(other.dtype()));
   check_no_internal_overlap(*this, "add_");
   // Against the user's tensor: the scaled copy below never shares memory with anything.
   check_no_partial_overlap(*this, other, "addend", "add_");

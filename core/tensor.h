@@ -138,8 +138,8 @@ class Tensor {
   Tensor sum(const std::vector<int64_t>& axes, bool keepdim = false) const;
   Tensor mean() const;
   Tensor mean(const std::vector<int64_t>& axes, bool keepdim = false) const;
-  Tensor max() const;
-  Tensor max(int64_t axis, bool keepdim = false) const;
+  Tensor max() const;                                    // ties share the gradient (amax), as PyTorch's max()
+  Tensor max(int64_t axis, bool keepdim = false) const;  // the gradient goes to the first maximum, as max(dim)
   Tensor min() const;
   Tensor min(int64_t axis, bool keepdim = false) const;
   Tensor argmax(int64_t axis, bool keepdim = false) const;  // not differentiable

@@ -28,6 +28,17 @@ template <class Body> int run(Body&& body) {
   }
 }
 
+// A count flag (epochs, sizes, widths): a whole number >= 1. CLI11's PositiveNumber refuses
+// 0 as "not in range 0.000000 to" DBL_MAX written out in 300 digits.
+inline const CLI::Validator AtLeastOne(
+    [](std::string& input) {
+      int64_t value = 0;
+      if (!CLI::detail::lexical_cast(input, value) || value < 1)
+        return "must be a whole number >= 1, got '" + input + "'";
+      return std::string();
+    },
+    "INT>=1", "AtLeastOne");
+
 // The flags of a training run. Each example sets its own defaults where they differ:
 // examples::TrainingFlags flags{.epochs = 6, .lr = 1e-3, .optimizer = "adam"};
 struct TrainingFlags {
@@ -45,8 +56,8 @@ struct TrainingFlags {
   bool detect_anomaly = false;
 
   void add_to(CLI::App& app) {
-    app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
-    app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
+    app.add_option("--epochs", epochs, "training epochs")->check(AtLeastOne);
+    app.add_option("--batch-size", batch_size, "mini-batch size")->check(AtLeastOne);
     app.add_option("--lr", lr, "learning rate");
     app.add_option("--momentum", momentum, "SGD momentum");
     app.add_option("--weight-decay", weight_decay, "weight decay");
@@ -56,7 +67,7 @@ struct TrainingFlags {
                    "to 0 over --epochs, no warm-up; a resumed run needs the same --lr-schedule and --epochs)")
         ->check(CLI::IsMember({"none", "step", "cosine"}));
     app.add_option("--accumulate", accumulate, "micro-batches per optimizer step (gradient accumulation)")
-        ->check(CLI::PositiveNumber);
+        ->check(AtLeastOne);
     app.add_option("--seed", seed, "seed for initialisation and shuffling");
     app.add_option("--data-dir", data_dir, "directory with the IDX files (train-images-idx3-ubyte[.gz], ...)");
     app.add_option("--device", device_name, "cpu or cuda[:N]");
@@ -68,9 +79,9 @@ struct TrainingFlags {
     app.add_option("--stop-after", stop_after,
                    "stop after this epoch as an interrupted run would: the schedule still spans --epochs, and "
                    "--resume with the same --epochs continues it exactly")
-        ->check(CLI::PositiveNumber);
+        ->check(AtLeastOne);
     app.add_option("--limit", limit, "use only the first N training and test examples (quick runs, tests)")
-        ->check(CLI::PositiveNumber);
+        ->check(AtLeastOne);
     app.add_flag("--detect-anomaly", detect_anomaly,
                  "stop at the first op whose output or gradient is NaN/Inf, naming it (slower)");
     app.add_option("--metrics", metrics, "write per-epoch metrics to this CSV file");

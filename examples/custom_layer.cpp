@@ -68,10 +68,10 @@ int main(int argc, char** argv) {
   int64_t hidden = 32, samples = 512;
   double lr = 0.01;
   uint64_t seed = 0;
-  app.add_option("--steps", steps, "training steps (full batch)")->check(CLI::PositiveNumber);
-  app.add_option("--print-every", print_every, "print the loss every this many steps")->check(CLI::PositiveNumber);
-  app.add_option("--hidden", hidden, "hidden width")->check(CLI::PositiveNumber);
-  app.add_option("--samples", samples, "synthetic training points")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "training steps (full batch)")->check(examples::AtLeastOne);
+  app.add_option("--print-every", print_every, "print the loss every this many steps")->check(examples::AtLeastOne);
+  app.add_option("--hidden", hidden, "hidden width")->check(examples::AtLeastOne);
+  app.add_option("--samples", samples, "synthetic training points")->check(examples::AtLeastOne);
   app.add_option("--lr", lr, "Adam learning rate");
   app.add_option("--seed", seed, "seed for data and initialisation");
   CLI11_PARSE(app, argc, argv);

@@ -88,10 +88,10 @@ int main(int argc, char** argv) {
   int repeats = 11;
   double tolerance = 1e-4;
   uint64_t seed = 0;
-  app.add_option("-N,--batch", n, "batch size N")->check(CLI::PositiveNumber);
-  app.add_option("--in", d_in, "input features D_in")->check(CLI::PositiveNumber);
-  app.add_option("--out", d_out, "output features D_out")->check(CLI::PositiveNumber);
-  app.add_option("--repeats", repeats, "timed repetitions (the median is reported)")->check(CLI::PositiveNumber);
+  app.add_option("-N,--batch", n, "batch size N")->check(examples::AtLeastOne);
+  app.add_option("--in", d_in, "input features D_in")->check(examples::AtLeastOne);
+  app.add_option("--out", d_out, "output features D_out")->check(examples::AtLeastOne);
+  app.add_option("--repeats", repeats, "timed repetitions (the median is reported)")->check(examples::AtLeastOne);
   app.add_option("--tolerance", tolerance, "max |loop - vgrad| allowed, relative to max |vgrad| (at least 1)");
   app.add_option("--seed", seed, "seed for the layer, the inputs and the upstream gradient");
   CLI11_PARSE(app, argc, argv);

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   double dropout = 0.25;
   examples::TrainingFlags flags{.epochs = 6, .lr = 1e-3, .optimizer = "adam", .lr_schedule = "cosine"};
   app.add_option("--channels", channels, "channels of the two conv layers")->delimiter(',')->expected(2);
-  app.add_option("--hidden", hidden, "width of the hidden fully connected layer")->check(CLI::PositiveNumber);
+  app.add_option("--hidden", hidden, "width of the hidden fully connected layer")->check(examples::AtLeastOne);
   app.add_option("--dropout", dropout, "dropout before the last layer");
   flags.add_to(app);
   CLI11_PARSE(app, argc, argv);

@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   double clip_norm = 0.0;
   bool distributed = false;
   std::string amp_mode = "off";
-  app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',');
+  app.add_option("--hidden", hidden, "hidden layer sizes")->delimiter(',')->check(examples::AtLeastOne);
   flags.add_to(app);
   app.add_option("--clip-norm", clip_norm, "clip the gradient's global L2 norm before each step (0: off)")
       ->check(CLI::NonNegativeNumber);

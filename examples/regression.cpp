@@ -43,12 +43,12 @@ int main(int argc, char** argv) {
   double lr = 5e-3, momentum = 0.9, noise = 0.1, max_test_mse = 0.02;
   std::string optimizer = "adam";
   uint64_t seed = 0;
-  app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
-  app.add_option("--print-every", print_every, "print the loss every this many epochs")->check(CLI::PositiveNumber);
-  app.add_option("--hidden", hidden, "width of the two hidden layers")->check(CLI::PositiveNumber);
-  app.add_option("--train-size", train_size, "training points")->check(CLI::PositiveNumber);
-  app.add_option("--test-size", test_size, "test points")->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", batch_size, "mini-batch size")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", epochs, "training epochs")->check(examples::AtLeastOne);
+  app.add_option("--print-every", print_every, "print the loss every this many epochs")->check(examples::AtLeastOne);
+  app.add_option("--hidden", hidden, "width of the two hidden layers")->check(examples::AtLeastOne);
+  app.add_option("--train-size", train_size, "training points")->check(examples::AtLeastOne);
+  app.add_option("--test-size", test_size, "test points")->check(examples::AtLeastOne);
+  app.add_option("--batch-size", batch_size, "mini-batch size")->check(examples::AtLeastOne);
   app.add_option("--optimizer", optimizer, "adam or sgd")->check(CLI::IsMember({"adam", "sgd"}));
   app.add_option("--lr", lr, "learning rate");
   app.add_option("--momentum", momentum, "SGD momentum");

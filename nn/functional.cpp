@@ -21,27 +21,33 @@ using autograd::record;
 
 namespace {
 
-// The mean of no losses is 0/0: refused as mean() of an empty tensor is, naming
-// the loss (Reduction::Sum of an empty batch is a plain 0).
-void refuse_empty_mean(const Tensor& input, Reduction reduction, const char* op) {
-  if (reduction == Reduction::Mean && input.numel() == 0)
+// The reduction a loss accepts (BatchMean is kl_div's alone, as in PyTorch), and no mean of
+// no losses (0/0): refused as mean() of an empty tensor is, naming the loss (Reduction::Sum of
+// an empty batch is a plain 0).
+void check_reduction(const Tensor& input, Reduction reduction, const char* op, bool batch_mean_allowed = false) {
+  if (reduction == Reduction::BatchMean && !batch_mean_allowed)
+    fail("{}: Reduction::BatchMean is kl_div's alone (as in PyTorch); use Mean or Sum", op);
+  if ((reduction == Reduction::Mean || reduction == Reduction::BatchMean) && input.numel() == 0)
     fail("{}: empty batch (input {}): the mean over no elements is undefined (Reduction::Sum gives 0)", op,
          shape_str(input.shape()));
 }
 
-// Per-row or per-element losses, reduced as asked.
+// Per-row or per-element losses, reduced as asked; BatchMean divides the sum by the first dim.
 Tensor reduce_loss(const Tensor& losses, Reduction reduction) {
   if (reduction == Reduction::None) return losses;
   if (reduction == Reduction::Sum) return sum(losses);
+  if (reduction == Reduction::BatchMean) return sum(losses) / double(losses.dim() == 0 ? 1 : losses.shape()[0]);
   return mean(losses);
 }
 
 // The elementwise losses' first checks: input (called `what` in the message: "input",
-// "logits") and target of one shape, and no mean over an empty batch.
-void check_same_shape(const Tensor& input, const Tensor& target, Reduction reduction, const char* op, const char* what) {
+// "logits") and target of one shape, and the reduction.
+void check_same_shape(const Tensor& input, const Tensor& target, Reduction reduction, const char* op, const char* what,
+                      bool batch_mean_allowed = false) {
   if (input.shape() != target.shape())
     fail("{}: {} {} and target {} differ in shape", op, what, shape_str(input.shape()), shape_str(target.shape()));
-  refuse_empty_mean(input, reduction, op);
+  kernels::check_same_device(input, target, op);
+  check_reduction(input, reduction, op, batch_mean_allowed);
 }
 
 void check_targets(const Tensor& input, const Tensor& target, const char* op) {
@@ -50,7 +56,19 @@ void check_targets(const Tensor& input, const Tensor& target, const char* op) {
   if (target.dim() != 1 || target.shape()[0] != input.shape()[0])
     fail("{}: targets {} do not match input {} (expected [{}])", op, shape_str(target.shape()),
          shape_str(input.shape()), input.shape()[0]);
+  if (input.shape()[1] == 0)
+    fail("{}: input {} has no classes (C = 0): no target can name a class", op, shape_str(input.shape()));
   kernels::check_same_device(input, target, op);
+}
+
+// weight (C), one per class of input (N, C), floating and on input's device; undefined is fine.
+void check_class_weight(const Tensor& weight, const Tensor& input, const char* op) {
+  if (!weight.defined()) return;
+  if (weight.dim() != 1 || weight.shape()[0] != input.shape()[1])
+    fail("{}: weight {} should be [{}], one per class of input {}", op, shape_str(weight.shape()), input.shape()[1],
+         shape_str(input.shape()));
+  if (!is_floating(weight.dtype())) fail("{}: weight must be floating point, got {}", op, dtype_name(weight.dtype()));
+  kernels::check_same_device(input, weight, op);
 }
 
 }  // namespace
@@ -247,14 +265,53 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   return matmul(weights, v);
 }
 
+namespace {
+
+Tensor zero_like_scalar(const Tensor& t) { return zeros({}, {.dtype = t.dtype(), .device = t.device()}); }
+
+// Class targets (N) of a loss over (N, C) with ignore_index: `keep` (N, int64) is 1 where a row
+// counts, `pick` (N, C, int64) 1 at [i, t_i] of each counted row. The range check sees an
+// ignored row as class 0, so only the other bad targets are refused (on a GPU at the next host
+// read: Backend::check_index), each named with its row and value.
+struct ClassTargets {
+  Tensor keep, pick;
+};
+ClassTargets class_targets(const Tensor& target, int64_t classes, int64_t ignore_index, const char* op) {
+  const Tensor keep = ne(target, double(ignore_index));
+  backend_for(target.device())
+      .check_index({.op = op, .limit = classes, .class_targets = true}, mul(target, keep).view());
+  Tensor pick = eq(unsqueeze(target, -1), kernels::index_range(classes, target.device()));
+  // An ignore_index outside [0, C) never equals a class: its rows of `pick` are already 0.
+  if (ignore_index >= 0 && ignore_index < classes) pick = mul(pick, unsqueeze(keep, -1));
+  return {keep, pick};
+}
+
+// Row losses and the mean's denominator: Mean is Σ losses / denominator.
+struct RowLosses {
+  Tensor losses, denominator;
+};
+Tensor reduce_rows(const RowLosses& rows, Reduction reduction) {
+  return reduction == Reduction::Mean ? div(sum(rows.losses), rows.denominator) : reduce_loss(rows.losses, reduction);
+}
+
+// loss_i = −w[t_i]·log_probs[i, t_i] (w = 1 without weight), 0 for an ignored row;
+// denominator Σ w[t_i] over the counted rows.
+// NOTE: the target's log-probability is picked by selection (where), never by a product with
+// a one-hot: another class's −inf (a masked logit) times 0 would be NaN. Its gradient is the
+// same: g at [i, t_i], 0 elsewhere.
+RowLosses nll_rows(const Tensor& log_probs, const ClassTargets& targets, const Tensor& weight) {
+  const Tensor zero = zero_like_scalar(log_probs);
+  const Tensor picked = sum(where(targets.pick, log_probs, zero), {1});
+  if (!weight.defined()) return {neg(picked), kernels::cast(sum(targets.keep), log_probs.dtype())};
+  const Tensor row_weight = sum(where(targets.pick, kernels::cast(weight.detach(), log_probs.dtype()), zero), {1});
+  // NOTE: the where keeps an ignored row's gradient 0 when every row is ignored: Mean's 1/Σw is
+  // then inf, and inf times its weight 0 would be NaN (PyTorch: a NaN loss, zero gradients).
+  return {where(targets.keep, neg(mul(row_weight, picked)), zero), sum(row_weight)};
+}
+
+// The fused log-softmax + NLL kernel (Backend::cross_entropy) over targets all in range.
 // loss_i = −Σ_c q_ic log softmax(x_i)_c, q = (1−s)·onehot + s/C;   dlogits = (softmax − q)·dL/dloss_i
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
-  VGRAD_PROFILE_OP("cross_entropy");
-  if (const Tensor wide = autograd::autocast::to_float32(logits); !wide.is_same(logits)) return cross_entropy(wide, target, reduction, label_smoothing);
-  check_targets(logits, target, "cross_entropy");
-  refuse_empty_mean(logits, reduction, "cross_entropy");
-  if (!is_floating(logits.dtype())) fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
-  if (label_smoothing < 0 || label_smoothing > 1) fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
+Tensor fused_cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
   const Tensor x = kernels::contiguous(logits);
   const int64_t rows = x.shape()[0];
   Tensor probs = kernels::empty_like(x);
@@ -287,35 +344,132 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   });
 }
 
+// Whether a row's target may be ignore_index. On the CPU the targets are in host memory and a
+// look at them costs no wait (nor an op: this runs on every default call); on a GPU it would
+// be a host wait, so a GPU always assumes it may.
+bool may_ignore_a_row(const Tensor& target, int64_t ignore_index) {
+  if (!target.device().is_cpu()) return true;
+  const View targets = target.view();
+  const int64_t* value = targets.ptr<int64_t>();
+  for (int64_t i = 0; i < targets.numel(); ++i)
+    if (value[i * targets.strides[0]] == ignore_index) return true;
+  return false;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing,
+                     const Tensor& weight, int64_t ignore_index) {
+  VGRAD_PROFILE_OP("cross_entropy");
+  if (const Tensor wide = autograd::autocast::to_float32(logits); !wide.is_same(logits))
+    return cross_entropy(wide, target, reduction, label_smoothing, weight, ignore_index);
+  check_targets(logits, target, "cross_entropy");
+  check_reduction(logits, reduction, "cross_entropy");
+  if (!is_floating(logits.dtype()))
+    fail("cross_entropy: logits must be floating point, got {}", dtype_name(logits.dtype()));
+  if (label_smoothing < 0 || label_smoothing > 1)
+    fail("cross_entropy: label_smoothing {} outside [0, 1]", label_smoothing);
+  check_class_weight(weight, logits, "cross_entropy");
+  const int64_t rows = logits.shape()[0], classes = logits.shape()[1];
+  if (!weight.defined() && (rows == 0 || !may_ignore_a_row(target, ignore_index)))
+    return fused_cross_entropy(logits, target, reduction, label_smoothing);
+  const Tensor zero = zero_like_scalar(logits);
+  if (!weight.defined()) {
+    // The fused kernel's per-row losses with an ignored row's target seen as class 0 (so its
+    // range check passes it), then masked out: the mean counts the rows kept (PyTorch's,
+    // smoothing term included).
+    const Tensor keep = ne(target, double(ignore_index));
+    const Tensor row_losses = fused_cross_entropy(logits, mul(target, keep), Reduction::None, label_smoothing);
+    return reduce_rows({where(keep, row_losses, zero), kernels::cast(sum(keep), logits.dtype())}, reduction);
+  }
+  const ClassTargets targets = class_targets(target, classes, ignore_index, "cross_entropy");
+  // With class weights, composed as PyTorch: (1 − s)·nll + (s/C)·smooth, the smoothing term
+  // −Σ_c w_c·log p_ic per kept row, reduced with nll's denominator Σ w[t_i].
+  const Tensor log_probs = log_softmax(logits, 1);
+  const RowLosses nll = nll_rows(log_probs, targets, weight);
+  if (label_smoothing == 0) return reduce_rows(nll, reduction);
+  const Tensor w = kernels::cast(weight.detach(), logits.dtype());
+  const RowLosses smooth{where(targets.keep, neg(sum(mul(log_probs, w), {1})), zero), nll.denominator};
+  return add(reduce_rows(nll, reduction) * (1 - label_smoothing),
+             reduce_rows(smooth, reduction) * (label_smoothing / double(classes)));
+}
+
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
   if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
   if (classes < 0) fail("one_hot: classes must be >= 0, got {}", classes);
   return kernels::cast(eq(unsqueeze(target, -1), kernels::index_range(classes, target.device())), dtype);
 }
 
-// −Σ_i log_probs[i, t_i] / N;  the gradient flows through the one-hot product
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction) {
+// −Σ_i w[t_i]·log_probs[i, t_i] / Σ_i w[t_i];  the gradient reaches log_probs[i, t_i] only
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction, const Tensor& weight,
+                int64_t ignore_index) {
   VGRAD_PROFILE_OP("nll_loss");
-  if (const Tensor wide = autograd::autocast::to_float32(log_probs); !wide.is_same(log_probs)) return nll_loss(wide, target, reduction);
+  if (const Tensor wide = autograd::autocast::to_float32(log_probs); !wide.is_same(log_probs))
+    return nll_loss(wide, target, reduction, weight, ignore_index);
   check_targets(log_probs, target, "nll_loss");
-  refuse_empty_mean(log_probs, reduction, "nll_loss");
-  const int64_t classes = log_probs.shape()[1];
-  const Tensor picked = sum(mul(log_probs, one_hot(target, classes, log_probs.dtype())), {1});
-  // A bad target only zeroes its row of one_hot; on a GPU it is reported at the next host
+  check_reduction(log_probs, reduction, "nll_loss");
+  check_class_weight(weight, log_probs, "nll_loss");
+  // A bad target only zeroes its row of `pick`; on a GPU it is reported at the next host
   // read (Backend::check_index), so a step with nll_loss makes no host wait.
-  backend_for(target.device()).check_index({.op = "nll_loss", .limit = classes, .class_targets = true}, target.view());
-  return reduce_loss(neg(picked), reduction);
+  const ClassTargets targets = class_targets(target, log_probs.shape()[1], ignore_index, "nll_loss");
+  return reduce_rows(nll_rows(log_probs, targets, weight), reduction);
 }
+
+namespace {
+
+// A pointwise loss: losses(input, target) per element after autocast's float32 and the shape
+// and reduction checks, reduced as asked; its gradient is the composition's.
+template <class Losses> Tensor pointwise_loss(const char* op, const Tensor& input, const Tensor& target,
+                                              Reduction reduction, const Losses& losses,
+                                              bool batch_mean_allowed = false) {
+  VGRAD_PROFILE_OP(op);
+  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
+    return pointwise_loss(op, wide.first, wide.second, reduction, losses, batch_mean_allowed);
+  check_same_shape(input, target, reduction, op, "input", batch_mean_allowed);
+  return reduce_loss(losses(input, target), reduction);
+}
+
+// d = |x − y|:  quadratic·d² below threshold, linear·(d − threshold/2) from it on: smooth_l1
+// (quadratic 0.5/beta, linear 1) and huber (quadratic 0.5, linear delta). Both branches are
+// finite for a finite d, so where's selected gradient is the piecewise one.
+Tensor quadratic_then_linear(const Tensor& input, const Tensor& target, double threshold, double quadratic,
+                             double linear) {
+  const Tensor d = abs(sub(input, target));
+  return where(lt(d, threshold), square(d) * quadratic, affine(d, linear, -linear * 0.5 * threshold));
+}
+
+}  // namespace
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  VGRAD_PROFILE_OP("mse_loss");
-  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
-    return mse_loss(wide.first, wide.second, reduction);
-  check_same_shape(input, target, reduction, "mse_loss", "input");
-  return reduce_loss(square(sub(input, target)), reduction);
+  return pointwise_loss("mse_loss", input, target, reduction,
+                        [](const Tensor& x, const Tensor& y) { return square(sub(x, y)); });
 }
 
-// max(x,0) − x·y + log(1 + e^−|x|);   dx = (sigmoid(x) − y)·g,   dy = −x·g
+// |x − y|;  dx = sign(x − y)·g (0 where equal, as PyTorch), through abs
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  return pointwise_loss("l1_loss", input, target, reduction,
+                        [](const Tensor& x, const Tensor& y) { return abs(sub(x, y)); });
+}
+
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction, double beta) {
+  if (!(beta >= 0)) fail("smooth_l1_loss: beta {} must be >= 0 (0 is l1_loss)", beta);
+  return pointwise_loss("smooth_l1_loss", input, target, reduction, [beta](const Tensor& x, const Tensor& y) {
+    // beta = 0 is l1 (as PyTorch), with no 0/0 from the quadratic branch.
+    return beta == 0 ? abs(sub(x, y)) : quadratic_then_linear(x, y, beta, 0.5 / beta, 1.0);
+  });
+}
+
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction, double delta) {
+  if (!(delta > 0)) fail("huber_loss: delta {} must be > 0", delta);
+  return pointwise_loss("huber_loss", input, target, reduction, [delta](const Tensor& x, const Tensor& y) {
+    return quadratic_then_linear(x, y, delta, 0.5, delta);
+  });
+}
+
+// (1 − y)·x + m + log(e^−m + e^(−x−m)), m = max(−x, 0): PyTorch's formula. One of the two
+// exponentials is e^0 = 1 and the other e^−|x|, so the log is log1p(e^−|x|) for finite x; at
+// x = ±inf the sum (1 − y)·x + m is PyTorch's inf (x = +inf) or NaN (x = −inf, −inf + inf).
+//   dx = (sigmoid(x) − y)·g,   dy = −x·g
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
   VGRAD_PROFILE_OP("binary_cross_entropy_with_logits");
   if (const auto wide = autograd::autocast::to_float32(logits, target); wide.changed)
@@ -324,19 +478,71 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   Tensor elementwise;
   {
     NoGradGuard no_grad;
-    const Tensor softplus = log(affine(exp(neg(abs(logits))), 1.0, 1.0));
-    elementwise = add(sub(relu(logits), mul(logits, target)), softplus);
+    // NOTE: exp's input is kept finite: e^−1000 is 0 in float32 and float64 as e^−inf is, and
+    // the CPU's xsimd exp converts an infinite input to an integer (UB; seen by UBSan).
+    const Tensor softplus = log1p(exp(clamp(neg(abs(logits)), -1000.0, 0.0)));
+    elementwise = add(add(mul(affine(target, -1.0, 1.0), logits), relu(neg(logits))), softplus);
   }
   if (needs_grad({logits, target})) {
     Context ctx("binary_cross_entropy_with_logits");
     ctx.save_for_backward({logits, target});
     elementwise = record(elementwise, {logits, target}, std::move(ctx), [](Context& c, const Tensor& g) {
       const Tensor x = c.saved(0), y = c.saved(1);
-      return std::vector<Tensor>{c.needs_input_grad(0) ? mul(g, sub(sigmoid(x), y)) : Tensor(),
+      // sigmoid(±1000) is exactly sigmoid(±inf), with no infinity reaching exp (see above).
+      return std::vector<Tensor>{c.needs_input_grad(0) ? mul(g, sub(sigmoid(clamp(x, -1000.0, 1000.0)), y)) : Tensor(),
                                  c.needs_input_grad(1) ? mul(g, neg(x)) : Tensor()};
     });
   }
   return reduce_loss(elementwise, reduction);
+}
+
+// −(y·max(log x, −100) + (1 − y)·max(log(1 − x), −100));
+//   dx = g·(x − y)/max(x·(1 − x), 1e−12),   dy = g·(log(1 − x) − log x)   (PyTorch's rules)
+Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction reduction) {
+  VGRAD_PROFILE_OP("binary_cross_entropy");
+  if (const auto wide = autograd::autocast::to_float32(input, target); wide.changed)
+    return binary_cross_entropy(wide.first, wide.second, reduction);
+  check_same_shape(input, target, reduction, "binary_cross_entropy", "input");
+  if (!is_floating(input.dtype()))
+    fail("binary_cross_entropy: input must be floating point probabilities, got {}", dtype_name(input.dtype()));
+  constexpr double kLogFloor = -100, kInf = std::numeric_limits<double>::infinity();
+  Tensor elementwise;
+  {
+    NoGradGuard no_grad;
+    // 1 where an input lies outside [0, 1] or is NaN, as flags for the lazy range check.
+    const Tensor outside = kernels::cast(ne(mul(ge(input, 0.0), le(input, 1.0)), 1.0), DType::Int64);
+    backend_for(input.device())
+        .check_index({.op = "binary_cross_entropy", .limit = 1, .probabilities = true},
+                     kernels::contiguous(outside).reshape({-1}).view());
+    const Tensor log_x = clamp(log(input), kLogFloor, kInf), log_1mx = clamp(log1p(neg(input)), kLogFloor, kInf);
+    elementwise = neg(add(mul(target, log_x), mul(affine(target, -1.0, 1.0), log_1mx)));
+  }
+  if (needs_grad({input, target})) {
+    Context ctx("binary_cross_entropy");
+    ctx.save_for_backward({input, target});
+    elementwise = record(elementwise, {input, target}, std::move(ctx), [](Context& c, const Tensor& g) {
+      const Tensor x = c.saved(0), y = c.saved(1);
+      const Tensor floor = full({}, 1e-12, {.dtype = x.dtype(), .device = x.device()});
+      return std::vector<Tensor>{
+          c.needs_input_grad(0) ? mul(g, div(sub(x, y), maximum(mul(x, affine(x, -1.0, 1.0)), floor))) : Tensor(),
+          c.needs_input_grad(1) ? mul(g, sub(log1p(neg(x)), log(x))) : Tensor()};
+    });
+  }
+  return reduce_loss(elementwise, reduction);
+}
+
+// log_target: e^t·(t − x);  else xlogy(t, t) − t·x, with 0·log 0 = 0 (a negative t gives
+// NaN, as PyTorch). The gradients come from the composition: dx = −t·g (−e^t·g).
+Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction, bool log_target) {
+  const auto pointwise = [log_target](const Tensor& x, const Tensor& t) {
+    if (log_target) return mul(exp(t), sub(t, x));
+    const Tensor is_zero = eq(t, 0.0), zero = zero_like_scalar(t);
+    const Tensor one = full({}, 1.0, {.dtype = t.dtype(), .device = t.device()});
+    // log of 1 where t = 0, so neither value nor gradient sees log 0.
+    const Tensor xlogx = where(is_zero, zero, mul(t, log(where(is_zero, one, t))));
+    return sub(xlogx, mul(t, x));
+  };
+  return pointwise_loss("kl_div", input, target, reduction, pointwise, /*batch_mean_allowed=*/true);
 }
 
 }  // namespace vgrad::nn::functional

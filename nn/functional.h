@@ -51,17 +51,48 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // On an empty batch (N = 0) every loss refuses Reduction::Mean with a vgrad::Error,
 // as mean() of an empty tensor does (PyTorch returns NaN there, which then trains
 // silently into NaN weights); Reduction::Sum gives 0 and None an empty tensor.
-enum class Reduction { Mean, Sum, None };
-// Fused log-softmax + NLL over logits (N, C) and int64 targets (N). Its gradient is
-// (softmax − onehot)/N (smoothed targets with label_smoothing). Targets are checked.
+// BatchMean (Σ / N, N = the first dim) is kl_div's alone, as in PyTorch; the others refuse it.
+enum class Reduction { Mean, Sum, None, BatchMean };
+// PyTorch's default ignore_index: a target of this value adds nothing, not even to the mean's count.
+constexpr int64_t kDefaultIgnoreIndex = -100;
+// log-softmax + NLL over logits (N, C) and int64 targets (N). Its gradient is
+// (softmax − onehot)/N (smoothed targets with label_smoothing). Targets are checked, except
+// those equal to ignore_index. weight (C, optional, never differentiated) scales each row by
+// weight[t_i]; Mean is then PyTorch's Σ w[t_i]·loss_i / Σ w[t_i] over the rows not ignored, and
+// with label_smoothing the smoothing term is −Σ_c w_c·log p_ic, as in PyTorch. With every row
+// ignored, Mean is NaN (0/0, as PyTorch) and the gradient zero. Without weight the fused kernel
+// runs; a row whose target is ignore_index is masked out of its per-row losses (on the CPU
+// only when a target is ignore_index: the targets are in host memory).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
-                     double label_smoothing = 0.0);
-// −log_probs[i, target[i]], averaged (or summed) over rows.
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean);
+                     double label_smoothing = 0.0, const Tensor& weight = Tensor(),
+                     int64_t ignore_index = kDefaultIgnoreIndex);
+// −weight[t_i]·log_probs[i, t_i] (weight 1 if undefined), 0 for an ignored row, averaged
+// (Σ / Σ w[t_i], as cross_entropy) or summed over rows.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean,
+                const Tensor& weight = Tensor(), int64_t ignore_index = kDefaultIgnoreIndex);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
-// Stable: max(x,0) − x·y + log(1 + e^−|x|);  its gradient is sigmoid(x) − y.
+// |input − target|; subgradient 0 where they are equal (as PyTorch).
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+// d = |input − target|:  0.5·d²/beta where d < beta, else d − 0.5·beta;  beta = 0 is l1_loss.
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean,
+                      double beta = 1.0);
+// d = |input − target|:  0.5·d² where d < delta, else delta·(d − 0.5·delta);  delta > 0.
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean, double delta = 1.0);
+// Stable: (1 − y)·x + m + log(e^−m + e^(−x−m)), m = max(−x, 0) (PyTorch's formula, its
+// infinities too);  its gradient is sigmoid(x) − y.
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
                                         Reduction reduction = Reduction::Mean);
+// On probabilities: −(y·max(log x, −100) + (1 − y)·max(log(1 − x), −100)), PyTorch's clamped
+// logs; dx = (x − y)/max(x·(1 − x), 1e−12) as PyTorch. An input outside [0, 1] (or NaN) is
+// refused, naming its flat index: at once on the CPU, at the next host read on a GPU
+// (Backend::check_index, no host wait).
+Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+// KL(target ‖ exp(input)) pointwise, input log-probabilities: target·(log target − input) with
+// 0·log 0 = 0, or with log_target (target given as log-probabilities) e^target·(target − input).
+// Mean is the elementwise mean (PyTorch's "mean"); BatchMean, Σ / N, is the true KL divergence
+// per sample and PyTorch's recommended reduction.
+Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean,
+              bool log_target = false);
 // (N) int64 -> (N, C) one-hot in dtype.
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype = DType::Float32);
 
@@ -70,10 +101,16 @@ Tensor one_hot(const Tensor& target, int64_t classes, DType dtype = DType::Float
 // Every loss is reachable as nn::<loss> (as in PyTorch's torch::nn::functional, also nn::F::<loss>).
 namespace vgrad::nn {
 namespace F = functional;
+using functional::binary_cross_entropy;
 using functional::binary_cross_entropy_with_logits;
 using functional::cross_entropy;
+using functional::huber_loss;
+using functional::kDefaultIgnoreIndex;
+using functional::kl_div;
+using functional::l1_loss;
 using functional::mse_loss;
 using functional::nll_loss;
 using functional::one_hot;
 using functional::Reduction;
+using functional::smooth_l1_loss;
 }  // namespace vgrad::nn

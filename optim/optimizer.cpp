@@ -7,8 +7,9 @@
 #include <vector>
 
 #include "autograd/autocast.h"
-#include "core/grad_mode.h"
+#include "autograd/node.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 #include "core/profiler.h"
 
 namespace vgrad::optim {
@@ -18,6 +19,13 @@ void check_param(const Tensor& p, size_t index, const char* optimizer) {
   if (!p.is_contiguous()) fail("{}: parameter {} is not contiguous", optimizer, index);
   if (!is_floating(p.dtype())) fail("{}: parameter {} is {}, not floating point", optimizer, index, dtype_name(p.dtype()));
   if (!p.requires_grad()) fail("{}: parameter {} does not require grad", optimizer, index);
+  // As PyTorch: a computed tensor gets no .grad from backward() (its leaves do), so it
+  // would never be updated.
+  if (!p.is_leaf())
+    fail(
+        "{}: parameter {} is not a leaf tensor (computed by {}): its gradient is not kept, so it would never be "
+        "updated; optimize the tensor it was computed from, or detach().requires_grad_() a copy",
+        optimizer, index, p.grad_fn()->name());
 }
 
 // The gradient of p as the fused kernels need it: contiguous, same dtype/device.

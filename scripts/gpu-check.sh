@@ -282,7 +282,7 @@ module_loading() {
   for loading in LAZY EAGER; do
     {
       echo "+ CUDA_MODULE_LOADING=$loading test_cuda --gtest_filter=$test"
-      CUDA_MODULE_LOADING=$loading VGRAD_REQUIRE_GPU=1 timeout -k 5 "$(cap 30 "$(reserve 100 examples bench)")" "${vgrad_env[@]}" \
+      CUDA_MODULE_LOADING=$loading VGRAD_REQUIRE_GPU=1 timeout -k 5 "$(cap 60 "$(reserve 100 examples bench)")" "${vgrad_env[@]}" \
         "$build_dir/tests/test_cuda" --gtest_filter="$test"
     } >"$out/loading.tmp" 2>&1
     cat "$out/loading.tmp" >>"$out/tests.log"

@@ -96,7 +96,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
   });
 }
 
-// a^b;  da = g*b*a^(b-1),  db = g*a^b*log(a)  (db taken as 0 where a <= 0)
+// a^b;  da = g*b*a^(b-1), 0 where b = 0;  db = g*a^b*log(a), 0 where a = 0 and b >= 0.
+// As PyTorch: the zeros keep 0*Inf from making NaN at a = 0; a negative base gives db NaN.
 Tensor pow(const Tensor& a, const Tensor& b) {
   VGRAD_PROFILE_OP("pow");
   if (const auto wide = autograd::autocast::to_float32(a, b); wide.changed) return pow(wide.first, wide.second);
@@ -106,13 +107,13 @@ Tensor pow(const Tensor& a, const Tensor& b) {
   ctx.save_for_backward({a, b, out});
   return record(out, {a, b}, std::move(ctx), [](Context& c, const Tensor& g) {
     const Tensor x = c.saved(0), e = c.saved(1), y = c.saved(2);
-    const Tensor ga = mul(g, mul(e, pow(x, sub(e, ones_like(e)))));
-    const Tensor safe_log = where(gt(x, zeros_like(x)), log(abs(x)), zeros_like(x));
-    return std::vector<Tensor>{ga, mul(g, mul(y, safe_log))};
+    const Tensor ga = where(eq(e, 0.0), zeros_like(g), mul(g, mul(e, pow(x, sub(e, ones_like(e))))));
+    const Tensor flat_at_zero = mul(eq(x, 0.0), ge(e, 0.0));
+    return std::vector<Tensor>{ga, mul(g, where(flat_at_zero, zeros_like(y), mul(y, log(x))))};
   });
 }
 
-// x^p;  dx = g*p*x^(p-1)
+// x^p;  dx = g*p*x^(p-1), 0 for p = 0 (as PyTorch; it would be 0*Inf at x = 0)
 Tensor pow(const Tensor& x, double exponent) {
   VGRAD_PROFILE_OP("pow");
   if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(wide, exponent);
@@ -120,18 +121,23 @@ Tensor pow(const Tensor& x, double exponent) {
       UnaryOp::PowScalar, x, "pow", false,
       [](Context& c, const Tensor& g, const Tensor& v) {
         const double p = c.values["a"];
-        return mul(g, affine(pow(v, p - 1), p, 0));
+        return p == 0 ? zeros_like(g) : mul(g, affine(pow(v, p - 1), p, 0));
       },
       exponent);
 }
 
-// base^x;  dx = g*base^x*log(base)
+// base^x;  dx = g*base^x*log(base), 0 where base = 0 and x >= 0 (as PyTorch; 0*-Inf there)
 Tensor pow(double base, const Tensor& x) {
   VGRAD_PROFILE_OP("pow");
   if (const Tensor wide = autograd::autocast::to_float32(x); !wide.is_same(x)) return pow(base, wide);
   return unary_op(
       UnaryOp::RPowScalar, x, "pow", true,
-      [](Context& c, const Tensor& g, const Tensor& y) { return mul(g, affine(y, std::log(c.values["a"]), 0)); }, base);
+      [](Context& c, const Tensor& g, const Tensor& y) {
+        const double b = c.values["a"];
+        const Tensor dx = mul(g, affine(y, std::log(b), 0));
+        return b == 0 ? where(le(y, 1.0), zeros_like(dx), dx) : dx;  // y = 0^x <= 1 iff x >= 0
+      },
+      base);
 }
 
 // max(a, b);  the gradient goes to the larger input, half to each on ties

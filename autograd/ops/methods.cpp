@@ -67,9 +67,9 @@ Tensor Tensor::sum(const std::vector<int64_t>& axes, bool keepdim) const { retur
 Tensor Tensor::mean() const { return vgrad::mean(*this); }
 Tensor Tensor::mean(const std::vector<int64_t>& axes, bool keepdim) const { return vgrad::mean(*this, axes, keepdim); }
 Tensor Tensor::max() const { return vgrad::amax(*this); }
-Tensor Tensor::max(int64_t axis, bool keepdim) const { return vgrad::amax(*this, {axis}, keepdim); }
+Tensor Tensor::max(int64_t axis, bool keepdim) const { return vgrad::max(*this, axis, keepdim); }
 Tensor Tensor::min() const { return vgrad::amin(*this); }
-Tensor Tensor::min(int64_t axis, bool keepdim) const { return vgrad::amin(*this, {axis}, keepdim); }
+Tensor Tensor::min(int64_t axis, bool keepdim) const { return vgrad::min(*this, axis, keepdim); }
 Tensor Tensor::argmax(int64_t axis, bool keepdim) const { return vgrad::argmax(*this, axis, keepdim); }
 Tensor Tensor::argmin(int64_t axis, bool keepdim) const { return vgrad::argmin(*this, axis, keepdim); }
 Tensor Tensor::var(const std::vector<int64_t>& axes, int64_t correction, bool keepdim) const {

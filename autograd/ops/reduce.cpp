@@ -85,6 +85,35 @@ static Tensor extreme(const Tensor& x, const std::vector<int64_t>& axes_in, bool
 Tensor amax(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, true); }
 Tensor amin(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) { return extreme(x, axes, keepdim, false); }
 
+// The values of PyTorch's max(dim)/min(dim): the gradient goes to the first extreme
+// (argmax's index) alone, where amax shares it among ties.
+static Tensor extreme_along(const Tensor& x, int64_t axis, bool keepdim, bool is_max) {
+  if (x.dim() == 0) return extreme(x, {axis}, keepdim, is_max);  // checks the axis; one element
+  const char* name = is_max ? "max" : "min";
+  VGRAD_PROFILE_OP(name);
+  const auto axes = kernels::normalize_axes({axis}, x.dim(), name);
+  Tensor out = kernels::reduce(is_max ? ReduceOp::Max : ReduceOp::Min, x, axes, keepdim, 1.0, name);
+  if (!needs_grad({x})) return out;
+  Context ctx(name);
+  ctx.ints = axes;
+  ctx.values["is_max"] = is_max;
+  ctx.save_for_backward({x});
+  return record(out, {x}, std::move(ctx), [](Context& c, const Tensor& g) {
+    const Tensor input = c.saved(0);
+    const int64_t dim = axes_of(c)[0];
+    const Tensor first = kernels::reduce(c.values["is_max"] != 0 ? ReduceOp::ArgMax : ReduceOp::ArgMin, input, {dim},
+                                         true, 1.0, "max backward");
+    Shape along(size_t(input.dim()), 1);
+    along[size_t(dim)] = input.shape()[size_t(dim)];
+    const Tensor positions =
+        arange(0.0, double(along[size_t(dim)]), 1.0, {.dtype = DType::Int64, .device = input.device()}).reshape(along);
+    const Tensor spread = expand_back(g, input.shape(), {dim});
+    return std::vector<Tensor>{where(eq(positions, first), spread, zeros_like(spread))};
+  });
+}
+Tensor max(const Tensor& x, int64_t axis, bool keepdim) { return extreme_along(x, axis, keepdim, true); }
+Tensor min(const Tensor& x, int64_t axis, bool keepdim) { return extreme_along(x, axis, keepdim, false); }
+
 // Indices of the first extreme along one axis (int64; no gradient). normalize_axes
 // also maps the axis of a 0-d tensor to none (its index is 0).
 Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {

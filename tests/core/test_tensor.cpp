@@ -238,6 +238,13 @@ TEST(Random, InPlaceFillsAndDtypeCheck) {
   Tensor ints = zeros({3}, {.dtype = DType::Int64});
   EXPECT_ERROR((uniform_(ints, 0, 1)), "uniform_", "floating-point", "int64");
   EXPECT_ERROR((normal_(ints, 0, 1)), "normal_", "int64");
+  // As PyTorch: a range given backwards, an infinite one, a negative stddev.
+  EXPECT_ERROR((uniform({3}, 2.0, -1.0)), "uniform_: low 2 > high -1");
+  EXPECT_ERROR((uniform_(t, 0, std::nan(""))), "uniform_: low 0 > high nan");
+  EXPECT_ERROR((uniform_(t, -INFINITY, 1)), "uniform_: the range [-inf, 1) is not finite");
+  EXPECT_ERROR((normal_(t, 0, -1)), "normal_: stddev -1 is negative");
+  EXPECT_EQ(vals(uniform({2}, 1.5, 1.5)), (std::vector<double>{1.5, 1.5}));
+  EXPECT_EQ(vals(normal({2}, 4, 0)), (std::vector<double>{4, 4}));
   EXPECT_ERROR((rand({2}, {.dtype = DType::Int64})), "int64");
 }
 
@@ -455,6 +462,21 @@ TEST(InPlace, AddInt64WithAlphaThatIsNoInt64) {
   EXPECT_ERROR(totals.add_(counts, NAN), "add_: alpha nan");
   EXPECT_EQ(totals.to_vector<int64_t>(), (std::vector<int64_t>{7, 14}));  // refused before writing
   EXPECT_EQ(totals.version(), version);
+}
+
+// As PyTorch ("result type Float can't be cast to the desired output type Long"): an int64
+// tensor cannot hold int64 + float, and nothing is written.
+TEST(InPlace, AddOfAFloatingTensorIntoInt64IsRefused) {
+  Tensor counts = tensor(std::vector<int64_t>{1, 2, -3});
+  const uint64_t version = counts.version();
+  EXPECT_ERROR(counts.add_(tensor({0.5f, 0.7f, 0.9f})), "add_: int64 tensor plus a float32 tensor gives float32",
+               "use x + other");
+  EXPECT_ERROR(counts.add_(tensor(std::vector<double>{2.0}, {})), "add_: int64 tensor plus a float64 tensor");
+  EXPECT_EQ(counts.to_vector<int64_t>(), (std::vector<int64_t>{1, 2, -3}));
+  EXPECT_EQ(counts.version(), version);
+  Tensor x = zeros({3});  // the other way round is fine: float32 + int64 is float32
+  x.add_(counts);
+  EXPECT_EQ(vals(x), (std::vector<double>{1, 2, -3}));
 }
 
 TEST(InPlace, MulOfInt64RefusesWhatGivesFloat32) {

@@ -255,27 +255,29 @@ TEST(CudaHostWaits, ATrainingStepNeverWaitsForTheDevice) {
   EXPECT_LT(training.full_loss(), first) << "the steps trained";
 }
 
-TEST(CudaHostWaits, NllLossStepsNeverWaitAndMatchTheCpu) {
-  REQUIRE_GPU();
-  const Tensor logits_cpu = vgrad_test::uniform_tensor({16, 10}, 21);
-  const Tensor target_cpu = tensor(std::vector<int64_t>{0, 9, 3, 3, 1, 7, 2, 8, 5, 4, 6, 0, 9, 1, 2, 3});
+// Eight steps of loss_of(logits) + backward on the GPU make no host wait (after a first call,
+// which may grow the position range of kernels::index_range: one host copy), and give the
+// CPU's loss and gradient.
+// loss_of takes its other operands on logits' device.
+void expect_steps_never_wait_and_match_the_cpu(const std::string& what, const Tensor& logits_cpu,
+                                               const std::function<Tensor(const Tensor&)>& loss_of) {
+  SCOPED_TRACE(what);
   Tensor logits = logits_cpu.to(gpu()).detach().requires_grad_();
-  const Tensor target = target_cpu.to(gpu());
-  const auto nll_step = [&] {
+  const auto step = [&] {
     logits.zero_grad();
-    const Tensor loss = nn::F::nll_loss(log_softmax(logits, 1), target);
+    const Tensor loss = loss_of(logits);
     loss.backward();
     return loss;
   };
-  (void)nll_step().item();  // the first call makes the class range, one host copy
+  (void)step().item();
   backend_for(gpu()).synchronize();
   const int64_t start = waits();
   Tensor loss;
-  for (int i = 0; i < 8; ++i) loss = nll_step();
-  EXPECT_EQ(waits() - start, 0) << "8 steps of log_softmax + nll_loss + backward";
+  for (int i = 0; i < 8; ++i) loss = step();
+  EXPECT_EQ(waits() - start, 0) << "8 steps of " << what << " + backward";
 
   Tensor logits_ref = logits_cpu.detach().requires_grad_();
-  const Tensor loss_ref = nn::F::nll_loss(log_softmax(logits_ref, 1), target_cpu);
+  const Tensor loss_ref = loss_of(logits_ref);
   loss_ref.backward();
   EXPECT_NEAR(loss.item(), loss_ref.item(), 1e-6);
   const std::vector<double> grad = vals(logits.grad()), grad_ref = vals(logits_ref.grad());
@@ -319,6 +321,68 @@ TEST(CudaHostWaits, GatherScatterAddMaskedFillNeverWaitAndMatchTheCpu) {
   }
   EXPECT_ERROR(vals(gather(x, 1, indices({0, 5, 1}, gpu()).reshape({1, 3}))),
                "gather: index 5 out of range for dim 1 of size 5 (position 1)");
+}
+
+// A tensor's copy on the CPU and on the GPU, picked by the device of the logits at hand.
+struct OnBoth {
+  Tensor cpu, cuda;
+  explicit OnBoth(const Tensor& t) : cpu(t), cuda(t.to(gpu())) {}
+  const Tensor& on(const Tensor& like) const { return like.device().is_cpu() ? cpu : cuda; }
+};
+
+TEST(CudaHostWaits, NllLossStepsNeverWaitAndMatchTheCpu) {
+  REQUIRE_GPU();
+  const OnBoth target(tensor(std::vector<int64_t>{0, 9, 3, 3, 1, 7, 2, 8, 5, 4, 6, 0, 9, 1, 2, 3}));
+  expect_steps_never_wait_and_match_the_cpu(
+      "log_softmax + nll_loss", vgrad_test::uniform_tensor({16, 10}, 21),
+      [&](const Tensor& x) { return nn::F::nll_loss(log_softmax(x, 1), target.on(x)); });
+}
+
+// The losses with ignored rows, class weights and probabilities: no host wait per step (the
+// ignored rows are masked on the device, binary_cross_entropy's range check is lazy), and
+// the CPU's values and gradients.
+TEST(CudaHostWaits, LossesWithIgnoredRowsWeightsAndProbabilitiesNeverWaitAndMatchTheCpu) {
+  REQUIRE_GPU();
+  const Tensor logits = vgrad_test::uniform_tensor({16, 10}, 22);
+  const OnBoth target(tensor(std::vector<int64_t>{0, -100, 3, 3, 1, 7, -100, 8, 5, 4, 6, 0, 9, -100, 2, 3}));
+  const OnBoth weight(vgrad_test::uniform_tensor({10}, 23, 0.5, 2)),
+      probs(vgrad_test::uniform_tensor({16, 10}, 24, 0, 1));
+  expect_steps_never_wait_and_match_the_cpu("cross_entropy, ignored rows", logits,
+                                            [&](const Tensor& x) { return nn::cross_entropy(x, target.on(x)); });
+  expect_steps_never_wait_and_match_the_cpu("cross_entropy, weights + smoothing", logits, [&](const Tensor& x) {
+    return nn::cross_entropy(x, target.on(x), nn::Reduction::Mean, 0.1, weight.on(x));
+  });
+  expect_steps_never_wait_and_match_the_cpu("nll_loss, weights", logits, [&](const Tensor& x) {
+    return nn::nll_loss(log_softmax(x, 1), target.on(x), nn::Reduction::Mean, weight.on(x));
+  });
+  expect_steps_never_wait_and_match_the_cpu("binary_cross_entropy", logits, [&](const Tensor& x) {
+    return nn::binary_cross_entropy(sigmoid(x), probs.on(x));
+  });
+}
+
+// A probability outside [0, 1] is refused on the GPU too, at the next host read, with the
+// CPU's words; a target equal to ignore_index is not refused, another bad one is.
+TEST(CudaIndexCheck, BinaryCrossEntropyAndIgnoreIndexReportLikeTheCpu) {
+  REQUIRE_GPU();
+  const Tensor x_cpu = tensor(std::vector<double>{0.5, 1.5, 0.2, -1}), y_cpu = zeros({4}, {.dtype = DType::Float64});
+  const std::string expected = cpu_error([&] { (void)nn::binary_cross_entropy(x_cpu, y_cpu); });
+  EXPECT_EQ(expected,
+            "binary_cross_entropy: input element 1 (flat index) is outside [0, 1]: it takes probabilities (logits go "
+            "to binary_cross_entropy_with_logits)");
+  Tensor loss;
+  EXPECT_NO_THROW(loss = nn::binary_cross_entropy(x_cpu.to(gpu()), y_cpu.to(gpu())));
+  expect_reported_by([&] { (void)loss.item(); }, expected, "binary_cross_entropy");
+
+  const Tensor logits_cpu = vgrad_test::uniform_tensor({4, 3}, 25);
+  const Tensor ignored = tensor(std::vector<int64_t>{2, -100, 1, -100});
+  EXPECT_NEAR(nn::cross_entropy(logits_cpu.to(gpu()), ignored.to(gpu())).item(),
+              nn::cross_entropy(logits_cpu, ignored).item(), 1e-6)
+      << "no error: the ignored rows pass the range check";
+  const Tensor bad = tensor(std::vector<int64_t>{2, -100, 3, -100});
+  const std::string bad_expected = cpu_error([&] { (void)nn::cross_entropy(logits_cpu, bad); });
+  EXPECT_EQ(bad_expected, "cross_entropy: target 3 out of range for 3 classes (row 2)");
+  EXPECT_NO_THROW(loss = nn::cross_entropy(logits_cpu.to(gpu()), bad.to(gpu())));
+  expect_reported_by([&] { (void)loss.item(); }, bad_expected, "cross_entropy with an ignored row");
 }
 
 TEST(CudaHostWaits, ClipGradNormReadsOnceAndMatchesTheCpu) {

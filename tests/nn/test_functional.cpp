@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -335,6 +336,256 @@ TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {
   EXPECT_EQ(x.grad().shape(), (Shape{0, 10}));
   EXPECT_EQ(nn::cross_entropy(x, none, Reduction::None).shape(), (Shape{0}));
   EXPECT_EQ(nn::F::nll_loss(x, none, Reduction::Sum).item(), 0.0);
+}
+
+// ---------------- masked classes, ignore_index, class weights ----------------
+
+// A class masked with a -inf log-probability that is not the target: PyTorch (2.15) gives
+// 0.40760594606399536. nll_loss picked the target by a product with one_hot, and -inf·0 made NaN.
+TEST(NllLoss, MinusInfinityOfAnotherClassDoesNotMakeNaN) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const Device device : vgrad_test::cpu_and_gpu())
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      SCOPED_TRACE(device.str() + " " + dtype_name(dtype));
+      const Tensor lp = log_softmax(tensor(std::vector<double>{-inf, 0, 1, 2}, {1, 4}).to(dtype).to(device), 1)
+                            .detach()
+                            .requires_grad_();
+      const Tensor loss = nn::nll_loss(lp, labels({3}).to(device));
+      EXPECT_NEAR(loss.item(), 0.40760594606399536, 1e-6);
+      loss.backward();
+      EXPECT_EQ(vals(lp.grad()), (std::vector<double>{0, 0, 0, -1})) << "the gradient reaches the target only";
+      const Tensor weighted = nn::nll_loss(lp, labels({3}).to(device), Reduction::Sum, full({4}, 2.0).to(device));
+      EXPECT_NEAR(weighted.item(), 2 * 0.40760594606399536, 1e-6);
+    }
+}
+
+// Rows whose target is ignore_index add nothing: not to the sum, not to the mean's count. An
+// ignored value is never range-checked; every other bad target still is, naming its row.
+TEST(CrossEntropy, IgnoredRowsAddNothingAndOtherBadTargetsAreStillRefused) {
+  const Tensor x = uniform_tensor({4, 3}, 30, -2, 2, DType::Float64);
+  const Tensor w = tensor(std::vector<double>{0.5, 2.0, 1.5});
+  const auto rows = vals(nn::cross_entropy(x, labels({2, 0, 1, 1}), Reduction::None));
+  for (const Device device : vgrad_test::cpu_and_gpu()) {
+    SCOPED_TRACE(device.str());
+    const Tensor xd = x.to(device), wd = w.to(device), target = labels({2, -100, 1, -100}).to(device);
+    // Without weight (the fused kernel, masked) and with one.
+    EXPECT_NEAR(nn::cross_entropy(xd, target).item(), (rows[0] + rows[2]) / 2, 1e-12);
+    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Sum).item(), rows[0] + rows[2], 1e-12);
+    EXPECT_EQ(vals(nn::cross_entropy(xd, target, Reduction::None)), (std::vector<double>{rows[0], 0, rows[2], 0}));
+    EXPECT_NEAR(nn::cross_entropy(xd, target, Reduction::Mean, 0.0, wd).item(),
+                (1.5 * rows[0] + 2.0 * rows[2]) / (1.5 + 2.0), 1e-12);
+    EXPECT_NEAR(nn::nll_loss(log_softmax(xd, 1), target, Reduction::Mean, wd).item(),
+                (1.5 * rows[0] + 2.0 * rows[2]) / (1.5 + 2.0), 1e-12);
+    // Another ignore_index: 7 (above C) is skipped, -100 is then an ordinary bad target.
+    EXPECT_NEAR(nn::cross_entropy(xd, labels({2, 7, 1, 7}).to(device), Reduction::Sum, 0.0, Tensor(), 7).item(),
+                rows[0] + rows[2], 1e-12);
+    if (device.is_cpu()) {  // a GPU reports these at the next host read (tests/cuda/test_host_waits.cpp)
+      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 3, 1})),
+                   "cross_entropy: target 3 out of range for 3 classes (row 2)");
+      EXPECT_ERROR(nn::cross_entropy(xd, labels({2, -100, 1, -1}), Reduction::Mean, 0.0, wd),
+                   "cross_entropy: target -1 out of range for 3 classes (row 3)");
+      EXPECT_ERROR(nn::nll_loss(xd, labels({-100, 5, 1, 1})), "nll_loss: target 5 out of range for 3 classes (row 1)");
+      EXPECT_ERROR(nn::cross_entropy(xd, target, Reduction::Sum, 0.0, Tensor(), 7),
+                   "cross_entropy: target -100 out of range for 3 classes (row 1)");
+    }
+  }
+}
+
+// PyTorch (2.15): with every row ignored, mean is NaN (0/0) and the gradient zero; sum is 0.
+// We match it rather than refuse: refusing would need the targets' values on the host, a wait
+// on a GPU.
+TEST(CrossEntropy, EveryRowIgnoredGivesNaNMeanAndZeroGradient) {
+  const Tensor target = labels({-100, -100, -100});
+  const Tensor w = tensor(std::vector<double>{1, 2, 3, 4});
+  for (const Device device : vgrad_test::cpu_and_gpu()) {
+    SCOPED_TRACE(device.str());
+    const Tensor t = target.to(device), wd = w.to(device);
+    const std::vector<std::function<Tensor(const Tensor&)>> losses = {
+        [&](const Tensor& x) { return nn::cross_entropy(x, t); },
+        [&](const Tensor& x) { return nn::cross_entropy(x, t, Reduction::Mean, 0.1, wd); },
+        [&](const Tensor& x) { return nn::nll_loss(x, t); },
+        [&](const Tensor& x) { return nn::nll_loss(x, t, Reduction::Mean, wd); }};
+    for (size_t i = 0; i < losses.size(); ++i) {
+      const Tensor x = uniform_tensor({3, 4}, 31, -2, 2, DType::Float64).to(device).requires_grad_();
+      const Tensor loss = losses[i](x);
+      EXPECT_TRUE(std::isnan(loss.item())) << i;
+      loss.backward();
+      EXPECT_EQ(vals(x.grad()), std::vector<double>(12, 0.0)) << i;
+    }
+    const Tensor x = zeros({3, 4}, {.device = device});
+    EXPECT_EQ(nn::cross_entropy(x, t, Reduction::Sum).item(), 0.0);
+    EXPECT_EQ(vals(nn::cross_entropy(x, t, Reduction::None, 0.0, wd.to(DType::Float32))), std::vector<double>(3, 0.0));
+  }
+}
+
+// A weighted row beside a masked (-inf) class, and an ignored row with -inf at class 0 (the
+// class an ignored row is checked as): PyTorch (2.15) gives 0.40760594606399536 and these
+// gradients, with and without weights.
+TEST(CrossEntropy, IgnoredAndWeightedRowsBesideMinusInfinityStayFinite) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const Tensor x = tensor(std::vector<double>{-inf, 0, 1, 2, -inf, 1, 2, 3}, {2, 4}).requires_grad_();
+  const Tensor w = tensor(std::vector<double>{1, 1, 1, 2});
+  const Tensor loss = nn::cross_entropy(x, labels({3, -100}), Reduction::Mean, 0.0, w);
+  EXPECT_NEAR(loss.item(), 0.40760594606399536, 1e-7);
+  loss.backward();
+  expect_near_all(vals(x.grad()), {0, 0.09003058075904846, 0.24472849071025848, -0.334758996963501, 0, 0, 0, 0}, 1e-7);
+  EXPECT_NEAR(nn::cross_entropy(x, labels({3, -100})).item(), 0.40760594606399536, 1e-7) << "the masked fused path";
+}
+
+TEST(CrossEntropy, Float64GradcheckWithWeightsIgnoreIndexAndSmoothing) {
+  const Tensor x = uniform_tensor({5, 4}, 32, -2, 2, DType::Float64);
+  const Tensor t = labels({3, -100, 1, 0, 2});
+  const Tensor w = tensor(std::vector<double>{0.5, 2.0, 1.0, 3.0});
+  for (Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None})
+    for (double s : {0.0, 0.2}) {
+      const auto weighted =
+          check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s, w); }, {x, t});
+      EXPECT_TRUE(weighted.ok) << weighted.message << " (reduction " << int(r) << ", smoothing " << s << ")";
+      const auto masked =
+          check([&](const std::vector<Tensor>& in) { return nn::cross_entropy(in[0], in[1], r, s); }, {x, t});
+      EXPECT_TRUE(masked.ok) << masked.message << " (reduction " << int(r) << ", smoothing " << s << ")";
+    }
+  const auto nll = check(
+      [&](const std::vector<Tensor>& in) { return nn::nll_loss(log_softmax(in[0], 1), in[1], Reduction::Mean, w, 1); },
+      {x, labels({3, 1, 1, 0, 2})});
+  EXPECT_TRUE(nll.ok) << nll.message;
+}
+
+TEST(CrossEntropy, RejectsBadWeightsZeroClassesAndBatchMean) {
+  const Tensor x = zeros({3, 4});
+  const Tensor t = labels({0, 1, 2});
+  EXPECT_ERROR(nn::cross_entropy(x, t, Reduction::Mean, 0.0, zeros({3})),
+               "cross_entropy: weight [3] should be [4], one per class of input [3, 4]");
+  EXPECT_ERROR(nn::nll_loss(x, t, Reduction::Mean, zeros({1, 4})), "nll_loss: weight [1, 4] should be [4]");
+  EXPECT_ERROR(nn::cross_entropy(x, t, Reduction::Mean, 0.0, zeros({4}, {.dtype = DType::Int64})),
+               "cross_entropy: weight must be floating point, got int64");
+  // (2, 0) said "empty batch"; the batch is not empty, its classes are.
+  EXPECT_ERROR(nn::cross_entropy(zeros({2, 0}), labels({0, 0})),
+               "cross_entropy: input [2, 0] has no classes (C = 0): no target can name a class");
+  EXPECT_ERROR(nn::nll_loss(zeros({2, 0}), labels({0, 0}), Reduction::Sum), "nll_loss: input [2, 0] has no classes");
+  EXPECT_ERROR(nn::cross_entropy(x, t, Reduction::BatchMean), "cross_entropy: Reduction::BatchMean is kl_div's alone");
+  EXPECT_ERROR(nn::mse_loss(x, x, Reduction::BatchMean), "mse_loss: Reduction::BatchMean is kl_div's alone");
+}
+
+// ---------------- binary_cross_entropy_with_logits at infinity ----------------
+
+// PyTorch (2.15) with y = 0.25, 0.25, 0, 1: x = +inf gives inf, x = -inf NaN (its formula's
+// -inf + inf); the gradient sigmoid(x) − y stays finite. vgrad had them the other way round.
+TEST(BceWithLogits, InfiniteLogitsGivePyTorchsInfinityAndNaN) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const Device device : vgrad_test::cpu_and_gpu())
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      SCOPED_TRACE(device.str() + " " + dtype_name(dtype));
+      const Tensor x = tensor(std::vector<double>{inf, -inf, inf, -inf}).to(dtype).to(device).requires_grad_();
+      const Tensor y = tensor(std::vector<double>{0.25, 0.25, 0, 1}).to(dtype).to(device);
+      const Tensor loss = nn::binary_cross_entropy_with_logits(x, y, Reduction::None);
+      const auto v = vals(loss);
+      EXPECT_EQ(v[0], inf);
+      EXPECT_TRUE(std::isnan(v[1]));
+      EXPECT_EQ(v[2], inf);
+      EXPECT_TRUE(std::isnan(v[3]));
+      sum(loss).backward();
+      EXPECT_EQ(vals(x.grad()), (std::vector<double>{0.75, -0.25, 1, -1}));
+    }
+}
+
+// ---------------- l1, smooth_l1, huber ----------------
+
+TEST(L1Losses, MatchTheirFormulasAndBetaZeroIsL1) {
+  const Tensor a = uniform_tensor({4, 5}, 33), b = uniform_tensor({4, 5}, 34);
+  const auto av = vals(a), bv = vals(b);
+  std::vector<double> l1(av.size()), smooth(av.size()), huber(av.size());
+  for (size_t i = 0; i < av.size(); ++i) {
+    const double d = std::abs(av[i] - bv[i]);
+    l1[i] = d;
+    smooth[i] = d < 0.8 ? 0.5 * d * d / 0.8 : d - 0.4;
+    huber[i] = d < 0.8 ? 0.5 * d * d : 0.8 * (d - 0.4);
+  }
+  expect_near_all(vals(nn::l1_loss(a, b, Reduction::None)), l1, 1e-6);
+  expect_near_all(vals(nn::smooth_l1_loss(a, b, Reduction::None, 0.8)), smooth, 1e-6);
+  expect_near_all(vals(nn::huber_loss(a, b, Reduction::None, 0.8)), huber, 1e-6);
+  EXPECT_NEAR(nn::huber_loss(a, b, Reduction::Sum, 0.8).item(), total(huber), 1e-5);
+  EXPECT_NEAR(nn::smooth_l1_loss(a, b, Reduction::Mean, 0.8).item(), total(smooth) / 20, 1e-6);
+  EXPECT_EQ(vals(nn::smooth_l1_loss(a, b, Reduction::None, 0.0)), vals(nn::l1_loss(a, b, Reduction::None)));
+  EXPECT_ERROR(nn::smooth_l1_loss(a, b, Reduction::Mean, -1), "smooth_l1_loss: beta -1 must be >= 0");
+  EXPECT_ERROR(nn::huber_loss(a, b, Reduction::Mean, 0), "huber_loss: delta 0 must be > 0");
+  EXPECT_ERROR(nn::l1_loss(a, zeros({5, 4})), "l1_loss: input [4, 5] and target [5, 4] differ in shape");
+  EXPECT_ERROR(nn::huber_loss(zeros({0}), zeros({0})), "huber_loss: empty batch");
+  // l1's subgradient is 0 where input equals target (PyTorch's sign(0)).
+  const Tensor x = tensor(std::vector<double>{1, 2, 3}).requires_grad_();
+  nn::l1_loss(x, tensor(std::vector<double>{0, 2, 4}), Reduction::Sum).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{1, 0, -1}));
+}
+
+TEST(L1Losses, Float64Gradcheck) {
+  // |x − y| kept away from 0 and from beta/delta = 0.7 (the kinks).
+  const Tensor x = tensor(std::vector<double>{0.1, -1.2, 2.0, 0.5, -0.3, 1.7}, {2, 3});
+  const Tensor y = tensor(std::vector<double>{0.4, 0.3, 0.9, 0.6, 0.9, -0.2}, {2, 3});
+  for (Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+    const auto l1 = check([r](const std::vector<Tensor>& in) { return nn::l1_loss(in[0], in[1], r); }, {x, y});
+    const auto smooth =
+        check([r](const std::vector<Tensor>& in) { return nn::smooth_l1_loss(in[0], in[1], r, 0.7); }, {x, y});
+    const auto huber =
+        check([r](const std::vector<Tensor>& in) { return nn::huber_loss(in[0], in[1], r, 0.7); }, {x, y});
+    EXPECT_TRUE(l1.ok && smooth.ok && huber.ok) << l1.message << smooth.message << huber.message;
+  }
+}
+
+// ---------------- binary_cross_entropy on probabilities ----------------
+
+// PyTorch (2.15) at the ends: each log is clamped at -100, and the gradient's denominator
+// x·(1 − x) at 1e-12: x = 0, 0, 1, 1, 0.5 with y = 0, 1, 0, 1, 0.3.
+TEST(BinaryCrossEntropy, ClampsTheLogsAtTheEndsAsPyTorch) {
+  const Tensor x = tensor(std::vector<double>{0, 0, 1, 1, 0.5}).requires_grad_();
+  const Tensor y = tensor(std::vector<double>{0, 1, 0, 1, 0.3});
+  const Tensor loss = nn::binary_cross_entropy(x, y, Reduction::None);
+  expect_near_all(vals(loss), {0, 100, 100, 0, std::log(2.0)}, 1e-12);
+  sum(loss).backward();
+  expect_near_all(vals(x.grad()), {0, -1e12, 1e12, 0, 0.8}, 1e-3);
+  const auto report =
+      check([](const std::vector<Tensor>& in) { return nn::binary_cross_entropy(in[0], in[1]); },
+            {uniform_tensor({3, 4}, 35, 0.05, 0.95, DType::Float64), uniform_tensor({3, 4}, 36, 0, 1, DType::Float64)});
+  EXPECT_TRUE(report.ok) << report.message;
+}
+
+// PyTorch refuses an input outside [0, 1]; so do we, naming the first bad element (NaN too).
+TEST(BinaryCrossEntropy, RefusesInputsOutsideTheUnitInterval) {
+  const Tensor y = zeros({2, 2});
+  EXPECT_ERROR(nn::binary_cross_entropy(tensor(std::vector<double>{0.5, 1, 1.5, -0.1}, {2, 2}), y),
+               "binary_cross_entropy: input element 2 (flat index) is outside [0, 1]",
+               "binary_cross_entropy_with_logits");
+  EXPECT_ERROR(nn::binary_cross_entropy(tensor(std::vector<double>{0.5, std::nan(""), 0, 1}, {2, 2}), y),
+               "input element 1 (flat index) is outside [0, 1]");
+  EXPECT_ERROR(nn::binary_cross_entropy(tensor(std::vector<double>{0.5, 0.5, 0.5, 0.5}), y), "differ in shape");
+  EXPECT_NO_THROW(nn::binary_cross_entropy(tensor(std::vector<double>{0, 1, 0.5, 1}, {2, 2}), y));
+}
+
+// ---------------- kl_div ----------------
+
+TEST(KlDiv, MatchesTheFormulaWithZeroTargetsAndItsReductions) {
+  const Tensor x = log_softmax(uniform_tensor({3, 4}, 37, -2, 2, DType::Float64), 1);
+  Tensor t = softmax(uniform_tensor({3, 4}, 38, -2, 2, DType::Float64), 1);
+  std::vector<double> tv = vals(t);
+  tv[1] = 0;  // 0·log 0 = 0
+  t = tensor(tv, {3, 4});
+  const auto xv = vals(x);
+  std::vector<double> ref(12);
+  for (size_t i = 0; i < 12; ++i) ref[i] = tv[i] == 0 ? 0 : tv[i] * (std::log(tv[i]) - xv[i]);
+  expect_near_all(vals(nn::kl_div(x, t, Reduction::None)), ref, 1e-12);
+  EXPECT_NEAR(nn::kl_div(x, t, Reduction::BatchMean).item(), total(ref) / 3, 1e-12);
+  EXPECT_NEAR(nn::kl_div(x, t).item(), total(ref) / 12, 1e-12) << "Mean is PyTorch's elementwise mean";
+  EXPECT_NEAR(nn::kl_div(x, log(t + 1e-300), Reduction::Sum, true).item(), total(ref), 1e-9);
+  // A negative target has no log: NaN, as PyTorch (2.15) gives.
+  EXPECT_TRUE(std::isnan(vals(nn::kl_div(x, -t, Reduction::None))[0]));
+  for (Reduction r : {Reduction::BatchMean, Reduction::None})
+    for (bool log_target : {false, true}) {
+      const auto report = check([&](const std::vector<Tensor>& in) { return nn::kl_div(in[0], in[1], r, log_target); },
+                                {x, log_target ? log(softmax(uniform_tensor({3, 4}, 39, -2, 2, DType::Float64), 1))
+                                               : softmax(uniform_tensor({3, 4}, 39, -2, 2, DType::Float64), 1)});
+      EXPECT_TRUE(report.ok) << report.message;
+    }
+  EXPECT_ERROR(nn::kl_div(x, zeros({4, 3})), "kl_div: input [3, 4] and target [4, 3] differ in shape");
+  EXPECT_ERROR(nn::kl_div(zeros({0, 3}), zeros({0, 3}), Reduction::BatchMean), "kl_div: empty batch");
 }
 
 // ---------------- attention ----------------

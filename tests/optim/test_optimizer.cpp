@@ -423,6 +423,9 @@ TEST(OptimizerErrors, BadOptionsAndParameters) {
   EXPECT_ERROR(optim::Adam({p}, {.eps = -1}), "eps -1 is negative");
   const Tensor frozen = zeros({3});
   EXPECT_ERROR(optim::SGD({p, frozen}, {}), "SGD: parameter 1 does not require grad");
+  EXPECT_ERROR(optim::SGD({p * 2.0}, {}), "SGD: parameter 0 is not a leaf tensor (computed by affine)",
+               "never be updated");
+  EXPECT_ERROR(optim::Adam({p, exp(make_param())}, {}), "Adam: parameter 1 is not a leaf tensor (computed by exp)");
   const Tensor ints = zeros({3}, {.dtype = DType::Int64});
   EXPECT_ERROR(optim::Adam({ints}, {}), "not floating point");
   Tensor strided = zeros({4, 4}).t().requires_grad_();

@@ -225,6 +225,45 @@ TEST_P(ElementwiseOp, NaNPropagatesAsPyTorch) {
   }
 }
 
+// pow's gradients where the formulas meet 0*Inf or log of a negative base, against torch 2.15
+// (float64): x = [0, 2, -2, 0, -3], e = [0, 0, 0.5, -1, 2]; x^0 is flat at x = 0, 0^e for
+// e >= 0 is flat in e, and a negative base has no real log.
+TEST_P(ElementwiseOp, PowGradientsAtZeroAndNegativeBasesAsPyTorch) {
+  const double inf = INFINITY, nan = std::nan("");
+  const auto expect_values = [](const Tensor& t, const std::vector<double>& expected, const char* what) {
+    const std::vector<double> got = vals(t.to(kCPU));
+    ASSERT_EQ(got.size(), expected.size()) << what;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::isnan(expected[i]))
+        EXPECT_TRUE(std::isnan(got[i])) << what << " at " << i << ": got " << got[i];
+      else if (std::isinf(expected[i]))
+        EXPECT_EQ(got[i], expected[i]) << what << " at " << i;
+      else
+        EXPECT_NEAR(got[i], expected[i], 1e-12) << what << " at " << i;
+    }
+  };
+  const TensorOptions f64{.dtype = DType::Float64, .device = device(), .requires_grad = true};
+  Tensor x = tensor(std::vector<double>{0, 2, -2, 0, -3}, {5}, f64);
+  Tensor e = tensor(std::vector<double>{0, 0, 0.5, -1, 2}, {5}, f64);
+  pow(x, e).sum().backward();
+  expect_values(x.grad(), {0, 0, nan, -inf, -6}, "d(x^e)/dx");
+  expect_values(e.grad(), {0, std::log(2.0), nan, -inf, nan}, "d(x^e)/de");
+
+  Tensor base = tensor(std::vector<double>{0, 2, -2}, {3}, f64);
+  pow(base, 0.0).sum().backward();
+  expect_values(base.grad(), {0, 0, 0}, "d(x^0)/dx");
+  base.zero_grad();
+  pow(base, 1.0).sum().backward();
+  expect_values(base.grad(), {1, 1, 1}, "d(x^1)/dx");
+
+  Tensor exponent = tensor(std::vector<double>{0, 2, -1}, {3}, f64);
+  pow(0.0, exponent).sum().backward();
+  expect_values(exponent.grad(), {0, 0, -inf}, "d(0^x)/dx");
+  exponent.zero_grad();
+  pow(-2.0, exponent).sum().backward();
+  expect_values(exponent.grad(), {nan, nan, nan}, "d((-2)^x)/dx");
+}
+
 // log1p/expm1 keep the digits that log(1 + x) and exp(x) - 1 lose near 0.
 TEST(Log1pExpm1, MatchTheCLibraryNearZeroOnEveryDevice) {
   const std::vector<double> x = {-0.5, -1e-9, 0.0, 1e-12, 3e-8, 0.25, 2.0};

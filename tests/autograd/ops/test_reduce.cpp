@@ -129,6 +129,31 @@ TEST_P(ReduceOp, EveryOpEveryAxisSetOfViews) {
   check_all_axis_sets(rand_tensor({4, 5}, 5).expand({3, 4, 5}), "expanded leading", false);
 }
 
+// max(dim)/min(dim) as PyTorch's (torch 2.15, float64): the gradient goes to the first
+// extreme alone (to the first NaN in a row with NaN), where amax shares it among ties.
+TEST_P(ReduceOp, MaxMinAlongADimGiveTheGradientToTheFirstExtreme) {
+  const double nan = std::nan("");
+  const TensorOptions f64{.dtype = DType::Float64, .device = device(), .requires_grad = true};
+  Tensor x = tensor(std::vector<double>{1, 3, 3, 2, 2, 0, 5, nan, nan}, {3, 3}, f64);
+  const Tensor values = x.max(1);
+  (values * tensor(std::vector<double>{1, 2, 3}, {3}, {.dtype = DType::Float64, .device = device()})).sum().backward();
+  expect_all_near(vals(values.to(kCPU)), {3, 2, nan}, 0, "max(1)");
+  EXPECT_EQ(vals(x.grad().to(kCPU)), (std::vector<double>{0, 1, 0, 2, 0, 0, 0, 3, 0}));
+  x.zero_grad();
+  const Tensor lowest = min(x, 0, true);
+  lowest.sum().backward();
+  EXPECT_EQ(lowest.shape(), (Shape{1, 3}));
+  expect_all_near(vals(lowest.to(kCPU)), {1, nan, nan}, 0, "min(0, keepdim)");
+  EXPECT_EQ(vals(x.grad().to(kCPU)), (std::vector<double>{1, 0, 0, 0, 0, 0, 0, 1, 1}));
+  Tensor ties = tensor(std::vector<double>{1, 3, 3, 2}, {2, 2}, f64);
+  ties.max().backward();  // max() over everything is amax, as PyTorch's: ties share
+  EXPECT_EQ(vals(ties.grad().to(kCPU)), (std::vector<double>{0, 0.5, 0.5, 0}));
+  Tensor scalar = tensor(std::vector<double>{4}, {}, f64);
+  scalar.min(0).backward();
+  EXPECT_EQ(vals(scalar.grad().to(kCPU)), (std::vector<double>{1}));
+  EXPECT_ERROR(x.min(2), "min: axis 2");
+}
+
 INSTANTIATE_ON_EACH_DEVICE(ReduceOp);
 
 TEST(Reduce, HandComputed) {
