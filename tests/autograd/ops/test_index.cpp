@@ -201,7 +201,8 @@ TEST_P(IndexOp, MaskedFillValuesAsPyTorch) {
   EXPECT_EQ(masked_fill(ints, mask, 7).to_vector<int64_t>(), (std::vector<int64_t>{7, 4, 7}));
   EXPECT_EQ(masked_fill(ints, mask, 2.7).to_vector<int64_t>(), (std::vector<int64_t>{2, 4, 2}));
   // Any nonzero mask value fills (an int64 mask, a comparison's mask); dtype and infinities kept.
-  expect_same(masked_fill(on(tensor({1.f, 2.f})), on(tensor(std::vector<double>{kNaN, 0})), 5), {2}, {5, 2});  // NaN is nonzero
+  // NaN is nonzero: it fills.
+  expect_same(masked_fill(on(tensor({1.f, 2.f})), on(tensor(std::vector<double>{kNaN, 0})), 5), {2}, {5, 2});
   const Tensor filled = masked_fill(m.to(DType::Float32), on(tensor({0, -3, 0}, {1, 3})), -INFINITY);
   EXPECT_EQ(filled.dtype(), DType::Float32);
   expect_same(filled, {2, 3}, {1, -INFINITY, kNaN, 2, -INFINITY, 4});
