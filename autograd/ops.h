@@ -130,6 +130,33 @@ Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);
 Tensor contiguous(const Tensor& x);
 Tensor clone(const Tensor& x);
 Tensor cat(const std::vector<Tensor>& tensors, int64_t axis);
+// torch.stack: the tensors (one shape; dtypes promote as in cat) along a new axis in
+// [-(d+1), d];  each input's gradient is its select of g.
+Tensor stack(const std::vector<Tensor>& tensors, int64_t axis = 0);
+// torch.split / torch.chunk: views (narrow) along axis. split_size pieces, the last one
+// smaller; or explicit sizes that sum to the axis. chunk: pieces of ceil(size / chunks),
+// so fewer than `chunks` may come back (chunk(5 rows, 4) gives 2, 2, 1).
+// NOTE: x.split({5}) is split_size 5, as in LibTorch; write std::vector<int64_t>{5} for sizes.
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t axis = 0);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis = 0);
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t axis = 0);
+
+// ---------------- index (autograd/ops/index.cpp) ----------------
+// torch.gather: out[i][j] = x[index[i][j]][j] (axis 0; likewise along any axis). index is
+// int64 with x's number of dims and index.size(d) <= x.size(d) for d != axis; out has
+// index's shape. dx = scatter_add(zeros, axis, index, g).
+Tensor gather(const Tensor& x, int64_t axis, const Tensor& index);
+// torch.scatter_add: x with src[i][j] added at [index[i][j]][j] (axis 0), repeated indices
+// accumulating. index.size(d) <= src.size(d) for every d, <= x.size(d) for d != axis; src
+// entries outside index's shape are unused. dx = g, dsrc = gather(g, axis, index), 0 where
+// unused (PyTorch refuses that backward when src is larger than index).
+// Bad index values in both: refused naming the op, the value and the size (on a GPU at the
+// next host wait, as index_select: docs/gpu.md, "Bad indices on a GPU").
+Tensor scatter_add(const Tensor& x, int64_t axis, const Tensor& index, const Tensor& src);
+// torch.masked_fill: value where mask is nonzero, x elsewhere; mask (any dtype: vgrad has
+// no bool, so comparisons' 0/1 masks serve; NaN counts as nonzero) broadcasts with x, as
+// torch's out-of-place form (whose mask must be bool). dx = g where not filled, 0 where filled.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 Tensor to_device(const Tensor& x, Device device);
 Tensor to_dtype(const Tensor& x, DType dtype);
 

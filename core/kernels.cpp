@@ -2,8 +2,13 @@
 #include "core/kernels.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
 
+#include "core/creation.h"
 #include "core/error.h"
+#include "core/grad_mode.h"
 
 namespace vgrad::kernels {
 
@@ -119,6 +124,20 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
   backend_for(x.device()).reduce(op, x.view(), out.view(), scale);
   return keepdim ? out : make_view(out, reduced_shape(x.shape(), axes, false),
                                    contiguous_strides(reduced_shape(x.shape(), axes, false)), 0);
+}
+
+Tensor index_range(int64_t n, Device device) {
+  if (n < 0) fail("index_range: negative length {}", n);
+  static std::mutex mutex;
+  static auto* ranges = new std::map<std::pair<int, int>, Tensor>();
+  std::lock_guard lock(mutex);
+  Tensor& range = (*ranges)[{static_cast<int>(device.type), device.index}];
+  if (!range.defined() || range.numel() < n) {
+    const int64_t length = std::max<int64_t>({n, range.defined() ? 2 * range.numel() : 0, 64});
+    NoGradGuard no_grad;
+    range = arange(0.0, double(length), 1.0, {.dtype = DType::Int64, .device = device});
+  }
+  return make_view(range, {n}, {1}, range.offset());
 }
 
 }  // namespace vgrad::kernels

@@ -24,6 +24,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 // Reduces over `axes` (already wrapped, sorted, unique; empty = all). Sum is scaled by `scale`.
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim, double scale,
               const char* name);
+// 0..n-1 as a read-only int64 view on `device`, cut from one range per device that is
+// kept and grows (doubling) when a longer one is asked for. arange copies host values, which
+// on a GPU is a host wait (and is refused inside a CUDA graph capture), so ops that need
+// positions on every call (one_hot, gather, scatter_add) upload only when the range grows.
+// Never freed (a static destructor would outlive the CUDA backends). Do not write to it.
+Tensor index_range(int64_t n, Device device);
 // Wraps, sorts and de-duplicates user axes; empty means all.
 std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, int64_t ndim, const char* op);
 // The keepdim shape of reducing `shape` over `axes`.

@@ -120,6 +120,14 @@ class Tensor {
   Tensor operator[](int64_t index) const { return select(0, index); }
   Tensor expand(const Shape& shape) const;
   Tensor index_select(int64_t axis, const Tensor& index) const;
+  // PyTorch's split/chunk (pieces are views, as narrow), gather, scatter_add, masked_fill
+  // (a mask of any dtype, nonzero = fill); see autograd/ops.h.
+  std::vector<Tensor> split(int64_t split_size, int64_t axis = 0) const;
+  std::vector<Tensor> split(const std::vector<int64_t>& sizes, int64_t axis = 0) const;
+  std::vector<Tensor> chunk(int64_t chunks, int64_t axis = 0) const;
+  Tensor gather(int64_t axis, const Tensor& index) const;
+  Tensor scatter_add(int64_t axis, const Tensor& index, const Tensor& src) const;
+  Tensor masked_fill(const Tensor& mask, double value) const;
   Tensor contiguous() const;
   Tensor clone() const;
   Tensor to(Device device) const;

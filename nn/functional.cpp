@@ -4,10 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <optional>
-#include <tuple>
 
 #include "autograd/autocast.h"
 #include "autograd/function.h"
@@ -270,22 +267,6 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
 namespace {
 
-// 0..classes-1 as int64 on `device`, made once per (device, classes) and kept: arange copies
-// host values, which on a GPU is a host wait (and, inside a CUDA graph capture, a refused
-// pageable copy), so a training step's one_hot must not build it every call. Never freed
-// (a few bytes per class count; a static destructor would outlive the CUDA backends).
-Tensor class_range(int64_t classes, Device device) {
-  static std::mutex mutex;
-  static auto* ranges = new std::map<std::tuple<int, int, int64_t>, Tensor>();
-  std::lock_guard lock(mutex);
-  Tensor& range = (*ranges)[{static_cast<int>(device.type), device.index, classes}];
-  if (!range.defined()) {
-    NoGradGuard no_grad;
-    range = arange(0.0, double(classes), 1.0, {.dtype = DType::Int64, .device = device});
-  }
-  return range;
-}
-
 Tensor zero_like_scalar(const Tensor& t) { return zeros({}, {.dtype = t.dtype(), .device = t.device()}); }
 
 // Class targets (N) of a loss over (N, C): `pick` (N, C) is 1 at [i, t_i] of each counted row;
@@ -304,7 +285,7 @@ ClassTargets class_targets(const Tensor& target, int64_t classes, std::optional<
   backend_for(target.device())
       .check_index({.op = op, .limit = classes, .class_targets = true},
                    (keep.defined() ? mul(target, keep) : target).view());
-  Tensor pick = eq(unsqueeze(target, -1), class_range(classes, target.device()));
+  Tensor pick = eq(unsqueeze(target, -1), kernels::index_range(classes, target.device()));
   // An ignore_index outside [0, C) never equals a class: its rows of `pick` are already 0.
   if (ignore_index && *ignore_index >= 0 && *ignore_index < classes) pick = mul(pick, unsqueeze(keep, -1));
   return {keep, pick};
@@ -426,7 +407,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
 
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
   if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
-  return kernels::cast(eq(unsqueeze(target, -1), class_range(classes, target.device())), dtype);
+  if (classes < 0) fail("one_hot: classes must be >= 0, got {}", classes);
+  return kernels::cast(eq(unsqueeze(target, -1), kernels::index_range(classes, target.device())), dtype);
 }
 
 // −Σ_i w[t_i]·log_probs[i, t_i] / Σ_i w[t_i];  the gradient reaches log_probs[i, t_i] only

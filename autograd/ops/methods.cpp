@@ -46,6 +46,18 @@ Tensor Tensor::select(int64_t axis, int64_t index) const {
 }
 Tensor Tensor::expand(const Shape& s) const { return vgrad::expand(*this, s); }
 Tensor Tensor::index_select(int64_t axis, const Tensor& index) const { return vgrad::index_select(*this, axis, index); }
+std::vector<Tensor> Tensor::split(int64_t split_size, int64_t axis) const {
+  return vgrad::split(*this, split_size, axis);
+}
+std::vector<Tensor> Tensor::split(const std::vector<int64_t>& sizes, int64_t axis) const {
+  return vgrad::split(*this, sizes, axis);
+}
+std::vector<Tensor> Tensor::chunk(int64_t chunks, int64_t axis) const { return vgrad::chunk(*this, chunks, axis); }
+Tensor Tensor::gather(int64_t axis, const Tensor& index) const { return vgrad::gather(*this, axis, index); }
+Tensor Tensor::scatter_add(int64_t axis, const Tensor& index, const Tensor& src) const {
+  return vgrad::scatter_add(*this, axis, index, src);
+}
+Tensor Tensor::masked_fill(const Tensor& mask, double value) const { return vgrad::masked_fill(*this, mask, value); }
 Tensor Tensor::contiguous() const { return vgrad::contiguous(*this); }
 Tensor Tensor::clone() const { return vgrad::clone(*this); }
 Tensor Tensor::to(Device d) const { return vgrad::to_device(*this, d); }

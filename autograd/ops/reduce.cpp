@@ -105,8 +105,8 @@ static Tensor extreme_along(const Tensor& x, int64_t axis, bool keepdim, bool is
                                          true, 1.0, "max backward");
     Shape along(size_t(input.dim()), 1);
     along[size_t(dim)] = input.shape()[size_t(dim)];
-    const Tensor positions =
-        arange(0.0, double(along[size_t(dim)]), 1.0, {.dtype = DType::Int64, .device = input.device()}).reshape(along);
+    // kernels::index_range, not arange: an arange uploads from the host (a wait on a GPU)
+    const Tensor positions = kernels::index_range(along[size_t(dim)], input.device()).reshape(along);
     const Tensor spread = expand_back(g, input.shape(), {dim});
     return std::vector<Tensor>{where(eq(positions, first), spread, zeros_like(spread))};
   });

@@ -1,13 +1,14 @@
 // Shape ops. Views (reshape of contiguous data, transpose, permute, squeeze,
 // unsqueeze, narrow, slice, expand) share storage; each backward puts the
 // gradient back in the input's layout.
+#include <algorithm>
 #include <numeric>
 
 #include "autograd/function.h"
+#include "autograd/ops.h"
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/profiler.h"
-#include "autograd/ops.h"
 
 namespace vgrad {
 
@@ -220,7 +221,7 @@ Tensor clone(const Tensor& x) {
   return record(out, {x}, Context("clone"), [](Context&, const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
-// cat along axis;  each input's gradient is its narrow of g
+// cat along axis;  the inputs' gradients are g split at their sizes
 Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
   VGRAD_PROFILE_OP("cat");
   if (tensors.empty()) fail("cat: no tensors given");
@@ -253,15 +254,72 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t axis) {
     }
   }
   if (!needs_grad(tensors)) return out;
-  return record(out, tensors, Context("cat"), [a, sizes](Context&, const Tensor& g) {
-    std::vector<Tensor> grads;
-    int64_t start = 0;
-    for (int64_t size : sizes) {
-      grads.push_back(narrow(g, a, start, size));
-      start += size;
-    }
-    return grads;
-  });
+  return record(out, tensors, Context("cat"), [a, sizes](Context&, const Tensor& g) { return split(g, sizes, a); });
+}
+
+// stack along a new axis: cat of the unsqueezed inputs;  each input's gradient is its
+// slice of g (through cat and unsqueeze)
+Tensor stack(const std::vector<Tensor>& tensors, int64_t axis) {
+  VGRAD_PROFILE_OP("stack");
+  if (tensors.empty()) fail("stack: no tensors given");
+  const Shape& shape = tensors[0].shape();
+  const int64_t a = wrap_axis(axis, tensors[0].dim() + 1, "stack");
+  std::vector<Tensor> pieces;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].shape() != shape)
+      fail("stack: tensor {} has shape {}, tensor 0 has {} (all must be equal)", i, shape_str(tensors[i].shape()),
+           shape_str(shape));
+    pieces.push_back(unsqueeze(tensors[i], a));
+  }
+  return cat(pieces, a);
+}
+
+// split into pieces of the given sizes along axis: narrow views;  each piece's gradient
+// goes back into its range of x
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis) {
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "split");
+  const int64_t size = x.shape()[a];
+  int64_t total = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 0) fail("split: size {} (position {}) is negative in sizes {}", sizes[i], i, shape_str(sizes));
+    if (sizes[i] > size - total)  // (checked before adding: no overflow)
+      fail("split: sizes {} sum to more than {}, the size of axis {} of {}", shape_str(sizes), size, a,
+           shape_str(x.shape()));
+    total += sizes[i];
+  }
+  if (total != size)
+    fail("split: sizes {} sum to {}, not to {}, the size of axis {} of {}", shape_str(sizes), total, size, a,
+         shape_str(x.shape()));
+  std::vector<Tensor> pieces;
+  int64_t start = 0;
+  for (int64_t piece : sizes) {
+    pieces.push_back(narrow(x, a, start, piece));
+    start += piece;
+  }
+  return pieces;
+}
+
+// split into pieces of split_size, the last one smaller; an empty axis gives one empty piece
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t axis) {
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "split");
+  const int64_t size = x.shape()[a];
+  if (split_size < 0 || (split_size == 0 && size > 0))
+    fail("split: split_size {} must be positive (0 only for an empty axis; axis {} of {} has size {})", split_size, a,
+         shape_str(x.shape()), size);
+  const int64_t count = split_size == 0 ? 1 : std::max<int64_t>(size / split_size + (size % split_size != 0), 1);
+  std::vector<int64_t> sizes(static_cast<size_t>(count), split_size);
+  sizes.back() = size - split_size * (count - 1);
+  return split(x, sizes, a);
+}
+
+// chunk into pieces of ceil(size / chunks), as torch.chunk: may give fewer than `chunks`;
+// an empty axis gives `chunks` empty pieces
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t axis) {
+  if (chunks <= 0) fail("chunk: chunks must be positive, got {}", chunks);
+  const int64_t a = wrap_existing_axis(axis, x.dim(), "chunk");
+  const int64_t size = x.shape()[a];
+  if (size == 0) return split(x, std::vector<int64_t>(static_cast<size_t>(chunks), 0), a);
+  return split(x, size / chunks + (size % chunks != 0), a);
 }
 
 // to(device): a copy on the other device;  dx = g moved back

@@ -256,7 +256,8 @@ TEST(CudaHostWaits, ATrainingStepNeverWaitsForTheDevice) {
 }
 
 // Eight steps of loss_of(logits) + backward on the GPU make no host wait (after a first call,
-// which may make nll_loss's class range: one host copy), and give the CPU's loss and gradient.
+// which may grow the position range of kernels::index_range: one host copy), and give the
+// CPU's loss and gradient.
 // loss_of takes its other operands on logits' device.
 void expect_steps_never_wait_and_match_the_cpu(const std::string& what, const Tensor& logits_cpu,
                                                const std::function<Tensor(const Tensor&)>& loss_of) {
@@ -282,6 +283,44 @@ void expect_steps_never_wait_and_match_the_cpu(const std::string& what, const Te
   const std::vector<double> grad = vals(logits.grad()), grad_ref = vals(logits_ref.grad());
   ASSERT_EQ(grad.size(), grad_ref.size());
   for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(grad[i], grad_ref[i], 1e-7) << i;
+}
+
+// gather, scatter_add and masked_fill (autograd/ops/index.cpp) compose device ops: after the
+// first call has grown the cached position range (kernels::index_range), forward and
+// backward never wait, and values and gradients are the CPU's.
+TEST(CudaHostWaits, GatherScatterAddMaskedFillNeverWaitAndMatchTheCpu) {
+  REQUIRE_GPU();
+  const Tensor x_cpu = vgrad_test::uniform_tensor({6, 5}, 31), src_cpu = vgrad_test::uniform_tensor({4, 5}, 32);
+  const Tensor index_cpu = tensor(std::vector<int64_t>{4, 0, 0, 2, 1, 3, 3, 3, 0, 4, 1, 2}, {4, 3});
+  const auto step = [](const Tensor& x, const Tensor& src, const Tensor& index) {
+    const Tensor picked = gather(x, 1, index);            // (4, 3)
+    const Tensor spread = scatter_add(x, 0, index, src);  // (6, 5), repeats accumulate
+    const Tensor masked = masked_fill(spread, spread > 0.5, -1.0);
+    const Tensor loss = sum(picked * picked) + sum(masked * spread);
+    loss.backward();
+    return loss;
+  };
+  Tensor x = x_cpu.to(gpu()).detach().requires_grad_(), src = src_cpu.to(gpu()).detach().requires_grad_();
+  const Tensor index = index_cpu.to(gpu());
+  (void)step(x, src, index).item();  // the first call grows the position range: one host copy
+  backend_for(gpu()).synchronize();
+  const int64_t start = waits();
+  Tensor loss;
+  for (int i = 0; i < 4; ++i) loss = step(x, src, index);  // 7 index checks each, under 64
+  EXPECT_EQ(waits() - start, 0) << "4 steps of gather + scatter_add + masked_fill + backward";
+
+  Tensor x_ref = x_cpu.detach().requires_grad_(), src_ref = src_cpu.detach().requires_grad_();
+  Tensor loss_ref;
+  for (int i = 0; i < 5; ++i) loss_ref = step(x_ref, src_ref, index_cpu);
+  const double loss_want = loss_ref.item();
+  EXPECT_NEAR(loss.item(), loss_want, 1e-5 * (1 + std::abs(loss_want)));  // float32, another summation order
+  for (const auto& [got, want] : {std::pair{x.grad(), x_ref.grad()}, std::pair{src.grad(), src_ref.grad()}}) {
+    const std::vector<double> g = vals(got), r = vals(want);
+    ASSERT_EQ(g.size(), r.size());
+    for (size_t i = 0; i < g.size(); ++i) EXPECT_NEAR(g[i], r[i], 1e-5 * (1 + std::abs(r[i]))) << i;
+  }
+  EXPECT_ERROR(vals(gather(x, 1, indices({0, 5, 1}, gpu()).reshape({1, 3}))),
+               "gather: index 5 out of range for dim 1 of size 5 (position 1)");
 }
 
 // A tensor's copy on the CPU and on the GPU, picked by the device of the logits at hand.

@@ -305,7 +305,8 @@ TEST(OneHot, Values) {
   EXPECT_EQ(vals(h), (std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0}));
 }
 
-// The class range is cached per (device, class count): a second count gets its own.
+// The class range is cut from one cached range per device (kernels::index_range): a
+// larger count after a smaller one, and a smaller one again, each see their own 0..n-1.
 TEST(OneHot, EachClassCountKeepsItsOwnRange) {
   const Tensor t = labels({1, 0, 2});
   for (int round = 0; round < 2; ++round) {
@@ -315,6 +316,7 @@ TEST(OneHot, EachClassCountKeepsItsOwnRange) {
         << round;
   }
   EXPECT_EQ(vals(nn::F::one_hot(labels({1, 7}), 2)), (std::vector<double>{0, 1, 0, 0})) << "out of range: a zero row";
+  EXPECT_ERROR(nn::F::one_hot(labels({1}), -1), "one_hot: classes must be >= 0, got -1");
 }
 
 TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {

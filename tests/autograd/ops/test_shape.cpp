@@ -1,5 +1,5 @@
 // Tests for the shape ops: reshape/view, transpose/t/permute, squeeze/unsqueeze,
-// narrow/slice/select, expand, index_select, contiguous, clone and cat. Views must
+// narrow/slice/select, expand, index_select, contiguous, clone, cat, stack, split and chunk. Views must
 // share storage (writes show through); contiguous() and clone() copy as documented.
 // Gradients of each (autograd/ops/shape.cpp) on every device.
 #include "op_check.h"
@@ -372,6 +372,99 @@ TEST(Cat, Errors) {
   EXPECT_ERROR((cat({scalar_tensor(1), scalar_tensor(2)}, 0)), "cat", "0-d");
 }
 
+// ---------------- stack / split / chunk ----------------
+// PyTorch's numbers (torch 2.15.0, CPU): printed by tests/reference/index_ops_reference.py.
+
+// Each piece's shape and values.
+void expect_pieces(const std::vector<Tensor>& pieces, const std::vector<std::pair<Shape, std::vector<double>>>& want) {
+  ASSERT_EQ(pieces.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(pieces[i].shape(), want[i].first) << "piece " << i;
+    EXPECT_EQ(vals(pieces[i]), want[i].second) << "piece " << i;
+  }
+}
+
+TEST(Stack, NewAxisAsPyTorch) {
+  const Tensor a = iota({2, 3}), b = iota({2, 3}) + 10;
+  const Tensor s0 = stack({a, b});
+  EXPECT_EQ(s0.shape(), (Shape{2, 2, 3}));
+  EXPECT_EQ(vals(s0), (std::vector<double>{0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15}));
+  const Tensor s1 = stack({a, b}, 1);
+  EXPECT_EQ(s1.shape(), (Shape{2, 2, 3}));
+  EXPECT_EQ(vals(s1), (std::vector<double>{0, 1, 2, 10, 11, 12, 3, 4, 5, 13, 14, 15}));
+  const Tensor last = stack({a, b}, -1);
+  EXPECT_EQ(last.shape(), (Shape{2, 3, 2}));
+  EXPECT_EQ(vals(last), (std::vector<double>{0, 10, 1, 11, 2, 12, 3, 13, 4, 14, 5, 15}));
+  EXPECT_EQ(vals(stack({a, b}, 2)), vals(last));
+  EXPECT_EQ(vals(stack({a, b}, -3)), vals(s0));
+  // 0-d tensors give a 1-D result; strided inputs; dtypes promote as in cat; one input.
+  const Tensor scalars = stack({scalar_tensor(1), scalar_tensor(2)}, -1);
+  EXPECT_EQ(scalars.shape(), (Shape{2}));
+  EXPECT_EQ(vals(scalars), (std::vector<double>{1, 2}));
+  EXPECT_EQ(vals(stack({a.t(), b.t()}, 0)), (std::vector<double>{0, 3, 1, 4, 2, 5, 10, 13, 11, 14, 12, 15}));
+  EXPECT_EQ(stack({a, b.to(DType::Float64)}).dtype(), DType::Float64);
+  EXPECT_EQ(stack({a}).shape(), (Shape{1, 2, 3}));
+  EXPECT_EQ(stack({zeros({0, 3}), zeros({0, 3})}, 1).shape(), (Shape{0, 2, 3}));
+}
+
+TEST(Stack, Errors) {
+  EXPECT_ERROR(stack({}, 0), "stack: no tensors given");
+  EXPECT_ERROR(stack({zeros({2}), zeros({2}), zeros({3})}),
+               "stack: tensor 2 has shape [3], tensor 0 has [2] (all must be equal)");
+  EXPECT_ERROR(stack({zeros({2, 3}), zeros({3, 2})}), "stack: tensor 1 has shape [3, 2], tensor 0 has [2, 3]");
+  EXPECT_ERROR(stack({zeros({2}), zeros({2})}, 2), "stack: axis 2 out of range");
+  EXPECT_ERROR(stack({zeros({2}), zeros({2})}, -3), "stack: axis -3 out of range");
+}
+
+TEST(Split, PiecesAreViewsAsPyTorch) {
+  const Tensor x = iota({5});
+  const std::vector<Tensor> pieces = split(x, 2);
+  expect_pieces(pieces, {{{2}, {0, 1}}, {{2}, {2, 3}}, {{1}, {4}}});
+  for (const Tensor& piece : pieces) EXPECT_TRUE(shares_storage(piece, x));
+  EXPECT_EQ(pieces[2].data_ptr(), static_cast<const char*>(x.data_ptr()) + 4 * sizeof(float));
+  const Tensor a = iota({2, 3});
+  expect_pieces(a.split(std::vector<int64_t>{1, 2}, 1), {{{2, 1}, {0, 3}}, {{2, 2}, {1, 2, 4, 5}}});
+  expect_pieces(split(a, std::vector<int64_t>{0, 2, 0}, 0), {{{0, 3}, {}}, {{2, 3}, {0, 1, 2, 3, 4, 5}}, {{0, 3}, {}}});
+  expect_pieces(a.split(3, -1), {{{2, 3}, {0, 1, 2, 3, 4, 5}}});
+  expect_pieces(a.split(7, 1), {{{2, 3}, {0, 1, 2, 3, 4, 5}}});
+  // An empty axis: one empty piece (also for split_size 0, as PyTorch).
+  expect_pieces(split(zeros({0}), 2), {{{0}, {}}});
+  expect_pieces(split(zeros({0}), 0), {{{0}, {}}});
+  // Writes through a piece show in x.
+  Tensor y = iota({4});
+  y.split(2)[1].fill_(9);
+  EXPECT_EQ(vals(y), (std::vector<double>{0, 1, 9, 9}));
+}
+
+TEST(Chunk, CeilSizedPiecesAsPyTorch) {
+  expect_pieces(chunk(iota({5}), 4), {{{2}, {0, 1}}, {{2}, {2, 3}}, {{1}, {4}}});  // fewer than asked
+  expect_pieces(iota({6}).chunk(4), {{{2}, {0, 1}}, {{2}, {2, 3}}, {{2}, {4, 5}}});
+  expect_pieces(chunk(iota({2, 3}).t(), 2, 0), {{{2, 2}, {0, 3, 1, 4}}, {{1, 2}, {2, 5}}});
+  expect_pieces(chunk(iota({2, 3}), 1, -1), {{{2, 3}, {0, 1, 2, 3, 4, 5}}});
+  expect_pieces(chunk(iota({3}), 5), {{{1}, {0}}, {{1}, {1}}, {{1}, {2}}});
+  expect_pieces(chunk(zeros({0, 2}), 3), {{{0, 2}, {}}, {{0, 2}, {}}, {{0, 2}, {}}});  // an empty axis: `chunks` pieces
+}
+
+TEST(Split, Errors) {
+  const Tensor x = iota({5, 2});
+  EXPECT_ERROR(split(x, 0),
+               "split: split_size 0 must be positive (0 only for an empty axis; axis 0 of [5, 2] has size 5)");
+  EXPECT_ERROR(split(x, -1, 1), "split: split_size -1 must be positive");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{2, 2}),
+               "split: sizes [2, 2] sum to 4, not to 5, the size of axis 0 of [5, 2]");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{4, 4}),
+               "split: sizes [4, 4] sum to more than 5, the size of axis 0 of [5, 2]");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{6, -1}), "split: sizes [6, -1] sum to more than 5");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{3, -1, 3}), "split: size -1 (position 1) is negative in sizes [3, -1, 3]");
+  EXPECT_ERROR(split(x, std::vector<int64_t>{INT64_MAX, INT64_MAX}), "split: sizes", "sum to more than 5");
+  EXPECT_ERROR(split(x, 2, 2), "split: axis 2 out of range for a tensor of 2 dims");
+  EXPECT_ERROR(split(scalar_tensor(1), 1), "split: axis 0 out of range for a tensor of 0 dims");
+  EXPECT_ERROR(chunk(x, 0), "chunk: chunks must be positive, got 0");
+  EXPECT_ERROR(chunk(x, -2, 1), "chunk: chunks must be positive, got -2");
+  EXPECT_ERROR(chunk(x, 2, -3), "chunk: axis -3 out of range");
+  EXPECT_ERROR(chunk(scalar_tensor(1), 1), "chunk: axis 0 out of range for a tensor of 0 dims");
+}
+
 // ---------------- 0-d tensors ----------------
 
 TEST(ZeroDim, AxisOpsOnAScalar) {
@@ -465,6 +558,35 @@ TEST_P(ShapeOp, GradientCat) {
   check_gradient("cat axis -1", [](const Inputs& in) { return cat({in[0], in[1]}, -1); }, {rnd({2, 2, 3}), rnd({2, 2, 1})});
   check_gradient("cat same tensor twice", [](const Inputs& in) { return cat({in[0], in[0] * 2.0}, 0); }, {rnd({2, 3})});
   check_gradient("cat with constant", [](const Inputs& in) { return cat({in[0], ones({1, 3}, {.dtype = DType::Float64, .device = in[0].device()})}, 0); }, {rnd({2, 3})});
+}
+
+TEST_P(ShapeOp, GradientStackSplitChunk) {
+  check_gradient("stack axis 0",
+                 [](const Inputs& in) {
+                   return stack({in[0], in[1], in[0]});
+                 },
+                 {rnd({2, 3}), rnd({2, 3})});
+  check_gradient("stack axis -1",
+                 [](const Inputs& in) {
+                   return stack({in[0], in[1]}, -1);
+                 },
+                 {rnd({2, 3}), rnd({2, 3})});
+  check_gradient("stack 0-d", [](const Inputs& in) { return stack({in[0], in[1] * in[0]}); }, {rnd({}), rnd({})});
+  // The pieces combined unevenly, so each one's gradient lands in its own range.
+  check_gradient("split_size",
+                 [](const Inputs& in) {
+                   const std::vector<Tensor> p = split(in[0], 2, 1);
+                   return p[0] * p[1] + p[2] * 3.0;
+                 },
+                 {rnd({3, 5})});
+  check_gradient("split sizes",
+                 [](const Inputs& in) {
+                   const std::vector<Tensor> p = in[0].split(std::vector<int64_t>{1, 3}, 0);
+                   return p[1] * p[0];
+                 },
+                 {rnd({4, 2})});
+  check_gradient("chunk, one piece unused", [](const Inputs& in) { return chunk(in[0].t(), 3, 0)[1] * 2.0; },
+                 {rnd({2, 5})});
 }
 
 TEST_P(ShapeOp, GradientContiguousCloneAndDType) {
