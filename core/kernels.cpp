@@ -133,6 +133,10 @@ Tensor index_range(int64_t n, Device device) {
   std::lock_guard lock(mutex);
   Tensor& range = (*ranges)[{static_cast<int>(device.type), device.index}];
   if (!range.defined() || range.numel() < n) {
+    // A shorter range is kept, never freed: a CUDA graph captured earlier reads its address
+    // at every replay (in all, less than twice the longest range).
+    static auto* outgrown = new std::vector<Tensor>();
+    if (range.defined()) outgrown->push_back(range);
     const int64_t length = std::max<int64_t>({n, range.defined() ? 2 * range.numel() : 0, 64});
     NoGradGuard no_grad;
     range = arange(0.0, double(length), 1.0, {.dtype = DType::Int64, .device = device});

@@ -446,7 +446,10 @@ template <class Losses> Tensor pointwise_loss(const char* op, const Tensor& inpu
 Tensor quadratic_then_linear(const Tensor& input, const Tensor& target, double threshold, double quadratic,
                              double linear) {
   const Tensor d = abs(sub(input, target));
-  return where(lt(d, threshold), square(d) * quadratic, affine(d, linear, -linear * 0.5 * threshold));
+  // The quadratic branch on d clamped to the threshold: at d = Inf its unpicked 0 gradient
+  // would otherwise meet square's 2·Inf and give NaN (PyTorch gives ±1 there).
+  return where(lt(d, threshold), square(clamp(d, 0.0, threshold)) * quadratic,
+               affine(d, linear, -linear * 0.5 * threshold));
 }
 
 }  // namespace

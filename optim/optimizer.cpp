@@ -539,8 +539,14 @@ std::vector<int64_t> Adam::checked_state(const std::map<std::string, Tensor>& st
   const StateKeyName name = key_name ? key_name : StateKeyName(state_key);
   // Older checkpoints hold one global "step" for all parameters.
   by_parameter = state_by_parameter(state, params_.size(), kAdamState, "step", this->name(), name);
-  auto global = state.find("step");
-  const int64_t global_step = global == state.end() ? 0 : step_count(global->second, "step", this->name());  // 0: none
+  // Read only for a parameter with moments and no step of its own: a file saved before the
+  // first step holds "step" 0 and no moments, and loads as no state.
+  const auto global = state.find("step");
+  bool global_read = false;
+  const auto global_step = [&] {
+    global_read = true;
+    return step_count(global->second, "step", this->name());
+  };
   std::vector<int64_t> steps(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& buffers = by_parameter[i];
@@ -548,14 +554,20 @@ std::vector<int64_t> Adam::checked_state(const std::map<std::string, Tensor>& st
     // The moments and their count only make sense together: zero moments with a count of
     // 1000 would skip the bias correction of the first steps.
     for (const std::string& buffer : kAdamState)
-      if (!buffers.count(buffer) && !(buffer == "step" && global_step > 0))
+      if (!buffers.count(buffer) && !(buffer == "step" && global != state.end()))
         fail("{}: the checkpoint has {} of parameter {} but no '{}' (exp_avg, exp_avg_sq and step go together)",
              this->name(), name(i, buffers.begin()->first), i, name(i, buffer));
     check_state_buffer(buffers.at("exp_avg"), params_[i], name(i, "exp_avg"), this->name());
     check_state_buffer(buffers.at("exp_avg_sq"), params_[i], name(i, "exp_avg_sq"), this->name());
     auto step = buffers.find("step");
-    steps[i] = step == buffers.end() ? global_step : step_count(step->second, name(i, "step"), this->name());
+    steps[i] = step == buffers.end() ? global_step() : step_count(step->second, name(i, "step"), this->name());
   }
+  const auto is_zero = [](const Tensor& t) {
+    return t.numel() == 1 && (is_floating(t.dtype()) ? t.item<double>() == 0 : t.item<int64_t>() == 0);
+  };
+  if (global != state.end() && !global_read && !is_zero(global->second))
+    fail("{}: checkpoint key 'step' is {} {} with no moments: a file saved before the first step holds step 0",
+         this->name(), shape_str(global->second.shape()), dtype_name(global->second.dtype()));
   if (captured_) {
     refuse_dropping_captured_state(exp_avg_, by_parameter, "exp_avg", this->name());
     refuse_dropping_captured_state(exp_avg_sq_, by_parameter, "exp_avg_sq", this->name());

@@ -530,6 +530,18 @@ TEST(L1Losses, MatchTheirFormulasAndBetaZeroIsL1) {
   EXPECT_EQ(vals(x.grad()), (std::vector<double>{1, 0, -1}));
 }
 
+// PyTorch (2.15) at infinite inputs: the linear branch's gradient ±1 (±delta for huber), where
+// the unpicked quadratic branch's 0 times 2·Inf had made NaN.
+TEST(L1Losses, SmoothL1AndHuberGradientsAtInfinityAsPyTorch) {
+  const Tensor target = zeros({4}, {.dtype = DType::Float64});
+  Tensor x = tensor(std::vector<double>{INFINITY, -INFINITY, 3, 0.5}).requires_grad_();
+  nn::smooth_l1_loss(x, target, Reduction::Sum, 1.0).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{1, -1, 1, 0.5}));
+  x.zero_grad();
+  nn::huber_loss(x, target, Reduction::Sum, 2.0).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{2, -2, 2, 0.5}));
+}
+
 TEST(L1Losses, Float64Gradcheck) {
   // |x − y| kept away from 0 and from beta/delta = 0.7 (the kinks).
   const Tensor x = tensor(std::vector<double>{0.1, -1.2, 2.0, 0.5, -0.3, 1.7}, {2, 3});

@@ -222,6 +222,31 @@ TEST_F(Checkpoint, AdamStateIsCheckedWholeBeforeAnythingChanges) {
       },
       "unknown state 'momentum_buffer' (Adam keeps exp_avg, exp_avg_sq, step)");
 
+  // The first format's one global "step": with moments it is their count; before the first
+  // step the file held step 0 and no moments, which loads as no state.
+  const auto drop_state = [](Tensors& t) {
+    std::erase_if(t, [](const auto& kv) { return kv.first.rfind("state.", 0) == 0; });
+  };
+  refused(
+      "global_five.safetensors",
+      [&](Tensors& t) {
+        drop_state(t);
+        t["step"] = scalar_tensor(5, {.dtype = DType::Int64});
+      },
+      "checkpoint key 'step' is [] int64 with no moments: a file saved before the first step holds step 0");
+  write_changed(path("adam.safetensors"), path("global_step.safetensors"), [](Tensors& t, Metadata&) {
+    for (int i = 0; i < 4; ++i) t.erase("state." + std::to_string(i) + ".step");
+    t["step"] = scalar_tensor(3, {.dtype = DType::Int64});
+  });
+  optim::load(adam, path("global_step.safetensors"));
+  EXPECT_EQ(snapshot(adam), snapshot(saved));
+  write_changed(path("adam.safetensors"), path("global_zero.safetensors"), [&](Tensors& t, Metadata&) {
+    drop_state(t);
+    t["step"] = scalar_tensor(0, {.dtype = DType::Int64});
+  });
+  optim::load(adam, path("global_zero.safetensors"));
+  EXPECT_EQ(adam.state_dict().count("state.0.exp_avg"), 0u) << "no state before the first step";
+
   // PyTorch stores the step as a float32 tensor: a whole one loads as the count.
   write_changed(path("adam.safetensors"), path("float_step.safetensors"), [](Tensors& t, Metadata&) {
     for (int i = 0; i < 4; ++i)
