@@ -5,7 +5,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,8 +16,11 @@
 #include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
+#include <sys/stat.h>
 #include <tuple>
+#include <vector>
 
 #include "core/error.h"
 #include "core/regular_file.h"
@@ -81,23 +83,34 @@ std::string excerpt(const nlohmann::json& value) {
 }
 
 struct TooDeep {};
+struct RepeatedKey {
+  std::string key;
+};
 
-// Parses the header, refusing nesting past kMaxJsonDepth as it goes. Every
+// Parses the header, refusing nesting past kMaxJsonDepth and a key repeated within one object
+// (a tensor named twice, a dtype given twice: nlohmann keeps the last silently) as it goes. Every
 // nlohmann error (bad syntax, a number such as 1e999 that overflows) becomes a
 // vgrad::Error naming the top-level key (the tensor) being read when it happened.
 nlohmann::json parse_header(const std::string& path, const std::string& text) {
   using Event = nlohmann::json::parse_event_t;
   std::optional<std::string> key;  // the top-level key being parsed, once there is one
   const auto where = [&] { return key ? location(*key) : std::string(); };
+  std::vector<std::set<std::string>> keys_of_open_objects;
   const auto watch = [&](int depth, Event event, nlohmann::json& parsed) {
     if (event == Event::key && depth == 1) key = parsed.get<std::string>();
     if ((event == Event::object_start || event == Event::array_start) && depth >= kMaxJsonDepth) throw TooDeep{};
+    if (event == Event::object_start) keys_of_open_objects.emplace_back();
+    if (event == Event::object_end) keys_of_open_objects.pop_back();
+    if (event == Event::key && !keys_of_open_objects.back().insert(parsed.get<std::string>()).second)
+      throw RepeatedKey{parsed.get<std::string>()};
     return true;
   };
   try {
     return nlohmann::json::parse(text, watch);
   } catch (const TooDeep&) {
     throw_error(path, where() + "header is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  } catch (const RepeatedKey& repeated) {
+    throw_error(path, where() + "header names '" + truncated(repeated.key, 64) + "' twice in one object");
   } catch (const nlohmann::json::exception& error) {
     throw_error(path, where() + "header is not valid JSON: " + truncated(error.what(), 200));
   }

@@ -382,6 +382,25 @@ TEST_F(SafetensorsTest, DeepNestingIsRefusedWithoutRecursing) {
   EXPECT_LT(message.size(), 400u);
 }
 
+// A key twice in one object was read as its last value (nlohmann's rule): a tensor named twice
+// could turn F32 data into I32 silently. Refused, naming the key; the same key in two objects
+// is fine.
+TEST_F(SafetensorsTest, AKeyRepeatedInOneObjectIsRefused) {
+  const std::string tensor = R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
+  EXPECT_CONTAINS(
+      load_error(R"({"x":)" + tensor + R"(,"x":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0)),
+      "header names 'x' twice in one object");
+  EXPECT_CONTAINS(load_error(R"({"x":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0)),
+                  "tensor 'x': header names 'dtype' twice in one object");
+  EXPECT_CONTAINS(load_error(R"({"__metadata__":{"a":"1"},"__metadata__":{"a":"2"}})", {}),
+                  "header names '__metadata__' twice");
+  EXPECT_CONTAINS(load_error(R"({"__metadata__":{"a":"1","a":"2"}})", {}), "header names 'a' twice");
+  write_raw(path("good.safetensors"), R"({"__metadata__":{"dtype":"x"},"x":)" + tensor + "}", Bytes(4, 0));
+  const st::File file = st::load(path("good.safetensors"));
+  EXPECT_EQ(file.tensors.at("x").shape, (std::vector<int64_t>{1}));
+  EXPECT_EQ(file.metadata.at("dtype"), "x");
+}
+
 TEST_F(SafetensorsTest, ErrorsQuoteOnlyAnExcerptOfAValue) {
   // A shallow but huge value: the message shows its start and its size, not all of it.
   const std::string long_text = "\"" + std::string(20'000, 'a') + "\"";
