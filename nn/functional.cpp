@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <optional>
 
 #include "autograd/autocast.h"
@@ -51,7 +52,7 @@ void check_same_shape(const Tensor& input, const Tensor& target, Reduction reduc
 }
 
 void check_targets(const Tensor& input, const Tensor& target, const char* op) {
-  if (input.dim() != 2) fail("{}: expects input (N, C), got {}", op, shape_str(input.shape()));
+  if (input.dim() != 2) fail("{}: expects input (N, C) or (N, C, d1, ...), got {}", op, shape_str(input.shape()));
   if (target.dtype() != DType::Int64) fail("{}: targets must be int64 class indices, got {}", op, dtype_name(target.dtype()));
   if (target.dim() != 1 || target.shape()[0] != input.shape()[0])
     fail("{}: targets {} do not match input {} (expected [{}])", op, shape_str(target.shape()),
@@ -59,6 +60,24 @@ void check_targets(const Tensor& input, const Tensor& target, const char* op) {
   if (input.shape()[1] == 0)
     fail("{}: input {} has no classes (C = 0): no target can name a class", op, shape_str(input.shape()));
   kernels::check_same_device(input, target, op);
+}
+
+// A class loss over input (N, C, d1..dk) and targets (N, d1..dk), as PyTorch's: `loss` of each
+// position, the classes moved last and the positions flattened to rows (N·d1⋯dk, C); None
+// gives the losses as (N, d1..dk). A bad target's "row" counts positions in that order.
+template <class Loss> Tensor over_positions(const Tensor& input, const Tensor& target, Reduction reduction,
+                                            const char* op, const Loss& loss) {
+  Shape positions = input.shape();
+  positions.erase(positions.begin() + 1);
+  if (target.shape() != positions)
+    fail("{}: targets {} do not match input {} (expected {}: the input without its class dim 1)", op,
+         shape_str(target.shape()), shape_str(input.shape()), shape_str(positions));
+  std::vector<int64_t> classes_last(size_t(input.dim()));
+  std::iota(classes_last.begin(), classes_last.end(), 0);
+  std::rotate(classes_last.begin() + 1, classes_last.begin() + 2, classes_last.end());
+  const Tensor rows = permute(input, classes_last).reshape({-1, input.shape()[1]});
+  const Tensor out = loss(rows, target.reshape({-1}));
+  return reduction == Reduction::None ? out.reshape(positions) : out;
 }
 
 // weight (C), one per class of input (N, C), floating and on input's device; undefined is fine.
@@ -374,6 +393,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   VGRAD_PROFILE_OP("cross_entropy");
   if (const Tensor wide = autograd::autocast::to_float32(logits); !wide.is_same(logits))
     return cross_entropy(wide, target, reduction, label_smoothing, weight, ignore_index);
+  if (logits.dim() > 2)
+    return over_positions(logits, target, reduction, "cross_entropy", [&](const Tensor& rows, const Tensor& t) {
+      return cross_entropy(rows, t, reduction, label_smoothing, weight, ignore_index);
+    });
   check_targets(logits, target, "cross_entropy");
   check_reduction(logits, reduction, "cross_entropy");
   if (!is_floating(logits.dtype()))
@@ -417,6 +440,10 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
   VGRAD_PROFILE_OP("nll_loss");
   if (const Tensor wide = autograd::autocast::to_float32(log_probs); !wide.is_same(log_probs))
     return nll_loss(wide, target, reduction, weight, ignore_index);
+  if (log_probs.dim() > 2)
+    return over_positions(log_probs, target, reduction, "nll_loss", [&](const Tensor& rows, const Tensor& t) {
+      return nll_loss(rows, t, reduction, weight, ignore_index);
+    });
   check_targets(log_probs, target, "nll_loss");
   check_reduction(log_probs, reduction, "nll_loss");
   check_class_weight(weight, log_probs, "nll_loss");

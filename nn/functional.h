@@ -59,7 +59,8 @@ enum class Reduction { Mean, Sum, None, BatchMean };
 // value): a GPU cannot see whether a target equals it without a host wait, so the check costs
 // launches on every call, and a target of -100 is refused as out of range instead.
 constexpr int64_t kPyTorchIgnoreIndex = -100;
-// log-softmax + NLL over logits (N, C) and int64 targets (N). Its gradient is
+// log-softmax + NLL over logits (N, C) and int64 targets (N), or per position over logits
+// (N, C, d1, ...) and targets (N, d1, ...) as PyTorch's (None gives (N, d1, ...)). Its gradient is
 // (softmax − onehot)/N (smoothed targets with label_smoothing). Targets are checked, except
 // those equal to ignore_index. weight (C, optional, never differentiated) scales each row by
 // weight[t_i]; Mean is then PyTorch's Σ w[t_i]·loss_i / Σ w[t_i] over the rows not ignored, and
@@ -72,6 +73,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
                      double label_smoothing = 0.0, const Tensor& weight = Tensor(),
                      std::optional<int64_t> ignore_index = std::nullopt);
 // −weight[t_i]·log_probs[i, t_i] (weight 1 if undefined), 0 for an ignored row, averaged
+// (log_probs (N, C) or (N, C, d1, ...) with targets (N) or (N, d1, ...), as cross_entropy)
 // (Σ / Σ w[t_i], as cross_entropy) or summed over rows.
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean,
                 const Tensor& weight = Tensor(), std::optional<int64_t> ignore_index = std::nullopt);

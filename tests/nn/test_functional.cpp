@@ -464,6 +464,55 @@ TEST(CrossEntropy, Float64GradcheckWithWeightsIgnoreIndexAndSmoothing) {
   EXPECT_TRUE(nll.ok) << nll.message;
 }
 
+// Logits (N, C, d1, d2) with targets (N, d1, d2), as a segmentation model's: PyTorch (2.15,
+// float64) with x = 2·sin(0.37·i) shaped (2, 3, 2, 2), weights, ignore_index and smoothing 0.1.
+TEST(CrossEntropy, PerPositionOverExtraDimsAsPyTorch) {
+  std::vector<double> values(24);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(double(i) * 0.37) * 2;
+  for (const Device device : vgrad_test::cpu_and_gpu()) {
+    SCOPED_TRACE(device.str());
+    const Tensor x = tensor(values, {2, 3, 2, 2}).to(device).requires_grad_();
+    const Tensor t = labels({0, 2, 1, 1, 2, -100, 0, 1}).reshape({2, 2, 2}).to(device);
+    const Tensor w = tensor(std::vector<double>{0.5, 2.0, 1.5}).to(device);
+    const Tensor mean = nn::cross_entropy(x, t, Reduction::Mean, 0.1, w, kIgnore);
+    EXPECT_NEAR(mean.item(), 1.2612154555225543, 1e-12);
+    EXPECT_NEAR(nn::cross_entropy(x, t, Reduction::Sum, 0.1, w, kIgnore).item(), 12.612154555225546, 1e-12);
+    const Tensor none = nn::cross_entropy(x, t, Reduction::None, 0.1, w, kIgnore);
+    EXPECT_EQ(none.shape(), (Shape{2, 2, 2}));
+    expect_near_all(vals(none),
+                    {1.1783676703382866, 3.7371443808735796, 1.3297357174825157, 2.3528087721973883,
+                     0.37814140621634723, 0.0, 1.9742175257029002, 1.6617390824145284},
+                    1e-12);
+    mean.backward();
+    expect_near_all(vals(x.grad()), {-0.040692016454034724, 0.030222989939076662,
+                                     0.08001107874855108,   0.12644037220445392,
+                                     0.03711815602134796,   0.09913870128272298,
+                                     -0.08235985252189718,  -0.12574691402372867,
+                                     0.0035738604326867687, -0.12936169122179964,
+                                     0.0023487737733461325, -0.0006934581807252203,
+                                     0.0015728102902402596, 0.0,
+                                     -0.04558751828403275,  0.003947011692574162,
+                                     0.004259566659638227,  0.0,
+                                     0.006761957701029932,  -0.10337943946329912,
+                                     -0.005832376949878488, 0.0,
+                                     0.03882556058300282,   0.09943242777072499},
+                    1e-12);
+    const Tensor plain = labels({0, 2, 1, 1, 2, 1, 0, 1}).reshape({2, 2, 2}).to(device);
+    EXPECT_NEAR(nn::cross_entropy(x, plain).item(), 1.717880797325518, 1e-12) << "the fused kernel per position";
+    EXPECT_NEAR(nn::nll_loss(log_softmax(x, 1), plain, Reduction::Sum).item(), 13.743046378604143, 1e-12);
+    if (device.is_cpu()) {
+      EXPECT_ERROR(nn::cross_entropy(x, labels({0, 1}).to(device)),
+                   "cross_entropy: targets [2] do not match input [2, 3, 2, 2] (expected [2, 2, 2]: the input "
+                   "without its class dim 1)");
+      EXPECT_ERROR(nn::nll_loss(x, plain.reshape({2, 4})), "nll_loss: targets [2, 4] do not match input");
+      EXPECT_ERROR(nn::cross_entropy(x, labels({0, 2, 1, 1, 2, 3, 0, 1}).reshape({2, 2, 2})),
+                   "cross_entropy: target 3 out of range for 3 classes (row 5)");
+      EXPECT_ERROR(nn::cross_entropy(zeros({3}), labels({0})),
+                   "cross_entropy: expects input (N, C) or (N, C, d1, ...)");
+    }
+  }
+}
+
 TEST(CrossEntropy, RejectsBadWeightsZeroClassesAndBatchMean) {
   const Tensor x = zeros({3, 4});
   const Tensor t = labels({0, 1, 2});
