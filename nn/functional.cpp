@@ -431,6 +431,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
 Tensor one_hot(const Tensor& target, int64_t classes, DType dtype) {
   if (target.dtype() != DType::Int64) fail("one_hot: targets must be int64, got {}", dtype_name(target.dtype()));
   if (classes < 0) fail("one_hot: classes must be >= 0, got {}", classes);
+  // As PyTorch, a class outside [0, classes) is refused (it made an all-zero row); on a GPU at
+  // the next host read, as the losses' targets. "row" counts the targets in row-major order.
+  backend_for(target.device())
+      .check_index({.op = "one_hot", .limit = classes, .class_targets = true},
+                   kernels::contiguous(target).reshape({target.numel()}).view());
   return kernels::cast(eq(unsqueeze(target, -1), kernels::index_range(classes, target.device())), dtype);
 }
 

@@ -315,8 +315,15 @@ TEST(OneHot, EachClassCountKeepsItsOwnRange) {
               (std::vector<double>{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0}))
         << round;
   }
-  EXPECT_EQ(vals(nn::F::one_hot(labels({1, 7}), 2)), (std::vector<double>{0, 1, 0, 0})) << "out of range: a zero row";
   EXPECT_ERROR(nn::F::one_hot(labels({1}), -1), "one_hot: classes must be >= 0, got -1");
+}
+
+// As PyTorch ("Class values must be smaller than num_classes"): a class outside [0, classes)
+// is refused, naming it and its position in row-major order (it made an all-zero row).
+TEST(OneHot, AClassOutOfRangeIsRefused) {
+  EXPECT_ERROR(nn::F::one_hot(labels({1, 7}), 2), "one_hot: target 7 out of range for 2 classes (row 1)");
+  EXPECT_ERROR(nn::F::one_hot(labels({0, 1, 1, -1}).reshape({2, 2}), 2), "one_hot: target -1 out of range", "(row 3)");
+  EXPECT_EQ(nn::F::one_hot(labels({0, 1, 1, 0}).reshape({2, 2}), 2).shape(), (Shape{2, 2, 2}));
 }
 
 TEST(CrossEntropy, EmptyBatchMeanIsRefusedLikeMeanSumIsZero) {
