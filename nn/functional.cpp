@@ -310,12 +310,14 @@ ClassTargets class_targets(const Tensor& target, int64_t classes, std::optional<
   return {keep, pick};
 }
 
-// Row losses and the mean's denominator: Mean is Σ losses / denominator.
+// Row losses and the mean's denominator (undefined when every row counts with weight 1).
 struct RowLosses {
   Tensor losses, denominator;
 };
+// Without a denominator (every row counts, weight 1) Mean is the plain mean.
 Tensor reduce_rows(const RowLosses& rows, Reduction reduction) {
-  return reduction == Reduction::Mean ? div(sum(rows.losses), rows.denominator) : reduce_loss(rows.losses, reduction);
+  return reduction == Reduction::Mean && rows.denominator.defined() ? div(sum(rows.losses), rows.denominator)
+                                                                    : reduce_loss(rows.losses, reduction);
 }
 
 // loss_i = −w[t_i]·log_probs[i, t_i] (w = 1 without weight), 0 for an ignored row;
@@ -327,10 +329,8 @@ RowLosses nll_rows(const Tensor& log_probs, const ClassTargets& targets, const T
   const Tensor zero = zero_like_scalar(log_probs);
   const Tensor picked = sum(where(targets.pick, log_probs, zero), {1});
   if (!weight.defined()) {
-    const Tensor counted = targets.keep.defined() ? kernels::cast(sum(targets.keep), log_probs.dtype())
-                                                  : full({}, double(log_probs.shape()[0]),
-                                                         {.dtype = log_probs.dtype(), .device = log_probs.device()});
-    return {neg(picked), counted};
+    if (!targets.keep.defined()) return {neg(picked), Tensor()};
+    return {neg(picked), kernels::cast(sum(targets.keep), log_probs.dtype())};
   }
   const Tensor row_weight = sum(where(targets.pick, kernels::cast(weight.detach(), log_probs.dtype()), zero), {1});
   // NOTE: the where keeps an ignored row's gradient 0 when every row is ignored: Mean's 1/Σw is
